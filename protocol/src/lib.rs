@@ -1,0 +1,27 @@
+//! What the onboarding agent and the UMS stub must agree on, with no I/O and no async runtime.
+//!
+//! # Layout
+//! - [`fingerprint`]: [`Fingerprint`], the SHA-256 of the UMS ID certificate that devices pin.
+//! - [`unit_id`]: [`UnitId`], a device's identity (a MAC, or a UD Pocket serial).
+//! - [`key`]: [`KeyKind`], [`FirstAuthKey`] (a secret that prints masked) and [`KeyEntry`].
+//! - [`keyfile`]: [`KeyFile`], the export on the USB stick, with a reader and writer for each
+//!   [`Format`] (XML, HTML, the UMS clipboard text).
+//! - [`problem`]: [`ProblemCode`] and the RFC 9457 [`Problem`] body of enrollment refusals.
+//! - [`routes`]: endpoint paths, content types and the default port.
+
+pub mod fingerprint;
+pub mod key;
+pub mod keyfile;
+pub mod problem;
+pub mod routes;
+pub mod unit_id;
+
+pub use fingerprint::{Fingerprint, FingerprintError};
+pub use key::{
+    FirstAuthKey, KeyEntry, KeyEntryError, KeyKind, KeyKindError, KeyValueError, MAX_KEY_CHARS,
+};
+pub use keyfile::{
+    FORMAT_VERSION, Format, KeyFile, KeyFileError, Limits, Position, Reason, Server, ServerError,
+};
+pub use problem::{Problem, ProblemCode};
+pub use unit_id::{UnitId, UnitIdError};

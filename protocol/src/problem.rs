@@ -1,0 +1,218 @@
+//! Refusals of the enrollment endpoint: RFC 9457 problem details with a stable `code`.
+//!
+//! The agent branches on [`ProblemCode`], never on the human text.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The media type of a refusal body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// Why the server refused an enrollment. The strings are stable: agents and scripts match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemCode {
+    /// No key has this value.
+    KeyUnknown,
+    /// The key exists but is deactivated.
+    KeyInactive,
+    /// A one-time key another device already used.
+    KeyUsed,
+    /// A device-bound key presented by a device it does not name.
+    KeyBoundToOtherDevice,
+    /// This unit ID is already enrolled with another public key.
+    UnitIdConflict,
+    /// The request is malformed (body, CSR, authorization header).
+    BadRequest,
+    /// Too many failed attempts; retry after the `Retry-After` delay.
+    RateLimited,
+}
+
+impl ProblemCode {
+    /// Every code.
+    pub const ALL: [ProblemCode; 7] = [
+        ProblemCode::KeyUnknown,
+        ProblemCode::KeyInactive,
+        ProblemCode::KeyUsed,
+        ProblemCode::KeyBoundToOtherDevice,
+        ProblemCode::UnitIdConflict,
+        ProblemCode::BadRequest,
+        ProblemCode::RateLimited,
+    ];
+
+    /// The stable string carried in the problem body's `code` member.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::KeyUnknown => "key_unknown",
+            ProblemCode::KeyInactive => "key_inactive",
+            ProblemCode::KeyUsed => "key_used",
+            ProblemCode::KeyBoundToOtherDevice => "key_bound_to_other_device",
+            ProblemCode::UnitIdConflict => "unit_id_conflict",
+            ProblemCode::BadRequest => "bad_request",
+            ProblemCode::RateLimited => "rate_limited",
+        }
+    }
+
+    /// The HTTP status that carries this code.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ProblemCode::KeyUnknown
+            | ProblemCode::KeyInactive
+            | ProblemCode::KeyUsed
+            | ProblemCode::KeyBoundToOtherDevice => 403,
+            ProblemCode::UnitIdConflict => 409,
+            ProblemCode::BadRequest => 400,
+            ProblemCode::RateLimited => 429,
+        }
+    }
+
+    /// Whether the key that drew this refusal will never work: the agent moves on to its next key
+    /// and never tries this one again.
+    pub const fn is_final_for_key(self) -> bool {
+        matches!(
+            self,
+            ProblemCode::KeyUnknown
+                | ProblemCode::KeyInactive
+                | ProblemCode::KeyUsed
+                | ProblemCode::KeyBoundToOtherDevice
+        )
+    }
+
+    /// Whether the device cannot enroll with any key until an administrator acts.
+    pub const fn is_final_for_device(self) -> bool {
+        matches!(self, ProblemCode::UnitIdConflict)
+    }
+}
+
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that is not a known problem code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a known problem code")]
+pub struct UnknownProblemCode(String);
+
+impl FromStr for ProblemCode {
+    type Err = UnknownProblemCode;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ProblemCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == text)
+            .ok_or_else(|| UnknownProblemCode(text.chars().take(40).collect()))
+    }
+}
+
+impl serde::Serialize for ProblemCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ProblemCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An RFC 9457 problem details body with this project's `code` extension member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    /// A URI naming the problem type; `about:blank` where the code says it all.
+    #[serde(rename = "type", default = "about_blank")]
+    pub problem_type: String,
+    /// Short human summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// Human explanation of this occurrence. Never holds a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The stable code the agent branches on.
+    pub code: ProblemCode,
+}
+
+fn about_blank() -> String {
+    "about:blank".to_owned()
+}
+
+impl Problem {
+    /// A problem for `code` with its standard title and status.
+    pub fn new(code: ProblemCode) -> Self {
+        let title = match code {
+            ProblemCode::KeyUnknown => "Unknown first-authentication key",
+            ProblemCode::KeyInactive => "First-authentication key is deactivated",
+            ProblemCode::KeyUsed => "First-authentication key was already used",
+            ProblemCode::KeyBoundToOtherDevice => {
+                "First-authentication key is bound to another device"
+            }
+            ProblemCode::UnitIdConflict => "Unit ID is already enrolled with another key pair",
+            ProblemCode::BadRequest => "Malformed enrollment request",
+            ProblemCode::RateLimited => "Too many failed attempts",
+        };
+        Self {
+            problem_type: about_blank(),
+            title: title.to_owned(),
+            status: code.http_status(),
+            detail: None,
+            code,
+        }
+    }
+
+    /// The same problem with a detail text.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_their_strings() {
+        for code in ProblemCode::ALL {
+            assert_eq!(code.as_str().parse::<ProblemCode>().unwrap(), code);
+        }
+        assert!("key_lost".parse::<ProblemCode>().is_err());
+    }
+
+    #[test]
+    fn finality_follows_the_architecture() {
+        let final_for_key: Vec<_> = ProblemCode::ALL
+            .into_iter()
+            .filter(|c| c.is_final_for_key())
+            .map(ProblemCode::as_str)
+            .collect();
+        assert_eq!(
+            final_for_key,
+            [
+                "key_unknown",
+                "key_inactive",
+                "key_used",
+                "key_bound_to_other_device"
+            ]
+        );
+        assert!(ProblemCode::UnitIdConflict.is_final_for_device());
+        assert!(!ProblemCode::RateLimited.is_final_for_key());
+        assert!(!ProblemCode::BadRequest.is_final_for_device());
+    }
+
+    #[test]
+    fn problem_body_is_rfc9457_json_with_code() {
+        let body = Problem::new(ProblemCode::KeyUsed).with_detail("key 17 was used on 2026-11-01");
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["type"], "about:blank");
+        assert_eq!(json["status"], 403);
+        assert_eq!(json["code"], "key_used");
+        let back: Problem = serde_json::from_value(json).unwrap();
+        assert_eq!(back, body);
+        let minimal: Problem =
+            serde_json::from_str(r#"{"title":"x","status":429,"code":"rate_limited"}"#).unwrap();
+        assert_eq!(minimal.code, ProblemCode::RateLimited);
+    }
+}
