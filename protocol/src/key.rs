@@ -48,8 +48,8 @@ impl fmt::Display for KeyKind {
 
 /// A text that names no key kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a key type: expected one-time, device-bound or mass")]
-pub struct KeyKindError(String);
+#[error("not a key type: expected one-time, device-bound or mass")]
+pub struct KeyKindError(());
 
 impl FromStr for KeyKind {
     type Err = KeyKindError;
@@ -60,7 +60,8 @@ impl FromStr for KeyKind {
             "one-time" => Ok(KeyKind::OneTime),
             "device-bound" => Ok(KeyKind::DeviceBound),
             "mass" | "mass-deployment" => Ok(KeyKind::MassDeployment),
-            _ => Err(KeyKindError(text.chars().take(40).collect())),
+            // The text is not echoed: a misplaced key value may sit where the type belongs.
+            _ => Err(KeyKindError(())),
         }
     }
 }

@@ -56,9 +56,9 @@ pub enum ServerError {
     /// Empty, too long, or holding white space, control characters or URL delimiters.
     #[error("{0:?} is not a host name or address")]
     BadHost(String),
-    /// Not a number from 1 to 65535.
-    #[error("{0:?} is not a port (1 to 65535)")]
-    BadPort(String),
+    /// Not a number from 1 to 65535. The text is not echoed: a misplaced key may sit there.
+    #[error("the port is not a number from 1 to 65535")]
+    BadPort,
 }
 
 impl Server {
@@ -74,7 +74,7 @@ impl Server {
             return Err(ServerError::BadHost(host.chars().take(40).collect()));
         }
         if port == 0 {
-            return Err(ServerError::BadPort("0".to_owned()));
+            return Err(ServerError::BadPort);
         }
         Ok(Self { host, port })
     }
@@ -83,7 +83,7 @@ impl Server {
     fn parse_port(text: &str) -> Result<u16, ServerError> {
         match text.trim().parse::<u16>() {
             Ok(port) if port != 0 => Ok(port),
-            _ => Err(ServerError::BadPort(text.chars().take(40).collect())),
+            _ => Err(ServerError::BadPort),
         }
     }
 
