@@ -1,7 +1,27 @@
-//! The UMS stub server.
+//! The UMS stub server: the UMS ID, the key store and key management.
 //!
-//! Not built yet: the UMS ID, the key store, EST enrollment and the admin command line land with
-//! their own issues (see the README's feature table). Until then this crate only checks that the
-//! shared protocol crate links into the server side.
+//! # Layout
+//! - [`config`]: data directory and the optional TOML config, validated into [`config::Settings`].
+//! - [`ums_id`]: the server's identity (P-256 key pair, self-signed CA), its files, backup, restore.
+//! - [`vault`]: look-up digests and sealing of key values, derived from the UMS ID.
+//! - [`store`]: the [`store::Store`] interface and its SQLite implementation (the one module that
+//!   owns the database).
+//! - [`keys`]: key operations (create, list, edit, activate, delete, export) shared by the command
+//!   line and, later, the admin API.
+//! - [`unit_ids`]: unit IDs typed one by one or imported from CSV.
+//! - [`stub`]: an opened data directory.
+//! - [`cli`]: the command line.
+//! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
+
+pub mod cli;
+pub mod config;
+pub mod files;
+pub mod keys;
+pub mod random;
+pub mod store;
+pub mod stub;
+pub mod ums_id;
+pub mod unit_ids;
+pub mod vault;
 
 pub use onboard_protocol as protocol;

@@ -1,0 +1,139 @@
+//! Settings: the data directory from the command line or environment, and an optional TOML file.
+//!
+//! The file is read raw (every field optional, unknown fields refused), then validated into
+//! [`Settings`] with defaults filled in. Without `--config`, `<data-dir>/ums-stub.toml` is read if it
+//! exists.
+//!
+//! ```toml
+//! # The host name devices reach this server by; goes into exports without --server.
+//! # Default: this machine's host name.
+//! public_host = "ums.example.com"
+//! # The HTTPS port devices connect to. Default: 8443.
+//! public_port = 8443
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use onboard_protocol::Server;
+use onboard_protocol::routes::DEFAULT_PORT;
+
+/// Where the server keeps its state unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/ums-stub";
+
+/// The config file's name inside the data directory.
+pub const CONFIG_FILE: &str = "ums-stub.toml";
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "ums-stub.db";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    public_host: Option<String>,
+    public_port: Option<u16>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The data directory: database, UMS ID, config.
+    pub data_dir: PathBuf,
+    /// The server devices are told to contact when an export names none.
+    pub public_server: Server,
+}
+
+impl Settings {
+    /// Reads the config file (`config`, or the one in `data_dir` if present) and validates it.
+    pub fn load(data_dir: PathBuf, config: Option<&Path>) -> anyhow::Result<Self> {
+        let default_file = data_dir.join(CONFIG_FILE);
+        let file = match config {
+            Some(path) => Some(path.to_owned()),
+            None => default_file.is_file().then_some(default_file),
+        };
+        let raw = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str::<RawConfig>(&text)
+                    .with_context(|| format!("config file {}", path.display()))?
+            }
+            None => RawConfig::default(),
+        };
+        let host = match raw.public_host {
+            Some(host) => host,
+            None => machine_host_name(),
+        };
+        let port = raw.public_port.unwrap_or(DEFAULT_PORT);
+        if port == 0 {
+            bail!(
+                "config file {}: public_port must be from 1 to 65535",
+                file.unwrap_or_default().display()
+            );
+        }
+        let public_server = Server::new(host, port).with_context(|| match &file {
+            Some(path) => format!("config file {}: public_host", path.display()),
+            None => {
+                "this machine's host name cannot name a server; set public_host in the config file"
+                    .to_owned()
+            }
+        })?;
+        Ok(Self {
+            data_dir,
+            public_server,
+        })
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+}
+
+/// The kernel's host name, or `localhost` when it cannot be read.
+fn machine_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_file_in_the_data_dir_and_fills_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load(dir.path().to_owned(), None).unwrap();
+        assert_eq!(settings.public_server.port(), 8443);
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "public_host = \"ums.example.com\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path().to_owned(), None).unwrap();
+        assert_eq!(settings.public_server.to_string(), "ums.example.com:8443");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "public_port = 8443\npublic_hots = \"x\"\n").unwrap();
+        let error = format!(
+            "{:#}",
+            Settings::load(dir.path().to_owned(), Some(&file)).unwrap_err()
+        );
+        assert!(
+            error.contains("bad.toml") && error.contains("line 2") && error.contains("public_hots"),
+            "{error}"
+        );
+        let missing = format!(
+            "{:#}",
+            Settings::load(dir.path().to_owned(), Some(&dir.path().join("no.toml"))).unwrap_err()
+        );
+        assert!(missing.contains("no.toml"), "{missing}");
+    }
+}

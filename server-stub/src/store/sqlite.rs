@@ -1,0 +1,567 @@
+//! The SQLite store, the embedded default: one file in the data directory, WAL mode so the CLI and
+//! a running server can share it, numbered migrations applied at open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use onboard_protocol::{KeyKind, UnitId};
+use rusqlite::{
+    Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
+};
+use time::OffsetDateTime;
+
+use super::{KeyFilter, KeyId, MakeKey, Progress, Store, StoreError, StoredKey};
+
+/// Migrations, applied in order; a database records the highest it has.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE keys (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT    NOT NULL CHECK (kind IN ('one-time', 'device-bound', 'mass')),
+        lookup      BLOB    NOT NULL UNIQUE CHECK (length(lookup) = 32),
+        sealed      BLOB    NOT NULL,
+        unit_id     TEXT    CHECK ((kind = 'device-bound') = (unit_id IS NOT NULL)),
+        active      INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+        usage_count INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
+        usage_date  INTEGER,
+        comment     TEXT    NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL
+     );
+     CREATE INDEX keys_unit_id ON keys (unit_id) WHERE unit_id IS NOT NULL;
+     CREATE INDEX keys_kind ON keys (kind);",
+)];
+
+/// The status as SQL, matching [`StoredKey::status`].
+const STATUS_SQL: &str = "CASE WHEN kind <> 'mass' AND usage_count > 0 THEN 'used' \
+                          WHEN active = 1 THEN 'active' ELSE 'inactive' END";
+
+/// How many times a generated value is redrawn on a clash.
+const GENERATE_ATTEMPTS: usize = 16;
+
+/// A SQLite database file.
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqliteStore({})", self.path.display())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let db = |source| StoreError::Database {
+            path: shown.clone(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(db)?;
+        // Another process (the server, or a second CLI) may hold a write lock for a moment.
+        connection
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(db)?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                path: shown,
+                reason: format!("cannot switch to WAL mode (got {mode})"),
+            });
+        }
+        // FULL: a committed enrollment survives a power cut, not only a killed process.
+        connection
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(db)?;
+        restrict_permissions(path);
+        let store = Self {
+            path: path.to_owned(),
+            connection: Mutex::new(connection),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .map_err(|e| self.db(e))?;
+        let current: i64 = tx
+            .query_row(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        if current > known {
+            return Err(StoreError::Corrupt {
+                path: self.shown(),
+                reason: format!(
+                    "schema version {current} is newer than this ums-stub knows ({known}); upgrade ums-stub"
+                ),
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
+            tx.execute_batch(sql).map_err(|e| self.db(e))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, now()],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.lock()
+            .query_row("SELECT max(version) FROM schema_migrations", [], |row| {
+                row.get(0)
+            })
+            .map_err(|e| self.db(e))
+    }
+
+    /// Runs SQLite's integrity check; `Ok(())` when it reports "ok".
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let report: String = self
+            .lock()
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .map_err(|e| self.db(e))?;
+        if report == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                path: self.shown(),
+                reason: report,
+            })
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back.
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn db(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Database {
+            path: self.shown(),
+            source,
+        }
+    }
+
+    /// Fails with the IDs among `ids` that do not exist.
+    fn require_existing(&self, tx: &Transaction<'_>, ids: &[KeyId]) -> Result<(), StoreError> {
+        let mut statement = tx
+            .prepare_cached("SELECT 1 FROM keys WHERE id = ?1")
+            .map_err(|e| self.db(e))?;
+        let mut missing = Vec::new();
+        for id in ids {
+            if statement
+                .query_row([id], |_| Ok(()))
+                .optional()
+                .map_err(|e| self.db(e))?
+                .is_none()
+            {
+                missing.push(*id);
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(missing))
+        }
+    }
+}
+
+/// The database and its WAL hold only sealed values, but there is no reason for others to read
+/// them either.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn kind_from_sql(text: &str) -> Option<KeyKind> {
+    text.parse().ok()
+}
+
+impl Store for SqliteStore {
+    fn insert_keys(
+        &self,
+        count: usize,
+        make: MakeKey<'_>,
+        progress: Progress<'_>,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let mut ids = Vec::with_capacity(count);
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (lookup) DO NOTHING",
+                )
+                .map_err(|e| self.db(e))?;
+            let created_at = now();
+            for index in 0..count {
+                let mut attempts = 0;
+                loop {
+                    let key = make(index);
+                    let inserted = insert
+                        .execute(params![
+                            key.kind.as_str(),
+                            &key.lookup[..],
+                            key.sealed,
+                            key.unit_id.as_ref().map(UnitId::as_str),
+                            key.comment,
+                            created_at
+                        ])
+                        .map_err(|e| self.db(e))?;
+                    if inserted == 1 {
+                        ids.push(tx.last_insert_rowid());
+                        break;
+                    }
+                    if !key.generated {
+                        return Err(StoreError::DuplicateKey);
+                    }
+                    attempts += 1;
+                    if attempts >= GENERATE_ATTEMPTS {
+                        return Err(StoreError::NoUniqueValue(attempts));
+                    }
+                }
+                if index % 1024 == 1023 {
+                    progress(index as u64 + 1);
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.db(e))?;
+        progress(count as u64);
+        Ok(ids)
+    }
+
+    fn keys(&self, filter: &KeyFilter) -> Result<Vec<StoredKey>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, kind, lookup, sealed, unit_id, active, usage_count, usage_date, comment, created_at
+             FROM keys WHERE 1 = 1",
+        );
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(kind) = filter.kind {
+            sql.push_str(" AND kind = ?");
+            values.push(kind.as_str().to_owned().into());
+        }
+        if let Some(status) = filter.status {
+            sql.push_str(&format!(" AND {STATUS_SQL} = ?"));
+            values.push(status.as_str().to_owned().into());
+        }
+        if let Some(unit_id) = &filter.unit_id {
+            sql.push_str(" AND unit_id = ?");
+            values.push(unit_id.as_str().to_owned().into());
+        }
+        if let Some(ids) = &filter.ids {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            // Bound as a JSON array so any number of IDs is one parameter.
+            sql.push_str(" AND id IN (SELECT value FROM json_each(?))");
+            values.push(serde_json::to_string(ids).unwrap_or_default().into());
+        }
+        sql.push_str(" ORDER BY id");
+        let connection = self.lock();
+        let mut statement = connection.prepare(&sql).map_err(|e| self.db(e))?;
+        let rows = statement
+            .query_map(params_from_iter(values), |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, bool>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
+                    row.get::<_, String>(8)?,
+                    row.get::<_, i64>(9)?,
+                ))
+            })
+            .map_err(|e| self.db(e))?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (
+                id,
+                kind,
+                lookup,
+                sealed,
+                unit_id,
+                active,
+                usage_count,
+                usage_date,
+                comment,
+                created_at,
+            ) = row.map_err(|e| self.db(e))?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                path: self.shown(),
+                reason,
+            };
+            let kind = kind_from_sql(&kind)
+                .ok_or_else(|| corrupt(format!("key {id} has an unknown kind")))?;
+            let lookup: [u8; 32] = lookup
+                .try_into()
+                .map_err(|_| corrupt(format!("key {id} has a malformed digest")))?;
+            let unit_id = match unit_id {
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|_| corrupt(format!("key {id} has a malformed unit ID")))?,
+                ),
+                None => None,
+            };
+            let time = |seconds: i64| {
+                OffsetDateTime::from_unix_timestamp(seconds)
+                    .map_err(|_| corrupt(format!("key {id} has a bad time")))
+            };
+            keys.push(StoredKey {
+                id,
+                kind,
+                lookup,
+                sealed,
+                unit_id,
+                active,
+                usage_count: u64::try_from(usage_count).unwrap_or(0),
+                usage_date: usage_date.map(time).transpose()?,
+                comment,
+                created_at: time(created_at)?,
+            });
+        }
+        Ok(keys)
+    }
+
+    fn set_comment(&self, id: KeyId, comment: &str) -> Result<(), StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE keys SET comment = ?1 WHERE id = ?2",
+                params![comment, id],
+            )
+            .map_err(|e| self.db(e))?;
+        if changed == 0 {
+            Err(StoreError::NotFound(vec![id]))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set_active(&self, ids: &[KeyId], active: bool) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        self.require_existing(&tx, ids)?;
+        {
+            let mut update = tx
+                .prepare_cached("UPDATE keys SET active = ?1 WHERE id = ?2")
+                .map_err(|e| self.db(e))?;
+            for id in ids {
+                update
+                    .execute(params![active, id])
+                    .map_err(|e| self.db(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    fn delete_keys(&self, ids: &[KeyId]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        self.require_existing(&tx, ids)?;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM keys WHERE id = ?1")
+                .map_err(|e| self.db(e))?;
+            for id in ids {
+                delete.execute([id]).map_err(|e| self.db(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KeyStatus, NewKey};
+
+    fn key(lookup: u8, kind: KeyKind, generated: bool) -> NewKey {
+        NewKey {
+            kind,
+            lookup: [lookup; 32],
+            sealed: vec![lookup],
+            unit_id: (kind == KeyKind::DeviceBound).then(|| "00E0C5540B8B".parse().unwrap()),
+            comment: String::new(),
+            generated,
+        }
+    }
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        store.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn refuses_a_database_from_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute("INSERT INTO schema_migrations VALUES (99, 0)", [])
+            .unwrap();
+        let error = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("schema version 99") && error.contains("db.sqlite"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_clash_redraws_generated_values_and_refuses_typed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        store
+            .insert_keys(1, &mut |_| key(1, KeyKind::OneTime, true), &|_| {})
+            .unwrap();
+        // The first draw clashes with the existing digest, the second does not.
+        let mut draws = [1u8, 2].into_iter();
+        let ids = store
+            .insert_keys(
+                1,
+                &mut |_| key(draws.next().unwrap(), KeyKind::OneTime, true),
+                &|_| {},
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        let refused =
+            store.insert_keys(1, &mut |_| key(2, KeyKind::MassDeployment, false), &|_| {});
+        assert!(matches!(refused, Err(StoreError::DuplicateKey)));
+        assert_eq!(store.keys(&KeyFilter::default()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn batch_operations_are_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let ids = store
+            .insert_keys(
+                3,
+                &mut |i| key(i as u8 + 10, KeyKind::OneTime, true),
+                &|_| {},
+            )
+            .unwrap();
+        let refused = store.set_active(&[ids[0], 999, ids[1]], false).unwrap_err();
+        assert!(matches!(&refused, StoreError::NotFound(missing) if missing == &vec![999]));
+        assert!(
+            store
+                .keys(&KeyFilter::default())
+                .unwrap()
+                .iter()
+                .all(|k| k.active)
+        );
+        assert!(matches!(
+            store.delete_keys(&[ids[2], 998]),
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.keys(&KeyFilter::default()).unwrap().len(), 3);
+        // A batch that fails half-way leaves nothing behind.
+        let partial = store.insert_keys(
+            3,
+            &mut |i| {
+                if i == 2 {
+                    key(10, KeyKind::MassDeployment, false)
+                } else {
+                    key(i as u8 + 50, KeyKind::OneTime, true)
+                }
+            },
+            &|_| {},
+        );
+        assert!(partial.is_err());
+        assert_eq!(store.keys(&KeyFilter::default()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn status_filter_matches_the_derived_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let ids = store
+            .insert_keys(
+                3,
+                &mut |i| {
+                    key(
+                        i as u8 + 1,
+                        [
+                            KeyKind::OneTime,
+                            KeyKind::MassDeployment,
+                            KeyKind::DeviceBound,
+                        ][i],
+                        true,
+                    )
+                },
+                &|_| {},
+            )
+            .unwrap();
+        store
+            .lock()
+            .execute(
+                "UPDATE keys SET usage_count = 1 WHERE id IN (?1, ?2)",
+                params![ids[0], ids[1]],
+            )
+            .unwrap();
+        store.set_active(&[ids[0], ids[2]], false).unwrap();
+        let status = |status| {
+            store
+                .keys(&KeyFilter {
+                    status: Some(status),
+                    ..KeyFilter::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|k| (k.id, k.status()))
+                .collect::<Vec<_>>()
+        };
+        // A used one-time key stays Used when deactivated; a used mass key stays Active.
+        assert_eq!(status(KeyStatus::Used), vec![(ids[0], KeyStatus::Used)]);
+        assert_eq!(status(KeyStatus::Active), vec![(ids[1], KeyStatus::Active)]);
+        assert_eq!(
+            status(KeyStatus::Inactive),
+            vec![(ids[2], KeyStatus::Inactive)]
+        );
+    }
+}
