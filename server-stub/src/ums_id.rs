@@ -7,6 +7,7 @@
 //! processes creating it at once end up sharing the one that won.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use onboard_protocol::Fingerprint;
@@ -233,6 +234,12 @@ impl UmsId {
                 path: data_dir.to_owned(),
                 source,
             })?;
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o700)).map_err(
+            |source| WriteError::Io {
+                path: staging.path().to_owned(),
+                source,
+            },
+        )?;
         let meta = serde_json::to_string_pretty(&Meta {
             created_at: self.created_at.format(&Rfc3339).unwrap_or_default(),
         })
