@@ -1,0 +1,14 @@
+//! The `ums-stub` binary run as an administrator would, on throwaway data directories.
+//!
+//! - `help`: help texts and exit codes.
+//! - `ums_id`: creation at first use, show, export, backup and restore; survival of database loss
+//!   and host name changes.
+//! - `keys`: each key command's behaviour and refusals, and a round trip through an export.
+//! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
+//!   directory; nothing readable in a copy of the database.
+
+mod durability;
+mod help;
+mod keys;
+mod ums_id;
+mod util;
