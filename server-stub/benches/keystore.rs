@@ -56,7 +56,11 @@ fn main() {
         let out = dir.path().join("icg.xml");
         let start = Instant::now();
         let file = admin
-            .export(&[], vec![stub.settings.public_server.clone()], stub.ums_id.fingerprint())
+            .export(
+                &[],
+                vec![stub.settings.public_server.clone()],
+                stub.ums_id.fingerprint(),
+            )
             .unwrap();
         files::write_private(&out, file.write(Format::Xml).as_bytes(), false).unwrap();
         export.push(start.elapsed());
