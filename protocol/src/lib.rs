@@ -8,7 +8,9 @@
 //!   [`Format`] (XML, HTML, the UMS clipboard text).
 //! - [`problem`]: [`ProblemCode`] and the RFC 9457 [`Problem`] body of enrollment refusals.
 //! - [`routes`]: endpoint paths, content types and the default port.
+//! - [`est`]: EST bodies: base64 transfer encoding and PKCS#7 certs-only.
 
+pub mod est;
 pub mod fingerprint;
 pub mod key;
 pub mod keyfile;

@@ -49,6 +49,54 @@ enum Command {
     /// Create, list, edit, (de)activate, delete and export first-authentication keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Serve EST enrollment over HTTPS until SIGINT or SIGTERM.
+    ///
+    /// Devices fetch the UMS ID chain from /.well-known/est/cacerts, enroll at
+    /// /.well-known/est/simpleenroll with HTTP Basic (user = unit ID, password = key) and a base64
+    /// PKCS#10 body, and renew at /.well-known/est/simplereenroll over mutual TLS. The TLS
+    /// certificate is issued by the UMS ID for the --host names and kept in DIR/tls/. Readiness is
+    /// reported to systemd (Type=notify) once the port is bound.
+    Serve(ServeArgs),
+    /// List or delete enrolled devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Print the audit log: key changes and enrollment attempts (never a key).
+    Audit {
+        /// Only entries at or after this time (RFC 3339, for example 2026-11-22T10:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Print JSON: an array of {at, event, unit_id, key_id, source, outcome, detail}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The address and port to listen on [default: listen in the config, or 0.0.0.0:8443].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// A host name or IP address devices reach this server by, for the TLS certificate; repeat for
+    /// more [default: hosts in the config, or public_host].
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// List enrolled devices: unit ID, certificate serial and expiry, key type used, enrolled at,
+    /// last seen.
+    List {
+        /// Print JSON: an array of {unit_id, serial, not_after, key_type, key_id, enrolled_at,
+        /// last_seen, inventory}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a device so its unit ID can enroll again (after a reset, or for a replaced device).
+    Delete {
+        /// The device's unit ID.
+        unit_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,8 +310,210 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::UmsId(command) => ums_id(command, settings, &mut out)?,
         Command::Keys(command) => keys(command, Stub::open(settings)?, &mut out)?,
+        Command::Serve(args) => serve(settings, args)?,
+        Command::Devices(command) => devices(command, Stub::open(settings)?, &mut out)?,
+        Command::Audit { since, json } => audit(Stub::open(settings)?, since, json, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    if !args.hosts.is_empty() {
+        settings.hosts = args.hosts;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let stub = Stub::open(settings.clone())?;
+        let tls = crate::tls::server_config(&settings.data_dir, &stub.ums_id, &settings.hosts)?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(
+            listen = %bound,
+            hosts = ?settings.hosts,
+            ums_id = %stub.ums_id.fingerprint().short(),
+            "serving EST enrollment"
+        );
+        // Printed for scripts and tests that listen on port 0.
+        println!("listening on {bound}");
+        let shared = std::sync::Arc::new(crate::http::Shared {
+            limiter: crate::rate_limit::RateLimiter::new(settings.rate_limits),
+            certificate_days: settings.certificate_days,
+            stub,
+        });
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        crate::serve::run(shared, listener, tls, shutdown_signal()).await?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn devices(command: DevicesCommand, stub: Stub, out: &mut impl Write) -> anyhow::Result<()> {
+    use crate::store::Store;
+    match command {
+        DevicesCommand::List { json } => {
+            let devices = stub.store.devices()?;
+            let time = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+            if json {
+                let rows: Vec<serde_json::Value> = devices
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "unit_id": d.unit_id.as_str(),
+                            "serial": d.serial,
+                            "not_after": time(d.not_after),
+                            "key_type": d.key_kind.as_str(),
+                            "key_id": d.key_id,
+                            "enrolled_at": time(d.enrolled_at),
+                            "last_seen": time(d.last_seen),
+                            "inventory": d.inventory.as_deref().and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok()),
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                let mut table = vec![[
+                    "Unit ID".to_owned(),
+                    "Certificate serial".to_owned(),
+                    "Expires".to_owned(),
+                    "Key type".to_owned(),
+                    "Enrolled at".to_owned(),
+                    "Last seen".to_owned(),
+                ]];
+                for d in &devices {
+                    table.push([
+                        d.unit_id.to_string(),
+                        d.serial.clone(),
+                        time(d.not_after),
+                        d.key_kind.as_str().to_owned(),
+                        time(d.enrolled_at),
+                        time(d.last_seen),
+                    ]);
+                }
+                print_table(out, &table)?;
+                writeln!(
+                    out,
+                    "{} {}",
+                    devices.len(),
+                    if devices.len() == 1 {
+                        "device"
+                    } else {
+                        "devices"
+                    }
+                )?;
+            }
+        }
+        DevicesCommand::Delete { unit_id } => {
+            let unit_id: UnitId = unit_id.parse()?;
+            stub.store.delete_device(&unit_id, "cli")?;
+            writeln!(
+                out,
+                "Deleted device {unit_id}; it may enroll again with a new key."
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn audit(
+    stub: Stub,
+    since: Option<String>,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use crate::store::Store;
+    let since = since
+        .map(|text| {
+            time::OffsetDateTime::parse(&text, &Rfc3339)
+                .with_context(|| format!("--since {text:?} is not an RFC 3339 time"))
+        })
+        .transpose()?;
+    let entries = stub.store.audit(since)?;
+    let time = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    if json {
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "at": time(e.at),
+                    "event": e.event,
+                    "unit_id": e.unit_id,
+                    "key_id": e.key_id,
+                    "source": e.source,
+                    "outcome": e.outcome,
+                    "detail": e.detail,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    let mut table = vec![[
+        "Time".to_owned(),
+        "Event".to_owned(),
+        "Unit ID".to_owned(),
+        "Key ID".to_owned(),
+        "Source".to_owned(),
+        "Outcome".to_owned(),
+        "Detail".to_owned(),
+    ]];
+    for e in &entries {
+        table.push([
+            time(e.at),
+            e.event.clone(),
+            e.unit_id.clone().unwrap_or_default(),
+            e.key_id.map(|id| id.to_string()).unwrap_or_default(),
+            e.source.clone(),
+            e.outcome.clone(),
+            e.detail.clone(),
+        ]);
+    }
+    print_table(out, &table)
+}
+
+/// Prints rows as columns padded to their widest cell.
+fn print_table<const N: usize>(out: &mut impl Write, table: &[[String; N]]) -> anyhow::Result<()> {
+    let mut widths = [0usize; N];
+    for row in table {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut buffer = std::io::BufWriter::new(out);
+    for row in table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(buffer, "{}", line.join("  ").trim_end())?;
+    }
+    buffer.flush()?;
+    Ok(())
 }
 
 fn ums_id(command: UmsIdCommand, settings: Settings, out: &mut impl Write) -> anyhow::Result<()> {
@@ -470,23 +720,8 @@ fn list(stub: &Stub, args: ListArgs, out: &mut impl Write) -> anyhow::Result<()>
             view.comment.clone(),
         ]);
     }
-    let mut widths = [0usize; 8];
-    for row in &table {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut buffer = std::io::BufWriter::new(out);
-    for row in &table {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        writeln!(buffer, "{}", line.join("  ").trim_end())?;
-    }
-    writeln!(buffer, "{} {}", keys.len(), plural(keys.len()))?;
-    buffer.flush()?;
+    print_table(out, &table)?;
+    writeln!(out, "{} {}", keys.len(), plural(keys.len()))?;
     Ok(())
 }
 

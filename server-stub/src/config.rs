@@ -10,6 +10,17 @@
 //! public_host = "ums.example.com"
 //! # The HTTPS port devices connect to. Default: 8443.
 //! public_port = 8443
+//! # Where `serve` listens. Default: 0.0.0.0:8443. `--listen` overrides it.
+//! listen = "0.0.0.0:8443"
+//! # Names and addresses the TLS leaf is issued for. Default: [public_host]. `--host` overrides it.
+//! hosts = ["ums.example.com", "192.0.2.10"]
+//! # How long device certificates last, in days. Default: 365.
+//! certificate_days = 365
+//! # Failed enrollment attempts allowed per source address and per unit ID within the window
+//! # before further attempts get 429. Defaults: 30, 10, 60 seconds.
+//! max_failures_per_source = 30
+//! max_failures_per_unit = 10
+//! failure_window_secs = 60
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -32,6 +43,12 @@ pub const DATABASE_FILE: &str = "ums-stub.db";
 struct RawConfig {
     public_host: Option<String>,
     public_port: Option<u16>,
+    listen: Option<std::net::SocketAddr>,
+    hosts: Option<Vec<String>>,
+    certificate_days: Option<i64>,
+    max_failures_per_source: Option<u32>,
+    max_failures_per_unit: Option<u32>,
+    failure_window_secs: Option<u64>,
 }
 
 /// Validated settings.
@@ -41,6 +58,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The server devices are told to contact when an export names none.
     pub public_server: Server,
+    /// Where `serve` listens.
+    pub listen: std::net::SocketAddr,
+    /// Names and addresses for the TLS leaf.
+    pub hosts: Vec<String>,
+    /// Device certificate lifetime in days.
+    pub certificate_days: i64,
+    /// Failed-attempt limits.
+    pub rate_limits: crate::rate_limit::Limits,
 }
 
 impl Settings {
@@ -64,12 +89,12 @@ impl Settings {
             Some(host) => host,
             None => machine_host_name(),
         };
+        let shown = file
+            .as_ref()
+            .map_or_else(|| "defaults".to_owned(), |path| path.display().to_string());
         let port = raw.public_port.unwrap_or(DEFAULT_PORT);
         if port == 0 {
-            bail!(
-                "config file {}: public_port must be from 1 to 65535",
-                file.unwrap_or_default().display()
-            );
+            bail!("config file {shown}: public_port must be from 1 to 65535");
         }
         let public_server = Server::new(host, port).with_context(|| match &file {
             Some(path) => format!("config file {}: public_host", path.display()),
@@ -78,8 +103,35 @@ impl Settings {
                     .to_owned()
             }
         })?;
+        let certificate_days = raw.certificate_days.unwrap_or(365);
+        if !(1..=3650).contains(&certificate_days) {
+            bail!("config file {shown}: certificate_days must be from 1 to 3650");
+        }
+        let defaults = crate::rate_limit::Limits::default();
+        let rate_limits = crate::rate_limit::Limits {
+            per_source: raw
+                .max_failures_per_source
+                .unwrap_or(defaults.per_source)
+                .max(1),
+            per_unit: raw
+                .max_failures_per_unit
+                .unwrap_or(defaults.per_unit)
+                .max(1),
+            window: raw
+                .failure_window_secs
+                .map_or(defaults.window, std::time::Duration::from_secs),
+        };
+        let hosts = raw
+            .hosts
+            .unwrap_or_else(|| vec![public_server.host().to_owned()]);
         Ok(Self {
             data_dir,
+            listen: raw
+                .listen
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+            hosts,
+            certificate_days,
+            rate_limits,
             public_server,
         })
     }

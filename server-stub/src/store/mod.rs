@@ -9,7 +9,7 @@ mod sqlite;
 use std::fmt;
 use std::str::FromStr;
 
-use onboard_protocol::{KeyKind, UnitId};
+use onboard_protocol::{KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
 pub use sqlite::SqliteStore;
@@ -161,6 +161,12 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// No device with this unit ID is enrolled.
+    #[error("no enrolled device has unit ID {0}")]
+    DeviceNotFound(UnitId),
+    /// Signing the device certificate failed (the transaction was rolled back).
+    #[error("cannot issue the device certificate: {0}")]
+    Issue(String),
     /// The database holds something this code cannot read.
     #[error("database {path}: {reason}")]
     Corrupt {
@@ -185,6 +191,93 @@ pub type Progress<'a> = &'a dyn Fn(u64);
 /// clashes with an existing key.
 pub type MakeKey<'a> = &'a mut dyn FnMut(usize) -> NewKey;
 
+/// An enrollment attempt, as the store sees it: no key value, only its digest.
+#[derive(Debug, Clone)]
+pub struct EnrollAttempt<'a> {
+    /// The unit ID the device claims (HTTP Basic user).
+    pub unit_id: &'a UnitId,
+    /// The digest of the key it presented.
+    pub lookup: LookupDigest,
+    /// The DER SubjectPublicKeyInfo of its certificate request.
+    pub public_key: &'a [u8],
+    /// The source address, for the audit log.
+    pub source: &'a str,
+}
+
+/// A device certificate just signed.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Its serial number, hex.
+    pub serial: String,
+    /// Its expiry.
+    pub not_after: OffsetDateTime,
+}
+
+/// Signs a certificate for the attempt's public key; called inside the transaction, only when
+/// the key is good.
+pub type IssueCertificate<'a> = &'a mut dyn FnMut() -> Result<IssuedCertificate, String>;
+
+/// An enrolled device.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    /// Its unit ID.
+    pub unit_id: UnitId,
+    /// The DER SubjectPublicKeyInfo its certificate certifies.
+    pub public_key: Vec<u8>,
+    /// Its current certificate, DER.
+    pub certificate: Vec<u8>,
+    /// That certificate's serial, hex.
+    pub serial: String,
+    /// That certificate's expiry.
+    pub not_after: OffsetDateTime,
+    /// The key it enrolled with (gone if the key was deleted since).
+    pub key_id: Option<KeyId>,
+    /// The kind of that key.
+    pub key_kind: KeyKind,
+    /// When it first enrolled.
+    pub enrolled_at: OffsetDateTime,
+    /// When it was last heard from.
+    pub last_seen: OffsetDateTime,
+    /// The facts it last reported about itself (JSON), if any.
+    pub inventory: Option<String>,
+}
+
+/// What an enrollment attempt came to.
+#[derive(Debug, Clone)]
+pub enum EnrollOutcome {
+    /// A certificate: new, or (`repeated`) the one already issued to this unit ID and key pair.
+    Issued {
+        /// The device as now recorded.
+        device: DeviceRecord,
+        /// Whether this was a retry answered with the stored certificate, consuming nothing.
+        repeated: bool,
+    },
+    /// Refused with a stable problem code.
+    Refused(ProblemCode),
+}
+
+/// One line of the audit log. Never holds a key value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When.
+    pub at: OffsetDateTime,
+    /// What: `enroll`, `reenroll`, `keys.create`, `keys.edit`, `keys.activate`, `keys.deactivate`,
+    /// `keys.delete`, `devices.delete`.
+    pub event: String,
+    /// The unit ID concerned, if any.
+    pub unit_id: Option<String>,
+    /// The key concerned, if one.
+    pub key_id: Option<KeyId>,
+    /// Where the request came from (an address, or `cli`).
+    pub source: String,
+    /// `ok` or a problem code.
+    pub outcome: String,
+    /// More, for people (an ID range, a certificate serial).
+    pub detail: String,
+}
+
 /// What the key operations need from a database.
 pub trait Store: Send + Sync {
     /// Inserts `count` keys made by `make`, all in one transaction: all of them or none.
@@ -206,4 +299,47 @@ pub trait Store: Send + Sync {
 
     /// Deletes keys: all of them, or none if any ID is unknown.
     fn delete_keys(&self, ids: &[KeyId]) -> Result<(), StoreError>;
+
+    /// Decides an enrollment attempt and, when the key is good, records the device and the key's
+    /// use in one transaction with the certificate `issue` signs. Exactly once: a one-time key is
+    /// consumed by one device however many attempts race, and a retry by the same unit ID with the
+    /// same public key gets the stored certificate back without consuming anything.
+    fn enroll(
+        &self,
+        attempt: &EnrollAttempt<'_>,
+        issue: IssueCertificate<'_>,
+    ) -> Result<EnrollOutcome, StoreError>;
+
+    /// Replaces the certificate of an enrolled device whose current certificate has `serial`.
+    /// `None` when no device has that unit ID and serial.
+    fn renew(
+        &self,
+        unit_id: &UnitId,
+        serial: &str,
+        public_key: &[u8],
+        source: &str,
+        issue: IssueCertificate<'_>,
+    ) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// Records that an enrolled device (by the serial of the certificate it presented) was
+    /// heard from, with the facts it reported. `false` when no device has that serial.
+    fn touch_device(
+        &self,
+        unit_id: &UnitId,
+        serial: &str,
+        inventory: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// All enrolled devices, by unit ID.
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Forgets a device so its unit ID may enroll again (with a new key pair).
+    fn delete_device(&self, unit_id: &UnitId, source: &str) -> Result<(), StoreError>;
+
+    /// Appends to the audit log (for refusals decided before the store is asked, such as rate
+    /// limits and malformed requests).
+    fn record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The audit log from `since` on, oldest first.
+    fn audit(&self, since: Option<OffsetDateTime>) -> Result<Vec<AuditEntry>, StoreError>;
 }

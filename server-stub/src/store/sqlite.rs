@@ -5,18 +5,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use onboard_protocol::{KeyKind, UnitId};
+use onboard_protocol::{KeyKind, ProblemCode, UnitId};
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
 use time::OffsetDateTime;
 
-use super::{KeyFilter, KeyId, MakeKey, Progress, Store, StoreError, StoredKey};
+use super::{
+    AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueCertificate, KeyFilter, KeyId,
+    MakeKey, Progress, Store, StoreError, StoredKey,
+};
 
 /// Migrations, applied in order; a database records the highest it has.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE keys (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE keys (
         id          INTEGER PRIMARY KEY,
         kind        TEXT    NOT NULL CHECK (kind IN ('one-time', 'device-bound', 'mass')),
         lookup      BLOB    NOT NULL UNIQUE CHECK (length(lookup) = 32),
@@ -30,7 +34,34 @@ const MIGRATIONS: &[(i64, &str)] = &[(
      );
      CREATE INDEX keys_unit_id ON keys (unit_id) WHERE unit_id IS NOT NULL;
      CREATE INDEX keys_kind ON keys (kind);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE devices (
+        unit_id     TEXT    PRIMARY KEY,
+        public_key  BLOB    NOT NULL,
+        certificate BLOB    NOT NULL,
+        serial      TEXT    NOT NULL UNIQUE,
+        not_after   INTEGER NOT NULL,
+        key_id      INTEGER REFERENCES keys (id) ON DELETE SET NULL,
+        key_kind    TEXT    NOT NULL,
+        enrolled_at INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        inventory   TEXT
+     );
+     CREATE TABLE audit (
+        id       INTEGER PRIMARY KEY,
+        at       INTEGER NOT NULL,
+        event    TEXT    NOT NULL,
+        unit_id  TEXT,
+        key_id   INTEGER,
+        source   TEXT    NOT NULL,
+        outcome  TEXT    NOT NULL,
+        detail   TEXT    NOT NULL DEFAULT ''
+     );
+     CREATE INDEX audit_at ON audit (at);",
+    ),
+];
 
 /// The status as SQL, matching [`StoredKey::status`].
 const STATUS_SQL: &str = "CASE WHEN kind <> 'mass' AND usage_count > 0 THEN 'used' \
@@ -187,6 +218,81 @@ impl SqliteStore {
     }
 }
 
+/// Appends an audit line inside `tx`.
+fn audit_in(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at, event, unit_id, key_id, source, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        entry.at.unix_timestamp(),
+        entry.event,
+        entry.unit_id,
+        entry.key_id,
+        entry.source,
+        entry.outcome,
+        entry.detail
+    ])?;
+    Ok(())
+}
+
+/// An audit line for a command-line key operation.
+fn cli_audit(event: &str, ids: &[KeyId], detail: String) -> AuditEntry {
+    AuditEntry {
+        at: OffsetDateTime::now_utc(),
+        event: event.to_owned(),
+        unit_id: None,
+        key_id: if ids.len() == 1 { Some(ids[0]) } else { None },
+        source: "cli".to_owned(),
+        outcome: "ok".to_owned(),
+        detail,
+    }
+}
+
+fn id_list(ids: &[KeyId]) -> String {
+    match ids {
+        [] => String::new(),
+        [first, .., last] if ids.len() > 8 => format!("{} keys, IDs {first} to {last}", ids.len()),
+        _ => format!(
+            "IDs {}",
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory";
+
+fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    let bad = |index, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            what.to_owned().into(),
+        )
+    };
+    let time = |index: usize| -> rusqlite::Result<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp(row.get(index)?).map_err(|_| bad(index, "a bad time"))
+    };
+    Ok(DeviceRecord {
+        unit_id: row
+            .get::<_, String>(0)?
+            .parse()
+            .map_err(|_| bad(0, "a malformed unit ID"))?,
+        public_key: row.get(1)?,
+        certificate: row.get(2)?,
+        serial: row.get(3)?,
+        not_after: time(4)?,
+        key_id: row.get(5)?,
+        key_kind: kind_from_sql(&row.get::<_, String>(6)?)
+            .ok_or_else(|| bad(6, "an unknown key kind"))?,
+        enrolled_at: time(7)?,
+        last_seen: time(8)?,
+        inventory: row.get(9)?,
+    })
+}
+
 /// The database and its WAL hold only sealed values, but there is no reason for others to read
 /// them either.
 fn restrict_permissions(path: &Path) {
@@ -256,6 +362,7 @@ impl Store for SqliteStore {
                 }
             }
         }
+        audit_in(&tx, &cli_audit("keys.create", &ids, id_list(&ids))).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
         progress(count as u64);
         Ok(ids)
@@ -404,7 +511,280 @@ impl Store for SqliteStore {
                 delete.execute([id]).map_err(|e| self.db(e))?;
             }
         }
+        audit_in(&tx, &cli_audit("keys.delete", ids, id_list(ids))).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
+    }
+
+    fn enroll(
+        &self,
+        attempt: &EnrollAttempt<'_>,
+        issue: IssueCertificate<'_>,
+    ) -> Result<EnrollOutcome, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        let mut audit = AuditEntry {
+            at: now,
+            event: "enroll".to_owned(),
+            unit_id: Some(attempt.unit_id.to_string()),
+            key_id: None,
+            source: attempt.source.to_owned(),
+            outcome: "ok".to_owned(),
+            detail: String::new(),
+        };
+        let key: Option<(KeyId, String, Option<String>, bool, i64)> = tx
+            .prepare_cached(
+                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1",
+            )
+            .map_err(|e| self.db(e))?
+            .query_row([&attempt.lookup[..]], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .optional()
+            .map_err(|e| self.db(e))?;
+        let device = tx
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
+            ))
+            .map_err(|e| self.db(e))?
+            .query_row([attempt.unit_id.as_str()], device_from_row)
+            .optional()
+            .map_err(|e| self.db(e))?;
+        let refuse = |tx: Transaction<'_>, mut audit: AuditEntry, code: ProblemCode| {
+            audit.outcome = code.as_str().to_owned();
+            audit_in(&tx, &audit).map_err(|e| self.db(e))?;
+            tx.commit().map_err(|e| self.db(e))?;
+            Ok(EnrollOutcome::Refused(code))
+        };
+        let Some((key_id, kind, bound_to, active, usage_count)) = key else {
+            return refuse(tx, audit, ProblemCode::KeyUnknown);
+        };
+        audit.key_id = Some(key_id);
+        let kind = kind_from_sql(&kind).ok_or_else(|| StoreError::Corrupt {
+            path: self.shown(),
+            reason: format!("key {key_id} has an unknown kind"),
+        })?;
+        if let Some(device) = device {
+            if device.public_key != attempt.public_key {
+                return refuse(tx, audit, ProblemCode::UnitIdConflict);
+            }
+            // A retry after a lost answer: the same certificate, nothing counted again.
+            audit.detail = format!("repeated answer, certificate {}", device.serial);
+            audit_in(&tx, &audit).map_err(|e| self.db(e))?;
+            tx.commit().map_err(|e| self.db(e))?;
+            return Ok(EnrollOutcome::Issued {
+                device,
+                repeated: true,
+            });
+        }
+        if !active {
+            return refuse(tx, audit, ProblemCode::KeyInactive);
+        }
+        if kind == KeyKind::DeviceBound && bound_to.as_deref() != Some(attempt.unit_id.as_str()) {
+            return refuse(tx, audit, ProblemCode::KeyBoundToOtherDevice);
+        }
+        if kind != KeyKind::MassDeployment && usage_count > 0 {
+            return refuse(tx, audit, ProblemCode::KeyUsed);
+        }
+        let issued = issue().map_err(StoreError::Issue)?;
+        // The guard the database enforces: a one-time key goes from unused to used once.
+        let consumed = tx
+            .execute(
+                "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1
+                 WHERE id = ?2 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
+                params![now.unix_timestamp(), key_id],
+            )
+            .map_err(|e| self.db(e))?;
+        if consumed != 1 {
+            return refuse(tx, audit, ProblemCode::KeyUsed);
+        }
+        let device = DeviceRecord {
+            unit_id: attempt.unit_id.clone(),
+            public_key: attempt.public_key.to_vec(),
+            certificate: issued.der,
+            serial: issued.serial,
+            not_after: issued.not_after,
+            key_id: Some(key_id),
+            key_kind: kind,
+            enrolled_at: now,
+            last_seen: now,
+            inventory: None,
+        };
+        tx.execute(
+            &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                device.unit_id.as_str(),
+                device.public_key,
+                device.certificate,
+                device.serial,
+                device.not_after.unix_timestamp(),
+                key_id,
+                kind.as_str(),
+                now.unix_timestamp(),
+                now.unix_timestamp(),
+                device.inventory
+            ],
+        )
+        .map_err(|e| self.db(e))?;
+        audit.detail = format!("certificate {}", device.serial);
+        audit_in(&tx, &audit).map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(EnrollOutcome::Issued {
+            device,
+            repeated: false,
+        })
+    }
+
+    fn renew(
+        &self,
+        unit_id: &UnitId,
+        serial: &str,
+        public_key: &[u8],
+        source: &str,
+        issue: IssueCertificate<'_>,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let device = tx
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1 AND serial = ?2"
+            ))
+            .map_err(|e| self.db(e))?
+            .query_row(params![unit_id.as_str(), serial], device_from_row)
+            .optional()
+            .map_err(|e| self.db(e))?;
+        let Some(mut device) = device else {
+            return Ok(None);
+        };
+        let issued = issue().map_err(StoreError::Issue)?;
+        let now = OffsetDateTime::now_utc();
+        tx.execute(
+            "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4, last_seen = ?5
+             WHERE unit_id = ?6",
+            params![public_key, issued.der, issued.serial, issued.not_after.unix_timestamp(), now.unix_timestamp(), unit_id.as_str()],
+        )
+        .map_err(|e| self.db(e))?;
+        audit_in(
+            &tx,
+            &AuditEntry {
+                at: now,
+                event: "reenroll".to_owned(),
+                unit_id: Some(unit_id.to_string()),
+                key_id: None,
+                source: source.to_owned(),
+                outcome: "ok".to_owned(),
+                detail: format!("certificate {} replaces {serial}", issued.serial),
+            },
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        device.public_key = public_key.to_vec();
+        device.certificate = issued.der;
+        device.serial = issued.serial;
+        device.not_after = issued.not_after;
+        device.last_seen = now;
+        Ok(Some(device))
+    }
+
+    fn touch_device(
+        &self,
+        unit_id: &UnitId,
+        serial: &str,
+        inventory: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory) WHERE unit_id = ?3 AND serial = ?4",
+                params![now(), inventory, unit_id.as_str(), serial],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(changed == 1)
+    }
+
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY unit_id"
+            ))
+            .map_err(|e| self.db(e))?;
+        let rows = statement
+            .query_map([], device_from_row)
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    fn delete_device(&self, unit_id: &UnitId, source: &str) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let changed = tx
+            .execute("DELETE FROM devices WHERE unit_id = ?1", [unit_id.as_str()])
+            .map_err(|e| self.db(e))?;
+        if changed == 0 {
+            return Err(StoreError::DeviceNotFound(unit_id.clone()));
+        }
+        audit_in(
+            &tx,
+            &AuditEntry {
+                at: OffsetDateTime::now_utc(),
+                event: "devices.delete".to_owned(),
+                unit_id: Some(unit_id.to_string()),
+                key_id: None,
+                source: source.to_owned(),
+                outcome: "ok".to_owned(),
+                detail: String::new(),
+            },
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction().map_err(|e| self.db(e))?;
+        audit_in(&tx, entry).map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    fn audit(&self, since: Option<OffsetDateTime>) -> Result<Vec<AuditEntry>, StoreError> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "SELECT at, event, unit_id, key_id, source, outcome, detail FROM audit
+                 WHERE at >= ?1 ORDER BY id",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = statement
+            .query_map(
+                [since.map_or(i64::MIN, OffsetDateTime::unix_timestamp)],
+                |row| {
+                    Ok(AuditEntry {
+                        at: OffsetDateTime::from_unix_timestamp(row.get(0)?)
+                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                        event: row.get(1)?,
+                        unit_id: row.get(2)?,
+                        key_id: row.get(3)?,
+                        source: row.get(4)?,
+                        outcome: row.get(5)?,
+                        detail: row.get(6)?,
+                    })
+                },
+            )
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
     }
 }
 
@@ -429,10 +809,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         store.integrity_check().unwrap();
     }
 
