@@ -6,9 +6,13 @@
 //! - `keys`: each key command's behaviour and refusals, and a round trip through an export.
 //! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
 //!   directory; nothing readable in a copy of the database.
+//! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
+//! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
 
 mod durability;
+mod est;
 mod help;
 mod keys;
+mod server;
 mod ums_id;
 mod util;

@@ -1,0 +1,556 @@
+//! EST over HTTPS against an in-process server: every key rule, every problem code, bad input,
+//! lost answers, concurrency and renewal.
+
+use std::collections::HashSet;
+
+use onboard_protocol::{KeyKind, routes};
+use reqwest::StatusCode;
+use ums_stub::rate_limit::Limits;
+use ums_stub::store::{KeyFilter, Store};
+
+use crate::server::{Device, TestServer, enroll, generous, read_answer};
+
+/// Creates keys of `kind` (bound to `unit` for device-bound) and returns (id, value).
+fn keys(
+    server: &TestServer,
+    kind: KeyKind,
+    count: usize,
+    unit: Option<&str>,
+) -> Vec<(i64, String)> {
+    let admin = server.shared.stub.keys();
+    let ids = match kind {
+        KeyKind::OneTime => admin.create_one_time(count, "", &|_| {}).unwrap(),
+        KeyKind::DeviceBound => admin
+            .create_device_bound(&[unit.unwrap().parse().unwrap()], "", &|_| {})
+            .unwrap(),
+        KeyKind::MassDeployment => vec![admin.create_mass(None, "").unwrap().0],
+    };
+    let filter = KeyFilter {
+        ids: Some(ids),
+        ..KeyFilter::default()
+    };
+    admin
+        .list(&filter)
+        .unwrap()
+        .into_iter()
+        .map(|view| (view.id, view.key.expose_secret().to_owned()))
+        .collect()
+}
+
+fn usage(server: &TestServer, id: i64) -> (u64, String) {
+    let filter = KeyFilter {
+        ids: Some(vec![id]),
+        ..KeyFilter::default()
+    };
+    let view = server
+        .shared
+        .stub
+        .keys()
+        .list(&filter)
+        .unwrap()
+        .pop()
+        .unwrap();
+    (view.usage_count, view.status.as_str().to_owned())
+}
+
+fn device_count(server: &TestServer) -> usize {
+    server.shared.stub.store.devices().unwrap().len()
+}
+
+#[tokio::test]
+async fn cacerts_serves_the_ums_id() {
+    let server = TestServer::start(generous()).await;
+    let body = server
+        .client(None)
+        .get(server.url(routes::EST_CACERTS))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), StatusCode::OK);
+    assert!(
+        body.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/pkcs7-mime")
+    );
+    let der = onboard_protocol::est::decode_base64(&body.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        onboard_protocol::est::parse_certs_only(&der).unwrap(),
+        vec![server.ums_id_der.clone()]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_time_key_enrolls_one_device_then_says_key_used() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    // HTTP Basic users cannot hold ':' (RFC 7617); any case of the 12 digits is taken.
+    let first = Device::new("00e0c5540b8b");
+    let answer = enroll(&client, &server, &first, &key).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let der = answer.certificate.unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "00E0C5540B8B"
+    );
+    assert_eq!(
+        cert.public_key().raw,
+        first.key.subject_public_key_info().as_slice()
+    );
+    let (_, ca) = x509_parser::parse_x509_certificate(&server.ums_id_der).unwrap();
+    cert.verify_signature(Some(ca.public_key())).unwrap();
+    assert!(
+        cert.extended_key_usage()
+            .unwrap()
+            .unwrap()
+            .value
+            .client_auth
+    );
+    assert_eq!(usage(&server, id), (1, "used".to_owned()));
+
+    let second = enroll(&client, &server, &Device::new("00E0C5540B8C"), &key).await;
+    assert_eq!(
+        (second.status, second.code()),
+        (StatusCode::FORBIDDEN, "key_used")
+    );
+    assert_eq!(usage(&server, id), (1, "used".to_owned()));
+    assert_eq!(device_count(&server), 1);
+    server.stop().await;
+}
+
+use rcgen::PublicKeyData;
+
+#[tokio::test]
+async fn device_bound_key_serves_only_its_unit() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys(&server, KeyKind::DeviceBound, 1, Some("00E0C5540B8B"))
+        .try_into()
+        .unwrap();
+    let other = enroll(&client, &server, &Device::new("00E0C5540B8C"), &key).await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::FORBIDDEN, "key_bound_to_other_device")
+    );
+    assert_eq!(usage(&server, id), (0, "active".to_owned()));
+    let own = enroll(&client, &server, &Device::new("00E0C5540B8B"), &key).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(usage(&server, id), (1, "used".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mass_key_stays_active_and_counts_every_device() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .try_into()
+        .unwrap();
+    for n in 0..5 {
+        assert_eq!(
+            enroll(&client, &server, &Device::numbered(n), &key)
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(usage(&server, id), (5, "active".to_owned()));
+    let filter = KeyFilter {
+        ids: Some(vec![id]),
+        ..KeyFilter::default()
+    };
+    assert!(
+        server.shared.stub.keys().list(&filter).unwrap()[0]
+            .usage_date
+            .is_some()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn inactive_and_unknown_keys_are_refused() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    server.shared.stub.keys().deactivate(&[id]).unwrap();
+    let device = Device::numbered(1);
+    let inactive = enroll(&client, &server, &device, &key).await;
+    assert_eq!(
+        (inactive.status, inactive.code()),
+        (StatusCode::FORBIDDEN, "key_inactive")
+    );
+    let unknown = enroll(&client, &server, &device, "12345678901234567").await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::FORBIDDEN, "key_unknown")
+    );
+    let impossible = enroll(&client, &server, &device, "tab\there").await;
+    assert_eq!(impossible.code(), "key_unknown");
+    // Activated again, it works.
+    server.shared.stub.keys().activate(&[id]).unwrap();
+    assert_eq!(
+        enroll(&client, &server, &device, &key).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(device_count(&server), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_answered_again_without_counting_twice() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(one_time, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(mass, mass_key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .try_into()
+        .unwrap();
+    let device = Device::numbered(7);
+    let first = enroll(&client, &server, &device, &key)
+        .await
+        .certificate
+        .unwrap();
+    let retry = enroll(&client, &server, &device, &key).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    assert_eq!(retry.certificate.unwrap(), first, "the same certificate");
+    assert_eq!(usage(&server, one_time), (1, "used".to_owned()));
+
+    let other = Device::numbered(8);
+    let first = enroll(&client, &server, &other, &mass_key)
+        .await
+        .certificate
+        .unwrap();
+    assert_eq!(
+        enroll(&client, &server, &other, &mass_key)
+            .await
+            .certificate
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        usage(&server, mass).0,
+        1,
+        "a mass key counts a retried device once"
+    );
+    assert_eq!(device_count(&server), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_key_pair_for_an_enrolled_unit_is_a_conflict_until_deleted() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .try_into()
+        .unwrap();
+    let original = Device::new("00E0C5540B8B");
+    assert_eq!(
+        enroll(&client, &server, &original, &mass).await.status,
+        StatusCode::OK
+    );
+    let clone = Device::new("00E0C5540B8B");
+    let refused = enroll(&client, &server, &clone, &mass).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "unit_id_conflict")
+    );
+    assert!(
+        refused.problem.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("devices delete")
+    );
+    server
+        .shared
+        .stub
+        .store
+        .delete_device(&"00E0C5540B8B".parse().unwrap(), "test")
+        .unwrap();
+    assert_eq!(
+        enroll(&client, &server, &clone, &mass).await.status,
+        StatusCode::OK
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_and_changes_nothing() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let device = Device::numbered(1);
+    let url = server.url(routes::EST_SIMPLEENROLL);
+    let post = |body: Vec<u8>| {
+        client
+            .post(&url)
+            .basic_auth(&device.unit_id, Some(&key))
+            .body(body)
+    };
+
+    // Oversized body.
+    let response = post(vec![b'A'; 200_000]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Not base64.
+    let answer = read_answer(post(b"%%% not base64 %%%".to_vec()).send().await.unwrap()).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+    // A CSR whose signature does not verify.
+    let mut der = onboard_protocol::est::decode_base64(device.csr_base64.as_bytes()).unwrap();
+    let last = der.len() - 1;
+    der[last] ^= 1;
+    let answer = read_answer(
+        post(onboard_protocol::est::encode_base64(&der).into_bytes())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.code(), "bad_request");
+    assert!(
+        answer.problem.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("signature")
+    );
+    // Malformed Basic headers.
+    for header in ["Basic !!!", "Bearer abc", "Basic MDBFMEM1NTQwQjhC"] {
+        let response = client
+            .post(&url)
+            .header("authorization", header)
+            .body(device.csr_base64.clone())
+            .send()
+            .await
+            .unwrap();
+        let answer = read_answer(response).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{header}"
+        );
+    }
+    // No authorization, and a user that is no unit ID.
+    let answer = read_answer(
+        client
+            .post(&url)
+            .body(device.csr_base64.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.code(), "bad_request");
+    let answer = read_answer(
+        client
+            .post(&url)
+            .basic_auth("admin", Some(&key))
+            .body(device.csr_base64.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.code(), "bad_request");
+    assert!(
+        !format!("{:?}", answer.problem).contains(&key),
+        "the key is never echoed"
+    );
+
+    assert_eq!(usage(&server, id), (0, "active".to_owned()));
+    assert_eq!(device_count(&server), 0);
+    // And the key still works.
+    assert_eq!(
+        enroll(&client, &server, &device, &key).await.status,
+        StatusCode::OK
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_attempts_are_rate_limited_without_slowing_others() {
+    let limits = Limits {
+        per_source: 1_000,
+        per_unit: 3,
+        window: std::time::Duration::from_secs(60),
+    };
+    let server = TestServer::start(limits).await;
+    let client = server.client(None);
+    let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .try_into()
+        .unwrap();
+    let guesser = Device::numbered(1);
+    for _ in 0..3 {
+        assert_eq!(
+            enroll(&client, &server, &guesser, "00000000000000000")
+                .await
+                .code(),
+            "key_unknown"
+        );
+    }
+    let limited = enroll(&client, &server, &guesser, &mass).await;
+    assert_eq!(
+        (limited.status, limited.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    let wait: u64 = limited.retry_after.unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another unit ID from the same address is not slowed.
+    assert_eq!(
+        enroll(&client, &server, &Device::numbered(2), &mass)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let by_source = TestServer::start(Limits {
+        per_source: 2,
+        per_unit: 1_000,
+        window: std::time::Duration::from_secs(60),
+    })
+    .await;
+    let client = by_source.client(None);
+    for n in 0..2 {
+        enroll(
+            &client,
+            &by_source,
+            &Device::numbered(n),
+            "00000000000000000",
+        )
+        .await;
+    }
+    assert_eq!(
+        enroll(&client, &by_source, &Device::numbered(9), "1")
+            .await
+            .code(),
+        "rate_limited"
+    );
+    server.stop().await;
+    by_source.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_devices_racing_for_one_one_time_key_get_one_certificate() {
+    let server = std::sync::Arc::new(TestServer::start(generous()).await);
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let devices: Vec<Device> = (0..200).map(Device::numbered).collect();
+    let mut tasks = Vec::new();
+    for device in devices {
+        let server = server.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            // A client each: a new TLS connection per device, as on a real fleet.
+            let client = server.client(None);
+            enroll(&client, &server, &device, &key).await
+        }));
+    }
+    let mut issued = 0;
+    let mut codes = HashSet::new();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        if answer.status == StatusCode::OK {
+            issued += 1;
+        } else {
+            codes.insert(answer.code().to_owned());
+        }
+    }
+    assert_eq!(issued, 1, "exactly one certificate");
+    assert_eq!(codes, HashSet::from(["key_used".to_owned()]));
+    assert_eq!(usage(&server, id), (1, "used".to_owned()));
+    assert_eq!(device_count(&server), 1);
+}
+
+#[tokio::test]
+async fn renewal_needs_the_current_certificate_over_mutual_tls() {
+    let server = TestServer::start(generous()).await;
+    let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .try_into()
+        .unwrap();
+    let device = Device::numbered(3);
+    let first = enroll(&server.client(None), &server, &device, &mass)
+        .await
+        .certificate
+        .unwrap();
+
+    let renew = |client: reqwest::Client, csr: String| {
+        let url = server.url(routes::EST_SIMPLEREENROLL);
+        async move { read_answer(client.post(url).body(csr).send().await.unwrap()).await }
+    };
+    let without = renew(server.client(None), device.csr_base64.clone()).await;
+    assert_eq!(
+        (without.status, without.code()),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+
+    let next = Device::new(&device.unit_id);
+    let renewed = renew(
+        server.client(Some((&first, &device.key))),
+        next.csr_base64.clone(),
+    )
+    .await;
+    assert_eq!(renewed.status, StatusCode::OK);
+    let second = renewed.certificate.unwrap();
+    assert_ne!(second, first);
+    let (_, cert) = x509_parser::parse_x509_certificate(&second).unwrap();
+    assert_eq!(
+        cert.public_key().raw,
+        next.key.subject_public_key_info().as_slice()
+    );
+    let record = server.shared.stub.store.devices().unwrap().pop().unwrap();
+    assert_eq!(record.certificate, second);
+
+    // The superseded certificate no longer renews.
+    let stale = renew(
+        server.client(Some((&first, &device.key))),
+        next.csr_base64.clone(),
+    )
+    .await;
+    assert_eq!(stale.code(), "bad_request");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_attempt_is_audited_without_the_key() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    enroll(&client, &server, &Device::numbered(1), &key).await;
+    enroll(&client, &server, &Device::numbered(2), &key).await;
+    enroll(&client, &server, &Device::numbered(3), "99999999999999999").await;
+    client
+        .post(server.url(routes::EST_SIMPLEENROLL))
+        .basic_auth("00E0C5000004", Some(&key))
+        .body("###")
+        .send()
+        .await
+        .unwrap();
+    let log = server.shared.stub.store.audit(None).unwrap();
+    let enrolls: Vec<(Option<String>, Option<i64>, &str)> = log
+        .iter()
+        .filter(|e| e.event == "enroll")
+        .map(|e| (e.unit_id.clone(), e.key_id, e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        enrolls,
+        [
+            (Some("00E0C5000001".into()), Some(id), "ok"),
+            (Some("00E0C5000002".into()), Some(id), "key_used"),
+            (Some("00E0C5000003".into()), None, "key_unknown"),
+            (Some("00E0C5000004".into()), None, "bad_request"),
+        ]
+    );
+    assert!(
+        log.iter()
+            .all(|e| e.source == "127.0.0.1" || e.source == "cli")
+    );
+    let text = format!("{log:?}");
+    assert!(!text.contains(&key), "the audit log never holds a key");
+    server.stop().await;
+}

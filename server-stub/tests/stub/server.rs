@@ -1,0 +1,193 @@
+//! An in-process `ums-stub` on port 0 and an EST client for it.
+
+use std::sync::Arc;
+
+use onboard_protocol::est;
+use rcgen::{CertificateParams, KeyPair};
+use reqwest::StatusCode;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::oneshot;
+use ums_stub::config::Settings;
+use ums_stub::http::Shared;
+use ums_stub::rate_limit::{Limits, RateLimiter};
+use ums_stub::stub::Stub;
+
+/// A running server over a temporary data directory.
+pub(crate) struct TestServer {
+    pub(crate) port: u16,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ums_id_der: Vec<u8>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Limits high enough that no test trips them by accident.
+pub(crate) fn generous() -> Limits {
+    Limits {
+        per_source: 1_000_000,
+        per_unit: 1_000_000,
+        window: std::time::Duration::from_secs(60),
+    }
+}
+
+impl TestServer {
+    pub(crate) async fn start(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load(dir.path().join("data"), None).unwrap();
+        let stub = Stub::open(settings.clone()).unwrap();
+        let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ums_id_der = stub.ums_id.certificate_der().to_vec();
+        let shared = Arc::new(Shared {
+            stub,
+            limiter: RateLimiter::new(limits),
+            certificate_days: 365,
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(ums_stub::serve::run(shared.clone(), listener, tls, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            port,
+            shared,
+            ums_id_der,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// A client that trusts the UMS ID, optionally presenting a client certificate.
+    pub(crate) fn client(&self, identity: Option<(&[u8], &KeyPair)>) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ums_id_der.clone()))
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from(cert.to_vec())],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .unwrap()
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A device: a unit ID and a P-256 key pair with its CSR.
+pub(crate) struct Device {
+    pub(crate) unit_id: String,
+    pub(crate) key: KeyPair,
+    pub(crate) csr_base64: String,
+}
+
+impl Device {
+    pub(crate) fn new(unit_id: &str) -> Self {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        let csr = params.serialize_request(&key).unwrap();
+        Self {
+            unit_id: unit_id.to_owned(),
+            csr_base64: est::encode_base64(csr.der()),
+            key,
+        }
+    }
+
+    /// A unit ID from a number.
+    pub(crate) fn numbered(n: usize) -> Self {
+        Self::new(&format!("00E0C5{n:06X}"))
+    }
+}
+
+/// What an enrollment answered: status, the device certificate (on 200) or the problem body.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) certificate: Option<Vec<u8>>,
+    pub(crate) problem: Option<serde_json::Value>,
+    pub(crate) retry_after: Option<String>,
+}
+
+impl Answer {
+    pub(crate) fn code(&self) -> &str {
+        self.problem
+            .as_ref()
+            .and_then(|p| p["code"].as_str())
+            .unwrap_or("")
+    }
+}
+
+pub(crate) async fn read_answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.bytes().await.unwrap();
+    if status == StatusCode::OK {
+        let der = est::decode_base64(&body).unwrap();
+        let mut certs = est::parse_certs_only(&der).unwrap();
+        assert_eq!(certs.len(), 1);
+        return Answer {
+            status,
+            certificate: certs.pop(),
+            problem: None,
+            retry_after,
+        };
+    }
+    let problem = (content_type == "application/problem+json")
+        .then(|| serde_json::from_slice(&body).unwrap());
+    Answer {
+        status,
+        certificate: None,
+        problem,
+        retry_after,
+    }
+}
+
+/// POSTs a simpleenroll with `unit_id:key` and the device's CSR.
+pub(crate) async fn enroll(
+    client: &reqwest::Client,
+    server: &TestServer,
+    device: &Device,
+    key: &str,
+) -> Answer {
+    let response = client
+        .post(server.url(onboard_protocol::routes::EST_SIMPLEENROLL))
+        .basic_auth(&device.unit_id, Some(key))
+        .header("content-type", "application/pkcs10")
+        .body(device.csr_base64.clone())
+        .send()
+        .await
+        .unwrap();
+    read_answer(response).await
+}
