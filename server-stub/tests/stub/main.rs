@@ -8,11 +8,13 @@
 //!   directory; nothing readable in a copy of the database.
 //! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
+//! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod durability;
 mod est;
 mod help;
 mod keys;
 mod server;
+mod system;
 mod ums_id;
 mod util;
