@@ -1,0 +1,122 @@
+//! Idle wake-ups of the stick watcher, in real time: `cargo bench -p onboard-agent --bench idle`.
+//!
+//! Runs `run`'s loop in-process on a current-thread runtime (as the binary does) over a mount root
+//! holding one stick, lets it settle, then counts over a quiet window (IDLE_SECS, default 5 s) the
+//! agent's own wake-ups and rescans and every thread's context switches from /proc. Then it makes
+//! one change to show the counters do move. The test suite checks the same on tokio's paused
+//! clock (`watch::the_watcher_does_not_wake_while_nothing_happens`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use onboard_agent::config::{Overrides, RawConfig};
+use onboard_agent::daemon::{self, Observer};
+use onboard_protocol::{Fingerprint, FirstAuthKey, Format, KeyEntry, KeyFile, Server};
+
+/// Context switches (voluntary + involuntary) per thread of this process, by "tid name".
+fn switches() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let count: u64 = status
+            .lines()
+            .filter(|line| line.contains("ctxt_switches"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.insert(
+            format!("{} {}", task.file_name().to_string_lossy(), name.trim()),
+            count,
+        );
+    }
+    out
+}
+
+fn key_file() -> String {
+    let fingerprint: Fingerprint =
+        "3f1a9c0e5b7d2468ace013579bdf2468a1b2c3d4e5f60718293a4b5c6d7e8f90"
+            .parse()
+            .unwrap();
+    let keys = vec![KeyEntry::one_time(
+        FirstAuthKey::new("40512337860129621").unwrap(),
+    )];
+    let servers = vec![Server::new("ums.example.com", 8443).unwrap()];
+    KeyFile::new(servers, fingerprint, keys, None).write(Format::Xml)
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("IDLE_SECS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(5);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("STICK")).unwrap();
+    std::fs::write(root.path().join("STICK/icg.xml"), key_file()).unwrap();
+    let settings = RawConfig::default()
+        .validate(
+            None,
+            Overrides {
+                mount_roots: vec![root.path().to_owned()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let observer = Observer::new();
+        let mut scans = observer.subscribe();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let observer = observer.clone();
+            async move {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                daemon::run(&settings, shutdown, observer).await.unwrap();
+            }
+        });
+        scans.wait_for(Option::is_some).await.unwrap();
+        // Let the blocking-pool thread of the first look finish and the log settle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let before = switches();
+        let (wakeups, rescans) = (observer.wakeups(), observer.rescans());
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let window = start.elapsed();
+        let after = switches();
+        println!("quiet window: {window:.2?} of real time");
+        println!(
+            "  agent wake-ups: {}, rescans: {}",
+            observer.wakeups() - wakeups,
+            observer.rescans() - rescans
+        );
+        for (thread, count) in &after {
+            let was = before.get(thread).copied().unwrap_or(0);
+            println!("  thread {thread}: {} context switches", count - was);
+        }
+        println!("  (the runtime thread's few are this benchmark's own timer ending the window)");
+
+        // One change: the counters must move, or the window proved nothing.
+        std::fs::write(root.path().join("STICK/icg.txt"), b"not a key file").unwrap();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            scans.wait_for(|_| observer.rescans() > rescans),
+        )
+        .await;
+        println!(
+            "after one file event: wake-ups {}, rescans {}",
+            observer.wakeups() - wakeups,
+            observer.rescans() - rescans
+        );
+        let _ = stop.send(());
+        task.await.unwrap();
+    });
+}

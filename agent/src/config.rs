@@ -1,0 +1,398 @@
+//! Settings: the command line's global options and an optional TOML config file.
+//!
+//! The file is read raw (every field optional, unknown fields refused with the file and line
+//! named), merged with the command line (which wins), and validated into [`Settings`].
+//!
+//! # Where the file is
+//!
+//! `--config FILE`, or the environment variable `ONBOARD_AGENT_CONFIG`; default
+//! `/etc/onboard-agent/agent.toml`. A missing default file is fine (every value has a default); a
+//! file named with `--config` or the environment variable must exist.
+//!
+//! # Options
+//!
+//! ```toml
+//! # The unit ID this device reports to the server, instead of the one worked out from its network
+//! # interfaces: a MAC address (00:E0:C5:54:0B:8B, 00-E0-C5-54-0B-8B or 00E0C5540B8B) or a UD
+//! # Pocket's 18-character serial. The global option --unit-id overrides it.
+//! # Default: none; the unit ID is the MAC of the built-in NIC, chosen once by the IGEL OS 12 rule
+//! # (physical NICs only; bus PCI > SDIO > USB > other; wired over wireless; then the first name
+//! # in lexical order) and kept in the state directory (unit-id.json) from then on.
+//! unit_id = "00E0C5540B8B"
+//!
+//! # Where USB sticks get mounted: absolute paths. A stick is a folder one or two levels below a
+//! # root (/media/LABEL, /run/media/USER/LABEL). Roots that do not exist yet are watched once they
+//! # appear. `run --mount-root DIR` (repeatable) replaces the list.
+//! # Default: ["/media", "/run/media", "/mnt"].
+//! mount_roots = ["/media", "/run/media", "/mnt"]
+//!
+//! # The largest key file read, in bytes (1 KiB to 1 GiB); a bigger file is refused unread.
+//! # Default: 16777216 (16 MiB; a 100,000-key XML export is about 5.5 MB).
+//! max_key_file_bytes = 16777216
+//!
+//! # Where the agent keeps its state (the persisted unit ID, later the device key and
+//! # certificates). An absolute path. The global option --state-dir overrides it.
+//! # Default: "/var/lib/onboard-agent".
+//! state_dir = "/var/lib/onboard-agent"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use onboard_protocol::{Limits, UnitId};
+
+/// The config file read when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/onboard-agent/agent.toml";
+
+/// The state directory unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/onboard-agent";
+
+/// Where sticks get mounted unless told otherwise: udisks' `/media` and `/run/media/USER`, and
+/// `/mnt` for mounts by hand.
+pub const DEFAULT_MOUNT_ROOTS: [&str; 3] = ["/media", "/run/media", "/mnt"];
+
+/// The largest key file read unless told otherwise: 16 MiB.
+pub const DEFAULT_MAX_KEY_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The smallest `max_key_file_bytes` accepted: 1 KiB (a key file with one key is about 400 bytes).
+pub const MIN_KEY_FILE_BYTES: usize = 1024;
+
+/// The largest `max_key_file_bytes` accepted: 1 GiB, all of which is read into memory.
+pub const MAX_KEY_FILE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The config file as written: every field optional.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// A unit ID to use instead of the detected one.
+    pub unit_id: Option<String>,
+    /// Where sticks get mounted.
+    pub mount_roots: Option<Vec<PathBuf>>,
+    /// The largest key file read, in bytes.
+    pub max_key_file_bytes: Option<u64>,
+    /// The state directory.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What the command line says, which wins over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config FILE` or `ONBOARD_AGENT_CONFIG`: the file must then exist.
+    pub config_file: Option<PathBuf>,
+    /// `--state-dir DIR`.
+    pub state_dir: Option<PathBuf>,
+    /// `--unit-id ID`.
+    pub unit_id: Option<UnitId>,
+    /// `run --mount-root DIR...`; empty means "not given".
+    pub mount_roots: Vec<PathBuf>,
+}
+
+/// Validated settings with every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// A configured unit ID (command line or file); `None` means detect (or use the persisted one).
+    pub unit_id: Option<UnitId>,
+    /// Absolute mount roots, in the order given, without repeats.
+    pub mount_roots: Vec<PathBuf>,
+    /// The largest key file read, in bytes.
+    pub max_key_file_bytes: usize,
+    /// The state directory (absolute).
+    pub state_dir: PathBuf,
+}
+
+/// Why the settings cannot be had. Messages name the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A config file named explicitly does not exist.
+    #[error("the config file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// The file exists but cannot be read.
+    #[error("cannot read the config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not TOML, or fields that do not exist or have the wrong type (the source names the line).
+    #[error("config file {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML reader says, with line and column.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value out of range.
+    #[error("{origin}: {field}: {reason}")]
+    Invalid {
+        /// The config file, or "the command line".
+        origin: String,
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Reads the config file (the one named in `overrides`, or the default one if it exists),
+    /// applies `overrides` and validates the result.
+    pub fn load(overrides: Overrides) -> Result<Settings, ConfigError> {
+        Self::load_from(overrides, Path::new(DEFAULT_CONFIG_FILE))
+    }
+
+    /// [`Settings::load`] with another default config file (for tests).
+    pub fn load_from(overrides: Overrides, default_file: &Path) -> Result<Settings, ConfigError> {
+        let (file, required) = match &overrides.config_file {
+            Some(path) => (path.clone(), true),
+            None => (default_file.to_owned(), false),
+        };
+        let raw =
+            match std::fs::read_to_string(&file) {
+                Ok(text) => Some(toml::from_str::<RawConfig>(&text).map_err(|source| {
+                    ConfigError::Parse {
+                        path: file.clone(),
+                        source: Box::new(source),
+                    }
+                })?),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if required {
+                        return Err(ConfigError::Missing(file));
+                    }
+                    None
+                }
+                Err(source) => return Err(ConfigError::Read { path: file, source }),
+            };
+        let config_file = raw.is_some().then_some(file);
+        raw.unwrap_or_default().validate(config_file, overrides)
+    }
+}
+
+impl RawConfig {
+    /// Merges `overrides` over the file's values (`config_file` names it in messages) and checks
+    /// every value.
+    pub fn validate(
+        self,
+        config_file: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let file_origin = match &config_file {
+            Some(path) => format!("config file {}", path.display()),
+            None => "the defaults".to_owned(),
+        };
+        let invalid = |from_file: bool, field: &'static str, reason: String| ConfigError::Invalid {
+            origin: if from_file {
+                file_origin.clone()
+            } else {
+                "the command line".to_owned()
+            },
+            field,
+            reason,
+        };
+
+        let unit_id = match (overrides.unit_id, self.unit_id) {
+            (Some(unit_id), _) => Some(unit_id),
+            (None, Some(text)) => Some(
+                text.parse::<UnitId>()
+                    .map_err(|error| invalid(true, "unit_id", error.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+
+        let (mount_roots, roots_from_file) = if !overrides.mount_roots.is_empty() {
+            (overrides.mount_roots, false)
+        } else if let Some(roots) = self.mount_roots {
+            (roots, true)
+        } else {
+            (
+                DEFAULT_MOUNT_ROOTS.iter().map(PathBuf::from).collect(),
+                true,
+            )
+        };
+        if mount_roots.is_empty() {
+            return Err(invalid(
+                roots_from_file,
+                "mount_roots",
+                "the list is empty; name at least one folder sticks get mounted under".to_owned(),
+            ));
+        }
+        let mut unique: Vec<PathBuf> = Vec::with_capacity(mount_roots.len());
+        for root in mount_roots {
+            if !root.is_absolute() {
+                return Err(invalid(
+                    roots_from_file,
+                    "mount_roots",
+                    format!("{} is not an absolute path", root.display()),
+                ));
+            }
+            if !unique.contains(&root) {
+                unique.push(root);
+            }
+        }
+
+        let max_key_file_bytes = match self.max_key_file_bytes {
+            None => DEFAULT_MAX_KEY_FILE_BYTES,
+            Some(bytes) => usize::try_from(bytes)
+                .ok()
+                .filter(|bytes| (MIN_KEY_FILE_BYTES..=MAX_KEY_FILE_BYTES).contains(bytes))
+                .ok_or_else(|| {
+                    invalid(
+                        true,
+                        "max_key_file_bytes",
+                        format!(
+                            "{bytes} is out of range: from {MIN_KEY_FILE_BYTES} (1 KiB) to \
+                             {MAX_KEY_FILE_BYTES} (1 GiB)"
+                        ),
+                    )
+                })?,
+        };
+
+        let (state_dir, state_from_file) = match (overrides.state_dir, self.state_dir) {
+            (Some(dir), _) => (dir, false),
+            (None, Some(dir)) => (dir, true),
+            (None, None) => (PathBuf::from(DEFAULT_STATE_DIR), true),
+        };
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                state_from_file,
+                "state_dir",
+                format!("{} is not an absolute path", state_dir.display()),
+            ));
+        }
+
+        Ok(Settings {
+            config_file,
+            unit_id,
+            mount_roots: unique,
+            max_key_file_bytes,
+            state_dir,
+        })
+    }
+}
+
+impl Settings {
+    /// The bounds for reading key files: the configured size and the protocol's other defaults.
+    pub fn key_file_limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_key_file_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: Option<&str>, overrides: Overrides) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        if let Some(text) = text {
+            std::fs::write(&file, text).unwrap();
+        }
+        Settings::load_from(overrides, &file).map_err(|error| {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            message
+        })
+    }
+
+    #[test]
+    fn a_missing_default_file_gives_every_default() {
+        let settings = load(None, Overrides::default()).unwrap();
+        assert_eq!(
+            settings,
+            Settings {
+                config_file: None,
+                unit_id: None,
+                mount_roots: vec!["/media".into(), "/run/media".into(), "/mnt".into()],
+                max_key_file_bytes: 16 * 1024 * 1024,
+                state_dir: "/var/lib/onboard-agent".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error_naming_it() {
+        let overrides = Overrides {
+            config_file: Some("/nonexistent/where.toml".into()),
+            ..Overrides::default()
+        };
+        let error = load(None, overrides).unwrap_err();
+        assert!(error.contains("/nonexistent/where.toml"), "{error}");
+        assert!(error.contains("does not exist"), "{error}");
+    }
+
+    #[test]
+    fn the_file_is_read_and_the_command_line_wins() {
+        let text = "unit_id = \"00:e0:c5:54:0b:8b\"\nmount_roots = [\"/a\", \"/b\", \"/a\"]\n\
+                    max_key_file_bytes = 2048\nstate_dir = \"/srv/agent\"\n";
+        let settings = load(Some(text), Overrides::default()).unwrap();
+        assert_eq!(settings.unit_id.as_ref().unwrap().as_str(), "00E0C5540B8B");
+        assert_eq!(settings.mount_roots, vec![PathBuf::from("/a"), "/b".into()]);
+        assert_eq!(settings.max_key_file_bytes, 2048);
+        assert_eq!(settings.key_file_limits().max_bytes, 2048);
+        assert_eq!(settings.state_dir, PathBuf::from("/srv/agent"));
+        assert!(settings.config_file.is_some());
+
+        let overrides = Overrides {
+            config_file: None,
+            state_dir: Some("/tmp/state".into()),
+            unit_id: Some("UDP1234567890ABCDE".parse().unwrap()),
+            mount_roots: vec!["/stick".into()],
+        };
+        let settings = load(Some(text), overrides).unwrap();
+        assert_eq!(settings.unit_id.unwrap().as_str(), "UDP1234567890ABCDE");
+        assert_eq!(settings.mount_roots, vec![PathBuf::from("/stick")]);
+        assert_eq!(settings.state_dir, PathBuf::from("/tmp/state"));
+    }
+
+    #[test]
+    fn refusals_name_the_file_the_field_and_the_line() {
+        let table: &[(&str, &[&str])] = &[
+            (
+                "mount_root = [\"/a\"]\n",
+                &["agent.toml", "line 1", "mount_root"],
+            ),
+            ("unit_id = 5\n", &["agent.toml", "line 1", "unit_id"]),
+            (
+                "unit_id = \"nope\"\n",
+                &["agent.toml", "unit_id", "12 hex digits"],
+            ),
+            ("mount_roots = []\n", &["mount_roots", "empty"]),
+            ("mount_roots = [\"media\"]\n", &["mount_roots", "absolute"]),
+            (
+                "max_key_file_bytes = 10\n",
+                &["max_key_file_bytes", "1 KiB"],
+            ),
+            (
+                "max_key_file_bytes = -1\n",
+                &["agent.toml", "max_key_file_bytes"],
+            ),
+            ("state_dir = \"state\"\n", &["state_dir", "absolute"]),
+        ];
+        for (text, wanted) in table {
+            let error = load(Some(text), Overrides::default()).unwrap_err();
+            for word in *wanted {
+                assert!(error.contains(word), "{text:?}: {word:?} not in {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_relative_root_on_the_command_line_is_blamed_on_it() {
+        let overrides = Overrides {
+            mount_roots: vec!["relative".into()],
+            ..Overrides::default()
+        };
+        let error = load(None, overrides).unwrap_err();
+        assert!(error.contains("the command line"), "{error}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Which keys of a key file this device would present, and in what order (ARCHITECTURE §6).
+//!
+//! Keys bound to this unit ID come first, in file order; then the one-time keys, starting at an
+//! offset derived from the unit ID and wrapping around, so that devices sharing one stick spread
+//! over the keys instead of all racing for the first; then the mass-deployment keys, in file order.
+//! Keys bound to another unit ID are never presented.
+//!
+//! The offset is FNV-1a (64 bit) of the unit ID's normalised text, modulo the number of one-time
+//! keys: stable across builds, platforms and Rust versions (unlike `std`'s hasher), and cheap. It
+//! decides only where a device starts, never whether a key is used, so changing it is harmless.
+
+use onboard_protocol::{KeyEntry, KeyKind, UnitId};
+
+/// The indexes (0-based, into `keys`) of the keys `unit_id` would present, in the order it would
+/// try them.
+pub fn key_order(keys: &[KeyEntry], unit_id: &UnitId) -> Vec<usize> {
+    let bound = keys.iter().enumerate().filter(|(_, entry)| {
+        entry.kind() == KeyKind::DeviceBound && entry.unit_id() == Some(unit_id)
+    });
+    let one_time: Vec<usize> = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.kind() == KeyKind::OneTime)
+        .map(|(index, _)| index)
+        .collect();
+    let offset = one_time_offset(unit_id, one_time.len());
+    let mass = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.kind() == KeyKind::MassDeployment);
+
+    let mut order: Vec<usize> = bound.map(|(index, _)| index).collect();
+    order.extend(one_time[offset..].iter().chain(&one_time[..offset]));
+    order.extend(mass.map(|(index, _)| index));
+    order
+}
+
+/// Where `unit_id` starts among `count` one-time keys: FNV-1a 64 of its text, modulo `count`
+/// (0 when there are none).
+pub fn one_time_offset(unit_id: &UnitId, count: usize) -> usize {
+    if count == 0 {
+        return 0;
+    }
+    let hash = fnv1a_64(unit_id.as_str().as_bytes());
+    // The remainder is below `count`, so it fits back into usize.
+    (hash % count as u64) as usize
+}
+
+/// FNV-1a, 64 bit: the published offset basis and prime.
+fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use onboard_protocol::FirstAuthKey;
+
+    use super::*;
+
+    const ME: &str = "00E0C5540B8B";
+    const OTHER: &str = "00E0C5540B8C";
+
+    /// Builds keys from a compact spelling: `b:UNIT` device-bound, `o` one-time, `m` mass.
+    fn keys(spec: &[&str]) -> Vec<KeyEntry> {
+        spec.iter()
+            .enumerate()
+            .map(|(index, kind)| {
+                let key = FirstAuthKey::new(format!("{:017}", index + 1)).unwrap();
+                match *kind {
+                    "o" => KeyEntry::one_time(key),
+                    "m" => KeyEntry::mass(key),
+                    bound => {
+                        let unit = bound.strip_prefix("b:").unwrap().parse().unwrap();
+                        KeyEntry::device_bound(key, unit)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn unit(text: &str) -> UnitId {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn order_follows_bound_then_one_time_from_the_offset_then_mass() {
+        let offset = one_time_offset(&unit(ME), 3);
+        let rotated: Vec<usize> = [1, 3, 5]
+            .iter()
+            .cycle()
+            .skip(offset)
+            .take(3)
+            .copied()
+            .collect();
+        let table: &[(&[&str], Vec<usize>)] = &[
+            // Only keys for other devices: nothing to present.
+            (&["b:00E0C5540B8C"], vec![]),
+            (&[], vec![]),
+            // Bound to me beats everything, in file order; bound elsewhere is skipped.
+            (&["m", "b:00E0C5540B8C", "b:00E0C5540B8B"], vec![2, 0]),
+            (&["b:00E0C5540B8B", "m", "b:00E0C5540B8B"], vec![0, 2, 1]),
+            // One-time keys rotate by the offset; mass keys come last in file order.
+            (
+                &["m", "o", "b:00E0C5540B8B", "o", "m", "o"],
+                [vec![2], rotated, vec![0, 4]].concat(),
+            ),
+            // A single one-time key always comes first among the one-time keys.
+            (&["m", "o"], vec![1, 0]),
+        ];
+        for (spec, expected) in table {
+            assert_eq!(&key_order(&keys(spec), &unit(ME)), expected, "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn another_unit_never_gets_my_bound_key() {
+        let file = keys(&["b:00E0C5540B8B", "o"]);
+        assert_eq!(key_order(&file, &unit(OTHER)), vec![1]);
+    }
+
+    #[test]
+    fn offsets_are_stable_and_spread_over_the_keys() {
+        assert_eq!(one_time_offset(&unit(ME), 0), 0);
+        assert_eq!(one_time_offset(&unit(ME), 1), 0);
+        // Stable: the same unit always starts at the same key.
+        assert_eq!(
+            one_time_offset(&unit(ME), 1000),
+            one_time_offset(&unit("00:e0:c5:54:0b:8b"), 1000)
+        );
+        // Spread: 200 consecutive MACs over 10 keys leave no key unused and none crowded.
+        let mut hits = [0usize; 10];
+        for n in 0..200u32 {
+            let mac = unit(&format!("00E0C5{:06X}", 0x540B00 + n));
+            hits[one_time_offset(&mac, 10)] += 1;
+        }
+        assert!(hits.iter().all(|&h| (5..=40).contains(&h)), "{hits:?}");
+    }
+}

@@ -1,0 +1,143 @@
+//! Finding the sticks under the mount roots and reading their key files.
+//!
+//! A stick is a folder one or two levels below a mount root that holds a key file: `/media/LABEL`
+//! as udisks mounts for the system, `/run/media/USER/LABEL` as it mounts for a user, `/mnt/usb` by
+//! hand. Which folders are looked at:
+//!
+//! - a folder right below a root (`D`) is a stick candidate when it is a mount point (another file
+//!   system than the root's) or has a file with a key-file name or extension at its top;
+//! - otherwise each folder inside `D` is a candidate (`D` is then taken for a user's folder).
+//!
+//! Each candidate is read as [`discovery::discover`] reads a stick (its top and one level of
+//! folders). Symbolic links are never followed, here either. A root that does not exist is passed
+//! over quietly: `/run/media` appears only when udisks first mounts something there.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use onboard_protocol::Limits;
+
+use crate::discovery::{self, FoundKeyFile, Problem};
+
+/// What one look over the mount roots found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The sticks holding at least one key file, in root order, then by path.
+    pub sticks: Vec<Stick>,
+    /// Files and folders skipped on folders that hold no key file, with the reason.
+    pub problems: Vec<Problem>,
+}
+
+/// A stick and its key files.
+#[derive(Debug)]
+pub struct Stick {
+    /// Where it is mounted.
+    pub path: PathBuf,
+    /// Its key files, best first.
+    pub key_files: Vec<FoundKeyFile>,
+    /// Files skipped on it, with the reason.
+    pub problems: Vec<Problem>,
+}
+
+impl Scan {
+    /// Every key file found, stick by stick.
+    pub fn key_files(&self) -> impl Iterator<Item = &FoundKeyFile> {
+        self.sticks.iter().flat_map(|stick| &stick.key_files)
+    }
+
+    /// Every problem, on sticks and elsewhere.
+    pub fn all_problems(&self) -> impl Iterator<Item = &Problem> {
+        self.sticks
+            .iter()
+            .flat_map(|stick| &stick.problems)
+            .chain(&self.problems)
+    }
+}
+
+/// Looks for sticks under every root and reads their key files.
+pub fn scan_roots(roots: &[PathBuf], limits: &Limits) -> Scan {
+    let mut scan = Scan::default();
+    for root in roots {
+        for candidate in stick_candidates(root) {
+            let found = discovery::discover(&candidate, limits);
+            if found.key_files.is_empty() {
+                scan.problems.extend(found.problems);
+            } else {
+                scan.sticks.push(Stick {
+                    path: candidate,
+                    key_files: found.key_files,
+                    problems: found.problems,
+                });
+            }
+        }
+    }
+    scan
+}
+
+/// The folders under `root` that may be sticks (see the module documentation), sorted.
+pub fn stick_candidates(root: &Path) -> Vec<PathBuf> {
+    let Ok(root_meta) = fs::metadata(root) else {
+        return Vec::new();
+    };
+    let mut candidates = Vec::new();
+    for first in sorted_folders(root) {
+        let is_mount = fs::symlink_metadata(&first).is_ok_and(|meta| meta.dev() != root_meta.dev());
+        if is_mount || has_key_file_name_on_top(&first) {
+            candidates.push(first);
+        } else {
+            candidates.extend(sorted_folders(&first));
+        }
+    }
+    candidates
+}
+
+/// The folders (not links to folders) in `dir`, sorted; none when it cannot be listed.
+fn sorted_folders(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+        .map(|entry| entry.path())
+        .collect();
+    folders.sort();
+    folders
+}
+
+fn has_key_file_name_on_top(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|entry| discovery::classify(&entry.file_name()).is_some())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_sticks_with_files_on_top_or_the_folders_of_a_user_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let make = |path: &str| fs::create_dir_all(root.path().join(path)).unwrap();
+        make("LABEL");
+        fs::write(root.path().join("LABEL/icg.xml"), b"").unwrap();
+        make("user/STICK1/keys");
+        make("user/STICK2");
+        make("empty");
+        std::os::unix::fs::symlink("/", root.path().join("link")).unwrap();
+        let names: Vec<String> = stick_candidates(root.path())
+            .iter()
+            .map(|path| {
+                path.strip_prefix(root.path())
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["LABEL", "user/STICK1", "user/STICK2"]);
+        assert!(stick_candidates(&root.path().join("missing")).is_empty());
+    }
+}

@@ -1,0 +1,18 @@
+//! The agent's integration tests: the library on temporary folders and the `onboard-agent` binary
+//! on fake sysfs trees, stand-in sticks and, where the machine allows, a real mount.
+//!
+//! - `unit_id`: the IGEL OS 12 rule over fake sysfs trees, persistence, configured unit IDs.
+//! - `discovery`: key files on one stick: order, links, FIFOs, folders, sizes, damage, vanishing.
+//! - `watch`: `run` in-process: sticks appearing and going after start, no wake-up while idle.
+//! - `scan`: `scan PATH`: contents masked, this device's key order, exit codes, config errors.
+//! - `run`: `run` as a process: log lines, SIGTERM and SIGINT, a real mount in a namespace.
+//! - `help`: help texts and exit codes.
+//! - `util`: key files, fake sysfs, sandboxes and waiting with deadlines.
+
+mod discovery;
+mod help;
+mod run;
+mod scan;
+mod unit_id;
+mod util;
+mod watch;
