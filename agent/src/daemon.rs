@@ -158,7 +158,7 @@ pub async fn run(
             () = &mut shutdown => break,
         }
         // Whatever came during the settling is covered by the look about to be made.
-        watcher.discard_pending();
+        watcher.discard_pending().await;
         watcher.rewatch();
     }
     tracing::info!("stopped");

@@ -131,10 +131,16 @@ fn skipped_summary(skipped: &[nic::Skipped]) -> String {
     if skipped.is_empty() {
         return " (there are none)".to_owned();
     }
-    let list: Vec<String> = skipped
+    // A host with a hundred veths must not bury the advice that follows.
+    const SHOWN: usize = 8;
+    let mut list: Vec<String> = skipped
         .iter()
+        .take(SHOWN)
         .map(|skip| format!("{}: {}", skip.name, skip.reason))
         .collect();
+    if skipped.len() > SHOWN {
+        list.push(format!("and {} more", skipped.len() - SHOWN));
+    }
     format!(" (passed over: {})", list.join("; "))
 }
 
@@ -256,6 +262,22 @@ mod tests {
         assert!(message.contains("--unit-id"), "{message}");
         assert!(message.contains("unit_id"), "{message}");
         assert!(message.contains("there are none"), "{message}");
+    }
+
+    #[test]
+    fn a_long_list_of_passed_over_interfaces_is_cut_short() {
+        let skipped: Vec<nic::Skipped> = (0..20)
+            .map(|n| nic::Skipped {
+                name: format!("veth{n:02}"),
+                reason: "virtual (no device link)",
+            })
+            .collect();
+        let summary = skipped_summary(&skipped);
+        assert!(
+            summary.contains("veth07") && !summary.contains("veth08"),
+            "{summary}"
+        );
+        assert!(summary.ends_with("and 12 more)"), "{summary}");
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub fn read_interfaces(sysfs_root: &Path) -> Result<Interfaces, SysfsError> {
             Err(reason) => found.skipped.push(Skipped { name, reason }),
         }
     }
+    found.skipped.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
 

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use notify::event::{EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -152,10 +153,18 @@ impl StickWatcher {
         }
     }
 
-    /// Forgets a file-event hint that is already due: the look about to be made covers it.
-    pub fn discard_pending(&mut self) {
+    /// Forgets the hints already due (a mount table flagged again, a file event queued): the look
+    /// about to be made covers them. Does not wait.
+    pub async fn discard_pending(&mut self) {
         if let Some(files) = &mut self.files {
             let _ = files.hints.try_recv();
+        }
+        if let Some(fd) = &self.mount_table {
+            // A zero timeout polls the readiness once: taken if already flagged, else left.
+            let ready = tokio::time::timeout(Duration::ZERO, fd.ready(Interest::PRIORITY)).await;
+            if let Ok(Ok(mut guard)) = ready {
+                guard.clear_ready();
+            }
         }
     }
 
