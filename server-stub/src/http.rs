@@ -251,24 +251,22 @@ async fn enroll(
     };
     let lookup = shared.stub.vault.lookup(&key);
     drop(key);
-    let worker = shared.clone();
-    let source_text = source.to_string();
+    let attempt = EnrollAttempt {
+        unit_id: unit_id.clone(),
+        lookup,
+        public_key: request.public_key.clone(),
+        source: source.to_string(),
+    };
+    let signer = shared.clone();
     let days = shared.certificate_days;
-    let outcome = tokio::task::spawn_blocking(move || {
-        let authority =
-            Authority::new(&worker.stub.ums_id).map_err(|e| StoreError::Issue(e.to_string()))?;
-        let attempt = EnrollAttempt {
-            unit_id: &unit_id,
-            lookup,
-            public_key: &request.public_key,
-            source: &source_text,
-        };
-        worker.stub.store.enroll(&attempt, &mut || {
-            authority.device_certificate(unit_id.as_str(), &request, days)
-        })
-    })
-    .await
-    .map_err(|error| ApiError::Internal(error.into()))??;
+    let issue: crate::store::IssueOnce = Box::new(move || {
+        let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
+        authority.device_certificate(unit_id.as_str(), &request, days)
+    });
+    let worker = shared.clone();
+    let outcome = tokio::task::spawn_blocking(move || worker.stub.store.enroll(attempt, issue))
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))??;
     match outcome {
         EnrollOutcome::Issued { device, repeated } => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");

@@ -193,15 +193,15 @@ pub type MakeKey<'a> = &'a mut dyn FnMut(usize) -> NewKey;
 
 /// An enrollment attempt, as the store sees it: no key value, only its digest.
 #[derive(Debug, Clone)]
-pub struct EnrollAttempt<'a> {
+pub struct EnrollAttempt {
     /// The unit ID the device claims (HTTP Basic user).
-    pub unit_id: &'a UnitId,
+    pub unit_id: UnitId,
     /// The digest of the key it presented.
     pub lookup: LookupDigest,
     /// The DER SubjectPublicKeyInfo of its certificate request.
-    pub public_key: &'a [u8],
+    pub public_key: Vec<u8>,
     /// The source address, for the audit log.
-    pub source: &'a str,
+    pub source: String,
 }
 
 /// A device certificate just signed.
@@ -215,9 +215,11 @@ pub struct IssuedCertificate {
     pub not_after: OffsetDateTime,
 }
 
-/// Signs a certificate for the attempt's public key; called inside the transaction, only when
-/// the key is good.
+/// Signs a certificate; called inside the transaction, only when the request is good.
 pub type IssueCertificate<'a> = &'a mut dyn FnMut() -> Result<IssuedCertificate, String>;
+
+/// Signs the certificate for an enrollment attempt; may run on the store's writer thread.
+pub type IssueOnce = Box<dyn FnOnce() -> Result<IssuedCertificate, String> + Send>;
 
 /// An enrolled device.
 #[derive(Debug, Clone)]
@@ -303,12 +305,10 @@ pub trait Store: Send + Sync {
     /// Decides an enrollment attempt and, when the key is good, records the device and the key's
     /// use in one transaction with the certificate `issue` signs. Exactly once: a one-time key is
     /// consumed by one device however many attempts race, and a retry by the same unit ID with the
-    /// same public key gets the stored certificate back without consuming anything.
-    fn enroll(
-        &self,
-        attempt: &EnrollAttempt<'_>,
-        issue: IssueCertificate<'_>,
-    ) -> Result<EnrollOutcome, StoreError>;
+    /// same public key gets the stored certificate back without consuming anything. An
+    /// implementation may decide several concurrent attempts in one transaction (group commit).
+    fn enroll(&self, attempt: EnrollAttempt, issue: IssueOnce)
+    -> Result<EnrollOutcome, StoreError>;
 
     /// Replaces the certificate of an enrolled device whose current certificate has `serial`.
     /// `None` when no device has that unit ID and serial.

@@ -12,8 +12,8 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueCertificate, KeyFilter, KeyId,
-    MakeKey, Progress, Store, StoreError, StoredKey,
+    AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueCertificate, IssueOnce, KeyFilter,
+    KeyId, MakeKey, Progress, Store, StoreError, StoredKey,
 };
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -74,7 +74,19 @@ const GENERATE_ATTEMPTS: usize = 16;
 pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// The enrollment writer thread, started at the first enrollment.
+    enroller: std::sync::OnceLock<std::sync::mpsc::Sender<EnrollJob>>,
 }
+
+/// One enrollment attempt waiting for the writer thread.
+struct EnrollJob {
+    attempt: EnrollAttempt,
+    issue: IssueOnce,
+    reply: std::sync::mpsc::SyncSender<Result<EnrollOutcome, StoreError>>,
+}
+
+/// The most attempts decided in one transaction.
+const GROUP_COMMIT_MAX: usize = 128;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,33 +97,12 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let shown = path.display().to_string();
-        let db = |source| StoreError::Database {
-            path: shown.clone(),
-            source,
-        };
-        let connection = Connection::open(path).map_err(db)?;
-        // Another process (the server, or a second CLI) may hold a write lock for a moment.
-        connection
-            .busy_timeout(Duration::from_secs(30))
-            .map_err(db)?;
-        let mode: String = connection
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(db)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Corrupt {
-                path: shown,
-                reason: format!("cannot switch to WAL mode (got {mode})"),
-            });
-        }
-        // FULL: a committed enrollment survives a power cut, not only a killed process.
-        connection
-            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-            .map_err(db)?;
+        let connection = connect(path)?;
         restrict_permissions(path);
         let store = Self {
             path: path.to_owned(),
             connection: Mutex::new(connection),
+            enroller: std::sync::OnceLock::new(),
         };
         store.migrate()?;
         Ok(store)
@@ -218,8 +209,234 @@ impl SqliteStore {
     }
 }
 
+/// Opens a connection with the pragmas every connection of this store uses.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let shown = path.display().to_string();
+    let db = |source| StoreError::Database {
+        path: shown.clone(),
+        source,
+    };
+    let connection = Connection::open(path).map_err(db)?;
+    // Another process (the server, or a second CLI) may hold a write lock for a moment.
+    connection
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(db)?;
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(db)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt {
+            path: shown,
+            reason: format!("cannot switch to WAL mode (got {mode})"),
+        });
+    }
+    // FULL: a committed enrollment survives a power cut, not only a killed process. The cost, one
+    // fsync per transaction, is shared by concurrent enrollments through group commit.
+    connection
+        .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(db)?;
+    Ok(connection)
+}
+
+/// The enrollment writer: takes the attempts waiting, decides them all in one transaction (each in
+/// a savepoint, so one failure rolls back only itself), commits once, then answers each.
+fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
+    let shown = path.display().to_string();
+    let mut connection = match connect(&path) {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            tracing::error!("enrollment writer cannot open the database: {error}");
+            None
+        }
+    };
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(connection) = connection.as_mut() else {
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Corrupt {
+                    path: shown.clone(),
+                    reason: "the enrollment writer could not open the database".into(),
+                }));
+            }
+            continue;
+        };
+        let db = |source| StoreError::Database {
+            path: shown.clone(),
+            source,
+        };
+        let mut outcomes: Vec<Result<EnrollOutcome, StoreError>> = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let committed = (|| -> Result<(), StoreError> {
+            let mut tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db)?;
+            for job in batch {
+                replies.push(job.reply);
+                let mut savepoint = tx.savepoint().map_err(db)?;
+                let outcome = decide(&mut savepoint, &job.attempt, job.issue, &shown);
+                if outcome.is_ok() {
+                    savepoint.commit().map_err(db)?;
+                } else {
+                    savepoint.rollback().map_err(db)?;
+                    drop(savepoint);
+                }
+                outcomes.push(outcome);
+            }
+            tx.commit().map_err(db)
+        })();
+        match committed {
+            Ok(()) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::error!("enrollment transaction failed: {error}");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Corrupt {
+                        path: shown.clone(),
+                        reason: format!("the enrollment transaction failed: {error}"),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Decides one attempt inside `tx`: refusals are audited, a good key is consumed and the device
+/// recorded with a fresh certificate.
+fn decide(
+    tx: &mut rusqlite::Savepoint<'_>,
+    attempt: &EnrollAttempt,
+    issue: IssueOnce,
+    shown: &str,
+) -> Result<EnrollOutcome, StoreError> {
+    let db = |source| StoreError::Database {
+        path: shown.to_owned(),
+        source,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut audit = AuditEntry {
+        at: now,
+        event: "enroll".to_owned(),
+        unit_id: Some(attempt.unit_id.to_string()),
+        key_id: None,
+        source: attempt.source.clone(),
+        outcome: "ok".to_owned(),
+        detail: String::new(),
+    };
+    let key: Option<(KeyId, String, Option<String>, bool, i64)> = tx
+        .prepare_cached("SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1")
+        .map_err(db)?
+        .query_row([&attempt.lookup[..]], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .optional()
+        .map_err(db)?;
+    let device = tx
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
+        ))
+        .map_err(db)?
+        .query_row([attempt.unit_id.as_str()], device_from_row)
+        .optional()
+        .map_err(db)?;
+    let refuse = |tx: &rusqlite::Savepoint<'_>, mut audit: AuditEntry, code: ProblemCode| {
+        audit.outcome = code.as_str().to_owned();
+        audit_in(tx, &audit).map_err(db)?;
+        Ok(EnrollOutcome::Refused(code))
+    };
+    let Some((key_id, kind, bound_to, active, usage_count)) = key else {
+        return refuse(tx, audit, ProblemCode::KeyUnknown);
+    };
+    audit.key_id = Some(key_id);
+    let kind = kind_from_sql(&kind).ok_or_else(|| StoreError::Corrupt {
+        path: shown.to_owned(),
+        reason: format!("key {key_id} has an unknown kind"),
+    })?;
+    if let Some(device) = device {
+        if device.public_key != attempt.public_key {
+            return refuse(tx, audit, ProblemCode::UnitIdConflict);
+        }
+        // A retry after a lost answer: the same certificate, nothing counted again.
+        audit.detail = format!("repeated answer, certificate {}", device.serial);
+        audit_in(tx, &audit).map_err(db)?;
+        return Ok(EnrollOutcome::Issued {
+            device,
+            repeated: true,
+        });
+    }
+    if !active {
+        return refuse(tx, audit, ProblemCode::KeyInactive);
+    }
+    if kind == KeyKind::DeviceBound && bound_to.as_deref() != Some(attempt.unit_id.as_str()) {
+        return refuse(tx, audit, ProblemCode::KeyBoundToOtherDevice);
+    }
+    if kind != KeyKind::MassDeployment && usage_count > 0 {
+        return refuse(tx, audit, ProblemCode::KeyUsed);
+    }
+    let issued = issue().map_err(StoreError::Issue)?;
+    // The guard the database enforces: a one-time key goes from unused to used once.
+    let consumed = tx
+        .execute(
+            "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1
+             WHERE id = ?2 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
+            params![now.unix_timestamp(), key_id],
+        )
+        .map_err(db)?;
+    if consumed != 1 {
+        return refuse(tx, audit, ProblemCode::KeyUsed);
+    }
+    let device = DeviceRecord {
+        unit_id: attempt.unit_id.clone(),
+        public_key: attempt.public_key.clone(),
+        certificate: issued.der,
+        serial: issued.serial,
+        not_after: issued.not_after,
+        key_id: Some(key_id),
+        key_kind: kind,
+        enrolled_at: now,
+        last_seen: now,
+        inventory: None,
+    };
+    tx.execute(
+        &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        params![
+            device.unit_id.as_str(),
+            device.public_key,
+            device.certificate,
+            device.serial,
+            device.not_after.unix_timestamp(),
+            key_id,
+            kind.as_str(),
+            now.unix_timestamp(),
+            now.unix_timestamp(),
+            device.inventory
+        ],
+    )
+    .map_err(db)?;
+    audit.detail = format!("certificate {}", device.serial);
+    audit_in(tx, &audit).map_err(db)?;
+    Ok(EnrollOutcome::Issued {
+        device,
+        repeated: false,
+    })
+}
+
 /// Appends an audit line inside `tx`.
-fn audit_in(tx: &Transaction<'_>, entry: &AuditEntry) -> rusqlite::Result<()> {
+fn audit_in(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO audit (at, event, unit_id, key_id, source, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -517,130 +734,30 @@ impl Store for SqliteStore {
 
     fn enroll(
         &self,
-        attempt: &EnrollAttempt<'_>,
-        issue: IssueCertificate<'_>,
+        attempt: EnrollAttempt,
+        issue: IssueOnce,
     ) -> Result<EnrollOutcome, StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        let now = OffsetDateTime::now_utc();
-        let mut audit = AuditEntry {
-            at: now,
-            event: "enroll".to_owned(),
-            unit_id: Some(attempt.unit_id.to_string()),
-            key_id: None,
-            source: attempt.source.to_owned(),
-            outcome: "ok".to_owned(),
-            detail: String::new(),
-        };
-        let key: Option<(KeyId, String, Option<String>, bool, i64)> = tx
-            .prepare_cached(
-                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1",
-            )
-            .map_err(|e| self.db(e))?
-            .query_row([&attempt.lookup[..]], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })
-            .optional()
-            .map_err(|e| self.db(e))?;
-        let device = tx
-            .prepare_cached(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
-            ))
-            .map_err(|e| self.db(e))?
-            .query_row([attempt.unit_id.as_str()], device_from_row)
-            .optional()
-            .map_err(|e| self.db(e))?;
-        let refuse = |tx: Transaction<'_>, mut audit: AuditEntry, code: ProblemCode| {
-            audit.outcome = code.as_str().to_owned();
-            audit_in(&tx, &audit).map_err(|e| self.db(e))?;
-            tx.commit().map_err(|e| self.db(e))?;
-            Ok(EnrollOutcome::Refused(code))
-        };
-        let Some((key_id, kind, bound_to, active, usage_count)) = key else {
-            return refuse(tx, audit, ProblemCode::KeyUnknown);
-        };
-        audit.key_id = Some(key_id);
-        let kind = kind_from_sql(&kind).ok_or_else(|| StoreError::Corrupt {
+        let jobs = self.enroller.get_or_init(|| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let path = self.path.clone();
+            std::thread::Builder::new()
+                .name("ums-stub-enroll".to_owned())
+                .spawn(move || enroll_writer(path, receiver))
+                .expect("cannot start the enrollment writer thread");
+            sender
+        });
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let stopped = || StoreError::Corrupt {
             path: self.shown(),
-            reason: format!("key {key_id} has an unknown kind"),
-        })?;
-        if let Some(device) = device {
-            if device.public_key != attempt.public_key {
-                return refuse(tx, audit, ProblemCode::UnitIdConflict);
-            }
-            // A retry after a lost answer: the same certificate, nothing counted again.
-            audit.detail = format!("repeated answer, certificate {}", device.serial);
-            audit_in(&tx, &audit).map_err(|e| self.db(e))?;
-            tx.commit().map_err(|e| self.db(e))?;
-            return Ok(EnrollOutcome::Issued {
-                device,
-                repeated: true,
-            });
-        }
-        if !active {
-            return refuse(tx, audit, ProblemCode::KeyInactive);
-        }
-        if kind == KeyKind::DeviceBound && bound_to.as_deref() != Some(attempt.unit_id.as_str()) {
-            return refuse(tx, audit, ProblemCode::KeyBoundToOtherDevice);
-        }
-        if kind != KeyKind::MassDeployment && usage_count > 0 {
-            return refuse(tx, audit, ProblemCode::KeyUsed);
-        }
-        let issued = issue().map_err(StoreError::Issue)?;
-        // The guard the database enforces: a one-time key goes from unused to used once.
-        let consumed = tx
-            .execute(
-                "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1
-                 WHERE id = ?2 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
-                params![now.unix_timestamp(), key_id],
-            )
-            .map_err(|e| self.db(e))?;
-        if consumed != 1 {
-            return refuse(tx, audit, ProblemCode::KeyUsed);
-        }
-        let device = DeviceRecord {
-            unit_id: attempt.unit_id.clone(),
-            public_key: attempt.public_key.to_vec(),
-            certificate: issued.der,
-            serial: issued.serial,
-            not_after: issued.not_after,
-            key_id: Some(key_id),
-            key_kind: kind,
-            enrolled_at: now,
-            last_seen: now,
-            inventory: None,
+            reason: "the enrollment writer stopped".into(),
         };
-        tx.execute(
-            &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-            params![
-                device.unit_id.as_str(),
-                device.public_key,
-                device.certificate,
-                device.serial,
-                device.not_after.unix_timestamp(),
-                key_id,
-                kind.as_str(),
-                now.unix_timestamp(),
-                now.unix_timestamp(),
-                device.inventory
-            ],
-        )
-        .map_err(|e| self.db(e))?;
-        audit.detail = format!("certificate {}", device.serial);
-        audit_in(&tx, &audit).map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))?;
-        Ok(EnrollOutcome::Issued {
-            device,
-            repeated: false,
+        jobs.send(EnrollJob {
+            attempt,
+            issue,
+            reply,
         })
+        .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
     }
 
     fn renew(
