@@ -11,13 +11,15 @@
 //!   or reading, which every rescan does itself) and metadata changes (atime updates) are dropped,
 //!   or each rescan would wake the next.
 //!
-//! A root that appears later (`/run/media` on the first mount by udisks) or is replaced is watched
-//! from the next wake-up on ([`StickWatcher::rewatch`]).
+//! A root that appears later (`/run/media`, made by udisks for its first mount, which wakes the
+//! agent through the mount table) or is deleted and made anew is watched from the next wake-up on
+//! ([`StickWatcher::rewatch`]). Its own appearance wakes nothing: the folder above is not watched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use notify::event::{EventKind, ModifyKind};
@@ -63,6 +65,9 @@ struct FileEvents {
     hints: mpsc::Receiver<()>,
     /// The roots watched, with the (device, inode) they had, to notice one replaced.
     watched: HashMap<PathBuf, (u64, u64)>,
+    /// Roots the notify thread saw deleted or moved away. Their watch is gone (or follows the
+    /// moved folder), and a folder made in their place may reuse the inode number.
+    lost: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl StickWatcher {
@@ -78,7 +83,7 @@ impl StickWatcher {
         mount_table: &Path,
     ) -> Result<StickWatcher, WatchError> {
         let table = File::open(mount_table).and_then(register_priority);
-        let files = FileEvents::new();
+        let files = FileEvents::new(&roots);
         let (mount_table, files) = match (table, files) {
             (Err(table), Err(files)) => {
                 return Err(WatchError {
@@ -127,13 +132,14 @@ impl StickWatcher {
         let Some(files) = &mut self.files else {
             return;
         };
+        let lost = std::mem::take(&mut *files.lost.lock().unwrap_or_else(PoisonError::into_inner));
         for root in &self.roots {
             let identity = std::fs::symlink_metadata(root)
                 .ok()
                 .filter(|meta| meta.is_dir())
                 .map(|meta| (meta.dev(), meta.ino()));
             let known = files.watched.get(root).copied();
-            if identity == known {
+            if identity == known && !lost.contains(root) {
                 continue;
             }
             if known.is_some() {
@@ -227,14 +233,32 @@ fn register_priority(file: File) -> std::io::Result<AsyncFd<File>> {
 }
 
 impl FileEvents {
-    fn new() -> notify::Result<FileEvents> {
+    fn new(roots: &[PathBuf]) -> notify::Result<FileEvents> {
         let (sender, hints) = mpsc::channel(1);
+        let lost = Arc::new(Mutex::new(HashSet::new()));
+        let roots = roots.to_vec();
+        let lost_roots = Arc::clone(&lost);
         let handler = move |event: notify::Result<notify::Event>| {
             let worth_a_look = match &event {
-                Ok(event) => !matches!(
-                    event.kind,
-                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
-                ),
+                Ok(event) => {
+                    if matches!(
+                        event.kind,
+                        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                    ) {
+                        let mut lost = lost_roots.lock().unwrap_or_else(PoisonError::into_inner);
+                        lost.extend(
+                            event
+                                .paths
+                                .iter()
+                                .filter(|path| roots.contains(path))
+                                .cloned(),
+                        );
+                    }
+                    !matches!(
+                        event.kind,
+                        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                    )
+                }
                 // An error (a queue overflow) means events were lost: look again.
                 Err(_) => true,
             };
@@ -249,6 +273,7 @@ impl FileEvents {
             watcher,
             hints,
             watched: HashMap::new(),
+            lost,
         })
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use onboard_agent::config::{Overrides, RawConfig, Settings};
 use onboard_agent::daemon::{self, Observer};
 use onboard_agent::sticks::Scan;
+use onboard_agent::watcher::{StickWatcher, Wake};
 use onboard_protocol::Format;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -166,4 +167,43 @@ async fn the_watcher_does_not_wake_while_nothing_happens() {
     assert_eq!(wakeups, 0, "the watcher woke while nothing happened");
     assert_eq!(rescans, 1, "only the look at start-up");
     agent.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_mount_table_file_events_still_wake_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut watcher =
+        StickWatcher::with_mount_table(vec![root.path().to_owned()], Path::new("/nonexistent"))
+            .unwrap();
+    assert!(!watcher.watches_mount_table());
+    assert_eq!(watcher.watched_roots(), [root.path().to_owned()]);
+    std::fs::create_dir(root.path().join("STICK")).unwrap();
+    let wake = tokio::time::timeout(DEADLINE, watcher.changed()).await;
+    assert_eq!(wake.expect("no wake-up for a new folder"), Wake::Files);
+}
+
+#[tokio::test]
+async fn a_root_that_appears_or_is_replaced_is_watched_from_the_next_wake_up() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("media");
+    let mut watcher = StickWatcher::new(vec![root.clone()]).unwrap();
+    assert!(watcher.watched_roots().is_empty());
+
+    std::fs::create_dir(&root).unwrap();
+    watcher.rewatch();
+    assert_eq!(watcher.watched_roots(), std::slice::from_ref(&root));
+    std::fs::create_dir(root.join("STICK")).unwrap();
+    let wake = tokio::time::timeout(DEADLINE, watcher.changed()).await;
+    assert_eq!(wake.expect("no wake-up in a new root"), Wake::Files);
+
+    // Replaced: the old watch went with the old folder; the new one is watched afresh.
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::create_dir(&root).unwrap();
+    let _ = tokio::time::timeout(DEADLINE, watcher.changed()).await;
+    watcher.discard_pending().await;
+    watcher.rewatch();
+    assert_eq!(watcher.watched_roots(), std::slice::from_ref(&root));
+    std::fs::write(root.join("icg.xml"), b"").unwrap();
+    let wake = tokio::time::timeout(DEADLINE, watcher.changed()).await;
+    assert_eq!(wake.expect("no wake-up in a replaced root"), Wake::Files);
 }
