@@ -185,6 +185,24 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `sql` (with `?1` the key ID) for each of `ids` in one transaction, and audits it as
+    /// `event`: all of them, or none when one ID is unknown.
+    fn change_each(&self, ids: &[KeyId], sql: &str, event: &str) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        self.require_existing(&tx, ids)?;
+        {
+            let mut statement = tx.prepare_cached(sql).map_err(|e| self.db(e))?;
+            for id in ids {
+                statement.execute([id]).map_err(|e| self.db(e))?;
+            }
+        }
+        audit_in(&tx, &cli_audit(event, ids, id_list(ids))).map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
+    }
+
     /// Fails with the IDs among `ids` that do not exist.
     fn require_existing(&self, tx: &Transaction<'_>, ids: &[KeyId]) -> Result<(), StoreError> {
         let mut statement = tx
@@ -681,55 +699,37 @@ impl Store for SqliteStore {
     }
 
     fn set_comment(&self, id: KeyId, comment: &str) -> Result<(), StoreError> {
-        let changed = self
-            .lock()
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let changed = tx
             .execute(
                 "UPDATE keys SET comment = ?1 WHERE id = ?2",
                 params![comment, id],
             )
             .map_err(|e| self.db(e))?;
         if changed == 0 {
-            Err(StoreError::NotFound(vec![id]))
-        } else {
-            Ok(())
+            return Err(StoreError::NotFound(vec![id]));
         }
+        audit_in(&tx, &cli_audit("keys.edit", &[id], String::new())).map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))
     }
 
     fn set_active(&self, ids: &[KeyId], active: bool) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        self.require_existing(&tx, ids)?;
-        {
-            let mut update = tx
-                .prepare_cached("UPDATE keys SET active = ?1 WHERE id = ?2")
-                .map_err(|e| self.db(e))?;
-            for id in ids {
-                update
-                    .execute(params![active, id])
-                    .map_err(|e| self.db(e))?;
-            }
-        }
-        tx.commit().map_err(|e| self.db(e))
+        let (sql, event) = if active {
+            ("UPDATE keys SET active = 1 WHERE id = ?1", "keys.activate")
+        } else {
+            (
+                "UPDATE keys SET active = 0 WHERE id = ?1",
+                "keys.deactivate",
+            )
+        };
+        self.change_each(ids, sql, event)
     }
 
     fn delete_keys(&self, ids: &[KeyId]) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        self.require_existing(&tx, ids)?;
-        {
-            let mut delete = tx
-                .prepare_cached("DELETE FROM keys WHERE id = ?1")
-                .map_err(|e| self.db(e))?;
-            for id in ids {
-                delete.execute([id]).map_err(|e| self.db(e))?;
-            }
-        }
-        audit_in(&tx, &cli_audit("keys.delete", ids, id_list(ids))).map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))
+        self.change_each(ids, "DELETE FROM keys WHERE id = ?1", "keys.delete")
     }
 
     fn enroll(

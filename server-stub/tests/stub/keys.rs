@@ -376,3 +376,46 @@ fn export_defaults_to_the_configured_host_and_port_8443() {
     let refused = empty.fails(&["keys", "export", "--out", out.to_str().unwrap(), "--force"]);
     assert!(refused.contains("no key to export"), "{refused}");
 }
+
+#[test]
+fn every_key_change_is_in_the_audit_log() {
+    let dir = DataDir::new();
+    dir.ok(&["keys", "create", "one-time", "--quantity", "3"]);
+    dir.ok(&["keys", "edit", "2", "--comment", "spare"]);
+    dir.ok(&["keys", "deactivate", "1", "3"]);
+    dir.ok(&["keys", "activate", "3"]);
+    dir.ok(&["keys", "delete", "1"]);
+    dir.fails(&["keys", "delete", "99"]);
+    let log: Vec<Value> = serde_json::from_str(&dir.ok(&["audit", "--json"])).unwrap();
+    let events: Vec<(&str, Option<i64>, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["key_id"].as_i64(),
+                e["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("keys.create", None, "IDs 1, 2, 3"),
+            ("keys.edit", Some(2), ""),
+            ("keys.deactivate", None, "IDs 1, 3"),
+            ("keys.activate", Some(3), "IDs 3"),
+            ("keys.delete", Some(1), "IDs 1"),
+        ],
+        "a refused change leaves no line"
+    );
+    assert!(
+        log.iter()
+            .all(|e| e["source"] == "cli" && e["outcome"] == "ok")
+    );
+    let since: Vec<Value> =
+        serde_json::from_str(&dir.ok(&["audit", "--json", "--since", "2999-01-01T00:00:00Z"]))
+            .unwrap();
+    assert!(since.is_empty());
+    let refused = dir.fails(&["audit", "--since", "yesterday"]);
+    assert!(refused.contains("RFC 3339"), "{refused}");
+}
