@@ -162,7 +162,8 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(UnitId, Option<FirstAuthKey
         .ok_or_else(|| malformed("the Basic credentials lack the ':' between unit ID and key"))?;
     let unit_id = user
         .parse::<UnitId>()
-        .map_err(|error| malformed(&format!("the Basic user must be the unit ID: {error}")))?;
+        // The refused text is not echoed: a client that swapped user and password would see its key.
+        .map_err(|_| malformed("the Basic user must be the unit ID: 12 hex digits (a MAC) or an 18-character UD Pocket serial"))?;
     // A value no key can have is simply unknown, like any other wrong key.
     Ok((unit_id, FirstAuthKey::new(password).ok()))
 }
@@ -196,11 +197,9 @@ async fn simpleenroll(
         if problem.code != ProblemCode::RateLimited {
             shared.limiter.failed(source, unit_seen.as_deref(), started);
         }
-        if matches!(
-            problem.code,
-            ProblemCode::BadRequest | ProblemCode::RateLimited
-        ) {
-            // Refusals decided before the store was asked still belong in the audit log.
+        // Malformed requests are refused before the store is asked; they still belong in the audit
+        // log. Rate-limited ones do not: a flood of them must not turn into a flood of writes.
+        if problem.code == ProblemCode::BadRequest {
             let entry = AuditEntry {
                 at: OffsetDateTime::now_utc(),
                 event: "enroll".to_owned(),

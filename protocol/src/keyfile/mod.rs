@@ -53,9 +53,13 @@ pub struct Server {
 /// Why a host name or port cannot name a server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServerError {
-    /// Empty, too long, or holding white space, control characters or URL delimiters.
-    #[error("{0:?} is not a host name or address")]
-    BadHost(String),
+    /// Empty, too long, or holding white space, control characters or URL delimiters. The text
+    /// is not echoed: a misplaced key may sit there.
+    #[error(
+        "not a host name or address (empty, over 253 characters, or holding white space, control \
+         characters or one of / ? # @ \\ < > \" ' &)"
+    )]
+    BadHost,
     /// Not a number from 1 to 65535. The text is not echoed: a misplaced key may sit there.
     #[error("the port is not a number from 1 to 65535")]
     BadPort,
@@ -71,7 +75,7 @@ impl Server {
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || "/?#@\\<>\"'&".contains(c));
         if bad {
-            return Err(ServerError::BadHost(host.chars().take(40).collect()));
+            return Err(ServerError::BadHost);
         }
         if port == 0 {
             return Err(ServerError::BadPort);
@@ -305,11 +309,11 @@ pub enum Reason {
         attribute: &'static str,
     },
     /// A format version this reader does not know.
-    #[error("format version {0:?} is not supported (this reader knows version {FORMAT_VERSION})")]
-    UnsupportedVersion(String),
+    #[error("a format version this reader does not know (it knows version {FORMAT_VERSION})")]
+    UnsupportedVersion,
     /// An export time that is not RFC 3339.
-    #[error("the export time {0:?} is not an RFC 3339 timestamp")]
-    BadTimestamp(String),
+    #[error("the export time is not an RFC 3339 timestamp")]
+    BadTimestamp,
     /// A bad UMS ID fingerprint.
     #[error(transparent)]
     Fingerprint(#[from] FingerprintError),
@@ -319,9 +323,13 @@ pub enum Reason {
     /// No UMS ID fingerprint at all.
     #[error("no UMS ID fingerprint")]
     MissingFingerprint,
-    /// A bad unit ID.
-    #[error(transparent)]
-    UnitId(#[from] UnitIdError),
+    /// A bad unit ID. Unlike [`UnitIdError`], the text is not echoed: in a key file a misplaced
+    /// key may sit where the unit ID belongs.
+    #[error(
+        "not a unit ID: expected a MAC address of 12 hex digits (00:E0:C5:54:0B:8B or 00E0C5540B8B) \
+         or an 18-character UD Pocket serial"
+    )]
+    UnitId,
     /// A bad key value.
     #[error(transparent)]
     KeyValue(#[from] KeyValueError),
@@ -343,6 +351,12 @@ pub enum Reason {
     /// A clipboard-text block that breaks the layout.
     #[error("{0}")]
     Layout(&'static str),
+}
+
+impl From<UnitIdError> for Reason {
+    fn from(_: UnitIdError) -> Self {
+        Reason::UnitId
+    }
 }
 
 impl KeyFile {
@@ -474,15 +488,14 @@ fn format_time(time: OffsetDateTime) -> String {
 
 /// Parses an export time as the writers print it.
 fn parse_time(text: &str) -> Result<OffsetDateTime, Reason> {
-    OffsetDateTime::parse(text.trim(), &Rfc3339)
-        .map_err(|_| Reason::BadTimestamp(text.chars().take(40).collect()))
+    OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| Reason::BadTimestamp)
 }
 
 /// Checks a format version attribute or line.
 fn check_version(text: &str) -> Result<u32, Reason> {
     match text.trim().parse::<u32>() {
         Ok(FORMAT_VERSION) => Ok(FORMAT_VERSION),
-        _ => Err(Reason::UnsupportedVersion(text.chars().take(20).collect())),
+        _ => Err(Reason::UnsupportedVersion),
     }
 }
 

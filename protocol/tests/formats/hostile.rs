@@ -122,7 +122,7 @@ fn hostile_inputs_are_refused_with_the_expected_message() {
         (
             "a newer format version",
             xml_with("").replace("version=\"1\">", "version=\"2\">").into(),
-            |r| matches!(r, Reason::UnsupportedVersion(v) if v == "2"),
+            |r| matches!(r, Reason::UnsupportedVersion),
             "line 2",
             "knows version 1",
         ),
@@ -143,7 +143,7 @@ fn hostile_inputs_are_refused_with_the_expected_message() {
         (
             "a bad unit ID",
             xml_with("<key type=\"device-bound\" unit-id=\"00:11\" value=\"12345678901234567\"/>").into(),
-            |r| matches!(r, Reason::UnitId(_)),
+            |r| matches!(r, Reason::UnitId),
             "line 5",
             "12 hex digits",
         ),

@@ -37,8 +37,7 @@ fn refusals_never_quote_a_key() {
     let limits = Limits::default();
     let good = fixture_model().write(Format::Xml);
     // Break the file around each key in ways that make the reader stop right at it, or put a key
-    // where another field belongs. (A unit ID is echoed in its refusal on purpose: it is not a
-    // secret, and the administrator needs to see which one is wrong.)
+    // where another field belongs.
     let broken = [
         good.replace(
             "value=\"40512337860129621\"",
@@ -49,6 +48,13 @@ fn refusals_never_quote_a_key() {
             "value=\"40512337860129621&#0;\"",
         ),
         good.replace("type=\"device-bound\"", "type=\"40512337860129621\""),
+        good.replace("unit-id=\"00E0C5540B8B\"", "unit-id=\"77120954388310452\""),
+        good.replace("host=\"ums.example.com\"", "host=\"40512337860129621 x\""),
+        good.replace("version=\"1\"", "version=\"40512337860129621\""),
+        good.replace(
+            "exported=\"2026-11-22T10:00:00Z\"",
+            "exported=\"40512337860129621\"",
+        ),
         good.replace(
             "value=\"40512337860129621\"/>",
             "value=\"40512337860129621\" value=\"40512337860129621\"/>",

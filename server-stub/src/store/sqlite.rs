@@ -260,19 +260,23 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 /// a savepoint, so one failure rolls back only itself), commits once, then answers each.
 fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
     let shown = path.display().to_string();
-    let mut connection = match connect(&path) {
-        Ok(connection) => Some(connection),
-        Err(error) => {
-            tracing::error!("enrollment writer cannot open the database: {error}");
-            None
-        }
-    };
+    let mut connection: Option<Connection> = None;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        // (Re)open the connection for each batch until it works: a passing fault must not leave
+        // enrollments failing until a restart.
+        if connection.is_none() {
+            match connect(&path) {
+                Ok(opened) => connection = Some(opened),
+                Err(error) => {
+                    tracing::error!("enrollment writer cannot open the database: {error}")
+                }
             }
         }
         let Some(connection) = connection.as_mut() else {
@@ -384,17 +388,23 @@ fn decide(
         path: shown.to_owned(),
         reason: format!("key {key_id} has an unknown kind"),
     })?;
+    // A device already enrolled with this key pair retrying (its answer was lost) gets its stored
+    // certificate and nothing is counted again. With the key it enrolled with (or one deleted
+    // since) that is all; with another key, that key must pass the checks below first.
+    let mut repeat = None;
     if let Some(device) = device {
         if device.public_key != attempt.public_key {
             return refuse(tx, audit, ProblemCode::UnitIdConflict);
         }
-        // A retry after a lost answer: the same certificate, nothing counted again.
-        audit.detail = format!("repeated answer, certificate {}", device.serial);
-        audit_in(tx, &audit).map_err(db)?;
-        return Ok(EnrollOutcome::Issued {
-            device,
-            repeated: true,
-        });
+        if device.key_id.is_none_or(|id| id == key_id) {
+            audit.detail = format!("repeated answer, certificate {}", device.serial);
+            audit_in(tx, &audit).map_err(db)?;
+            return Ok(EnrollOutcome::Issued {
+                device,
+                repeated: true,
+            });
+        }
+        repeat = Some(device);
     }
     if !active {
         return refuse(tx, audit, ProblemCode::KeyInactive);
@@ -404,6 +414,14 @@ fn decide(
     }
     if kind != KeyKind::MassDeployment && usage_count > 0 {
         return refuse(tx, audit, ProblemCode::KeyUsed);
+    }
+    if let Some(device) = repeat {
+        audit.detail = format!("repeated answer, certificate {}", device.serial);
+        audit_in(tx, &audit).map_err(db)?;
+        return Ok(EnrollOutcome::Issued {
+            device,
+            repeated: true,
+        });
     }
     let issued = issue().map_err(StoreError::Issue)?;
     // The guard the database enforces: a one-time key goes from unused to used once.

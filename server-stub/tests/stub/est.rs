@@ -554,3 +554,65 @@ async fn every_attempt_is_audited_without_the_key() {
     assert!(!text.contains(&key), "the audit log never holds a key");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_enrolled_device_presenting_another_key_still_needs_a_good_one() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(_, first_key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(inactive, inactive_key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(mass, mass_key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .try_into()
+        .unwrap();
+    server.shared.stub.keys().deactivate(&[inactive]).unwrap();
+    let device = Device::numbered(5);
+    let certificate = enroll(&client, &server, &device, &first_key)
+        .await
+        .certificate
+        .unwrap();
+    // Its own key after it was deactivated: the answer it lost, nothing counted.
+    server
+        .shared
+        .stub
+        .keys()
+        .deactivate(&[keys_of(&server)[0]])
+        .unwrap();
+    assert_eq!(
+        enroll(&client, &server, &device, &first_key)
+            .await
+            .certificate
+            .unwrap(),
+        certificate
+    );
+    // Another key must pass the checks: a deactivated one is refused...
+    let refused = enroll(&client, &server, &device, &inactive_key).await;
+    assert_eq!(refused.code(), "key_inactive");
+    assert_eq!(
+        enroll(&client, &server, &device, "11111111111111111")
+            .await
+            .code(),
+        "key_unknown"
+    );
+    // ...a good one gets the stored certificate and is not counted.
+    assert_eq!(
+        enroll(&client, &server, &device, &mass_key)
+            .await
+            .certificate
+            .unwrap(),
+        certificate
+    );
+    assert_eq!(usage(&server, mass).0, 0);
+    server.stop().await;
+}
+
+fn keys_of(server: &TestServer) -> Vec<i64> {
+    server
+        .shared
+        .stub
+        .keys()
+        .list(&KeyFilter::default())
+        .unwrap()
+        .iter()
+        .map(|k| k.id)
+        .collect()
+}
