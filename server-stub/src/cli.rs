@@ -521,7 +521,12 @@ fn ums_id(command: UmsIdCommand, settings: Settings, out: &mut impl Write) -> an
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         let restored = UmsId::from_backup(&text, &file)?;
-        let before = UmsId::load(&settings.data_dir)?.map(|id| id.fingerprint());
+        // With --force a damaged identity in place is replaced, not reported.
+        let before = match UmsId::load(&settings.data_dir) {
+            Ok(existing) => existing.map(|id| id.fingerprint()),
+            Err(_) if force => None,
+            Err(error) => return Err(error.into()),
+        };
         restored.install(&settings.data_dir, force)?;
         if before == Some(restored.fingerprint()) {
             writeln!(

@@ -88,7 +88,17 @@ pub fn create_private_dir(folder: &Path) -> Result<(), WriteError> {
         .map_err(|source| WriteError::Io {
             path: folder.to_owned(),
             source,
-        })
+        })?;
+    // The new entry in the parent must survive a power cut too.
+    match folder.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            sync_folder(parent).map_err(|source| WriteError::Io {
+                path: parent.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 use std::os::unix::fs::DirBuilderExt as _;

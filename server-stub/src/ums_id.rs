@@ -24,6 +24,8 @@ const FOLDER: &str = "ums-id";
 const KEY_FILE: &str = "ums-id.key.pem";
 const CERT_FILE: &str = "ums-id.crt";
 const META_FILE: &str = "ums-id.json";
+/// Where `restore --force` moves the identity it replaces until the new one is in place.
+const REPLACED: &str = ".ums-id-replaced";
 const BACKUP_HEADER: &str =
     "# ums-stub UMS ID backup. It holds the UMS ID private key: keep it secret.";
 
@@ -130,6 +132,21 @@ impl UmsId {
     /// The identity in `data_dir`, if there is one.
     pub fn load(data_dir: &Path) -> Result<Option<Self>, UmsIdError> {
         let folder = data_dir.join(FOLDER);
+        let aside = data_dir.join(REPLACED);
+        if aside.exists() {
+            if folder.exists() {
+                // A replacement finished but its clean-up did not.
+                let _ = fs::remove_dir_all(&aside);
+            } else {
+                // A replacement stopped between its two renames: put the old identity back rather
+                // than let first use create a new one.
+                fs::rename(&aside, &folder).map_err(|source| UmsIdError::Read {
+                    path: aside.clone(),
+                    source,
+                })?;
+                let _ = files::sync_folder(data_dir);
+            }
+        }
         if !folder.exists() {
             return Ok(None);
         }
@@ -216,7 +233,13 @@ impl UmsId {
     pub fn install(&self, data_dir: &Path, replace: bool) -> Result<(), UmsIdError> {
         files::create_private_dir(data_dir)?;
         let folder = data_dir.join(FOLDER);
-        if let Some(existing) = Self::load(data_dir)? {
+        // Replacing may mend a damaged identity, so a load failure only stops a plain install.
+        let existing = if replace {
+            Self::load(data_dir).ok().flatten()
+        } else {
+            Self::load(data_dir)?
+        };
+        if let Some(existing) = existing {
             if existing.fingerprint == self.fingerprint {
                 return Ok(());
             }
@@ -264,9 +287,15 @@ impl UmsId {
         };
         if replace && folder.exists() {
             // Move the old identity aside first; it is removed once the new one is in place.
-            let old = data_dir.join(format!(".ums-id-replaced-{}", std::process::id()));
+            let old = data_dir.join(REPLACED);
+            let _ = fs::remove_dir_all(&old);
             fs::rename(&folder, &old).map_err(io)?;
-            fs::rename(&staged, &folder).map_err(io)?;
+            if let Err(error) = fs::rename(&staged, &folder) {
+                let _ = fs::rename(&old, &folder);
+                let _ = fs::remove_dir_all(&staged);
+                return Err(io(error));
+            }
+            files::sync_folder(data_dir).map_err(io)?;
             let _ = fs::remove_dir_all(&old);
         } else if let Err(error) = fs::rename(&staged, &folder) {
             let _ = fs::remove_dir_all(&staged);

@@ -198,3 +198,39 @@ fn survives_a_host_name_change() {
     );
     assert_eq!(dir.fingerprint(), fingerprint);
 }
+
+#[test]
+fn a_replacement_cut_short_puts_the_old_identity_back() {
+    let dir = DataDir::new();
+    let fingerprint = dir.fingerprint();
+    // As if `restore --force` died between moving the old identity aside and moving the new one in.
+    fs::rename(
+        dir.path().join("ums-id"),
+        dir.path().join(".ums-id-replaced"),
+    )
+    .unwrap();
+    assert_eq!(
+        dir.fingerprint(),
+        fingerprint,
+        "first use does not create a new UMS ID"
+    );
+    assert!(!dir.path().join(".ums-id-replaced").exists());
+}
+
+#[test]
+fn restore_force_mends_a_damaged_identity_and_plain_use_names_the_file() {
+    let donor = DataDir::new();
+    let fingerprint = donor.fingerprint();
+    let backup = donor.scratch().join("good.backup");
+    donor.ok(&["ums-id", "backup", "--out", backup.to_str().unwrap()]);
+
+    let dir = DataDir::new();
+    dir.fingerprint();
+    fs::remove_file(dir.path().join("ums-id/ums-id.json")).unwrap();
+    let refused = dir.fails(&["ums-id", "show"]);
+    assert!(refused.contains("ums-id.json"), "{refused}");
+    let refused = dir.fails(&["ums-id", "restore", backup.to_str().unwrap()]);
+    assert!(refused.contains("ums-id.json"), "{refused}");
+    dir.ok(&["ums-id", "restore", backup.to_str().unwrap(), "--force"]);
+    assert_eq!(dir.fingerprint(), fingerprint);
+}
