@@ -205,9 +205,13 @@ enum CreateCommand {
     },
     /// A mass-deployment key any number of devices may use.
     Mass {
-        /// Use this password instead of a random key (no other key may have it).
+        /// Use this password instead of a random key (no other key may have it). Other local
+        /// users can read a command line: prefer --password-stdin.
         #[arg(long)]
         password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
         /// A comment.
         #[arg(long, default_value = "")]
         comment: String,
@@ -631,7 +635,20 @@ fn keys(command: KeysCommand, stub: Stub, out: &mut impl Write) -> anyhow::Resul
                 id_ranges(&ids)
             )?;
         }
-        KeysCommand::Create(CreateCommand::Mass { password, comment }) => {
+        KeysCommand::Create(CreateCommand::Mass {
+            password,
+            password_stdin,
+            comment,
+        }) => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from standard input")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                password
+            };
             let (id, key) = admin.create_mass(password.as_deref(), &comment)?;
             writeln!(
                 out,

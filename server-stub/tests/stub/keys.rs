@@ -196,8 +196,24 @@ fn mass_keys_random_or_typed_and_never_twice() {
     dir.fails(&["keys", "create", "mass", "--password", &generated]);
     let refused = dir.fails(&["keys", "create", "mass", "--password", " padded"]);
     assert!(refused.contains("white space"), "{refused}");
+    // From standard input, so the password is not on a command line.
+    let mut child = dir
+        .command(&["keys", "create", "mass", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Typed Quietly 42\r\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
     let mass = dir.list(&["--type", "mass", "--show"]);
-    assert_eq!(mass.len(), 2);
+    assert_eq!(mass.len(), 3);
+    assert_eq!(mass[2]["key"], "Typed Quietly 42");
     assert_eq!(mass[1]["key"], "Spring rollout 2026");
     assert_eq!(mass[1]["type"], "mass");
 }
