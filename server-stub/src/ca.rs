@@ -75,8 +75,8 @@ impl CertificateRequest {
     }
 }
 
-/// Hex of a serial number.
-fn hex(bytes: &[u8]) -> String {
+/// A certificate serial number as the store and the logs show it: lowercase hex of its bytes.
+pub fn serial_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -131,7 +131,7 @@ impl<'a> Authority<'a> {
             .map_err(|e| e.to_string())?;
         Ok(IssuedCertificate {
             der: certificate.der().to_vec(),
-            serial: hex(&serial),
+            serial: serial_hex(&serial),
             not_after: params.not_after,
         })
     }
@@ -208,7 +208,7 @@ mod tests {
                 .value
                 .client_auth
         );
-        assert_eq!(hex(cert.raw_serial()), issued.serial);
+        assert_eq!(serial_hex(cert.raw_serial()), issued.serial);
         let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
             / 86_400;
         assert_eq!(days, 365);

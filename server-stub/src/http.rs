@@ -353,10 +353,6 @@ pub fn certificate_identity(der: &[u8]) -> Option<(UnitId, String)> {
         .ok()?
         .parse()
         .ok()?;
-    let serial = certificate
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let serial = crate::ca::serial_hex(certificate.raw_serial());
     Some((unit_id, serial))
 }
