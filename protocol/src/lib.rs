@@ -9,9 +9,12 @@
 //! - [`problem`]: [`ProblemCode`] and the RFC 9457 [`Problem`] body of enrollment refusals.
 //! - [`routes`]: endpoint paths, content types and the default port.
 //! - [`est`]: EST bodies: base64 transfer encoding and PKCS#7 certs-only.
+//! - [`inventory`]: [`Inventory`], the facts an enrolled device reports about itself, and their
+//!   bounds.
 
 pub mod est;
 pub mod fingerprint;
+pub mod inventory;
 pub mod key;
 pub mod keyfile;
 pub mod problem;
@@ -19,6 +22,7 @@ pub mod routes;
 pub mod unit_id;
 
 pub use fingerprint::{Fingerprint, FingerprintError};
+pub use inventory::{Inventory, InventoryError, Nic};
 pub use key::{
     FirstAuthKey, KeyEntry, KeyEntryError, KeyKind, KeyKindError, KeyValueError, MAX_KEY_CHARS,
 };

@@ -12,6 +12,14 @@ pub const EST_SIMPLEENROLL: &str = "/.well-known/est/simpleenroll";
 /// EST: renewal over mutual TLS with the current device certificate.
 pub const EST_SIMPLEREENROLL: &str = "/.well-known/est/simplereenroll";
 
+/// The inventory report of an enrolled device: `PUT` with a JSON [`crate::Inventory`] body (at
+/// most [`crate::inventory::MAX_INVENTORY_BYTES`]), over mutual TLS with the device certificate.
+/// Answers 204 No Content; refusals are problem+json with code `bad_request`.
+pub const DEVICE_INVENTORY: &str = "/device/v1/inventory";
+
+/// Content type of an inventory report.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
 /// The prefix of the admin API (JSON, bearer token).
 pub const ADMIN_API_PREFIX: &str = "/api/v1";
 
