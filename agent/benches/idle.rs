@@ -40,10 +40,12 @@ fn key_file() -> String {
         "3f1a9c0e5b7d2468ace013579bdf2468a1b2c3d4e5f60718293a4b5c6d7e8f90"
             .parse()
             .unwrap();
-    let keys = vec![KeyEntry::one_time(
+    // Bound to another device: the agent finds it, has nothing to present, and goes idle.
+    let keys = vec![KeyEntry::device_bound(
         FirstAuthKey::new("40512337860129621").unwrap(),
+        "00E0C5000001".parse().unwrap(),
     )];
-    let servers = vec![Server::new("ums.example.com", 8443).unwrap()];
+    let servers = vec![Server::new("127.0.0.1", 1).unwrap()];
     KeyFile::new(servers, fingerprint, keys, None).write(Format::Xml)
 }
 
@@ -60,6 +62,8 @@ fn main() {
             None,
             Overrides {
                 mount_roots: vec![root.path().to_owned()],
+                state_dir: Some(root.path().join("state")),
+                unit_id: Some("00E0C5540B8B".parse().unwrap()),
                 ..Overrides::default()
             },
         )

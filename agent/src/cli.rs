@@ -1,27 +1,56 @@
 //! The command line: argument definitions and what each command prints.
 //!
-//! Exit codes: 0 success (for `scan`: usable keys found); 1 the command failed, or `scan` found
-//! nothing usable (the message says why); 2 the command line is wrong (clap's usage errors).
+//! Exit codes: 0 success (for `scan`: usable keys found; for `status`: enrolled); 1 the command
+//! failed, or `scan` found nothing usable (the message says why); 2 the command line is wrong
+//! (clap's usage errors); `enroll` and `status` add the codes in [`EnrollExit`] and
+//! [`STATUS_EXIT_CODES`].
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use onboard_protocol::UnitId;
+use onboard_protocol::{FirstAuthKey, KeyEntry, Server, UnitId};
 
 use crate::config::{Overrides, Settings};
-use crate::daemon::{self, Observer};
+use crate::daemon::{self, Environment, Observer};
+use crate::enroll::{Enroller, KeySource, Pass};
 use crate::identity::{self, DEFAULT_SYSFS_ROOT, Persist};
 use crate::inspect;
+use crate::lifecycle::{Event, Failure, Phase, backoff};
+use crate::pin::Pin;
+use crate::state::{self, AgentState};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success (scan: this device has keys it would use)
   1  the command failed, or scan found nothing usable; the message says why
   2  the command line is wrong";
+
+const ENROLL_EXIT_CODES: &str = "\
+Exit codes:
+  0  enrolled (or already enrolled)
+  1  the command failed on this device (state directory, device key); the message says why
+  2  the command line is wrong
+  3  no key to present: no key file, none for this unit, or every key refused (used, unknown,
+     inactive, bound to another device)
+  4  pin refused: the server is not the pinned UMS ID (the key was not sent), or the stick names
+     another UMS ID than the one this device holds
+  5  unit_id_conflict: the server holds this unit ID with another key pair; an administrator
+     must delete the device record
+  6  no server could be reached (or each answered 5xx or 429) on every try
+  7  the server rejected the request (bad_request, or an answer that is not EST)";
+
+/// Exit codes of `status`.
+pub const STATUS_EXIT_CODES: &str = "\
+Exit codes:
+  0  enrolled
+  1  the state cannot be read; the message says why
+  2  the command line is wrong
+  3  not enrolled (yet)";
 
 const SCAN_EXIT_CODES: &str = "\
 Exit codes:
@@ -57,14 +86,28 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Watch for USB sticks and report the key files on them (the daemon).
+    /// Watch for USB sticks and enroll with the key file found (the daemon).
     ///
     /// Looks under the mount roots at start-up, then waits without polling for mount-table
-    /// changes and file events, and looks again. For now it only logs each key file found (path,
-    /// format, number of keys, short UMS ID fingerprint; never a key) and each file skipped;
-    /// enrolling with the keys is a later step. Stops cleanly on SIGINT or SIGTERM. Log detail:
-    /// RUST_LOG (default info).
+    /// changes and file events, and looks again. With a key file found it opens TLS to its
+    /// servers pinned to the UMS ID, presents its keys in order and stores the device
+    /// certificate; faults back off and retry. Once enrolled it renews the certificate when
+    /// within 30 days of expiry (at start-up and daily) and reports the device's inventory,
+    /// over mutual TLS. Stops cleanly on SIGINT or SIGTERM. Log detail: RUST_LOG (default info).
     Run(RunArgs),
+    /// Enroll once and exit: with a key file (or a folder read as a stick), the sticks under the
+    /// mount roots, or a server and key on the command line as rmagent-register takes them.
+    ///
+    /// With -s HOST -a KEY, --fingerprint FP or --token PART3 names the UMS ID to pin (the
+    /// device's own pin, if it has one, must agree).
+    #[command(after_help = ENROLL_EXIT_CODES)]
+    Enroll(EnrollArgs),
+    /// Show where the agent is: phase, unit ID, server, UMS ID, certificate expiry, last error.
+    #[command(after_help = STATUS_EXIT_CODES)]
+    Status(StatusArgs),
+    /// Forget the enrollment (state file, device key, certificates and a learned pin) so the
+    /// device enrolls again. The unit ID stays. Stop the service first.
+    Reset(ResetArgs),
     /// Print this device's unit ID: configured, else persisted, else detected from the network
     /// interfaces and persisted.
     ///
@@ -83,6 +126,62 @@ struct RunArgs {
     /// file, else /media, /run/media and /mnt].
     #[arg(long = "mount-root", value_name = "DIR")]
     mount_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// A key file, or a folder read as a stick [default: the sticks under the mount roots].
+    #[arg(conflicts_with_all = ["server", "key", "key_stdin"])]
+    path: Option<PathBuf>,
+    /// The server's host name or address (with -a or --key-stdin).
+    #[arg(short = 's', long, value_name = "HOST", requires = "pin_given")]
+    server: Option<String>,
+    /// The server's port.
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = onboard_protocol::routes::DEFAULT_PORT)]
+    port: u16,
+    /// The first-authentication key (visible to other users in the process list; prefer
+    /// --key-stdin).
+    #[arg(
+        short = 'a',
+        long,
+        value_name = "KEY",
+        requires = "server",
+        conflicts_with = "key_stdin"
+    )]
+    key: Option<String>,
+    /// Read the key from standard input (one line).
+    #[arg(long, requires = "server")]
+    key_stdin: bool,
+    /// The UMS ID fingerprint to pin (64 hex digits, any separators).
+    #[arg(long, value_name = "FP", group = "pin_given", conflicts_with = "token")]
+    fingerprint: Option<String>,
+    /// The communication token to pin: part 3 of the fingerprint, 16 hex digits.
+    #[arg(long, value_name = "PART3", group = "pin_given")]
+    token: Option<String>,
+    /// A folder sticks get mounted under, when no PATH is given (repeatable).
+    #[arg(long = "mount-root", value_name = "DIR")]
+    mount_roots: Vec<PathBuf>,
+    /// How many passes over the keys and servers before giving up on faults.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    tries: u32,
+    /// Where sysfs is mounted.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSFS_ROOT)]
+    sysfs_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Print JSON: phase, unit_id, server, ums_id_fingerprint, certificate_not_after,
+    /// last_error, and more.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ResetArgs {
+    /// Really remove the enrollment.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,19 +223,384 @@ pub fn init_logging() {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mount_roots = match &cli.command {
         Command::Run(args) => args.mount_roots.clone(),
+        Command::Enroll(args) => args.mount_roots.clone(),
         _ => Vec::new(),
+    };
+    let pin = match &cli.command {
+        Command::Enroll(args) => command_line_pin(args)?,
+        _ => None,
     };
     let settings = Settings::load(Overrides {
         config_file: cli.config,
         state_dir: cli.state_dir,
         unit_id: cli.unit_id,
         mount_roots,
+        pin: None,
     })?;
     match cli.command {
         Command::Run(_) => run_daemon(&settings),
+        Command::Enroll(args) => enroll(&settings, args, pin),
+        Command::Status(args) => status(&settings, &args),
+        Command::Reset(args) => reset(&settings, &args),
         Command::UnitId(args) => unit_id(&settings, &args),
         Command::Scan(args) => scan(&settings, &args),
     }
+}
+
+/// The pin `enroll` was given on the command line.
+fn command_line_pin(args: &EnrollArgs) -> anyhow::Result<Option<Pin>> {
+    if let Some(text) = &args.fingerprint {
+        let fingerprint = text
+            .parse::<onboard_protocol::Fingerprint>()
+            .map_err(|error| anyhow::anyhow!("--fingerprint: {error}"))?;
+        return Ok(Some(Pin::Fingerprint(fingerprint)));
+    }
+    if let Some(text) = &args.token {
+        return Ok(Some(
+            Pin::token(text).map_err(|error| anyhow::anyhow!("--token: {error}"))?,
+        ));
+    }
+    Ok(None)
+}
+
+/// What `enroll` ended with, as its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollExit {
+    /// Enrolled, or already was.
+    Enrolled = 0,
+    /// No key to present.
+    NoKey = 3,
+    /// The pin was refused, or the stick names another UMS ID.
+    PinRefused = 4,
+    /// `unit_id_conflict`.
+    UnitIdConflict = 5,
+    /// No server reachable on any try.
+    Unreachable = 6,
+    /// The server rejected the request.
+    Rejected = 7,
+}
+
+impl EnrollExit {
+    fn of(failure: &Failure) -> EnrollExit {
+        match failure {
+            Failure::UnitIdConflict => EnrollExit::UnitIdConflict,
+            Failure::KeysExhausted { .. } => EnrollExit::NoKey,
+            Failure::PinMismatch { .. } => EnrollExit::PinRefused,
+            Failure::Rejected { .. } => EnrollExit::Rejected,
+        }
+    }
+}
+
+fn enroll(settings: &Settings, args: EnrollArgs, pin: Option<Pin>) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let code = runtime.block_on(async {
+        let shutdown = daemon::stop_signals()?;
+        tokio::select! {
+            code = enroll_once(settings, args, pin) => code,
+            () = shutdown => Ok(ExitCode::from(130)),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+async fn enroll_once(
+    settings: &Settings,
+    args: EnrollArgs,
+    pin: Option<Pin>,
+) -> anyhow::Result<ExitCode> {
+    let mut state = AgentState::load(&settings.state_dir)?;
+    if state.phase.is_enrolled() {
+        println!(
+            "already enrolled with {} (certificate until {}); `onboard-agent reset` to enroll again",
+            state.server.as_deref().unwrap_or("-"),
+            state.certificate_not_after.as_deref().unwrap_or("-")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resolved = identity::resolve(
+        settings.unit_id.as_ref(),
+        &settings.state_dir,
+        &args.sysfs_root,
+        Persist::Yes,
+    )?;
+    let sources = match &args.server {
+        Some(host) => {
+            let key = match (&args.key, args.key_stdin) {
+                (Some(key), _) => key.clone(),
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .take(4096)
+                        .read_to_string(&mut line)
+                        .context("cannot read the key from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+                (None, false) => anyhow::bail!("-s needs a key: -a KEY or --key-stdin"),
+            };
+            let key =
+                FirstAuthKey::new(key).map_err(|error| anyhow::anyhow!("the key: {error}"))?;
+            let server = Server::new(host.clone(), args.port)
+                .map_err(|error| anyhow::anyhow!("-s: {error}"))?;
+            let Some(pin) = pin.clone() else {
+                anyhow::bail!("-s needs --fingerprint FP or --token PART3");
+            };
+            // A key typed for this device is presented as its own, whatever its kind on the server.
+            vec![KeySource {
+                origin: "the command line".to_owned(),
+                servers: vec![server],
+                ums_id: pin,
+                keys: vec![KeyEntry::mass(key)],
+            }]
+        }
+        None => key_sources(settings, args.path.as_deref())?,
+    };
+    let enroller = Enroller {
+        state_dir: settings.state_dir.clone(),
+        unit_id: resolved.unit_id.clone(),
+        configured_pin: settings.pin.clone(),
+        clock: crate::clock::system(),
+        timeouts: settings.timeouts,
+        key_algorithm: settings.device_key,
+        on_change: Arc::new(|_| {}),
+    };
+    let usable: Vec<&KeySource> = sources
+        .iter()
+        .filter(|source| source.usable_keys(&resolved.unit_id) > 0)
+        .collect();
+    let Some(source) = usable
+        .iter()
+        .find(|source| enroller.pin_for(&state, &source.ums_id).is_ok())
+        .or(usable.first())
+    else {
+        eprintln!(
+            "onboard-agent: no key file with a key for unit {} (found {} key file(s))",
+            resolved.unit_id,
+            sources.len()
+        );
+        return Ok(ExitCode::from(EnrollExit::NoKey as u8));
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let pass = enroller.pass(source, &mut state).await?;
+        match pass {
+            Pass::Issued => {
+                if let Ok(inventory) = tokio::task::spawn_blocking(crate::inventory::gather).await
+                    && let Err(error) = enroller.report_inventory(&mut state, &inventory).await
+                {
+                    tracing::warn!(%error, "inventory not reported");
+                }
+                println!(
+                    "enrolled as {} with {} (UMS ID {}); certificate until {}",
+                    resolved.unit_id,
+                    state.server.as_deref().unwrap_or("-"),
+                    state.pin.as_ref().map(Pin::short).unwrap_or_default(),
+                    state.certificate_not_after.as_deref().unwrap_or("-")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Pass::Refused(failure) => {
+                state.last_error = Some(failure.to_string());
+                enroller.transition(&mut state, Event::Refused(failure.clone()))?;
+                eprintln!("onboard-agent: {failure}");
+                return Ok(ExitCode::from(EnrollExit::of(&failure) as u8));
+            }
+            Pass::Fault {
+                retry_after,
+                detail,
+                pin_refused,
+            } => {
+                state.last_error = Some(detail.clone());
+                let delay = backoff(&settings.backoff, attempt, retry_after, 0.5);
+                enroller.transition(&mut state, Event::NetworkFault { delay })?;
+                if attempt >= args.tries {
+                    eprintln!("onboard-agent: {detail}");
+                    let code = if pin_refused {
+                        EnrollExit::PinRefused
+                    } else {
+                        EnrollExit::Unreachable
+                    };
+                    return Ok(ExitCode::from(code as u8));
+                }
+                eprintln!(
+                    "onboard-agent: try {attempt} of {}: {detail}; again in {:.1} s",
+                    args.tries,
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                enroller.transition(&mut state, Event::RetryDue)?;
+            }
+        }
+    }
+}
+
+/// The key files of `path` (a file, or a folder read as a stick), or of the sticks under the
+/// mount roots; problems are printed and skipped.
+fn key_sources(settings: &Settings, path: Option<&Path>) -> anyhow::Result<Vec<KeySource>> {
+    let limits = settings.key_file_limits();
+    let (found, problems) = match path {
+        Some(path) if path.is_dir() => {
+            let discovery = crate::discovery::discover(path, &limits);
+            (discovery.key_files, discovery.problems)
+        }
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let file = onboard_protocol::KeyFile::parse(&bytes, &limits)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            return Ok(vec![KeySource::from_key_file(
+                path.display().to_string(),
+                &file,
+            )]);
+        }
+        None => {
+            let scan = crate::sticks::scan_roots(&settings.mount_roots, &limits);
+            for problem in scan.all_problems().filter(|problem| problem.notable) {
+                eprintln!(
+                    "onboard-agent: skipped {}: {}",
+                    problem.path.display(),
+                    problem.reason()
+                );
+            }
+            let sources = scan
+                .key_files()
+                .map(|found| {
+                    KeySource::from_key_file(found.path.display().to_string(), &found.key_file)
+                })
+                .collect();
+            return Ok(sources);
+        }
+    };
+    for problem in problems {
+        if problem.notable {
+            eprintln!(
+                "onboard-agent: skipped {}: {}",
+                problem.path.display(),
+                problem.reason()
+            );
+        }
+    }
+    Ok(found
+        .iter()
+        .map(|found| KeySource::from_key_file(found.path.display().to_string(), &found.key_file))
+        .collect())
+}
+
+/// What `status --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct StatusReport {
+    phase: &'static str,
+    unit_id: Option<String>,
+    server: Option<String>,
+    ums_id_fingerprint: Option<String>,
+    certificate_not_after: Option<String>,
+    last_error: Option<String>,
+    enrolled_at: Option<String>,
+    key_type: Option<String>,
+    certificate_serial: Option<String>,
+    servers: Vec<String>,
+    refused_keys: usize,
+    reason: Option<String>,
+    backoff_attempt: Option<u32>,
+    inventory_reported_at: Option<String>,
+    renewed_at: Option<String>,
+}
+
+fn status(settings: &Settings, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let state = AgentState::load(&settings.state_dir)?;
+    let unit_id = state
+        .unit_id
+        .clone()
+        .or_else(|| settings.unit_id.clone())
+        .or_else(|| {
+            identity::read_persisted(&settings.state_dir)
+                .ok()
+                .flatten()
+                .map(|resolved| resolved.unit_id)
+        });
+    let pin = settings.pin.clone().or_else(|| state.pin.clone());
+    let report = StatusReport {
+        phase: state.phase.name(),
+        unit_id: unit_id.map(|unit| unit.to_string()),
+        server: state.server.clone(),
+        ums_id_fingerprint: pin.as_ref().map(|pin| match pin {
+            Pin::Fingerprint(fingerprint) => fingerprint.to_string(),
+            Pin::Token(token) => token.clone(),
+        }),
+        certificate_not_after: state.certificate_not_after.clone(),
+        last_error: state.last_error.clone(),
+        enrolled_at: state.enrolled_at.clone(),
+        key_type: state.key_type.map(|kind| kind.to_string()),
+        certificate_serial: state.certificate_serial.clone(),
+        servers: state.servers.clone(),
+        refused_keys: state.refused_keys.len(),
+        reason: match &state.phase {
+            Phase::Failed { reason } => Some(reason.to_string()),
+            _ => None,
+        },
+        backoff_attempt: match state.phase {
+            Phase::BackingOff { attempt, .. } => Some(attempt),
+            _ => None,
+        },
+        inventory_reported_at: state.inventory_reported_at.clone(),
+        renewed_at: state.renewed_at.clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+        println!("Phase:           {}", report.phase);
+        if let Some(reason) = &report.reason {
+            println!("Reason:          {reason}");
+        }
+        println!("Unit ID:         {}", dash(&report.unit_id));
+        println!("Server:          {}", dash(&report.server));
+        println!(
+            "UMS ID:          {}",
+            pin.as_ref()
+                .map(Pin::short)
+                .unwrap_or_else(|| "-".to_owned())
+        );
+        println!("Enrolled at:     {}", dash(&report.enrolled_at));
+        println!("Key type:        {}", dash(&report.key_type));
+        println!(
+            "Certificate:     {} until {}",
+            dash(&report.certificate_serial),
+            dash(&report.certificate_not_after)
+        );
+        println!("Refused keys:    {}", report.refused_keys);
+        println!("Last error:      {}", dash(&report.last_error));
+    }
+    Ok(if state.phase.is_enrolled() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+fn reset(settings: &Settings, args: &ResetArgs) -> anyhow::Result<ExitCode> {
+    if !args.yes {
+        anyhow::bail!(
+            "reset removes the device key, the certificates and the state in {}; run it again \
+             with --yes (stop the service first)",
+            settings.state_dir.display()
+        );
+    }
+    let removed = state::remove_enrollment(&settings.state_dir)?;
+    if removed.is_empty() {
+        println!("nothing to reset in {}", settings.state_dir.display());
+    } else {
+        println!(
+            "removed {} from {}; the device enrolls again with the next key file",
+            removed.join(", "),
+            settings.state_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_daemon(settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -146,7 +610,7 @@ fn run_daemon(settings: &Settings) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let shutdown = daemon::stop_signals()?;
-        daemon::run(settings, shutdown, Observer::new()).await
+        daemon::run_in(settings, Environment::default(), shutdown, Observer::new()).await
     });
     // A look still stuck on a dying stick must not hold the process up.
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -30,15 +30,42 @@
 //! # Default: 16777216 (16 MiB; a 100,000-key XML export is about 5.5 MB).
 //! max_key_file_bytes = 16777216
 //!
-//! # Where the agent keeps its state (the persisted unit ID, later the device key and
+//! # Where the agent keeps its state (the state file, the persisted unit ID, the device key and
 //! # certificates). An absolute path. The global option --state-dir overrides it.
 //! # Default: "/var/lib/onboard-agent".
 //! state_dir = "/var/lib/onboard-agent"
+//!
+//! # The UMS ID this device trusts: its SHA-256 fingerprint (64 hex digits, any separators), or
+//! # the 16-digit communication token (part 3 of the fingerprint) as IGEL OS 12 asks for it. A
+//! # stick naming another UMS ID is refused. Default: none; the first stick's fingerprint is
+//! # used and, once enrolled, kept (only `onboard-agent reset` forgets it).
+//! pin = "3F1A9C0E5B7D2468ACE013579BDF2468A1B2C3D4E5F60718293A4B5C6D7E8F90"
+//!
+//! # The device key pair's algorithm: "p256" (ECDSA P-256) or "p384". Default: "p256".
+//! device_key = "p256"
+//!
+//! # Waiting after network faults, 5xx and 429: the first wait in milliseconds (doubled after
+//! # each fault, with jitter), and the longest wait in seconds (also for a Retry-After asking
+//! # for more). Defaults: 1000 and 300.
+//! backoff_first_ms = 1000
+//! backoff_max_seconds = 300
+//!
+//! # Time-outs in seconds: for the TCP connection and TLS handshake, and for a whole request.
+//! # Defaults: 10 and 30.
+//! connect_timeout_seconds = 10
+//! request_timeout_seconds = 30
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use onboard_protocol::{Limits, UnitId};
+
+use crate::enroll::DeviceKeyAlgorithm;
+use crate::lifecycle::BackoffPolicy;
+use crate::pin::Pin;
+use crate::tls::Timeouts;
 
 /// The config file read when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/onboard-agent/agent.toml";
@@ -71,6 +98,18 @@ pub struct RawConfig {
     pub max_key_file_bytes: Option<u64>,
     /// The state directory.
     pub state_dir: Option<PathBuf>,
+    /// The UMS ID fingerprint or communication token to trust.
+    pub pin: Option<String>,
+    /// The device key pair's algorithm.
+    pub device_key: Option<String>,
+    /// The first wait after a fault, in milliseconds.
+    pub backoff_first_ms: Option<u64>,
+    /// The longest wait after faults, in seconds.
+    pub backoff_max_seconds: Option<u64>,
+    /// The connect (and TLS handshake) time-out, in seconds.
+    pub connect_timeout_seconds: Option<u64>,
+    /// The request time-out, in seconds.
+    pub request_timeout_seconds: Option<u64>,
 }
 
 /// What the command line says, which wins over the file.
@@ -84,6 +123,8 @@ pub struct Overrides {
     pub unit_id: Option<UnitId>,
     /// `run --mount-root DIR...`; empty means "not given".
     pub mount_roots: Vec<PathBuf>,
+    /// `enroll --fingerprint FP` or `--token PART3`.
+    pub pin: Option<Pin>,
 }
 
 /// Validated settings with every default filled in.
@@ -99,6 +140,14 @@ pub struct Settings {
     pub max_key_file_bytes: usize,
     /// The state directory (absolute).
     pub state_dir: PathBuf,
+    /// A configured pin, which no stick replaces.
+    pub pin: Option<Pin>,
+    /// The device key pair's algorithm.
+    pub device_key: DeviceKeyAlgorithm,
+    /// Waiting after faults.
+    pub backoff: BackoffPolicy,
+    /// Connection and request time-outs.
+    pub timeouts: Timeouts,
 }
 
 /// Why the settings cannot be had. Messages name the file and the field.
@@ -263,12 +312,78 @@ impl RawConfig {
             ));
         }
 
+        let pin = match (overrides.pin, self.pin) {
+            (Some(pin), _) => Some(pin),
+            (None, Some(text)) => Some(
+                text.parse::<Pin>()
+                    .map_err(|error| invalid(true, "pin", error.to_string()))?,
+            ),
+            (None, None) => None,
+        };
+        let device_key = match self.device_key {
+            Some(text) => text
+                .parse::<DeviceKeyAlgorithm>()
+                .map_err(|reason| invalid(true, "device_key", reason))?,
+            None => DeviceKeyAlgorithm::default(),
+        };
+        let ranged = |field: &'static str,
+                      value: Option<u64>,
+                      default: u64,
+                      range: std::ops::RangeInclusive<u64>| {
+            let value = value.unwrap_or(default);
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(invalid(
+                    true,
+                    field,
+                    format!(
+                        "{value} is out of range: from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                ))
+            }
+        };
+        let backoff = BackoffPolicy {
+            base: Duration::from_millis(ranged(
+                "backoff_first_ms",
+                self.backoff_first_ms,
+                1000,
+                1..=600_000,
+            )?),
+            max: Duration::from_secs(ranged(
+                "backoff_max_seconds",
+                self.backoff_max_seconds,
+                300,
+                1..=86_400,
+            )?),
+        };
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(ranged(
+                "connect_timeout_seconds",
+                self.connect_timeout_seconds,
+                10,
+                1..=600,
+            )?),
+            request: Duration::from_secs(ranged(
+                "request_timeout_seconds",
+                self.request_timeout_seconds,
+                30,
+                1..=3600,
+            )?),
+        };
+
         Ok(Settings {
             config_file,
             unit_id,
             mount_roots: unique,
             max_key_file_bytes,
             state_dir,
+            pin,
+            device_key,
+            backoff,
+            timeouts,
         })
     }
 }
@@ -315,6 +430,10 @@ mod tests {
                 mount_roots: vec!["/media".into(), "/run/media".into(), "/mnt".into()],
                 max_key_file_bytes: 16 * 1024 * 1024,
                 state_dir: "/var/lib/onboard-agent".into(),
+                pin: None,
+                device_key: DeviceKeyAlgorithm::P256,
+                backoff: BackoffPolicy::default(),
+                timeouts: Timeouts::default(),
             }
         );
     }
@@ -347,6 +466,7 @@ mod tests {
             state_dir: Some("/tmp/state".into()),
             unit_id: Some("UDP1234567890ABCDE".parse().unwrap()),
             mount_roots: vec!["/stick".into()],
+            pin: None,
         };
         let settings = load(Some(text), overrides).unwrap();
         assert_eq!(settings.unit_id.unwrap().as_str(), "UDP1234567890ABCDE");
@@ -377,6 +497,16 @@ mod tests {
                 &["agent.toml", "max_key_file_bytes"],
             ),
             ("state_dir = \"state\"\n", &["state_dir", "absolute"]),
+            ("pin = \"12345\"\n", &["agent.toml", "pin", "64 hex digits"]),
+            ("device_key = \"rsa\"\n", &["device_key", "p256"]),
+            (
+                "backoff_max_seconds = 0\n",
+                &["backoff_max_seconds", "out of range"],
+            ),
+            (
+                "request_timeout_seconds = 99999\n",
+                &["request_timeout_seconds", "3600"],
+            ),
         ];
         for (text, wanted) in table {
             let error = load(Some(text), Overrides::default()).unwrap_err();
@@ -384,6 +514,20 @@ mod tests {
                 assert!(error.contains(word), "{text:?}: {word:?} not in {error}");
             }
         }
+    }
+
+    #[test]
+    fn pins_and_tunables_are_read() {
+        let fingerprint = onboard_protocol::Fingerprint::of_der(b"ums");
+        let text = format!(
+            "pin = \"{}\"\ndevice_key = \"P-384\"\nbackoff_first_ms = 50\nbackoff_max_seconds = 2\n",
+            fingerprint.communication_token()
+        );
+        let settings = load(Some(&text), Overrides::default()).unwrap();
+        assert!(settings.pin.unwrap().matches(&fingerprint));
+        assert_eq!(settings.device_key, DeviceKeyAlgorithm::P384);
+        assert_eq!(settings.backoff.base, Duration::from_millis(50));
+        assert_eq!(settings.backoff.max, Duration::from_secs(2));
     }
 
     #[test]

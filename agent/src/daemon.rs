@@ -1,27 +1,41 @@
-//! `run`: look for sticks at start-up, then wait for hints and look again, until told to stop.
+//! `run`: look for sticks at start-up, then wait for hints and look again; enroll with the keys
+//! found, back off on faults, and once enrolled renew and report, until told to stop.
 //!
-//! For now it only reports: each key file found (path, format, number of keys, short UMS ID
-//! fingerprint; never a key value), each one gone, each file skipped and why. Enrollment with the
-//! keys found is a later step. What it reports is also published to an [`Observer`], which is how
-//! tests follow it, and which counts wake-ups so that idleness can be measured.
+//! The loop owns all timing: a pass of [`Enroller::pass`] runs only when no backoff is pending, a
+//! look that finds nothing new starts nothing, and every wait also waits for the stop signal, so
+//! SIGTERM ends it cleanly in any phase (a pass cut short resumes on the next start, with the
+//! same device key pair). What it does is published to an [`Observer`], which is how tests follow
+//! it and which counts wake-ups so that idleness can be measured.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use onboard_protocol::{Format, KeyKind};
+use onboard_protocol::{Format, KeyKind, UnitId};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::enroll::{EnrollError, Enroller, KeySource, Pass};
+use crate::identity::{self, Persist};
+use crate::lifecycle::{Event, Failure, Phase, backoff};
+use crate::state::{AgentState, StateError};
 use crate::sticks::{self, Scan};
 use crate::watcher::{StickWatcher, WatchError};
 
 /// How long to let a burst of changes (a mount and the folders made for it, a file being copied)
 /// settle after the first hint before looking. Only ever waited after a hint, never while idle.
 pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// How often an enrolled device checks whether its certificate needs renewing.
+pub const RENEWAL_CHECK: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How soon a renewal that failed (no server reachable) is tried again.
+pub const RENEWAL_RETRY: Duration = Duration::from_secs(60 * 60);
 
 /// Why `run` could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +46,34 @@ pub enum RunError {
     /// The stop signals cannot be caught.
     #[error("cannot catch SIGINT and SIGTERM")]
     Signals(#[source] std::io::Error),
+    /// The state directory cannot be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Enrollment failed on the device itself (state directory, device key).
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
 }
 
-/// A view into a running `run`: how often it woke and looked, and what it found last.
+/// What the daemon needs from its surroundings, replaceable in tests.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The device clock.
+    pub clock: SharedClock,
+    /// Where sysfs is mounted (unit ID detection).
+    pub sysfs_root: PathBuf,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment {
+            clock: crate::clock::system(),
+            sysfs_root: PathBuf::from(identity::DEFAULT_SYSFS_ROOT),
+        }
+    }
+}
+
+/// A view into a running `run`: how often it woke and looked, what it found last, its state, the
+/// waits it chose and the enrollment passes it made.
 #[derive(Debug, Clone)]
 pub struct Observer {
     inner: Arc<ObserverInner>,
@@ -44,7 +83,10 @@ pub struct Observer {
 struct ObserverInner {
     rescans: AtomicU64,
     wakeups: AtomicU64,
+    passes: AtomicU64,
     latest: watch::Sender<Option<Arc<Scan>>>,
+    state: watch::Sender<Option<Arc<AgentState>>>,
+    backoffs: Mutex<Vec<Duration>>,
 }
 
 impl Default for Observer {
@@ -60,7 +102,10 @@ impl Observer {
             inner: Arc::new(ObserverInner {
                 rescans: AtomicU64::new(0),
                 wakeups: AtomicU64::new(0),
+                passes: AtomicU64::new(0),
                 latest: watch::channel(None).0,
+                state: watch::channel(None).0,
+                backoffs: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -75,9 +120,32 @@ impl Observer {
         self.inner.wakeups.load(Ordering::SeqCst)
     }
 
+    /// How many enrollment passes were made.
+    pub fn passes(&self) -> u64 {
+        self.inner.passes.load(Ordering::SeqCst)
+    }
+
+    /// The waits chosen after faults, in order.
+    pub fn backoffs(&self) -> Vec<Duration> {
+        self.inner
+            .backoffs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Receives the latest look's result (`None` until the first one is done).
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Scan>>> {
         self.inner.latest.subscribe()
+    }
+
+    /// Receives the agent's state each time it is saved (`None` until it is loaded).
+    pub fn subscribe_state(&self) -> watch::Receiver<Option<Arc<AgentState>>> {
+        self.inner.state.subscribe()
+    }
+
+    fn publish(&self, state: &AgentState) {
+        self.inner.state.send_replace(Some(Arc::new(state.clone())));
     }
 }
 
@@ -96,37 +164,299 @@ pub fn stop_signals() -> Result<impl Future<Output = ()>, RunError> {
     })
 }
 
-/// Looks for sticks under the mount roots, then waits for hints and looks again, logging what
-/// changed, until `shutdown` completes.
+/// [`run_in`] with the system clock and `/sys`.
 pub async fn run(
     settings: &Settings,
     shutdown: impl Future<Output = ()>,
     observer: Observer,
 ) -> Result<(), RunError> {
+    run_in(settings, Environment::default(), shutdown, observer).await
+}
+
+/// A jitter draw in `[0, 1]`.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The enrollment side of the loop.
+struct Enrollment {
+    settings: Settings,
+    environment: Environment,
+    observer: Observer,
+    state: AgentState,
+    enroller: Option<Enroller>,
+    /// When a backoff ends; `None` when no backoff is pending.
+    retry_at: Option<Instant>,
+    /// When to check the certificate's expiry next (enrolled only).
+    renew_at: Option<Instant>,
+    /// The unit-ID failure already reported, so a look that finds the same again stays quiet.
+    unit_id_error: Option<String>,
+    /// The key files (path, size) a refusal that keys cannot lift (`unit_id_conflict`,
+    /// `bad_request`) happened with: no pass until they change or the agent restarts.
+    blocked_on: Option<Vec<(PathBuf, u64)>>,
+}
+
+impl Enrollment {
+    /// The enroller, once the unit ID is known (resolved again at each look until it is).
+    fn enroller(&mut self) -> Option<Enroller> {
+        if let Some(enroller) = &self.enroller {
+            return Some(enroller.clone());
+        }
+        let resolved = identity::resolve(
+            self.settings.unit_id.as_ref(),
+            &self.settings.state_dir,
+            &self.environment.sysfs_root,
+            Persist::Yes,
+        );
+        let unit_id: UnitId = match resolved {
+            Ok(resolved) => {
+                tracing::info!(unit_id = %resolved.unit_id, source = %resolved.source, "unit ID");
+                resolved.unit_id
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if self.unit_id_error.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %text, "no unit ID: cannot enroll until one can be had (set unit_id in the config)");
+                    self.unit_id_error = Some(text);
+                }
+                return None;
+            }
+        };
+        let observer = self.observer.clone();
+        let enroller = Enroller {
+            state_dir: self.settings.state_dir.clone(),
+            unit_id,
+            configured_pin: self.settings.pin.clone(),
+            clock: self.environment.clock.clone(),
+            timeouts: self.settings.timeouts,
+            key_algorithm: self.settings.device_key,
+            on_change: Arc::new(move |state| observer.publish(state)),
+        };
+        self.enroller = Some(enroller.clone());
+        Some(enroller)
+    }
+
+    /// After a look: enrolls with what it found, when no backoff is pending.
+    async fn after_look(&mut self, scan: &Scan) -> Result<(), RunError> {
+        if self.state.phase.is_enrolled() {
+            return Ok(());
+        }
+        let Some(enroller) = self.enroller() else {
+            return Ok(());
+        };
+        let files: Vec<(PathBuf, u64)> = scan
+            .key_files()
+            .map(|found| (found.path.clone(), found.size))
+            .collect();
+        if self.blocked_on.as_ref() == Some(&files) {
+            return Ok(());
+        }
+        self.blocked_on = None;
+        if self.retry_at.is_some() {
+            if scan.key_files().next().is_none() {
+                self.retry_at = None;
+                enroller.transition(&mut self.state, Event::KeysGone)?;
+            }
+            return Ok(());
+        }
+        let sources: Vec<KeySource> = scan
+            .key_files()
+            .map(|found| {
+                KeySource::from_key_file(found.path.display().to_string(), &found.key_file)
+            })
+            .collect();
+        // The first source whose UMS ID agrees with the pin held and that has keys left.
+        let mut mismatch = None;
+        let mut exhausted = None;
+        let mut chosen = None;
+        for source in &sources {
+            if let Err(failure) = enroller.pin_for(&self.state, &source.ums_id) {
+                mismatch.get_or_insert(failure);
+                continue;
+            }
+            let (fresh, refused) = enroller.candidates(&mut self.state, source);
+            if fresh.is_empty() {
+                if refused > 0 {
+                    exhausted.get_or_insert(Failure::KeysExhausted { refused });
+                }
+                continue;
+            }
+            chosen = Some(source);
+            break;
+        }
+        let Some(source) = chosen else {
+            let failure = exhausted.or(mismatch);
+            match failure {
+                // Reported once; the same stick looked at again stays quiet.
+                Some(failure)
+                    if self.state.phase
+                        != (Phase::Failed {
+                            reason: failure.clone(),
+                        }) =>
+                {
+                    tracing::error!(reason = %failure, "cannot enroll");
+                    self.state.last_error = Some(failure.to_string());
+                    enroller.transition(&mut self.state, Event::Refused(failure))?;
+                }
+                Some(_) => {}
+                None if sources.is_empty()
+                    && matches!(
+                        self.state.phase,
+                        Phase::Enrolling | Phase::BackingOff { .. }
+                    ) =>
+                {
+                    enroller.transition(&mut self.state, Event::KeysGone)?;
+                }
+                None => {}
+            }
+            return Ok(());
+        };
+        if let Phase::Failed { reason } = &self.state.phase {
+            tracing::info!(previous = %reason, key_file = %source.origin, "trying again with a key file");
+        }
+        tracing::info!(key_file = %source.origin, servers = source.servers.len(), "enrolling");
+        self.observer.inner.passes.fetch_add(1, Ordering::SeqCst);
+        match enroller.pass(source, &mut self.state).await? {
+            Pass::Issued => self.enrolled(&enroller).await?,
+            Pass::Fault {
+                retry_after,
+                detail,
+                ..
+            } => {
+                let attempt = match self.state.phase {
+                    Phase::BackingOff { attempt, .. } => attempt.saturating_add(1),
+                    _ => 1,
+                };
+                let delay = backoff(&self.settings.backoff, attempt, retry_after, jitter());
+                self.observer
+                    .inner
+                    .backoffs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(delay);
+                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, %detail, "backing off; the same key follows");
+                self.state.last_error = Some(detail);
+                self.retry_at = Some(Instant::now() + delay);
+                enroller.transition(&mut self.state, Event::NetworkFault { delay })?;
+            }
+            Pass::Refused(failure) => {
+                if matches!(failure, Failure::UnitIdConflict | Failure::Rejected { .. }) {
+                    self.blocked_on = Some(files);
+                }
+                tracing::error!(reason = %failure, "cannot enroll");
+                self.state.last_error = Some(failure.to_string());
+                enroller.transition(&mut self.state, Event::Refused(failure))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Right after enrolling, and at each start of an enrolled device: renew if due, report.
+    async fn enrolled(&mut self, enroller: &Enroller) -> Result<(), RunError> {
+        self.renew_if_due(enroller).await?;
+        let inventory = tokio::task::spawn_blocking(crate::inventory::gather)
+            .await
+            .unwrap_or_else(|_| crate::inventory::gather());
+        if let Err(error) = enroller.report_inventory(&mut self.state, &inventory).await {
+            tracing::warn!(%error, "inventory not reported");
+        }
+        Ok(())
+    }
+
+    async fn renew_if_due(&mut self, enroller: &Enroller) -> Result<(), RunError> {
+        self.renew_at = Some(Instant::now() + RENEWAL_CHECK);
+        if !enroller.renewal_due(&self.state) {
+            return Ok(());
+        }
+        tracing::info!(
+            not_after = self.state.certificate_not_after.as_deref().unwrap_or("-"),
+            "device certificate expires within 30 days; renewing"
+        );
+        match enroller.renew(&mut self.state).await {
+            Ok(true) => {}
+            Ok(false) => self.renew_at = Some(Instant::now() + RENEWAL_RETRY),
+            Err(error) => {
+                tracing::error!(%error, "renewal failed");
+                self.renew_at = Some(Instant::now() + RENEWAL_RETRY);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Looks for sticks under the mount roots, then waits for hints and looks again, enrolling with
+/// the keys found, until `shutdown` completes. Once enrolled it only renews and reports.
+pub async fn run_in(
+    settings: &Settings,
+    environment: Environment,
+    shutdown: impl Future<Output = ()>,
+    observer: Observer,
+) -> Result<(), RunError> {
     let roots = settings.mount_roots.clone();
     let limits = settings.key_file_limits();
+    let state = AgentState::load(&settings.state_dir)?;
+    observer.publish(&state);
+    let mut work = Enrollment {
+        settings: settings.clone(),
+        environment,
+        observer: observer.clone(),
+        state,
+        enroller: None,
+        retry_at: None,
+        renew_at: None,
+        unit_id_error: None,
+        blocked_on: None,
+    };
+    tokio::pin!(shutdown);
+    if let Phase::Failed { reason } = &work.state.phase {
+        // A restart is a person's (or a boot's) doing: give the keys on the sticks another go.
+        tracing::info!(previous = %reason, "starting again after a failure");
+    }
+    if work.state.phase.is_enrolled() {
+        tracing::info!(
+            server = work.state.server.as_deref().unwrap_or("-"),
+            not_after = work.state.certificate_not_after.as_deref().unwrap_or("-"),
+            "enrolled"
+        );
+        if let Some(enroller) = work.enroller() {
+            tokio::select! {
+                result = work.enrolled(&enroller) => result?,
+                () = &mut shutdown => return stopped(),
+            }
+        }
+    }
     // Watch before the first look, so nothing that happens during it is missed.
     let mut watcher = StickWatcher::new(roots.clone())?;
-    tokio::pin!(shutdown);
     let mut log = ScanLog::default();
     let mut first = true;
     loop {
-        let task = {
-            let roots = roots.clone();
-            tokio::task::spawn_blocking(move || sticks::scan_roots(&roots, &limits))
-        };
-        // A look at a stick that hangs (a dying device) must not keep the agent from stopping.
-        let scan = tokio::select! {
-            result = task => result,
-            () = &mut shutdown => break,
-        };
-        observer.inner.rescans.fetch_add(1, Ordering::SeqCst);
-        match scan {
-            Ok(scan) => {
-                log.report(&scan);
-                observer.inner.latest.send_replace(Some(Arc::new(scan)));
+        if !work.state.phase.is_enrolled() {
+            let task = {
+                let roots = roots.clone();
+                tokio::task::spawn_blocking(move || sticks::scan_roots(&roots, &limits))
+            };
+            // A look at a stick that hangs (a dying device) must not keep the agent from stopping.
+            let scan = tokio::select! {
+                result = task => result,
+                () = &mut shutdown => break,
+            };
+            observer.inner.rescans.fetch_add(1, Ordering::SeqCst);
+            match scan {
+                Ok(scan) => {
+                    log.report(&scan);
+                    let scan = Arc::new(scan);
+                    observer.inner.latest.send_replace(Some(scan.clone()));
+                    tokio::select! {
+                        result = work.after_look(&scan) => result?,
+                        () = &mut shutdown => break,
+                    }
+                }
+                Err(error) => tracing::error!(%error, "a look at the mount roots failed"),
             }
-            Err(error) => tracing::error!(%error, "a look at the mount roots failed"),
         }
         if first {
             first = false;
@@ -145,24 +475,60 @@ pub async fn run(
                 mount_table = watcher.watches_mount_table(),
                 "watching for sticks"
             );
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         }
 
+        let enrolled = work.state.phase.is_enrolled();
+        let retry_at = work.retry_at;
+        let renew_at = work.renew_at.filter(|_| enrolled);
         let wake = tokio::select! {
-            wake = watcher.changed() => wake,
+            wake = watcher.changed(), if !enrolled => Some(wake),
+            () = sleep_until(retry_at), if retry_at.is_some() => None,
+            () = sleep_until(renew_at), if renew_at.is_some() => None,
             () = &mut shutdown => break,
         };
         observer.inner.wakeups.fetch_add(1, Ordering::SeqCst);
-        tracing::debug!(?wake, "woken; looking again");
-        tokio::select! {
-            () = tokio::time::sleep(SETTLE) => {}
-            () = &mut shutdown => break,
+        match wake {
+            Some(wake) => {
+                tracing::debug!(?wake, "woken; looking again");
+                tokio::select! {
+                    () = tokio::time::sleep(SETTLE) => {}
+                    () = &mut shutdown => break,
+                }
+                // Whatever came during the settling is covered by the look about to be made.
+                watcher.discard_pending().await;
+                watcher.rewatch();
+            }
+            None if enrolled => {
+                if let Some(enroller) = work.enroller() {
+                    tokio::select! {
+                        result = work.renew_if_due(&enroller) => result?,
+                        () = &mut shutdown => break,
+                    }
+                }
+            }
+            None => {
+                work.retry_at = None;
+                if let Some(enroller) = work.enroller() {
+                    enroller.transition(&mut work.state, Event::RetryDue)?;
+                }
+            }
         }
-        // Whatever came during the settling is covered by the look about to be made.
-        watcher.discard_pending().await;
-        watcher.rewatch();
     }
+    stopped()
+}
+
+fn stopped() -> Result<(), RunError> {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a key file looked like last time, to log it again only when it changed.

@@ -1,30 +1,46 @@
-//! The onboarding agent for endpoint devices: the unit ID, USB stick detection and key-file
-//! discovery (ARCHITECTURE §6). Pinned EST enrollment, its state and renewal come later.
+//! The onboarding agent for endpoint devices (ARCHITECTURE §6): the unit ID, USB stick detection
+//! and key-file discovery, pinned EST enrollment with the keys found, the persisted state,
+//! renewal and the inventory report over mutual TLS.
 //!
 //! # Layout
-//! - [`cli`]: the command line (`run`, `unit-id`, `scan`) and what each command prints.
+//! - [`cli`]: the command line (`run`, `enroll`, `status`, `reset`, `unit-id`, `scan`) and what
+//!   each command prints.
 //! - [`config`]: the optional TOML file and the global options, validated into
 //!   [`config::Settings`]; every option and its default is documented there.
 //! - [`nic`]: the network interfaces sysfs shows, and the IGEL OS 12 rule that picks one.
 //! - [`identity`]: the unit ID: configured, else persisted, else detected and persisted.
-//! - [`state`]: the state directory and atomic writes into it.
+//! - [`state`]: the state directory: atomic writes, the state file, the device key and
+//!   certificates.
+//! - [`lifecycle`]: the phases and their named transitions, and the backoff policy (pure).
+//! - [`clock`]: the device clock, injectable, and whether it can be believed.
+//! - [`pin`]: the UMS ID a device trusts, as a fingerprint or a communication token.
+//! - [`tls`]: the pinned verifier and the HTTPS clients built on it.
+//! - [`enroll`]: EST enrollment with a key, renewal and the inventory report.
+//! - [`inventory`]: the device's facts, gathered with sysinfo.
 //! - [`discovery`]: finding and safely reading the key files on one stick.
 //! - [`sticks`]: finding the sticks under the mount roots.
 //! - [`key_choice`]: which keys this device would present, in order.
 //! - [`inspect`]: the `scan` report: a key file's contents (keys masked) and the order.
 //! - [`watcher`]: waiting without polling for mount-table changes and file events.
-//! - [`daemon`]: `run`: look, wait, look again, log what changed; stop on SIGINT or SIGTERM.
+//! - [`daemon`]: `run`: look, enroll, back off, wait, look again; once enrolled renew and report;
+//!   stop on SIGINT or SIGTERM.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+pub mod enroll;
 pub mod identity;
 pub mod inspect;
+pub mod inventory;
 pub mod key_choice;
+pub mod lifecycle;
 pub mod nic;
+pub mod pin;
 pub mod state;
 pub mod sticks;
+pub mod tls;
 pub mod watcher;
 
 pub use onboard_protocol as protocol;

@@ -1,13 +1,307 @@
-//! The state directory and atomic writes into it.
+//! The state directory: atomic writes into it, and what the agent keeps there.
 //!
 //! Every file the agent persists is written whole or not at all: a temp file in the same
 //! directory, fsynced, given its mode, renamed over the target, and the directory fsynced so the
 //! rename itself survives a power cut. Thin clients lose power without warning.
+//!
+//! # Files
+//! - `state.json` ([`AgentState`], mode 0600): a `version`, the [`Phase`], the unit ID, the
+//!   servers, the pin, enrollment time, certificate serial and expiry, and the digests of keys
+//!   refused with a final code. It is the commit point: the agent is enrolled when it says so.
+//! - `device-key.pem` (0600): the device's private key, PKCS#8. Written before the first request
+//!   that carries its CSR, so a retry after a lost answer (or a restart) presents the same key
+//!   pair and the server answers with the same certificate.
+//! - `device-cert.pem` (0644): the device certificate the UMS ID issued.
+//! - `ums-id.pem` (0644): the UMS ID certificate the device is pinned to.
+//! - `unit-id.json` (0644): the persisted unit ID ([`crate::identity`]).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use onboard_protocol::{Fingerprint, FirstAuthKey, KeyKind, ProblemCode, UnitId};
+use sha2::{Digest, Sha256};
+
+use crate::lifecycle::Phase;
+use crate::pin::Pin;
+
+/// The state file.
+pub const STATE_FILE: &str = "state.json";
+/// The device's private key.
+pub const DEVICE_KEY_FILE: &str = "device-key.pem";
+/// The device certificate.
+pub const DEVICE_CERT_FILE: &str = "device-cert.pem";
+/// The UMS ID certificate.
+pub const UMS_ID_CERT_FILE: &str = "ums-id.pem";
+/// The files `reset` removes: everything of an enrollment (the unit ID stays).
+pub const ENROLLMENT_FILES: [&str; 4] = [
+    STATE_FILE,
+    DEVICE_KEY_FILE,
+    DEVICE_CERT_FILE,
+    UMS_ID_CERT_FILE,
+];
+
+/// The state-file version this agent writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentState {
+    /// [`STATE_VERSION`].
+    pub version: u32,
+    /// Where the agent is.
+    pub phase: Phase,
+    /// The unit ID it enrolls (or enrolled) as.
+    #[serde(default)]
+    pub unit_id: Option<UnitId>,
+    /// The servers of the key file it works from (`host:port`), in the order tried.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// The server it enrolled with, or is enrolling with.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The UMS ID it trusts, learned at enrollment (a configured pin is not stored here).
+    #[serde(default)]
+    pub pin: Option<Pin>,
+    /// When it enrolled (RFC 3339).
+    #[serde(default)]
+    pub enrolled_at: Option<String>,
+    /// The type of key it enrolled with.
+    #[serde(default)]
+    pub key_type: Option<KeyKind>,
+    /// The device certificate's serial (hex).
+    #[serde(default)]
+    pub certificate_serial: Option<String>,
+    /// When the device certificate expires (RFC 3339).
+    #[serde(default)]
+    pub certificate_not_after: Option<String>,
+    /// When it last renewed (RFC 3339).
+    #[serde(default)]
+    pub renewed_at: Option<String>,
+    /// When it last reported its inventory (RFC 3339).
+    #[serde(default)]
+    pub inventory_reported_at: Option<String>,
+    /// Keys refused with a final code, by digest; never the value.
+    #[serde(default)]
+    pub refused_keys: Vec<RefusedKey>,
+    /// A random salt for the key digests, made once (hex).
+    #[serde(default)]
+    pub key_salt: String,
+    /// The last thing that went wrong, for `status`. Never holds a key.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// A key refused with a final code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusedKey {
+    /// SHA-256 over the salt, the UMS ID fingerprint and the key value (hex).
+    pub digest: String,
+    /// The code it drew.
+    pub code: ProblemCode,
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        AgentState {
+            version: STATE_VERSION,
+            phase: Phase::WaitingForKey,
+            unit_id: None,
+            servers: Vec::new(),
+            server: None,
+            pin: None,
+            enrolled_at: None,
+            key_type: None,
+            certificate_serial: None,
+            certificate_not_after: None,
+            renewed_at: None,
+            inventory_reported_at: None,
+            refused_keys: Vec::new(),
+            key_salt: String::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// The state directory cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `state.json` is not what this agent writes (damaged by hand, or by a disk fault).
+    #[error(
+        "{} is damaged ({reason}); `onboard-agent reset` starts over",
+        path.display()
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column (never a value from the file).
+        reason: String,
+    },
+    /// `state.json` was written by a newer agent.
+    #[error("{} has version {found}; this agent reads version {STATE_VERSION}", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// A file cannot be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl AgentState {
+    /// Reads `dir/state.json`; a missing file is a fresh state. Leftover temp files of a write
+    /// that was cut short are removed first.
+    pub fn load(dir: &Path) -> Result<AgentState, StateError> {
+        remove_leftovers(dir);
+        let path = dir.join(STATE_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(AgentState::default());
+            }
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let damaged = |error: serde_json::Error| StateError::Damaged {
+            path: path.clone(),
+            reason: format!(
+                "not a state file at line {}, column {}",
+                error.line(),
+                error.column()
+            ),
+        };
+        let versioned: Versioned = serde_json::from_slice(&bytes).map_err(damaged)?;
+        if versioned.version != STATE_VERSION {
+            return Err(StateError::Version {
+                path,
+                found: versioned.version,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(damaged)
+    }
+
+    /// Writes `dir/state.json` atomically (0600).
+    pub fn save(&self, dir: &Path) -> Result<(), WriteError> {
+        let mut json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        json.push(b'\n');
+        write_atomically(dir, STATE_FILE, &json, 0o600)
+    }
+
+    /// The digest under which `key` of the key file pinned to `ums_id` is remembered. Salted, so
+    /// that a copy of the state file does not let anyone test guesses of 17-digit keys offline.
+    pub fn key_digest(&mut self, ums_id: &Fingerprint, key: &FirstAuthKey) -> String {
+        if self.key_salt.is_empty() {
+            let mut salt = [0u8; 16];
+            // Without randomness the digests are still one-way; only the salt is lost.
+            let _ = getrandom::fill(&mut salt);
+            self.key_salt = hex(&salt);
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(self.key_salt.as_bytes());
+        hasher.update(ums_id.as_bytes());
+        hasher.update(key.expose_secret().as_bytes());
+        hex(&hasher.finalize())
+    }
+
+    /// Whether a key with this digest was refused with a final code.
+    pub fn is_refused(&self, digest: &str) -> bool {
+        self.refused_keys
+            .iter()
+            .any(|refused| refused.digest == digest)
+    }
+
+    /// Remembers a final refusal.
+    pub fn remember_refusal(&mut self, digest: String, code: ProblemCode) {
+        if !self.is_refused(&digest) {
+            self.refused_keys.push(RefusedKey { digest, code });
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Removes `.NAME.tmp-PID` files that a write cut short by a kill or a power cut left behind.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Reads a file of the state directory; `None` when it does not exist.
+pub fn read_optional(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read { path, source }),
+    }
+}
+
+/// Removes the files of an enrollment (`reset`); the unit ID stays. Returns the names removed.
+pub fn remove_enrollment(dir: &Path) -> Result<Vec<&'static str>, WriteError> {
+    let mut removed = Vec::new();
+    // The state file first: without it nothing else counts as an enrollment.
+    for name in ENROLLMENT_FILES {
+        match fs::remove_file(dir.join(name)) {
+            Ok(()) => removed.push(name),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(WriteError {
+                    path: dir.join(name),
+                    source,
+                });
+            }
+        }
+    }
+    if !removed.is_empty() {
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| WriteError {
+                path: dir.to_owned(),
+                source,
+            })?;
+    }
+    Ok(removed)
+}
+
+/// A certificate as PEM.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn certificate_der(text: &[u8]) -> Option<Vec<u8>> {
+    pem::parse_many(text)
+        .ok()?
+        .into_iter()
+        .find(|block| block.tag() == "CERTIFICATE")
+        .map(|block| block.into_contents())
+}
 
 /// A persisted file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +383,70 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_damage_is_named_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(AgentState::load(dir.path()).unwrap(), AgentState::default());
+        let mut state = AgentState {
+            phase: Phase::Enrolled,
+            unit_id: Some("00E0C5540B8B".parse().unwrap()),
+            servers: vec!["ums.example:8443".into()],
+            ..AgentState::default()
+        };
+        let fingerprint = Fingerprint::of_der(b"ums id");
+        let key = FirstAuthKey::new("40512337860129621").unwrap();
+        let digest = state.key_digest(&fingerprint, &key);
+        state.remember_refusal(digest.clone(), ProblemCode::KeyUsed);
+        state.remember_refusal(digest.clone(), ProblemCode::KeyUsed);
+        state.save(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(STATE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+        assert!(!text.contains(key.expose_secret()), "{text}");
+        let loaded = AgentState::load(dir.path()).unwrap();
+        assert_eq!(loaded, state);
+        assert_eq!(loaded.refused_keys.len(), 1);
+        assert!(loaded.is_refused(&digest));
+        // The same key under another salt digests differently.
+        let mut other = AgentState::default();
+        assert_ne!(other.key_digest(&fingerprint, &key), digest);
+
+        fs::write(
+            dir.path().join(STATE_FILE),
+            b"{\"version\": 1, \"phase\": 40512337860129621",
+        )
+        .unwrap();
+        let error = AgentState::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("state.json") && error.contains("line 1"),
+            "{error}"
+        );
+        assert!(!error.contains("40512337860129621"), "{error}");
+        fs::write(dir.path().join(STATE_FILE), b"{\"version\": 9}").unwrap();
+        let error = AgentState::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("version 9"), "{error}");
+    }
+
+    #[test]
+    fn leftovers_of_a_cut_write_are_removed_and_reset_keeps_the_unit_id() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".state.json.tmp-4242"), b"{half").unwrap();
+        fs::write(dir.path().join("unit-id.json"), b"{}").unwrap();
+        AgentState::default().save(dir.path()).unwrap();
+        write_atomically(dir.path(), DEVICE_KEY_FILE, b"k", 0o600).unwrap();
+        AgentState::load(dir.path()).unwrap();
+        assert!(!dir.path().join(".state.json.tmp-4242").exists());
+        assert_eq!(
+            remove_enrollment(dir.path()).unwrap(),
+            vec![STATE_FILE, DEVICE_KEY_FILE]
+        );
+        assert!(dir.path().join("unit-id.json").exists());
+        assert!(remove_enrollment(dir.path()).unwrap().is_empty());
     }
 
     #[test]

@@ -84,11 +84,13 @@ struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum DevicesCommand {
-    /// List enrolled devices: unit ID, certificate serial and expiry, key type used, enrolled at,
-    /// last seen.
+    /// List enrolled devices: unit ID, what each last reported about itself (host name, OS and
+    /// version, kernel, CPU, memory, NICs; "-" before its first report), when it was last seen,
+    /// when it enrolled, key type used, certificate serial and expiry.
     List {
         /// Print JSON: an array of {unit_id, serial, not_after, key_type, key_id, enrolled_at,
-        /// last_seen, inventory}.
+        /// last_seen, inventory}, inventory null or {host_name, os_name, os_version, kernel,
+        /// cpu_model, memory_bytes, nics: [{name, mac}]}.
         #[arg(long)]
         json: bool,
     },
@@ -333,25 +335,20 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let stub = Stub::open(settings.clone())?;
-        let tls = crate::tls::server_config(&settings.data_dir, &stub.ums_id, &settings.hosts)?;
-        let listener = tokio::net::TcpListener::bind(settings.listen)
+        let listen = settings.listen;
+        let (shared, tls) = crate::serve::prepare(settings)?;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(
             listen = %bound,
-            hosts = ?settings.hosts,
-            ums_id = %stub.ums_id.fingerprint().short(),
+            hosts = ?shared.stub.settings.hosts,
+            ums_id = %shared.stub.ums_id.fingerprint().short(),
             "serving EST enrollment"
         );
         // Printed for scripts and tests that listen on port 0.
         println!("listening on {bound}");
-        let shared = std::sync::Arc::new(crate::http::Shared {
-            limiter: crate::rate_limit::RateLimiter::new(settings.rate_limits),
-            certificate_days: settings.certificate_days,
-            stub,
-        });
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         crate::serve::run(shared, listener, tls, shutdown_signal()).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -400,22 +397,38 @@ fn devices(command: DevicesCommand, stub: Stub, out: &mut impl Write) -> anyhow:
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
-                let mut table = vec![[
-                    "Unit ID".to_owned(),
-                    "Certificate serial".to_owned(),
-                    "Expires".to_owned(),
-                    "Key type".to_owned(),
-                    "Enrolled at".to_owned(),
-                    "Last seen".to_owned(),
-                ]];
+                let mut table = vec![
+                    [
+                        "Unit ID",
+                        "Host name",
+                        "OS",
+                        "Kernel",
+                        "CPU",
+                        "Memory",
+                        "Last seen",
+                        "Enrolled at",
+                        "Key type",
+                        "Certificate serial",
+                        "Expires",
+                        "NICs",
+                    ]
+                    .map(str::to_owned),
+                ];
                 for d in &devices {
+                    let [host, os, kernel, cpu, memory, nics] = inventory_cells(d);
                     table.push([
                         d.unit_id.to_string(),
+                        host,
+                        os,
+                        kernel,
+                        cpu,
+                        memory,
+                        time(d.last_seen),
+                        time(d.enrolled_at),
+                        d.key_kind.as_str().to_owned(),
                         d.serial.clone(),
                         time(d.not_after),
-                        d.key_kind.as_str().to_owned(),
-                        time(d.enrolled_at),
-                        time(d.last_seen),
+                        nics,
                     ]);
                 }
                 print_table(out, &table)?;
@@ -441,6 +454,50 @@ fn devices(command: DevicesCommand, stub: Stub, out: &mut impl Write) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// Host name, OS and version, kernel, CPU, memory and NICs a device last reported, as table
+/// cells; `-` where it reported nothing (or has not reported yet).
+fn inventory_cells(device: &crate::store::DeviceRecord) -> [String; 6] {
+    let none = || "-".to_owned();
+    let Some(report) = device
+        .inventory
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<onboard_protocol::Inventory>(text).ok())
+    else {
+        return std::array::from_fn(|_| none());
+    };
+    let os = [report.os_name.as_deref(), report.os_version.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let nics = report
+        .nics
+        .iter()
+        .map(|nic| format!("{} {}", nic.name, nic.mac))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let or_none = |text: String| if text.is_empty() { none() } else { text };
+    [
+        report.host_name,
+        or_none(os),
+        report.kernel.unwrap_or_else(none),
+        report.cpu_model.unwrap_or_else(none),
+        memory(report.memory_bytes),
+        or_none(nics),
+    ]
+}
+
+/// Bytes for people: `7.6 GiB`, `512 MiB`; `-` for 0 (unknown).
+fn memory(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match bytes {
+        0 => "-".to_owned(),
+        b if b >= GIB => format!("{:.1} GiB", b as f64 / GIB as f64),
+        b => format!("{} MiB", b.div_ceil(MIB)),
+    }
 }
 
 fn audit(
@@ -869,6 +926,14 @@ mod tests {
         );
         assert!(parse_server("ums:0").is_err());
         assert!(parse_server("ums:http").is_err());
+    }
+
+    #[test]
+    fn memory_reads_well() {
+        assert_eq!(memory(0), "-");
+        assert_eq!(memory(512 << 20), "512 MiB");
+        assert_eq!(memory(8 << 30), "8.0 GiB");
+        assert_eq!(memory(8_162_000_000), "7.6 GiB");
     }
 
     #[test]

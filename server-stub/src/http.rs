@@ -1,4 +1,5 @@
-//! The HTTPS routes: EST enrollment and renewal, and the one place errors become HTTP answers.
+//! The HTTPS routes: EST enrollment and renewal, the inventory report of enrolled devices, and the
+//! one place errors become HTTP answers.
 //!
 //! Refusals are `application/problem+json` (RFC 9457) with the stable `code` of
 //! [`ProblemCode`]; internal failures become a bare 500 and a log line.
@@ -12,11 +13,14 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine;
 use onboard_protocol::est;
-use onboard_protocol::routes::{EST_CACERTS, EST_SIMPLEENROLL, EST_SIMPLEREENROLL};
-use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
+use onboard_protocol::inventory::MAX_INVENTORY_BYTES;
+use onboard_protocol::routes::{
+    DEVICE_INVENTORY, EST_CACERTS, EST_SIMPLEENROLL, EST_SIMPLEREENROLL,
+};
+use onboard_protocol::{FirstAuthKey, Inventory, Problem, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
 use crate::ca::{Authority, CertificateRequest};
@@ -111,6 +115,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(EST_CACERTS, get(cacerts))
         .route(EST_SIMPLEENROLL, post(simpleenroll))
         .route(EST_SIMPLEREENROLL, post(simplereenroll))
+        .route(DEVICE_INVENTORY, put(inventory))
         .with_state(shared)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
@@ -301,19 +306,33 @@ async fn simplereenroll(
     }
 }
 
-async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Response, ApiError> {
+/// The unit ID and serial of the device certificate the client presented over mutual TLS (TLS
+/// has already checked it was issued by the UMS ID); `what` names the request in the refusal.
+fn device_identity(peer: &Peer, what: &str) -> Result<(UnitId, String), ApiError> {
     let certificate = peer.client_certificate.as_deref().ok_or_else(|| {
         ApiError::code(
             ProblemCode::BadRequest,
-            "renewal needs mutual TLS with the current device certificate",
+            format!("{what} needs mutual TLS with the current device certificate"),
         )
     })?;
-    let (unit_id, serial) = certificate_identity(certificate).ok_or_else(|| {
+    certificate_identity(certificate).ok_or_else(|| {
         ApiError::code(
             ProblemCode::BadRequest,
             "the client certificate names no unit ID",
         )
-    })?;
+    })
+}
+
+/// The certificate is signed by the UMS ID but is not (or no longer) an enrolled device's.
+fn not_current() -> ApiError {
+    ApiError::code(
+        ProblemCode::BadRequest,
+        "this certificate is not the current one of an enrolled device",
+    )
+}
+
+async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Response, ApiError> {
+    let (unit_id, serial) = device_identity(peer, "renewal")?;
     let request = csr_from_body(body)?;
     let worker = shared.clone();
     let source = peer.addr.ip().to_string();
@@ -335,11 +354,77 @@ async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Resp
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate renewed");
             Ok(pkcs7_response(&[&device.certificate]))
         }
-        None => Err(ApiError::code(
-            ProblemCode::BadRequest,
-            "this certificate is not the current one of an enrolled device",
-        )),
+        None => Err(not_current()),
     }
+}
+
+async fn inventory(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    match report_inventory(&shared, &peer, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => {
+            if let ApiError::Problem { problem, .. } = &error {
+                tracing::debug!(source = %peer.addr.ip(), code = %problem.code, "inventory refused");
+            }
+            error.into_response()
+        }
+    }
+}
+
+/// Stores an enrolled device's report and when it was sent. What is stored is the validated
+/// report serialised again, so only known, bounded fields reach the database.
+async fn report_inventory(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<(), ApiError> {
+    let (unit_id, serial) = device_identity(peer, "the inventory report")?;
+    if body.len() > MAX_INVENTORY_BYTES {
+        return Err(ApiError::code(
+            ProblemCode::BadRequest,
+            format!("the inventory report is larger than {MAX_INVENTORY_BYTES} bytes"),
+        ));
+    }
+    let report: Inventory = serde_json::from_slice(body).map_err(json_refusal)?;
+    report
+        .validate()
+        .map_err(|error| ApiError::code(ProblemCode::BadRequest, error.to_string()))?;
+    let json = serde_json::to_string(&report).map_err(|error| ApiError::Internal(error.into()))?;
+    let worker = shared.clone();
+    let known = {
+        let unit_id = unit_id.clone();
+        tokio::task::spawn_blocking(move || {
+            worker
+                .stub
+                .store
+                .touch_device(&unit_id, &serial, Some(&json))
+        })
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))??
+    };
+    if !known {
+        return Err(not_current());
+    }
+    tracing::debug!(%unit_id, host_name = %report.host_name, "inventory reported");
+    Ok(())
+}
+
+/// Where and how a JSON body failed to parse. serde_json's own message is not passed on: for a
+/// value of the wrong type it quotes the value.
+fn json_refusal(error: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let what = match error.classify() {
+        Category::Syntax | Category::Io => "is not JSON",
+        Category::Eof => "ends too early",
+        Category::Data => "lacks a member or has one of the wrong type",
+    };
+    ApiError::code(
+        ProblemCode::BadRequest,
+        format!(
+            "the body must be a JSON inventory report; it {what} (line {}, column {})",
+            error.line(),
+            error.column()
+        ),
+    )
 }
 
 /// The unit ID (subject CN) and hex serial of a device certificate.

@@ -1,8 +1,25 @@
 //! `ums-stub serve`: the accept loop. TLS with a handshake timeout, HTTP/1.1 with header and
 //! request timeouts, a bound on open connections, and graceful shutdown: on the shutdown signal it
 //! stops accepting, lets requests in flight finish (up to 30 s), then returns.
+//!
+//! [`spawn`] runs the same server inside another program's tokio runtime (the agent's tests, the
+//! demo, the fleet simulator) on a listener it bound, often on port 0:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None)?;
+//! settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = ums_stub::serve::spawn(settings, listener)?;
+//! println!("port {}, UMS ID {}", server.port(), server.ums_id_fingerprint());
+//! server.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +27,17 @@ use axum::Extension;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use onboard_protocol::Fingerprint;
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
+use crate::config::Settings;
 use crate::http::{Peer, Shared, router};
+use crate::rate_limit::RateLimiter;
+use crate::stub::Stub;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,4 +125,93 @@ pub async fn run(
         tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
     }
     Ok(())
+}
+
+/// Opens the data directory of `settings` (creating the UMS ID and database at first use) and
+/// builds what [`run`] needs: the routes' shared state, with the rate limits and certificate
+/// lifetime of `settings`, and the TLS configuration for `settings.hosts`.
+pub fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, Arc<rustls::ServerConfig>)> {
+    let stub = Stub::open(settings)?;
+    let settings = &stub.settings;
+    let tls = crate::tls::server_config(&settings.data_dir, &stub.ums_id, &settings.hosts)?;
+    let shared = Arc::new(Shared {
+        limiter: RateLimiter::new(settings.rate_limits),
+        certificate_days: settings.certificate_days,
+        stub,
+    });
+    Ok((shared, tls))
+}
+
+/// A server started by [`spawn`]. Dropping it shuts the server down without waiting; [`stop`]
+/// waits.
+///
+/// [`stop`]: Running::stop
+pub struct Running {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts a server on `listener` as a task on the current tokio runtime: opens the data directory
+/// of `settings` and serves with its host names (`settings.hosts`, which the TLS leaf names),
+/// rate limits and certificate lifetime. Blocks while it opens the data directory (a first start
+/// creates the UMS ID); panics outside a tokio runtime.
+pub fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let (shared, tls) = prepare(settings)?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    // A dropped sender also ends the wait: dropping Running shuts the server down.
+    let task = tokio::spawn(run(shared.clone(), listener, tls, async {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        addr,
+        shared,
+        stop,
+        task,
+    })
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("ums_id", &self.ums_id_fingerprint().short())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The fingerprint of its UMS ID, which devices pin.
+    pub fn ums_id_fingerprint(&self) -> Fingerprint {
+        self.shared.stub.ums_id.fingerprint()
+    }
+
+    /// Its UMS ID certificate, DER: the trust anchor of its TLS chain.
+    pub fn ums_id_certificate_der(&self) -> &[u8] {
+        self.shared.stub.ums_id.certificate_der()
+    }
+
+    /// The state its routes share: the store, the key operations, the rate limiter.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Shuts it down gracefully: stops accepting, lets requests in flight finish (up to 30 s),
+    /// and returns what the accept loop returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
 }

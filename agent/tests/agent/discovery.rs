@@ -202,8 +202,8 @@ fn a_malformed_key_file_is_reported_with_its_line_and_skipped() {
     write_key_file(&stick.path().join("keys/icg.xml"), good);
     let mut broken = crate::util::full_key_file().write(Format::Xml);
     broken = broken.replace(
-        "<server host=\"ums.example.com\" port=\"8443\"/>",
-        "<server host=\"ums.example.com\" port=\"84x43\"/>",
+        "<server host=\"127.0.0.1\" port=\"1\"/>",
+        "<server host=\"127.0.0.1\" port=\"1x\"/>",
     );
     std::fs::write(stick.path().join("icg.xml"), &broken).unwrap();
     let cut = &crate::util::full_key_file().write(Format::Xml)[..300];

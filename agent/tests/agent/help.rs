@@ -37,12 +37,13 @@ fn scan_help_documents_its_exit_codes() {
 }
 
 #[test]
-fn run_help_says_enrollment_is_a_later_step() {
+fn run_help_says_what_the_daemon_does() {
     let text = help(&["run", "--help"]);
     // Help is wrapped to the terminal's width: compare with the line breaks taken out.
     let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     for words in [
-        "enrolling with the keys is a later step",
+        "presents its keys in order and stores the device certificate",
+        "within 30 days of expiry",
         "--mount-root",
         "/media, /run/media and /mnt",
     ] {

@@ -33,7 +33,7 @@ fn bound_keys_first_then_one_time_from_the_offset_then_mass() {
     assert_eq!(report["format"], "xml");
     assert_eq!(report["fingerprint"], FINGERPRINT);
     assert_eq!(report["fingerprint_short"], "3f1a9c0e5b...5c6d7e8f90");
-    assert_eq!(report["servers"][0], "ums.example.com:8443");
+    assert_eq!(report["servers"][0], "127.0.0.1:1");
 
     // Keys in the file: 1 one-time, 2 bound elsewhere, 3 mass, 4 one-time, 5 bound to me,
     // 6 one-time. The one-time keys (1, 4, 6) start at this unit's offset.
@@ -97,7 +97,7 @@ fn plain_output_masks_keys_and_names_the_order() {
     assert_no_secret(&stdout);
     for words in [
         "icg.txt: text key file, format 1, 6 keys",
-        "servers: ums.example.com:8443",
+        "servers: 127.0.0.1:1",
         FINGERPRINT,
         "never (bound to another unit)",
         "this device (00E0C5540B8B) would try: #5,",

@@ -58,7 +58,9 @@ pub(crate) fn full_key_file() -> KeyFile {
 /// A key file holding `keys`, for the test server and UMS ID.
 pub(crate) fn key_file(keys: Vec<KeyEntry>) -> KeyFile {
     KeyFile::new(
-        vec![Server::new("ums.example.com", 8443).unwrap()],
+        // Loopback, port 1: nothing listens, so a daemon that tries these keys is refused at once
+        // and no test ever sends traffic off the machine.
+        vec![Server::new("127.0.0.1", 1).unwrap()],
         FINGERPRINT.parse::<Fingerprint>().unwrap(),
         keys,
         None,

@@ -12,14 +12,23 @@ use onboard_protocol::Format;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::util::{DEADLINE, write_key_file};
+use onboard_agent::pin::Pin;
+use onboard_protocol::Fingerprint;
 
-fn settings(roots: &[&Path]) -> Settings {
+use crate::util::{DEADLINE, MY_UNIT, write_key_file};
+
+/// Settings for watching `roots` with state in `state_dir`. The device is pinned to another UMS
+/// ID than the test key files name, so the sticks are refused without a pass: these tests are
+/// about looking, not enrolling.
+fn settings(roots: &[&Path], state_dir: &Path) -> Settings {
     RawConfig::default()
         .validate(
             None,
             Overrides {
                 mount_roots: roots.iter().map(|root| root.to_path_buf()).collect(),
+                state_dir: Some(state_dir.to_owned()),
+                unit_id: Some(MY_UNIT.parse().unwrap()),
+                pin: Some(Pin::Fingerprint(Fingerprint::of_der(b"another UMS ID"))),
                 ..Overrides::default()
             },
         )
@@ -32,11 +41,13 @@ struct Agent {
     scans: watch::Receiver<Option<Arc<Scan>>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
+    _state: tempfile::TempDir,
 }
 
 impl Agent {
     fn start(roots: &[&Path]) -> Agent {
-        let settings = settings(roots);
+        let state = tempfile::tempdir().unwrap();
+        let settings = settings(roots, state.path());
         let observer = Observer::new();
         let scans = observer.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -54,6 +65,7 @@ impl Agent {
             scans,
             stop,
             task,
+            _state: state,
         }
     }
 

@@ -8,11 +8,13 @@
 //!   directory; nothing readable in a copy of the database.
 //! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
+//! - `inventory`: the inventory report over mutual TLS, its refusals, and `devices list`.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod durability;
 mod est;
 mod help;
+mod inventory;
 mod keys;
 mod server;
 mod system;

@@ -6,19 +6,17 @@ use onboard_protocol::est;
 use rcgen::{CertificateParams, KeyPair};
 use reqwest::StatusCode;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::sync::oneshot;
 use ums_stub::config::Settings;
 use ums_stub::http::Shared;
-use ums_stub::rate_limit::{Limits, RateLimiter};
-use ums_stub::stub::Stub;
+use ums_stub::rate_limit::Limits;
+use ums_stub::serve::Running;
 
 /// A running server over a temporary data directory.
 pub(crate) struct TestServer {
     pub(crate) port: u16,
     pub(crate) shared: Arc<Shared>,
     pub(crate) ums_id_der: Vec<u8>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    running: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -34,30 +32,23 @@ pub(crate) fn generous() -> Limits {
 impl TestServer {
     pub(crate) async fn start(limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::load(dir.path().join("data"), None).unwrap();
-        let stub = Stub::open(settings.clone()).unwrap();
-        let hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts).unwrap();
+        let mut settings = Settings::load(dir.path().join("data"), None).unwrap();
+        settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        settings.rate_limits = limits;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let ums_id_der = stub.ums_id.certificate_der().to_vec();
-        let shared = Arc::new(Shared {
-            stub,
-            limiter: RateLimiter::new(limits),
-            certificate_days: 365,
-        });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(ums_stub::serve::run(shared.clone(), listener, tls, async {
-            let _ = stopped.await;
-        }));
+        let running = ums_stub::serve::spawn(settings, listener).unwrap();
         Self {
-            port,
-            shared,
-            ums_id_der,
-            stop: Some(stop),
-            task: Some(task),
+            port: running.port(),
+            shared: running.shared().clone(),
+            ums_id_der: running.ums_id_certificate_der().to_vec(),
+            running,
             _dir: dir,
         }
+    }
+
+    /// The data directory, for running the `ums-stub` binary on it.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        &self.shared.stub.settings.data_dir
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -89,13 +80,8 @@ impl TestServer {
             .unwrap()
     }
 
-    pub(crate) async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    pub(crate) async fn stop(self) {
+        self.running.stop().await.unwrap();
     }
 }
 
