@@ -416,7 +416,7 @@ async fn enroll_once(
             } => {
                 state.last_error = Some(detail.clone());
                 let delay = backoff(&settings.backoff, attempt, retry_after, 0.5);
-                enroller.transition(&mut state, Event::NetworkFault { delay })?;
+                enroller.transition(&mut state, Event::NetworkFault { attempt, delay })?;
                 if attempt >= args.tries {
                     eprintln!("onboard-agent: {detail}");
                     let code = if pin_refused {

@@ -191,6 +191,8 @@ struct Enrollment {
     enroller: Option<Enroller>,
     /// When a backoff ends; `None` when no backoff is pending.
     retry_at: Option<Instant>,
+    /// Passes in a row that ended in a fault.
+    faults: u32,
     /// When to check the certificate's expiry next (enrolled only).
     renew_at: Option<Instant>,
     /// The unit-ID failure already reported, so a look that finds the same again stays quiet.
@@ -259,6 +261,7 @@ impl Enrollment {
         if self.retry_at.is_some() {
             if scan.key_files().next().is_none() {
                 self.retry_at = None;
+                self.faults = 0;
                 enroller.transition(&mut self.state, Event::KeysGone)?;
             }
             return Ok(());
@@ -320,17 +323,19 @@ impl Enrollment {
         }
         tracing::info!(key_file = %source.origin, servers = source.servers.len(), "enrolling");
         self.observer.inner.passes.fetch_add(1, Ordering::SeqCst);
-        match enroller.pass(source, &mut self.state).await? {
+        let pass = enroller.pass(source, &mut self.state).await?;
+        self.faults = match pass {
+            Pass::Fault { .. } => self.faults.saturating_add(1),
+            _ => 0,
+        };
+        match pass {
             Pass::Issued => self.enrolled(&enroller).await?,
             Pass::Fault {
                 retry_after,
                 detail,
                 ..
             } => {
-                let attempt = match self.state.phase {
-                    Phase::BackingOff { attempt, .. } => attempt.saturating_add(1),
-                    _ => 1,
-                };
+                let attempt = self.faults;
                 let delay = backoff(&self.settings.backoff, attempt, retry_after, jitter());
                 self.observer
                     .inner
@@ -341,7 +346,7 @@ impl Enrollment {
                 tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, %detail, "backing off; the same key follows");
                 self.state.last_error = Some(detail);
                 self.retry_at = Some(Instant::now() + delay);
-                enroller.transition(&mut self.state, Event::NetworkFault { delay })?;
+                enroller.transition(&mut self.state, Event::NetworkFault { attempt, delay })?;
             }
             Pass::Refused(failure) => {
                 if matches!(failure, Failure::UnitIdConflict | Failure::Rejected { .. }) {
@@ -407,6 +412,7 @@ pub async fn run_in(
         state,
         enroller: None,
         retry_at: None,
+        faults: 0,
         renew_at: None,
         unit_id_error: None,
         blocked_on: None,

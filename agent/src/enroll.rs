@@ -342,8 +342,11 @@ impl Enroller {
         let csr = self.csr(&key)?;
         state.unit_id = Some(self.unit_id.clone());
         state.servers = source.servers.iter().map(ToString::to_string).collect();
-        if !matches!(state.phase, Phase::Enrolling) {
-            self.transition(state, Event::KeysFound)?;
+        match state.phase {
+            Phase::Enrolling => {}
+            // A wait that is over (or one a restart cut short): resume.
+            Phase::BackingOff { .. } => self.transition(state, Event::RetryDue)?,
+            _ => self.transition(state, Event::KeysFound)?,
         }
         let mut refused = refused_before;
         for index in candidates {

@@ -116,14 +116,12 @@ impl Phase {
             (P::Enrolling, E::Issued) => P::Enrolled,
             // A final refusal of one key: the loop moves to the next key, staying here.
             (P::Enrolling, E::KeyRefused) => P::Enrolling,
-            (P::Enrolling, E::NetworkFault { delay }) => P::BackingOff {
-                attempt: 1,
-                delay_ms: millis(*delay),
-            },
-            (P::BackingOff { attempt, .. }, E::NetworkFault { delay }) => P::BackingOff {
-                attempt: attempt.saturating_add(1),
-                delay_ms: millis(*delay),
-            },
+            (P::Enrolling | P::BackingOff { .. }, E::NetworkFault { attempt, delay }) => {
+                P::BackingOff {
+                    attempt: *attempt,
+                    delay_ms: millis(*delay),
+                }
+            }
             (P::BackingOff { .. }, E::RetryDue) => P::Enrolling,
             (P::Enrolling | P::BackingOff { .. }, E::Refused(reason)) => P::Failed {
                 reason: reason.clone(),
@@ -170,7 +168,10 @@ pub enum Event {
     /// No server could be reached, or each answered 5xx or 429: wait `delay`, then retry the same
     /// key.
     NetworkFault {
-        /// The wait [`backoff`] chose.
+        /// How many faults in a row, this one included (the loop counts them: a retry passes
+        /// through [`Phase::Enrolling`], which does not hold the count).
+        attempt: u32,
+        /// The wait [`backoff`] chose for it.
         delay: Duration,
     },
     /// The wait is over.
@@ -277,7 +278,8 @@ mod tests {
             delay_ms: 1500,
         };
         let failed = Phase::Failed { reason: refused() };
-        let fault = Event::NetworkFault {
+        let fault = |attempt| Event::NetworkFault {
+            attempt,
             delay: Duration::from_millis(700),
         };
         let table: Vec<(Phase, Event, Phase)> = vec![
@@ -286,15 +288,15 @@ mod tests {
             (Phase::Enrolling, Event::KeyRefused, Phase::Enrolling),
             (
                 Phase::Enrolling,
-                fault.clone(),
+                fault(4),
                 Phase::BackingOff {
-                    attempt: 1,
+                    attempt: 4,
                     delay_ms: 700,
                 },
             ),
             (
                 backing.clone(),
-                fault,
+                fault(3),
                 Phase::BackingOff {
                     attempt: 3,
                     delay_ms: 700,
@@ -324,6 +326,7 @@ mod tests {
             (
                 Phase::Enrolled,
                 Event::NetworkFault {
+                    attempt: 1,
                     delay: Duration::ZERO,
                 },
             ),

@@ -6,13 +6,20 @@
 //! - `watch`: `run` in-process: sticks appearing and going after start, no wake-up while idle.
 //! - `scan`: `scan PATH`: contents masked, this device's key order, exit codes, config errors.
 //! - `run`: `run` as a process: log lines, SIGTERM and SIGINT, a real mount in a namespace.
+//! - `enroll`: enrollment in-process against a real `ums-stub`: key types, refusals, pins, a
+//!   server down at first, a lost answer, a clock at 1970, renewal, no looping.
+//! - `rig`: an in-process `ums-stub` with exported keys, and the daemon in a task.
 //! - `help`: help texts and exit codes.
+//! - `system`: the systemd unit, checked by `systemd-analyze verify`.
 //! - `util`: key files, fake sysfs, sandboxes and waiting with deadlines.
 
 mod discovery;
+mod enroll;
 mod help;
+mod rig;
 mod run;
 mod scan;
+mod system;
 mod unit_id;
 mod util;
 mod watch;

@@ -1,0 +1,601 @@
+//! Enrollment in-process against a real `ums-stub` on port 0: each key type, keys refused and
+//! skipped, a server of another UMS ID, the communication token, a server that comes up late
+//! (paused clock), a lost answer after a kill, a clock at 1970, renewal, and refusals that must
+//! not loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use onboard_agent::clock::FixedClock;
+use onboard_agent::enroll::{Enroller, KeySource, Pass};
+use onboard_agent::lifecycle::{Failure, Phase};
+use onboard_agent::pin::Pin;
+use onboard_agent::state::{self, AgentState};
+use onboard_agent::tls::{ChainRefusal, PinnedVerifier};
+use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, est};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::rig::{Agent, Ums, plug_in, settings};
+
+const UNIT: &str = "00E0C5540B8B";
+
+/// Checks the files of an enrolled state directory against the server that enrolled it.
+fn assert_enrolled_files(state_dir: &std::path::Path, ums: &Ums, unit: &str) {
+    let key = std::fs::metadata(state_dir.join(state::DEVICE_KEY_FILE)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+    let cert_pem = std::fs::read(state_dir.join(state::DEVICE_CERT_FILE)).unwrap();
+    let der = state::certificate_der(&cert_pem).unwrap();
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let cn: Vec<&str> = cert
+        .subject()
+        .iter_common_name()
+        .map(|cn| cn.as_str().unwrap())
+        .collect();
+    assert_eq!(cn, [unit]);
+    let ums_pem = std::fs::read(state_dir.join(state::UMS_ID_CERT_FILE)).unwrap();
+    let ums_der = state::certificate_der(&ums_pem).unwrap();
+    assert_eq!(Fingerprint::of_der(&ums_der), ums.fingerprint());
+    let device = ums
+        .devices()
+        .into_iter()
+        .find(|device| device.unit_id.as_str() == unit)
+        .expect("the server lists the device");
+    assert_eq!(
+        device.certificate, der,
+        "the stored certificate is the issued one"
+    );
+}
+
+#[tokio::test]
+async fn each_key_type_enrolls_and_the_device_reports_its_inventory() {
+    for (kind, unit) in [
+        (KeyKind::OneTime, "00E0C5540B01"),
+        (KeyKind::DeviceBound, "00E0C5540B02"),
+        (KeyKind::MassDeployment, "00E0C5540B03"),
+    ] {
+        let ums = Ums::start().await;
+        let ids = ums.create(kind, 1, Some(unit));
+        let key_file = ums.export(&ids, vec![ums.server()]);
+        let root = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        plug_in(root.path(), &key_file);
+
+        let agent = Agent::start(settings(unit, root.path(), state_dir.path()));
+        let state = agent.wait_enrolled().await;
+        assert_eq!(state.key_type, Some(kind), "{kind}");
+        assert_eq!(state.pin, Some(Pin::Fingerprint(ums.fingerprint())));
+        assert_eq!(
+            state.server.as_deref(),
+            Some(ums.server().to_string().as_str())
+        );
+        assert!(state.certificate_not_after.is_some());
+        let reported = agent
+            .wait_for("with the inventory reported", |state| {
+                state.inventory_reported_at.is_some()
+            })
+            .await;
+        assert!(reported.phase.is_enrolled());
+        agent.stop().await.unwrap();
+
+        assert_enrolled_files(state_dir.path(), &ums, unit);
+        let (count, status) = ums.usage(ids[0]);
+        assert_eq!(count, 1, "{kind}");
+        let expected = if kind == KeyKind::MassDeployment {
+            "active"
+        } else {
+            "used"
+        };
+        assert_eq!(status, expected, "{kind}");
+        let device = ums.devices().pop().unwrap();
+        let inventory: onboard_protocol::Inventory =
+            serde_json::from_str(device.inventory.as_deref().expect("inventory stored")).unwrap();
+        assert!(!inventory.host_name.is_empty());
+        assert!(inventory.memory_bytes > 0);
+        ums.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_used_and_a_deactivated_key_are_skipped_and_remembered_for_a_good_one() {
+    let ums = Ums::start().await;
+    let one_time = ums.create(KeyKind::OneTime, 2, None);
+    let mass = ums.create(KeyKind::MassDeployment, 1, None);
+    let ids = [one_time.clone(), mass.clone()].concat();
+    let key_file = ums.export(&ids, vec![ums.server()]);
+    // One key goes to another device first; the other is deactivated after the export.
+    let other_root = tempfile::tempdir().unwrap();
+    let other_state = tempfile::tempdir().unwrap();
+    let only_first = ums.export(&one_time[..1], vec![ums.server()]);
+    plug_in(other_root.path(), &only_first);
+    let other = Agent::start(settings(
+        "00E0C5000001",
+        other_root.path(),
+        other_state.path(),
+    ));
+    other.wait_enrolled().await;
+    other.stop().await.unwrap();
+    ums.deactivate(one_time[1]);
+
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    let state = agent.wait_enrolled().await;
+    // Mass keys come last: both one-time keys were presented and refused before it.
+    assert_eq!(state.key_type, Some(KeyKind::MassDeployment));
+    let mut codes: Vec<ProblemCode> = state.refused_keys.iter().map(|r| r.code).collect();
+    codes.sort_by_key(|code| code.as_str());
+    assert_eq!(codes, [ProblemCode::KeyInactive, ProblemCode::KeyUsed]);
+    assert_eq!(agent.observer.passes(), 1);
+    agent.stop().await.unwrap();
+    assert_eq!(
+        ums.usage(one_time[0]).0,
+        1,
+        "used once, by the other device"
+    );
+    assert_eq!(ums.usage(one_time[1]), (0, "inactive".to_owned()));
+    assert_eq!(ums.usage(mass[0]).0, 1);
+    // The state file holds digests, never a key.
+    let text = std::fs::read_to_string(state_dir.path().join(state::STATE_FILE)).unwrap();
+    for id in ids {
+        assert!(
+            !text.contains(&ums.key_value(id)),
+            "a key reached the state file"
+        );
+    }
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
+    let ums = Ums::start().await;
+    let imposter = Ums::start().await;
+    let ids = ums.create(KeyKind::OneTime, 1, None);
+    // The stick names the imposter's address first, then the real server.
+    let key_file = ums.export(&ids, vec![imposter.server()]);
+    let state_dir = tempfile::tempdir().unwrap();
+    let enroller = Enroller {
+        state_dir: state_dir.path().to_owned(),
+        unit_id: UNIT.parse().unwrap(),
+        configured_pin: None,
+        clock: onboard_agent::clock::system(),
+        timeouts: Default::default(),
+        key_algorithm: Default::default(),
+        on_change: Arc::new(|_| {}),
+    };
+    let mut state = AgentState::default();
+    let source = KeySource::from_key_file("stick", &key_file);
+    let pass = enroller.pass(&source, &mut state).await.unwrap();
+    let Pass::Fault {
+        pin_refused,
+        detail,
+        ..
+    } = pass
+    else {
+        panic!("{pass:?}");
+    };
+    assert!(pin_refused);
+    assert!(detail.contains("not the pinned UMS ID"), "{detail}");
+    assert!(detail.contains(&imposter.fingerprint().short()), "{detail}");
+    // Nothing reached the imposter's enrollment endpoint: no attempt in its audit log at all.
+    let seen: Vec<String> = imposter
+        .audit()
+        .into_iter()
+        .map(|entry| entry.event)
+        .collect();
+    assert!(
+        !seen.iter().any(|event| event.contains("enroll")),
+        "{seen:?}"
+    );
+    assert_eq!(ums.usage(ids[0]).0, 0);
+
+    // Listed after the imposter, the real server is tried in order and enrolls.
+    let both = ums.export(&ids, vec![imposter.server(), ums.server()]);
+    let source = KeySource::from_key_file("stick", &both);
+    assert_eq!(
+        enroller.pass(&source, &mut state).await.unwrap(),
+        Pass::Issued
+    );
+    assert_eq!(
+        state.server.as_deref(),
+        Some(ums.server().to_string().as_str())
+    );
+    assert!(
+        imposter
+            .audit()
+            .iter()
+            .all(|entry| !entry.event.contains("enroll"))
+    );
+    imposter.stop().await;
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn a_chain_of_another_ums_id_is_refused_by_the_verifier_itself() {
+    let ums = Ums::start().await;
+    let other = Fingerprint::of_der(b"some other UMS ID");
+    let verifier = PinnedVerifier::new(Pin::Fingerprint(other), onboard_agent::clock::system());
+    let der = ums.running.ums_id_certificate_der().to_vec();
+    let refusal = verifier.check_chain(&[&der]).unwrap_err();
+    assert!(
+        matches!(refusal, ChainRefusal::NotPinned { .. }),
+        "{refusal:?}"
+    );
+    let verifier = PinnedVerifier::new(
+        Pin::Fingerprint(ums.fingerprint()),
+        onboard_agent::clock::system(),
+    );
+    assert_eq!(verifier.check_chain(&[&der]).unwrap(), der);
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn the_communication_token_pins_and_the_whole_fingerprint_is_learned() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]));
+    let mut settings = settings(UNIT, root.path(), state_dir.path());
+    settings.pin = Some(Pin::token(&ums.fingerprint().communication_token()).unwrap());
+    let agent = Agent::start(settings);
+    let state = agent.wait_enrolled().await;
+    assert_eq!(state.pin, Some(Pin::Fingerprint(ums.fingerprint())));
+    agent.stop().await.unwrap();
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_pin_refuses_a_stick_of_another_ums_id_without_contacting_it() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]));
+    let mut settings = settings(UNIT, root.path(), state_dir.path());
+    settings.pin = Some(Pin::Fingerprint(Fingerprint::of_der(b"the UMS ID I trust")));
+    let agent = Agent::start(settings);
+    let state = agent
+        .wait_for("failed", |state| {
+            matches!(state.phase, Phase::Failed { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            &state.phase,
+            Phase::Failed {
+                reason: Failure::PinMismatch { .. }
+            }
+        ),
+        "{state:?}"
+    );
+    assert_eq!(agent.observer.passes(), 0);
+    agent.stop().await.unwrap();
+    assert!(
+        ums.audit()
+            .iter()
+            .all(|entry| !entry.event.contains("enroll"))
+    );
+    assert!(!state_dir.path().join(state::DEVICE_KEY_FILE).exists());
+    ums.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_down_at_first_is_retried_with_growing_waits_until_it_is_up() {
+    // A port nothing listens on yet.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = reserved.local_addr().unwrap().port();
+    drop(reserved);
+    // Keys made on a server elsewhere, whose data directory is then served on `port`.
+    let data = tempfile::tempdir().unwrap();
+    let maker = Ums::start_in(
+        data,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        365,
+    );
+    let ids = maker.create(KeyKind::OneTime, 1, None);
+    let server = onboard_protocol::Server::new("127.0.0.1", port).unwrap();
+    let key_file = maker.export(&ids, vec![server]);
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let mut settings = settings(UNIT, root.path(), state_dir.path());
+    settings.backoff.base = Duration::from_millis(200);
+    settings.backoff.max = Duration::from_millis(3200);
+    let agent = Agent::start(settings);
+    // With the clock paused, every wait passes at once: six faults in a row.
+    let state = agent
+        .wait_for(
+            "backing off six times",
+            |state| matches!(state.phase, Phase::BackingOff { attempt, .. } if attempt >= 6),
+        )
+        .await;
+    assert!(
+        state.last_error.as_deref().unwrap().contains("127.0.0.1"),
+        "{state:?}"
+    );
+    let waits = agent.observer.backoffs();
+    for (index, wait) in waits.iter().take(6).enumerate() {
+        let ceiling = Duration::from_millis(200 << index).min(Duration::from_millis(3200));
+        assert!(
+            *wait >= ceiling / 2 && *wait <= ceiling,
+            "wait {index} was {wait:?}, ceiling {ceiling:?}: {waits:?}"
+        );
+    }
+    assert_eq!(agent.observer.passes() as usize, waits.len());
+
+    // The server comes up on the port; the next retry (real time now) enrolls.
+    tokio::time::resume();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let data = maker.stop_keeping_data().await;
+    let ums = Ums::start_in(data, listener, 365);
+    let state = agent.wait_enrolled().await;
+    assert_eq!(state.key_type, Some(KeyKind::OneTime));
+    agent.stop().await.unwrap();
+    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_lost_to_a_kill_is_fetched_again_with_the_same_key_pair() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let key = ums.key_value(ids[0]);
+    // First start: the server is not reachable, so the agent stores its key pair and backs off;
+    // then it is killed (its task dropped).
+    let dead = onboard_protocol::Server::new("127.0.0.1", 1).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let mut key_file = ums.export(&ids, vec![dead]);
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    agent
+        .wait_for("backing off", |state| {
+            matches!(state.phase, Phase::BackingOff { .. })
+        })
+        .await;
+    agent.stop().await.unwrap();
+    let key_pem = std::fs::read_to_string(state_dir.path().join(state::DEVICE_KEY_FILE)).unwrap();
+
+    // The request that was in flight when it died reached the server, which consumed the key
+    // and issued a certificate; the answer never arrived.
+    let key_pair = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, UNIT);
+    let csr = params.serialize_request(&key_pair).unwrap();
+    let verifier = PinnedVerifier::new(
+        Pin::Fingerprint(ums.fingerprint()),
+        onboard_agent::clock::system(),
+    );
+    let client = onboard_agent::tls::client(verifier, None, &Default::default()).unwrap();
+    let lost = client
+        .post(format!(
+            "https://127.0.0.1:{}{}",
+            ums.running.port(),
+            onboard_protocol::routes::EST_SIMPLEENROLL
+        ))
+        .basic_auth(UNIT, Some(&key))
+        .body(est::encode_base64(csr.der()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lost.status(), 200);
+    let lost =
+        est::parse_certs_only(&est::decode_base64(&lost.bytes().await.unwrap()).unwrap()).unwrap();
+    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
+
+    // Restarted with the stick now naming the live server: the same key pair gets the same
+    // certificate back, and nothing more is consumed.
+    key_file.servers = vec![ums.server()];
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    agent.wait_enrolled().await;
+    agent.stop().await.unwrap();
+    let stored = state::certificate_der(
+        &std::fs::read(state_dir.path().join(state::DEVICE_CERT_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored, lost[0]);
+    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
+    assert_eq!(ums.devices().len(), 1);
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn a_clock_at_1970_enrolls_and_a_plausible_clock_still_checks_validity() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::MassDeployment, 1, None);
+    let key_file = ums.export(&ids, vec![ums.server()]);
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start_with_clock(
+        settings(UNIT, root.path(), state_dir.path()),
+        Arc::new(FixedClock(OffsetDateTime::UNIX_EPOCH)),
+    );
+    let state = agent.wait_enrolled().await;
+    assert_eq!(state.enrolled_at.as_deref(), Some("1970-01-01T00:00:00Z"));
+    agent.stop().await.unwrap();
+
+    // A clock past the build date is believed: in 2300 every certificate has expired.
+    let far = OffsetDateTime::from_unix_timestamp(10_413_792_000).unwrap();
+    let verifier = PinnedVerifier::new(
+        Pin::Fingerprint(ums.fingerprint()),
+        Arc::new(FixedClock(far)),
+    );
+    let der = ums.running.ums_id_certificate_der().to_vec();
+    let refusal = verifier.check_chain(&[&der]).unwrap_err();
+    assert!(
+        matches!(
+            refusal,
+            ChainRefusal::Validity {
+                what: "expired",
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn an_enrolled_device_never_enrolls_again_and_renews_within_30_days() {
+    // Certificates for 10 days: inside the renewal window from the start.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ums = Ums::start_on(listener, 10).await;
+    let ids = ums.create(KeyKind::MassDeployment, 1, None);
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]));
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    agent.wait_enrolled().await;
+    // Right after enrolling it checks expiry too: 10 days left, so it renews at once.
+    let renewed = agent
+        .wait_for("renewed", |state| state.renewed_at.is_some())
+        .await;
+    agent.stop().await.unwrap();
+    let renewals = |ums: &Ums| {
+        ums.audit()
+            .into_iter()
+            .filter(|entry| entry.event == "reenroll")
+            .count()
+    };
+    assert_eq!(renewals(&ums), 1);
+    let serial_on_server = ums.devices().pop().unwrap().serial;
+    assert_eq!(
+        renewed.certificate_serial.as_deref(),
+        Some(serial_on_server.as_str())
+    );
+
+    // Restarted with the stick still in: no enrollment pass, one key use in all; the
+    // certificate is still inside the window, so it is renewed again at start-up.
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    agent
+        .wait_for("renewed again", |state| {
+            state.certificate_serial != renewed.certificate_serial
+        })
+        .await;
+    assert_eq!(renewals(&ums), 2);
+    assert_eq!(agent.observer.passes(), 0);
+    agent.stop().await.unwrap();
+    assert_eq!(ums.usage(ids[0]).0, 1);
+    assert_eq!(ums.devices().len(), 1);
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_keys_fail_once_and_do_not_loop_even_after_a_restart() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let key_file = ums.export(&ids, vec![ums.server()]);
+    // Another device takes the only key.
+    let first_root = tempfile::tempdir().unwrap();
+    let first_state = tempfile::tempdir().unwrap();
+    plug_in(first_root.path(), &key_file);
+    let first = Agent::start(settings(
+        "00E0C5000001",
+        first_root.path(),
+        first_state.path(),
+    ));
+    first.wait_enrolled().await;
+    first.stop().await.unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let stick = plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    let state = agent
+        .wait_for("failed", |state| {
+            matches!(state.phase, Phase::Failed { .. })
+        })
+        .await;
+    assert_eq!(
+        state.phase,
+        Phase::Failed {
+            reason: Failure::KeysExhausted { refused: 1 }
+        }
+    );
+    // Events on the stick wake it, but the refused key is not presented again.
+    let rescans = agent.observer.rescans();
+    std::fs::write(stick.join("notes.txt"), b"hello").unwrap();
+    tokio::time::timeout(crate::util::DEADLINE, async {
+        while agent.observer.rescans() == rescans {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(agent.observer.passes(), 1);
+    agent.stop().await.unwrap();
+
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    tokio::time::timeout(crate::util::DEADLINE, async {
+        while agent.observer.rescans() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(agent.observer.passes(), 0);
+    agent.stop().await.unwrap();
+    let refusals = ums
+        .audit()
+        .into_iter()
+        .filter(|entry| entry.outcome == "key_used")
+        .count();
+    assert_eq!(refusals, 1, "the used key was presented once in all");
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn unit_id_conflict_stops_the_agent_with_the_reason() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::MassDeployment, 1, None);
+    let key_file = ums.export(&ids, vec![ums.server()]);
+    let root = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    // The same unit ID enrolls from another state directory (another key pair) first.
+    let first_state = tempfile::tempdir().unwrap();
+    let first = Agent::start(settings(UNIT, root.path(), first_state.path()));
+    first.wait_enrolled().await;
+    first.stop().await.unwrap();
+
+    let state_dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    let state = agent
+        .wait_for("failed", |state| {
+            matches!(state.phase, Phase::Failed { .. })
+        })
+        .await;
+    assert_eq!(
+        state.phase,
+        Phase::Failed {
+            reason: Failure::UnitIdConflict
+        }
+    );
+    assert!(
+        state
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("devices delete"),
+        "{state:?}"
+    );
+    std::fs::write(root.path().join("STICK/notes.txt"), b"wake up").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        agent.observer.passes(),
+        1,
+        "a conflict is not retried on every event"
+    );
+    agent.stop().await.unwrap();
+    ums.stop().await;
+}
