@@ -8,6 +8,8 @@
 //! - `run`: `run` as a process: log lines, SIGTERM and SIGINT, a real mount in a namespace.
 //! - `enroll`: enrollment in-process against a real `ums-stub`: key types, refusals, pins, a
 //!   server down at first, a lost answer, a clock at 1970, renewal, no looping.
+//! - `process`: the binary's `enroll`, `status`, `reset` and `run` against an in-process
+//!   `ums-stub`: exit codes, no key in any log line, kills at random points, SIGTERM.
 //! - `rig`: an in-process `ums-stub` with exported keys, and the daemon in a task.
 //! - `help`: help texts and exit codes.
 //! - `system`: the systemd unit, checked by `systemd-analyze verify`.
@@ -16,6 +18,7 @@
 mod discovery;
 mod enroll;
 mod help;
+mod process;
 mod rig;
 mod run;
 mod scan;
