@@ -235,7 +235,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         state_dir: cli.state_dir,
         unit_id: cli.unit_id,
         mount_roots,
-        pin: None,
+        // `enroll --fingerprint/--token` pins like the config file's `pin`, stick or not.
+        pin: pin.clone(),
     })?;
     match cli.command {
         Command::Run(_) => run_daemon(&settings),
@@ -312,6 +313,7 @@ async fn enroll_once(
     args: EnrollArgs,
     pin: Option<Pin>,
 ) -> anyhow::Result<ExitCode> {
+    let _lock = state::lock(&settings.state_dir)?;
     let mut state = AgentState::load(&settings.state_dir)?;
     if state.phase.is_enrolled() {
         println!(
@@ -590,6 +592,11 @@ fn reset(settings: &Settings, args: &ResetArgs) -> anyhow::Result<ExitCode> {
             settings.state_dir.display()
         );
     }
+    if !settings.state_dir.exists() {
+        println!("nothing to reset in {}", settings.state_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _lock = state::lock(&settings.state_dir)?;
     let removed = state::remove_enrollment(&settings.state_dir)?;
     if removed.is_empty() {
         println!("nothing to reset in {}", settings.state_dir.display());

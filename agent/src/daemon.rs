@@ -29,7 +29,9 @@ use crate::watcher::{StickWatcher, WatchError};
 
 /// How long to let a burst of changes (a mount and the folders made for it, a file being copied)
 /// settle after the first hint before looking. Only ever waited after a hint, never while idle.
-pub const SETTLE: Duration = Duration::from_millis(200);
+/// Short, because it is part of the time from a stick appearing to enrollment: a file still being
+/// copied fails to parse, and the event of its last write wakes another look anyway.
+pub const SETTLE: Duration = Duration::from_millis(30);
 
 /// How often an enrolled device checks whether its certificate needs renewing.
 pub const RENEWAL_CHECK: Duration = Duration::from_secs(24 * 60 * 60);
@@ -403,6 +405,7 @@ pub async fn run_in(
 ) -> Result<(), RunError> {
     let roots = settings.mount_roots.clone();
     let limits = settings.key_file_limits();
+    let _lock = crate::state::lock(&settings.state_dir)?;
     let state = AgentState::load(&settings.state_dir)?;
     observer.publish(&state);
     let mut work = Enrollment {
@@ -418,6 +421,10 @@ pub async fn run_in(
         blocked_on: None,
     };
     tokio::pin!(shutdown);
+    // Watch before the first look, so nothing that happens during it is missed; and tell systemd
+    // it is up before any network work, which may take long on a bad network.
+    let mut watcher = StickWatcher::new(roots.clone())?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     if let Phase::Failed { reason } = &work.state.phase {
         // A restart is a person's (or a boot's) doing: give the keys on the sticks another go.
         tracing::info!(previous = %reason, "starting again after a failure");
@@ -435,8 +442,6 @@ pub async fn run_in(
             }
         }
     }
-    // Watch before the first look, so nothing that happens during it is missed.
-    let mut watcher = StickWatcher::new(roots.clone())?;
     let mut log = ScanLog::default();
     let mut first = true;
     loop {
@@ -481,7 +486,6 @@ pub async fn run_in(
                 mount_table = watcher.watches_mount_table(),
                 "watching for sticks"
             );
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         }
 
         let enrolled = work.state.phase.is_enrolled();

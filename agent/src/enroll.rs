@@ -147,6 +147,14 @@ pub enum EnrollError {
     /// The device is not enrolled (renewal, inventory).
     #[error("this device is not enrolled")]
     NotEnrolled,
+    /// A file of the state directory is missing or unreadable.
+    #[error("{}: {reason}", path.display())]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (never its contents).
+        reason: String,
+    },
     /// The TLS configuration cannot be built.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
@@ -355,6 +363,7 @@ impl Enroller {
             let mut retry_after: Option<Duration> = None;
             let mut pin_refused = false;
             let mut key_refused = false;
+            let mut rejected: Option<Failure> = None;
             for server in &source.servers {
                 tracing::info!(
                     %server,
@@ -397,6 +406,14 @@ impl Enroller {
                         self.transition(state, Event::KeyRefused)?;
                         break;
                     }
+                    Answer::Refused(Failure::Rejected { detail }) => {
+                        // One server's odd answer (a 404 from the wrong service) does not
+                        // speak for the others: they are tried first.
+                        tracing::error!(%server, %detail, "server rejected the request");
+                        rejected.get_or_insert(Failure::Rejected {
+                            detail: format!("{server}: {detail}"),
+                        });
+                    }
                     Answer::Refused(failure) => {
                         tracing::error!(%server, reason = %failure, "enrollment refused");
                         return Ok(Pass::Refused(failure));
@@ -418,6 +435,11 @@ impl Enroller {
                 }
             }
             if !key_refused {
+                if faults.is_empty()
+                    && let Some(failure) = rejected
+                {
+                    return Ok(Pass::Refused(failure));
+                }
                 return Ok(Pass::Fault {
                     retry_after,
                     detail: faults.join("; "),
@@ -644,7 +666,7 @@ impl Enroller {
         let key = self.device_key_existing()?;
         let certificate = state::read_optional(&self.state_dir, DEVICE_CERT_FILE)?
             .and_then(|pem| state::certificate_der(&pem))
-            .ok_or_else(|| EnrollError::DeviceKey {
+            .ok_or_else(|| EnrollError::StateFile {
                 path: self.state_dir.join(DEVICE_CERT_FILE),
                 reason: "the device certificate is missing or not PEM".to_owned(),
             })?;
@@ -662,6 +684,21 @@ impl Enroller {
             },
             key,
             servers,
+        })
+    }
+
+    /// A client presenting the device certificate; a failure names both files.
+    fn mutual_client(
+        &self,
+        verifier: Arc<PinnedVerifier>,
+        enrolled: &Enrolled,
+    ) -> Result<reqwest::Client, EnrollError> {
+        tls::client(verifier, Some(&enrolled.identity), &self.timeouts).map_err(|error| {
+            EnrollError::Tls(format!(
+                "the device key {} and certificate {} cannot be used together: {error}",
+                self.state_dir.join(DEVICE_KEY_FILE).display(),
+                self.state_dir.join(DEVICE_CERT_FILE).display()
+            ))
         })
     }
 
@@ -697,8 +734,7 @@ impl Enroller {
         let csr = self.csr(&enrolled.key)?;
         for server in &enrolled.servers {
             let verifier = PinnedVerifier::new(enrolled.pin.clone(), self.clock.clone());
-            let client = tls::client(verifier.clone(), Some(&enrolled.identity), &self.timeouts)
-                .map_err(|error| EnrollError::Tls(error.to_string()))?;
+            let client = self.mutual_client(verifier.clone(), &enrolled)?;
             let url = format!("https://{server}{EST_SIMPLEREENROLL}");
             let response = client
                 .post(url)
@@ -774,8 +810,7 @@ impl Enroller {
         let body = serde_json::to_vec(inventory).unwrap_or_default();
         for server in &enrolled.servers {
             let verifier = PinnedVerifier::new(enrolled.pin.clone(), self.clock.clone());
-            let client = tls::client(verifier.clone(), Some(&enrolled.identity), &self.timeouts)
-                .map_err(|error| EnrollError::Tls(error.to_string()))?;
+            let client = self.mutual_client(verifier.clone(), &enrolled)?;
             let response = client
                 .put(format!("https://{server}{DEVICE_INVENTORY}"))
                 .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_JSON)

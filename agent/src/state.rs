@@ -147,6 +147,15 @@ pub enum StateError {
         /// What is wrong, with line and column (never a value from the file).
         reason: String,
     },
+    /// Another `onboard-agent` (the service, or an `enroll` or `reset`) holds the state directory.
+    #[error(
+        "another onboard-agent holds {} (the service? `systemctl stop onboard-agent` first)",
+        path.display()
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// `state.json` was written by a newer agent.
     #[error("{} has version {found}; this agent reads version {STATE_VERSION}", path.display())]
     Version {
@@ -161,10 +170,8 @@ pub enum StateError {
 }
 
 impl AgentState {
-    /// Reads `dir/state.json`; a missing file is a fresh state. Leftover temp files of a write
-    /// that was cut short are removed first.
+    /// Reads `dir/state.json`; a missing file is a fresh state.
     pub fn load(dir: &Path) -> Result<AgentState, StateError> {
-        remove_leftovers(dir);
         let path = dir.join(STATE_FILE);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -202,8 +209,10 @@ impl AgentState {
         write_atomically(dir, STATE_FILE, &json, 0o600)
     }
 
-    /// The digest under which `key` of the key file pinned to `ums_id` is remembered. Salted, so
-    /// that a copy of the state file does not let anyone test guesses of 17-digit keys offline.
+    /// The digest under which `key` of the key file pinned to `ums_id` is remembered. Salted per
+    /// device, so digests cannot be compared across devices nor looked up in precomputed
+    /// tables; the salt sits in the same 0600 file, so a copy of the file does allow guessing
+    /// offline, at the cost of a SHA-256 per guess.
     pub fn key_digest(&mut self, ums_id: &Fingerprint, key: &FirstAuthKey) -> String {
         if self.key_salt.is_empty() {
             let mut salt = [0u8; 16];
@@ -236,6 +245,38 @@ impl AgentState {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// An exclusive hold on the state directory (`dir/.lock`, an advisory lock released when the
+/// process ends however it ends): one `run`, `enroll` or `reset` at a time, so two processes
+/// never make two device keys or write over each other's state.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the state directory's lock (creating the directory), or says who holds it. Then removes
+/// what writes cut short left behind, which only the holder may do.
+pub fn lock(dir: &Path) -> Result<StateLock, StateError> {
+    ensure_dir(dir)?;
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| StateError::Read {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(StateError::Busy { path }),
+        Err(std::fs::TryLockError::Error(source)) => return Err(StateError::Read { path, source }),
+    }
+    remove_leftovers(dir);
+    Ok(StateLock { _file: file })
 }
 
 /// Removes `.NAME.tmp-PID` files that a write cut short by a kill or a power cut left behind.
@@ -439,8 +480,18 @@ mod tests {
         fs::write(dir.path().join("unit-id.json"), b"{}").unwrap();
         AgentState::default().save(dir.path()).unwrap();
         write_atomically(dir.path(), DEVICE_KEY_FILE, b"k", 0o600).unwrap();
+        // Reading leaves a write in progress alone; the lock holder tidies.
         AgentState::load(dir.path()).unwrap();
+        assert!(dir.path().join(".state.json.tmp-4242").exists());
+        let held = lock(dir.path()).unwrap();
         assert!(!dir.path().join(".state.json.tmp-4242").exists());
+        let busy = lock(dir.path()).unwrap_err().to_string();
+        assert!(
+            busy.contains("another onboard-agent") && busy.contains(".lock"),
+            "{busy}"
+        );
+        drop(held);
+        lock(dir.path()).unwrap();
         assert_eq!(
             remove_enrollment(dir.path()).unwrap(),
             vec![STATE_FILE, DEVICE_KEY_FILE]

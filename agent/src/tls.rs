@@ -50,12 +50,40 @@ pub enum ChainRefusal {
         pinned: String,
     },
     /// A certificate in the path is outside its validity period (judged on a plausible clock).
-    #[error("the server's certificate chain is {what} (device clock {now})")]
+    #[error(
+        "the server's certificate {subject} is {what}: valid {not_before} to {not_after}, device clock {now}"
+    )]
     Validity {
         /// "expired" or "not yet valid".
         what: &'static str,
+        /// Its subject.
+        subject: String,
+        /// Its validity period.
+        not_before: String,
+        /// Its validity period.
+        not_after: String,
         /// The device's time.
         now: String,
+    },
+    /// A certificate that signs another on the path is not a CA allowed to sign certificates
+    /// (a device certificate, which the UMS ID also signs, vouching for a server).
+    #[error(
+        "the server's chain has a certificate signed by {issuer}, which is not a certificate \
+         authority (a device certificate posing as one?)"
+    )]
+    NotAuthority {
+        /// The subject of the certificate that signed without being a CA.
+        issuer: String,
+    },
+    /// The leaf is not for a server: its extended key usage does not allow serverAuth (a device
+    /// certificate presented by a device posing as the server).
+    #[error(
+        "the server presented a certificate that is not for a server ({subject}, without \
+         serverAuth): a device posing as the server?"
+    )]
+    NotAServer {
+        /// The leaf's subject.
+        subject: String,
     },
     /// A certificate in the chain cannot be parsed.
     #[error("the server sent a certificate that cannot be parsed")]
@@ -162,6 +190,35 @@ impl PinnedVerifier {
                 }
             }
         }
+        // Whoever signs on the path must be a CA allowed to sign certificates: a device
+        // certificate is signed by the UMS ID too, and must not vouch for a server.
+        for &index in &path[1..] {
+            let issuer = &parsed[index];
+            let is_ca = issuer
+                .basic_constraints()
+                .map_err(|_| ChainRefusal::Unparsable)?
+                .is_some_and(|constraints| constraints.value.ca);
+            let may_sign = issuer
+                .key_usage()
+                .map_err(|_| ChainRefusal::Unparsable)?
+                .is_none_or(|usage| usage.value.key_cert_sign());
+            if !is_ca || !may_sign {
+                return Err(ChainRefusal::NotAuthority {
+                    issuer: issuer.subject().to_string(),
+                });
+            }
+        }
+        // The leaf must be for a server: an extended key usage, when it has one, allows
+        // serverAuth. Device certificates carry clientAuth only.
+        if let Some(usage) = parsed[0]
+            .extended_key_usage()
+            .map_err(|_| ChainRefusal::Unparsable)?
+            && !(usage.value.server_auth || usage.value.any)
+        {
+            return Err(ChainRefusal::NotAServer {
+                subject: parsed[0].subject().to_string(),
+            });
+        }
         if self.clock.is_plausible() {
             let now = self.clock.now();
             for &index in &path {
@@ -178,6 +235,9 @@ impl PinnedVerifier {
                 if let Some(what) = what {
                     return Err(ChainRefusal::Validity {
                         what,
+                        subject: parsed[index].subject().to_string(),
+                        not_before: crate::lifecycle::rfc3339(not_before),
+                        not_after: crate::lifecycle::rfc3339(not_after),
                         now: crate::lifecycle::rfc3339(now),
                     });
                 }
@@ -277,6 +337,10 @@ pub fn client(
     };
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
+        // EST answers are never redirects; a redirect is not followed anywhere, least of all
+        // to plain HTTP.
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true)
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
         .user_agent(concat!("onboard-agent/", env!("CARGO_PKG_VERSION")))

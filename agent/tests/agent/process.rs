@@ -391,6 +391,14 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
     let status: serde_json::Value = serde_json::from_str(&expect_code(&output, 0)).unwrap();
     assert_eq!(status["phase"], "enrolled");
     assert_eq!(status["key_type"], "device-bound");
+    // While the service holds the state directory, enroll and reset refuse to touch it.
+    for args in [&["enroll"][..], &["reset", "--yes"][..]] {
+        let output = run(command(&sandbox, args)).await;
+        expect_code(&output, 1);
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("another onboard-agent holds"), "{said}");
+    }
+    assert!(sandbox.state_dir().join("device-key.pem").exists());
     let (code, log) = tokio::task::spawn_blocking(move || agent.stop("TERM"))
         .await
         .unwrap();

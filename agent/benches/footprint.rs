@@ -1,0 +1,177 @@
+//! The agent's footprint: `cargo bench -p onboard-agent --bench footprint`.
+//!
+//! Prints three figures against the targets of the enrollment issue, each for the binary built by
+//! `cargo bench` (the release profile: `opt-level = "s"`, LTO, one codegen unit, `panic = "abort"`,
+//! stripped):
+//!
+//! - the binary's size on disk (target: under 8 MiB);
+//! - the peak resident set (VmHWM) of `onboard-agent run` over start-up, an enrollment, the
+//!   inventory report and idling after it (target: under 16 MiB);
+//! - the time from a key file appearing on a watched stick to `state.json` saying `enrolled`, on
+//!   loopback against an in-process `ums-stub` (target: under 100 ms), over ROUNDS runs (default
+//!   10), each a new state directory, stick and one-time key.
+//!
+//! `state.json` is watched by polling every millisecond, so the times are up to 1 ms late.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use onboard_protocol::{Format, Server};
+use ums_stub::rate_limit::Limits;
+
+const BIN: &str = env!("CARGO_BIN_EXE_onboard-agent");
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The peak resident set of a running process, from /proc, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn enrolled(state_dir: &Path) -> bool {
+    std::fs::read(state_dir.join("state.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|state| state["phase"]["name"] == "enrolled")
+}
+
+fn inventory_reported(state_dir: &Path) -> bool {
+    std::fs::read(state_dir.join("state.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|state| state["inventory_reported_at"].is_string())
+}
+
+/// `onboard-agent run` over `dir`: its config, state and one mount root. Returns once it logs
+/// that it watches for sticks.
+fn start_agent(dir: &Path, unit: &str) -> Child {
+    std::fs::create_dir_all(dir.join("media")).unwrap();
+    std::fs::write(dir.join("agent.toml"), "").unwrap();
+    let mut child = Command::new(BIN)
+        .env("RUST_LOG", "info")
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--unit-id", unit, "run", "--mount-root"])
+        .arg(dir.join("media"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (watching, started) = mpsc::channel();
+    // Drains the log for the agent's whole life.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("watching for sticks") {
+                let _ = watching.send(());
+            }
+        }
+    });
+    started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the agent did not start watching within 10 s");
+    child
+}
+
+fn wait_until(what: &str, deadline: Duration, mut test: impl FnMut() -> bool) -> Instant {
+    let start = Instant::now();
+    loop {
+        if test() {
+            return Instant::now();
+        }
+        assert!(start.elapsed() < deadline, "not {what} within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn main() {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(10);
+    let size = std::fs::metadata(BIN).unwrap().len();
+    println!(
+        "binary: {BIN}\n  size {:.2} MiB (target under 8 MiB)",
+        size as f64 / MIB
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let server = runtime.block_on(async {
+        let mut settings =
+            ums_stub::config::Settings::load(data.path().join("data"), None).unwrap();
+        settings.hosts = vec!["127.0.0.1".to_owned()];
+        settings.rate_limits = Limits {
+            per_source: 1_000_000,
+            per_unit: 1_000_000,
+            window: Duration::from_secs(60),
+        };
+        ums_stub::serve::spawn(settings, listener).unwrap()
+    });
+    let address = Server::new("127.0.0.1", server.port()).unwrap();
+    let keys = server.shared().stub.keys();
+
+    let mut times = Vec::with_capacity(rounds);
+    let mut peaks = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = format!("00E0C5{round:06X}");
+        let ids = keys.create_one_time(1, "", &|_| {}).unwrap();
+        let file = keys
+            .export(&ids, vec![address.clone()], server.ums_id_fingerprint())
+            .unwrap()
+            .write(Format::Xml);
+        let mut agent = start_agent(dir.path(), &unit);
+        // The stick appears whole, as a mount makes it appear.
+        let staging = dir.path().join("STICK");
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("icg.xml"), &file).unwrap();
+        let start = Instant::now();
+        std::fs::rename(&staging, dir.path().join("media/STICK")).unwrap();
+        let done = wait_until("enrolled", Duration::from_secs(20), || {
+            enrolled(&dir.path().join("state"))
+        });
+        times.push(done - start);
+        wait_until("reported", Duration::from_secs(20), || {
+            inventory_reported(&dir.path().join("state"))
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        peaks.push(peak_rss(agent.id()).unwrap_or(0));
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(agent.id().to_string())
+            .status();
+        let status = agent.wait().unwrap();
+        assert!(status.success(), "the agent did not stop cleanly: {status}");
+    }
+    times.sort();
+    peaks.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "peak RSS of `run` over an enrollment ({rounds} runs): median {:.1} MiB, max {:.1} MiB (target under 16 MiB)",
+        peaks[rounds / 2] as f64 / MIB,
+        peaks[rounds - 1] as f64 / MIB
+    );
+    println!(
+        "key file appearing -> state stored ({rounds} runs): min {:.1} ms, median {:.1} ms, max {:.1} ms (target under 100 ms)",
+        ms(times[0]),
+        ms(times[rounds / 2]),
+        ms(times[rounds - 1])
+    );
+    runtime.block_on(server.stop()).unwrap();
+}
