@@ -293,10 +293,7 @@ impl EnrollExit {
 }
 
 fn enroll(settings: &Settings, args: EnrollArgs, pin: Option<Pin>) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = runtime()?;
     let code = runtime.block_on(async {
         let shutdown = daemon::stop_signals()?;
         tokio::select! {
@@ -610,11 +607,16 @@ fn reset(settings: &Settings, args: &ResetArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_daemon(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// One thread is enough for the agent: it waits far more than it works.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+}
+
+fn run_daemon(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let runtime = runtime()?;
     let result = runtime.block_on(async {
         let shutdown = daemon::stop_signals()?;
         daemon::run_in(settings, Environment::default(), shutdown, Observer::new()).await
