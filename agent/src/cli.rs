@@ -387,7 +387,7 @@ async fn enroll_once(
         attempt += 1;
         let pass = enroller.pass(source, &mut state).await?;
         match pass {
-            Pass::Issued => {
+            Pass::Issued { .. } => {
                 if let Ok(inventory) = tokio::task::spawn_blocking(crate::inventory::gather).await
                     && let Err(error) = enroller.report_inventory(&mut state, &inventory).await
                 {

@@ -331,7 +331,7 @@ impl Enrollment {
             _ => 0,
         };
         match pass {
-            Pass::Issued => self.enrolled(&enroller).await?,
+            Pass::Issued { .. } => self.enrolled(&enroller).await?,
             Pass::Fault {
                 retry_after,
                 detail,

@@ -116,7 +116,10 @@ impl KeySource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pass {
     /// Enrolled; the certificates and the state are stored.
-    Issued,
+    Issued {
+        /// The index (into the source's keys) of the key that enrolled it.
+        key: usize,
+    },
     /// No server answered usefully: back off and retry the same key.
     Fault {
         /// The longest `Retry-After` a server asked for.
@@ -381,7 +384,7 @@ impl Enroller {
                         match self.check_issued(&der, &ums_id, &pin, &key) {
                             Ok(issued) => {
                                 self.store_enrollment(state, issued, &der, &ums_id, entry.kind())?;
-                                return Ok(Pass::Issued);
+                                return Ok(Pass::Issued { key: index });
                             }
                             Err(problem) => {
                                 return Ok(Pass::Refused(Failure::Rejected {

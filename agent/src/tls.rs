@@ -318,12 +318,12 @@ impl std::fmt::Debug for ClientIdentity {
     }
 }
 
-/// An HTTPS client that trusts only what `verifier` accepts, presenting `identity` when given.
-pub fn client(
+/// A rustls configuration that trusts only what `verifier` accepts, presenting `identity` when
+/// given.
+pub fn client_config(
     verifier: Arc<PinnedVerifier>,
     identity: Option<&ClientIdentity>,
-    timeouts: &Timeouts,
-) -> Result<reqwest::Client, rustls::Error> {
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -335,6 +335,16 @@ pub fn client(
         )?,
         None => builder.with_no_client_auth(),
     };
+    Ok(config)
+}
+
+/// An HTTPS client that trusts only what `verifier` accepts, presenting `identity` when given.
+pub fn client(
+    verifier: Arc<PinnedVerifier>,
+    identity: Option<&ClientIdentity>,
+    timeouts: &Timeouts,
+) -> Result<reqwest::Client, rustls::Error> {
+    let config = client_config(verifier, identity)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         // EST answers are never redirects; a redirect is not followed anywhere, least of all

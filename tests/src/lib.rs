@@ -1,5 +1,16 @@
-//! End-to-end tests over the real binaries, the fleet simulator, the demo and benchmarks.
+//! End-to-end pieces over the agent and the server: the fleet simulator and the demo, and what
+//! the end-to-end tests share.
 //!
-//! Not built yet: these need the agent and the server, which land with their own issues.
+//! # Layout
+//! - [`fleet`]: many simulated devices enrolling from one key file, the handshake ceiling, and
+//!   the summary `fleet-sim` prints.
+//! - [`programs`]: the `onboard-agent` and `ums-stub` programs as processes: found beside the
+//!   running executable (or built), or carried by it.
+//! - [`demo`]: `onboard-demo`, the main job in one command.
+//! - Binaries: `src/bin/fleet-sim.rs`, `src/bin/onboard-demo.rs`.
+
+pub mod demo;
+pub mod fleet;
+pub mod programs;
 
 pub use onboard_protocol as protocol;

@@ -198,7 +198,7 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
     let source = KeySource::from_key_file("stick", &both);
     assert_eq!(
         enroller.pass(&source, &mut state).await.unwrap(),
-        Pass::Issued
+        Pass::Issued { key: 0 }
     );
     assert_eq!(
         state.server.as_deref(),

@@ -1,0 +1,268 @@
+//! `fleet-sim`: a simulated fleet of devices enrolling from one key file, with a progress bar and
+//! a summary. See `onboard_tests::fleet`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use onboard_agent::enroll::KeySource;
+use onboard_agent::lifecycle::BackoffPolicy;
+use onboard_agent::pin::Pin;
+use onboard_protocol::{KeyFile, KeyKind, Limits, Server};
+use onboard_tests::fleet::{self, FleetConfig, Summary};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every device enrolled or was refused for good, and no one-time or device-bound key was
+     used twice
+  1  a key was used twice, a device gave up after faults, or the simulator could not run
+  2  the command line is wrong";
+
+/// Simulates a fleet of devices enrolling from one key file: each device runs the agent's own
+/// enrollment code with its own unit ID and state directory. Prints a progress bar, then the
+/// devices enrolled and refused (by reason), retries, throughput, p50/p99, the bare TLS handshake
+/// rate of the same server measured in the same run and the ratio to it, and a check that no key
+/// was used twice.
+///
+/// Without --key-file it starts a server of its own (in-process, on loopback, in a temporary
+/// data directory) with --keys keys of --key-type.
+#[derive(Debug, Parser)]
+#[command(name = "fleet-sim", version, max_term_width = 100, after_help = EXIT_CODES)]
+struct Cli {
+    /// How many devices.
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// How many enroll at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// A key file exported by a running server (`ums-stub keys export`); its servers and UMS ID
+    /// are used unless --server names another.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The server to enroll with, HOST:PORT (with --key-file).
+    #[arg(long, value_name = "HOST:PORT", requires = "key_file")]
+    server: Option<String>,
+    /// Keys the simulator's own server creates [default: one per device].
+    #[arg(long, conflicts_with = "key_file")]
+    keys: Option<usize>,
+    /// The type of those keys: one-time or mass.
+    #[arg(long, default_value = "one-time", conflicts_with = "key_file")]
+    key_type: String,
+    /// Where the devices' state directories are made [default: a temporary folder, removed after].
+    #[arg(long, value_name = "DIR")]
+    state_root: Option<PathBuf>,
+    /// The unit ID of the first device, as 12 hex digits; the others follow it.
+    #[arg(long, default_value = "02E0C5000000")]
+    first_unit: String,
+    /// The most passes over the keys one device makes on faults before it gives up.
+    #[arg(long, default_value_t = 20)]
+    max_passes: u32,
+    /// Bare TLS handshakes to measure the ceiling with (0: skip) [default: min(devices, 2000)].
+    #[arg(long)]
+    handshakes: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fleet-sim: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(simulate(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("fleet-sim: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
+    let first_unit = u64::from_str_radix(&cli.first_unit, 16)
+        .ok()
+        .filter(|_| cli.first_unit.len() == 12)
+        .context("--first-unit: expected 12 hex digits")?;
+    let temp = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let state_root = cli
+        .state_root
+        .clone()
+        .unwrap_or_else(|| temp.path().join("devices"));
+    let mut own_server = None;
+    let source = match &cli.key_file {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let file = KeyFile::parse(&bytes, &Limits::default())
+                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            let mut source = KeySource::from_key_file(path.display().to_string(), &file);
+            if let Some(server) = &cli.server {
+                let (host, port) = server
+                    .rsplit_once(':')
+                    .context("--server: expected HOST:PORT")?;
+                let port = port.parse().context("--server: the port is not a number")?;
+                source.servers = vec![Server::new(host.trim_matches(['[', ']']), port)?];
+            }
+            source
+        }
+        None => {
+            let kind: KeyKind = cli
+                .key_type
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--key-type: expected one-time or mass"))?;
+            let (running, source) =
+                start_server(temp.path(), kind, cli.keys.unwrap_or(cli.devices)).await?;
+            eprintln!(
+                "fleet-sim: started a server on {} (UMS ID {}) with {} {kind} key(s)",
+                running.addr(),
+                running.ums_id_fingerprint().short(),
+                source.keys.len()
+            );
+            own_server = Some(running);
+            source
+        }
+    };
+    let first = source
+        .servers
+        .first()
+        .context("the key file names no server")?;
+    let addr = tokio::net::lookup_host((first.host(), first.port()))
+        .await
+        .with_context(|| format!("cannot resolve {first}"))?
+        .next()
+        .with_context(|| format!("{first} resolves to no address"))?;
+
+    let handshakes = cli.handshakes.unwrap_or(cli.devices.min(2000));
+    let handshake_rate = if handshakes > 0 {
+        eprintln!(
+            "fleet-sim: measuring {handshakes} bare TLS handshakes at concurrency {}",
+            cli.concurrency
+        );
+        Some(fleet::handshake_rate(addr, source.ums_id.clone(), handshakes, cli.concurrency).await?)
+    } else {
+        None
+    };
+    eprintln!(
+        "fleet-sim: {} devices, concurrency {}, from {} key(s) against {}",
+        cli.devices,
+        cli.concurrency,
+        source.keys.len(),
+        source
+            .servers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let config = FleetConfig {
+        devices: cli.devices,
+        concurrency: cli.concurrency,
+        source: source.clone(),
+        state_root,
+        first_unit,
+        backoff: BackoffPolicy {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        },
+        max_passes: cli.max_passes,
+        progress: !cli.json,
+    };
+    let (runs, elapsed) = fleet::run(&config).await;
+    let summary = Summary::of(&runs, &source, elapsed);
+    let ratio = handshake_rate.map(|rate| summary.enrollments_per_second / rate);
+    // With its own server, the server's own count of key uses is checked too.
+    let server_check = own_server.as_ref().map(|running| {
+        let keys = running
+            .shared()
+            .stub
+            .keys()
+            .list(&Default::default())
+            .unwrap_or_default();
+        let one_time_over_once = keys
+            .iter()
+            .filter(|key| key.kind != KeyKind::MassDeployment && key.usage_count > 1)
+            .count();
+        let used: u64 = keys.iter().map(|key| key.usage_count).sum();
+        (used, one_time_over_once)
+    });
+    if cli.json {
+        let mut value = serde_json::to_value(&summary)?;
+        value["handshakes_per_second"] = serde_json::json!(handshake_rate);
+        value["ratio_to_handshakes"] = serde_json::json!(ratio);
+        if let Some((used, over)) = server_check {
+            value["server_key_uses"] = serde_json::json!(used);
+            value["server_keys_used_more_than_once"] = serde_json::json!(over);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", summary.to_text());
+        if let (Some(rate), Some(ratio)) = (handshake_rate, ratio) {
+            println!("bare TLS handshakes {rate:.0}/s; enrollments at {ratio:.2} of that");
+        }
+        if let Some((used, over)) = server_check {
+            println!(
+                "server: {used} key use(s) recorded, {over} one-time key(s) used more than once"
+            );
+        }
+    }
+    if let Some(running) = own_server {
+        running.stop().await?;
+    }
+    let twice =
+        !summary.keys_used_twice.is_empty() || server_check.is_some_and(|(_, over)| over > 0);
+    Ok(if twice || summary.gave_up > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A server in-process over `dir`, with `count` keys of `kind`, and the key file for them.
+async fn start_server(
+    dir: &std::path::Path,
+    kind: KeyKind,
+    count: usize,
+) -> anyhow::Result<(ums_stub::serve::Running, KeySource)> {
+    let mut settings = ums_stub::config::Settings::load(dir.join("server"), None)?;
+    settings.hosts = vec!["127.0.0.1".to_owned()];
+    // A fleet behind one address is many devices, not an attacker.
+    settings.rate_limits = ums_stub::rate_limit::Limits {
+        per_source: u32::MAX,
+        per_unit: u32::MAX,
+        window: Duration::from_secs(60),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = ums_stub::serve::spawn(settings, listener)?;
+    let admin = running.shared().stub.keys();
+    let ids = match kind {
+        KeyKind::OneTime => admin.create_one_time(count.max(1), "fleet-sim", &|_| {})?,
+        KeyKind::MassDeployment => vec![admin.create_mass(None, "fleet-sim")?.0],
+        KeyKind::DeviceBound => {
+            anyhow::bail!("--key-type: device-bound keys name units; use one-time or mass")
+        }
+    };
+    let server = Server::new("127.0.0.1", running.port())?;
+    let file = admin.export(&ids, vec![server], running.ums_id_fingerprint())?;
+    let source = KeySource {
+        ums_id: Pin::Fingerprint(file.ums_id),
+        ..KeySource::from_key_file("the simulator's server", &file)
+    };
+    Ok((running, source))
+}

@@ -1,0 +1,380 @@
+//! The fleet simulator: many devices, each the agent's own enrollment code over its own state
+//! directory and unit ID, enrolling from one key file against one server; and the bare TLS
+//! handshake rate of that server, the ceiling an enrollment rate is measured against.
+//!
+//! Each device makes passes of [`Enroller::pass`] until it is issued a certificate or refused for
+//! good, backing off between faults as the daemon does. What the fleet did is summed up in a
+//! [`Summary`]: how many enrolled, refusals by reason, retries, throughput, latency percentiles,
+//! and whether any one-time or device-bound key was used by two devices (it must never be).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use onboard_agent::enroll::{Enroller, KeySource, Pass};
+use onboard_agent::lifecycle::{BackoffPolicy, Failure, backoff};
+use onboard_agent::pin::Pin;
+use onboard_agent::state::AgentState;
+use onboard_agent::tls::{PinnedVerifier, Timeouts};
+use onboard_protocol::{KeyKind, UnitId};
+use tokio::sync::Semaphore;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// How many devices.
+    pub devices: usize,
+    /// How many enroll at once.
+    pub concurrency: usize,
+    /// The stick every device reads.
+    pub source: KeySource,
+    /// Where each device's state directory is made (`ROOT/UNIT_ID`).
+    pub state_root: PathBuf,
+    /// The first unit ID, as a number (device `n` is this plus `n`, as 12 hex digits).
+    pub first_unit: u64,
+    /// Waiting between faults.
+    pub backoff: BackoffPolicy,
+    /// The most passes one device makes before it gives up.
+    pub max_passes: u32,
+    /// Show a progress bar on standard error (when it is a terminal).
+    pub progress: bool,
+}
+
+/// How one device ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Enrolled with the key at this index of the source.
+    Enrolled {
+        /// The key's index.
+        key: usize,
+    },
+    /// Refused for good.
+    Refused(Failure),
+    /// Still failing after the most passes allowed.
+    GaveUp(String),
+}
+
+/// One device's run.
+#[derive(Debug, Clone)]
+pub struct DeviceRun {
+    /// Its unit ID.
+    pub unit_id: UnitId,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Passes that ended in a fault (retries).
+    pub faults: u32,
+    /// From its start to its end.
+    pub latency: Duration,
+}
+
+/// What a fleet did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Devices simulated.
+    pub devices: usize,
+    /// Devices enrolled.
+    pub enrolled: usize,
+    /// Devices refused for good, by reason (`keys_exhausted`, `unit_id_conflict`, ...).
+    pub refused: BTreeMap<String, usize>,
+    /// Devices that gave up after faults.
+    pub gave_up: usize,
+    /// Passes that ended in a fault, over all devices.
+    pub retries: u64,
+    /// Wall time of the whole fleet, in seconds.
+    pub seconds: f64,
+    /// Enrollments per second of wall time.
+    pub enrollments_per_second: f64,
+    /// Median latency of the enrolled devices, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency of the enrolled devices, in milliseconds.
+    pub p99_ms: f64,
+    /// One-time and device-bound keys that more than one device enrolled with (their indexes):
+    /// must be empty.
+    pub keys_used_twice: Vec<usize>,
+}
+
+impl Summary {
+    /// Sums up `runs` of a fleet that took `elapsed`, over `source`.
+    pub fn of(runs: &[DeviceRun], source: &KeySource, elapsed: Duration) -> Summary {
+        let mut refused = BTreeMap::new();
+        let mut uses: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut latencies = Vec::new();
+        let mut gave_up = 0;
+        for run in runs {
+            match &run.outcome {
+                Outcome::Enrolled { key } => {
+                    latencies.push(run.latency);
+                    if source.keys[*key].kind() != KeyKind::MassDeployment {
+                        *uses.entry(*key).or_default() += 1;
+                    }
+                }
+                Outcome::Refused(failure) => {
+                    *refused.entry(failure_code(failure).to_owned()).or_default() += 1;
+                }
+                Outcome::GaveUp(_) => gave_up += 1,
+            }
+        }
+        latencies.sort();
+        let percentile = |p: usize| {
+            latencies
+                .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        let seconds = elapsed.as_secs_f64();
+        Summary {
+            devices: runs.len(),
+            enrolled: latencies.len(),
+            refused,
+            gave_up,
+            retries: runs.iter().map(|run| u64::from(run.faults)).sum(),
+            seconds,
+            enrollments_per_second: if seconds > 0.0 {
+                latencies.len() as f64 / seconds
+            } else {
+                0.0
+            },
+            p50_ms: percentile(50),
+            p99_ms: percentile(99),
+            keys_used_twice: uses
+                .into_iter()
+                .filter(|&(_, count)| count > 1)
+                .map(|(key, _)| key)
+                .collect(),
+        }
+    }
+
+    /// The summary for people.
+    pub fn to_text(&self) -> String {
+        let refused = if self.refused.is_empty() {
+            "none".to_owned()
+        } else {
+            self.refused
+                .iter()
+                .map(|(code, count)| format!("{count} {code}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let check = if self.keys_used_twice.is_empty() {
+            "no key used twice".to_owned()
+        } else {
+            format!("KEYS USED TWICE: {:?}", self.keys_used_twice)
+        };
+        format!(
+            "devices {}: enrolled {}, refused {refused}, gave up {}\n\
+             retries {}; {:.2} s, {:.0} enrollments/s, p50 {:.0} ms, p99 {:.0} ms\n{check}\n",
+            self.devices,
+            self.enrolled,
+            self.gave_up,
+            self.retries,
+            self.seconds,
+            self.enrollments_per_second,
+            self.p50_ms,
+            self.p99_ms,
+        )
+    }
+}
+
+/// The stable name of a failure, as `status` prints it.
+pub fn failure_code(failure: &Failure) -> &'static str {
+    match failure {
+        Failure::UnitIdConflict => "unit_id_conflict",
+        Failure::KeysExhausted { .. } => "keys_exhausted",
+        Failure::PinMismatch { .. } => "pin_mismatch",
+        Failure::Rejected { .. } => "rejected",
+    }
+}
+
+/// The unit ID of device `n`: a locally administered MAC.
+pub fn unit_id(first: u64, n: usize) -> UnitId {
+    format!("{:012X}", (first + n as u64) & 0xFFFF_FFFF_FFFF)
+        .parse()
+        .expect("12 hex digits are a unit ID")
+}
+
+/// Runs the fleet; returns each device's run and the wall time.
+pub async fn run(config: &FleetConfig) -> (Vec<DeviceRun>, Duration) {
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let bar = if config.progress {
+        indicatif::ProgressBar::new(config.devices as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} devices done {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let source = Arc::new(config.source.clone());
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(config.devices);
+    for n in 0..config.devices {
+        let permits = permits.clone();
+        let source = source.clone();
+        let config = config.clone();
+        let bar = bar.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let run = device(&config, &source, n).await;
+            bar.inc(1);
+            if !matches!(run.outcome, Outcome::Enrolled { .. }) {
+                bar.set_message(format!("(last not enrolled: {})", run.unit_id));
+            }
+            run
+        }));
+    }
+    let mut runs = Vec::with_capacity(config.devices);
+    for task in tasks {
+        runs.push(task.await.expect("a device task panicked"));
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    (runs, elapsed)
+}
+
+/// One device: passes until it is enrolled, refused for good, or out of passes.
+async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun {
+    let unit_id = unit_id(config.first_unit, n);
+    let enroller = Enroller {
+        state_dir: config.state_root.join(unit_id.as_str()),
+        unit_id: unit_id.clone(),
+        configured_pin: None,
+        clock: onboard_agent::clock::system(),
+        timeouts: Timeouts::default(),
+        key_algorithm: Default::default(),
+        on_change: Arc::new(|_| {}),
+    };
+    let started = Instant::now();
+    let mut state = AgentState::default();
+    let mut faults = 0u32;
+    let outcome = loop {
+        match enroller.pass(source, &mut state).await {
+            Ok(Pass::Issued { key }) => break Outcome::Enrolled { key },
+            Ok(Pass::Refused(failure)) => break Outcome::Refused(failure),
+            Ok(Pass::Fault {
+                retry_after,
+                detail,
+                ..
+            }) => {
+                faults += 1;
+                if faults >= config.max_passes {
+                    break Outcome::GaveUp(detail);
+                }
+                let jitter = (n as f64 * 0.618_033_988_7 + f64::from(faults) * 0.37) % 1.0;
+                tokio::time::sleep(backoff(&config.backoff, faults, retry_after, jitter)).await;
+            }
+            Err(error) => break Outcome::GaveUp(error.to_string()),
+        }
+    };
+    DeviceRun {
+        unit_id,
+        outcome,
+        faults,
+        latency: started.elapsed(),
+    }
+}
+
+/// The rate of bare TLS handshakes (connect, pinned handshake, close) to `addr` at
+/// `concurrency`, over `count` new connections: the ceiling for enrollments, each of which needs
+/// at least one.
+pub async fn handshake_rate(
+    addr: std::net::SocketAddr,
+    pin: Pin,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let verifier = PinnedVerifier::new(pin, onboard_agent::clock::system());
+    let config = onboard_agent::tls::client_config(verifier, None)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (permits, connector) = (permits.clone(), connector.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire().await.expect("never closed");
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = rustls::pki_types::ServerName::try_from(addr.ip().to_string())
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            drop(connector.connect(name, tcp).await?);
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, Server};
+
+    use super::*;
+
+    fn source() -> KeySource {
+        let key = |n: u64| FirstAuthKey::new(format!("{n:017}")).unwrap();
+        KeySource {
+            origin: "test".into(),
+            servers: vec![Server::new("127.0.0.1", 1).unwrap()],
+            ums_id: Pin::Fingerprint(Fingerprint::of_der(b"x")),
+            keys: vec![
+                KeyEntry::one_time(key(1)),
+                KeyEntry::one_time(key(2)),
+                KeyEntry::mass(key(3)),
+            ],
+        }
+    }
+
+    fn run(n: usize, outcome: Outcome, faults: u32, ms: u64) -> DeviceRun {
+        DeviceRun {
+            unit_id: unit_id(0x02E0_C500_0000, n),
+            outcome,
+            faults,
+            latency: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_outcomes_and_finds_a_key_used_twice() {
+        let runs = vec![
+            run(0, Outcome::Enrolled { key: 0 }, 0, 10),
+            run(1, Outcome::Enrolled { key: 2 }, 2, 30),
+            run(2, Outcome::Enrolled { key: 2 }, 0, 20),
+            run(
+                3,
+                Outcome::Refused(Failure::KeysExhausted { refused: 2 }),
+                0,
+                5,
+            ),
+            run(4, Outcome::GaveUp("cannot connect".into()), 5, 50),
+        ];
+        let summary = Summary::of(&runs, &source(), Duration::from_secs(2));
+        assert_eq!(summary.enrolled, 3);
+        assert_eq!(summary.refused.get("keys_exhausted"), Some(&1));
+        assert_eq!(summary.gave_up, 1);
+        assert_eq!(summary.retries, 7);
+        assert!((summary.enrollments_per_second - 1.5).abs() < 1e-9);
+        assert!((summary.p50_ms - 20.0).abs() < 1e-9);
+        // The mass key (index 2) may be shared; a one-time key may not.
+        assert!(summary.keys_used_twice.is_empty());
+        let twice = vec![
+            run(0, Outcome::Enrolled { key: 1 }, 0, 10),
+            run(1, Outcome::Enrolled { key: 1 }, 0, 10),
+        ];
+        let summary = Summary::of(&twice, &source(), Duration::from_secs(1));
+        assert_eq!(summary.keys_used_twice, vec![1]);
+        assert!(summary.to_text().contains("KEYS USED TWICE"));
+    }
+
+    #[test]
+    fn unit_ids_are_distinct_macs() {
+        assert_eq!(unit_id(0x02E0_C500_0000, 0).as_str(), "02E0C5000000");
+        assert_eq!(unit_id(0x02E0_C500_0000, 255).as_str(), "02E0C50000FF");
+    }
+}

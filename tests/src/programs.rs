@@ -1,0 +1,254 @@
+//! The two programs as processes: `ums-stub` and `onboard-agent`.
+//!
+//! The end-to-end tests run the real binaries, which `cargo test --workspace` builds beside the
+//! test executable ([`Programs::built`] builds them when they are missing). `onboard-demo` carries
+//! both programs itself, so that one `cargo run` builds everything it needs: started as
+//! `onboard-demo ums-stub ...` or `onboard-demo onboard-agent ...` it is that program, through the
+//! same library entry points as the real binaries' thin `main`s ([`run_carried`]).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// How the programs are started.
+#[derive(Debug, Clone)]
+pub enum Programs {
+    /// The real binaries.
+    Binaries {
+        /// `onboard-agent`.
+        agent: PathBuf,
+        /// `ums-stub`.
+        ums_stub: PathBuf,
+    },
+    /// An executable that carries both (see [`run_carried`]).
+    Carried(PathBuf),
+}
+
+impl Programs {
+    /// The real binaries of this build: beside the running executable (or one folder up, from
+    /// `deps/`), else built with cargo for the same profile.
+    pub fn built() -> anyhow::Result<Programs> {
+        let exe = std::env::current_exe().context("cannot find the running executable")?;
+        let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let agent = dir.join("onboard-agent");
+        let ums_stub = dir.join("ums-stub");
+        if !(agent.exists() && ums_stub.exists()) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = Command::new(cargo);
+            build.args([
+                "build",
+                "-q",
+                "-p",
+                "onboard-agent",
+                "-p",
+                "ums-stub",
+                "--bins",
+            ]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .context("cannot run cargo to build onboard-agent and ums-stub")?;
+            anyhow::ensure!(
+                status.success(),
+                "building onboard-agent and ums-stub failed"
+            );
+        }
+        Ok(Programs::Binaries { agent, ums_stub })
+    }
+
+    /// The running executable, which carries both programs.
+    pub fn carried() -> anyhow::Result<Programs> {
+        Ok(Programs::Carried(
+            std::env::current_exe().context("cannot find the running executable")?,
+        ))
+    }
+
+    /// A command for `onboard-agent`, with no argument yet.
+    pub fn agent(&self) -> Command {
+        match self {
+            Programs::Binaries { agent, .. } => Command::new(agent),
+            Programs::Carried(exe) => {
+                let mut command = Command::new(exe);
+                command.arg("onboard-agent");
+                command
+            }
+        }
+    }
+
+    /// A command for `ums-stub`, with no argument yet.
+    pub fn ums_stub(&self) -> Command {
+        match self {
+            Programs::Binaries { ums_stub, .. } => Command::new(ums_stub),
+            Programs::Carried(exe) => {
+                let mut command = Command::new(exe);
+                command.arg("ums-stub");
+                command
+            }
+        }
+    }
+}
+
+/// When this process was started as `EXE onboard-agent ARGS` or `EXE ums-stub ARGS`, runs that
+/// program to the end and returns its exit code; otherwise `None`.
+pub fn run_carried() -> Option<ExitCode> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let program = args.get(1)?.to_str()?.to_owned();
+    match program.as_str() {
+        "onboard-agent" => {
+            args.remove(0);
+            let cli = onboard_agent::cli::Cli::parse_from(args);
+            onboard_agent::cli::init_logging();
+            Some(match onboard_agent::cli::run(cli) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("onboard-agent: {error:#}");
+                    ExitCode::FAILURE
+                }
+            })
+        }
+        "ums-stub" => {
+            args.remove(0);
+            let cli = ums_stub::cli::Cli::parse_from(args);
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .init();
+            Some(match ums_stub::cli::run(cli) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("ums-stub: {error:#}");
+                    ExitCode::FAILURE
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `ums-stub serve` as a process; stopped with SIGTERM when dropped.
+#[derive(Debug)]
+pub struct ServeProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Starts `serve` over `data_dir` on `listen` (port 0 for any), naming 127.0.0.1 and
+    /// localhost in its TLS leaf, and waits until it listens. `config` is a TOML config file for
+    /// it, if any.
+    pub fn start(
+        programs: &Programs,
+        data_dir: &Path,
+        listen: &str,
+        config: Option<&Path>,
+    ) -> anyhow::Result<ServeProcess> {
+        let mut command = programs.ums_stub();
+        command.arg("--data-dir").arg(data_dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--host",
+                "127.0.0.1",
+                "--host",
+                "localhost",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start ums-stub serve")?;
+        let stdout = child.stdout.take().context("no standard output")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        break addr.trim().parse::<SocketAddr>()?;
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    let status = child.wait()?;
+                    anyhow::bail!("ums-stub serve ended before it listened ({status})");
+                }
+            }
+        };
+        // Keep draining its standard output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(ServeProcess { child, addr })
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it with SIGTERM (graceful) and waits; `kill -9` instead with `hard`.
+    pub fn stop(mut self, hard: bool) -> anyhow::Result<std::process::ExitStatus> {
+        signal(self.child.id(), if hard { "KILL" } else { "TERM" });
+        wait_with_deadline(&mut self.child, Duration::from_secs(40))
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.child.id(), "TERM");
+            if wait_with_deadline(&mut self.child, Duration::from_secs(10)).is_err() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// Sends a signal by name (`TERM`, `INT`, `KILL`) with `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits for a child, at most `deadline`.
+pub fn wait_with_deadline(
+    child: &mut Child,
+    deadline: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "process {} did not end within {deadline:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
