@@ -360,6 +360,8 @@ impl Enroller {
             _ => self.transition(state, Event::KeysFound)?,
         }
         let mut refused = refused_before;
+        // One client per server for the whole pass: one handshake, one cacerts.
+        let mut sessions: Vec<Option<Session>> = source.servers.iter().map(|_| None).collect();
         for index in candidates {
             let entry = &source.keys[index];
             let mut faults = Vec::new();
@@ -367,7 +369,7 @@ impl Enroller {
             let mut pin_refused = false;
             let mut key_refused = false;
             let mut rejected: Option<Failure> = None;
-            for server in &source.servers {
+            for (server, session) in source.servers.iter().zip(sessions.iter_mut()) {
                 tracing::info!(
                     %server,
                     ums_id = %pin.short(),
@@ -377,7 +379,7 @@ impl Enroller {
                 );
                 state.server = Some(server.to_string());
                 match self
-                    .request_certificate(server, &pin, entry.key(), &csr)
+                    .request_certificate(server, session, &pin, entry.key(), &csr)
                     .await
                 {
                     Answer::Certificate { der, ums_id } => {
@@ -406,7 +408,11 @@ impl Enroller {
                         state.last_error = Some(format!("{server}: key refused ({code})"));
                         refused += 1;
                         key_refused = true;
-                        self.transition(state, Event::KeyRefused)?;
+                        // Saved with the pass's outcome, not one fsync per refusal: a pass cut
+                        // short presents these keys once more, and they are refused once more.
+                        if let Ok(next) = state.phase.on(&Event::KeyRefused) {
+                            state.phase = next;
+                        }
                         break;
                     }
                     Answer::Refused(Failure::Rejected { detail }) => {
@@ -485,30 +491,47 @@ impl Enroller {
     async fn request_certificate(
         &self,
         server: &Server,
+        session: &mut Option<Session>,
         pin: &Pin,
         key: &FirstAuthKey,
         csr: &str,
     ) -> Answer {
-        let verifier = PinnedVerifier::new(pin.clone(), self.clock.clone());
-        let client = match tls::client(verifier.clone(), None, &self.timeouts) {
-            Ok(client) => client,
-            Err(error) => {
-                return Answer::Refused(Failure::Rejected {
-                    detail: format!("cannot set up TLS: {error}"),
-                });
+        let session = match session {
+            Some(session) => session,
+            None => {
+                let verifier = PinnedVerifier::new(pin.clone(), self.clock.clone());
+                let client = match tls::client(verifier.clone(), None, &self.timeouts) {
+                    Ok(client) => client,
+                    Err(error) => {
+                        return Answer::Refused(Failure::Rejected {
+                            detail: format!("cannot set up TLS: {error}"),
+                        });
+                    }
+                };
+                session.insert(Session {
+                    client,
+                    verifier,
+                    proven: false,
+                })
             }
         };
+        let (client, verifier) = (&session.client, &session.verifier);
         let base = Self::base_url(server);
-        // First contact carries nothing secret: it proves the pin before any key goes out.
-        let cacerts = match client.get(format!("{base}{EST_CACERTS}")).send().await {
-            Ok(response) => response,
-            Err(error) => return Self::transport_fault(&verifier, &error),
-        };
-        let status = cacerts.status();
-        if status != StatusCode::OK {
-            return Self::unexpected(status, cacerts).await;
+        // First contact carries nothing secret: it proves the pin before any key goes out. Later
+        // keys of the same pass reuse the client (and its connection, whose chain the same
+        // verifier accepted; a new connection is verified again).
+        if !session.proven {
+            let cacerts = match client.get(format!("{base}{EST_CACERTS}")).send().await {
+                Ok(response) => response,
+                Err(error) => return Self::transport_fault(verifier, &error),
+            };
+            let status = cacerts.status();
+            if status != StatusCode::OK {
+                return Self::unexpected(status, cacerts).await;
+            }
+            let _ = cacerts.bytes().await;
+            session.proven = true;
         }
-        let _ = cacerts.bytes().await;
         let Some(ums_id) = verifier.ums_id_certificate() else {
             return Answer::Fault {
                 retry_after: None,
@@ -526,7 +549,7 @@ impl Enroller {
             .await
         {
             Ok(response) => response,
-            Err(error) => return Self::transport_fault(&verifier, &error),
+            Err(error) => return Self::transport_fault(verifier, &error),
         };
         let status = response.status();
         if status == StatusCode::OK {
@@ -841,6 +864,14 @@ impl Enroller {
         }
         Ok(false)
     }
+}
+
+/// A client for one server during one pass.
+struct Session {
+    client: reqwest::Client,
+    verifier: Arc<PinnedVerifier>,
+    /// Whether `cacerts` went through, proving the pin, on this client.
+    proven: bool,
 }
 
 /// What an enrolled device speaks with.

@@ -1,13 +1,19 @@
 //! Which keys of a key file this device would present, and in what order (ARCHITECTURE §6).
 //!
 //! Keys bound to this unit ID come first, in file order; then the one-time keys, starting at an
-//! offset derived from the unit ID and wrapping around, so that devices sharing one stick spread
-//! over the keys instead of all racing for the first; then the mass-deployment keys, in file order.
-//! Keys bound to another unit ID are never presented.
+//! offset derived from the unit ID and stepping by a stride also derived from it (wrapping
+//! around, every key once), so that devices sharing one stick spread over the keys instead of all
+//! racing for the first; then the mass-deployment keys, in file order. Keys bound to another unit
+//! ID are never presented.
 //!
 //! The offset is FNV-1a (64 bit) of the unit ID's normalised text, modulo the number of one-time
-//! keys: stable across builds, platforms and Rust versions (unlike `std`'s hasher), and cheap. It
-//! decides only where a device starts, never whether a key is used, so changing it is harmless.
+//! keys; the stride is the same hash's upper half, modulo the number of keys, made coprime with it
+//! so the walk visits every key. Stable across builds, platforms and Rust versions (unlike `std`'s
+//! hasher), and cheap. A stride rather than the next key is what keeps a fleet fast: with plain
+//! wrap-around, a device whose first key is taken walks the whole run of taken keys after it
+//! (linear probing's clusters), one refused request each; with a stride of its own it jumps out
+//! of them (as double hashing does). Both decide only the order, never whether a key is used, so
+//! changing them is harmless.
 
 use onboard_protocol::{KeyEntry, KeyKind, UnitId};
 
@@ -23,14 +29,16 @@ pub fn key_order(keys: &[KeyEntry], unit_id: &UnitId) -> Vec<usize> {
         .filter(|(_, entry)| entry.kind() == KeyKind::OneTime)
         .map(|(index, _)| index)
         .collect();
-    let offset = one_time_offset(unit_id, one_time.len());
+    let count = one_time.len();
+    let offset = one_time_offset(unit_id, count);
+    let stride = one_time_stride(unit_id, count);
     let mass = keys
         .iter()
         .enumerate()
         .filter(|(_, entry)| entry.kind() == KeyKind::MassDeployment);
 
     let mut order: Vec<usize> = bound.map(|(index, _)| index).collect();
-    order.extend(one_time[offset..].iter().chain(&one_time[..offset]));
+    order.extend((0..count).map(|step| one_time[(offset + step * stride) % count]));
     order.extend(mass.map(|(index, _)| index));
     order
 }
@@ -44,6 +52,29 @@ pub fn one_time_offset(unit_id: &UnitId, count: usize) -> usize {
     let hash = fnv1a_64(unit_id.as_str().as_bytes());
     // The remainder is below `count`, so it fits back into usize.
     (hash % count as u64) as usize
+}
+
+/// How far `unit_id` steps among `count` one-time keys: from the upper half of its FNV-1a 64
+/// hash, in `1..count`, and coprime with `count` so that the walk visits every key once (1 when
+/// there are fewer than 3).
+pub fn one_time_stride(unit_id: &UnitId, count: usize) -> usize {
+    if count < 3 {
+        return 1;
+    }
+    let hash = fnv1a_64(unit_id.as_str().as_bytes()) >> 32;
+    // In 1..count: never 0, which would stand still.
+    let mut stride = 1 + (hash % (count as u64 - 1)) as usize;
+    while gcd(stride, count) != 1 {
+        stride = stride % (count - 1) + 1;
+    }
+    stride
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// FNV-1a, 64 bit: the published offset basis and prime.
@@ -96,13 +127,9 @@ mod tests {
 
     #[test]
     fn order_follows_bound_then_one_time_from_the_offset_then_mass() {
-        let offset = one_time_offset(&unit(ME), 3);
-        let rotated: Vec<usize> = [1, 3, 5]
-            .iter()
-            .cycle()
-            .skip(offset)
-            .take(3)
-            .copied()
+        let (offset, stride) = (one_time_offset(&unit(ME), 3), one_time_stride(&unit(ME), 3));
+        let rotated: Vec<usize> = (0..3)
+            .map(|step| [1, 3, 5][(offset + step * stride) % 3])
             .collect();
         let table: &[(&[&str], Vec<usize>)] = &[
             // Only keys for other devices: nothing to present.
@@ -128,6 +155,30 @@ mod tests {
     fn another_unit_never_gets_my_bound_key() {
         let file = keys(&["b:00E0C5540B8B", "o"]);
         assert_eq!(key_order(&file, &unit(OTHER)), vec![1]);
+    }
+
+    #[test]
+    fn every_stride_visits_every_key_once() {
+        for count in [1usize, 2, 3, 4, 10, 12, 97, 100, 200, 1000] {
+            for n in 0..50u32 {
+                let mac = unit(&format!("00E0C5{:06X}", 0x540B00 + n));
+                let stride = one_time_stride(&mac, count);
+                assert!((1..count.max(2)).contains(&stride), "{count}: {stride}");
+                let keys: Vec<KeyEntry> = (0..count)
+                    .map(|k| {
+                        KeyEntry::one_time(FirstAuthKey::new(format!("{:017}", k + 1)).unwrap())
+                    })
+                    .collect();
+                let mut order = key_order(&keys, &mac);
+                assert_eq!(order[0], one_time_offset(&mac, count));
+                order.sort_unstable();
+                assert_eq!(
+                    order,
+                    (0..count).collect::<Vec<_>>(),
+                    "{count}, stride {stride}"
+                );
+            }
+        }
     }
 
     #[test]

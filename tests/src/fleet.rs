@@ -64,6 +64,8 @@ pub struct DeviceRun {
     pub outcome: Outcome,
     /// Passes that ended in a fault (retries).
     pub faults: u32,
+    /// Keys it presented that were refused (taken by another device first, mostly).
+    pub refusals: usize,
     /// From its start to its end.
     pub latency: Duration,
 }
@@ -81,6 +83,8 @@ pub struct Summary {
     pub gave_up: usize,
     /// Passes that ended in a fault, over all devices.
     pub retries: u64,
+    /// Keys presented and refused, over all devices: the price of sharing a stick.
+    pub keys_refused: u64,
     /// Wall time of the whole fleet, in seconds.
     pub seconds: f64,
     /// Enrollments per second of wall time.
@@ -128,6 +132,7 @@ impl Summary {
             refused,
             gave_up,
             retries: runs.iter().map(|run| u64::from(run.faults)).sum(),
+            keys_refused: runs.iter().map(|run| run.refusals as u64).sum(),
             seconds,
             enrollments_per_second: if seconds > 0.0 {
                 latencies.len() as f64 / seconds
@@ -162,11 +167,13 @@ impl Summary {
         };
         format!(
             "devices {}: enrolled {}, refused {refused}, gave up {}\n\
-             retries {}; {:.2} s, {:.0} enrollments/s, p50 {:.0} ms, p99 {:.0} ms\n{check}\n",
+             retries {}, keys refused on the way {}; {:.2} s, {:.0} enrollments/s, p50 {:.0} ms, \
+             p99 {:.0} ms\n{check}\n",
             self.devices,
             self.enrolled,
             self.gave_up,
             self.retries,
+            self.keys_refused,
             self.seconds,
             self.enrollments_per_second,
             self.p50_ms,
@@ -275,6 +282,7 @@ async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun
         unit_id,
         outcome,
         faults,
+        refusals: state.refused_keys.len(),
         latency: started.elapsed(),
     }
 }
@@ -336,6 +344,7 @@ mod tests {
             unit_id: unit_id(0x02E0_C500_0000, n),
             outcome,
             faults,
+            refusals: 1,
             latency: Duration::from_millis(ms),
         }
     }
@@ -359,6 +368,7 @@ mod tests {
         assert_eq!(summary.refused.get("keys_exhausted"), Some(&1));
         assert_eq!(summary.gave_up, 1);
         assert_eq!(summary.retries, 7);
+        assert_eq!(summary.keys_refused, 5);
         assert!((summary.enrollments_per_second - 1.5).abs() < 1e-9);
         assert!((summary.p50_ms - 20.0).abs() < 1e-9);
         // The mass key (index 2) may be shared; a one-time key may not.

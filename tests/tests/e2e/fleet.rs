@@ -1,0 +1,117 @@
+//! Many devices, one stick, as separate `onboard-agent enroll` processes.
+
+use std::collections::HashSet;
+
+use crate::util::{Ums, enroll_all, unit};
+
+#[test]
+fn two_hundred_devices_share_a_stick_of_two_hundred_one_time_keys() {
+    let ums = Ums::start();
+    let root = tempfile::tempdir().unwrap();
+    let stick = root.path().join("STICK");
+    ums.one_time_stick(200, &stick, None);
+    let path = stick.join("icg.xml");
+    let outputs = enroll_all(
+        &ums.programs,
+        root.path(),
+        200,
+        16,
+        &[path.to_str().unwrap()],
+    );
+    for (n, output) in outputs.iter().enumerate() {
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "device {n}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Every key used exactly once, by 200 distinct devices.
+    let keys = ums.keys();
+    assert_eq!(keys.len(), 200);
+    assert!(
+        keys.iter()
+            .all(|key| key["usage_count"] == 1 && key["status"] == "used")
+    );
+    let devices = ums.devices();
+    let units: HashSet<&str> = devices
+        .iter()
+        .map(|d| d["unit_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(units.len(), 200);
+    let used_keys: HashSet<i64> = devices
+        .iter()
+        .map(|d| d["key_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        used_keys.len(),
+        200,
+        "each device enrolled with a key of its own"
+    );
+}
+
+#[test]
+fn a_hundred_keys_for_a_hundred_and_fifty_devices_leave_fifty_exhausted_without_looping() {
+    let ums = Ums::start();
+    let root = tempfile::tempdir().unwrap();
+    let stick = root.path().join("STICK");
+    ums.one_time_stick(100, &stick, None);
+    let path = stick.join("icg.xml");
+    let outputs = enroll_all(
+        &ums.programs,
+        root.path(),
+        150,
+        16,
+        &[path.to_str().unwrap()],
+    );
+    let enrolled = outputs
+        .iter()
+        .filter(|o| o.status.code() == Some(0))
+        .count();
+    let exhausted: Vec<usize> = (0..150)
+        .filter(|&n| outputs[n].status.code() == Some(3))
+        .collect();
+    assert_eq!(enrolled, 100);
+    assert_eq!(exhausted.len(), 50, "the others exit 3: no key left");
+    for &n in &exhausted {
+        let said = String::from_utf8_lossy(&outputs[n].stderr);
+        assert!(
+            said.contains("no key left to present"),
+            "device {n}: {said}"
+        );
+    }
+    assert!(ums.keys().iter().all(|key| key["usage_count"] == 1));
+    // No looping: a device that ran out presented each key at most once.
+    let audit = ums.enroll_audit();
+    for &n in &exhausted {
+        let attempts: Vec<i64> = audit
+            .iter()
+            .filter(|entry| entry["unit_id"] == unit(n))
+            .filter_map(|entry| entry["key_id"].as_i64())
+            .collect();
+        let distinct: HashSet<i64> = attempts.iter().copied().collect();
+        assert_eq!(
+            attempts.len(),
+            distinct.len(),
+            "device {n} presented a key twice"
+        );
+        assert!(attempts.len() <= 100);
+    }
+    // And a second run of an exhausted device presents nothing: its refusals are remembered.
+    let before = ums.enroll_audit().len();
+    let n = exhausted[0];
+    let output = crate::util::agent(
+        &ums.programs,
+        root.path(),
+        n,
+        &["enroll", path.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        ums.enroll_audit().len(),
+        before,
+        "device {n} presented a refused key again"
+    );
+}

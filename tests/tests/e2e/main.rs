@@ -1,0 +1,15 @@
+//! End-to-end tests over the real binaries (`ums-stub`, `onboard-agent`, `onboard-demo`) as
+//! processes, on loopback.
+//!
+//! - `demo`: `onboard-demo` enrolls every device and cleans up, also when interrupted.
+//! - `fleet`: 200 devices share a stick of 200 one-time keys; 150 devices share 100.
+//! - `restart`: the server killed and restarted in the middle of a fleet; an agent killed and
+//!   restarted in the middle of enrolling.
+//! - `mitm`: a TLS server with another UMS ID on the server's address never sees a key.
+//! - `util`: the server as a process, keys through its command line, agents in parallel.
+
+mod demo;
+mod fleet;
+mod mitm;
+mod restart;
+mod util;

@@ -1,0 +1,197 @@
+//! Shared helpers: a server process over a temporary data directory, keys made and exported
+//! through `ums-stub`'s command line, and `onboard-agent enroll` run for many devices at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use onboard_tests::programs::{Programs, ServeProcess};
+
+/// The real binaries of this build.
+pub(crate) fn programs() -> Programs {
+    Programs::built().unwrap()
+}
+
+/// A server's data directory, and the server when it runs.
+pub(crate) struct Ums {
+    pub(crate) programs: Programs,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) serve: Option<ServeProcess>,
+}
+
+impl Ums {
+    /// A server on a free loopback port.
+    pub(crate) fn start() -> Ums {
+        let programs = programs();
+        let dir = tempfile::tempdir().unwrap();
+        // A fleet behind one address is many devices, not an attacker.
+        std::fs::write(
+            dir.path().join("ums-stub.toml"),
+            "max_failures_per_source = 1000000\nmax_failures_per_unit = 1000000\n",
+        )
+        .unwrap();
+        let mut ums = Ums {
+            programs,
+            dir,
+            serve: None,
+        };
+        ums.serve_on("127.0.0.1:0");
+        ums
+    }
+
+    pub(crate) fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Serves the data directory on `listen`.
+    pub(crate) fn serve_on(&mut self, listen: &str) {
+        let config = self.dir.path().join("ums-stub.toml");
+        self.serve =
+            Some(ServeProcess::start(&self.programs, &self.data(), listen, Some(&config)).unwrap());
+    }
+
+    /// Where it listens.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.serve.as_ref().unwrap().addr
+    }
+
+    /// Runs a `ums-stub` command on the data directory; its standard output.
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let output = self
+            .programs
+            .ums_stub()
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--config")
+            .arg(self.dir.path().join("ums-stub.toml"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "ums-stub {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `keys list --json`.
+    pub(crate) fn keys(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.cli(&["keys", "list", "--json"])).unwrap()
+    }
+
+    /// `audit --json`, enrollment attempts only.
+    pub(crate) fn enroll_audit(&self) -> Vec<serde_json::Value> {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&self.cli(&["audit", "--json"])).unwrap();
+        all.into_iter()
+            .filter(|entry| entry["event"] == "enroll")
+            .collect()
+    }
+
+    /// `devices list --json`.
+    pub(crate) fn devices(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.cli(&["devices", "list", "--json"])).unwrap()
+    }
+
+    /// Creates `count` one-time keys and exports every active key to `stick/icg.xml`, naming
+    /// `server` (default: itself).
+    pub(crate) fn one_time_stick(&self, count: usize, stick: &Path, server: Option<&str>) {
+        self.cli(&[
+            "keys",
+            "create",
+            "one-time",
+            "--quantity",
+            &count.to_string(),
+        ]);
+        std::fs::create_dir_all(stick).unwrap();
+        let server = server.map_or_else(|| self.addr().to_string(), str::to_owned);
+        self.cli(&[
+            "keys",
+            "export",
+            "--out",
+            stick.join("icg.xml").to_str().unwrap(),
+            "--server",
+            &server,
+        ]);
+    }
+}
+
+/// The unit ID of device `n`.
+pub(crate) fn unit(n: usize) -> String {
+    format!("02E0C5{n:06X}")
+}
+
+/// A device's home: an agent config with short backoffs, and its state directory.
+pub(crate) fn device_home(root: &Path, n: usize) -> PathBuf {
+    let home = root.join(unit(n));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("agent.toml"),
+        "backoff_first_ms = 100\nbackoff_max_seconds = 1\nconnect_timeout_seconds = 5\n",
+    )
+    .unwrap();
+    home
+}
+
+/// `onboard-agent` for device `n` under `root`, with `args` after the global options.
+pub(crate) fn agent(programs: &Programs, root: &Path, n: usize, args: &[&str]) -> Command {
+    let home = device_home(root, n);
+    let mut command = programs.agent();
+    command
+        .env_remove("ONBOARD_AGENT_CONFIG")
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(home.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(home.join("state"))
+        .args(["--unit-id", &unit(n)])
+        .args(args)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `onboard-agent enroll ARGS` for devices `0..count` under `root`, `parallel` at a time;
+/// the outputs by device.
+pub(crate) fn enroll_all(
+    programs: &Programs,
+    root: &Path,
+    count: usize,
+    parallel: usize,
+    args: &[&str],
+) -> Vec<Output> {
+    let next = Arc::new(Mutex::new(0usize));
+    let outputs = Arc::new(Mutex::new(vec![None; count]));
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            let (next, outputs, args) = (next.clone(), outputs.clone(), args.clone());
+            scope.spawn(move || {
+                loop {
+                    let n = {
+                        let mut next = next.lock().unwrap();
+                        let n = *next;
+                        *next += 1;
+                        n
+                    };
+                    if n >= count {
+                        break;
+                    }
+                    let mut all = vec!["enroll"];
+                    all.extend(args.iter().map(String::as_str));
+                    let output = agent(programs, root, n, &all).output().unwrap();
+                    outputs.lock().unwrap()[n] = Some(output);
+                }
+            });
+        }
+    });
+    Arc::try_unwrap(outputs)
+        .unwrap()
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
