@@ -115,3 +115,58 @@ fn a_hundred_keys_for_a_hundred_and_fifty_devices_leave_fifty_exhausted_without_
         "device {n} presented a refused key again"
     );
 }
+
+#[test]
+fn fleet_sim_runs_against_a_server_it_starts_and_against_a_running_one() {
+    const FLEET_SIM: &str = env!("CARGO_BIN_EXE_fleet-sim");
+    // Its own server.
+    let output = std::process::Command::new(FLEET_SIM)
+        .args(["--devices", "20", "--concurrency", "8", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["enrolled"], 20);
+    assert_eq!(summary["keys_used_twice"], serde_json::json!([]));
+    assert_eq!(summary["server_keys_used_more_than_once"], 0);
+    assert!(summary["handshakes_per_second"].as_f64().unwrap() > 0.0);
+
+    // A running server and its export: 15 keys for 20 devices.
+    let ums = Ums::start();
+    let root = tempfile::tempdir().unwrap();
+    let stick = root.path().join("STICK");
+    ums.one_time_stick(15, &stick, Some("127.0.0.1:1"));
+    let output = std::process::Command::new(FLEET_SIM)
+        .args([
+            "--devices",
+            "20",
+            "--concurrency",
+            "8",
+            "--json",
+            "--handshakes",
+            "0",
+            "--key-file",
+        ])
+        .arg(stick.join("icg.xml"))
+        .arg("--server")
+        .arg(ums.addr().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["enrolled"], 15);
+    assert_eq!(summary["refused"]["keys_exhausted"], 5);
+    assert_eq!(summary["keys_used_twice"], serde_json::json!([]));
+    assert!(ums.keys().iter().all(|key| key["usage_count"] == 1));
+    assert_eq!(ums.devices().len(), 15);
+}
