@@ -207,6 +207,21 @@ struct ScanArgs {
     sysfs_root: PathBuf,
 }
 
+/// The whole program for the arguments `args` (the first is the program's name): parses them,
+/// sets up logging, runs, and prints the whole cause chain on failure. `main` is this;
+/// `onboard-demo` carries it too.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("onboard-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Logs to standard error, at the level RUST_LOG says (default: info, and warn for the notify
 /// crate, whose info lines are about its own bookkeeping); colours only on a terminal.
 pub fn init_logging() {

@@ -1,18 +1,8 @@
-//! `onboard-agent`: parses the command line, sets up logging and runs the command; prints the whole
-//! cause chain on failure.
+//! `onboard-agent`: the whole program is [`onboard_agent::cli::main_with`], which parses the
+//! command line, sets up logging, runs the command and prints the whole cause chain on failure.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = onboard_agent::cli::Cli::parse();
-    onboard_agent::cli::init_logging();
-    match onboard_agent::cli::run(cli) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("onboard-agent: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    onboard_agent::cli::main_with(std::env::args_os())
 }

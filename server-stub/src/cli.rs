@@ -310,6 +310,29 @@ struct ExportArgs {
 }
 
 /// Runs a parsed command line.
+/// The whole program for the arguments `args` (the first is the program's name): parses them,
+/// logs to standard error (the journal, under systemd; RUST_LOG adjusts the level), runs, and
+/// prints the whole cause chain on failure. `main` is this; `onboard-demo` carries it too.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ums-stub: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command; the exit code, or an error for [`main_with`] to print.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.data_dir, cli.config.as_deref())?;
     let mut out = std::io::stdout().lock();

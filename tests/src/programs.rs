@@ -13,7 +13,6 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 
 /// How the programs are started.
 #[derive(Debug, Clone)]
@@ -104,40 +103,14 @@ impl Programs {
 pub fn run_carried() -> Option<ExitCode> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let program = args.get(1)?.to_str()?.to_owned();
-    match program.as_str() {
-        "onboard-agent" => {
-            args.remove(0);
-            let cli = onboard_agent::cli::Cli::parse_from(args);
-            onboard_agent::cli::init_logging();
-            Some(match onboard_agent::cli::run(cli) {
-                Ok(code) => code,
-                Err(error) => {
-                    eprintln!("onboard-agent: {error:#}");
-                    ExitCode::FAILURE
-                }
-            })
-        }
-        "ums-stub" => {
-            args.remove(0);
-            let cli = ums_stub::cli::Cli::parse_from(args);
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .init();
-            Some(match ums_stub::cli::run(cli) {
-                Ok(code) => code,
-                Err(error) => {
-                    eprintln!("ums-stub: {error:#}");
-                    ExitCode::FAILURE
-                }
-            })
-        }
-        _ => None,
-    }
+    let main_with = match program.as_str() {
+        "onboard-agent" => onboard_agent::cli::main_with,
+        "ums-stub" => ums_stub::cli::main_with,
+        _ => return None,
+    };
+    // The program's name in place of the demo's, as its own binary would see it.
+    args.remove(0);
+    Some(main_with(args))
 }
 
 /// `ums-stub serve` as a process; stopped with SIGTERM when dropped.
