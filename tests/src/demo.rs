@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::programs::{Programs, ServeProcess, signal, wait_with_deadline};
+use crate::programs::{Programs, ServeProcess, stop_child};
 
 /// How long the demo waits for all devices before it gives up.
 const ENROLL_DEADLINE: Duration = Duration::from_secs(60);
@@ -40,13 +40,7 @@ struct AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal(self.child.id(), "TERM");
-            if wait_with_deadline(&mut self.child, Duration::from_secs(10)).is_err() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
+        stop_child(&mut self.child);
     }
 }
 

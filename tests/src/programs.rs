@@ -187,12 +187,17 @@ impl ServeProcess {
 
 impl Drop for ServeProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal(self.child.id(), "TERM");
-            if wait_with_deadline(&mut self.child, Duration::from_secs(10)).is_err() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
+        stop_child(&mut self.child);
+    }
+}
+
+/// Stops a child that still runs: SIGTERM, up to 10 s to end, then SIGKILL.
+pub fn stop_child(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        signal(child.id(), "TERM");
+        if wait_with_deadline(child, Duration::from_secs(10)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
