@@ -112,7 +112,8 @@ impl Observer {
         }
     }
 
-    /// How many looks over the mount roots were made, the one at start-up included.
+    /// How many looks over the mount roots were made and acted upon (an enrollment pass they
+    /// started included), the one at start-up included.
     pub fn rescans(&self) -> u64 {
         self.inner.rescans.load(Ordering::SeqCst)
     }
@@ -455,7 +456,6 @@ pub async fn run_in(
                 result = task => result,
                 () = &mut shutdown => break,
             };
-            observer.inner.rescans.fetch_add(1, Ordering::SeqCst);
             match scan {
                 Ok(scan) => {
                     log.report(&scan);
@@ -468,6 +468,9 @@ pub async fn run_in(
                 }
                 Err(error) => tracing::error!(%error, "a look at the mount roots failed"),
             }
+            // Counted once acted upon, so an observer that sees the count move also sees any
+            // pass the look started.
+            observer.inner.rescans.fetch_add(1, Ordering::SeqCst);
         }
         if first {
             first = false;

@@ -524,26 +524,14 @@ async fn exhausted_keys_fail_once_and_do_not_loop_even_after_a_restart() {
         }
     );
     // Events on the stick wake it, but the refused key is not presented again.
-    let rescans = agent.observer.rescans();
+    let looks = agent.observer.rescans();
     std::fs::write(stick.join("notes.txt"), b"hello").unwrap();
-    tokio::time::timeout(crate::util::DEADLINE, async {
-        while agent.observer.rescans() == rescans {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    agent.wait_for_looks_past(looks).await;
     assert_eq!(agent.observer.passes(), 1);
     agent.stop().await.unwrap();
 
     let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
-    tokio::time::timeout(crate::util::DEADLINE, async {
-        while agent.observer.rescans() == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    agent.wait_for_looks_past(0).await;
     assert_eq!(agent.observer.passes(), 0);
     agent.stop().await.unwrap();
     let refusals = ums
@@ -589,8 +577,9 @@ async fn unit_id_conflict_stops_the_agent_with_the_reason() {
             .contains("devices delete"),
         "{state:?}"
     );
+    let looks = agent.observer.rescans();
     std::fs::write(root.path().join("STICK/notes.txt"), b"wake up").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    agent.wait_for_looks_past(looks).await;
     assert_eq!(
         agent.observer.passes(),
         1,

@@ -234,6 +234,17 @@ impl Agent {
         }
     }
 
+    /// Waits (at most [`DEADLINE`]) until more than `looks` looks were made and acted upon.
+    pub(crate) async fn wait_for_looks_past(&self, looks: u64) {
+        let moved = tokio::time::timeout(DEADLINE, async {
+            while self.observer.rescans() <= looks {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(moved.is_ok(), "no look past {looks} within {DEADLINE:?}");
+    }
+
     pub(crate) async fn wait_enrolled(&self) -> Arc<AgentState> {
         self.wait_for("enrolled", |state| state.phase.is_enrolled())
             .await
