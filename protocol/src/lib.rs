@@ -1,6 +1,8 @@
 //! What the onboarding agent and the UMS stub must agree on, with no I/O and no async runtime.
 //!
 //! # Layout
+//! - [`admin`]: the administrator's typed views (keys, devices, audit, UMS ID, pages, requests),
+//!   printed by `ums-stub --json` and served by the admin API.
 //! - [`fingerprint`]: [`Fingerprint`], the SHA-256 of the UMS ID certificate that devices pin.
 //! - [`unit_id`]: [`UnitId`], a device's identity (a MAC, or a UD Pocket serial).
 //! - [`key`]: [`KeyKind`], [`FirstAuthKey`] (a secret that prints masked) and [`KeyEntry`].
@@ -12,6 +14,7 @@
 //! - [`inventory`]: [`Inventory`], the facts an enrolled device reports about itself, and their
 //!   bounds.
 
+pub mod admin;
 pub mod est;
 pub mod fingerprint;
 pub mod inventory;

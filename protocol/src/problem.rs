@@ -1,4 +1,4 @@
-//! Refusals of the enrollment endpoint: RFC 9457 problem details with a stable `code`.
+//! Refusals of the server's endpoints (enrollment and administration): RFC 9457 problem details with a stable `code`.
 //!
 //! The agent branches on [`ProblemCode`], never on the human text.
 
@@ -25,11 +25,19 @@ pub enum ProblemCode {
     BadRequest,
     /// Too many failed attempts; retry after the `Retry-After` delay.
     RateLimited,
+    /// An administrator's request names something that does not exist.
+    NotFound,
+    /// An administrator's request clashes with what exists (a mass key's password taken).
+    Conflict,
+    /// An administrator's request has a field that cannot be used; the detail names it.
+    Invalid,
+    /// The server cannot reach its database for now; retry later.
+    Unavailable,
 }
 
 impl ProblemCode {
     /// Every code.
-    pub const ALL: [ProblemCode; 7] = [
+    pub const ALL: [ProblemCode; 11] = [
         ProblemCode::KeyUnknown,
         ProblemCode::KeyInactive,
         ProblemCode::KeyUsed,
@@ -37,6 +45,10 @@ impl ProblemCode {
         ProblemCode::UnitIdConflict,
         ProblemCode::BadRequest,
         ProblemCode::RateLimited,
+        ProblemCode::NotFound,
+        ProblemCode::Conflict,
+        ProblemCode::Invalid,
+        ProblemCode::Unavailable,
     ];
 
     /// The stable string carried in the problem body's `code` member.
@@ -49,6 +61,10 @@ impl ProblemCode {
             ProblemCode::UnitIdConflict => "unit_id_conflict",
             ProblemCode::BadRequest => "bad_request",
             ProblemCode::RateLimited => "rate_limited",
+            ProblemCode::NotFound => "not_found",
+            ProblemCode::Conflict => "conflict",
+            ProblemCode::Invalid => "invalid",
+            ProblemCode::Unavailable => "unavailable",
         }
     }
 
@@ -59,9 +75,12 @@ impl ProblemCode {
             | ProblemCode::KeyInactive
             | ProblemCode::KeyUsed
             | ProblemCode::KeyBoundToOtherDevice => 403,
-            ProblemCode::UnitIdConflict => 409,
+            ProblemCode::UnitIdConflict | ProblemCode::Conflict => 409,
             ProblemCode::BadRequest => 400,
             ProblemCode::RateLimited => 429,
+            ProblemCode::NotFound => 404,
+            ProblemCode::Invalid => 422,
+            ProblemCode::Unavailable => 503,
         }
     }
 
@@ -152,6 +171,10 @@ impl Problem {
             ProblemCode::UnitIdConflict => "Unit ID is already enrolled with another key pair",
             ProblemCode::BadRequest => "Malformed enrollment request",
             ProblemCode::RateLimited => "Too many failed attempts",
+            ProblemCode::NotFound => "Not found",
+            ProblemCode::Conflict => "Conflicts with what exists",
+            ProblemCode::Invalid => "Invalid request",
+            ProblemCode::Unavailable => "Service unavailable",
         };
         Self {
             problem_type: about_blank(),

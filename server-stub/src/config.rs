@@ -21,6 +21,9 @@
 //! max_failures_per_source = 30
 //! max_failures_per_unit = 10
 //! failure_window_secs = 60
+//! # Where keys, devices and the audit log live. Default: "sqlite", the file ums-stub.db in the
+//! # data directory. (A PostgreSQL URL, for several servers sharing one database, comes later.)
+//! database = "sqlite"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +52,28 @@ struct RawConfig {
     max_failures_per_source: Option<u32>,
     max_failures_per_unit: Option<u32>,
     failure_window_secs: Option<u64>,
+    database: Option<String>,
+}
+
+/// Which database backend holds the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// SQLite in the data directory ([`DATABASE_FILE`]): the embedded default.
+    Sqlite,
+}
+
+impl Database {
+    /// Reads the `database` setting.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        if text.eq_ignore_ascii_case("sqlite") {
+            return Ok(Database::Sqlite);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            bail!("PostgreSQL is not supported by this ums-stub yet; use database = \"sqlite\"");
+        }
+        // The text is not echoed: a URL may hold a password.
+        bail!("expected \"sqlite\"")
+    }
 }
 
 /// Validated settings.
@@ -66,6 +91,8 @@ pub struct Settings {
     pub certificate_days: i64,
     /// Failed-attempt limits.
     pub rate_limits: crate::rate_limit::Limits,
+    /// Which database holds keys, devices and the audit log.
+    pub database: Database,
 }
 
 impl Settings {
@@ -121,6 +148,12 @@ impl Settings {
                 .failure_window_secs
                 .map_or(defaults.window, std::time::Duration::from_secs),
         };
+        let database = match &raw.database {
+            Some(text) => {
+                Database::parse(text).with_context(|| format!("config file {shown}: database"))?
+            }
+            None => Database::Sqlite,
+        };
         let hosts = raw
             .hosts
             .unwrap_or_else(|| vec![public_server.host().to_owned()]);
@@ -133,11 +166,12 @@ impl Settings {
             certificate_days,
             rate_limits,
             public_server,
+            database,
         })
     }
 
-    /// The database file.
-    pub fn database(&self) -> PathBuf {
+    /// The SQLite database file.
+    pub fn database_file(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
     }
 }
@@ -187,5 +221,32 @@ mod tests {
             Settings::load(dir.path().to_owned(), Some(&dir.path().join("no.toml"))).unwrap_err()
         );
         assert!(missing.contains("no.toml"), "{missing}");
+    }
+
+    #[test]
+    fn the_database_is_sqlite_unless_told_and_a_url_is_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::load(dir.path().to_owned(), None).unwrap();
+        assert_eq!(settings.database, Database::Sqlite);
+        let file = dir.path().join("db.toml");
+        std::fs::write(&file, "database = \"SQLite\"\n").unwrap();
+        let settings = Settings::load(dir.path().to_owned(), Some(&file)).unwrap();
+        assert_eq!(settings.database, Database::Sqlite);
+        for text in [
+            "postgres://admin:hunter2@db/ums",
+            "mysql://admin:hunter2@db",
+        ] {
+            std::fs::write(&file, format!("database = \"{text}\"\n")).unwrap();
+            let error = format!(
+                "{:#}",
+                Settings::load(dir.path().to_owned(), Some(&file)).unwrap_err()
+            );
+            assert!(
+                error.contains("db.toml")
+                    && error.contains("database")
+                    && !error.contains("hunter2"),
+                "{error}"
+            );
+        }
     }
 }

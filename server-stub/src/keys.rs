@@ -1,13 +1,20 @@
 //! Key management: the operations the command line runs and the admin API will reuse.
 //!
-//! Each takes the store and the vault; values are generated here from the OS CSPRNG, sealed before
-//! they reach the store, and unsealed only for `--show` and exports.
+//! Values are generated here from the OS CSPRNG, sealed before they reach the store, and unsealed
+//! only for shown lists and exports. Lists come back as the typed views of
+//! [`onboard_protocol::admin`]; which keys may be exported is [`crate::claim::exportable`].
 
+use std::sync::Arc;
+
+use onboard_protocol::admin::{KeyId, KeyStatus, KeyView, Page};
 use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
 use time::OffsetDateTime;
 
+use crate::claim;
 use crate::random;
-use crate::store::{KeyFilter, KeyId, KeyStatus, NewKey, Progress, Store, StoreError, StoredKey};
+use crate::store::{
+    self, Actor, KeyFilter, Missing, NewKey, PageRequest, Progress, Store, StoreError, StoredKey,
+};
 use crate::vault::{KeyVault, SealBroken};
 
 /// The most one-time keys one request creates.
@@ -25,6 +32,9 @@ pub enum KeyError {
     /// A quantity of zero or above the limit.
     #[error("the quantity must be from 1 to {MAX_QUANTITY}")]
     Quantity,
+    /// No unit ID to bind keys to.
+    #[error("name at least one unit ID")]
+    NoUnitIds,
     /// A typed password that cannot be a key value.
     #[error("the password cannot be a key: {0}")]
     Password(#[from] onboard_protocol::KeyValueError),
@@ -41,51 +51,31 @@ pub enum KeyError {
     NothingToExport,
 }
 
-/// A key as the key list shows it, with its value unsealed (masked unless the caller shows it).
-#[derive(Debug, Clone)]
-pub struct KeyView {
-    /// Its number.
-    pub id: KeyId,
-    /// Its kind.
-    pub kind: KeyKind,
-    /// Its value; `Display` masks it.
-    pub key: FirstAuthKey,
-    /// The unit ID a device-bound key names.
-    pub unit_id: Option<UnitId>,
-    /// Active, Inactive or Used.
-    pub status: KeyStatus,
-    /// Successful enrollments with it.
-    pub usage_count: u64,
-    /// The last of them.
-    pub usage_date: Option<OffsetDateTime>,
-    /// The administrator's comment.
-    pub comment: String,
-}
-
 /// Key operations over one store and the vault of the UMS ID.
-pub struct KeyAdmin<'a> {
-    store: &'a dyn Store,
-    vault: &'a KeyVault,
+#[derive(Debug, Clone)]
+pub struct KeyAdmin {
+    store: Arc<dyn Store>,
+    vault: Arc<KeyVault>,
 }
 
-impl<'a> KeyAdmin<'a> {
+impl KeyAdmin {
     /// Operations on `store`, protecting values with `vault`.
-    pub fn new(store: &'a dyn Store, vault: &'a KeyVault) -> Self {
+    pub fn new(store: Arc<dyn Store>, vault: Arc<KeyVault>) -> Self {
         Self { store, vault }
     }
 
     fn new_key(
-        &self,
+        vault: &KeyVault,
         kind: KeyKind,
         key: &FirstAuthKey,
         unit_id: Option<UnitId>,
         comment: &str,
         generated: bool,
     ) -> NewKey {
-        let lookup = self.vault.lookup(key);
+        let lookup = vault.lookup(key);
         NewKey {
             kind,
-            sealed: self.vault.seal(key, &lookup),
+            sealed: vault.seal(key, &lookup),
             lookup,
             unit_id,
             comment: comment.to_owned(),
@@ -93,121 +83,172 @@ impl<'a> KeyAdmin<'a> {
         }
     }
 
-    fn generated(&self, kind: KeyKind, unit_id: Option<UnitId>, comment: &str) -> NewKey {
+    fn generated(
+        vault: &KeyVault,
+        kind: KeyKind,
+        unit_id: Option<UnitId>,
+        comment: &str,
+    ) -> NewKey {
         let key = FirstAuthKey::new(random::key_digits()).expect("17 digits are a key");
-        self.new_key(kind, &key, unit_id, comment, true)
+        Self::new_key(vault, kind, &key, unit_id, comment, true)
     }
 
     /// Creates `quantity` one-time keys.
-    pub fn create_one_time(
+    pub async fn create_one_time(
         &self,
         quantity: usize,
         comment: &str,
-        progress: Progress<'_>,
+        progress: Progress,
+        actor: &Actor,
     ) -> Result<Vec<KeyId>, KeyError> {
         if quantity == 0 || quantity > MAX_QUANTITY {
             return Err(KeyError::Quantity);
         }
-        Ok(self.store.insert_keys(
-            quantity,
-            &mut |_| self.generated(KeyKind::OneTime, None, comment),
-            progress,
-        )?)
+        let (vault, comment) = (self.vault.clone(), comment.to_owned());
+        let make = Box::new(move |_| Self::generated(&vault, KeyKind::OneTime, None, &comment));
+        Ok(self
+            .store
+            .insert_keys(quantity, make, progress, actor)
+            .await?)
     }
 
     /// Creates one device-bound key per unit ID.
-    pub fn create_device_bound(
+    pub async fn create_device_bound(
         &self,
         unit_ids: &[UnitId],
         comment: &str,
-        progress: Progress<'_>,
+        progress: Progress,
+        actor: &Actor,
     ) -> Result<Vec<KeyId>, KeyError> {
-        Ok(self.store.insert_keys(
-            unit_ids.len(),
-            &mut |index| {
-                self.generated(KeyKind::DeviceBound, Some(unit_ids[index].clone()), comment)
-            },
-            progress,
-        )?)
+        if unit_ids.is_empty() {
+            return Err(KeyError::NoUnitIds);
+        }
+        if unit_ids.len() > MAX_QUANTITY {
+            return Err(KeyError::Quantity);
+        }
+        let (vault, comment, units) = (self.vault.clone(), comment.to_owned(), unit_ids.to_vec());
+        let make = Box::new(move |index: usize| {
+            Self::generated(
+                &vault,
+                KeyKind::DeviceBound,
+                Some(units[index].clone()),
+                &comment,
+            )
+        });
+        Ok(self
+            .store
+            .insert_keys(unit_ids.len(), make, progress, actor)
+            .await?)
     }
 
     /// Creates a mass-deployment key, random unless a password is given. Returns its ID and value.
-    pub fn create_mass(
+    pub async fn create_mass(
         &self,
         password: Option<&str>,
         comment: &str,
+        actor: &Actor,
     ) -> Result<(KeyId, FirstAuthKey), KeyError> {
         let typed = password.map(FirstAuthKey::new).transpose()?;
-        let ids = self.store.insert_keys(
-            1,
-            &mut |_| match &typed {
-                Some(key) => self.new_key(KeyKind::MassDeployment, key, None, comment, false),
-                None => self.generated(KeyKind::MassDeployment, None, comment),
-            },
-            &|_| {},
-        )?;
+        let (vault, comment) = (self.vault.clone(), comment.to_owned());
+        let make = Box::new(move |_| match &typed {
+            Some(key) => Self::new_key(&vault, KeyKind::MassDeployment, key, None, &comment, false),
+            None => Self::generated(&vault, KeyKind::MassDeployment, None, &comment),
+        });
+        let ids = self
+            .store
+            .insert_keys(1, make, Box::new(|_| {}), actor)
+            .await?;
         let id = ids[0];
         // Read back what was stored: a generated value may have been redrawn on a clash.
-        let stored = self.view(self.one(id)?)?;
-        Ok((id, stored.key))
+        let stored = self.one(id).await?;
+        Ok((id, self.vault.open(&stored.sealed, &stored.lookup)?))
     }
 
-    fn one(&self, id: KeyId) -> Result<StoredKey, KeyError> {
+    async fn one(&self, id: KeyId) -> Result<StoredKey, KeyError> {
         let filter = KeyFilter {
             ids: Some(vec![id]),
             ..KeyFilter::default()
         };
         self.store
-            .keys(&filter)?
+            .keys(&filter, &PageRequest::first(1))
+            .await?
             .pop()
-            .ok_or(KeyError::Store(StoreError::NotFound(vec![id])))
+            .ok_or(KeyError::Store(StoreError::NotFound(Missing::Keys(vec![
+                id,
+            ]))))
     }
 
-    fn view(&self, stored: StoredKey) -> Result<KeyView, KeyError> {
+    /// The view of a stored key: its value unsealed, then masked unless `show`.
+    fn view(&self, stored: StoredKey, show: bool) -> Result<KeyView, KeyError> {
+        let key = self.vault.open(&stored.sealed, &stored.lookup)?;
         Ok(KeyView {
-            key: self.vault.open(&stored.sealed, &stored.lookup)?,
-            status: stored.status(),
+            key: if show {
+                key.expose_secret().to_owned()
+            } else {
+                key.masked()
+            },
+            shown: show,
             id: stored.id,
             kind: stored.kind,
             unit_id: stored.unit_id,
+            status: stored.status,
             usage_count: stored.usage_count,
             usage_date: stored.usage_date,
             comment: stored.comment,
+            created_at: stored.created_at,
         })
     }
 
-    /// The keys matching `filter`.
-    pub fn list(&self, filter: &KeyFilter) -> Result<Vec<KeyView>, KeyError> {
-        self.store
-            .keys(filter)?
-            .into_iter()
-            .map(|stored| self.view(stored))
-            .collect()
+    /// One page of the keys matching `filter`, masked unless `show`.
+    pub async fn list(
+        &self,
+        filter: &KeyFilter,
+        page: &PageRequest<KeyId>,
+        show: bool,
+    ) -> Result<Page<KeyView>, KeyError> {
+        let rows = self.store.keys(filter, &page.probe()).await?;
+        store::paged(rows, page.limit, |key| key.id, |key| self.view(key, show))
+    }
+
+    /// One key, masked unless `show`.
+    pub async fn get(&self, id: KeyId, show: bool) -> Result<KeyView, KeyError> {
+        let stored = self.one(id).await?;
+        self.view(stored, show)
+    }
+
+    /// How many keys match `filter`.
+    pub async fn count(&self, filter: &KeyFilter) -> Result<u64, KeyError> {
+        Ok(self.store.count_keys(filter).await?)
     }
 
     /// Sets a key's comment.
-    pub fn edit_comment(&self, id: KeyId, comment: &str) -> Result<(), KeyError> {
-        Ok(self.store.set_comment(id, comment)?)
+    pub async fn edit_comment(
+        &self,
+        id: KeyId,
+        comment: &str,
+        actor: &Actor,
+    ) -> Result<(), KeyError> {
+        Ok(self.store.set_comment(id, comment, actor).await?)
     }
 
     /// Activates keys (a Used one-time key stays Used).
-    pub fn activate(&self, ids: &[KeyId]) -> Result<(), KeyError> {
-        Ok(self.store.set_active(ids, true)?)
+    pub async fn activate(&self, ids: &[KeyId], actor: &Actor) -> Result<(), KeyError> {
+        Ok(self.store.set_active(ids, true, actor).await?)
     }
 
     /// Deactivates keys.
-    pub fn deactivate(&self, ids: &[KeyId]) -> Result<(), KeyError> {
-        Ok(self.store.set_active(ids, false)?)
+    pub async fn deactivate(&self, ids: &[KeyId], actor: &Actor) -> Result<(), KeyError> {
+        Ok(self.store.set_active(ids, false, actor).await?)
     }
 
     /// Deletes keys.
-    pub fn delete(&self, ids: &[KeyId]) -> Result<(), KeyError> {
-        Ok(self.store.delete_keys(ids)?)
+    pub async fn delete(&self, ids: &[KeyId], actor: &Actor) -> Result<(), KeyError> {
+        Ok(self.store.delete_keys(ids, actor).await?)
     }
 
-    /// The key file for the keys named by `ids` (all must be active), or for all active keys when
-    /// `ids` is empty.
-    pub fn export(
+    /// The key file for the keys named by `ids` (all must be exportable), or for all exportable
+    /// keys when `ids` is empty.
+    pub async fn export(
         &self,
         ids: &[KeyId],
         servers: Vec<Server>,
@@ -224,7 +265,7 @@ impl<'a> KeyAdmin<'a> {
                 ..KeyFilter::default()
             }
         };
-        let stored = self.store.keys(&filter)?;
+        let stored = self.store.keys(&filter, &PageRequest::all()).await?;
         if !ids.is_empty() {
             let missing: Vec<KeyId> = ids
                 .iter()
@@ -232,25 +273,25 @@ impl<'a> KeyAdmin<'a> {
                 .filter(|id| !stored.iter().any(|k| k.id == *id))
                 .collect();
             if !missing.is_empty() {
-                return Err(StoreError::NotFound(missing).into());
+                return Err(StoreError::NotFound(Missing::Keys(missing)).into());
             }
-            if let Some(bad) = stored.iter().find(|k| k.status() != KeyStatus::Active) {
-                return Err(KeyError::NotExportable {
-                    id: bad.id,
-                    status: bad.status(),
-                });
-            }
+        }
+        if let Some(bad) = stored.iter().find(|k| !claim::exportable(k.status)) {
+            return Err(KeyError::NotExportable {
+                id: bad.id,
+                status: bad.status,
+            });
         }
         if stored.is_empty() {
             return Err(KeyError::NothingToExport);
         }
         let mut entries = Vec::with_capacity(stored.len());
         for key in stored {
-            let view = self.view(key)?;
-            entries.push(match view.unit_id {
-                Some(unit_id) => KeyEntry::device_bound(view.key, unit_id),
-                None if view.kind == KeyKind::MassDeployment => KeyEntry::mass(view.key),
-                None => KeyEntry::one_time(view.key),
+            let value = self.vault.open(&key.sealed, &key.lookup)?;
+            entries.push(match key.unit_id {
+                Some(unit_id) => KeyEntry::device_bound(value, unit_id),
+                None if key.kind == KeyKind::MassDeployment => KeyEntry::mass(value),
+                None => KeyEntry::one_time(value),
             });
         }
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).ok();

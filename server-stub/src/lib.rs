@@ -4,23 +4,30 @@
 //! - [`config`]: data directory and the optional TOML config, validated into [`config::Settings`].
 //! - [`ums_id`]: the server's identity (P-256 key pair, self-signed CA), its files, backup, restore.
 //! - [`vault`]: look-up digests and sealing of key values, derived from the UMS ID.
-//! - [`store`]: the [`store::Store`] interface and its SQLite implementation (the one module that
-//!   owns the database).
-//! - [`keys`]: key operations (create, list, edit, activate, delete, export) shared by the command
-//!   line and, later, the admin API.
+//! - [`claim`]: the key rules, pure: a key's status, what may be exported, what one enrollment
+//!   attempt comes to. Every backend applies them; nothing else decides one.
+//! - [`store`]: the async [`store::Store`] interface, its errors and rows, and the SQLite backend
+//!   (the one module that owns the database).
+//! - [`keys`], [`devices`], [`audit`]: the use cases the command line runs and the admin API will
+//!   serve (create, list, edit, activate, delete, export keys; list and delete devices; read the
+//!   audit log), answering with the typed views of `onboard_protocol::admin`.
 //! - [`unit_ids`]: unit IDs typed one by one or imported from CSV.
 //! - [`stub`]: an opened data directory.
 //! - [`ca`]: device certificates from PKCS#10 requests, and the TLS leaf.
 //! - [`tls`]: the server's rustls configuration (leaf, chain, client certificates).
-//! - [`http`]: the EST routes and the one place errors become HTTP answers.
+//! - [`http`]: the HTTPS routes split by surface (EST, enrolled devices) and the one place errors
+//!   become HTTP answers.
 //! - [`rate_limit`]: failed-attempt limits per source and unit ID.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
+pub mod audit;
 pub mod ca;
+pub mod claim;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod files;
 pub mod http;
 pub mod keys;

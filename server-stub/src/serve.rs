@@ -11,7 +11,7 @@
 //! let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None)?;
 //! settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = ums_stub::serve::spawn(settings, listener)?;
+//! let server = ums_stub::serve::spawn(settings, listener).await?;
 //! println!("port {}, UMS ID {}", server.port(), server.ums_id_fingerprint());
 //! server.stop().await?;
 //! # Ok(())
@@ -130,8 +130,10 @@ pub async fn run(
 /// Opens the data directory of `settings` (creating the UMS ID and database at first use) and
 /// builds what [`run`] needs: the routes' shared state, with the rate limits and certificate
 /// lifetime of `settings`, and the TLS configuration for `settings.hosts`.
-pub fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, Arc<rustls::ServerConfig>)> {
-    let stub = Stub::open(settings)?;
+pub async fn prepare(
+    settings: Settings,
+) -> anyhow::Result<(Arc<Shared>, Arc<rustls::ServerConfig>)> {
+    let stub = Stub::open(settings).await?;
     let settings = &stub.settings;
     let tls = crate::tls::server_config(&settings.data_dir, &stub.ums_id, &settings.hosts)?;
     let shared = Arc::new(Shared {
@@ -155,11 +157,11 @@ pub struct Running {
 
 /// Starts a server on `listener` as a task on the current tokio runtime: opens the data directory
 /// of `settings` and serves with its host names (`settings.hosts`, which the TLS leaf names),
-/// rate limits and certificate lifetime. Blocks while it opens the data directory (a first start
-/// creates the UMS ID); panics outside a tokio runtime.
-pub fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<Running> {
+/// rate limits and certificate lifetime. Returns once the data directory is open (a first start
+/// creates the UMS ID) and the server accepts connections.
+pub async fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let (shared, tls) = prepare(settings)?;
+    let (shared, tls) = prepare(settings).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     // A dropped sender also ends the wait: dropping Running shuts the server down.
     let task = tokio::spawn(run(shared.clone(), listener, tls, async {

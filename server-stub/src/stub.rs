@@ -1,11 +1,17 @@
-//! The opened server state the commands work on: settings, UMS ID, store and vault.
+//! The opened server state the commands and routes work on: settings, UMS ID, store and vault,
+//! and the use cases over them ([`Stub::keys`], [`Stub::devices`], [`Stub::audit_log`]).
+
+use std::sync::Arc;
 
 use anyhow::Context;
+use onboard_protocol::admin::UmsIdView;
 
+use crate::audit::AuditLog;
 use crate::config::Settings;
+use crate::devices::DeviceAdmin;
 use crate::files;
 use crate::keys::KeyAdmin;
-use crate::store::SqliteStore;
+use crate::store::{self, Store};
 use crate::ums_id::UmsId;
 use crate::vault::KeyVault;
 
@@ -16,19 +22,24 @@ pub struct Stub {
     pub settings: Settings,
     /// The server's identity.
     pub ums_id: UmsId,
-    /// The key store.
-    pub store: SqliteStore,
+    /// The store, whichever backend the settings chose.
+    pub store: Arc<dyn Store>,
     /// Keys derived from the UMS ID that protect key values.
-    pub vault: KeyVault,
+    pub vault: Arc<KeyVault>,
 }
 
 impl Stub {
-    /// Opens the data directory, creating it, the UMS ID and the database at first use.
-    pub fn open(settings: Settings) -> anyhow::Result<Self> {
+    /// Opens the data directory, creating it, the UMS ID and the database at first use. Refuses
+    /// a database made under another UMS ID.
+    pub async fn open(settings: Settings) -> anyhow::Result<Self> {
         files::create_private_dir(&settings.data_dir)?;
-        let (ums_id, _created) = UmsId::load_or_create(&settings.data_dir).context("UMS ID")?;
-        let store = SqliteStore::open(&settings.database())?;
-        let vault = KeyVault::derive(&ums_id.secret_material());
+        let data_dir = settings.data_dir.clone();
+        let (ums_id, _created) =
+            tokio::task::spawn_blocking(move || UmsId::load_or_create(&data_dir))
+                .await?
+                .context("UMS ID")?;
+        let store = store::open(&settings, &ums_id.fingerprint()).await?;
+        let vault = Arc::new(KeyVault::derive(&ums_id.secret_material()));
         Ok(Self {
             settings,
             ums_id,
@@ -37,8 +48,23 @@ impl Stub {
         })
     }
 
-    /// Key operations on this store.
-    pub fn keys(&self) -> KeyAdmin<'_> {
-        KeyAdmin::new(&self.store, &self.vault)
+    /// Key operations.
+    pub fn keys(&self) -> KeyAdmin {
+        KeyAdmin::new(self.store.clone(), self.vault.clone())
+    }
+
+    /// Enrolled devices.
+    pub fn devices(&self) -> DeviceAdmin {
+        DeviceAdmin::new(self.store.clone())
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> AuditLog {
+        AuditLog::new(self.store.clone())
+    }
+
+    /// The UMS ID as the UMS ID page shows it.
+    pub fn ums_id_view(&self) -> UmsIdView {
+        UmsIdView::new(self.ums_id.fingerprint(), self.ums_id.created_at())
     }
 }

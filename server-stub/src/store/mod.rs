@@ -1,72 +1,56 @@
-//! The store: one interface for the key data, so that SQLite (the embedded default) and later
-//! PostgreSQL (several stub servers sharing one database) are interchangeable.
+//! The store: one async interface for the server's data (keys, devices, the audit log), so that
+//! SQLite (the embedded default) and PostgreSQL (several servers sharing one database) are
+//! interchangeable. The server holds it as `Arc<dyn Store>`, chosen by [`open`] from the settings.
 //!
 //! The store holds keys only as look-up digests and sealed values (see [`crate::vault`]); it never
-//! sees a key in the clear.
+//! sees a key in the clear. It decides no key rule: backends read rows, ask [`crate::claim`], and
+//! apply the answer. Its errors name no backend. Every change it records names its [`Actor`].
 
 mod sqlite;
 
 use std::fmt;
-use std::str::FromStr;
+use std::sync::Arc;
 
-use onboard_protocol::{KeyKind, ProblemCode, UnitId};
+use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
 pub use sqlite::SqliteStore;
 
+use crate::config::{Database, Settings};
 use crate::vault::LookupDigest;
 
-/// A key's number in the store, as `keys list` shows it.
-pub type KeyId = i64;
-
-/// A key's status, as the UMS key list shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyStatus {
-    /// Usable for enrollment.
-    Active,
-    /// Deactivated by an administrator.
-    Inactive,
-    /// A one-time or device-bound key that has enrolled its device.
-    Used,
+/// Who made a change and from where, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `cli`, an administrator's name, or a device's unit ID.
+    pub name: String,
+    /// The source address, or `local` for the command line on the server machine.
+    pub source: String,
 }
 
-impl KeyStatus {
-    /// The stable name used on the command line and in JSON.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "active",
-            KeyStatus::Inactive => "inactive",
-            KeyStatus::Used => "used",
+impl Actor {
+    /// The command line on the server machine.
+    pub fn cli() -> Self {
+        Self {
+            name: "cli".to_owned(),
+            source: "local".to_owned(),
         }
     }
 
-    /// How the UMS key list shows it.
-    pub const fn label(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "Active",
-            KeyStatus::Inactive => "Inactive",
-            KeyStatus::Used => "Used",
+    /// An enrolling or enrolled device, from `source`.
+    pub fn device(unit_id: &UnitId, source: impl fmt::Display) -> Self {
+        Self {
+            name: unit_id.to_string(),
+            source: source.to_string(),
         }
     }
-}
 
-impl fmt::Display for KeyStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for KeyStatus {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.to_ascii_lowercase().as_str() {
-            "active" => Ok(KeyStatus::Active),
-            "inactive" => Ok(KeyStatus::Inactive),
-            "used" => Ok(KeyStatus::Used),
-            _ => Err(format!(
-                "{text:?} is not a key status: expected active, inactive or used"
-            )),
+    /// An administrator's account, from `source`.
+    pub fn admin(name: impl Into<String>, source: impl fmt::Display) -> Self {
+        Self {
+            name: name.into(),
+            source: source.to_string(),
         }
     }
 }
@@ -104,6 +88,8 @@ pub struct StoredKey {
     pub unit_id: Option<UnitId>,
     /// Whether an administrator left it activated.
     pub active: bool,
+    /// Its status as [`crate::claim::status`] decided it at its last change.
+    pub status: KeyStatus,
     /// Successful enrollments with it.
     pub usage_count: u64,
     /// The last successful enrollment with it.
@@ -112,19 +98,6 @@ pub struct StoredKey {
     pub comment: String,
     /// When it was created.
     pub created_at: OffsetDateTime,
-}
-
-impl StoredKey {
-    /// The status the UMS shows: Used wins over the activation flag.
-    pub fn status(&self) -> KeyStatus {
-        if self.kind != KeyKind::MassDeployment && self.usage_count > 0 {
-            KeyStatus::Used
-        } else if self.active {
-            KeyStatus::Active
-        } else {
-            KeyStatus::Inactive
-        }
-    }
 }
 
 /// Which keys to list. Empty fields match everything.
@@ -140,56 +113,136 @@ pub struct KeyFilter {
     pub ids: Option<Vec<KeyId>>,
 }
 
-/// Why a store operation failed.
+/// Which audit lines to list. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only lines at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only lines about this unit ID.
+    pub unit_id: Option<UnitId>,
+    /// Only lines with this outcome (`ok` or a problem code).
+    pub outcome: Option<String>,
+    /// Only lines by this actor.
+    pub actor: Option<String>,
+}
+
+/// Where a page of a list starts and how long it is (keyset paging: rows after `after`, in list
+/// order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest<A> {
+    /// The most rows to return.
+    pub limit: usize,
+    /// Start after this row (its ID, or unit ID for devices); `None` for the first page.
+    pub after: Option<A>,
+}
+
+impl<A> PageRequest<A> {
+    /// The first `limit` rows.
+    pub fn first(limit: usize) -> Self {
+        Self { limit, after: None }
+    }
+
+    /// Every row: for callers that need the whole list (an export, a test).
+    pub fn all() -> Self {
+        Self {
+            limit: usize::MAX,
+            after: None,
+        }
+    }
+}
+
+/// What is missing when a store operation finds nothing to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// These keys do not exist.
+    Keys(Vec<KeyId>),
+    /// No enrolled device has this unit ID.
+    Device(UnitId),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::Keys(ids) => write!(
+                f,
+                "no key with ID {}; nothing was changed",
+                ids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Missing::Device(unit_id) => write!(f, "no enrolled device has unit ID {unit_id}"),
+        }
+    }
+}
+
+/// Why a store operation failed. Names no backend: callers branch on the variant.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Some of the named keys do not exist; nothing was changed.
-    #[error("no key with ID {}; nothing was changed", join(.0))]
-    NotFound(Vec<KeyId>),
-    /// A typed key value that another key already has.
-    #[error("another key already has this value; two keys cannot share a password")]
-    DuplicateKey,
-    /// Generated values kept clashing (practically impossible with 17 random digits).
-    #[error("could not generate a unique key value after {0} attempts")]
-    NoUniqueValue(usize),
-    /// The database failed.
-    #[error("database {path}")]
-    Database {
-        /// The database file.
-        path: String,
-        /// The failure.
-        #[source]
-        source: rusqlite::Error,
+    /// What the operation names does not exist; nothing was changed.
+    #[error("{0}")]
+    NotFound(Missing),
+    /// The change clashes with what exists (a typed key value another key has).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached or is busy for now; retrying later may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database belongs to another UMS ID: its sealed keys would not open under this one.
+    #[error(
+        "the database {database} was made under UMS ID {stored}, but this server's UMS ID is \
+         {ours}; restore the UMS ID it was made under (ums-stub ums-id restore BACKUP --force), or \
+         use a data directory of its own for this UMS ID"
+    )]
+    OtherUmsId {
+        /// Where the database is.
+        database: String,
+        /// The fingerprint recorded in the database.
+        stored: Fingerprint,
+        /// This server's fingerprint.
+        ours: Fingerprint,
     },
-    /// No device with this unit ID is enrolled.
-    #[error("no enrolled device has unit ID {0}")]
-    DeviceNotFound(UnitId),
+    /// The database's schema is newer than this program.
+    #[error(
+        "the database {database} has schema version {found}, newer than this ums-stub knows \
+         ({known}); upgrade ums-stub"
+    )]
+    SchemaTooNew {
+        /// Where the database is.
+        database: String,
+        /// Its version.
+        found: i64,
+        /// The newest this program knows.
+        known: i64,
+    },
     /// Signing the device certificate failed (the transaction was rolled back).
     #[error("cannot issue the device certificate: {0}")]
     Issue(String),
     /// The database holds something this code cannot read.
-    #[error("database {path}: {reason}")]
+    #[error("the database {database} holds {reason}")]
     Corrupt {
-        /// The database file.
-        path: String,
+        /// Where the database is.
+        database: String,
         /// What is wrong.
         reason: String,
     },
-}
-
-fn join(ids: &[KeyId]) -> String {
-    ids.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    /// The backend failed.
+    #[error("the database {database} failed")]
+    Backend {
+        /// Where the database is.
+        database: String,
+        /// The failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Calls back with the number of keys done so far, for progress bars.
-pub type Progress<'a> = &'a dyn Fn(u64);
+pub type Progress = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Makes the `index`th key of a batch; called again for the same index when a generated value
 /// clashes with an existing key.
-pub type MakeKey<'a> = &'a mut dyn FnMut(usize) -> NewKey;
+pub type MakeKey = Box<dyn FnMut(usize) -> NewKey + Send>;
 
 /// An enrollment attempt, as the store sees it: no key value, only its digest.
 #[derive(Debug, Clone)]
@@ -200,7 +253,7 @@ pub struct EnrollAttempt {
     pub lookup: LookupDigest,
     /// The DER SubjectPublicKeyInfo of its certificate request.
     pub public_key: Vec<u8>,
-    /// The source address, for the audit log.
+    /// The source address, for the audit log (the actor is the unit ID).
     pub source: String,
 }
 
@@ -215,10 +268,8 @@ pub struct IssuedCertificate {
     pub not_after: OffsetDateTime,
 }
 
-/// Signs a certificate; called inside the transaction, only when the request is good.
-pub type IssueCertificate<'a> = &'a mut dyn FnMut() -> Result<IssuedCertificate, String>;
-
-/// Signs the certificate for an enrollment attempt; may run on the store's writer thread.
+/// Signs the certificate for an enrollment or renewal; called inside the transaction, only when
+/// the request is good, and may run on a backend's writer thread.
 pub type IssueOnce = Box<dyn FnOnce() -> Result<IssuedCertificate, String> + Send>;
 
 /// An enrolled device.
@@ -263,83 +314,182 @@ pub enum EnrollOutcome {
 /// One line of the audit log. Never holds a key value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// Its number, in the order lines were written (0 for a line not yet written).
+    pub id: i64,
     /// When.
     pub at: OffsetDateTime,
     /// What: `enroll`, `reenroll`, `keys.create`, `keys.edit`, `keys.activate`, `keys.deactivate`,
     /// `keys.delete`, `devices.delete`.
     pub event: String,
+    /// Who: `cli`, an administrator, or a device's unit ID.
+    pub actor: String,
+    /// Where the request came from: an address, or `local`.
+    pub source: String,
     /// The unit ID concerned, if any.
     pub unit_id: Option<String>,
     /// The key concerned, if one.
     pub key_id: Option<KeyId>,
-    /// Where the request came from (an address, or `cli`).
-    pub source: String,
     /// `ok` or a problem code.
     pub outcome: String,
     /// More, for people (an ID range, a certificate serial).
     pub detail: String,
 }
 
-/// What the key operations need from a database.
-pub trait Store: Send + Sync {
+impl AuditEntry {
+    /// A line for `event` by `actor` now, outcome `ok`, to be filled in.
+    pub fn new(event: &str, actor: &Actor) -> Self {
+        Self {
+            id: 0,
+            at: OffsetDateTime::now_utc(),
+            event: event.to_owned(),
+            actor: actor.name.clone(),
+            source: actor.source.clone(),
+            unit_id: None,
+            key_id: None,
+            outcome: "ok".to_owned(),
+            detail: String::new(),
+        }
+    }
+}
+
+/// What the server needs from a database.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Records `ums_id` as the UMS ID this database belongs to at first use; refuses with
+    /// [`StoreError::OtherUmsId`] a database recorded under another.
+    async fn bind_ums_id(&self, ums_id: &Fingerprint) -> Result<(), StoreError>;
+
     /// Inserts `count` keys made by `make`, all in one transaction: all of them or none.
-    fn insert_keys(
+    async fn insert_keys(
         &self,
         count: usize,
-        make: MakeKey<'_>,
-        progress: Progress<'_>,
+        make: MakeKey,
+        progress: Progress,
+        actor: &Actor,
     ) -> Result<Vec<KeyId>, StoreError>;
 
-    /// The keys matching `filter`, by ID.
-    fn keys(&self, filter: &KeyFilter) -> Result<Vec<StoredKey>, StoreError>;
+    /// One page of the keys matching `filter`, by ID.
+    async fn keys(
+        &self,
+        filter: &KeyFilter,
+        page: &PageRequest<KeyId>,
+    ) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// How many keys match `filter`.
+    async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError>;
 
     /// Sets one key's comment.
-    fn set_comment(&self, id: KeyId, comment: &str) -> Result<(), StoreError>;
+    async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError>;
 
     /// Activates or deactivates keys: all of them, or none if any ID is unknown.
-    fn set_active(&self, ids: &[KeyId], active: bool) -> Result<(), StoreError>;
+    async fn set_active(
+        &self,
+        ids: &[KeyId],
+        active: bool,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
 
     /// Deletes keys: all of them, or none if any ID is unknown.
-    fn delete_keys(&self, ids: &[KeyId]) -> Result<(), StoreError>;
+    async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError>;
 
-    /// Decides an enrollment attempt and, when the key is good, records the device and the key's
-    /// use in one transaction with the certificate `issue` signs. Exactly once: a one-time key is
+    /// Decides an enrollment attempt through [`crate::claim::decide`] and applies the decision
+    /// in one transaction with the certificate `issue` signs. Exactly once: a one-time key is
     /// consumed by one device however many attempts race, and a retry by the same unit ID with the
     /// same public key gets the stored certificate back without consuming anything. An
     /// implementation may decide several concurrent attempts in one transaction (group commit).
-    fn enroll(&self, attempt: EnrollAttempt, issue: IssueOnce)
-    -> Result<EnrollOutcome, StoreError>;
+    async fn enroll(
+        &self,
+        attempt: EnrollAttempt,
+        issue: IssueOnce,
+    ) -> Result<EnrollOutcome, StoreError>;
 
     /// Replaces the certificate of an enrolled device whose current certificate has `serial`.
     /// `None` when no device has that unit ID and serial.
-    fn renew(
+    async fn renew(
         &self,
         unit_id: &UnitId,
         serial: &str,
         public_key: &[u8],
-        source: &str,
-        issue: IssueCertificate<'_>,
+        actor: &Actor,
+        issue: IssueOnce,
     ) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Records that an enrolled device (by the serial of the certificate it presented) was
     /// heard from, with the facts it reported. `false` when no device has that serial.
-    fn touch_device(
+    async fn touch_device(
         &self,
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
     ) -> Result<bool, StoreError>;
 
-    /// All enrolled devices, by unit ID.
-    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// One page of the enrolled devices, by unit ID.
+    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// How many devices are enrolled.
+    async fn count_devices(&self) -> Result<u64, StoreError>;
 
     /// Forgets a device so its unit ID may enroll again (with a new key pair).
-    fn delete_device(&self, unit_id: &UnitId, source: &str) -> Result<(), StoreError>;
+    async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError>;
 
     /// Appends to the audit log (for refusals decided before the store is asked, such as rate
     /// limits and malformed requests).
-    fn record(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    async fn record(&self, entry: AuditEntry) -> Result<(), StoreError>;
 
-    /// The audit log from `since` on, oldest first.
-    fn audit(&self, since: Option<OffsetDateTime>) -> Result<Vec<AuditEntry>, StoreError>;
+    /// One page of the audit lines matching `filter`, oldest first.
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// How many audit lines match `filter`.
+    async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError>;
+}
+
+/// Opens the store the settings name (creating and migrating it at first use) and binds it to
+/// `ums_id`.
+pub async fn open(settings: &Settings, ums_id: &Fingerprint) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = match &settings.database {
+        Database::Sqlite => {
+            let file = settings.database_file();
+            let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&file))
+                .await
+                .map_err(|error| StoreError::Backend {
+                    database: settings.database_file().display().to_string(),
+                    source: Box::new(error),
+                })??;
+            Arc::new(opened)
+        }
+    };
+    store.bind_ums_id(ums_id).await?;
+    Ok(store)
+}
+
+/// Turns rows fetched with one more than `limit` into a page: the extra row only says that a next
+/// page exists, which starts after the last row kept.
+pub(crate) fn paged<R, T, A, E>(
+    mut rows: Vec<R>,
+    limit: usize,
+    cursor: impl Fn(&R) -> A,
+    view: impl FnMut(R) -> Result<T, E>,
+) -> Result<onboard_protocol::admin::Page<T, A>, E> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_after = if more { rows.last().map(cursor) } else { None };
+    Ok(onboard_protocol::admin::Page {
+        items: rows.into_iter().map(view).collect::<Result<_, _>>()?,
+        next_after,
+        total: None,
+    })
+}
+
+impl<A: Clone> PageRequest<A> {
+    /// The same page asking for one row more, so [`paged`] can tell whether another page follows.
+    pub(crate) fn probe(&self) -> Self {
+        Self {
+            limit: self.limit.saturating_add(1),
+            after: self.after.clone(),
+        }
+    }
 }

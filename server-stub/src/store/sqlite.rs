@@ -1,111 +1,158 @@
 //! The SQLite store, the embedded default: one file in the data directory, WAL mode so the CLI and
-//! a running server can share it, numbered migrations applied at open.
+//! a running server can share it, numbered migrations (`sqlite/migrations/*.sql`) applied at open.
+//!
+//! rusqlite is blocking, so every call crosses one bridge ([`SqliteStore::call`]) onto tokio's
+//! blocking pool. Enrollments go to one writer thread that decides every attempt waiting in one
+//! transaction (group commit): one fsync is shared by many devices.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use onboard_protocol::{KeyKind, ProblemCode, UnitId};
+use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
 use time::OffsetDateTime;
 
 use super::{
-    AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueCertificate, IssueOnce, KeyFilter,
-    KeyId, MakeKey, Progress, Store, StoreError, StoredKey,
+    Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueOnce,
+    KeyFilter, MakeKey, Missing, PageRequest, Progress, Store, StoreError, StoredKey,
 };
+use crate::claim::{self, Decision};
 
 /// Migrations, applied in order; a database records the highest it has.
 const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sqlite/migrations/0001_keys.sql")),
+    (2, include_str!("sqlite/migrations/0002_devices_audit.sql")),
     (
-        1,
-        "CREATE TABLE keys (
-        id          INTEGER PRIMARY KEY,
-        kind        TEXT    NOT NULL CHECK (kind IN ('one-time', 'device-bound', 'mass')),
-        lookup      BLOB    NOT NULL UNIQUE CHECK (length(lookup) = 32),
-        sealed      BLOB    NOT NULL,
-        unit_id     TEXT    CHECK ((kind = 'device-bound') = (unit_id IS NOT NULL)),
-        active      INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
-        usage_count INTEGER NOT NULL DEFAULT 0 CHECK (usage_count >= 0),
-        usage_date  INTEGER,
-        comment     TEXT    NOT NULL DEFAULT '',
-        created_at  INTEGER NOT NULL
-     );
-     CREATE INDEX keys_unit_id ON keys (unit_id) WHERE unit_id IS NOT NULL;
-     CREATE INDEX keys_kind ON keys (kind);",
-    ),
-    (
-        2,
-        "CREATE TABLE devices (
-        unit_id     TEXT    PRIMARY KEY,
-        public_key  BLOB    NOT NULL,
-        certificate BLOB    NOT NULL,
-        serial      TEXT    NOT NULL UNIQUE,
-        not_after   INTEGER NOT NULL,
-        key_id      INTEGER REFERENCES keys (id) ON DELETE SET NULL,
-        key_kind    TEXT    NOT NULL,
-        enrolled_at INTEGER NOT NULL,
-        last_seen   INTEGER NOT NULL,
-        inventory   TEXT
-     );
-     CREATE TABLE audit (
-        id       INTEGER PRIMARY KEY,
-        at       INTEGER NOT NULL,
-        event    TEXT    NOT NULL,
-        unit_id  TEXT,
-        key_id   INTEGER,
-        source   TEXT    NOT NULL,
-        outcome  TEXT    NOT NULL,
-        detail   TEXT    NOT NULL DEFAULT ''
-     );
-     CREATE INDEX audit_at ON audit (at);",
+        3,
+        include_str!("sqlite/migrations/0003_status_actor_ums_id.sql"),
     ),
 ];
-
-/// The status as SQL, matching [`StoredKey::status`].
-const STATUS_SQL: &str = "CASE WHEN kind <> 'mass' AND usage_count > 0 THEN 'used' \
-                          WHEN active = 1 THEN 'active' ELSE 'inactive' END";
 
 /// How many times a generated value is redrawn on a clash.
 const GENERATE_ATTEMPTS: usize = 16;
 
+/// The most attempts decided in one transaction.
+const GROUP_COMMIT_MAX: usize = 128;
+
+/// The `store_meta` row naming the UMS ID the database belongs to.
+const META_UMS_ID: &str = "ums_id_fingerprint";
+
+const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
+
+const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory";
+
+const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outcome, detail";
+
 /// A SQLite database file.
+#[derive(Clone)]
 pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     path: PathBuf,
     connection: Mutex<Connection>,
     /// The enrollment writer thread, started at the first enrollment.
-    enroller: std::sync::OnceLock<std::sync::mpsc::Sender<EnrollJob>>,
+    enroller: OnceLock<std::sync::mpsc::Sender<EnrollJob>>,
 }
 
 /// One enrollment attempt waiting for the writer thread.
 struct EnrollJob {
     attempt: EnrollAttempt,
     issue: IssueOnce,
-    reply: std::sync::mpsc::SyncSender<Result<EnrollOutcome, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<EnrollOutcome, StoreError>>,
 }
-
-/// The most attempts decided in one transaction.
-const GROUP_COMMIT_MAX: usize = 128;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SqliteStore({})", self.path.display())
+        write!(f, "SqliteStore({})", self.inner.path.display())
     }
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed, mode 0600) the database at `path` and applies pending
+    /// migrations. Blocks: call it where blocking is allowed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path)?;
         let connection = connect(path)?;
         restrict_permissions(path);
-        let store = Self {
+        let inner = Inner {
             path: path.to_owned(),
             connection: Mutex::new(connection),
-            enroller: std::sync::OnceLock::new(),
+            enroller: OnceLock::new(),
         };
-        store.migrate()?;
-        Ok(store)
+        inner.migrate()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let inner = &self.inner;
+        inner
+            .lock()
+            .query_row("SELECT max(version) FROM schema_migrations", [], |row| {
+                row.get(0)
+            })
+            .map_err(|e| inner.db(e))
+    }
+
+    /// Runs SQLite's integrity check; `Ok(())` when it reports "ok".
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let report: String = inner
+            .lock()
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .map_err(|e| inner.db(e))?;
+        if report == "ok" {
+            Ok(())
+        } else {
+            Err(inner.corrupt(format!("damage: {report}")))
+        }
+    }
+
+    /// The bridge from async callers to the blocking connection: runs `work` on tokio's blocking
+    /// pool.
+    async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|error| StoreError::Backend {
+                database: self.inner.shown(),
+                source: Box::new(error),
+            })?
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back.
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn db(&self, source: rusqlite::Error) -> StoreError {
+        backend_error(&self.shown(), source)
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            database: self.shown(),
+            reason,
+        }
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -124,11 +171,10 @@ impl SqliteStore {
             .map_err(|e| self.db(e))?;
         let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
         if current > known {
-            return Err(StoreError::Corrupt {
-                path: self.shown(),
-                reason: format!(
-                    "schema version {current} is newer than this ums-stub knows ({known}); upgrade ums-stub"
-                ),
+            return Err(StoreError::SchemaTooNew {
+                database: self.shown(),
+                found: current,
+                known,
             });
         }
         for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
@@ -139,101 +185,169 @@ impl SqliteStore {
             )
             .map_err(|e| self.db(e))?;
         }
+        self.fill_statuses(&tx)?;
         tx.commit().map_err(|e| self.db(e))
     }
 
-    /// The schema version the database is at.
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.lock()
-            .query_row("SELECT max(version) FROM schema_migrations", [], |row| {
-                row.get(0)
-            })
-            .map_err(|e| self.db(e))
-    }
-
-    /// Runs SQLite's integrity check; `Ok(())` when it reports "ok".
-    pub fn integrity_check(&self) -> Result<(), StoreError> {
-        let report: String = self
-            .lock()
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+    /// Gives keys from before the status column the status [`claim::status`] decides.
+    fn fill_statuses(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let rows: Vec<(KeyId, String, bool, i64)> = {
+            let mut select = tx
+                .prepare("SELECT id, kind, active, usage_count FROM keys WHERE status IS NULL")
+                .map_err(|e| self.db(e))?;
+            select
+                .query_map([], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .map_err(|e| self.db(e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.db(e))?
+        };
+        let mut update = tx
+            .prepare("UPDATE keys SET status = ?1 WHERE id = ?2")
             .map_err(|e| self.db(e))?;
-        if report == "ok" {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt {
-                path: self.shown(),
-                reason: report,
-            })
+        for (id, kind, active, usage_count) in rows {
+            let kind = self.kind(id, &kind)?;
+            let status = claim::status(kind, active, count(usage_count));
+            update
+                .execute(params![status.as_str(), id])
+                .map_err(|e| self.db(e))?;
         }
+        Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable: SQLite rolls back.
-        self.connection
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn kind(&self, id: KeyId, text: &str) -> Result<KeyKind, StoreError> {
+        text.parse()
+            .map_err(|_| self.corrupt(format!("key {id} with an unknown kind")))
     }
 
-    fn shown(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn db(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Database {
-            path: self.shown(),
-            source,
-        }
-    }
-
-    /// Runs `sql` (with `?1` the key ID) for each of `ids` in one transaction, and audits it as
-    /// `event`: all of them, or none when one ID is unknown.
-    fn change_each(&self, ids: &[KeyId], sql: &str, event: &str) -> Result<(), StoreError> {
+    /// Runs `change` (given the key's kind and usage count) for each of `ids` in one transaction,
+    /// and audits it as `event`: all of them, or none when one ID is unknown.
+    fn change_each(
+        &self,
+        ids: &[KeyId],
+        actor: &Actor,
+        event: &str,
+        mut change: impl FnMut(&Transaction<'_>, KeyId, KeyKind, u64) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let tx = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.db(e))?;
-        self.require_existing(&tx, ids)?;
+        let mut missing = Vec::new();
+        let mut found = Vec::with_capacity(ids.len());
         {
-            let mut statement = tx.prepare_cached(sql).map_err(|e| self.db(e))?;
-            for id in ids {
-                statement.execute([id]).map_err(|e| self.db(e))?;
+            let mut select = tx
+                .prepare_cached("SELECT kind, usage_count FROM keys WHERE id = ?1")
+                .map_err(|e| self.db(e))?;
+            for &id in ids {
+                let row: Option<(String, i64)> = select
+                    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+                    .map_err(|e| self.db(e))?;
+                match row {
+                    Some((kind, usage_count)) => {
+                        found.push((id, self.kind(id, &kind)?, count(usage_count)))
+                    }
+                    None => missing.push(id),
+                }
             }
         }
-        audit_in(&tx, &cli_audit(event, ids, id_list(ids))).map_err(|e| self.db(e))?;
+        if !missing.is_empty() {
+            return Err(StoreError::NotFound(Missing::Keys(missing)));
+        }
+        for (id, kind, usage_count) in found {
+            change(&tx, id, kind, usage_count)?;
+        }
+        let mut entry = AuditEntry::new(event, actor);
+        entry.key_id = (ids.len() == 1).then(|| ids[0]);
+        entry.detail = id_list(ids);
+        audit_in(&tx, &entry).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
     }
 
-    /// Fails with the IDs among `ids` that do not exist.
-    fn require_existing(&self, tx: &Transaction<'_>, ids: &[KeyId]) -> Result<(), StoreError> {
-        let mut statement = tx
-            .prepare_cached("SELECT 1 FROM keys WHERE id = ?1")
-            .map_err(|e| self.db(e))?;
-        let mut missing = Vec::new();
-        for id in ids {
-            if statement
-                .query_row([id], |_| Ok(()))
-                .optional()
-                .map_err(|e| self.db(e))?
-                .is_none()
-            {
-                missing.push(*id);
-            }
+    fn key_from_row(&self, row: &rusqlite::Row<'_>) -> Result<StoredKey, StoreError> {
+        let get = |e| self.db(e);
+        let id: KeyId = row.get(0).map_err(get)?;
+        let kind = self.kind(id, &row.get::<_, String>(1).map_err(get)?)?;
+        let lookup: [u8; 32] = row
+            .get::<_, Vec<u8>>(2)
+            .map_err(get)?
+            .try_into()
+            .map_err(|_| self.corrupt(format!("key {id} with a malformed digest")))?;
+        let unit_id = row
+            .get::<_, Option<String>>(4)
+            .map_err(get)?
+            .map(|text| text.parse::<UnitId>())
+            .transpose()
+            .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
+        let status = row
+            .get::<_, Option<String>>(6)
+            .map_err(get)?
+            .and_then(|text| text.parse::<KeyStatus>().ok())
+            .ok_or_else(|| self.corrupt(format!("key {id} with no status")))?;
+        let time = |seconds: i64| {
+            OffsetDateTime::from_unix_timestamp(seconds)
+                .map_err(|_| self.corrupt(format!("key {id} with a bad time")))
+        };
+        Ok(StoredKey {
+            id,
+            kind,
+            lookup,
+            sealed: row.get(3).map_err(get)?,
+            unit_id,
+            active: row.get(5).map_err(get)?,
+            status,
+            usage_count: count(row.get(7).map_err(get)?),
+            usage_date: row
+                .get::<_, Option<i64>>(8)
+                .map_err(get)?
+                .map(time)
+                .transpose()?,
+            comment: row.get(9).map_err(get)?,
+            created_at: time(row.get(10).map_err(get)?)?,
+        })
+    }
+}
+
+fn backend_error(database: &str, source: rusqlite::Error) -> StoreError {
+    let busy = matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    if busy {
+        StoreError::Unavailable(format!("{database} is locked by another process"))
+    } else {
+        StoreError::Backend {
+            database: database.to_owned(),
+            source: Box::new(source),
         }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound(missing))
-        }
+    }
+}
+
+/// Creates the database file mode 0600 before SQLite opens it, so it is never readable by others,
+/// not even for a moment.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Backend {
+            database: path.display().to_string(),
+            source: Box::new(error),
+        }),
     }
 }
 
 /// Opens a connection with the pragmas every connection of this store uses.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
-    let db = |source| StoreError::Database {
-        path: shown.clone(),
-        source,
-    };
+    let db = |source| backend_error(&shown, source);
     let connection = Connection::open(path).map_err(db)?;
     // Another process (the server, or a second CLI) may hold a write lock for a moment.
     connection
@@ -244,8 +358,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         .map_err(db)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Corrupt {
-            path: shown,
-            reason: format!("cannot switch to WAL mode (got {mode})"),
+            database: shown,
+            reason: format!("a journal that cannot switch to WAL mode (got {mode})"),
         });
     }
     // FULL: a committed enrollment survives a power cut, not only a killed process. The cost, one
@@ -281,17 +395,13 @@ fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
         }
         let Some(connection) = connection.as_mut() else {
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Corrupt {
-                    path: shown.clone(),
-                    reason: "the enrollment writer could not open the database".into(),
-                }));
+                let _ = job.reply.send(Err(StoreError::Unavailable(format!(
+                    "the enrollment writer cannot open {shown}"
+                ))));
             }
             continue;
         };
-        let db = |source| StoreError::Database {
-            path: shown.clone(),
-            source,
-        };
+        let db = |source| backend_error(&shown, source);
         let mut outcomes: Vec<Result<EnrollOutcome, StoreError>> = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let committed = (|| -> Result<(), StoreError> {
@@ -301,7 +411,7 @@ fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
             for job in batch {
                 replies.push(job.reply);
                 let mut savepoint = tx.savepoint().map_err(db)?;
-                let outcome = decide(&mut savepoint, &job.attempt, job.issue, &shown);
+                let outcome = enroll_in(&mut savepoint, &job.attempt, job.issue, &shown);
                 if outcome.is_ok() {
                     savepoint.commit().map_err(db)?;
                 } else {
@@ -320,10 +430,15 @@ fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
             }
             Err(error) => {
                 tracing::error!("enrollment transaction failed: {error}");
+                let unavailable = matches!(error, StoreError::Unavailable(_));
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Corrupt {
-                        path: shown.clone(),
-                        reason: format!("the enrollment transaction failed: {error}"),
+                    let _ = reply.send(Err(if unavailable {
+                        StoreError::Unavailable(format!("{shown} is locked by another process"))
+                    } else {
+                        StoreError::Corrupt {
+                            database: shown.clone(),
+                            reason: format!("an enrollment transaction that failed: {error}"),
+                        }
                     }));
                 }
             }
@@ -331,28 +446,24 @@ fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
     }
 }
 
-/// Decides one attempt inside `tx`: refusals are audited, a good key is consumed and the device
-/// recorded with a fresh certificate.
-fn decide(
+/// Reads the key and device rows of one attempt inside `tx`, asks [`claim::decide`], and applies
+/// the decision: a refusal is audited, a repeat answered from the device row, a consumption counts
+/// one use and records the device with a fresh certificate.
+fn enroll_in(
     tx: &mut rusqlite::Savepoint<'_>,
     attempt: &EnrollAttempt,
     issue: IssueOnce,
     shown: &str,
 ) -> Result<EnrollOutcome, StoreError> {
-    let db = |source| StoreError::Database {
-        path: shown.to_owned(),
-        source,
+    let db = |source| backend_error(shown, source);
+    let corrupt = |reason: String| StoreError::Corrupt {
+        database: shown.to_owned(),
+        reason,
     };
     let now = OffsetDateTime::now_utc();
-    let mut audit = AuditEntry {
-        at: now,
-        event: "enroll".to_owned(),
-        unit_id: Some(attempt.unit_id.to_string()),
-        key_id: None,
-        source: attempt.source.clone(),
-        outcome: "ok".to_owned(),
-        detail: String::new(),
-    };
+    let mut audit = AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
+    audit.at = now;
+    audit.unit_id = Some(attempt.unit_id.to_string());
     let key: Option<(KeyId, String, Option<String>, bool, i64)> = tx
         .prepare_cached("SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1")
         .map_err(db)?
@@ -367,6 +478,19 @@ fn decide(
         })
         .optional()
         .map_err(db)?;
+    let key = match key {
+        Some((id, kind, bound_to, active, usage_count)) => {
+            let kind: KeyKind = kind
+                .parse()
+                .map_err(|_| corrupt(format!("key {id} with an unknown kind")))?;
+            let bound_to = bound_to
+                .map(|text| text.parse::<UnitId>())
+                .transpose()
+                .map_err(|_| corrupt(format!("key {id} with a malformed unit ID")))?;
+            Some((id, kind, bound_to, active, count(usage_count)))
+        }
+        None => None,
+    };
     let device = tx
         .prepare_cached(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
@@ -375,130 +499,120 @@ fn decide(
         .query_row([attempt.unit_id.as_str()], device_from_row)
         .optional()
         .map_err(db)?;
-    let refuse = |tx: &rusqlite::Savepoint<'_>, mut audit: AuditEntry, code: ProblemCode| {
-        audit.outcome = code.as_str().to_owned();
-        audit_in(tx, &audit).map_err(db)?;
-        Ok(EnrollOutcome::Refused(code))
-    };
-    let Some((key_id, kind, bound_to, active, usage_count)) = key else {
-        return refuse(tx, audit, ProblemCode::KeyUnknown);
-    };
-    audit.key_id = Some(key_id);
-    let kind = kind_from_sql(&kind).ok_or_else(|| StoreError::Corrupt {
-        path: shown.to_owned(),
-        reason: format!("key {key_id} has an unknown kind"),
-    })?;
-    // A device already enrolled with this key pair retrying (its answer was lost) gets its stored
-    // certificate and nothing is counted again. With the key it enrolled with (or one deleted
-    // since) that is all; with another key, that key must pass the checks below first.
-    let mut repeat = None;
-    if let Some(device) = device {
-        if device.public_key != attempt.public_key {
-            return refuse(tx, audit, ProblemCode::UnitIdConflict);
+    let decision = claim::decide(
+        claim::Attempt {
+            unit_id: &attempt.unit_id,
+            public_key: &attempt.public_key,
+        },
+        key.as_ref()
+            .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
+                id: *id,
+                kind: *kind,
+                bound_to: bound_to.as_ref(),
+                active: *active,
+                usage_count: *usage_count,
+            }),
+        device.as_ref().map(|device| claim::DeviceRow {
+            public_key: &device.public_key,
+            key_id: device.key_id,
+        }),
+    );
+    audit.key_id = key.as_ref().map(|(id, ..)| *id);
+    match decision {
+        Decision::Refuse(code) => {
+            audit.outcome = code.as_str().to_owned();
+            audit_in(tx, &audit).map_err(db)?;
+            Ok(EnrollOutcome::Refused(code))
         }
-        if device.key_id.is_none_or(|id| id == key_id) {
+        Decision::Repeat => {
+            let device = device.ok_or_else(|| corrupt("a repeat with no device".to_owned()))?;
             audit.detail = format!("repeated answer, certificate {}", device.serial);
             audit_in(tx, &audit).map_err(db)?;
-            return Ok(EnrollOutcome::Issued {
+            Ok(EnrollOutcome::Issued {
                 device,
                 repeated: true,
-            });
+            })
         }
-        repeat = Some(device);
+        Decision::Consume => {
+            let Some((key_id, kind, _, active, usage_count)) = key else {
+                return Err(corrupt("a consumption with no key".to_owned()));
+            };
+            let issued = issue().map_err(StoreError::Issue)?;
+            let status = claim::status(kind, active, usage_count + 1);
+            // Second line of defence behind claim::decide: a one-time or device-bound key goes
+            // from unused to used once, and an inactive key is never consumed, whatever a bug
+            // above may have let through.
+            let consumed = tx
+                .execute(
+                    "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1, status = ?2
+                     WHERE id = ?3 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
+                    params![now.unix_timestamp(), status.as_str(), key_id],
+                )
+                .map_err(db)?;
+            if consumed != 1 {
+                tracing::error!(
+                    key_id,
+                    "the consume guard refused a key the claim rule allowed; refusing it as used"
+                );
+                audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
+                audit_in(tx, &audit).map_err(db)?;
+                return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
+            }
+            let device = DeviceRecord {
+                unit_id: attempt.unit_id.clone(),
+                public_key: attempt.public_key.clone(),
+                certificate: issued.der,
+                serial: issued.serial,
+                not_after: issued.not_after,
+                key_id: Some(key_id),
+                key_kind: kind,
+                enrolled_at: now,
+                last_seen: now,
+                inventory: None,
+            };
+            tx.execute(
+                &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    device.unit_id.as_str(),
+                    device.public_key,
+                    device.certificate,
+                    device.serial,
+                    device.not_after.unix_timestamp(),
+                    key_id,
+                    kind.as_str(),
+                    now.unix_timestamp(),
+                    now.unix_timestamp(),
+                    device.inventory
+                ],
+            )
+            .map_err(db)?;
+            audit.detail = format!("certificate {}", device.serial);
+            audit_in(tx, &audit).map_err(db)?;
+            Ok(EnrollOutcome::Issued {
+                device,
+                repeated: false,
+            })
+        }
     }
-    if !active {
-        return refuse(tx, audit, ProblemCode::KeyInactive);
-    }
-    if kind == KeyKind::DeviceBound && bound_to.as_deref() != Some(attempt.unit_id.as_str()) {
-        return refuse(tx, audit, ProblemCode::KeyBoundToOtherDevice);
-    }
-    if kind != KeyKind::MassDeployment && usage_count > 0 {
-        return refuse(tx, audit, ProblemCode::KeyUsed);
-    }
-    if let Some(device) = repeat {
-        audit.detail = format!("repeated answer, certificate {}", device.serial);
-        audit_in(tx, &audit).map_err(db)?;
-        return Ok(EnrollOutcome::Issued {
-            device,
-            repeated: true,
-        });
-    }
-    let issued = issue().map_err(StoreError::Issue)?;
-    // The guard the database enforces: a one-time key goes from unused to used once.
-    let consumed = tx
-        .execute(
-            "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1
-             WHERE id = ?2 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
-            params![now.unix_timestamp(), key_id],
-        )
-        .map_err(db)?;
-    if consumed != 1 {
-        return refuse(tx, audit, ProblemCode::KeyUsed);
-    }
-    let device = DeviceRecord {
-        unit_id: attempt.unit_id.clone(),
-        public_key: attempt.public_key.clone(),
-        certificate: issued.der,
-        serial: issued.serial,
-        not_after: issued.not_after,
-        key_id: Some(key_id),
-        key_kind: kind,
-        enrolled_at: now,
-        last_seen: now,
-        inventory: None,
-    };
-    tx.execute(
-        &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-        params![
-            device.unit_id.as_str(),
-            device.public_key,
-            device.certificate,
-            device.serial,
-            device.not_after.unix_timestamp(),
-            key_id,
-            kind.as_str(),
-            now.unix_timestamp(),
-            now.unix_timestamp(),
-            device.inventory
-        ],
-    )
-    .map_err(db)?;
-    audit.detail = format!("certificate {}", device.serial);
-    audit_in(tx, &audit).map_err(db)?;
-    Ok(EnrollOutcome::Issued {
-        device,
-        repeated: false,
-    })
 }
 
 /// Appends an audit line inside `tx`.
 fn audit_in(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO audit (at, event, unit_id, key_id, source, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO audit (at, event, actor, source, unit_id, key_id, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         entry.at.unix_timestamp(),
         entry.event,
+        entry.actor,
+        entry.source,
         entry.unit_id,
         entry.key_id,
-        entry.source,
         entry.outcome,
         entry.detail
     ])?;
     Ok(())
-}
-
-/// An audit line for a command-line key operation.
-fn cli_audit(event: &str, ids: &[KeyId], detail: String) -> AuditEntry {
-    AuditEntry {
-        at: OffsetDateTime::now_utc(),
-        event: event.to_owned(),
-        unit_id: None,
-        key_id: if ids.len() == 1 { Some(ids[0]) } else { None },
-        source: "cli".to_owned(),
-        outcome: "ok".to_owned(),
-        detail,
-    }
 }
 
 fn id_list(ids: &[KeyId]) -> String {
@@ -514,8 +628,6 @@ fn id_list(ids: &[KeyId]) -> String {
         ),
     }
 }
-
-const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory";
 
 fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
     let bad = |index, what: &str| {
@@ -538,12 +650,80 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         serial: row.get(3)?,
         not_after: time(4)?,
         key_id: row.get(5)?,
-        key_kind: kind_from_sql(&row.get::<_, String>(6)?)
-            .ok_or_else(|| bad(6, "an unknown key kind"))?,
+        key_kind: row
+            .get::<_, String>(6)?
+            .parse()
+            .map_err(|_| bad(6, "an unknown key kind"))?,
         enrolled_at: time(7)?,
         last_seen: time(8)?,
         inventory: row.get(9)?,
     })
+}
+
+fn audit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.get(0)?,
+        at: OffsetDateTime::from_unix_timestamp(row.get(1)?).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        event: row.get(2)?,
+        actor: row.get(3)?,
+        source: row.get(4)?,
+        unit_id: row.get(5)?,
+        key_id: row.get(6)?,
+        outcome: row.get(7)?,
+        detail: row.get(8)?,
+    })
+}
+
+/// The WHERE clause and values of a key filter.
+fn key_where(filter: &KeyFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = String::from(" WHERE 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(kind) = filter.kind {
+        sql.push_str(" AND kind = ?");
+        values.push(kind.as_str().to_owned().into());
+    }
+    if let Some(status) = filter.status {
+        sql.push_str(" AND status = ?");
+        values.push(status.as_str().to_owned().into());
+    }
+    if let Some(unit_id) = &filter.unit_id {
+        sql.push_str(" AND unit_id = ?");
+        values.push(unit_id.as_str().to_owned().into());
+    }
+    if let Some(ids) = &filter.ids {
+        // Bound as a JSON array so any number of IDs is one parameter.
+        sql.push_str(" AND id IN (SELECT value FROM json_each(?))");
+        values.push(serde_json::to_string(ids).unwrap_or_default().into());
+    }
+    (sql, values)
+}
+
+/// The WHERE clause and values of an audit filter.
+fn audit_where(filter: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = String::from(" WHERE 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(since) = filter.since {
+        sql.push_str(" AND at >= ?");
+        values.push(since.unix_timestamp().into());
+    }
+    if let Some(unit_id) = &filter.unit_id {
+        sql.push_str(" AND unit_id = ?");
+        values.push(unit_id.as_str().to_owned().into());
+    }
+    if let Some(outcome) = &filter.outcome {
+        sql.push_str(" AND outcome = ?");
+        values.push(outcome.clone().into());
+    }
+    if let Some(actor) = &filter.actor {
+        sql.push_str(" AND actor = ?");
+        values.push(actor.clone().into());
+    }
+    (sql, values)
+}
+
+/// A page size as SQL's LIMIT (-1: no limit).
+fn limit(page_limit: usize) -> i64 {
+    i64::try_from(page_limit).unwrap_or(-1)
 }
 
 /// The database and its WAL hold only sealed values, but there is no reason for others to read
@@ -560,376 +740,436 @@ fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn kind_from_sql(text: &str) -> Option<KeyKind> {
-    text.parse().ok()
+/// A usage count as stored (never negative: the schema checks it).
+fn count(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
 }
 
+#[async_trait::async_trait]
 impl Store for SqliteStore {
-    fn insert_keys(
+    async fn bind_ums_id(&self, ums_id: &Fingerprint) -> Result<(), StoreError> {
+        let ours = *ums_id;
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM store_meta WHERE name = ?1",
+                    [META_UMS_ID],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            match stored {
+                None => {
+                    tx.execute(
+                        "INSERT INTO store_meta (name, value) VALUES (?1, ?2)",
+                        params![META_UMS_ID, ours.to_string()],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                    tx.commit().map_err(|e| inner.db(e))
+                }
+                Some(text) => {
+                    let stored: Fingerprint = text.parse().map_err(|_| {
+                        inner.corrupt("a UMS ID fingerprint that cannot be read".to_owned())
+                    })?;
+                    if stored == ours {
+                        Ok(())
+                    } else {
+                        Err(StoreError::OtherUmsId {
+                            database: inner.shown(),
+                            stored,
+                            ours,
+                        })
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    async fn insert_keys(
         &self,
         count: usize,
-        make: MakeKey<'_>,
-        progress: Progress<'_>,
+        mut make: MakeKey,
+        progress: Progress,
+        actor: &Actor,
     ) -> Result<Vec<KeyId>, StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        let mut ids = Vec::with_capacity(count);
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (lookup) DO NOTHING",
-                )
-                .map_err(|e| self.db(e))?;
-            let created_at = now();
-            for index in 0..count {
-                let mut attempts = 0;
-                loop {
-                    let key = make(index);
-                    let inserted = insert
-                        .execute(params![
-                            key.kind.as_str(),
-                            &key.lookup[..],
-                            key.sealed,
-                            key.unit_id.as_ref().map(UnitId::as_str),
-                            key.comment,
-                            created_at
-                        ])
-                        .map_err(|e| self.db(e))?;
-                    if inserted == 1 {
-                        ids.push(tx.last_insert_rowid());
-                        break;
+        let actor = actor.clone();
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let mut ids = Vec::with_capacity(count);
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (lookup) DO NOTHING",
+                    )
+                    .map_err(|e| inner.db(e))?;
+                let created_at = now();
+                for index in 0..count {
+                    let mut attempts = 0;
+                    loop {
+                        let key = make(index);
+                        let status = claim::status(key.kind, true, 0);
+                        let inserted = insert
+                            .execute(params![
+                                key.kind.as_str(),
+                                &key.lookup[..],
+                                key.sealed,
+                                key.unit_id.as_ref().map(UnitId::as_str),
+                                key.comment,
+                                created_at,
+                                status.as_str(),
+                            ])
+                            .map_err(|e| inner.db(e))?;
+                        if inserted == 1 {
+                            ids.push(tx.last_insert_rowid());
+                            break;
+                        }
+                        if !key.generated {
+                            return Err(StoreError::Conflict(
+                                "another key already has this value; two keys cannot share a password"
+                                    .to_owned(),
+                            ));
+                        }
+                        attempts += 1;
+                        if attempts >= GENERATE_ATTEMPTS {
+                            return Err(StoreError::Conflict(format!(
+                                "could not generate a unique key value after {attempts} attempts"
+                            )));
+                        }
                     }
-                    if !key.generated {
-                        return Err(StoreError::DuplicateKey);
+                    if index % 1024 == 1023 {
+                        progress(index as u64 + 1);
                     }
-                    attempts += 1;
-                    if attempts >= GENERATE_ATTEMPTS {
-                        return Err(StoreError::NoUniqueValue(attempts));
-                    }
-                }
-                if index % 1024 == 1023 {
-                    progress(index as u64 + 1);
                 }
             }
-        }
-        audit_in(&tx, &cli_audit("keys.create", &ids, id_list(&ids))).map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))?;
-        progress(count as u64);
-        Ok(ids)
+            let mut entry = AuditEntry::new("keys.create", &actor);
+            entry.key_id = (ids.len() == 1).then(|| ids[0]);
+            entry.detail = id_list(&ids);
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))?;
+            progress(count as u64);
+            Ok(ids)
+        })
+        .await
     }
 
-    fn keys(&self, filter: &KeyFilter) -> Result<Vec<StoredKey>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, kind, lookup, sealed, unit_id, active, usage_count, usage_date, comment, created_at
-             FROM keys WHERE 1 = 1",
+    async fn keys(
+        &self,
+        filter: &KeyFilter,
+        page: &PageRequest<KeyId>,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        let (mut sql, mut values) = key_where(filter);
+        if let Some(after) = page.after {
+            sql.push_str(" AND id > ?");
+            values.push(after.into());
+        }
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM keys{sql} ORDER BY id LIMIT {}",
+            limit(page.limit)
         );
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(kind) = filter.kind {
-            sql.push_str(" AND kind = ?");
-            values.push(kind.as_str().to_owned().into());
-        }
-        if let Some(status) = filter.status {
-            sql.push_str(&format!(" AND {STATUS_SQL} = ?"));
-            values.push(status.as_str().to_owned().into());
-        }
-        if let Some(unit_id) = &filter.unit_id {
-            sql.push_str(" AND unit_id = ?");
-            values.push(unit_id.as_str().to_owned().into());
-        }
-        if let Some(ids) = &filter.ids {
-            if ids.is_empty() {
-                return Ok(Vec::new());
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
+            let mut rows = statement
+                .query(params_from_iter(values))
+                .map_err(|e| inner.db(e))?;
+            let mut keys = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| inner.db(e))? {
+                keys.push(inner.key_from_row(row)?);
             }
-            // Bound as a JSON array so any number of IDs is one parameter.
-            sql.push_str(" AND id IN (SELECT value FROM json_each(?))");
-            values.push(serde_json::to_string(ids).unwrap_or_default().into());
-        }
-        sql.push_str(" ORDER BY id");
-        let connection = self.lock();
-        let mut statement = connection.prepare(&sql).map_err(|e| self.db(e))?;
-        let rows = statement
-            .query_map(params_from_iter(values), |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                    row.get::<_, Vec<u8>>(3)?,
-                    row.get::<_, Option<String>>(4)?,
-                    row.get::<_, bool>(5)?,
-                    row.get::<_, i64>(6)?,
-                    row.get::<_, Option<i64>>(7)?,
-                    row.get::<_, String>(8)?,
-                    row.get::<_, i64>(9)?,
-                ))
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError> {
+        let (sql, values) = key_where(filter);
+        let sql = format!("SELECT count(*) FROM keys{sql}");
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let counted: i64 = connection
+                .prepare_cached(&sql)
+                .map_err(|e| inner.db(e))?
+                .query_row(params_from_iter(values), |row| row.get(0))
+                .map_err(|e| inner.db(e))?;
+            Ok(count(counted))
+        })
+        .await
+    }
+
+    async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError> {
+        let comment = comment.to_owned();
+        let actor = actor.clone();
+        self.call(move |inner| {
+            inner.change_each(&[id], &actor, "keys.edit", |tx, id, _, _| {
+                tx.execute(
+                    "UPDATE keys SET comment = ?1 WHERE id = ?2",
+                    params![comment, id],
+                )
+                .map(drop)
+                .map_err(|e| inner.db(e))
             })
-            .map_err(|e| self.db(e))?;
-        let mut keys = Vec::new();
-        for row in rows {
-            let (
-                id,
-                kind,
-                lookup,
-                sealed,
-                unit_id,
-                active,
-                usage_count,
-                usage_date,
-                comment,
-                created_at,
-            ) = row.map_err(|e| self.db(e))?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                path: self.shown(),
-                reason,
-            };
-            let kind = kind_from_sql(&kind)
-                .ok_or_else(|| corrupt(format!("key {id} has an unknown kind")))?;
-            let lookup: [u8; 32] = lookup
-                .try_into()
-                .map_err(|_| corrupt(format!("key {id} has a malformed digest")))?;
-            let unit_id = match unit_id {
-                Some(text) => Some(
-                    text.parse()
-                        .map_err(|_| corrupt(format!("key {id} has a malformed unit ID")))?,
-                ),
-                None => None,
-            };
-            let time = |seconds: i64| {
-                OffsetDateTime::from_unix_timestamp(seconds)
-                    .map_err(|_| corrupt(format!("key {id} has a bad time")))
-            };
-            keys.push(StoredKey {
-                id,
-                kind,
-                lookup,
-                sealed,
-                unit_id,
-                active,
-                usage_count: u64::try_from(usage_count).unwrap_or(0),
-                usage_date: usage_date.map(time).transpose()?,
-                comment,
-                created_at: time(created_at)?,
-            });
-        }
-        Ok(keys)
+        })
+        .await
     }
 
-    fn set_comment(&self, id: KeyId, comment: &str) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        let changed = tx
-            .execute(
-                "UPDATE keys SET comment = ?1 WHERE id = ?2",
-                params![comment, id],
-            )
-            .map_err(|e| self.db(e))?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(vec![id]));
-        }
-        audit_in(&tx, &cli_audit("keys.edit", &[id], String::new())).map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))
-    }
-
-    fn set_active(&self, ids: &[KeyId], active: bool) -> Result<(), StoreError> {
-        let (sql, event) = if active {
-            ("UPDATE keys SET active = 1 WHERE id = ?1", "keys.activate")
+    async fn set_active(
+        &self,
+        ids: &[KeyId],
+        active: bool,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        let actor = actor.clone();
+        let event = if active {
+            "keys.activate"
         } else {
-            (
-                "UPDATE keys SET active = 0 WHERE id = ?1",
-                "keys.deactivate",
-            )
+            "keys.deactivate"
         };
-        self.change_each(ids, sql, event)
+        self.call(move |inner| {
+            inner.change_each(&ids, &actor, event, |tx, id, kind, usage_count| {
+                let status = claim::status(kind, active, usage_count);
+                tx.prepare_cached("UPDATE keys SET active = ?1, status = ?2 WHERE id = ?3")
+                    .and_then(|mut update| update.execute(params![active, status.as_str(), id]))
+                    .map(drop)
+                    .map_err(|e| inner.db(e))
+            })
+        })
+        .await
     }
 
-    fn delete_keys(&self, ids: &[KeyId]) -> Result<(), StoreError> {
-        self.change_each(ids, "DELETE FROM keys WHERE id = ?1", "keys.delete")
+    async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        let actor = actor.clone();
+        self.call(move |inner| {
+            inner.change_each(&ids, &actor, "keys.delete", |tx, id, _, _| {
+                tx.prepare_cached("DELETE FROM keys WHERE id = ?1")
+                    .and_then(|mut delete| delete.execute([id]))
+                    .map(drop)
+                    .map_err(|e| inner.db(e))
+            })
+        })
+        .await
     }
 
-    fn enroll(
+    async fn enroll(
         &self,
         attempt: EnrollAttempt,
         issue: IssueOnce,
     ) -> Result<EnrollOutcome, StoreError> {
-        let jobs = self.enroller.get_or_init(|| {
+        let inner = &self.inner;
+        let jobs = inner.enroller.get_or_init(|| {
             let (sender, receiver) = std::sync::mpsc::channel();
-            let path = self.path.clone();
+            let path = inner.path.clone();
             std::thread::Builder::new()
                 .name("ums-stub-enroll".to_owned())
                 .spawn(move || enroll_writer(path, receiver))
                 .expect("cannot start the enrollment writer thread");
             sender
         });
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let stopped = || StoreError::Corrupt {
-            path: self.shown(),
-            reason: "the enrollment writer stopped".into(),
-        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let stopped = || StoreError::Unavailable("the enrollment writer stopped".to_owned());
         jobs.send(EnrollJob {
             attempt,
             issue,
             reply,
         })
         .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        answer.await.map_err(|_| stopped())?
     }
 
-    fn renew(
+    async fn renew(
         &self,
         unit_id: &UnitId,
         serial: &str,
         public_key: &[u8],
-        source: &str,
-        issue: IssueCertificate<'_>,
+        actor: &Actor,
+        issue: IssueOnce,
     ) -> Result<Option<DeviceRecord>, StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        let device = tx
-            .prepare_cached(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1 AND serial = ?2"
-            ))
-            .map_err(|e| self.db(e))?
-            .query_row(params![unit_id.as_str(), serial], device_from_row)
-            .optional()
-            .map_err(|e| self.db(e))?;
-        let Some(mut device) = device else {
-            return Ok(None);
-        };
-        let issued = issue().map_err(StoreError::Issue)?;
-        let now = OffsetDateTime::now_utc();
-        tx.execute(
-            "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4, last_seen = ?5
-             WHERE unit_id = ?6",
-            params![public_key, issued.der, issued.serial, issued.not_after.unix_timestamp(), now.unix_timestamp(), unit_id.as_str()],
-        )
-        .map_err(|e| self.db(e))?;
-        audit_in(
-            &tx,
-            &AuditEntry {
-                at: now,
-                event: "reenroll".to_owned(),
-                unit_id: Some(unit_id.to_string()),
-                key_id: None,
-                source: source.to_owned(),
-                outcome: "ok".to_owned(),
-                detail: format!("certificate {} replaces {serial}", issued.serial),
-            },
-        )
-        .map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))?;
-        device.public_key = public_key.to_vec();
-        device.certificate = issued.der;
-        device.serial = issued.serial;
-        device.not_after = issued.not_after;
-        device.last_seen = now;
-        Ok(Some(device))
+        let (unit_id, serial, public_key, actor) = (
+            unit_id.clone(),
+            serial.to_owned(),
+            public_key.to_vec(),
+            actor.clone(),
+        );
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let device = tx
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1 AND serial = ?2"
+                ))
+                .map_err(|e| inner.db(e))?
+                .query_row(params![unit_id.as_str(), serial], device_from_row)
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            let Some(mut device) = device else {
+                return Ok(None);
+            };
+            let issued = issue().map_err(StoreError::Issue)?;
+            let now = OffsetDateTime::now_utc();
+            tx.execute(
+                "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4, last_seen = ?5
+                 WHERE unit_id = ?6",
+                params![public_key, issued.der, issued.serial, issued.not_after.unix_timestamp(), now.unix_timestamp(), unit_id.as_str()],
+            )
+            .map_err(|e| inner.db(e))?;
+            let mut entry = AuditEntry::new("reenroll", &actor);
+            entry.at = now;
+            entry.unit_id = Some(unit_id.to_string());
+            entry.detail = format!("certificate {} replaces {serial}", issued.serial);
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))?;
+            device.public_key = public_key;
+            device.certificate = issued.der;
+            device.serial = issued.serial;
+            device.not_after = issued.not_after;
+            device.last_seen = now;
+            Ok(Some(device))
+        })
+        .await
     }
 
-    fn touch_device(
+    async fn touch_device(
         &self,
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let changed = self
-            .lock()
-            .execute(
-                "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory) WHERE unit_id = ?3 AND serial = ?4",
-                params![now(), inventory, unit_id.as_str(), serial],
-            )
-            .map_err(|e| self.db(e))?;
-        Ok(changed == 1)
+        let (unit_id, serial, inventory) = (
+            unit_id.clone(),
+            serial.to_owned(),
+            inventory.map(str::to_owned),
+        );
+        self.call(move |inner| {
+            let changed = inner
+                .lock()
+                .execute(
+                    "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory) WHERE unit_id = ?3 AND serial = ?4",
+                    params![now(), inventory, unit_id.as_str(), serial],
+                )
+                .map_err(|e| inner.db(e))?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
-    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY unit_id"
-            ))
-            .map_err(|e| self.db(e))?;
-        let rows = statement
-            .query_map([], device_from_row)
-            .map_err(|e| self.db(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
+        let after = page.after.as_ref().map(|unit| unit.as_str().to_owned());
+        let sql = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR unit_id > ?1 ORDER BY unit_id LIMIT {}",
+            limit(page.limit)
+        );
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
+            let rows = statement
+                .query_map([after], device_from_row)
+                .map_err(|e| inner.db(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| inner.db(e))
+        })
+        .await
     }
 
-    fn delete_device(&self, unit_id: &UnitId, source: &str) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        let changed = tx
-            .execute("DELETE FROM devices WHERE unit_id = ?1", [unit_id.as_str()])
-            .map_err(|e| self.db(e))?;
-        if changed == 0 {
-            return Err(StoreError::DeviceNotFound(unit_id.clone()));
+    async fn count_devices(&self) -> Result<u64, StoreError> {
+        self.call(|inner| {
+            let counted: i64 = inner
+                .lock()
+                .query_row("SELECT count(*) FROM devices", [], |row| row.get(0))
+                .map_err(|e| inner.db(e))?;
+            Ok(count(counted))
+        })
+        .await
+    }
+
+    async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
+        let (unit_id, actor) = (unit_id.clone(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let changed = tx
+                .execute("DELETE FROM devices WHERE unit_id = ?1", [unit_id.as_str()])
+                .map_err(|e| inner.db(e))?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(Missing::Device(unit_id)));
+            }
+            let mut entry = AuditEntry::new("devices.delete", &actor);
+            entry.unit_id = Some(unit_id.to_string());
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection.transaction().map_err(|e| inner.db(e))?;
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let (mut sql, mut values) = audit_where(filter);
+        if let Some(after) = page.after {
+            sql.push_str(" AND id > ?");
+            values.push(after.into());
         }
-        audit_in(
-            &tx,
-            &AuditEntry {
-                at: OffsetDateTime::now_utc(),
-                event: "devices.delete".to_owned(),
-                unit_id: Some(unit_id.to_string()),
-                key_id: None,
-                source: source.to_owned(),
-                outcome: "ok".to_owned(),
-                detail: String::new(),
-            },
-        )
-        .map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit{sql} ORDER BY id LIMIT {}",
+            limit(page.limit)
+        );
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
+            let rows = statement
+                .query_map(params_from_iter(values), audit_from_row)
+                .map_err(|e| inner.db(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| inner.db(e))
+        })
+        .await
     }
 
-    fn record(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let tx = connection.transaction().map_err(|e| self.db(e))?;
-        audit_in(&tx, entry).map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))
-    }
-
-    fn audit(&self, since: Option<OffsetDateTime>) -> Result<Vec<AuditEntry>, StoreError> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare(
-                "SELECT at, event, unit_id, key_id, source, outcome, detail FROM audit
-                 WHERE at >= ?1 ORDER BY id",
-            )
-            .map_err(|e| self.db(e))?;
-        let rows = statement
-            .query_map(
-                [since.map_or(i64::MIN, OffsetDateTime::unix_timestamp)],
-                |row| {
-                    Ok(AuditEntry {
-                        at: OffsetDateTime::from_unix_timestamp(row.get(0)?)
-                            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                        event: row.get(1)?,
-                        unit_id: row.get(2)?,
-                        key_id: row.get(3)?,
-                        source: row.get(4)?,
-                        outcome: row.get(5)?,
-                        detail: row.get(6)?,
-                    })
-                },
-            )
-            .map_err(|e| self.db(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError> {
+        let (sql, values) = audit_where(filter);
+        let sql = format!("SELECT count(*) FROM audit{sql}");
+        self.call(move |inner| {
+            let counted: i64 = inner
+                .lock()
+                .prepare_cached(&sql)
+                .map_err(|e| inner.db(e))?
+                .query_row(params_from_iter(values), |row| row.get(0))
+                .map_err(|e| inner.db(e))?;
+            Ok(count(counted))
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{KeyStatus, NewKey};
 
-    fn key(lookup: u8, kind: KeyKind, generated: bool) -> NewKey {
-        NewKey {
+    fn key(lookup: u8, kind: KeyKind, generated: bool) -> super::super::NewKey {
+        super::super::NewKey {
             kind,
             lookup: [lookup; 32],
             sealed: vec![lookup],
@@ -939,16 +1179,39 @@ mod tests {
         }
     }
 
+    fn all(store: &SqliteStore) -> Vec<StoredKey> {
+        block(store.keys(&KeyFilter::default(), &PageRequest::all()))
+    }
+
+    /// Runs a store future to completion on a runtime of its own.
+    fn block<T>(future: impl std::future::Future<Output = Result<T, StoreError>>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+            .unwrap()
+    }
+
+    fn insert(store: &SqliteStore, count: usize, make: MakeKey) -> Result<Vec<KeyId>, StoreError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.insert_keys(count, make, Box::new(|_| {}), &Actor::cli()))
+    }
+
     #[test]
     fn migrates_once_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         store.integrity_check().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]
@@ -962,8 +1225,52 @@ mod tests {
             .unwrap();
         let error = SqliteStore::open(&path).unwrap_err().to_string();
         assert!(
-            error.contains("schema version 99") && error.contains("db.sqlite"),
+            error.contains("schema version 99")
+                && error.contains("db.sqlite")
+                && error.contains("upgrade ums-stub"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn an_older_database_gets_the_statuses_the_claim_rule_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            // A database at schema version 2, as an earlier ums-stub left it.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+                     INSERT INTO schema_migrations VALUES (1, 0), (2, 0);",
+                )
+                .unwrap();
+            connection.execute_batch(MIGRATIONS[0].1).unwrap();
+            connection.execute_batch(MIGRATIONS[1].1).unwrap();
+            connection
+                .execute_batch(
+                    "INSERT INTO keys (id, kind, lookup, sealed, active, usage_count, created_at) VALUES
+                       (1, 'one-time', zeroblob(32), x'00', 1, 1, 0),
+                       (2, 'mass', randomblob(32), x'00', 1, 3, 0),
+                       (3, 'one-time', randomblob(32), x'00', 0, 0, 0);
+                     INSERT INTO audit (at, event, unit_id, source, outcome) VALUES
+                       (0, 'keys.create', NULL, 'cli', 'ok'),
+                       (0, 'enroll', '00E0C5540B8B', '127.0.0.1', 'ok');",
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let statuses: Vec<_> = all(&store).iter().map(|k| k.status).collect();
+        assert_eq!(
+            statuses,
+            [KeyStatus::Used, KeyStatus::Active, KeyStatus::Inactive]
+        );
+        let log = block(store.audit(&AuditFilter::default(), &PageRequest::all()));
+        assert_eq!(
+            log.iter()
+                .map(|e| (e.actor.as_str(), e.source.as_str()))
+                .collect::<Vec<_>>(),
+            [("cli", "local"), ("00E0C5540B8B", "127.0.0.1")]
         );
     }
 
@@ -971,105 +1278,113 @@ mod tests {
     fn a_clash_redraws_generated_values_and_refuses_typed_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        store
-            .insert_keys(1, &mut |_| key(1, KeyKind::OneTime, true), &|_| {})
-            .unwrap();
+        insert(&store, 1, Box::new(|_| key(1, KeyKind::OneTime, true))).unwrap();
         // The first draw clashes with the existing digest, the second does not.
         let mut draws = [1u8, 2].into_iter();
-        let ids = store
-            .insert_keys(
-                1,
-                &mut |_| key(draws.next().unwrap(), KeyKind::OneTime, true),
-                &|_| {},
-            )
-            .unwrap();
+        let ids = insert(
+            &store,
+            1,
+            Box::new(move |_| key(draws.next().unwrap(), KeyKind::OneTime, true)),
+        )
+        .unwrap();
         assert_eq!(ids.len(), 1);
-        let refused =
-            store.insert_keys(1, &mut |_| key(2, KeyKind::MassDeployment, false), &|_| {});
-        assert!(matches!(refused, Err(StoreError::DuplicateKey)));
-        assert_eq!(store.keys(&KeyFilter::default()).unwrap().len(), 2);
+        let refused = insert(
+            &store,
+            1,
+            Box::new(|_| key(2, KeyKind::MassDeployment, false)),
+        );
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        assert_eq!(all(&store).len(), 2);
     }
 
     #[test]
     fn batch_operations_are_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let ids = store
-            .insert_keys(
-                3,
-                &mut |i| key(i as u8 + 10, KeyKind::OneTime, true),
-                &|_| {},
-            )
-            .unwrap();
-        let refused = store.set_active(&[ids[0], 999, ids[1]], false).unwrap_err();
-        assert!(matches!(&refused, StoreError::NotFound(missing) if missing == &vec![999]));
-        assert!(
-            store
-                .keys(&KeyFilter::default())
+        let ids = insert(
+            &store,
+            3,
+            Box::new(|i| key(i as u8 + 10, KeyKind::OneTime, true)),
+        )
+        .unwrap();
+        let run = |future| {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
                 .unwrap()
-                .iter()
-                .all(|k| k.active)
+                .block_on(future)
+        };
+        let refused =
+            run(store.set_active(&[ids[0], 999, ids[1]], false, &Actor::cli())).unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::NotFound(Missing::Keys(missing)) if missing == &vec![999])
         );
+        assert!(all(&store).iter().all(|k| k.active));
         assert!(matches!(
-            store.delete_keys(&[ids[2], 998]),
+            run(store.delete_keys(&[ids[2], 998], &Actor::cli())),
             Err(StoreError::NotFound(_))
         ));
-        assert_eq!(store.keys(&KeyFilter::default()).unwrap().len(), 3);
+        assert_eq!(all(&store).len(), 3);
         // A batch that fails half-way leaves nothing behind.
-        let partial = store.insert_keys(
+        let partial = insert(
+            &store,
             3,
-            &mut |i| {
+            Box::new(|i| {
                 if i == 2 {
                     key(10, KeyKind::MassDeployment, false)
                 } else {
                     key(i as u8 + 50, KeyKind::OneTime, true)
                 }
-            },
-            &|_| {},
+            }),
         );
         assert!(partial.is_err());
-        assert_eq!(store.keys(&KeyFilter::default()).unwrap().len(), 3);
+        assert_eq!(all(&store).len(), 3);
     }
 
     #[test]
-    fn status_filter_matches_the_derived_status() {
+    fn status_filter_matches_the_stored_status() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let ids = store
-            .insert_keys(
-                3,
-                &mut |i| {
-                    key(
-                        i as u8 + 1,
-                        [
-                            KeyKind::OneTime,
-                            KeyKind::MassDeployment,
-                            KeyKind::DeviceBound,
-                        ][i],
-                        true,
+        let kinds = [
+            KeyKind::OneTime,
+            KeyKind::MassDeployment,
+            KeyKind::DeviceBound,
+        ];
+        let ids = insert(
+            &store,
+            3,
+            Box::new(move |i| key(i as u8 + 1, kinds[i], true)),
+        )
+        .unwrap();
+        // Used as the enrollment path uses them: through the claim rule's status.
+        {
+            let connection = store.inner.lock();
+            for (id, kind) in [
+                (ids[0], KeyKind::OneTime),
+                (ids[1], KeyKind::MassDeployment),
+            ] {
+                connection
+                    .execute(
+                        "UPDATE keys SET usage_count = 1, status = ?1 WHERE id = ?2",
+                        params![claim::status(kind, true, 1).as_str(), id],
                     )
-                },
-                &|_| {},
-            )
-            .unwrap();
-        store
-            .lock()
-            .execute(
-                "UPDATE keys SET usage_count = 1 WHERE id IN (?1, ?2)",
-                params![ids[0], ids[1]],
-            )
-            .unwrap();
-        store.set_active(&[ids[0], ids[2]], false).unwrap();
+                    .unwrap();
+            }
+        }
+        block(store.set_active(&[ids[0], ids[2]], false, &Actor::cli()));
         let status = |status| {
-            store
-                .keys(&KeyFilter {
+            block(store.keys(
+                &KeyFilter {
                     status: Some(status),
                     ..KeyFilter::default()
-                })
-                .unwrap()
-                .iter()
-                .map(|k| (k.id, k.status()))
-                .collect::<Vec<_>>()
+                },
+                &PageRequest::all(),
+            ))
+            .iter()
+            .map(|k| (k.id, k.status))
+            .collect::<Vec<_>>()
         };
         // A used one-time key stays Used when deactivated; a used mass key stays Active.
         assert_eq!(status(KeyStatus::Used), vec![(ids[0], KeyStatus::Used)]);
@@ -1077,6 +1392,59 @@ mod tests {
         assert_eq!(
             status(KeyStatus::Inactive),
             vec![(ids[2], KeyStatus::Inactive)]
+        );
+    }
+
+    #[test]
+    fn pages_follow_the_keyset_and_count_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let kinds = [KeyKind::OneTime, KeyKind::MassDeployment];
+        let ids = insert(
+            &store,
+            10,
+            Box::new(move |i| key(i as u8 + 1, kinds[i % 2], true)),
+        )
+        .unwrap();
+        let one_time = KeyFilter {
+            kind: Some(KeyKind::OneTime),
+            ..KeyFilter::default()
+        };
+        let page = |after| {
+            block(store.keys(&one_time, &PageRequest { limit: 2, after }))
+                .iter()
+                .map(|k| k.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(None), [ids[0], ids[2]]);
+        assert_eq!(page(Some(ids[2])), [ids[4], ids[6]]);
+        assert_eq!(page(Some(ids[6])), [ids[8]]);
+        assert_eq!(page(Some(ids[8])), Vec::<KeyId>::new());
+        assert_eq!(block(store.count_keys(&one_time)), 5);
+        assert_eq!(block(store.count_keys(&KeyFilter::default())), 10);
+    }
+
+    #[test]
+    fn the_database_keeps_the_ums_id_it_was_made_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let first = Fingerprint::from_bytes([1; 32]);
+        let second = Fingerprint::from_bytes([2; 32]);
+        let store = SqliteStore::open(&path).unwrap();
+        block(store.bind_ums_id(&first));
+        block(store.bind_ums_id(&first));
+        let refused = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.bind_ums_id(&second))
+            .unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains(&first.to_string())
+                && message.contains(&second.to_string())
+                && message.contains("db.sqlite")
+                && message.contains("ums-stub ums-id restore"),
+            "{message}"
         );
     }
 }

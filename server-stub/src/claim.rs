@@ -1,0 +1,331 @@
+//! The key rules, pure: which status a key has, whether it may go on a stick, and what one
+//! enrollment attempt comes to.
+//!
+//! Every backend reads the key row and the device row inside its enrollment transaction, calls
+//! [`decide`], and applies the answer; it decides nothing itself. A backend may repeat a rule in
+//! its SQL as a second line of defence (the guarded `UPDATE` that consumes a key), with a comment
+//! naming this module. No other file decides a key rule.
+//!
+//! The rules, from the UMS documentation:
+//! - a one-time key enrolls one device, then it is Used; a device-bound one does the same for the
+//!   one unit ID it names; a mass-deployment key stays usable and only counts its uses;
+//! - a deactivated key is refused; activating a Used one-time key leaves it Used;
+//! - a unit ID enrolled with one key pair is refused with any other key pair until an
+//!   administrator deletes the device record;
+//! - a device retrying with the key pair it enrolled with (its answer was lost) gets its stored
+//!   certificate back and nothing is counted again.
+
+use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{KeyKind, ProblemCode, UnitId};
+
+/// What the rules need of a key row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRow<'a> {
+    /// Its number.
+    pub id: KeyId,
+    /// Its kind.
+    pub kind: KeyKind,
+    /// The unit ID a device-bound key names.
+    pub bound_to: Option<&'a UnitId>,
+    /// Whether an administrator left it activated.
+    pub active: bool,
+    /// Successful enrollments with it.
+    pub usage_count: u64,
+}
+
+/// What the rules need of the record of the unit ID that is enrolling, if it is enrolled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceRow<'a> {
+    /// The DER SubjectPublicKeyInfo its certificate certifies.
+    pub public_key: &'a [u8],
+    /// The key it enrolled with; `None` when that key was deleted since.
+    pub key_id: Option<KeyId>,
+}
+
+/// An enrollment attempt: the unit ID claimed and the public key of its certificate request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    /// The unit ID the device claims.
+    pub unit_id: &'a UnitId,
+    /// The DER SubjectPublicKeyInfo of its certificate request.
+    pub public_key: &'a [u8],
+}
+
+/// What one enrollment attempt comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Refuse with this code; nothing changes but the audit log.
+    Refuse(ProblemCode),
+    /// Answer with the certificate already issued to this unit ID and key pair; consume nothing.
+    Repeat,
+    /// Issue a certificate, count one use of the key and record the device.
+    Consume,
+}
+
+/// The status the key list shows: Used wins over the activation flag, and a mass-deployment key
+/// is never Used.
+pub fn status(kind: KeyKind, active: bool, usage_count: u64) -> KeyStatus {
+    if kind != KeyKind::MassDeployment && usage_count > 0 {
+        KeyStatus::Used
+    } else if active {
+        KeyStatus::Active
+    } else {
+        KeyStatus::Inactive
+    }
+}
+
+/// Whether a key with `status` may be exported to a stick: only keys a device could still use.
+pub fn exportable(status: KeyStatus) -> bool {
+    status == KeyStatus::Active
+}
+
+/// Decides an enrollment attempt from the key presented (`None`: no key has that value) and the
+/// record of the unit ID (`None`: not enrolled).
+///
+/// The order matters and is part of the rule: an unknown key is refused before anything about the
+/// device is said (a guess learns nothing); a unit ID enrolled with another key pair is refused
+/// before the key's own state (the administrator must act whatever the key); a retry with the key
+/// the device enrolled with is answered whatever that key's state is now (it may have just become
+/// Used by this very device); a retry with another key is answered only if that key would have
+/// been good, and consumes it not.
+pub fn decide(
+    attempt: Attempt<'_>,
+    key: Option<KeyRow<'_>>,
+    device: Option<DeviceRow<'_>>,
+) -> Decision {
+    let Some(key) = key else {
+        return Decision::Refuse(ProblemCode::KeyUnknown);
+    };
+    if let Some(device) = device {
+        if device.public_key != attempt.public_key {
+            return Decision::Refuse(ProblemCode::UnitIdConflict);
+        }
+        if device.key_id.is_none_or(|id| id == key.id) {
+            return Decision::Repeat;
+        }
+    }
+    if !key.active {
+        return Decision::Refuse(ProblemCode::KeyInactive);
+    }
+    if key.kind == KeyKind::DeviceBound && key.bound_to != Some(attempt.unit_id) {
+        return Decision::Refuse(ProblemCode::KeyBoundToOtherDevice);
+    }
+    if status(key.kind, key.active, key.usage_count) == KeyStatus::Used {
+        return Decision::Refuse(ProblemCode::KeyUsed);
+    }
+    if device.is_some() {
+        Decision::Repeat
+    } else {
+        Decision::Consume
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProblemCode::{KeyBoundToOtherDevice, KeyInactive, KeyUnknown, KeyUsed, UnitIdConflict};
+
+    const KEY: KeyId = 5;
+    const OTHER_KEY: KeyId = 9;
+    const PAIR: &[u8] = b"this device's key pair";
+    const OTHER_PAIR: &[u8] = b"another key pair";
+
+    #[test]
+    fn status_follows_the_key_list() {
+        use KeyKind::{DeviceBound, MassDeployment, OneTime};
+        use KeyStatus::{Active, Inactive, Used};
+        // kind, active, usage count => status
+        let table = [
+            (OneTime, true, 0, Active),
+            (OneTime, false, 0, Inactive),
+            (OneTime, true, 1, Used),
+            (OneTime, false, 1, Used),
+            (DeviceBound, true, 0, Active),
+            (DeviceBound, false, 0, Inactive),
+            (DeviceBound, true, 1, Used),
+            (DeviceBound, false, 1, Used),
+            (MassDeployment, true, 0, Active),
+            (MassDeployment, false, 0, Inactive),
+            (MassDeployment, true, 40, Active),
+            (MassDeployment, false, 40, Inactive),
+        ];
+        for (kind, active, uses, expected) in table {
+            assert_eq!(
+                status(kind, active, uses),
+                expected,
+                "{kind} {active} {uses}"
+            );
+        }
+        assert!(exportable(Active));
+        assert!(!exportable(Inactive) && !exportable(Used));
+    }
+
+    /// The device row an attempt meets.
+    #[derive(Debug, Clone, Copy)]
+    enum Device {
+        /// The unit ID is not enrolled.
+        Unknown,
+        /// Enrolled with this key pair, with the key presented now.
+        SamePairThisKey,
+        /// Enrolled with this key pair, with a key deleted since.
+        SamePairDeletedKey,
+        /// Enrolled with this key pair, with another key.
+        SamePairOtherKey,
+        /// Enrolled with another key pair.
+        OtherPair,
+    }
+
+    fn run(kind: &str, active: bool, used: bool, bound_here: bool, device: Device) -> Decision {
+        let this_unit: UnitId = "00E0C5540B8B".parse().unwrap();
+        let other_unit: UnitId = "00E0C5540B8C".parse().unwrap();
+        let kind: KeyKind = kind.parse().unwrap();
+        let key = KeyRow {
+            id: KEY,
+            kind,
+            bound_to: (kind == KeyKind::DeviceBound).then_some(if bound_here {
+                &this_unit
+            } else {
+                &other_unit
+            }),
+            active,
+            usage_count: u64::from(used),
+        };
+        let device = match device {
+            Device::Unknown => None,
+            Device::SamePairThisKey => Some((PAIR, Some(KEY))),
+            Device::SamePairDeletedKey => Some((PAIR, None)),
+            Device::SamePairOtherKey => Some((PAIR, Some(OTHER_KEY))),
+            Device::OtherPair => Some((OTHER_PAIR, Some(KEY))),
+        }
+        .map(|(public_key, key_id)| DeviceRow { public_key, key_id });
+        let attempt = Attempt {
+            unit_id: &this_unit,
+            public_key: PAIR,
+        };
+        decide(attempt, Some(key), device)
+    }
+
+    /// Every combination of kind × active × used × bound unit × device record. `bound` is `-` for
+    /// keys that name no unit, `here` or `other` for device-bound ones.
+    #[test]
+    fn every_combination_decides_as_the_rules_say() {
+        use Decision::{Consume, Refuse, Repeat};
+        use Device::{OtherPair, SamePairDeletedKey, SamePairOtherKey, SamePairThisKey, Unknown};
+        let r = Refuse;
+        #[rustfmt::skip]
+        let table: &[(&str, bool, bool, &str, Device, Decision)] = &[
+            // kind         active used   bound    device              => decision
+            ("one-time",     true,  false, "-",     Unknown,            Consume),
+            ("one-time",     true,  false, "-",     SamePairThisKey,    Repeat),
+            ("one-time",     true,  false, "-",     SamePairDeletedKey, Repeat),
+            ("one-time",     true,  false, "-",     SamePairOtherKey,   Repeat),
+            ("one-time",     true,  false, "-",     OtherPair,          r(UnitIdConflict)),
+            ("one-time",     true,  true,  "-",     Unknown,            r(KeyUsed)),
+            ("one-time",     true,  true,  "-",     SamePairThisKey,    Repeat),
+            ("one-time",     true,  true,  "-",     SamePairDeletedKey, Repeat),
+            ("one-time",     true,  true,  "-",     SamePairOtherKey,   r(KeyUsed)),
+            ("one-time",     true,  true,  "-",     OtherPair,          r(UnitIdConflict)),
+            ("one-time",     false, false, "-",     Unknown,            r(KeyInactive)),
+            ("one-time",     false, false, "-",     SamePairThisKey,    Repeat),
+            ("one-time",     false, false, "-",     SamePairDeletedKey, Repeat),
+            ("one-time",     false, false, "-",     SamePairOtherKey,   r(KeyInactive)),
+            ("one-time",     false, false, "-",     OtherPair,          r(UnitIdConflict)),
+            ("one-time",     false, true,  "-",     Unknown,            r(KeyInactive)),
+            ("one-time",     false, true,  "-",     SamePairThisKey,    Repeat),
+            ("one-time",     false, true,  "-",     SamePairDeletedKey, Repeat),
+            ("one-time",     false, true,  "-",     SamePairOtherKey,   r(KeyInactive)),
+            ("one-time",     false, true,  "-",     OtherPair,          r(UnitIdConflict)),
+            ("device-bound", true,  false, "here",  Unknown,            Consume),
+            ("device-bound", true,  false, "here",  SamePairThisKey,    Repeat),
+            ("device-bound", true,  false, "here",  SamePairDeletedKey, Repeat),
+            ("device-bound", true,  false, "here",  SamePairOtherKey,   Repeat),
+            ("device-bound", true,  false, "here",  OtherPair,          r(UnitIdConflict)),
+            ("device-bound", true,  false, "other", Unknown,            r(KeyBoundToOtherDevice)),
+            ("device-bound", true,  false, "other", SamePairThisKey,    Repeat),
+            ("device-bound", true,  false, "other", SamePairDeletedKey, Repeat),
+            ("device-bound", true,  false, "other", SamePairOtherKey,   r(KeyBoundToOtherDevice)),
+            ("device-bound", true,  false, "other", OtherPair,          r(UnitIdConflict)),
+            ("device-bound", true,  true,  "here",  Unknown,            r(KeyUsed)),
+            ("device-bound", true,  true,  "here",  SamePairThisKey,    Repeat),
+            ("device-bound", true,  true,  "here",  SamePairDeletedKey, Repeat),
+            ("device-bound", true,  true,  "here",  SamePairOtherKey,   r(KeyUsed)),
+            ("device-bound", true,  true,  "here",  OtherPair,          r(UnitIdConflict)),
+            ("device-bound", true,  true,  "other", Unknown,            r(KeyBoundToOtherDevice)),
+            ("device-bound", true,  true,  "other", SamePairThisKey,    Repeat),
+            ("device-bound", true,  true,  "other", SamePairDeletedKey, Repeat),
+            ("device-bound", true,  true,  "other", SamePairOtherKey,   r(KeyBoundToOtherDevice)),
+            ("device-bound", true,  true,  "other", OtherPair,          r(UnitIdConflict)),
+            ("device-bound", false, false, "here",  Unknown,            r(KeyInactive)),
+            ("device-bound", false, false, "here",  SamePairThisKey,    Repeat),
+            ("device-bound", false, false, "here",  SamePairDeletedKey, Repeat),
+            ("device-bound", false, false, "here",  SamePairOtherKey,   r(KeyInactive)),
+            ("device-bound", false, false, "here",  OtherPair,          r(UnitIdConflict)),
+            ("device-bound", false, false, "other", Unknown,            r(KeyInactive)),
+            ("device-bound", false, false, "other", SamePairThisKey,    Repeat),
+            ("device-bound", false, false, "other", SamePairDeletedKey, Repeat),
+            ("device-bound", false, false, "other", SamePairOtherKey,   r(KeyInactive)),
+            ("device-bound", false, false, "other", OtherPair,          r(UnitIdConflict)),
+            ("device-bound", false, true,  "here",  Unknown,            r(KeyInactive)),
+            ("device-bound", false, true,  "here",  SamePairThisKey,    Repeat),
+            ("device-bound", false, true,  "here",  SamePairDeletedKey, Repeat),
+            ("device-bound", false, true,  "here",  SamePairOtherKey,   r(KeyInactive)),
+            ("device-bound", false, true,  "here",  OtherPair,          r(UnitIdConflict)),
+            ("device-bound", false, true,  "other", Unknown,            r(KeyInactive)),
+            ("device-bound", false, true,  "other", SamePairThisKey,    Repeat),
+            ("device-bound", false, true,  "other", SamePairDeletedKey, Repeat),
+            ("device-bound", false, true,  "other", SamePairOtherKey,   r(KeyInactive)),
+            ("device-bound", false, true,  "other", OtherPair,          r(UnitIdConflict)),
+            ("mass",         true,  false, "-",     Unknown,            Consume),
+            ("mass",         true,  false, "-",     SamePairThisKey,    Repeat),
+            ("mass",         true,  false, "-",     SamePairDeletedKey, Repeat),
+            ("mass",         true,  false, "-",     SamePairOtherKey,   Repeat),
+            ("mass",         true,  false, "-",     OtherPair,          r(UnitIdConflict)),
+            ("mass",         true,  true,  "-",     Unknown,            Consume),
+            ("mass",         true,  true,  "-",     SamePairThisKey,    Repeat),
+            ("mass",         true,  true,  "-",     SamePairDeletedKey, Repeat),
+            ("mass",         true,  true,  "-",     SamePairOtherKey,   Repeat),
+            ("mass",         true,  true,  "-",     OtherPair,          r(UnitIdConflict)),
+            ("mass",         false, false, "-",     Unknown,            r(KeyInactive)),
+            ("mass",         false, false, "-",     SamePairThisKey,    Repeat),
+            ("mass",         false, false, "-",     SamePairDeletedKey, Repeat),
+            ("mass",         false, false, "-",     SamePairOtherKey,   r(KeyInactive)),
+            ("mass",         false, false, "-",     OtherPair,          r(UnitIdConflict)),
+            ("mass",         false, true,  "-",     Unknown,            r(KeyInactive)),
+            ("mass",         false, true,  "-",     SamePairThisKey,    Repeat),
+            ("mass",         false, true,  "-",     SamePairDeletedKey, Repeat),
+            ("mass",         false, true,  "-",     SamePairOtherKey,   r(KeyInactive)),
+            ("mass",         false, true,  "-",     OtherPair,          r(UnitIdConflict)),
+        ];
+        // 20 rows per (kind, bound) pair: one-time, device-bound here, device-bound other, mass.
+        assert_eq!(table.len(), 4 * 2 * 2 * 5);
+        for &(kind, active, used, bound, device, expected) in table {
+            let decided = run(kind, active, used, bound == "here", device);
+            assert_eq!(
+                decided, expected,
+                "{kind} active={active} used={used} bound={bound} device={device:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_says_nothing_about_the_device() {
+        let unit: UnitId = "00E0C5540B8B".parse().unwrap();
+        let attempt = Attempt {
+            unit_id: &unit,
+            public_key: PAIR,
+        };
+        for device in [
+            None,
+            Some(DeviceRow {
+                public_key: OTHER_PAIR,
+                key_id: Some(KEY),
+            }),
+            Some(DeviceRow {
+                public_key: PAIR,
+                key_id: None,
+            }),
+        ] {
+            assert_eq!(decide(attempt, None, device), Decision::Refuse(KeyUnknown));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `ums-stub devices`: list enrolled devices (what each reported about itself) and delete one.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::DeviceView;
+
+use super::table::{self, DEFAULT_LIMIT, print_table};
+use crate::store::{Actor, PageRequest};
+use crate::stub::Stub;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DevicesCommand {
+    /// List enrolled devices by unit ID: what each last reported about itself (host name, OS and
+    /// version, kernel, CPU, memory, NICs; "-" before its first report), when it was last seen,
+    /// when it enrolled, key type used, certificate serial and expiry.
+    List {
+        /// Print at most N devices.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = table::page_limit)]
+        limit: usize,
+        /// Start after this unit ID (the footer of the previous page names it).
+        #[arg(long, value_name = "UNIT_ID")]
+        after: Option<UnitId>,
+        /// Print JSON: {items: [{unit_id, serial, not_after, key_type, key_id, enrolled_at,
+        /// last_seen, inventory}], next_after, total}, inventory null or {host_name, os_name,
+        /// os_version, kernel, cpu_model, memory_bytes, nics: [{name, mac}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a device so its unit ID can enroll again (after a reset, or for a replaced device).
+    Delete {
+        /// The device's unit ID.
+        unit_id: UnitId,
+    },
+}
+
+/// Runs a `devices` command.
+pub(super) async fn run(
+    command: DevicesCommand,
+    stub: Stub,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let devices = stub.devices();
+    match command {
+        DevicesCommand::List { limit, after, json } => {
+            let mut page = devices.list(&PageRequest { limit, after }).await?;
+            let total = devices.count().await?;
+            if json {
+                page.total = Some(total);
+                writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;
+                return Ok(());
+            }
+            let mut rows = vec![
+                [
+                    "Unit ID",
+                    "Host name",
+                    "OS",
+                    "Kernel",
+                    "CPU",
+                    "Memory",
+                    "Last seen",
+                    "Enrolled at",
+                    "Key type",
+                    "Certificate serial",
+                    "Expires",
+                    "NICs",
+                ]
+                .map(str::to_owned),
+            ];
+            for device in &page.items {
+                let [host, os, kernel, cpu, memory, nics] = inventory_cells(device);
+                rows.push([
+                    device.unit_id.to_string(),
+                    host,
+                    os,
+                    kernel,
+                    cpu,
+                    memory,
+                    table::time(device.last_seen),
+                    table::time(device.enrolled_at),
+                    device.key_type.as_str().to_owned(),
+                    device.serial.clone(),
+                    table::time(device.not_after),
+                    nics,
+                ]);
+            }
+            print_table(out, &rows)?;
+            table::footer(
+                out,
+                page.items.len(),
+                total,
+                ("device", "devices"),
+                page.next_after.map(|unit| unit.to_string()),
+            )?;
+        }
+        DevicesCommand::Delete { unit_id } => {
+            devices.delete(&unit_id, &Actor::cli()).await?;
+            writeln!(
+                out,
+                "Deleted device {unit_id}; it may enroll again with a new key."
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Host name, OS and version, kernel, CPU, memory and NICs a device last reported, as table
+/// cells; `-` where it reported nothing (or has not reported yet).
+fn inventory_cells(device: &DeviceView) -> [String; 6] {
+    let none = || "-".to_owned();
+    let Some(report) = device.inventory.clone() else {
+        return std::array::from_fn(|_| none());
+    };
+    let os = [report.os_name.as_deref(), report.os_version.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let nics = report
+        .nics
+        .iter()
+        .map(|nic| format!("{} {}", nic.name, nic.mac))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let or_none = |text: String| if text.is_empty() { none() } else { text };
+    [
+        report.host_name,
+        or_none(os),
+        report.kernel.unwrap_or_else(none),
+        report.cpu_model.unwrap_or_else(none),
+        memory(report.memory_bytes),
+        or_none(nics),
+    ]
+}
+
+/// Bytes for people: `7.6 GiB`, `512 MiB`; `-` for 0 (unknown).
+fn memory(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    match bytes {
+        0 => "-".to_owned(),
+        b if b >= GIB => format!("{:.1} GiB", b as f64 / GIB as f64),
+        b => format!("{} MiB", b.div_ceil(MIB)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_reads_well() {
+        assert_eq!(memory(0), "-");
+        assert_eq!(memory(512 << 20), "512 MiB");
+        assert_eq!(memory(8 << 30), "8.0 GiB");
+        assert_eq!(memory(8_162_000_000), "7.6 GiB");
+    }
+}

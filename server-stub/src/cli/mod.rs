@@ -1,0 +1,174 @@
+//! The command line: the program's arguments, `serve`, and one module per command group, each
+//! thin over the use cases ([`crate::keys`], [`crate::devices`], [`crate::audit`]).
+//!
+//! Exit codes: 0 success; 1 the command failed (the message says why); 2 the command line is wrong
+//! (clap's usage errors).
+//!
+//! # Layout
+//! - `keys`, `devices`, `ums_id`, `audit`: the command groups and what each prints; `--json`
+//!   prints the typed views of `onboard_protocol::admin`.
+//! - `table`: padded tables, times, page footers and progress bars.
+
+mod audit;
+mod devices;
+mod keys;
+mod table;
+mod ums_id;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{DEFAULT_DATA_DIR, Settings};
+use crate::stub::Stub;
+use audit::AuditArgs;
+use devices::DevicesCommand;
+use keys::KeysCommand;
+use ums_id::UmsIdCommand;
+
+/// The UMS stub: the companion server devices onboard to.
+///
+/// It owns the UMS ID (the key pair and CA certificate devices pin), creates and manages
+/// first-authentication keys, and exports them for USB sticks. State lives in the data directory:
+/// the database (ums-stub.db), the UMS ID (ums-id/), and an optional config file (ums-stub.toml).
+#[derive(Debug, Parser)]
+#[command(name = "ums-stub", version, max_term_width = 100)]
+pub struct Cli {
+    /// The data directory (created at first use, mode 0700).
+    #[arg(long, global = true, env = "UMS_STUB_DATA_DIR", default_value = DEFAULT_DATA_DIR, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// A TOML config file [default: DIR/ums-stub.toml when it exists].
+    #[arg(long, global = true, env = "UMS_STUB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show, export, back up or restore the UMS ID.
+    #[command(subcommand)]
+    UmsId(UmsIdCommand),
+    /// Create, list, edit, (de)activate, delete and export first-authentication keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Serve EST enrollment over HTTPS until SIGINT or SIGTERM.
+    ///
+    /// Devices fetch the UMS ID chain from /.well-known/est/cacerts, enroll at
+    /// /.well-known/est/simpleenroll with HTTP Basic (user = unit ID, password = key) and a base64
+    /// PKCS#10 body, and renew at /.well-known/est/simplereenroll over mutual TLS. The TLS
+    /// certificate is issued by the UMS ID for the --host names and kept in DIR/tls/. Readiness is
+    /// reported to systemd (Type=notify) once the port is bound.
+    Serve(ServeArgs),
+    /// List or delete enrolled devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Print the audit log: key changes and enrollment attempts (never a key), with who made
+    /// each and from where, oldest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The address and port to listen on [default: listen in the config, or 0.0.0.0:8443].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// A host name or IP address devices reach this server by, for the TLS certificate; repeat for
+    /// more [default: hosts in the config, or public_host].
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+}
+
+/// The whole program for the arguments `args` (the first is the program's name): parses them,
+/// logs to standard error (the journal, under systemd; RUST_LOG adjusts the level), runs, and
+/// prints the whole cause chain on failure. `main` is this; `onboard-demo` carries it too.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ums-stub: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command; the exit code, or an error for [`main_with`] to print.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.data_dir, cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut out = std::io::stdout().lock();
+        match cli.command {
+            Command::UmsId(command) => ums_id::run(command, settings, &mut out).await?,
+            Command::Keys(command) => {
+                keys::run(command, Stub::open(settings).await?, &mut out).await?
+            }
+            Command::Serve(args) => serve(settings, args).await?,
+            Command::Devices(command) => {
+                devices::run(command, Stub::open(settings).await?, &mut out).await?
+            }
+            Command::Audit(args) => audit::run(args, Stub::open(settings).await?, &mut out).await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    if !args.hosts.is_empty() {
+        settings.hosts = args.hosts;
+    }
+    let listen = settings.listen;
+    let (shared, tls) = crate::serve::prepare(settings).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(
+        listen = %bound,
+        hosts = ?shared.stub.settings.hosts,
+        ums_id = %shared.stub.ums_id.fingerprint().short(),
+        "serving EST enrollment"
+    );
+    // Printed for scripts and tests that listen on port 0.
+    println!("listening on {bound}");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    crate::serve::run(shared, listener, tls, shutdown_signal()).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,236 @@
+//! EST (RFC 7030) for devices: the UMS ID chain, enrollment with a first-authentication key, and
+//! renewal over mutual TLS.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use onboard_protocol::est;
+use onboard_protocol::routes::{EST_CACERTS, EST_SIMPLEENROLL, EST_SIMPLEREENROLL};
+use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
+
+use super::device::{device_identity, not_current};
+use super::{ApiError, Peer, Shared};
+use crate::ca::{Authority, CertificateRequest};
+use crate::store::{Actor, AuditEntry, EnrollAttempt, EnrollOutcome, IssueOnce};
+
+/// The EST routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(EST_CACERTS, get(cacerts))
+        .route(EST_SIMPLEENROLL, post(simpleenroll))
+        .route(EST_SIMPLEREENROLL, post(simplereenroll))
+}
+
+/// A base64 PKCS#7 certs-only answer.
+pub(super) fn pkcs7_response(certificates: &[&[u8]]) -> Response {
+    let body = est::encode_base64(&est::certs_only(certificates));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(onboard_protocol::routes::CONTENT_TYPE_PKCS7_CERTS_ONLY),
+    );
+    headers.insert(
+        "content-transfer-encoding",
+        HeaderValue::from_static("base64"),
+    );
+    response
+}
+
+async fn cacerts(State(shared): State<Arc<Shared>>) -> Response {
+    pkcs7_response(&[shared.stub.ums_id.certificate_der()])
+}
+
+/// The unit ID and key of an HTTP Basic header. The key is never logged or echoed.
+fn basic_credentials(headers: &HeaderMap) -> Result<(UnitId, Option<FirstAuthKey>), ApiError> {
+    let malformed = |detail: &str| ApiError::code(ProblemCode::BadRequest, detail);
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        malformed(
+            "HTTP Basic authorization with the unit ID as user and the key as password is required",
+        )
+    })?;
+    let encoded = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+        .ok_or_else(|| malformed("the Authorization header is not HTTP Basic"))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| malformed("the Basic credentials are not base64 of UTF-8 text"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| malformed("the Basic credentials lack the ':' between unit ID and key"))?;
+    let unit_id = user
+        .parse::<UnitId>()
+        // The refused text is not echoed: a client that swapped user and password would see its key.
+        .map_err(|_| malformed("the Basic user must be the unit ID: 12 hex digits (a MAC) or an 18-character UD Pocket serial"))?;
+    // A value no key can have is simply unknown, like any other wrong key.
+    Ok((unit_id, FirstAuthKey::new(password).ok()))
+}
+
+pub(super) fn csr_from_body(body: &[u8]) -> Result<CertificateRequest, ApiError> {
+    let der = est::decode_base64(body).map_err(|_| {
+        ApiError::code(
+            ProblemCode::BadRequest,
+            "the body must be a base64 PKCS#10 certificate request",
+        )
+    })?;
+    CertificateRequest::from_der(&der)
+        .map_err(|error| ApiError::code(ProblemCode::BadRequest, error.to_string()))
+}
+
+async fn simpleenroll(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let source = peer.addr.ip();
+    let mut unit_seen: Option<UnitId> = None;
+    let result = enroll(&shared, &peer, &headers, &body, &mut unit_seen).await;
+    let response = match result {
+        Ok(response) => return response,
+        Err(error) => error,
+    };
+    if let ApiError::Problem { problem, .. } = &response {
+        let unit = unit_seen.as_ref().map(UnitId::as_str);
+        if problem.code != ProblemCode::RateLimited {
+            shared.limiter.failed(source, unit, started);
+        }
+        // Malformed requests are refused before the store is asked; they still belong in the audit
+        // log. Rate-limited ones do not: a flood of them must not turn into a flood of writes.
+        if problem.code == ProblemCode::BadRequest {
+            let actor = match &unit_seen {
+                Some(unit_id) => Actor::device(unit_id, source),
+                None => Actor::admin("-", source),
+            };
+            let mut entry = AuditEntry::new("enroll", &actor);
+            entry.unit_id = unit.map(str::to_owned);
+            entry.outcome = problem.code.as_str().to_owned();
+            entry.detail = problem.detail.clone().unwrap_or_default();
+            if let Err(error) = shared.stub.store.record(entry).await {
+                tracing::warn!("cannot audit a malformed enrollment: {error}");
+            }
+        }
+        tracing::info!(unit_id = unit.unwrap_or("-"), %source, code = %problem.code, "enrollment refused");
+    }
+    response.into_response()
+}
+
+async fn enroll(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &[u8],
+    unit_seen: &mut Option<UnitId>,
+) -> Result<Response, ApiError> {
+    let source = peer.addr.ip();
+    let limited = |wait| ApiError::Problem {
+        problem: Problem::new(ProblemCode::RateLimited)
+            .with_detail("too many failed attempts; retry later"),
+        retry_after: Some(wait),
+    };
+    if let Some(wait) = shared.limiter.blocked_for(source, None, Instant::now()) {
+        return Err(limited(wait));
+    }
+    let (unit_id, key) = basic_credentials(headers)?;
+    *unit_seen = Some(unit_id.clone());
+    if let Some(wait) = shared
+        .limiter
+        .blocked_for(source, Some(unit_id.as_str()), Instant::now())
+    {
+        return Err(limited(wait));
+    }
+    let request = csr_from_body(body)?;
+    let Some(key) = key else {
+        return Err(ApiError::code(
+            ProblemCode::KeyUnknown,
+            refusal_detail(ProblemCode::KeyUnknown),
+        ));
+    };
+    let lookup = shared.stub.vault.lookup(&key);
+    drop(key);
+    let attempt = EnrollAttempt {
+        unit_id: unit_id.clone(),
+        lookup,
+        public_key: request.public_key.clone(),
+        source: source.to_string(),
+    };
+    let signer = shared.clone();
+    let days = shared.certificate_days;
+    let issue: IssueOnce = Box::new(move || {
+        let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
+        authority.device_certificate(unit_id.as_str(), &request, days)
+    });
+    match shared.stub.store.enroll(attempt, issue).await? {
+        EnrollOutcome::Issued { device, repeated } => {
+            tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");
+            Ok(pkcs7_response(&[&device.certificate]))
+        }
+        EnrollOutcome::Refused(code) => Err(ApiError::code(code, refusal_detail(code))),
+    }
+}
+
+/// What a device is told when its key is refused.
+fn refusal_detail(code: ProblemCode) -> &'static str {
+    match code {
+        ProblemCode::KeyUnknown => "no such first-authentication key",
+        ProblemCode::KeyInactive => "the key is deactivated; an administrator can activate it",
+        ProblemCode::KeyUsed => "the one-time key was already used by another device",
+        ProblemCode::KeyBoundToOtherDevice => "the key is bound to another unit ID",
+        ProblemCode::UnitIdConflict => {
+            "this unit ID is enrolled with another key pair; an administrator must delete the device record \
+             (ums-stub devices delete UNIT_ID) before it can enroll again"
+        }
+        _ => "refused",
+    }
+}
+
+async fn simplereenroll(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    match reenroll(&shared, &peer, &body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Response, ApiError> {
+    let (unit_id, serial) = device_identity(peer, "renewal")?;
+    let request = csr_from_body(body)?;
+    let actor = Actor::device(&unit_id, peer.addr.ip());
+    let days = shared.certificate_days;
+    let public_key = request.public_key.clone();
+    let (signer, subject) = (shared.clone(), unit_id.clone());
+    let issue: IssueOnce = Box::new(move || {
+        let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
+        authority.device_certificate(subject.as_str(), &request, days)
+    });
+    let renewed = shared
+        .stub
+        .store
+        .renew(&unit_id, &serial, &public_key, &actor, issue)
+        .await?;
+    match renewed {
+        Some(device) => {
+            tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate renewed");
+            Ok(pkcs7_response(&[&device.certificate]))
+        }
+        None => Err(not_current()),
+    }
+}

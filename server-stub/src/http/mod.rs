@@ -1,0 +1,205 @@
+//! The HTTPS surface, split by who calls it, composed into one router here, with the one place
+//! errors become HTTP answers ([`ApiError`]).
+//!
+//! # Layout
+//! - [`est`]: EST enrollment and renewal (`/.well-known/est/...`), for devices.
+//! - [`device`]: what enrolled devices send over mutual TLS (`/device/v1/...`).
+//!
+//! Refusals are `application/problem+json` (RFC 9457) with the stable `code` of [`ProblemCode`];
+//! store errors map to 404, 409 or 503 by their kind, and anything else becomes a bare 500 and a
+//! log line.
+
+pub mod device;
+pub mod est;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use onboard_protocol::{Problem, ProblemCode};
+
+use crate::keys::KeyError;
+use crate::rate_limit::RateLimiter;
+use crate::store::StoreError;
+use crate::stub::Stub;
+
+pub use device::certificate_identity;
+
+/// The largest request body: a CSR of an RSA-4096 key in base64 is under 3 KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a client is asked to wait when the database is unavailable.
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
+
+/// What the routes share.
+pub struct Shared {
+    /// The opened data directory.
+    pub stub: Stub,
+    /// Failure counters.
+    pub limiter: RateLimiter,
+    /// Device certificate lifetime.
+    pub certificate_days: i64,
+}
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The client certificate it presented, already verified against the UMS ID by TLS.
+    pub client_certificate: Option<Vec<u8>>,
+}
+
+/// A refusal or failure, turned into a response in one place.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A refusal the client can act on.
+    Problem {
+        /// The problem body.
+        problem: Problem,
+        /// For 429 and 503: when to try again.
+        retry_after: Option<Duration>,
+    },
+    /// Something broke here; the client sees a bare 500.
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// A refusal with `code` and a detail for people (never a key).
+    pub fn code(code: ProblemCode, detail: impl Into<String>) -> Self {
+        ApiError::Problem {
+            problem: Problem::new(code).with_detail(detail),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(missing) => {
+                ApiError::code(ProblemCode::NotFound, missing.to_string())
+            }
+            StoreError::Conflict(detail) => ApiError::code(ProblemCode::Conflict, detail),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!("database unavailable: {detail}");
+                ApiError::Problem {
+                    problem: Problem::new(ProblemCode::Unavailable)
+                        .with_detail("the server's database is busy or unreachable; retry later"),
+                    retry_after: Some(UNAVAILABLE_RETRY),
+                }
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Store(error) => error.into(),
+            KeyError::Quantity | KeyError::NoUnitIds | KeyError::Password(_) => {
+                ApiError::code(ProblemCode::Invalid, error.to_string())
+            }
+            KeyError::NotExportable { .. } | KeyError::NothingToExport => {
+                ApiError::code(ProblemCode::Conflict, error.to_string())
+            }
+            KeyError::Seal(_) => ApiError::Internal(error.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Problem {
+                problem,
+                retry_after,
+            } => {
+                let status =
+                    StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+                let body = serde_json::to_vec(&problem).unwrap_or_default();
+                let mut response = (status, body).into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(onboard_protocol::problem::PROBLEM_CONTENT_TYPE),
+                );
+                if let Some(wait) = retry_after {
+                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                }
+                response
+            }
+            ApiError::Internal(error) => {
+                tracing::error!("internal error: {error:#}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+            }
+        }
+    }
+}
+
+/// Every route, over `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .merge(est::router())
+        .merge(device::router())
+        .with_state(shared)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Missing;
+
+    fn status(error: ApiError) -> (u16, Option<ProblemCode>) {
+        match error {
+            ApiError::Problem { problem, .. } => (problem.status, Some(problem.code)),
+            ApiError::Internal(_) => (500, None),
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_their_http_answers() {
+        let table = [
+            (
+                StoreError::NotFound(Missing::Keys(vec![3])),
+                404,
+                Some(ProblemCode::NotFound),
+            ),
+            (
+                StoreError::Conflict("taken".into()),
+                409,
+                Some(ProblemCode::Conflict),
+            ),
+            (
+                StoreError::Unavailable("locked".into()),
+                503,
+                Some(ProblemCode::Unavailable),
+            ),
+            (StoreError::Issue("signing failed".into()), 500, None),
+            (
+                StoreError::Backend {
+                    database: "db".into(),
+                    source: "disk I/O error".into(),
+                },
+                500,
+                None,
+            ),
+        ];
+        for (error, code, problem) in table {
+            let shown = error.to_string();
+            assert_eq!(status(error.into()), (code, problem), "{shown}");
+        }
+        assert_eq!(
+            status(KeyError::Quantity.into()),
+            (422, Some(ProblemCode::Invalid))
+        );
+    }
+}
