@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use onboard_protocol::{Format, Server};
 use ums_stub::rate_limit::Limits;
+use ums_stub::store::Actor;
 
 const BIN: &str = env!("CARGO_BIN_EXE_onboard-agent");
 const MIB: f64 = 1024.0 * 1024.0;
@@ -121,7 +122,7 @@ fn main() {
             per_unit: 1_000_000,
             window: Duration::from_secs(60),
         };
-        ums_stub::serve::spawn(settings, listener).unwrap()
+        ums_stub::serve::spawn(settings, listener).await.unwrap()
     });
     let address = Server::new("127.0.0.1", server.port()).unwrap();
     let keys = server.shared().stub.keys();
@@ -131,11 +132,16 @@ fn main() {
     for round in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let unit = format!("00E0C5{round:06X}");
-        let ids = keys.create_one_time(1, "", &|_| {}).unwrap();
-        let file = keys
-            .export(&ids, vec![address.clone()], server.ums_id_fingerprint())
-            .unwrap()
-            .write(Format::Xml);
+        let file = runtime.block_on(async {
+            let ids = keys
+                .create_one_time(1, "", Box::new(|_| {}), &Actor::cli())
+                .await
+                .unwrap();
+            keys.export(&ids, vec![address.clone()], server.ums_id_fingerprint())
+                .await
+                .unwrap()
+                .write(Format::Xml)
+        });
         let mut agent = start_agent(dir.path(), &unit);
         // The stick appears whole, as a mount makes it appear.
         let staging = dir.path().join("STICK");

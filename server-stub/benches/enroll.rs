@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use ums_stub::config::Settings;
 use ums_stub::http::Shared;
 use ums_stub::rate_limit::{Limits, RateLimiter};
+use ums_stub::store::{Actor, PageRequest};
 use ums_stub::stub::Stub;
 
 const PER_RUN: usize = 2000;
@@ -99,16 +100,21 @@ fn main() {
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings::load(dir.path().join("data"), None).unwrap();
-        let stub = Stub::open(settings.clone()).unwrap();
+        let stub = Stub::open(settings.clone()).await.unwrap();
         let devices = per_run * levels.len();
         let admin = stub.keys();
-        let ids = admin.create_one_time(devices, "", &|_| {}).unwrap();
+        let ids = admin
+            .create_one_time(devices, "", Box::new(|_| {}), &Actor::cli())
+            .await
+            .unwrap();
         let keys: Vec<String> = admin
-            .list(&Default::default())
+            .list(&Default::default(), &PageRequest::all(), true)
+            .await
             .unwrap()
+            .items
             .into_iter()
             .filter(|view| ids.contains(&view.id))
-            .map(|view| view.key.expose_secret().to_owned())
+            .map(|view| view.key)
             .collect();
         let hosts = vec!["localhost".to_owned()];
         let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts).unwrap();

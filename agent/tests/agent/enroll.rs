@@ -21,7 +21,7 @@ use crate::rig::{Agent, Ums, plug_in, settings};
 const UNIT: &str = "00E0C5540B8B";
 
 /// Checks the files of an enrolled state directory against the server that enrolled it.
-fn assert_enrolled_files(state_dir: &std::path::Path, ums: &Ums, unit: &str) {
+async fn assert_enrolled_files(state_dir: &std::path::Path, ums: &Ums, unit: &str) {
     let key = std::fs::metadata(state_dir.join(state::DEVICE_KEY_FILE)).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
@@ -41,6 +41,7 @@ fn assert_enrolled_files(state_dir: &std::path::Path, ums: &Ums, unit: &str) {
     assert_eq!(Fingerprint::of_der(&ums_der), ums.fingerprint());
     let device = ums
         .devices()
+        .await
         .into_iter()
         .find(|device| device.unit_id.as_str() == unit)
         .expect("the server lists the device");
@@ -58,8 +59,8 @@ async fn each_key_type_enrolls_and_the_device_reports_its_inventory() {
         (KeyKind::MassDeployment, "00E0C5540B03"),
     ] {
         let ums = Ums::start().await;
-        let ids = ums.create(kind, 1, Some(unit));
-        let key_file = ums.export(&ids, vec![ums.server()]);
+        let ids = ums.create(kind, 1, Some(unit)).await;
+        let key_file = ums.export(&ids, vec![ums.server()]).await;
         let root = tempfile::tempdir().unwrap();
         let state_dir = tempfile::tempdir().unwrap();
         plug_in(root.path(), &key_file);
@@ -81,8 +82,8 @@ async fn each_key_type_enrolls_and_the_device_reports_its_inventory() {
         assert!(reported.phase.is_enrolled());
         agent.stop().await.unwrap();
 
-        assert_enrolled_files(state_dir.path(), &ums, unit);
-        let (count, status) = ums.usage(ids[0]);
+        assert_enrolled_files(state_dir.path(), &ums, unit).await;
+        let (count, status) = ums.usage(ids[0]).await;
         assert_eq!(count, 1, "{kind}");
         let expected = if kind == KeyKind::MassDeployment {
             "active"
@@ -90,7 +91,7 @@ async fn each_key_type_enrolls_and_the_device_reports_its_inventory() {
             "used"
         };
         assert_eq!(status, expected, "{kind}");
-        let device = ums.devices().pop().unwrap();
+        let device = ums.devices().await.pop().unwrap();
         let inventory: onboard_protocol::Inventory =
             serde_json::from_str(device.inventory.as_deref().expect("inventory stored")).unwrap();
         assert!(!inventory.host_name.is_empty());
@@ -102,14 +103,14 @@ async fn each_key_type_enrolls_and_the_device_reports_its_inventory() {
 #[tokio::test]
 async fn a_used_and_a_deactivated_key_are_skipped_and_remembered_for_a_good_one() {
     let ums = Ums::start().await;
-    let one_time = ums.create(KeyKind::OneTime, 2, None);
-    let mass = ums.create(KeyKind::MassDeployment, 1, None);
+    let one_time = ums.create(KeyKind::OneTime, 2, None).await;
+    let mass = ums.create(KeyKind::MassDeployment, 1, None).await;
     let ids = [one_time.clone(), mass.clone()].concat();
-    let key_file = ums.export(&ids, vec![ums.server()]);
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
     // One key goes to another device first; the other is deactivated after the export.
     let other_root = tempfile::tempdir().unwrap();
     let other_state = tempfile::tempdir().unwrap();
-    let only_first = ums.export(&one_time[..1], vec![ums.server()]);
+    let only_first = ums.export(&one_time[..1], vec![ums.server()]).await;
     plug_in(other_root.path(), &only_first);
     let other = Agent::start(settings(
         "00E0C5000001",
@@ -118,7 +119,7 @@ async fn a_used_and_a_deactivated_key_are_skipped_and_remembered_for_a_good_one(
     ));
     other.wait_enrolled().await;
     other.stop().await.unwrap();
-    ums.deactivate(one_time[1]);
+    ums.deactivate(one_time[1]).await;
 
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
@@ -133,17 +134,17 @@ async fn a_used_and_a_deactivated_key_are_skipped_and_remembered_for_a_good_one(
     assert_eq!(agent.observer.passes(), 1);
     agent.stop().await.unwrap();
     assert_eq!(
-        ums.usage(one_time[0]).0,
+        ums.usage(one_time[0]).await.0,
         1,
         "used once, by the other device"
     );
-    assert_eq!(ums.usage(one_time[1]), (0, "inactive".to_owned()));
-    assert_eq!(ums.usage(mass[0]).0, 1);
+    assert_eq!(ums.usage(one_time[1]).await, (0, "inactive".to_owned()));
+    assert_eq!(ums.usage(mass[0]).await.0, 1);
     // The state file holds digests, never a key.
     let text = std::fs::read_to_string(state_dir.path().join(state::STATE_FILE)).unwrap();
     for id in ids {
         assert!(
-            !text.contains(&ums.key_value(id)),
+            !text.contains(&ums.key_value(id).await),
             "a key reached the state file"
         );
     }
@@ -154,9 +155,9 @@ async fn a_used_and_a_deactivated_key_are_skipped_and_remembered_for_a_good_one(
 async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
     let ums = Ums::start().await;
     let imposter = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
     // The stick names the imposter's address first, then the real server.
-    let key_file = ums.export(&ids, vec![imposter.server()]);
+    let key_file = ums.export(&ids, vec![imposter.server()]).await;
     let state_dir = tempfile::tempdir().unwrap();
     let enroller = Enroller {
         state_dir: state_dir.path().to_owned(),
@@ -184,6 +185,7 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
     // Nothing reached the imposter's enrollment endpoint: no attempt in its audit log at all.
     let seen: Vec<String> = imposter
         .audit()
+        .await
         .into_iter()
         .map(|entry| entry.event)
         .collect();
@@ -191,10 +193,12 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
         !seen.iter().any(|event| event.contains("enroll")),
         "{seen:?}"
     );
-    assert_eq!(ums.usage(ids[0]).0, 0);
+    assert_eq!(ums.usage(ids[0]).await.0, 0);
 
     // Listed after the imposter, the real server is tried in order and enrolls.
-    let both = ums.export(&ids, vec![imposter.server(), ums.server()]);
+    let both = ums
+        .export(&ids, vec![imposter.server(), ums.server()])
+        .await;
     let source = KeySource::from_key_file("stick", &both);
     assert_eq!(
         enroller.pass(&source, &mut state).await.unwrap(),
@@ -207,6 +211,7 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
     assert!(
         imposter
             .audit()
+            .await
             .iter()
             .all(|entry| !entry.event.contains("enroll"))
     );
@@ -236,10 +241,10 @@ async fn a_chain_of_another_ums_id_is_refused_by_the_verifier_itself() {
 #[tokio::test]
 async fn the_communication_token_pins_and_the_whole_fingerprint_is_learned() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
-    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]));
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]).await);
     let mut settings = settings(UNIT, root.path(), state_dir.path());
     settings.pin = Some(Pin::token(&ums.fingerprint().communication_token()).unwrap());
     let agent = Agent::start(settings);
@@ -252,10 +257,10 @@ async fn the_communication_token_pins_and_the_whole_fingerprint_is_learned() {
 #[tokio::test]
 async fn a_configured_pin_refuses_a_stick_of_another_ums_id_without_contacting_it() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None);
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
-    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]));
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]).await);
     let mut settings = settings(UNIT, root.path(), state_dir.path());
     settings.pin = Some(Pin::Fingerprint(Fingerprint::of_der(b"the UMS ID I trust")));
     let agent = Agent::start(settings);
@@ -277,6 +282,7 @@ async fn a_configured_pin_refuses_a_stick_of_another_ums_id_without_contacting_i
     agent.stop().await.unwrap();
     assert!(
         ums.audit()
+            .await
             .iter()
             .all(|entry| !entry.event.contains("enroll"))
     );
@@ -296,10 +302,11 @@ async fn a_server_down_at_first_is_retried_with_growing_waits_until_it_is_up() {
         data,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         365,
-    );
-    let ids = maker.create(KeyKind::OneTime, 1, None);
+    )
+    .await;
+    let ids = maker.create(KeyKind::OneTime, 1, None).await;
     let server = onboard_protocol::Server::new("127.0.0.1", port).unwrap();
-    let key_file = maker.export(&ids, vec![server]);
+    let key_file = maker.export(&ids, vec![server]).await;
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
@@ -334,25 +341,25 @@ async fn a_server_down_at_first_is_retried_with_growing_waits_until_it_is_up() {
         .await
         .unwrap();
     let data = maker.stop_keeping_data().await;
-    let ums = Ums::start_in(data, listener, 365);
+    let ums = Ums::start_in(data, listener, 365).await;
     let state = agent.wait_enrolled().await;
     assert_eq!(state.key_type, Some(KeyKind::OneTime));
     agent.stop().await.unwrap();
-    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
+    assert_eq!(ums.usage(ids[0]).await, (1, "used".to_owned()));
     ums.stop().await;
 }
 
 #[tokio::test]
 async fn an_answer_lost_to_a_kill_is_fetched_again_with_the_same_key_pair() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None);
-    let key = ums.key_value(ids[0]);
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
+    let key = ums.key_value(ids[0]).await;
     // First start: the server is not reachable, so the agent stores its key pair and backs off;
     // then it is killed (its task dropped).
     let dead = onboard_protocol::Server::new("127.0.0.1", 1).unwrap();
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
-    let mut key_file = ums.export(&ids, vec![dead]);
+    let mut key_file = ums.export(&ids, vec![dead]).await;
     plug_in(root.path(), &key_file);
     let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
     agent
@@ -390,7 +397,7 @@ async fn an_answer_lost_to_a_kill_is_fetched_again_with_the_same_key_pair() {
     assert_eq!(lost.status(), 200);
     let lost =
         est::parse_certs_only(&est::decode_base64(&lost.bytes().await.unwrap()).unwrap()).unwrap();
-    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
+    assert_eq!(ums.usage(ids[0]).await, (1, "used".to_owned()));
 
     // Restarted with the stick now naming the live server: the same key pair gets the same
     // certificate back, and nothing more is consumed.
@@ -404,16 +411,16 @@ async fn an_answer_lost_to_a_kill_is_fetched_again_with_the_same_key_pair() {
     )
     .unwrap();
     assert_eq!(stored, lost[0]);
-    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
-    assert_eq!(ums.devices().len(), 1);
+    assert_eq!(ums.usage(ids[0]).await, (1, "used".to_owned()));
+    assert_eq!(ums.devices().await.len(), 1);
     ums.stop().await;
 }
 
 #[tokio::test]
 async fn a_clock_at_1970_enrolls_and_a_plausible_clock_still_checks_validity() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::MassDeployment, 1, None);
-    let key_file = ums.export(&ids, vec![ums.server()]);
+    let ids = ums.create(KeyKind::MassDeployment, 1, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
@@ -451,10 +458,10 @@ async fn an_enrolled_device_never_enrolls_again_and_renews_within_30_days() {
     // Certificates for 10 days: inside the renewal window from the start.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ums = Ums::start_on(listener, 10).await;
-    let ids = ums.create(KeyKind::MassDeployment, 1, None);
+    let ids = ums.create(KeyKind::MassDeployment, 1, None).await;
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
-    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]));
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]).await);
     let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
     agent.wait_enrolled().await;
     // Right after enrolling it checks expiry too: 10 days left, so it renews at once.
@@ -462,14 +469,15 @@ async fn an_enrolled_device_never_enrolls_again_and_renews_within_30_days() {
         .wait_for("renewed", |state| state.renewed_at.is_some())
         .await;
     agent.stop().await.unwrap();
-    let renewals = |ums: &Ums| {
+    async fn renewals(ums: &Ums) -> usize {
         ums.audit()
+            .await
             .into_iter()
             .filter(|entry| entry.event == "reenroll")
             .count()
-    };
-    assert_eq!(renewals(&ums), 1);
-    let serial_on_server = ums.devices().pop().unwrap().serial;
+    }
+    assert_eq!(renewals(&ums).await, 1);
+    let serial_on_server = ums.devices().await.pop().unwrap().serial;
     assert_eq!(
         renewed.certificate_serial.as_deref(),
         Some(serial_on_server.as_str())
@@ -483,19 +491,19 @@ async fn an_enrolled_device_never_enrolls_again_and_renews_within_30_days() {
             state.certificate_serial != renewed.certificate_serial
         })
         .await;
-    assert_eq!(renewals(&ums), 2);
+    assert_eq!(renewals(&ums).await, 2);
     assert_eq!(agent.observer.passes(), 0);
     agent.stop().await.unwrap();
-    assert_eq!(ums.usage(ids[0]).0, 1);
-    assert_eq!(ums.devices().len(), 1);
+    assert_eq!(ums.usage(ids[0]).await.0, 1);
+    assert_eq!(ums.devices().await.len(), 1);
     ums.stop().await;
 }
 
 #[tokio::test]
 async fn exhausted_keys_fail_once_and_do_not_loop_even_after_a_restart() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None);
-    let key_file = ums.export(&ids, vec![ums.server()]);
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
     // Another device takes the only key.
     let first_root = tempfile::tempdir().unwrap();
     let first_state = tempfile::tempdir().unwrap();
@@ -536,6 +544,7 @@ async fn exhausted_keys_fail_once_and_do_not_loop_even_after_a_restart() {
     agent.stop().await.unwrap();
     let refusals = ums
         .audit()
+        .await
         .into_iter()
         .filter(|entry| entry.outcome == "key_used")
         .count();
@@ -546,8 +555,8 @@ async fn exhausted_keys_fail_once_and_do_not_loop_even_after_a_restart() {
 #[tokio::test]
 async fn unit_id_conflict_stops_the_agent_with_the_reason() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::MassDeployment, 1, None);
-    let key_file = ums.export(&ids, vec![ums.server()]);
+    let ids = ums.create(KeyKind::MassDeployment, 1, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
     let root = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
     // The same unit ID enrolls from another state directory (another key pair) first.

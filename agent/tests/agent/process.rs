@@ -32,8 +32,8 @@ fn command(sandbox: &Sandbox, args: &[&str]) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_status_and_reset_log_no_key_even_at_trace_level() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 3, None);
-    let key_file = ums.export(&ids, vec![ums.server()]);
+    let ids = ums.create(KeyKind::OneTime, 3, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
     let sandbox = Sandbox::new();
     let stick = plug_in(&sandbox.path().join("media"), &key_file);
 
@@ -54,7 +54,7 @@ async fn enroll_status_and_reset_log_no_key_even_at_trace_level() {
         "trace logging was on: {everything}"
     );
     for id in &ids {
-        let key = ums.key_value(*id);
+        let key = ums.key_value(*id).await;
         assert!(
             !everything.contains(&key),
             "the key {id} reached the output"
@@ -95,7 +95,7 @@ async fn enroll_status_and_reset_log_no_key_even_at_trace_level() {
     // Enrolled: enroll again is a no-op; reset needs --yes, then forgets all but the unit ID.
     let output = run(command(&sandbox, &["enroll", stick.to_str().unwrap()])).await;
     assert!(expect_code(&output, 0).contains("already enrolled"));
-    assert_eq!(ums.devices().len(), 1);
+    assert_eq!(ums.devices().await.len(), 1);
     let output = run(command(&sandbox, &["reset"])).await;
     expect_code(&output, 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--yes"));
@@ -112,8 +112,8 @@ async fn enroll_status_and_reset_log_no_key_even_at_trace_level() {
 async fn enroll_exit_codes_name_what_went_wrong() {
     let ums = Ums::start().await;
     let imposter = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None);
-    let key = ums.key_value(ids[0]);
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
+    let key = ums.key_value(ids[0]).await;
     let fingerprint = ums.fingerprint().to_string();
     let token = ums.fingerprint().communication_token();
     let port = ums.running.port().to_string();
@@ -146,6 +146,7 @@ async fn enroll_exit_codes_name_what_went_wrong() {
     assert!(
         imposter
             .audit()
+            .await
             .iter()
             .all(|entry| !entry.event.contains("enroll"))
     );
@@ -219,12 +220,12 @@ async fn enroll_exit_codes_name_what_went_wrong() {
     .await
     .unwrap();
     expect_code(&output, 0);
-    assert_eq!(ums.usage(ids[0]), (1, "used".to_owned()));
+    assert_eq!(ums.usage(ids[0]).await, (1, "used".to_owned()));
 
     // Another state directory, same unit ID, another key pair: 5.
-    let mass = ums.create(KeyKind::MassDeployment, 1, None);
+    let mass = ums.create(KeyKind::MassDeployment, 1, None).await;
     let second = Sandbox::new();
-    let mass_key = ums.key_value(mass[0]);
+    let mass_key = ums.key_value(mass[0]).await;
     let output = run(command(
         &second,
         &[
@@ -259,8 +260,8 @@ async fn enroll_exit_codes_name_what_went_wrong() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_at_random_points_never_burn_a_second_key_nor_leave_half_files() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 3, None);
-    let key_file = ums.export(&ids, vec![ums.server()]);
+    let ids = ums.create(KeyKind::OneTime, 3, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
     let sandbox = Sandbox::new();
     let stick = plug_in(&sandbox.path().join("media"), &key_file);
     let path = stick.join("icg.xml");
@@ -305,15 +306,18 @@ async fn kills_at_random_points_never_burn_a_second_key_nor_leave_half_files() {
     // Then it runs to the end.
     let output = run(command(&sandbox, &["enroll", path.to_str().unwrap()])).await;
     expect_code(&output, 0);
-    let used: u64 = ids.iter().map(|id| ums.usage(*id).0).sum();
+    let mut used = 0;
+    for id in &ids {
+        used += ums.usage(*id).await.0;
+    }
     assert_eq!(
         used, 1,
         "exactly one key was consumed in all (finished early: {finished})"
     );
-    assert_eq!(ums.devices().len(), 1);
+    assert_eq!(ums.devices().await.len(), 1);
     let output = run(command(&sandbox, &["status", "--json"])).await;
     let status: serde_json::Value = serde_json::from_str(&expect_code(&output, 0)).unwrap();
-    let serial = ums.devices().pop().unwrap().serial;
+    let serial = ums.devices().await.pop().unwrap().serial;
     let stored = status["certificate_serial"].as_str().unwrap().to_owned();
     assert_eq!(
         stored.trim_start_matches('0'),
@@ -332,7 +336,7 @@ async fn kills_at_random_points_never_burn_a_second_key_nor_leave_half_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::DeviceBound, 1, Some(UNIT));
+    let ids = ums.create(KeyKind::DeviceBound, 1, Some(UNIT)).await;
     let sandbox = Sandbox::new();
     let media = sandbox.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
@@ -351,10 +355,12 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
     assert_eq!(status.code(), Some(0));
 
     // Backing off (the stick names a port nothing listens on): SIGTERM still stops it at once.
-    let mut dead = ums.export(
-        &ids,
-        vec![onboard_protocol::Server::new("127.0.0.1", 1).unwrap()],
-    );
+    let mut dead = ums
+        .export(
+            &ids,
+            vec![onboard_protocol::Server::new("127.0.0.1", 1).unwrap()],
+        )
+        .await;
     plug_in(&media, &dead);
     let mut agent = Running::start(command(
         &sandbox,
@@ -403,8 +409,8 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
         .await
         .unwrap();
     assert_eq!(code.code(), Some(0), "{log}");
-    assert!(!log.contains(&ums.key_value(ids[0])));
-    let device = ums.devices().pop().unwrap();
+    assert!(!log.contains(&ums.key_value(ids[0]).await));
+    let device = ums.devices().await.pop().unwrap();
     assert!(device.inventory.is_some());
     ums.stop().await;
 }

@@ -9,12 +9,13 @@ use onboard_agent::config::{Overrides, RawConfig, Settings};
 use onboard_agent::daemon::{self, Environment, Observer};
 use onboard_agent::lifecycle::BackoffPolicy;
 use onboard_agent::state::AgentState;
+use onboard_protocol::admin::KeyView;
 use onboard_protocol::{Fingerprint, Format, KeyFile, KeyKind, Server, UnitId};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use ums_stub::rate_limit::Limits;
 use ums_stub::serve::Running;
-use ums_stub::store::{AuditEntry, DeviceRecord, KeyFilter, Store};
+use ums_stub::store::{Actor, AuditEntry, AuditFilter, DeviceRecord, PageRequest};
 
 use crate::util::DEADLINE;
 
@@ -34,11 +35,11 @@ impl Ums {
     /// A server on `listener` issuing certificates for `days`.
     pub(crate) async fn start_on(listener: tokio::net::TcpListener, days: i64) -> Ums {
         let dir = tempfile::tempdir().unwrap();
-        Ums::start_in(dir, listener, days)
+        Ums::start_in(dir, listener, days).await
     }
 
     /// A server over the data directory `dir` (kept), on `listener`.
-    pub(crate) fn start_in(
+    pub(crate) async fn start_in(
         dir: tempfile::TempDir,
         listener: tokio::net::TcpListener,
         days: i64,
@@ -51,7 +52,7 @@ impl Ums {
             per_unit: 1_000_000,
             window: std::time::Duration::from_secs(60),
         };
-        let running = ums_stub::serve::spawn(settings, listener).unwrap();
+        let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
         Ums { running, _dir: dir }
     }
 
@@ -64,66 +65,91 @@ impl Ums {
     }
 
     /// Creates `count` keys of `kind` (bound to `unit` when device-bound); returns their IDs.
-    pub(crate) fn create(&self, kind: KeyKind, count: usize, unit: Option<&str>) -> Vec<i64> {
+    pub(crate) async fn create(&self, kind: KeyKind, count: usize, unit: Option<&str>) -> Vec<i64> {
         let admin = self.running.shared().stub.keys();
+        let cli = Actor::cli();
         match kind {
-            KeyKind::OneTime => admin.create_one_time(count, "", &|_| {}).unwrap(),
+            KeyKind::OneTime => admin
+                .create_one_time(count, "", Box::new(|_| {}), &cli)
+                .await
+                .unwrap(),
             KeyKind::DeviceBound => {
                 let units: Vec<UnitId> = vec![unit.unwrap().parse().unwrap(); count];
-                admin.create_device_bound(&units, "", &|_| {}).unwrap()
+                admin
+                    .create_device_bound(&units, "", Box::new(|_| {}), &cli)
+                    .await
+                    .unwrap()
             }
-            KeyKind::MassDeployment => (0..count)
-                .map(|_| admin.create_mass(None, "").unwrap().0)
-                .collect(),
+            KeyKind::MassDeployment => {
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    ids.push(admin.create_mass(None, "", &cli).await.unwrap().0);
+                }
+                ids
+            }
         }
     }
 
     /// The key file exporting `ids`, naming `servers`.
-    pub(crate) fn export(&self, ids: &[i64], servers: Vec<Server>) -> KeyFile {
+    pub(crate) async fn export(&self, ids: &[i64], servers: Vec<Server>) -> KeyFile {
         self.running
             .shared()
             .stub
             .keys()
             .export(ids, servers, self.fingerprint())
+            .await
             .unwrap()
     }
 
     /// The value of key `id`.
-    pub(crate) fn key_value(&self, id: i64) -> String {
-        self.key(id).key.expose_secret().to_owned()
+    pub(crate) async fn key_value(&self, id: i64) -> String {
+        self.key(id, true).await.key
     }
 
     /// (usage count, status) of key `id`.
-    pub(crate) fn usage(&self, id: i64) -> (u64, String) {
-        let view = self.key(id);
+    pub(crate) async fn usage(&self, id: i64) -> (u64, String) {
+        let view = self.key(id, false).await;
         (view.usage_count, view.status.as_str().to_owned())
     }
 
-    fn key(&self, id: i64) -> ums_stub::keys::KeyView {
-        let filter = KeyFilter {
-            ids: Some(vec![id]),
-            ..KeyFilter::default()
-        };
+    async fn key(&self, id: i64, show: bool) -> KeyView {
         self.running
             .shared()
             .stub
             .keys()
-            .list(&filter)
+            .get(id, show)
+            .await
             .unwrap()
-            .pop()
+    }
+
+    pub(crate) async fn deactivate(&self, id: i64) {
+        self.running
+            .shared()
+            .stub
+            .keys()
+            .deactivate(&[id], &Actor::cli())
+            .await
+            .unwrap();
+    }
+
+    pub(crate) async fn devices(&self) -> Vec<DeviceRecord> {
+        self.running
+            .shared()
+            .stub
+            .store
+            .devices(&PageRequest::all())
+            .await
             .unwrap()
     }
 
-    pub(crate) fn deactivate(&self, id: i64) {
-        self.running.shared().stub.keys().deactivate(&[id]).unwrap();
-    }
-
-    pub(crate) fn devices(&self) -> Vec<DeviceRecord> {
-        self.running.shared().stub.store.devices().unwrap()
-    }
-
-    pub(crate) fn audit(&self) -> Vec<AuditEntry> {
-        self.running.shared().stub.store.audit(None).unwrap()
+    pub(crate) async fn audit(&self) -> Vec<AuditEntry> {
+        self.running
+            .shared()
+            .stub
+            .store
+            .audit(&AuditFilter::default(), &PageRequest::all())
+            .await
+            .unwrap()
     }
 
     pub(crate) async fn stop(self) {

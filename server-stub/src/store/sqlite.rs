@@ -222,12 +222,14 @@ impl Inner {
     }
 
     /// Runs `change` (given the key's kind and usage count) for each of `ids` in one transaction,
-    /// and audits it as `event`: all of them, or none when one ID is unknown.
+    /// and audits it as `event` (listing the IDs when `list_ids`): all of them, or none when one ID
+    /// is unknown.
     fn change_each(
         &self,
         ids: &[KeyId],
         actor: &Actor,
         event: &str,
+        list_ids: bool,
         mut change: impl FnMut(&Transaction<'_>, KeyId, KeyKind, u64) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut connection = self.lock();
@@ -261,7 +263,9 @@ impl Inner {
         }
         let mut entry = AuditEntry::new(event, actor);
         entry.key_id = (ids.len() == 1).then(|| ids[0]);
-        entry.detail = id_list(ids);
+        if list_ids {
+            entry.detail = id_list(ids);
+        }
         audit_in(&tx, &entry).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))
     }
@@ -909,7 +913,7 @@ impl Store for SqliteStore {
         let comment = comment.to_owned();
         let actor = actor.clone();
         self.call(move |inner| {
-            inner.change_each(&[id], &actor, "keys.edit", |tx, id, _, _| {
+            inner.change_each(&[id], &actor, "keys.edit", false, |tx, id, _, _| {
                 tx.execute(
                     "UPDATE keys SET comment = ?1 WHERE id = ?2",
                     params![comment, id],
@@ -935,7 +939,7 @@ impl Store for SqliteStore {
             "keys.deactivate"
         };
         self.call(move |inner| {
-            inner.change_each(&ids, &actor, event, |tx, id, kind, usage_count| {
+            inner.change_each(&ids, &actor, event, true, |tx, id, kind, usage_count| {
                 let status = claim::status(kind, active, usage_count);
                 tx.prepare_cached("UPDATE keys SET active = ?1, status = ?2 WHERE id = ?3")
                     .and_then(|mut update| update.execute(params![active, status.as_str(), id]))
@@ -950,7 +954,7 @@ impl Store for SqliteStore {
         let ids = ids.to_vec();
         let actor = actor.clone();
         self.call(move |inner| {
-            inner.change_each(&ids, &actor, "keys.delete", |tx, id, _, _| {
+            inner.change_each(&ids, &actor, "keys.delete", true, |tx, id, _, _| {
                 tx.prepare_cached("DELETE FROM keys WHERE id = ?1")
                     .and_then(|mut delete| delete.execute([id]))
                     .map(drop)
@@ -1184,19 +1188,22 @@ mod tests {
     }
 
     /// Runs a store future to completion on a runtime of its own.
-    fn block<T>(future: impl std::future::Future<Output = Result<T, StoreError>>) -> T {
+    fn try_block<T>(
+        future: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
             .block_on(future)
-            .unwrap()
+    }
+
+    /// The same, for a call that must succeed.
+    fn block<T>(future: impl std::future::Future<Output = Result<T, StoreError>>) -> T {
+        try_block(future).unwrap()
     }
 
     fn insert(store: &SqliteStore, count: usize, make: MakeKey) -> Result<Vec<KeyId>, StoreError> {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(store.insert_keys(count, make, Box::new(|_| {}), &Actor::cli()))
+        try_block(store.insert_keys(count, make, Box::new(|_| {}), &Actor::cli()))
     }
 
     #[test]
@@ -1310,20 +1317,14 @@ mod tests {
             Box::new(|i| key(i as u8 + 10, KeyKind::OneTime, true)),
         )
         .unwrap();
-        let run = |future| {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(future)
-        };
         let refused =
-            run(store.set_active(&[ids[0], 999, ids[1]], false, &Actor::cli())).unwrap_err();
+            try_block(store.set_active(&[ids[0], 999, ids[1]], false, &Actor::cli())).unwrap_err();
         assert!(
             matches!(&refused, StoreError::NotFound(Missing::Keys(missing)) if missing == &vec![999])
         );
         assert!(all(&store).iter().all(|k| k.active));
         assert!(matches!(
-            run(store.delete_keys(&[ids[2], 998], &Actor::cli())),
+            try_block(store.delete_keys(&[ids[2], 998], &Actor::cli())),
             Err(StoreError::NotFound(_))
         ));
         assert_eq!(all(&store).len(), 3);
@@ -1433,11 +1434,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         block(store.bind_ums_id(&first));
         block(store.bind_ums_id(&first));
-        let refused = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(store.bind_ums_id(&second))
-            .unwrap_err();
+        let refused = try_block(store.bind_ums_id(&second)).unwrap_err();
         let message = refused.to_string();
         assert!(
             message.contains(&first.to_string())

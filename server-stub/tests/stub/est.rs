@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use onboard_protocol::{KeyKind, routes};
 use reqwest::StatusCode;
 use ums_stub::rate_limit::Limits;
-use ums_stub::store::{KeyFilter, Store};
+use ums_stub::store::{Actor, KeyFilter, PageRequest};
 
 use crate::server::{Device, TestServer, enroll, generous, read_answer};
 
 /// Creates keys of `kind` (bound to `unit` for device-bound) and returns (id, value).
-fn keys(
+async fn keys(
     server: &TestServer,
     kind: KeyKind,
     count: usize,
@@ -19,42 +19,44 @@ fn keys(
 ) -> Vec<(i64, String)> {
     let admin = server.shared.stub.keys();
     let ids = match kind {
-        KeyKind::OneTime => admin.create_one_time(count, "", &|_| {}).unwrap(),
-        KeyKind::DeviceBound => admin
-            .create_device_bound(&[unit.unwrap().parse().unwrap()], "", &|_| {})
+        KeyKind::OneTime => admin
+            .create_one_time(count, "", Box::new(|_| {}), &Actor::cli())
+            .await
             .unwrap(),
-        KeyKind::MassDeployment => vec![admin.create_mass(None, "").unwrap().0],
+        KeyKind::DeviceBound => admin
+            .create_device_bound(
+                &[unit.unwrap().parse().unwrap()],
+                "",
+                Box::new(|_| {}),
+                &Actor::cli(),
+            )
+            .await
+            .unwrap(),
+        KeyKind::MassDeployment => {
+            vec![admin.create_mass(None, "", &Actor::cli()).await.unwrap().0]
+        }
     };
     let filter = KeyFilter {
         ids: Some(ids),
         ..KeyFilter::default()
     };
     admin
-        .list(&filter)
+        .list(&filter, &PageRequest::all(), true)
+        .await
         .unwrap()
+        .items
         .into_iter()
-        .map(|view| (view.id, view.key.expose_secret().to_owned()))
+        .map(|view| (view.id, view.key))
         .collect()
 }
 
-fn usage(server: &TestServer, id: i64) -> (u64, String) {
-    let filter = KeyFilter {
-        ids: Some(vec![id]),
-        ..KeyFilter::default()
-    };
-    let view = server
-        .shared
-        .stub
-        .keys()
-        .list(&filter)
-        .unwrap()
-        .pop()
-        .unwrap();
+async fn usage(server: &TestServer, id: i64) -> (u64, String) {
+    let view = server.shared.stub.keys().get(id, false).await.unwrap();
     (view.usage_count, view.status.as_str().to_owned())
 }
 
-fn device_count(server: &TestServer) -> usize {
-    server.shared.stub.store.devices().unwrap().len()
+async fn device_count(server: &TestServer) -> usize {
+    server.devices().await.len()
 }
 
 #[tokio::test]
@@ -85,7 +87,10 @@ async fn cacerts_serves_the_ums_id() {
 async fn one_time_key_enrolls_one_device_then_says_key_used() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
-    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     // HTTP Basic users cannot hold ':' (RFC 7617); any case of the 12 digits is taken.
     let first = Device::new("00e0c5540b8b");
     let answer = enroll(&client, &server, &first, &key).await;
@@ -114,15 +119,15 @@ async fn one_time_key_enrolls_one_device_then_says_key_used() {
             .value
             .client_auth
     );
-    assert_eq!(usage(&server, id), (1, "used".to_owned()));
+    assert_eq!(usage(&server, id).await, (1, "used".to_owned()));
 
     let second = enroll(&client, &server, &Device::new("00E0C5540B8C"), &key).await;
     assert_eq!(
         (second.status, second.code()),
         (StatusCode::FORBIDDEN, "key_used")
     );
-    assert_eq!(usage(&server, id), (1, "used".to_owned()));
-    assert_eq!(device_count(&server), 1);
+    assert_eq!(usage(&server, id).await, (1, "used".to_owned()));
+    assert_eq!(device_count(&server).await, 1);
     server.stop().await;
 }
 
@@ -133,6 +138,7 @@ async fn device_bound_key_serves_only_its_unit() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
     let [(id, key)] = keys(&server, KeyKind::DeviceBound, 1, Some("00E0C5540B8B"))
+        .await
         .try_into()
         .unwrap();
     let other = enroll(&client, &server, &Device::new("00E0C5540B8C"), &key).await;
@@ -140,10 +146,10 @@ async fn device_bound_key_serves_only_its_unit() {
         (other.status, other.code()),
         (StatusCode::FORBIDDEN, "key_bound_to_other_device")
     );
-    assert_eq!(usage(&server, id), (0, "active".to_owned()));
+    assert_eq!(usage(&server, id).await, (0, "active".to_owned()));
     let own = enroll(&client, &server, &Device::new("00E0C5540B8B"), &key).await;
     assert_eq!(own.status, StatusCode::OK);
-    assert_eq!(usage(&server, id), (1, "used".to_owned()));
+    assert_eq!(usage(&server, id).await, (1, "used".to_owned()));
     server.stop().await;
 }
 
@@ -152,6 +158,7 @@ async fn mass_key_stays_active_and_counts_every_device() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
     let [(id, key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
         .try_into()
         .unwrap();
     for n in 0..5 {
@@ -162,13 +169,15 @@ async fn mass_key_stays_active_and_counts_every_device() {
             StatusCode::OK
         );
     }
-    assert_eq!(usage(&server, id), (5, "active".to_owned()));
-    let filter = KeyFilter {
-        ids: Some(vec![id]),
-        ..KeyFilter::default()
-    };
+    assert_eq!(usage(&server, id).await, (5, "active".to_owned()));
     assert!(
-        server.shared.stub.keys().list(&filter).unwrap()[0]
+        server
+            .shared
+            .stub
+            .keys()
+            .get(id, false)
+            .await
+            .unwrap()
             .usage_date
             .is_some()
     );
@@ -179,8 +188,17 @@ async fn mass_key_stays_active_and_counts_every_device() {
 async fn inactive_and_unknown_keys_are_refused() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
-    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
-    server.shared.stub.keys().deactivate(&[id]).unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
+    server
+        .shared
+        .stub
+        .keys()
+        .deactivate(&[id], &Actor::cli())
+        .await
+        .unwrap();
     let device = Device::numbered(1);
     let inactive = enroll(&client, &server, &device, &key).await;
     assert_eq!(
@@ -195,12 +213,18 @@ async fn inactive_and_unknown_keys_are_refused() {
     let impossible = enroll(&client, &server, &device, "tab\there").await;
     assert_eq!(impossible.code(), "key_unknown");
     // Activated again, it works.
-    server.shared.stub.keys().activate(&[id]).unwrap();
+    server
+        .shared
+        .stub
+        .keys()
+        .activate(&[id], &Actor::cli())
+        .await
+        .unwrap();
     assert_eq!(
         enroll(&client, &server, &device, &key).await.status,
         StatusCode::OK
     );
-    assert_eq!(device_count(&server), 1);
+    assert_eq!(device_count(&server).await, 1);
     server.stop().await;
 }
 
@@ -208,8 +232,12 @@ async fn inactive_and_unknown_keys_are_refused() {
 async fn a_lost_answer_is_answered_again_without_counting_twice() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
-    let [(one_time, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(one_time, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let [(mass, mass_key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
         .try_into()
         .unwrap();
     let device = Device::numbered(7);
@@ -220,7 +248,7 @@ async fn a_lost_answer_is_answered_again_without_counting_twice() {
     let retry = enroll(&client, &server, &device, &key).await;
     assert_eq!(retry.status, StatusCode::OK);
     assert_eq!(retry.certificate.unwrap(), first, "the same certificate");
-    assert_eq!(usage(&server, one_time), (1, "used".to_owned()));
+    assert_eq!(usage(&server, one_time).await, (1, "used".to_owned()));
 
     let other = Device::numbered(8);
     let first = enroll(&client, &server, &other, &mass_key)
@@ -235,11 +263,11 @@ async fn a_lost_answer_is_answered_again_without_counting_twice() {
         first
     );
     assert_eq!(
-        usage(&server, mass).0,
+        usage(&server, mass).await.0,
         1,
         "a mass key counts a retried device once"
     );
-    assert_eq!(device_count(&server), 2);
+    assert_eq!(device_count(&server).await, 2);
     server.stop().await;
 }
 
@@ -248,6 +276,7 @@ async fn another_key_pair_for_an_enrolled_unit_is_a_conflict_until_deleted() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
     let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
         .try_into()
         .unwrap();
     let original = Device::new("00E0C5540B8B");
@@ -271,7 +300,8 @@ async fn another_key_pair_for_an_enrolled_unit_is_a_conflict_until_deleted() {
         .shared
         .stub
         .store
-        .delete_device(&"00E0C5540B8B".parse().unwrap(), "test")
+        .delete_device(&"00E0C5540B8B".parse().unwrap(), &Actor::cli())
+        .await
         .unwrap();
     assert_eq!(
         enroll(&client, &server, &clone, &mass).await.status,
@@ -284,7 +314,10 @@ async fn another_key_pair_for_an_enrolled_unit_is_a_conflict_until_deleted() {
 async fn bad_input_gets_4xx_and_changes_nothing() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
-    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let device = Device::numbered(1);
     let url = server.url(routes::EST_SIMPLEENROLL);
     let post = |body: Vec<u8>| {
@@ -364,8 +397,8 @@ async fn bad_input_gets_4xx_and_changes_nothing() {
         "the key is never echoed"
     );
 
-    assert_eq!(usage(&server, id), (0, "active".to_owned()));
-    assert_eq!(device_count(&server), 0);
+    assert_eq!(usage(&server, id).await, (0, "active".to_owned()));
+    assert_eq!(device_count(&server).await, 0);
     // And the key still works.
     assert_eq!(
         enroll(&client, &server, &device, &key).await.status,
@@ -384,6 +417,7 @@ async fn failed_attempts_are_rate_limited_without_slowing_others() {
     let server = TestServer::start(limits).await;
     let client = server.client(None);
     let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
         .try_into()
         .unwrap();
     let guesser = Device::numbered(1);
@@ -439,7 +473,10 @@ async fn failed_attempts_are_rate_limited_without_slowing_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_devices_racing_for_one_one_time_key_get_one_certificate() {
     let server = std::sync::Arc::new(TestServer::start(generous()).await);
-    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let devices: Vec<Device> = (0..200).map(Device::numbered).collect();
     let mut tasks = Vec::new();
     for device in devices {
@@ -463,14 +500,15 @@ async fn two_hundred_devices_racing_for_one_one_time_key_get_one_certificate() {
     }
     assert_eq!(issued, 1, "exactly one certificate");
     assert_eq!(codes, HashSet::from(["key_used".to_owned()]));
-    assert_eq!(usage(&server, id), (1, "used".to_owned()));
-    assert_eq!(device_count(&server), 1);
+    assert_eq!(usage(&server, id).await, (1, "used".to_owned()));
+    assert_eq!(device_count(&server).await, 1);
 }
 
 #[tokio::test]
 async fn renewal_needs_the_current_certificate_over_mutual_tls() {
     let server = TestServer::start(generous()).await;
     let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
         .try_into()
         .unwrap();
     let device = Device::numbered(3);
@@ -503,7 +541,7 @@ async fn renewal_needs_the_current_certificate_over_mutual_tls() {
         cert.public_key().raw,
         next.key.subject_public_key_info().as_slice()
     );
-    let record = server.shared.stub.store.devices().unwrap().pop().unwrap();
+    let record = server.devices().await.pop().unwrap();
     assert_eq!(record.certificate, second);
 
     // The superseded certificate no longer renews.
@@ -520,7 +558,10 @@ async fn renewal_needs_the_current_certificate_over_mutual_tls() {
 async fn every_attempt_is_audited_without_the_key() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
-    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     enroll(&client, &server, &Device::numbered(1), &key).await;
     enroll(&client, &server, &Device::numbered(2), &key).await;
     enroll(&client, &server, &Device::numbered(3), "99999999999999999").await;
@@ -531,7 +572,7 @@ async fn every_attempt_is_audited_without_the_key() {
         .send()
         .await
         .unwrap();
-    let log = server.shared.stub.store.audit(None).unwrap();
+    let log = server.audit().await;
     let enrolls: Vec<(Option<String>, Option<i64>, &str)> = log
         .iter()
         .filter(|e| e.event == "enroll")
@@ -546,10 +587,10 @@ async fn every_attempt_is_audited_without_the_key() {
             (Some("00E0C5000004".into()), None, "bad_request"),
         ]
     );
-    assert!(
-        log.iter()
-            .all(|e| e.source == "127.0.0.1" || e.source == "cli")
-    );
+    assert!(log.iter().all(
+        |e| (e.source == "127.0.0.1" && e.actor == e.unit_id.clone().unwrap())
+            || (e.source == "local" && e.actor == "cli")
+    ));
     let text = format!("{log:?}");
     assert!(!text.contains(&key), "the audit log never holds a key");
     server.stop().await;
@@ -559,12 +600,25 @@ async fn every_attempt_is_audited_without_the_key() {
 async fn an_enrolled_device_presenting_another_key_still_needs_a_good_one() {
     let server = TestServer::start(generous()).await;
     let client = server.client(None);
-    let [(_, first_key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
-    let [(inactive, inactive_key)] = keys(&server, KeyKind::OneTime, 1, None).try_into().unwrap();
-    let [(mass, mass_key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+    let [(_, first_key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
         .try_into()
         .unwrap();
-    server.shared.stub.keys().deactivate(&[inactive]).unwrap();
+    let [(inactive, inactive_key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
+    let [(mass, mass_key)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
+        .try_into()
+        .unwrap();
+    server
+        .shared
+        .stub
+        .keys()
+        .deactivate(&[inactive], &Actor::cli())
+        .await
+        .unwrap();
     let device = Device::numbered(5);
     let certificate = enroll(&client, &server, &device, &first_key)
         .await
@@ -575,7 +629,8 @@ async fn an_enrolled_device_presenting_another_key_still_needs_a_good_one() {
         .shared
         .stub
         .keys()
-        .deactivate(&[keys_of(&server)[0]])
+        .deactivate(&[keys_of(&server).await[0]], &Actor::cli())
+        .await
         .unwrap();
     assert_eq!(
         enroll(&client, &server, &device, &first_key)
@@ -601,17 +656,19 @@ async fn an_enrolled_device_presenting_another_key_still_needs_a_good_one() {
             .unwrap(),
         certificate
     );
-    assert_eq!(usage(&server, mass).0, 0);
+    assert_eq!(usage(&server, mass).await.0, 0);
     server.stop().await;
 }
 
-fn keys_of(server: &TestServer) -> Vec<i64> {
+async fn keys_of(server: &TestServer) -> Vec<i64> {
     server
         .shared
         .stub
         .keys()
-        .list(&KeyFilter::default())
+        .list(&KeyFilter::default(), &PageRequest::all(), false)
+        .await
         .unwrap()
+        .items
         .iter()
         .map(|k| k.id)
         .collect()

@@ -1,15 +1,16 @@
 //! The inventory report over mutual TLS against an in-process server: what is stored and what
 //! `ums-stub devices list` shows, and every refusal storing nothing.
 
+use onboard_protocol::admin::{DeviceView, Page};
 use onboard_protocol::inventory::MAX_INVENTORY_BYTES;
-use onboard_protocol::{Inventory, Nic, routes};
+use onboard_protocol::{Inventory, Nic, UnitId, routes};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair,
 };
 use reqwest::StatusCode;
 use time::OffsetDateTime;
-use ums_stub::store::Store;
+use ums_stub::store::Actor;
 
 use crate::server::{Answer, Device, TestServer, enroll, generous, read_answer};
 
@@ -36,7 +37,13 @@ fn report() -> Inventory {
 
 /// Enrolls `device` with a new mass-deployment key; returns its certificate.
 async fn enrolled(server: &TestServer, device: &Device) -> Vec<u8> {
-    let (_, key) = server.shared.stub.keys().create_mass(None, "").unwrap();
+    let (_, key) = server
+        .shared
+        .stub
+        .keys()
+        .create_mass(None, "", &Actor::cli())
+        .await
+        .unwrap();
     let answer = enroll(&server.client(None), server, device, key.expose_secret()).await;
     answer.certificate.unwrap()
 }
@@ -60,8 +67,8 @@ async fn put_answer(client: &reqwest::Client, server: &TestServer, body: Vec<u8>
 }
 
 /// The inventory the store holds for the only device.
-fn stored(server: &TestServer) -> Option<String> {
-    let mut devices = server.shared.stub.store.devices().unwrap();
+async fn stored(server: &TestServer) -> Option<String> {
+    let mut devices = server.devices().await;
     assert_eq!(devices.len(), 1);
     devices.pop().unwrap().inventory
 }
@@ -91,7 +98,7 @@ async fn an_enrolled_device_reports_its_inventory_and_devices_list_shows_it() {
     let device = Device::numbered(1);
     let certificate = enrolled(&server, &device).await;
     // Make "last seen" old, so that the report visibly moves it.
-    rusqlite::Connection::open(server.shared.stub.settings.database())
+    rusqlite::Connection::open(server.shared.stub.settings.database_file())
         .unwrap()
         .execute("UPDATE devices SET last_seen = 0", [])
         .unwrap();
@@ -102,25 +109,22 @@ async fn an_enrolled_device_reports_its_inventory_and_devices_list_shows_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let record = server.shared.stub.store.devices().unwrap().pop().unwrap();
+    let record = server.devices().await.pop().unwrap();
     assert!(record.last_seen.unix_timestamp() >= before);
     let saved: Inventory = serde_json::from_str(record.inventory.as_deref().unwrap()).unwrap();
     assert_eq!(saved, report());
 
-    let listed: Vec<serde_json::Value> =
+    let listed: Page<DeviceView, UnitId> =
         serde_json::from_str(&devices_list(&server, &["--json"])).unwrap();
-    let [row] = listed.as_slice() else {
+    let [row] = listed.items.as_slice() else {
         panic!("{listed:?}")
     };
-    assert_eq!(
-        row["inventory"],
-        serde_json::to_value(report()).unwrap(),
-        "{row}"
-    );
-    let last_seen = row["last_seen"].as_str().unwrap();
-    let parsed =
-        OffsetDateTime::parse(last_seen, &time::format_description::well_known::Rfc3339).unwrap();
-    assert!(parsed.unix_timestamp() >= before, "{last_seen}");
+    assert_eq!(row.inventory, Some(report()), "{row:?}");
+    assert!(row.last_seen.unix_timestamp() >= before, "{row:?}");
+    let last_seen = row
+        .last_seen
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
 
     let text = devices_list(&server, &[]);
     let line = text
@@ -134,7 +138,7 @@ async fn an_enrolled_device_reports_its_inventory_and_devices_list_shows_it() {
         "Intel(R) Celeron(R) J4125 CPU @ 2.00GHz",
         "8.0 GiB",
         "eth0 00:e0:c5:54:0b:8b, wlan0 00:e0:c5:54:0b:8c",
-        last_seen,
+        &last_seen,
     ] {
         assert!(line.contains(fact), "{fact} missing from {text}");
     }
@@ -159,7 +163,7 @@ async fn an_enrolled_device_reports_its_inventory_and_devices_list_shows_it() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        serde_json::from_str::<Inventory>(&stored(&server).unwrap()).unwrap(),
+        serde_json::from_str::<Inventory>(&stored(&server).await.unwrap()).unwrap(),
         moved
     );
     server.stop().await;
@@ -176,9 +180,9 @@ async fn a_device_that_has_not_reported_lists_with_dashes() {
         .find(|line| line.starts_with(&device.unit_id))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains(" -  "), "{line}");
-    let listed: Vec<serde_json::Value> =
+    let listed: Page<DeviceView, UnitId> =
         serde_json::from_str(&devices_list(&server, &["--json"])).unwrap();
-    assert!(listed[0]["inventory"].is_null());
+    assert_eq!(listed.items[0].inventory, None);
     server.stop().await;
 }
 
@@ -267,13 +271,14 @@ async fn the_report_needs_the_current_certificate_of_an_enrolled_device() {
         .shared
         .stub
         .store
-        .delete_device(&device.unit_id.parse().unwrap(), "test")
+        .delete_device(&device.unit_id.parse().unwrap(), &Actor::cli())
+        .await
         .unwrap();
     let other = Device::numbered(4);
     let other_certificate = enrolled(&server, &other).await;
     let deleted = put_answer(&server.client(Some((&second, &next.key))), &server, body()).await;
     assert_eq!(deleted.code(), "bad_request");
-    assert_eq!(stored(&server), None, "nothing stored");
+    assert_eq!(stored(&server).await, None, "nothing stored");
 
     // The right one still works.
     let response = put(
@@ -284,7 +289,7 @@ async fn the_report_needs_the_current_certificate_of_an_enrolled_device() {
     .await
     .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    assert!(stored(&server).is_some());
+    assert!(stored(&server).await.is_some());
     server.stop().await;
 }
 
@@ -299,7 +304,7 @@ async fn malformed_or_oversized_reports_get_400_and_change_nothing() {
         put(&client, &server, good).await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
-    let kept = stored(&server);
+    let kept = stored(&server).await;
 
     let marker = "MARKER-7d1e";
     let mut too_many = serde_json::to_value(report()).unwrap();
@@ -366,6 +371,44 @@ async fn malformed_or_oversized_reports_get_400_and_change_nothing() {
     let huge = put(&client, &server, vec![b' '; 100_000]).await.unwrap();
     assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-    assert_eq!(stored(&server), kept, "the earlier report is untouched");
+    assert_eq!(
+        stored(&server).await,
+        kept,
+        "the earlier report is untouched"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn devices_list_pages_by_unit_id() {
+    let server = TestServer::start(generous()).await;
+    for n in [3, 1, 2] {
+        enrolled(&server, &Device::numbered(n)).await;
+    }
+    let page = |extra: &[&str]| -> Page<DeviceView, UnitId> {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&devices_list(&server, &args)).unwrap()
+    };
+    let units = |page: &Page<DeviceView, UnitId>| -> Vec<String> {
+        page.items.iter().map(|d| d.unit_id.to_string()).collect()
+    };
+    let first = page(&["--limit", "2"]);
+    let numbered = |n| Device::numbered(n).unit_id;
+    assert_eq!(units(&first), [numbered(1), numbered(2)]);
+    assert_eq!(first.total, Some(3));
+    let after = first.next_after.clone().unwrap().to_string();
+    assert_eq!(after, numbered(2));
+    let rest = page(&["--limit", "2", "--after", &after]);
+    assert_eq!(units(&rest), [numbered(3)]);
+    assert_eq!(rest.next_after, None);
+    let text = devices_list(&server, &["--limit", "1"]);
+    assert!(
+        text.contains(&format!(
+            "1 of 3 devices shown; the next page: --after {}",
+            numbered(1)
+        )),
+        "{text}"
+    );
     server.stop().await;
 }

@@ -2,13 +2,13 @@
 
 use std::fs;
 
-use onboard_protocol::{Format, KeyFile, KeyKind, Limits};
-use serde_json::Value;
+use onboard_protocol::admin::{AuditEntryView, KeyStatus, KeyView, Page};
+use onboard_protocol::{Format, KeyFile, KeyKind, Limits, UnitId};
 
 use crate::util::{DataDir, mode};
 
-fn ids(keys: &[Value]) -> Vec<i64> {
-    keys.iter().map(|k| k["id"].as_i64().unwrap()).collect()
+fn ids(keys: &[KeyView]) -> Vec<i64> {
+    keys.iter().map(|k| k.id).collect()
 }
 
 #[test]
@@ -29,8 +29,7 @@ fn one_time_keys_are_17_digit_unique_and_listed_masked() {
     );
     let shown = dir.list(&["--show"]);
     assert_eq!(shown.len(), 50);
-    let values: std::collections::HashSet<&str> =
-        shown.iter().map(|k| k["key"].as_str().unwrap()).collect();
+    let values: std::collections::HashSet<&str> = shown.iter().map(|k| k.key.as_str()).collect();
     assert_eq!(values.len(), 50, "unique");
     assert!(
         values
@@ -38,16 +37,18 @@ fn one_time_keys_are_17_digit_unique_and_listed_masked() {
             .all(|v| v.len() == 17 && v.bytes().all(|b| b.is_ascii_digit()))
     );
     let first = &shown[0];
-    assert_eq!(first["type"], "one-time");
-    assert_eq!(first["status"], "active");
-    assert_eq!(first["usage_count"], 0);
-    assert_eq!(first["usage_date"], Value::Null);
-    assert_eq!(first["unit_id"], Value::Null);
-    assert_eq!(first["comment"], "lab rack 3");
+    assert_eq!(first.kind, KeyKind::OneTime);
+    assert_eq!(first.status, KeyStatus::Active);
+    assert_eq!(first.usage_count, 0);
+    assert_eq!(first.usage_date, None);
+    assert_eq!(first.unit_id, None);
+    assert!(first.shown);
+    assert_eq!(first.comment, "lab rack 3");
 
     let masked = dir.list(&[]);
-    let secret = first["key"].as_str().unwrap();
-    assert_eq!(masked[0]["key"], format!("*************{}", &secret[13..]));
+    let secret = first.key.as_str();
+    assert!(!masked[0].shown);
+    assert_eq!(masked[0].key, format!("*************{}", &secret[13..]));
     let table = dir.ok(&["keys", "list"]);
     for column in [
         "Unit ID",
@@ -106,7 +107,7 @@ fn device_bound_keys_from_the_command_line_and_csv() {
     let bound = dir.list(&["--type", "device-bound"]);
     let units: Vec<&str> = bound
         .iter()
-        .map(|k| k["unit_id"].as_str().unwrap())
+        .map(|k| k.unit_id.as_ref().unwrap().as_str())
         .collect();
     assert_eq!(
         units,
@@ -119,7 +120,7 @@ fn device_bound_keys_from_the_command_line_and_csv() {
     );
     let one = dir.list(&["--unit-id", "00:E0:C5:54:0B:8D"]);
     assert_eq!(one.len(), 1);
-    assert_eq!(one[0]["comment"], "imported");
+    assert_eq!(one[0].comment, "imported");
 
     // Bad and repeated rows are all reported by line, and nothing is created.
     fs::write(
@@ -192,7 +193,7 @@ fn mass_keys_random_or_typed_and_never_twice() {
         "the refusal does not repeat the password"
     );
     // A password equal to an existing generated key is refused too.
-    let generated = dir.list(&["--show"])[0]["key"].as_str().unwrap().to_owned();
+    let generated = dir.list(&["--show"])[0].key.clone();
     dir.fails(&["keys", "create", "mass", "--password", &generated]);
     let refused = dir.fails(&["keys", "create", "mass", "--password", " padded"]);
     assert!(refused.contains("white space"), "{refused}");
@@ -213,9 +214,9 @@ fn mass_keys_random_or_typed_and_never_twice() {
     assert!(child.wait().unwrap().success());
     let mass = dir.list(&["--type", "mass", "--show"]);
     assert_eq!(mass.len(), 3);
-    assert_eq!(mass[2]["key"], "Typed Quietly 42");
-    assert_eq!(mass[1]["key"], "Spring rollout 2026");
-    assert_eq!(mass[1]["type"], "mass");
+    assert_eq!(mass[2].key, "Typed Quietly 42");
+    assert_eq!(mass[1].key, "Spring rollout 2026");
+    assert_eq!(mass[1].kind, KeyKind::MassDeployment);
 }
 
 #[test]
@@ -223,7 +224,7 @@ fn edit_activate_deactivate_delete_and_filters() {
     let dir = DataDir::new();
     dir.ok(&["keys", "create", "one-time", "--quantity", "4"]);
     dir.ok(&["keys", "edit", "2", "--comment", "spare"]);
-    assert_eq!(dir.list(&[])[1]["comment"], "spare");
+    assert_eq!(dir.list(&[])[1].comment, "spare");
     dir.ok(&["keys", "deactivate", "1", "3"]);
     assert_eq!(ids(&dir.list(&["--status", "inactive"])), [1, 3]);
     assert_eq!(ids(&dir.list(&["--status", "active"])), [2, 4]);
@@ -243,7 +244,10 @@ fn edit_activate_deactivate_delete_and_filters() {
     dir.fails(&["keys", "delete", "1", "98"]);
     assert_eq!(ids(&dir.list(&[])), [1, 2, 3]);
     dir.fails(&["keys", "edit", "97", "--comment", "x"]);
-    let bad_unit = dir.fails(&["keys", "list", "--unit-id", "xyz"]);
+    // A malformed unit ID is a wrong command line: exit code 2, the option and the rule named.
+    let output = dir.run(&["keys", "list", "--unit-id", "xyz"]);
+    assert_eq!(output.status.code(), Some(2));
+    let bad_unit = String::from_utf8(output.stderr).unwrap();
     assert!(
         bad_unit.contains("--unit-id") && bad_unit.contains("12 hex digits"),
         "{bad_unit}"
@@ -301,12 +305,12 @@ fn export_round_trips_through_the_protocol_readers() {
         // Every active key, with the value `keys list --show` gives; the inactive one is left out.
         let expected: Vec<(&str, &str, Option<&str>)> = listed
             .iter()
-            .filter(|k| k["status"] == "active")
+            .filter(|k| k.status == KeyStatus::Active)
             .map(|k| {
                 (
-                    k["type"].as_str().unwrap(),
-                    k["key"].as_str().unwrap(),
-                    k["unit_id"].as_str(),
+                    k.kind.as_str(),
+                    k.key.as_str(),
+                    k.unit_id.as_ref().map(UnitId::as_str),
                 )
             })
             .collect();
@@ -402,16 +406,12 @@ fn every_key_change_is_in_the_audit_log() {
     dir.ok(&["keys", "activate", "3"]);
     dir.ok(&["keys", "delete", "1"]);
     dir.fails(&["keys", "delete", "99"]);
-    let log: Vec<Value> = serde_json::from_str(&dir.ok(&["audit", "--json"])).unwrap();
+    let log: Page<AuditEntryView> = serde_json::from_str(&dir.ok(&["audit", "--json"])).unwrap();
+    assert_eq!(log.total, Some(5));
+    let log = log.items;
     let events: Vec<(&str, Option<i64>, &str)> = log
         .iter()
-        .map(|e| {
-            (
-                e["event"].as_str().unwrap(),
-                e["key_id"].as_i64(),
-                e["detail"].as_str().unwrap(),
-            )
-        })
+        .map(|e| (e.event.as_str(), e.key_id, e.detail.as_str()))
         .collect();
     assert_eq!(
         events,
@@ -426,12 +426,53 @@ fn every_key_change_is_in_the_audit_log() {
     );
     assert!(
         log.iter()
-            .all(|e| e["source"] == "cli" && e["outcome"] == "ok")
+            .all(|e| e.actor == "cli" && e.source == "local" && e.outcome == "ok")
     );
-    let since: Vec<Value> =
+    let since: Page<AuditEntryView> =
         serde_json::from_str(&dir.ok(&["audit", "--json", "--since", "2999-01-01T00:00:00Z"]))
             .unwrap();
-    assert!(since.is_empty());
+    assert!(since.items.is_empty());
+    assert_eq!(since.total, Some(0));
     let refused = dir.fails(&["audit", "--since", "yesterday"]);
     assert!(refused.contains("RFC 3339"), "{refused}");
+}
+
+#[test]
+fn lists_page_by_keyset_with_a_total() {
+    let dir = DataDir::new();
+    dir.ok(&["keys", "create", "one-time", "--quantity", "5"]);
+    dir.ok(&["keys", "deactivate", "2"]);
+    let first = dir.list_page(&["--limit", "2"]);
+    assert_eq!(ids(&first.items), [1, 2]);
+    assert_eq!((first.next_after, first.total), (Some(2), Some(5)));
+    let next = dir.list_page(&["--limit", "2", "--after", "2"]);
+    assert_eq!(ids(&next.items), [3, 4]);
+    let last = dir.list_page(&["--limit", "2", "--after", "4"]);
+    assert_eq!(ids(&last.items), [5]);
+    assert_eq!(last.next_after, None, "no page after the last");
+    // Filters apply before the page is cut, and the total counts the filter.
+    let active = dir.list_page(&["--status", "active", "--limit", "2", "--after", "1"]);
+    assert_eq!(ids(&active.items), [3, 4]);
+    assert_eq!((active.next_after, active.total), (Some(4), Some(4)));
+    // The table says what it left out and how to go on.
+    let text = dir.ok(&["keys", "list", "--limit", "2"]);
+    assert!(
+        text.contains("2 of 5 keys shown; the next page: --after 2"),
+        "{text}"
+    );
+    // The audit log pages the same way, by entry number.
+    let audit: Page<AuditEntryView> =
+        serde_json::from_str(&dir.ok(&["audit", "--json", "--limit", "1"])).unwrap();
+    assert_eq!(audit.items[0].event, "keys.create");
+    assert_eq!((audit.next_after, audit.total), (Some(1), Some(2)));
+    let rest: Page<AuditEntryView> =
+        serde_json::from_str(&dir.ok(&["audit", "--json", "--after", "1", "--actor", "cli"]))
+            .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.items[0].event, "keys.deactivate");
+    // A limit of 0 or beyond the bound is a wrong command line.
+    for bad in ["0", "1000001", "many"] {
+        let output = dir.run(&["keys", "list", "--limit", bad]);
+        assert_eq!(output.status.code(), Some(2), "--limit {bad}");
+    }
 }

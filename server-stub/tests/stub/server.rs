@@ -10,6 +10,7 @@ use ums_stub::config::Settings;
 use ums_stub::http::Shared;
 use ums_stub::rate_limit::Limits;
 use ums_stub::serve::Running;
+use ums_stub::store::{AuditEntry, AuditFilter, DeviceRecord, PageRequest};
 
 /// A running server over a temporary data directory.
 pub(crate) struct TestServer {
@@ -36,7 +37,7 @@ impl TestServer {
         settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         settings.rate_limits = limits;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = ums_stub::serve::spawn(settings, listener).unwrap();
+        let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
         Self {
             port: running.port(),
             shared: running.shared().clone(),
@@ -44,6 +45,26 @@ impl TestServer {
             running,
             _dir: dir,
         }
+    }
+
+    /// Every enrolled device, as the store holds it.
+    pub(crate) async fn devices(&self) -> Vec<DeviceRecord> {
+        self.shared
+            .stub
+            .store
+            .devices(&PageRequest::all())
+            .await
+            .unwrap()
+    }
+
+    /// The whole audit log, oldest first.
+    pub(crate) async fn audit(&self) -> Vec<AuditEntry> {
+        self.shared
+            .stub
+            .store
+            .audit(&AuditFilter::default(), &PageRequest::all())
+            .await
+            .unwrap()
     }
 
     /// The data directory, for running the `ums-stub` binary on it.

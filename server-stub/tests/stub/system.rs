@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::{DeviceView, KeyStatus, Page};
+
 use crate::util::DataDir;
 
 /// `ums-stub serve` as a process on a free port; killed when dropped.
@@ -215,10 +218,7 @@ fn openssl_and_curl_enroll_with_the_exported_ums_id() {
     dir.ok(&["keys", "create", "one-time", "--quantity", "1"]);
     dir.ok(&["keys", "create", "mass"]);
     let keys = dir.list(&["--show"]);
-    let (one_time, mass) = (
-        keys[0]["key"].as_str().unwrap(),
-        keys[1]["key"].as_str().unwrap(),
-    );
+    let (one_time, mass) = (keys[0].key.as_str(), keys[1].key.as_str());
     let work = dir.scratch();
     dir.ok(&[
         "ums-id",
@@ -343,7 +343,7 @@ async fn sigkill_during_a_burst_uses_no_key_twice_and_retries_get_their_certific
     let keys: Vec<String> = dir
         .list(&["--show"])
         .iter()
-        .map(|k| k["key"].as_str().unwrap().to_owned())
+        .map(|k| k.key.clone())
         .collect();
     // Half the devices lose their race: a rig on loopback raises the failure limit.
     std::fs::write(
@@ -429,12 +429,12 @@ async fn sigkill_during_a_burst_uses_no_key_twice_and_retries_get_their_certific
     assert!(
         keys_after
             .iter()
-            .all(|k| k["status"] == "used" && k["usage_count"] == 1)
+            .all(|k| k.status == KeyStatus::Used && k.usage_count == 1)
     );
-    let devices_after: Vec<serde_json::Value> =
+    let devices_after: Page<DeviceView, UnitId> =
         serde_json::from_str(&dir.ok(&["devices", "list", "--json"])).unwrap();
     assert_eq!(
-        devices_after.len(),
+        devices_after.items.len(),
         KEYS,
         "usage counts match the certificates issued"
     );

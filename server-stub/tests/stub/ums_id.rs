@@ -4,24 +4,20 @@
 use std::fs;
 
 use onboard_protocol::Fingerprint;
+use onboard_protocol::admin::UmsIdView;
 
 use crate::util::{DataDir, mode};
 
 #[test]
 fn created_at_first_use_and_stable_afterwards() {
     let dir = DataDir::new();
-    let shown: serde_json::Value =
-        serde_json::from_str(&dir.ok(&["ums-id", "show", "--json"])).unwrap();
-    let fingerprint: Fingerprint = shown["fingerprint"].as_str().unwrap().parse().unwrap();
-    let parts: Vec<&str> = shown["parts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
-    assert_eq!(parts, fingerprint.parts());
-    assert_eq!(shown["short"], fingerprint.short());
-    assert!(shown["created_at"].as_str().unwrap().ends_with('Z'));
+    let raw = dir.ok(&["ums-id", "show", "--json"]);
+    let shown: UmsIdView = serde_json::from_str(&raw).unwrap();
+    let fingerprint: Fingerprint = shown.fingerprint;
+    assert_eq!(shown.parts, fingerprint.parts());
+    assert_eq!(shown.short, fingerprint.short());
+    assert_eq!(shown.communication_token, fingerprint.parts()[2]);
+    assert!(raw.contains("Z\""), "created_at is RFC 3339 in UTC: {raw}");
     assert_eq!(
         dir.fingerprint(),
         fingerprint.to_string(),
@@ -95,7 +91,7 @@ fn backup_and_restore_move_the_identity_to_another_server() {
     )
     .unwrap();
     let keys = new.list(&["--show"]);
-    assert_eq!(keys[0]["key"], "moved along");
+    assert_eq!(keys[0].key, "moved along");
 
     // A server with its own identity refuses another one without --force.
     let other = DataDir::new();

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use onboard_protocol::admin::{KeyView, Page, UmsIdView};
+
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ums-stub");
 
 /// A temporary data directory (inside a temporary folder, so it starts absent).
@@ -65,18 +67,26 @@ impl DataDir {
         String::from_utf8(output.stderr).unwrap()
     }
 
-    /// `keys list --json` with extra arguments.
-    pub(crate) fn list(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+    /// The keys `keys list --json` prints with extra arguments (one page).
+    pub(crate) fn list(&self, extra: &[&str]) -> Vec<KeyView> {
+        self.list_page(extra).items
+    }
+
+    /// The page `keys list --json` prints with extra arguments.
+    pub(crate) fn list_page(&self, extra: &[&str]) -> Page<KeyView> {
         let mut args = vec!["keys", "list", "--json"];
         args.extend_from_slice(extra);
         serde_json::from_str(&self.ok(&args)).unwrap()
     }
 
+    /// The UMS ID `ums-id show --json` prints.
+    pub(crate) fn ums_id(&self) -> UmsIdView {
+        serde_json::from_str(&self.ok(&["ums-id", "show", "--json"])).unwrap()
+    }
+
     /// The fingerprint `ums-id show --json` prints.
     pub(crate) fn fingerprint(&self) -> String {
-        let shown: serde_json::Value =
-            serde_json::from_str(&self.ok(&["ums-id", "show", "--json"])).unwrap();
-        shown["fingerprint"].as_str().unwrap().to_owned()
+        self.ums_id().fingerprint.to_string()
     }
 }
 

@@ -12,6 +12,7 @@ use onboard_agent::lifecycle::BackoffPolicy;
 use onboard_agent::pin::Pin;
 use onboard_protocol::{KeyFile, KeyKind, Limits, Server};
 use onboard_tests::fleet::{self, FleetConfig, Summary};
+use ums_stub::store::{Actor, PageRequest};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -198,20 +199,10 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
     let summary = Summary::of(&runs, &source, elapsed);
     let ratio = handshake_rate.map(|rate| summary.enrollments_per_second / rate);
     // With its own server, the server's own count of key uses is checked too.
-    let server_check = own_server.as_ref().map(|running| {
-        let keys = running
-            .shared()
-            .stub
-            .keys()
-            .list(&Default::default())
-            .unwrap_or_default();
-        let one_time_over_once = keys
-            .iter()
-            .filter(|key| key.kind != KeyKind::MassDeployment && key.usage_count > 1)
-            .count();
-        let used: u64 = keys.iter().map(|key| key.usage_count).sum();
-        (used, one_time_over_once)
-    });
+    let server_check = match own_server.as_ref() {
+        Some(running) => Some(server_key_uses(running).await?),
+        None => None,
+    };
     if cli.json {
         let mut value = serde_json::to_value(&summary)?;
         value["handshakes_per_second"] = serde_json::json!(handshake_rate);
@@ -244,6 +235,23 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The server's own count: key uses recorded, and one-time keys recorded as used more than once.
+async fn server_key_uses(running: &ums_stub::serve::Running) -> anyhow::Result<(u64, usize)> {
+    let keys = running
+        .shared()
+        .stub
+        .keys()
+        .list(&Default::default(), &PageRequest::all(), false)
+        .await?
+        .items;
+    let one_time_over_once = keys
+        .iter()
+        .filter(|key| key.kind != KeyKind::MassDeployment && key.usage_count > 1)
+        .count();
+    let used: u64 = keys.iter().map(|key| key.usage_count).sum();
+    Ok((used, one_time_over_once))
+}
+
 /// A server in-process over `dir`, with `count` keys of `kind`, and the key file for them.
 async fn start_server(
     dir: &std::path::Path,
@@ -259,17 +267,24 @@ async fn start_server(
         window: Duration::from_secs(60),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let running = ums_stub::serve::spawn(settings, listener)?;
+    let running = ums_stub::serve::spawn(settings, listener).await?;
     let admin = running.shared().stub.keys();
+    let actor = Actor::cli();
     let ids = match kind {
-        KeyKind::OneTime => admin.create_one_time(count.max(1), "fleet-sim", &|_| {})?,
-        KeyKind::MassDeployment => vec![admin.create_mass(None, "fleet-sim")?.0],
+        KeyKind::OneTime => {
+            admin
+                .create_one_time(count.max(1), "fleet-sim", Box::new(|_| {}), &actor)
+                .await?
+        }
+        KeyKind::MassDeployment => vec![admin.create_mass(None, "fleet-sim", &actor).await?.0],
         KeyKind::DeviceBound => {
             anyhow::bail!("--key-type: device-bound keys name units; use one-time or mass")
         }
     };
     let server = Server::new("127.0.0.1", running.port())?;
-    let file = admin.export(&ids, vec![server], running.ums_id_fingerprint())?;
+    let file = admin
+        .export(&ids, vec![server], running.ums_id_fingerprint())
+        .await?;
     let source = KeySource {
         ums_id: Pin::Fingerprint(file.ums_id),
         ..KeySource::from_key_file("the simulator's server", &file)

@@ -1,5 +1,6 @@
 //! Many devices, one stick, as separate `onboard-agent enroll` processes.
 
+use onboard_protocol::admin::KeyStatus;
 use std::collections::HashSet;
 
 use crate::util::{Ums, enroll_all, unit};
@@ -31,18 +32,12 @@ fn two_hundred_devices_share_a_stick_of_two_hundred_one_time_keys() {
     assert_eq!(keys.len(), 200);
     assert!(
         keys.iter()
-            .all(|key| key["usage_count"] == 1 && key["status"] == "used")
+            .all(|key| key.usage_count == 1 && key.status == KeyStatus::Used)
     );
     let devices = ums.devices();
-    let units: HashSet<&str> = devices
-        .iter()
-        .map(|d| d["unit_id"].as_str().unwrap())
-        .collect();
+    let units: HashSet<&str> = devices.iter().map(|d| d.unit_id.as_str()).collect();
     assert_eq!(units.len(), 200);
-    let used_keys: HashSet<i64> = devices
-        .iter()
-        .map(|d| d["key_id"].as_i64().unwrap())
-        .collect();
+    let used_keys: HashSet<i64> = devices.iter().map(|d| d.key_id.unwrap()).collect();
     assert_eq!(
         used_keys.len(),
         200,
@@ -80,14 +75,14 @@ fn a_hundred_keys_for_a_hundred_and_fifty_devices_leave_fifty_exhausted_without_
             "device {n}: {said}"
         );
     }
-    assert!(ums.keys().iter().all(|key| key["usage_count"] == 1));
+    assert!(ums.keys().iter().all(|key| key.usage_count == 1));
     // No looping: a device that ran out presented each key at most once.
     let audit = ums.enroll_audit();
     for &n in &exhausted {
         let attempts: Vec<i64> = audit
             .iter()
-            .filter(|entry| entry["unit_id"] == unit(n))
-            .filter_map(|entry| entry["key_id"].as_i64())
+            .filter(|entry| entry.unit_id.as_deref() == Some(unit(n).as_str()))
+            .filter_map(|entry| entry.key_id)
             .collect();
         let distinct: HashSet<i64> = attempts.iter().copied().collect();
         assert_eq!(
@@ -167,6 +162,6 @@ fn fleet_sim_runs_against_a_server_it_starts_and_against_a_running_one() {
     assert_eq!(summary["enrolled"], 15);
     assert_eq!(summary["refused"]["keys_exhausted"], 5);
     assert_eq!(summary["keys_used_twice"], serde_json::json!([]));
-    assert!(ums.keys().iter().all(|key| key["usage_count"] == 1));
+    assert!(ums.keys().iter().all(|key| key.usage_count == 1));
     assert_eq!(ums.devices().len(), 15);
 }

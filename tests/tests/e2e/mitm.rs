@@ -31,6 +31,6 @@ fn a_machine_in_the_middle_with_another_ums_id_never_sees_a_key() {
         "the imposter received an enrollment"
     );
     assert!(ums.enroll_audit().is_empty());
-    assert!(keys.iter().all(|key| key["usage_count"] == 0));
+    assert!(keys.iter().all(|key| key.usage_count == 0));
     assert!(imposter.devices().is_empty());
 }

@@ -50,7 +50,7 @@ fn the_server_killed_and_restarted_under_a_fleet_loses_no_device_and_burns_no_ke
         }
     });
     let keys = ums.keys();
-    assert!(keys.iter().all(|key| key["usage_count"] == 1), "{keys:?}");
+    assert!(keys.iter().all(|key| key.usage_count == 1), "{keys:?}");
     assert_eq!(ums.devices().len(), 60);
 }
 
@@ -94,11 +94,7 @@ fn an_agent_killed_while_enrolling_and_restarted_enrolls_once() {
     signal(child.id(), "TERM");
     let stopped = wait_with_deadline(&mut child, Duration::from_secs(10)).unwrap();
     assert!(stopped.success());
-    let used: i64 = ums
-        .keys()
-        .iter()
-        .map(|key| key["usage_count"].as_i64().unwrap())
-        .sum();
+    let used: u64 = ums.keys().iter().map(|key| key.usage_count).sum();
     assert_eq!(used, 1, "one key in all");
     assert_eq!(ums.devices().len(), 1);
     let certificate = std::fs::read_to_string(

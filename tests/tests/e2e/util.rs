@@ -5,6 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::{AuditEntryView, DeviceView, KeyView, Page};
+
+/// A `--limit` no test reaches, so one page holds a whole list.
+const ALL: &str = "1000000";
+
 use onboard_tests::programs::{Programs, ServeProcess};
 
 /// The real binaries of this build.
@@ -77,23 +83,32 @@ impl Ums {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// `keys list --json`.
-    pub(crate) fn keys(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.cli(&["keys", "list", "--json"])).unwrap()
+    /// Every key, as `keys list --json` prints them (asked for one page holding all).
+    pub(crate) fn keys(&self) -> Vec<KeyView> {
+        let page: Page<KeyView> =
+            serde_json::from_str(&self.cli(&["keys", "list", "--json", "--limit", ALL])).unwrap();
+        assert_eq!(page.next_after, None, "one page holds every key");
+        page.items
     }
 
-    /// `audit --json`, enrollment attempts only.
-    pub(crate) fn enroll_audit(&self) -> Vec<serde_json::Value> {
-        let all: Vec<serde_json::Value> =
-            serde_json::from_str(&self.cli(&["audit", "--json"])).unwrap();
-        all.into_iter()
-            .filter(|entry| entry["event"] == "enroll")
+    /// Every enrollment attempt, as `audit --json` prints them.
+    pub(crate) fn enroll_audit(&self) -> Vec<AuditEntryView> {
+        let page: Page<AuditEntryView> =
+            serde_json::from_str(&self.cli(&["audit", "--json", "--limit", ALL])).unwrap();
+        assert_eq!(page.next_after, None, "one page holds every entry");
+        page.items
+            .into_iter()
+            .filter(|entry| entry.event == "enroll")
             .collect()
     }
 
-    /// `devices list --json`.
-    pub(crate) fn devices(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.cli(&["devices", "list", "--json"])).unwrap()
+    /// Every enrolled device, as `devices list --json` prints them.
+    pub(crate) fn devices(&self) -> Vec<DeviceView> {
+        let page: Page<DeviceView, UnitId> =
+            serde_json::from_str(&self.cli(&["devices", "list", "--json", "--limit", ALL]))
+                .unwrap();
+        assert_eq!(page.next_after, None, "one page holds every device");
+        page.items
     }
 
     /// Creates `count` one-time keys and exports every active key to `stick/icg.xml`, naming
