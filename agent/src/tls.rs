@@ -375,3 +375,130 @@ impl Default for Timeouts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The verifier's refusals, over chains the real `ums-stub` authority issues: each case is a
+    //! chain a machine in the middle or an enrolled device could present.
+
+    use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer};
+    use rcgen::{KeyPair, KeyUsagePurpose};
+    use ums_stub::ca::{Authority, CertificateRequest};
+    use ums_stub::ums_id::UmsId;
+
+    use super::*;
+    use crate::clock::SystemClock;
+
+    /// A UMS ID with a server leaf it issued.
+    struct Server {
+        ums_id: UmsId,
+        leaf: Vec<u8>,
+    }
+
+    fn server() -> Server {
+        let ums_id = UmsId::generate().unwrap();
+        let (leaf, _key) = Authority::new(&ums_id)
+            .unwrap()
+            .server_leaf(&["ums.example.com".to_owned()], 30)
+            .unwrap();
+        Server { ums_id, leaf }
+    }
+
+    /// A device certificate the UMS ID issued, and the device's key pair.
+    fn device(ums_id: &UmsId) -> (Vec<u8>, KeyPair) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap();
+        let request = CertificateRequest::from_der(csr.der()).unwrap();
+        let issued = Authority::new(ums_id)
+            .unwrap()
+            .device_certificate("00E0C5540B8B", &request, 30)
+            .unwrap();
+        (issued.der, key)
+    }
+
+    fn verifier(ums_id: &UmsId) -> Arc<PinnedVerifier> {
+        PinnedVerifier::new(
+            Pin::Fingerprint(ums_id.fingerprint()),
+            Arc::new(SystemClock),
+        )
+    }
+
+    #[test]
+    fn the_server_leaf_of_the_pinned_ums_id_is_accepted() {
+        let server = server();
+        let anchor = verifier(&server.ums_id)
+            .check_chain(&[&server.leaf, server.ums_id.certificate_der()])
+            .unwrap();
+        assert_eq!(anchor, server.ums_id.certificate_der());
+    }
+
+    #[test]
+    fn a_device_certificate_presented_as_the_server_leaf_is_refused() {
+        let server = server();
+        let (device_certificate, _) = device(&server.ums_id);
+        let refused = verifier(&server.ums_id)
+            .check_chain(&[&device_certificate, server.ums_id.certificate_der()])
+            .unwrap_err();
+        assert!(
+            matches!(refused, ChainRefusal::NotAServer { .. }),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_leaf_signed_by_a_device_key_is_refused() {
+        let server = server();
+        let (device_certificate, device_key) = device(&server.ums_id);
+        // An enrolled device makes itself a "server" leaf and signs it with its own key, chaining
+        // up through its real device certificate to the real UMS ID.
+        let issuer =
+            Issuer::from_ca_cert_der(&device_certificate.clone().into(), &device_key).unwrap();
+        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec!["ums.example.com".to_owned()]).unwrap();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "ums.example.com");
+        params.distinguished_name = name;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+        let refused = verifier(&server.ums_id)
+            .check_chain(&[
+                leaf.der(),
+                &device_certificate,
+                server.ums_id.certificate_der(),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(&refused, ChainRefusal::NotAuthority { issuer } if issuer.contains("00E0C5540B8B")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn the_real_ums_id_appended_to_a_foreign_chain_is_refused() {
+        let real = server();
+        let foreign = server();
+        let refused = verifier(&real.ums_id)
+            .check_chain(&[
+                &foreign.leaf,
+                foreign.ums_id.certificate_der(),
+                real.ums_id.certificate_der(),
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(refused, ChainRefusal::NotSigned { .. }),
+            "{refused:?}"
+        );
+        // Without its foreign CA, the same: the pinned certificate does not sign the leaf.
+        let refused = verifier(&real.ums_id)
+            .check_chain(&[&foreign.leaf, real.ums_id.certificate_der()])
+            .unwrap_err();
+        assert!(
+            matches!(refused, ChainRefusal::NotSigned { .. }),
+            "{refused:?}"
+        );
+    }
+}
