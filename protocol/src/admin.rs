@@ -210,8 +210,8 @@ pub struct Page<T, A = KeyId> {
     pub total: Option<u64>,
 }
 
-/// A request to create keys.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A request to create keys. Its `Debug` and `Display` never show a typed password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CreateKeys {
     /// `quantity` one-time keys any one device may use.
@@ -239,6 +239,12 @@ pub enum CreateKeys {
         #[serde(default)]
         comment: String,
     },
+}
+
+impl fmt::Debug for CreateKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CreateKeys({self})")
+    }
 }
 
 impl fmt::Display for CreateKeys {
@@ -326,6 +332,7 @@ mod tests {
             }
         );
         assert!(!request.to_string().contains("Rollout"));
+        assert!(!format!("{request:?}").contains("Rollout"));
         let bound: CreateKeys =
             serde_json::from_str(r#"{"type":"device-bound","unit_ids":["00E0C5540B8B"]}"#).unwrap();
         assert_eq!(bound.to_string(), "1 device-bound key(s)");

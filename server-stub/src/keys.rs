@@ -256,7 +256,8 @@ impl KeyAdmin {
     ) -> Result<KeyFile, KeyError> {
         let filter = if ids.is_empty() {
             KeyFilter {
-                status: Some(KeyStatus::Active),
+                // The one status the claim rule lets onto a stick.
+                status: KeyStatus::ALL.into_iter().find(|s| claim::exportable(*s)),
                 ..KeyFilter::default()
             }
         } else {

@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::devices::DeviceAdmin;
 use crate::files;
 use crate::keys::KeyAdmin;
-use crate::store::{self, Store};
+use crate::store::{self, KeyFilter, PageRequest, Store};
 use crate::ums_id::UmsId;
 use crate::vault::KeyVault;
 
@@ -38,8 +38,9 @@ impl Stub {
             tokio::task::spawn_blocking(move || UmsId::load_or_create(&data_dir))
                 .await?
                 .context("UMS ID")?;
-        let store = store::open(&settings, &ums_id.fingerprint()).await?;
+        let store = store::open(&settings).await?;
         let vault = Arc::new(KeyVault::derive(&ums_id.secret_material()));
+        bind(&*store, &ums_id, &vault, &settings).await?;
         Ok(Self {
             settings,
             ums_id,
@@ -67,4 +68,33 @@ impl Stub {
     pub fn ums_id_view(&self) -> UmsIdView {
         UmsIdView::new(self.ums_id.fingerprint(), self.ums_id.created_at())
     }
+}
+
+/// Binds `store` to `ums_id`. A database that records no UMS ID yet (new, or made before the
+/// store recorded it) is bound only if its keys open under this UMS ID: one made under another
+/// would otherwise be bound to the wrong one for good.
+async fn bind(
+    store: &dyn Store,
+    ums_id: &UmsId,
+    vault: &KeyVault,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let ours = ums_id.fingerprint();
+    if store.ums_id().await?.is_none() {
+        let sample = store
+            .keys(&KeyFilter::default(), &PageRequest::first(1))
+            .await?;
+        if let Some(key) = sample.first()
+            && vault.open(&key.sealed, &key.lookup).is_err()
+        {
+            anyhow::bail!(
+                "the keys in the database {} do not open under this server's UMS ID {ours}: it was \
+                 made under another UMS ID; restore that one (ums-stub ums-id restore BACKUP \
+                 --force), or use a data directory of its own for this UMS ID",
+                settings.database_file().display()
+            );
+        }
+    }
+    store.bind_ums_id(&ours).await?;
+    Ok(())
 }

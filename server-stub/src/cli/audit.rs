@@ -19,7 +19,7 @@ pub(super) struct AuditArgs {
     since: Option<String>,
     /// Only entries about this unit ID.
     #[arg(long = "unit-id", value_name = "ID")]
-    unit_id: Option<UnitId>,
+    unit_id: Option<String>,
     /// Only entries with this outcome: ok, or a problem code such as key_used.
     #[arg(long, value_name = "OUTCOME")]
     outcome: Option<String>,
@@ -48,9 +48,15 @@ pub(super) async fn run(args: AuditArgs, stub: Stub, out: &mut impl Write) -> an
                 .with_context(|| format!("--since {text:?} is not an RFC 3339 time"))
         })
         .transpose()?;
+    let unit_id = args
+        .unit_id
+        .as_deref()
+        .map(str::parse::<UnitId>)
+        .transpose()
+        .context("--unit-id")?;
     let filter = AuditFilter {
         since,
-        unit_id: args.unit_id,
+        unit_id,
         outcome: args.outcome,
         actor: args.actor,
     };

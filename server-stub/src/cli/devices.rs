@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use anyhow::Context;
 use clap::Subcommand;
 use onboard_protocol::UnitId;
 use onboard_protocol::admin::DeviceView;
@@ -21,7 +22,7 @@ pub(super) enum DevicesCommand {
         limit: usize,
         /// Start after this unit ID (the footer of the previous page names it).
         #[arg(long, value_name = "UNIT_ID")]
-        after: Option<UnitId>,
+        after: Option<String>,
         /// Print JSON: {items: [{unit_id, serial, not_after, key_type, key_id, enrolled_at,
         /// last_seen, inventory}], next_after, total}, inventory null or {host_name, os_name,
         /// os_version, kernel, cpu_model, memory_bytes, nics: [{name, mac}]}.
@@ -31,7 +32,7 @@ pub(super) enum DevicesCommand {
     /// Forget a device so its unit ID can enroll again (after a reset, or for a replaced device).
     Delete {
         /// The device's unit ID.
-        unit_id: UnitId,
+        unit_id: String,
     },
 }
 
@@ -44,6 +45,11 @@ pub(super) async fn run(
     let devices = stub.devices();
     match command {
         DevicesCommand::List { limit, after, json } => {
+            let after = after
+                .as_deref()
+                .map(str::parse::<UnitId>)
+                .transpose()
+                .context("--after")?;
             let mut page = devices.list(&PageRequest { limit, after }).await?;
             let total = devices.count().await?;
             if json {
@@ -95,6 +101,7 @@ pub(super) async fn run(
             )?;
         }
         DevicesCommand::Delete { unit_id } => {
+            let unit_id: UnitId = unit_id.parse()?;
             devices.delete(&unit_id, &Actor::cli()).await?;
             writeln!(
                 out,

@@ -161,7 +161,7 @@ pub(super) struct ListArgs {
     status: Option<StatusArg>,
     /// Only keys bound to this unit ID.
     #[arg(long = "unit-id", value_name = "ID")]
-    unit_id: Option<UnitId>,
+    unit_id: Option<String>,
     /// Print at most N keys.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = table::page_limit)]
     limit: usize,
@@ -193,8 +193,6 @@ pub(super) struct ExportArgs {
     ids: Vec<KeyId>,
 }
 
-/// Runs a parsed command line.
-/// The whole program for the arguments `args` (the first is the program's name): parses them,
 /// Runs a `keys` command.
 pub(super) async fn run(
     command: KeysCommand,
@@ -295,10 +293,16 @@ pub(super) async fn run(
 }
 
 async fn list(stub: &Stub, args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let unit_id = args
+        .unit_id
+        .as_deref()
+        .map(str::parse::<UnitId>)
+        .transpose()
+        .context("--unit-id")?;
     let filter = KeyFilter {
         kind: args.kind.map(KeyKind::from),
         status: args.status.map(KeyStatus::from),
-        unit_id: args.unit_id,
+        unit_id,
         ids: None,
     };
     let admin = stub.keys();

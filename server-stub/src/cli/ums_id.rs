@@ -45,7 +45,7 @@ pub(super) enum UmsIdCommand {
         /// The backup file.
         file: PathBuf,
         /// Replace a different UMS ID already in place (devices pinning it will refuse this server,
-        /// and keys stored under it become unreadable).
+        /// and the database made under it will no longer open: restore that UMS ID to use it).
         #[arg(long)]
         force: bool,
     },

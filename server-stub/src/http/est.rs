@@ -115,7 +115,7 @@ async fn simpleenroll(
         if problem.code == ProblemCode::BadRequest {
             let actor = match &unit_seen {
                 Some(unit_id) => Actor::device(unit_id, source),
-                None => Actor::admin("-", source),
+                None => Actor::anonymous(source),
             };
             let mut entry = AuditEntry::new("enroll", &actor);
             entry.unit_id = unit.map(str::to_owned);

@@ -46,6 +46,14 @@ impl Actor {
         }
     }
 
+    /// A request that named nobody (malformed credentials), from `source`.
+    pub fn anonymous(source: impl fmt::Display) -> Self {
+        Self {
+            name: "-".to_owned(),
+            source: source.to_string(),
+        }
+    }
+
     /// An administrator's account, from `source`.
     pub fn admin(name: impl Into<String>, source: impl fmt::Display) -> Self {
         Self {
@@ -127,7 +135,7 @@ pub struct AuditFilter {
 }
 
 /// Where a page of a list starts and how long it is (keyset paging: rows after `after`, in list
-/// order).
+/// order). A limit of 0 gives an empty page with no next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest<A> {
     /// The most rows to return.
@@ -355,6 +363,9 @@ impl AuditEntry {
 /// What the server needs from a database.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
+    /// The UMS ID this database belongs to, once recorded.
+    async fn ums_id(&self) -> Result<Option<Fingerprint>, StoreError>;
+
     /// Records `ums_id` as the UMS ID this database belongs to at first use; refuses with
     /// [`StoreError::OtherUmsId`] a database recorded under another.
     async fn bind_ums_id(&self, ums_id: &Fingerprint) -> Result<(), StoreError>;
@@ -447,9 +458,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError>;
 }
 
-/// Opens the store the settings name (creating and migrating it at first use) and binds it to
-/// `ums_id`.
-pub async fn open(settings: &Settings, ums_id: &Fingerprint) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store the settings name, creating and migrating it at first use. The caller binds it
+/// to its UMS ID ([`Store::bind_ums_id`]; `Stub::open` does).
+pub async fn open(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = match &settings.database {
         Database::Sqlite => {
             let file = settings.database_file();
@@ -462,7 +473,6 @@ pub async fn open(settings: &Settings, ums_id: &Fingerprint) -> Result<Arc<dyn S
             Arc::new(opened)
         }
     };
-    store.bind_ums_id(ums_id).await?;
     Ok(store)
 }
 

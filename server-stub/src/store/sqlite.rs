@@ -285,11 +285,13 @@ impl Inner {
             .map(|text| text.parse::<UnitId>())
             .transpose()
             .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
-        let status = row
-            .get::<_, Option<String>>(6)
-            .map_err(get)?
-            .and_then(|text| text.parse::<KeyStatus>().ok())
-            .ok_or_else(|| self.corrupt(format!("key {id} with no status")))?;
+        // Every write sets the status, and opening fills any a bug left empty.
+        let status = match row.get::<_, Option<String>>(6).map_err(get)? {
+            Some(text) => text
+                .parse::<KeyStatus>()
+                .map_err(|_| self.corrupt(format!("key {id} with an unknown status {text:?}")))?,
+            None => return Err(self.corrupt(format!("key {id} with no status"))),
+        };
         let time = |seconds: i64| {
             OffsetDateTime::from_unix_timestamp(seconds)
                 .map_err(|_| self.corrupt(format!("key {id} with a bad time")))
@@ -433,15 +435,17 @@ fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
                 }
             }
             Err(error) => {
-                tracing::error!("enrollment transaction failed: {error}");
+                tracing::error!("enrollment transaction failed: {error:#}");
                 let unavailable = matches!(error, StoreError::Unavailable(_));
+                let cause = std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), ToString::to_string);
                 for reply in replies {
                     let _ = reply.send(Err(if unavailable {
                         StoreError::Unavailable(format!("{shown} is locked by another process"))
                     } else {
-                        StoreError::Corrupt {
+                        StoreError::Backend {
                             database: shown.clone(),
-                            reason: format!("an enrollment transaction that failed: {error}"),
+                            source: format!("the enrollment transaction failed: {cause}").into(),
                         }
                     }));
                 }
@@ -751,6 +755,28 @@ fn count(stored: i64) -> u64 {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    async fn ums_id(&self) -> Result<Option<Fingerprint>, StoreError> {
+        self.call(|inner| {
+            let stored: Option<String> = inner
+                .lock()
+                .query_row(
+                    "SELECT value FROM store_meta WHERE name = ?1",
+                    [META_UMS_ID],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            stored
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        inner.corrupt("a UMS ID fingerprint that cannot be read".to_owned())
+                    })
+                })
+                .transpose()
+        })
+        .await
+    }
+
     async fn bind_ums_id(&self, ums_id: &Fingerprint) -> Result<(), StoreError> {
         let ours = *ums_id;
         self.call(move |inner| {
@@ -1069,16 +1095,20 @@ impl Store for SqliteStore {
     }
 
     async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
-        let after = page.after.as_ref().map(|unit| unit.as_str().to_owned());
+        // The condition is there only with a start, so the planner seeks the primary key to it.
+        let (condition, values): (&str, Vec<String>) = match &page.after {
+            Some(unit) => (" WHERE unit_id > ?1", vec![unit.as_str().to_owned()]),
+            None => ("", Vec::new()),
+        };
         let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ?1 IS NULL OR unit_id > ?1 ORDER BY unit_id LIMIT {}",
+            "SELECT {DEVICE_COLUMNS} FROM devices{condition} ORDER BY unit_id LIMIT {}",
             limit(page.limit)
         );
         self.call(move |inner| {
             let connection = inner.lock();
             let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
             let rows = statement
-                .query_map([after], device_from_row)
+                .query_map(params_from_iter(values), device_from_row)
                 .map_err(|e| inner.db(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| inner.db(e))
         })

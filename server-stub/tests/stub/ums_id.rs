@@ -17,7 +17,11 @@ fn created_at_first_use_and_stable_afterwards() {
     assert_eq!(shown.parts, fingerprint.parts());
     assert_eq!(shown.short, fingerprint.short());
     assert_eq!(shown.communication_token, fingerprint.parts()[2]);
-    assert!(raw.contains("Z\""), "created_at is RFC 3339 in UTC: {raw}");
+    let created_at: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert!(
+        created_at["created_at"].as_str().unwrap().ends_with('Z'),
+        "created_at is RFC 3339 in UTC: {raw}"
+    );
     assert_eq!(
         dir.fingerprint(),
         fingerprint.to_string(),
@@ -229,4 +233,73 @@ fn restore_force_mends_a_damaged_identity_and_plain_use_names_the_file() {
     assert!(refused.contains("ums-id.json"), "{refused}");
     dir.ok(&["ums-id", "restore", backup.to_str().unwrap(), "--force"]);
     assert_eq!(dir.fingerprint(), fingerprint);
+}
+
+/// A database from before the store recorded its UMS ID: the `store_meta` row removed.
+fn forget_the_binding(dir: &DataDir) {
+    rusqlite::Connection::open(dir.path().join("ums-stub.db"))
+        .unwrap()
+        .execute("DELETE FROM store_meta", [])
+        .unwrap();
+}
+
+#[test]
+fn a_database_binds_to_its_ums_id_and_refuses_another() {
+    let first = DataDir::new();
+    first.ok(&["keys", "create", "one-time", "--quantity", "2"]);
+    let made_under = first.fingerprint();
+    let backup = first.scratch().join("first.backup");
+    first.ok(&["ums-id", "backup", "--out", backup.to_str().unwrap()]);
+
+    // Another UMS ID put in place: the database is refused, naming both and the fix.
+    let other = DataDir::new();
+    let other_backup = other.scratch().join("other.backup");
+    other.ok(&["ums-id", "backup", "--out", other_backup.to_str().unwrap()]);
+    first.ok(&[
+        "ums-id",
+        "restore",
+        other_backup.to_str().unwrap(),
+        "--force",
+    ]);
+    let replaced = first.fingerprint();
+    for command in [
+        &["keys", "list"][..],
+        &["devices", "list"],
+        &["audit"],
+        &["keys", "create", "one-time", "--quantity", "1"],
+    ] {
+        let refused = first.fails(command);
+        assert!(
+            refused.contains(&made_under)
+                && refused.contains(&replaced)
+                && refused.contains("ums-stub ums-id restore"),
+            "{command:?}: {refused}"
+        );
+    }
+    // Nothing was changed by the refusals; the UMS ID it was made under opens it again.
+    first.ok(&["ums-id", "restore", backup.to_str().unwrap(), "--force"]);
+    assert_eq!(first.list(&[]).len(), 2);
+
+    // A database that never recorded its UMS ID is bound only if its keys open under this one.
+    forget_the_binding(&first);
+    first.ok(&[
+        "ums-id",
+        "restore",
+        other_backup.to_str().unwrap(),
+        "--force",
+    ]);
+    let refused = first.fails(&["keys", "list"]);
+    assert!(
+        refused.contains("do not open under this server's UMS ID") && refused.contains(&replaced),
+        "{refused}"
+    );
+    first.ok(&["ums-id", "restore", backup.to_str().unwrap(), "--force"]);
+    assert_eq!(first.list(&[]).len(), 2, "bound now to the right UMS ID");
+    first.ok(&[
+        "ums-id",
+        "restore",
+        other_backup.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(first.fails(&["keys", "list"]).contains(&made_under));
 }

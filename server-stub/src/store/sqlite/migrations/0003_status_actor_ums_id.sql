@@ -4,9 +4,10 @@
 ALTER TABLE keys ADD COLUMN status TEXT CHECK (status IN ('active', 'inactive', 'used'));
 CREATE INDEX keys_status ON keys (status);
 
--- Who made each change, beside where from. Older lines: the command line, or the enrolling device.
+-- Who made each change, beside where from. Older lines: the command line, or the enrolling device
+-- ('-' when a malformed request named none).
 ALTER TABLE audit ADD COLUMN actor TEXT NOT NULL DEFAULT '';
-UPDATE audit SET actor = CASE WHEN source = 'cli' THEN 'cli' ELSE coalesce(unit_id, '') END;
+UPDATE audit SET actor = CASE WHEN source = 'cli' THEN 'cli' ELSE coalesce(unit_id, '-') END;
 UPDATE audit SET source = 'local' WHERE source = 'cli';
 CREATE INDEX audit_unit_id ON audit (unit_id) WHERE unit_id IS NOT NULL;
 
