@@ -397,9 +397,9 @@ mod tests {
 
     fn server() -> Server {
         let ums_id = UmsId::generate().unwrap();
-        let (leaf, _key) = Authority::new(&ums_id)
+        let (leaf, _key, _expiry) = Authority::new(&ums_id)
             .unwrap()
-            .server_leaf(&["ums.example.com".to_owned()], 30)
+            .server_leaf(&["ums.example.com".to_owned()], time::Duration::days(30))
             .unwrap();
         Server { ums_id, leaf }
     }

@@ -117,7 +117,7 @@ fn main() {
             .map(|view| view.key)
             .collect();
         let hosts = vec!["localhost".to_owned()];
-        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts).unwrap();
+        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts, Default::default()).unwrap();
         let ums_id = stub.ums_id.certificate_der().to_vec();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -136,13 +136,13 @@ impl<'a> Authority<'a> {
         })
     }
 
-    /// A TLS server leaf for `hosts` (names or IP addresses) with a fresh key pair; returns the
-    /// certificate DER and the key's PKCS#8 DER.
+    /// A TLS server leaf for `hosts` (names or IP addresses) with a fresh key pair, valid for
+    /// `lifetime`; returns the certificate DER, the key's PKCS#8 DER and the expiry.
     pub fn server_leaf(
         &self,
         hosts: &[String],
-        days: i64,
-    ) -> Result<(Vec<u8>, Vec<u8>), rcgen::Error> {
+        lifetime: time::Duration,
+    ) -> Result<(Vec<u8>, Vec<u8>, OffsetDateTime), rcgen::Error> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -161,12 +161,18 @@ impl<'a> Authority<'a> {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.serial_number = Some(SerialNumber::from_slice(&crate::random::serial()));
-        let now = OffsetDateTime::now_utc();
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(days);
+        params.not_after = now + lifetime;
         params.use_authority_key_identifier_extension = true;
         let certificate = params.signed_by(&key, &self.issuer)?;
-        Ok((certificate.der().to_vec(), key.serialize_der()))
+        Ok((
+            certificate.der().to_vec(),
+            key.serialize_der(),
+            params.not_after,
+        ))
     }
 }
 

@@ -93,6 +93,10 @@ pub struct Settings {
     pub rate_limits: crate::rate_limit::Limits,
     /// Which database holds keys, devices and the audit log.
     pub database: Database,
+    /// The lifetime and renewal of the server's own TLS certificate (not in the config file: the
+    /// defaults, a year renewed 30 days early and checked hourly, suit every server; tests shorten
+    /// them).
+    pub tls_leaf: crate::tls::LeafPolicy,
 }
 
 impl Settings {
@@ -167,6 +171,7 @@ impl Settings {
             rate_limits,
             public_server,
             database,
+            tls_leaf: crate::tls::LeafPolicy::default(),
         })
     }
 

@@ -38,6 +38,7 @@ use crate::config::Settings;
 use crate::http::{Peer, Shared, router};
 use crate::rate_limit::RateLimiter;
 use crate::stub::Stub;
+use crate::tls::ServerTls;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,14 +46,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 4096;
 
-/// Serves HTTPS on `listener` until `shutdown` completes.
+/// Serves HTTPS on `listener` until `shutdown` completes, renewing the TLS leaf before it expires.
 pub async fn run(
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: ServerTls,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let renewal = tokio::spawn(renew_leaf(shared.clone(), tls));
     let app = router(shared);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -117,6 +119,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    renewal.abort();
     tracing::info!("shutting down: waiting for requests in flight");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
@@ -127,15 +130,42 @@ pub async fn run(
     Ok(())
 }
 
+/// Checks the TLS leaf now and then and swaps in a new one in its renewal window. A failure is
+/// logged and tried again at the next check: the old leaf stays until it is replaced.
+async fn renew_leaf(shared: Arc<Shared>, tls: ServerTls) {
+    let mut ticks = tokio::time::interval(tls.leaf.check_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (shared, leaf) = (shared.clone(), tls.leaf.clone());
+        let renewed = tokio::task::spawn_blocking(move || {
+            leaf.renew_if_due(&shared.stub.ums_id, time::OffsetDateTime::now_utc())
+        })
+        .await;
+        match renewed {
+            Ok(Ok(true)) => tracing::info!(
+                not_after = %tls.leaf.not_after(),
+                "renewed the TLS certificate while running"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::error!("cannot renew the TLS certificate: {error:#}"),
+            Err(error) => tracing::error!("the TLS renewal task failed: {error}"),
+        }
+    }
+}
+
 /// Opens the data directory of `settings` (creating the UMS ID and database at first use) and
 /// builds what [`run`] needs: the routes' shared state, with the rate limits and certificate
 /// lifetime of `settings`, and the TLS configuration for `settings.hosts`.
-pub async fn prepare(
-    settings: Settings,
-) -> anyhow::Result<(Arc<Shared>, Arc<rustls::ServerConfig>)> {
+pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerTls)> {
     let stub = Stub::open(settings).await?;
     let settings = &stub.settings;
-    let tls = crate::tls::server_config(&settings.data_dir, &stub.ums_id, &settings.hosts)?;
+    let tls = crate::tls::server_config(
+        &settings.data_dir,
+        &stub.ums_id,
+        &settings.hosts,
+        settings.tls_leaf,
+    )?;
     let shared = Arc::new(Shared {
         limiter: RateLimiter::new(settings.rate_limits),
         certificate_days: settings.certificate_days,
@@ -151,6 +181,7 @@ pub async fn prepare(
 pub struct Running {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    leaf: Arc<crate::tls::ServerLeaf>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -162,6 +193,7 @@ pub struct Running {
 pub async fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let (shared, tls) = prepare(settings).await?;
+    let leaf = tls.leaf.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     // A dropped sender also ends the wait: dropping Running shuts the server down.
     let task = tokio::spawn(run(shared.clone(), listener, tls, async {
@@ -170,6 +202,7 @@ pub async fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<
     Ok(Running {
         addr,
         shared,
+        leaf,
         stop,
         task,
     })
@@ -203,6 +236,11 @@ impl Running {
     /// Its UMS ID certificate, DER: the trust anchor of its TLS chain.
     pub fn ums_id_certificate_der(&self) -> &[u8] {
         self.shared.stub.ums_id.certificate_der()
+    }
+
+    /// The TLS leaf it presents now.
+    pub fn tls_leaf(&self) -> &Arc<crate::tls::ServerLeaf> {
+        &self.leaf
     }
 
     /// The state its routes share: the store, the key operations, the rate limiter.

@@ -1,23 +1,45 @@
 //! The server's TLS: a leaf issued by the UMS ID for the configured names, served with the UMS ID
 //! in the chain, and optional client certificates checked against the UMS ID (for renewal).
 //!
-//! The leaf lives in `<data-dir>/tls/` and is reissued when the names change, when the UMS ID
-//! changes, or when it has less than 30 days left.
+//! The leaf lives in `<data-dir>/tls/` and is reissued at start when the names change, when the UMS
+//! ID changes, or when it is within its renewal window (30 days before expiry by default). While
+//! the server runs, [`ServerLeaf::renew_if_due`] (called by `serve` every hour) issues a new one
+//! in the window and swaps it in: new handshakes get it, connections already open keep theirs. A
+//! server up for longer than the leaf's lifetime never serves an expired one.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
-use time::OffsetDateTime;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use time::{Duration, OffsetDateTime};
 
 use crate::ca::Authority;
 use crate::files;
 use crate::ums_id::UmsId;
 
-const LEAF_DAYS: i64 = 365;
-const RENEW_DAYS: i64 = 30;
+/// How long the server's leaf lasts, how early it is replaced, and how often that is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafPolicy {
+    /// The lifetime of a new leaf.
+    pub lifetime: Duration,
+    /// A leaf with less than this left is replaced.
+    pub renew_before: Duration,
+    /// How often a running server checks.
+    pub check_every: std::time::Duration,
+}
+
+impl Default for LeafPolicy {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::days(365),
+            renew_before: Duration::days(30),
+            check_every: std::time::Duration::from_secs(3600),
+        }
+    }
+}
 
 #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
 struct LeafMeta {
@@ -31,62 +53,192 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The leaf for `hosts`, from `<data-dir>/tls/` or newly issued.
-fn leaf(data_dir: &Path, ums_id: &UmsId, hosts: &[String]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let folder = data_dir.join("tls");
-    let (cert_path, key_path, meta_path) = (
+/// A leaf certificate and its key, DER, with its expiry.
+struct Leaf {
+    certificate: Vec<u8>,
+    key: Vec<u8>,
+    not_after: OffsetDateTime,
+}
+
+/// The files of the leaf in `folder`.
+fn paths(folder: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
         folder.join("server.crt.der"),
         folder.join("server.key.der"),
         folder.join("server.json"),
-    );
-    let wanted = |not_after| LeafMeta {
-        hosts: hosts.to_vec(),
-        ums_id: ums_id.fingerprint().to_string(),
-        not_after,
-    };
-    if let (Ok(meta), Ok(cert), Ok(key)) = (
-        std::fs::read(&meta_path),
-        std::fs::read(&cert_path),
-        std::fs::read(&key_path),
-    ) && let Ok(meta) = serde_json::from_slice::<LeafMeta>(&meta)
-        && meta == wanted(meta.not_after)
-        && meta.not_after > OffsetDateTime::now_utc().unix_timestamp() + RENEW_DAYS * 86_400
-    {
-        return Ok((cert, key));
-    }
-    let authority = Authority::new(ums_id).context("cannot use the UMS ID to issue")?;
-    let (cert, key) = authority
-        .server_leaf(hosts, LEAF_DAYS)
-        .context("cannot issue the TLS certificate")?;
-    files::create_private_dir(&folder)?;
-    let not_after = OffsetDateTime::now_utc().unix_timestamp() + LEAF_DAYS * 86_400;
-    files::write_private(&key_path, &key, true)?;
-    files::write_private(&cert_path, &cert, true)?;
-    files::write_private(
-        &meta_path,
-        &serde_json::to_vec_pretty(&wanted(not_after))?,
-        true,
-    )?;
-    tracing::info!(hosts = ?hosts, "issued a new TLS certificate");
-    Ok((cert, key))
+    )
 }
 
-/// The rustls server configuration for `hosts`.
+/// The leaf in `<data-dir>/tls/` if it is for `hosts` and `ums_id` and outside its renewal
+/// window at `now`.
+fn stored_leaf(
+    data_dir: &Path,
+    ums_id: &UmsId,
+    hosts: &[String],
+    policy: &LeafPolicy,
+    now: OffsetDateTime,
+) -> Option<Leaf> {
+    let (cert_path, key_path, meta_path) = paths(&data_dir.join("tls"));
+    let meta: LeafMeta = serde_json::from_slice(&std::fs::read(meta_path).ok()?).ok()?;
+    let wanted = LeafMeta {
+        hosts: hosts.to_vec(),
+        ums_id: ums_id.fingerprint().to_string(),
+        not_after: meta.not_after,
+    };
+    let not_after = OffsetDateTime::from_unix_timestamp(meta.not_after).ok()?;
+    if meta != wanted || not_after - policy.renew_before <= now {
+        return None;
+    }
+    Some(Leaf {
+        certificate: std::fs::read(cert_path).ok()?,
+        key: std::fs::read(key_path).ok()?,
+        not_after,
+    })
+}
+
+/// Issues a new leaf for `hosts` and stores it in `<data-dir>/tls/` (key 0600).
+fn issue_leaf(
+    data_dir: &Path,
+    ums_id: &UmsId,
+    hosts: &[String],
+    policy: &LeafPolicy,
+) -> anyhow::Result<Leaf> {
+    let folder = data_dir.join("tls");
+    let (cert_path, key_path, meta_path) = paths(&folder);
+    let authority = Authority::new(ums_id).context("cannot use the UMS ID to issue")?;
+    let (certificate, key, not_after) = authority
+        .server_leaf(hosts, policy.lifetime)
+        .context("cannot issue the TLS certificate")?;
+    files::create_private_dir(&folder)?;
+    files::write_private(&key_path, &key, true)?;
+    files::write_private(&cert_path, &certificate, true)?;
+    let meta = LeafMeta {
+        hosts: hosts.to_vec(),
+        ums_id: ums_id.fingerprint().to_string(),
+        not_after: not_after.unix_timestamp(),
+    };
+    files::write_private(&meta_path, &serde_json::to_vec_pretty(&meta)?, true)?;
+    tracing::info!(hosts = ?hosts, %not_after, "issued a new TLS certificate");
+    Ok(Leaf {
+        certificate,
+        key,
+        not_after,
+    })
+}
+
+/// The leaf `serve` presents, swapped for a new one before it expires.
+pub struct ServerLeaf {
+    data_dir: PathBuf,
+    hosts: Vec<String>,
+    policy: LeafPolicy,
+    ums_id_der: Vec<u8>,
+    current: RwLock<(Arc<CertifiedKey>, OffsetDateTime)>,
+}
+
+impl std::fmt::Debug for ServerLeaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerLeaf")
+            .field("hosts", &self.hosts)
+            .field("not_after", &self.not_after())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The chain (leaf, UMS ID) and signing key rustls serves.
+fn certified(ums_id_der: &[u8], leaf: &Leaf) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain = vec![
+        CertificateDer::from(leaf.certificate.clone()),
+        CertificateDer::from(ums_id_der.to_vec()),
+    ];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone()));
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .context("the TLS key cannot be used")?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .context("the TLS certificate and key do not go together")?;
+    Ok(Arc::new(certified))
+}
+
+impl ServerLeaf {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (Arc<CertifiedKey>, OffsetDateTime)> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// When the leaf served now expires.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.read().1
+    }
+
+    /// The leaf served now, DER.
+    pub fn certificate_der(&self) -> Vec<u8> {
+        self.read().0.cert[0].to_vec()
+    }
+
+    /// How often a running server should call [`ServerLeaf::renew_if_due`].
+    pub fn check_every(&self) -> std::time::Duration {
+        self.policy.check_every
+    }
+
+    /// Issues and swaps in a new leaf when the current one is within its renewal window at `now`;
+    /// whether it did.
+    pub fn renew_if_due(&self, ums_id: &UmsId, now: OffsetDateTime) -> anyhow::Result<bool> {
+        if self.not_after() - self.policy.renew_before > now {
+            return Ok(false);
+        }
+        let leaf = issue_leaf(&self.data_dir, ums_id, &self.hosts, &self.policy)?;
+        let certified = certified(&self.ums_id_der, &leaf)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (certified, leaf.not_after);
+        Ok(true)
+    }
+}
+
+impl ResolvesServerCert for ServerLeaf {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.read().0.clone())
+    }
+}
+
+/// What `serve` needs for TLS: the rustls configuration and the leaf it resolves to.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The rustls configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The leaf, to renew while running.
+    pub leaf: Arc<ServerLeaf>,
+}
+
+/// The rustls server configuration for `hosts`, with the leaf from `<data-dir>/tls/` or newly
+/// issued under `policy`.
 pub fn server_config(
     data_dir: &Path,
     ums_id: &UmsId,
     hosts: &[String],
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    policy: LeafPolicy,
+) -> anyhow::Result<ServerTls> {
     anyhow::ensure!(
         !hosts.is_empty(),
         "no host name to issue the TLS certificate for (--host or hosts in the config)"
     );
-    let (cert, key) = leaf(data_dir, ums_id, hosts)?;
-    let chain = vec![
-        CertificateDer::from(cert),
-        CertificateDer::from(ums_id.certificate_der().to_vec()),
-    ];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    let leaf = match stored_leaf(data_dir, ums_id, hosts, &policy, OffsetDateTime::now_utc()) {
+        Some(leaf) => leaf,
+        None => issue_leaf(data_dir, ums_id, hosts, &policy)?,
+    };
+    let server_leaf = Arc::new(ServerLeaf {
+        data_dir: data_dir.to_owned(),
+        hosts: hosts.to_vec(),
+        policy,
+        ums_id_der: ums_id.certificate_der().to_vec(),
+        current: RwLock::new((certified(ums_id.certificate_der(), &leaf)?, leaf.not_after)),
+    });
+
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ums_id.certificate_der().to_vec()))?;
     let provider = provider();
@@ -98,8 +250,60 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(client_verifier)
-        .with_single_cert(chain, key)
-        .context("the TLS certificate and key do not go together")?;
+        .with_cert_resolver(server_leaf.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        leaf: server_leaf,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short() -> LeafPolicy {
+        LeafPolicy {
+            lifetime: Duration::hours(10),
+            renew_before: Duration::hours(2),
+            check_every: std::time::Duration::from_millis(10),
+        }
+    }
+
+    #[test]
+    fn the_leaf_is_kept_outside_its_window_and_replaced_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ums_id = UmsId::generate().unwrap();
+        let hosts = vec!["localhost".to_owned()];
+        let tls = server_config(dir.path(), &ums_id, &hosts, short()).unwrap();
+        let first = tls.leaf.certificate_der();
+        let expires = tls.leaf.not_after();
+        let now = OffsetDateTime::now_utc();
+        assert!(!tls.leaf.renew_if_due(&ums_id, now).unwrap());
+        assert!(
+            !tls.leaf
+                .renew_if_due(&ums_id, expires - Duration::hours(3))
+                .unwrap()
+        );
+        assert_eq!(tls.leaf.certificate_der(), first);
+        // Inside the window: a new leaf, served from now on and kept for the next start.
+        assert!(
+            tls.leaf
+                .renew_if_due(&ums_id, expires - Duration::hours(1))
+                .unwrap()
+        );
+        let second = tls.leaf.certificate_der();
+        assert_ne!(second, first);
+        let again = server_config(dir.path(), &ums_id, &hosts, short()).unwrap();
+        assert_eq!(again.leaf.certificate_der(), second);
+        // Other names at start: a new leaf.
+        let renamed = server_config(
+            dir.path(),
+            &ums_id,
+            &["ums.example.com".to_owned()],
+            short(),
+        )
+        .unwrap();
+        assert_ne!(renamed.leaf.certificate_der(), second);
+    }
 }

@@ -673,3 +673,35 @@ async fn keys_of(server: &TestServer) -> Vec<i64> {
         .map(|k| k.id)
         .collect()
 }
+
+#[tokio::test]
+async fn the_server_renews_its_tls_certificate_while_running() {
+    // A leaf of 3 s, replaced when 2 s are left, checked every 100 ms.
+    let server = TestServer::start_with(|settings| {
+        settings.tls_leaf = ums_stub::tls::LeafPolicy {
+            lifetime: time::Duration::seconds(3),
+            renew_before: time::Duration::seconds(2),
+            check_every: std::time::Duration::from_millis(100),
+        };
+    })
+    .await;
+    let first = server.running().tls_leaf().certificate_der();
+    let first_expiry = server.running().tls_leaf().not_after();
+    let cacerts = || async {
+        // A new client each time: a new handshake, judged on the real clock.
+        server
+            .client(None)
+            .get(server.url(routes::EST_CACERTS))
+            .send()
+            .await
+            .map(|response| response.status())
+    };
+    assert_eq!(cacerts().await.unwrap(), StatusCode::OK);
+    // Past the first leaf's expiry the server still completes handshakes: it serves another.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert!(time::OffsetDateTime::now_utc() > first_expiry);
+    assert_eq!(cacerts().await.unwrap(), StatusCode::OK);
+    assert_ne!(server.running().tls_leaf().certificate_der(), first);
+    assert!(server.running().tls_leaf().not_after() > time::OffsetDateTime::now_utc());
+    server.stop().await;
+}

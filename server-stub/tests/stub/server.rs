@@ -32,10 +32,15 @@ pub(crate) fn generous() -> Limits {
 
 impl TestServer {
     pub(crate) async fn start(limits: Limits) -> Self {
+        Self::start_with(|settings| settings.rate_limits = limits).await
+    }
+
+    /// A server whose settings `adjust` changes from the defaults (names: localhost, 127.0.0.1).
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::load(dir.path().join("data"), None).unwrap();
         settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        settings.rate_limits = limits;
+        adjust(&mut settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
         Self {
@@ -45,6 +50,11 @@ impl TestServer {
             running,
             _dir: dir,
         }
+    }
+
+    /// The running server.
+    pub(crate) fn running(&self) -> &Running {
+        &self.running
     }
 
     /// Every enrolled device, as the store holds it.
