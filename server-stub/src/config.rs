@@ -24,6 +24,9 @@
 //! # Where keys, devices and the audit log live. Default: "sqlite", the file ums-stub.db in the
 //! # data directory. (A PostgreSQL URL, for several servers sharing one database, comes later.)
 //! database = "sqlite"
+//! # How long audit lines are kept, in days; `serve` deletes older ones at start and daily.
+//! # Default: 180.
+//! audit_retention_days = 180
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -53,6 +56,7 @@ struct RawConfig {
     max_failures_per_unit: Option<u32>,
     failure_window_secs: Option<u64>,
     database: Option<String>,
+    audit_retention_days: Option<i64>,
 }
 
 /// Which database backend holds the store.
@@ -93,6 +97,8 @@ pub struct Settings {
     pub rate_limits: crate::rate_limit::Limits,
     /// Which database holds keys, devices and the audit log.
     pub database: Database,
+    /// How long audit lines are kept.
+    pub audit_retention: time::Duration,
     /// The lifetime and renewal of the server's own TLS certificate (not in the config file: the
     /// defaults, a year renewed 30 days early and checked hourly, suit every server; tests shorten
     /// them).
@@ -158,6 +164,10 @@ impl Settings {
             }
             None => Database::Sqlite,
         };
+        let retention_days = raw.audit_retention_days.unwrap_or(180);
+        if !(1..=36_500).contains(&retention_days) {
+            bail!("config file {shown}: audit_retention_days must be from 1 to 36500");
+        }
         let hosts = raw
             .hosts
             .unwrap_or_else(|| vec![public_server.host().to_owned()]);
@@ -172,6 +182,7 @@ impl Settings {
             public_server,
             database,
             tls_leaf: crate::tls::LeafPolicy::default(),
+            audit_retention: time::Duration::days(retention_days),
         })
     }
 
@@ -226,6 +237,29 @@ mod tests {
             Settings::load(dir.path().to_owned(), Some(&dir.path().join("no.toml"))).unwrap_err()
         );
         assert!(missing.contains("no.toml"), "{missing}");
+    }
+
+    #[test]
+    fn audit_retention_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Settings::load(dir.path().to_owned(), None)
+                .unwrap()
+                .audit_retention,
+            time::Duration::days(180)
+        );
+        let file = dir.path().join("audit.toml");
+        for bad in ["0", "-5", "100000"] {
+            std::fs::write(&file, format!("audit_retention_days = {bad}\n")).unwrap();
+            let error = format!(
+                "{:#}",
+                Settings::load(dir.path().to_owned(), Some(&file)).unwrap_err()
+            );
+            assert!(
+                error.contains("audit.toml") && error.contains("audit_retention_days"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

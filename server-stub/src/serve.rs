@@ -55,6 +55,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls.config.clone());
     let renewal = tokio::spawn(renew_leaf(shared.clone(), tls));
+    let pruning = tokio::spawn(prune_audit(shared.clone()));
     let app = router(shared);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -120,6 +121,7 @@ pub async fn run(
     }
     drop(listener);
     renewal.abort();
+    pruning.abort();
     tracing::info!("shutting down: waiting for requests in flight");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
@@ -150,6 +152,28 @@ async fn renew_leaf(shared: Arc<Shared>, tls: ServerTls) {
             Ok(Ok(false)) => {}
             Ok(Err(error)) => tracing::error!("cannot renew the TLS certificate: {error:#}"),
             Err(error) => tracing::error!("the TLS renewal task failed: {error}"),
+        }
+    }
+}
+
+/// How often a running server deletes audit lines past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Deletes audit lines older than the retention at start and daily, so the log cannot grow
+/// without bound.
+async fn prune_audit(shared: Arc<Shared>) {
+    let retention = shared.stub.settings.audit_retention;
+    let mut ticks = tokio::time::interval(PRUNE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let before = time::OffsetDateTime::now_utc() - retention;
+        match shared.stub.store.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, %before, "deleted audit lines past their retention")
+            }
+            Err(error) => tracing::warn!("cannot delete old audit lines: {error}"),
         }
     }
 }

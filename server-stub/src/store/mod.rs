@@ -456,6 +456,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// How many audit lines match `filter`.
     async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError>;
+
+    /// Deletes the audit lines written before `before`; how many.
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// Opens the store the settings name, creating and migrating it at first use. The caller binds it

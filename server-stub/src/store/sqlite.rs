@@ -56,15 +56,51 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     connection: Mutex<Connection>,
-    /// The enrollment writer thread, started at the first enrollment.
-    enroller: OnceLock<std::sync::mpsc::Sender<EnrollJob>>,
+    /// The writer thread for enrollments and audit lines, started at the first of them.
+    writer: OnceLock<std::sync::mpsc::Sender<WriterJob>>,
 }
 
-/// One enrollment attempt waiting for the writer thread.
-struct EnrollJob {
-    attempt: EnrollAttempt,
-    issue: IssueOnce,
-    reply: tokio::sync::oneshot::Sender<Result<EnrollOutcome, StoreError>>,
+/// Work waiting for the writer thread, with where to send its answer.
+enum WriterJob {
+    /// An enrollment attempt.
+    Enroll {
+        attempt: EnrollAttempt,
+        issue: IssueOnce,
+        reply: tokio::sync::oneshot::Sender<Result<EnrollOutcome, StoreError>>,
+    },
+    /// An audit line (a refusal decided before the store was asked).
+    Record {
+        entry: AuditEntry,
+        reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// A job done inside the batch transaction, waiting for the commit before it is answered.
+enum Done {
+    Enroll(
+        tokio::sync::oneshot::Sender<Result<EnrollOutcome, StoreError>>,
+        Result<EnrollOutcome, StoreError>,
+    ),
+    Record(
+        tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
+}
+
+impl Done {
+    fn answer(self) {
+        match self {
+            Done::Enroll(reply, outcome) => drop(reply.send(outcome)),
+            Done::Record(reply, outcome) => drop(reply.send(outcome)),
+        }
+    }
+
+    fn fail(self, error: impl Fn() -> StoreError) {
+        match self {
+            Done::Enroll(reply, _) => drop(reply.send(Err(error()))),
+            Done::Record(reply, _) => drop(reply.send(Err(error()))),
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -83,7 +119,7 @@ impl SqliteStore {
         let inner = Inner {
             path: path.to_owned(),
             connection: Mutex::new(connection),
-            enroller: OnceLock::new(),
+            writer: OnceLock::new(),
         };
         inner.migrate()?;
         Ok(Self {
@@ -114,6 +150,21 @@ impl SqliteStore {
         } else {
             Err(inner.corrupt(format!("damage: {report}")))
         }
+    }
+
+    /// Hands `job` to the writer thread, starting it at the first job.
+    fn send(&self, job: WriterJob) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let jobs = inner.writer.get_or_init(|| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let path = inner.path.clone();
+            std::thread::Builder::new()
+                .name("ums-stub-writer".to_owned())
+                .spawn(move || writer(path, receiver))
+                .expect("cannot start the database writer thread");
+            sender
+        });
+        jobs.send(job).map_err(|_| writer_stopped())
     }
 
     /// The bridge from async callers to the blocking connection: runs `work` on tokio's blocking
@@ -331,6 +382,10 @@ fn backend_error(database: &str, source: rusqlite::Error) -> StoreError {
     }
 }
 
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the database writer stopped".to_owned())
+}
+
 /// Creates the database file mode 0600 before SQLite opens it, so it is never readable by others,
 /// not even for a moment.
 fn create_private(path: &Path) -> Result<(), StoreError> {
@@ -376,9 +431,11 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-/// The enrollment writer: takes the attempts waiting, decides them all in one transaction (each in
-/// a savepoint, so one failure rolls back only itself), commits once, then answers each.
-fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
+/// The writer: takes the enrollment attempts and audit lines waiting, does them all in one
+/// transaction (each in a savepoint, so one failure rolls back only itself), commits once (one
+/// fsync for the lot), then answers each. Refusals, whether decided here or before the store was
+/// asked, never cost an fsync of their own.
+fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
     let shown = path.display().to_string();
     let mut connection: Option<Connection> = None;
     while let Ok(first) = jobs.recv() {
@@ -395,59 +452,73 @@ fn enroll_writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<EnrollJob>) {
             match connect(&path) {
                 Ok(opened) => connection = Some(opened),
                 Err(error) => {
-                    tracing::error!("enrollment writer cannot open the database: {error}")
+                    tracing::error!("the database writer cannot open the database: {error}")
                 }
             }
         }
+        let unavailable = || StoreError::Unavailable(format!("the writer cannot open {shown}"));
         let Some(connection) = connection.as_mut() else {
             for job in batch {
-                let _ = job.reply.send(Err(StoreError::Unavailable(format!(
-                    "the enrollment writer cannot open {shown}"
-                ))));
+                match job {
+                    WriterJob::Enroll { reply, .. } => drop(reply.send(Err(unavailable()))),
+                    WriterJob::Record { reply, .. } => drop(reply.send(Err(unavailable()))),
+                }
             }
             continue;
         };
         let db = |source| backend_error(&shown, source);
-        let mut outcomes: Vec<Result<EnrollOutcome, StoreError>> = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
+        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
         let committed = (|| -> Result<(), StoreError> {
             let mut tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
             for job in batch {
-                replies.push(job.reply);
                 let mut savepoint = tx.savepoint().map_err(db)?;
-                let outcome = enroll_in(&mut savepoint, &job.attempt, job.issue, &shown);
-                if outcome.is_ok() {
+                let (finished, ok) = match job {
+                    WriterJob::Enroll {
+                        attempt,
+                        issue,
+                        reply,
+                    } => {
+                        let outcome = enroll_in(&mut savepoint, &attempt, issue, &shown);
+                        let ok = outcome.is_ok();
+                        (Done::Enroll(reply, outcome), ok)
+                    }
+                    WriterJob::Record { entry, reply } => {
+                        let outcome = audit_in(&savepoint, &entry).map_err(db);
+                        let ok = outcome.is_ok();
+                        (Done::Record(reply, outcome), ok)
+                    }
+                };
+                if ok {
                     savepoint.commit().map_err(db)?;
                 } else {
                     savepoint.rollback().map_err(db)?;
                     drop(savepoint);
                 }
-                outcomes.push(outcome);
+                done.push(finished);
             }
             tx.commit().map_err(db)
         })();
         match committed {
-            Ok(()) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
-            }
+            Ok(()) => done.into_iter().for_each(Done::answer),
             Err(error) => {
-                tracing::error!("enrollment transaction failed: {error:#}");
-                let unavailable = matches!(error, StoreError::Unavailable(_));
+                tracing::error!("the writer's transaction failed: {error:#}");
+                let busy = matches!(error, StoreError::Unavailable(_));
                 let cause = std::error::Error::source(&error)
                     .map_or_else(|| error.to_string(), ToString::to_string);
-                for reply in replies {
-                    let _ = reply.send(Err(if unavailable {
+                let failure = || {
+                    if busy {
                         StoreError::Unavailable(format!("{shown} is locked by another process"))
                     } else {
                         StoreError::Backend {
                             database: shown.clone(),
-                            source: format!("the enrollment transaction failed: {cause}").into(),
+                            source: format!("the transaction failed: {cause}").into(),
                         }
-                    }));
+                    }
+                };
+                for job in done {
+                    job.fail(failure);
                 }
             }
         }
@@ -995,25 +1066,13 @@ impl Store for SqliteStore {
         attempt: EnrollAttempt,
         issue: IssueOnce,
     ) -> Result<EnrollOutcome, StoreError> {
-        let inner = &self.inner;
-        let jobs = inner.enroller.get_or_init(|| {
-            let (sender, receiver) = std::sync::mpsc::channel();
-            let path = inner.path.clone();
-            std::thread::Builder::new()
-                .name("ums-stub-enroll".to_owned())
-                .spawn(move || enroll_writer(path, receiver))
-                .expect("cannot start the enrollment writer thread");
-            sender
-        });
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let stopped = || StoreError::Unavailable("the enrollment writer stopped".to_owned());
-        jobs.send(EnrollJob {
+        self.send(WriterJob::Enroll {
             attempt,
             issue,
             reply,
-        })
-        .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        })?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn renew(
@@ -1148,13 +1207,9 @@ impl Store for SqliteStore {
     }
 
     async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection.transaction().map_err(|e| inner.db(e))?;
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(WriterJob::Record { entry, reply })?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn audit(
@@ -1178,6 +1233,17 @@ impl Store for SqliteStore {
                 .query_map(params_from_iter(values), audit_from_row)
                 .map_err(|e| inner.db(e))?;
             rows.collect::<Result<_, _>>().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        self.call(move |inner| {
+            let deleted = inner
+                .lock()
+                .execute("DELETE FROM audit WHERE at < ?1", [before.unix_timestamp()])
+                .map_err(|e| inner.db(e))?;
+            Ok(deleted as u64)
         })
         .await
     }

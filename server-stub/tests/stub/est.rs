@@ -705,3 +705,44 @@ async fn the_server_renews_its_tls_certificate_while_running() {
     assert!(server.running().tls_leaf().not_after() > time::OffsetDateTime::now_utc());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn serve_deletes_audit_lines_past_their_retention() {
+    let day = 86_400;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let server = TestServer::start_with(|settings| {
+        // A log written by earlier runs: lines 200 and 10 days old (the default keeps 180 days).
+        std::fs::create_dir_all(&settings.data_dir).unwrap();
+        drop(ums_stub::store::SqliteStore::open(&settings.database_file()).unwrap());
+        let connection = rusqlite::Connection::open(settings.database_file()).unwrap();
+        for (age, detail) in [(200, "old"), (10, "recent")] {
+            connection
+                .execute(
+                    "INSERT INTO audit (at, event, actor, source, outcome, detail)
+                     VALUES (?1, 'keys.create', 'cli', 'local', 'ok', ?2)",
+                    rusqlite::params![now - age * day, detail],
+                )
+                .unwrap();
+        }
+    })
+    .await;
+    let mut details = Vec::new();
+    for _ in 0..100 {
+        details = server
+            .audit()
+            .await
+            .into_iter()
+            .map(|entry| entry.detail)
+            .collect();
+        if details == ["recent"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        details,
+        ["recent"],
+        "the old line is gone, the recent one kept"
+    );
+    server.stop().await;
+}
