@@ -16,11 +16,16 @@
 //! hosts = ["ums.example.com", "192.0.2.10"]
 //! # How long device certificates last, in days. Default: 365.
 //! certificate_days = 365
-//! # Failed enrollment attempts allowed per source address and per unit ID within the window
-//! # before further attempts get 429. Defaults: 30, 10, 60 seconds.
+//! # Guesses (unknown keys, malformed credentials) allowed per source (an address, or an IPv6 /64)
+//! # and per unit ID within the window before further guesses get 429. Other refusals (a key
+//! # another device used) are not guesses, and a real key is never refused by these limits.
+//! # Defaults: 30, 10, 60 seconds; 1 to 1,000,000 guesses, windows of 1 s to a day.
 //! max_failures_per_source = 30
 //! max_failures_per_unit = 10
 //! failure_window_secs = 60
+//! # Gateways or proxies in front of the server, by address or range: requests from them are
+//! # counted by the client address their X-Forwarded-For names. Default: none.
+//! trusted_proxies = ["10.0.0.5", "192.0.2.0/28"]
 //! # Where keys, devices and the audit log live. Default: "sqlite", the file ums-stub.db in the
 //! # data directory. (A PostgreSQL URL, for several servers sharing one database, comes later.)
 //! database = "sqlite"
@@ -57,6 +62,7 @@ struct RawConfig {
     failure_window_secs: Option<u64>,
     database: Option<String>,
     audit_retention_days: Option<i64>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Which database backend holds the store.
@@ -97,6 +103,8 @@ pub struct Settings {
     pub rate_limits: crate::rate_limit::Limits,
     /// Which database holds keys, devices and the audit log.
     pub database: Database,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long audit lines are kept.
     pub audit_retention: time::Duration,
     /// The lifetime and renewal of the server's own TLS certificate (not in the config file: the
@@ -145,19 +153,47 @@ impl Settings {
             bail!("config file {shown}: certificate_days must be from 1 to 3650");
         }
         let defaults = crate::rate_limit::Limits::default();
-        let rate_limits = crate::rate_limit::Limits {
-            per_source: raw
-                .max_failures_per_source
-                .unwrap_or(defaults.per_source)
-                .max(1),
-            per_unit: raw
-                .max_failures_per_unit
-                .unwrap_or(defaults.per_unit)
-                .max(1),
-            window: raw
-                .failure_window_secs
-                .map_or(defaults.window, std::time::Duration::from_secs),
+        let guesses = |name: &str, value: Option<u32>, default: u32| {
+            let value = value.unwrap_or(default);
+            if (1..=1_000_000).contains(&value) {
+                Ok(value)
+            } else {
+                Err(anyhow::anyhow!(
+                    "config file {shown}: {name} must be from 1 to 1000000"
+                ))
+            }
         };
+        let window = raw.failure_window_secs.unwrap_or(defaults.window.as_secs());
+        if !(1..=86_400).contains(&window) {
+            bail!("config file {shown}: failure_window_secs must be from 1 to 86400");
+        }
+        let rate_limits = crate::rate_limit::Limits {
+            per_source: guesses(
+                "max_failures_per_source",
+                raw.max_failures_per_source,
+                defaults.per_source,
+            )?,
+            per_unit: guesses(
+                "max_failures_per_unit",
+                raw.max_failures_per_unit,
+                defaults.per_unit,
+            )?,
+            window: std::time::Duration::from_secs(window),
+        };
+        let trusted_proxies = raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "config file {shown}: trusted_proxies: {text:?} is not an address or a range (10.0.0.0/8)"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let database = match &raw.database {
             Some(text) => {
                 Database::parse(text).with_context(|| format!("config file {shown}: database"))?
@@ -183,6 +219,7 @@ impl Settings {
             database,
             tls_leaf: crate::tls::LeafPolicy::default(),
             audit_retention: time::Duration::days(retention_days),
+            trusted_proxies,
         })
     }
 
@@ -237,6 +274,42 @@ mod tests {
             Settings::load(dir.path().to_owned(), Some(&dir.path().join("no.toml"))).unwrap_err()
         );
         assert!(missing.contains("no.toml"), "{missing}");
+    }
+
+    #[test]
+    fn limits_out_of_range_and_bad_proxies_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("limits.toml");
+        for (text, named) in [
+            ("failure_window_secs = 0", "failure_window_secs"),
+            ("failure_window_secs = 31536000", "failure_window_secs"),
+            ("max_failures_per_source = 0", "max_failures_per_source"),
+            (
+                "max_failures_per_unit = 4000000000",
+                "max_failures_per_unit",
+            ),
+            ("trusted_proxies = [\"gateway\"]", "trusted_proxies"),
+        ] {
+            std::fs::write(&file, format!("{text}\n")).unwrap();
+            let error = format!(
+                "{:#}",
+                Settings::load(dir.path().to_owned(), Some(&file)).unwrap_err()
+            );
+            assert!(
+                error.contains("limits.toml") && error.contains(named),
+                "{text}: {error}"
+            );
+        }
+        std::fs::write(
+            &file,
+            "trusted_proxies = [\"10.0.0.5\", \"192.0.2.0/28\", \"::1\"]\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path().to_owned(), Some(&file)).unwrap();
+        assert_eq!(settings.trusted_proxies.len(), 3);
+        assert!(
+            settings.trusted_proxies[1].contains(&"192.0.2.9".parse::<std::net::IpAddr>().unwrap())
+        );
     }
 
     #[test]

@@ -319,6 +319,50 @@ pub async fn handshake_rate(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Guess limits that never trip, for measuring without them (`fleet-sim --no-limits`).
+pub const NO_LIMITS: ums_stub::rate_limit::Limits = ums_stub::rate_limit::Limits {
+    per_source: u32::MAX,
+    per_unit: u32::MAX,
+    window: Duration::from_secs(60),
+};
+
+/// A server in-process over `dir` on loopback, with `limits`, `count` keys of `kind` (one for a
+/// mass key), and the key source a stick exported from it gives.
+pub async fn own_server(
+    dir: &std::path::Path,
+    kind: KeyKind,
+    count: usize,
+    limits: ums_stub::rate_limit::Limits,
+) -> anyhow::Result<(ums_stub::serve::Running, KeySource)> {
+    let mut settings = ums_stub::config::Settings::load(dir.join("server"), None)?;
+    settings.hosts = vec!["127.0.0.1".to_owned()];
+    settings.rate_limits = limits;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = ums_stub::serve::spawn(settings, listener).await?;
+    let admin = running.shared().stub.keys();
+    let actor = ums_stub::store::Actor::cli();
+    let ids = match kind {
+        KeyKind::OneTime => {
+            admin
+                .create_one_time(count.max(1), "fleet-sim", Box::new(|_| {}), &actor)
+                .await?
+        }
+        KeyKind::MassDeployment => vec![admin.create_mass(None, "fleet-sim", &actor).await?.0],
+        KeyKind::DeviceBound => {
+            anyhow::bail!("--key-type: device-bound keys name units; use one-time or mass")
+        }
+    };
+    let server = onboard_protocol::Server::new("127.0.0.1", running.port())?;
+    let file = admin
+        .export(&ids, vec![server], running.ums_id_fingerprint())
+        .await?;
+    let source = KeySource {
+        ums_id: Pin::Fingerprint(file.ums_id),
+        ..KeySource::from_key_file("the simulator's server", &file)
+    };
+    Ok((running, source))
+}
+
 #[cfg(test)]
 mod tests {
     use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, Server};

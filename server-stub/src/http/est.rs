@@ -1,6 +1,7 @@
 //! EST (RFC 7030) for devices: the UMS ID chain, enrollment with a first-authentication key, and
 //! renewal over mutual TLS.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,19 +98,15 @@ async fn simpleenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
-    let source = peer.addr.ip();
+    let source = peer.client(&headers, &shared.stub.settings.trusted_proxies);
     let mut unit_seen: Option<UnitId> = None;
-    let result = enroll(&shared, &peer, &headers, &body, &mut unit_seen).await;
+    let result = enroll(&shared, source, &headers, &body, &mut unit_seen).await;
     let response = match result {
         Ok(response) => return response,
         Err(error) => error,
     };
     if let ApiError::Problem { problem, .. } = &response {
         let unit = unit_seen.as_ref().map(UnitId::as_str);
-        if problem.code != ProblemCode::RateLimited {
-            shared.limiter.failed(source, unit, started);
-        }
         // Malformed requests are refused before the store is asked; they still belong in the audit
         // log. Rate-limited ones do not: a flood of them must not turn into a flood of writes.
         if problem.code == ProblemCode::BadRequest {
@@ -130,39 +127,57 @@ async fn simpleenroll(
     response.into_response()
 }
 
+/// The refusal of a guess from a source or unit ID that has used up its guesses.
+fn limited(wait: std::time::Duration) -> ApiError {
+    ApiError::Problem {
+        problem: Problem::new(ProblemCode::RateLimited)
+            .with_detail("too many unknown keys or malformed requests; retry later"),
+        retry_after: Some(wait),
+    }
+}
+
+/// Enrolls one device. Guesses (malformed credentials, unknown keys) are counted; once the source
+/// or the unit ID has used up its guesses, a guess is answered `rate_limited` before anything is
+/// written, while a real key goes through whatever others did (see [`crate::rate_limit`]).
 async fn enroll(
     shared: &Arc<Shared>,
-    peer: &Peer,
+    source: IpAddr,
     headers: &HeaderMap,
     body: &[u8],
     unit_seen: &mut Option<UnitId>,
 ) -> Result<Response, ApiError> {
-    let source = peer.addr.ip();
-    let limited = |wait| ApiError::Problem {
-        problem: Problem::new(ProblemCode::RateLimited)
-            .with_detail("too many failed attempts; retry later"),
-        retry_after: Some(wait),
+    let limiter = &shared.limiter;
+    let (unit_id, key) = match basic_credentials(headers) {
+        Ok(credentials) => credentials,
+        Err(malformed) => {
+            let blocked = limiter.blocked_for(source, None, Instant::now());
+            limiter.guessed(source, None, Instant::now());
+            return Err(blocked.map_or(malformed, limited));
+        }
     };
-    if let Some(wait) = shared.limiter.blocked_for(source, None, Instant::now()) {
-        return Err(limited(wait));
-    }
-    let (unit_id, key) = basic_credentials(headers)?;
     *unit_seen = Some(unit_id.clone());
-    if let Some(wait) = shared
-        .limiter
-        .blocked_for(source, Some(unit_id.as_str()), Instant::now())
-    {
-        return Err(limited(wait));
-    }
+    let unit = Some(unit_id.as_str());
     let request = csr_from_body(body)?;
-    let Some(key) = key else {
-        return Err(ApiError::code(
+    let unknown = || {
+        ApiError::code(
             ProblemCode::KeyUnknown,
             refusal_detail(ProblemCode::KeyUnknown),
-        ));
+        )
+    };
+    let Some(key) = key else {
+        // A value no key can have: a guess like any unknown key.
+        let blocked = limiter.blocked_for(source, unit, Instant::now());
+        limiter.guessed(source, unit, Instant::now());
+        return Err(blocked.map_or_else(unknown, limited));
     };
     let lookup = shared.stub.vault.lookup(&key);
     drop(key);
+    if let Some(wait) = limiter.blocked_for(source, unit, Instant::now())
+        && !shared.stub.store.knows_key(&lookup).await?
+    {
+        limiter.guessed(source, unit, Instant::now());
+        return Err(limited(wait));
+    }
     let attempt = EnrollAttempt {
         unit_id: unit_id.clone(),
         lookup,
@@ -171,16 +186,22 @@ async fn enroll(
     };
     let signer = shared.clone();
     let days = shared.certificate_days;
+    let subject = unit_id.clone();
     let issue: IssueOnce = Box::new(move || {
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
-        authority.device_certificate(unit_id.as_str(), &request, days)
+        authority.device_certificate(subject.as_str(), &request, days)
     });
     match shared.stub.store.enroll(attempt, issue).await? {
         EnrollOutcome::Issued { device, repeated } => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");
             Ok(pkcs7_response(&[&device.certificate]))
         }
-        EnrollOutcome::Refused(code) => Err(ApiError::code(code, refusal_detail(code))),
+        EnrollOutcome::Refused(code) => {
+            if code == ProblemCode::KeyUnknown {
+                limiter.guessed(source, unit, Instant::now());
+            }
+            Err(ApiError::code(code, refusal_detail(code)))
+        }
     }
 }
 

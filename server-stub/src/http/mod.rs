@@ -12,12 +12,12 @@
 pub mod device;
 pub mod est;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use onboard_protocol::{Problem, ProblemCode};
 
@@ -47,10 +47,44 @@ pub struct Shared {
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    /// The client's address.
+    /// The address of the connection's other end (a device, or a gateway in front of it).
     pub addr: SocketAddr,
     /// The client certificate it presented, already verified against the UMS ID by TLS.
     pub client_certificate: Option<Vec<u8>>,
+}
+
+impl Peer {
+    /// The client's address: the connection's other end, unless that is a trusted proxy, in which
+    /// case the address its `X-Forwarded-For` names (the last one not itself a trusted proxy).
+    /// Without a usable header, the proxy's own address.
+    pub fn client(&self, headers: &HeaderMap, trusted_proxies: &[ipnet::IpNet]) -> IpAddr {
+        client_address(self.addr.ip(), headers, trusted_proxies)
+    }
+}
+
+/// See [`Peer::client`].
+fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    // Each proxy appends the address it received from; the right-most entries are the nearest.
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for entry in forwarded.iter().rev() {
+        match entry.parse::<IpAddr>() {
+            Ok(address) if is_trusted(&address) => continue,
+            Ok(address) => return address,
+            // Junk in the chain: stop trusting it there.
+            Err(_) => return peer,
+        }
+    }
+    peer
 }
 
 /// A refusal or failure, turned into a response in one place.

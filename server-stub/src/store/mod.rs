@@ -403,6 +403,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes keys: all of them, or none if any ID is unknown.
     async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError>;
 
+    /// Whether some key has this look-up digest: a read that writes nothing, for telling a real
+    /// key from a guess before deciding to spend a write on it.
+    async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError>;
+
     /// Decides an enrollment attempt through [`crate::claim::decide`] and applies the decision
     /// in one transaction with the certificate `issue` signs. Exactly once: a one-time key is
     /// consumed by one device however many attempts race, and a retry by the same unit ID with the

@@ -21,6 +21,7 @@ use super::{
     KeyFilter, MakeKey, Missing, PageRequest, Progress, Store, StoreError, StoredKey,
 };
 use crate::claim::{self, Decision};
+use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -1057,6 +1058,21 @@ impl Store for SqliteStore {
                     .map(drop)
                     .map_err(|e| inner.db(e))
             })
+        })
+        .await
+    }
+
+    async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError> {
+        let lookup = *lookup;
+        self.call(move |inner| {
+            inner
+                .lock()
+                .prepare_cached("SELECT 1 FROM keys WHERE lookup = ?1")
+                .map_err(|e| inner.db(e))?
+                .query_row([&lookup[..]], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
+                .map_err(|e| inner.db(e))
         })
         .await
     }

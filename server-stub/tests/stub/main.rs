@@ -8,6 +8,8 @@
 //!   directory; nothing readable in a copy of the database.
 //! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
+//! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
+//!   one address's flood does not slow another, trusted proxies.
 //! - `inventory`: the inventory report over mutual TLS, its refusals, and `devices list`.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
@@ -16,6 +18,7 @@ mod est;
 mod help;
 mod inventory;
 mod keys;
+mod limits;
 mod server;
 mod system;
 mod ums_id;

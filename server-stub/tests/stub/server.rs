@@ -87,6 +87,30 @@ impl TestServer {
     }
 
     /// A client that trusts the UMS ID, optionally presenting a client certificate.
+    /// A client without a certificate whose connections come from `local` (127.0.0.2 and the
+    /// like: other hosts on loopback), for [`TestServer::ip_url`].
+    pub(crate) fn client_from(&self, local: std::net::IpAddr) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ums_id_der.clone()))
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .local_address(local)
+            .build()
+            .unwrap()
+    }
+
+    /// The URL of `path` by the server's IPv4 loopback address (for clients bound to one).
+    pub(crate) fn ip_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
     pub(crate) fn client(&self, identity: Option<(&[u8], &KeyPair)>) -> reqwest::Client {
         let mut roots = rustls::RootCertStore::empty();
         roots

@@ -9,10 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 use onboard_agent::enroll::KeySource;
 use onboard_agent::lifecycle::BackoffPolicy;
-use onboard_agent::pin::Pin;
 use onboard_protocol::{KeyFile, KeyKind, Limits, Server};
 use onboard_tests::fleet::{self, FleetConfig, Summary};
-use ums_stub::store::{Actor, PageRequest};
+use ums_stub::store::PageRequest;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -65,6 +64,10 @@ struct Cli {
     /// Bare TLS handshakes to measure the ceiling with (0: skip) [default: min(devices, 2000)].
     #[arg(long)]
     handshakes: Option<usize>,
+    /// Turn the server's guess limits off (its own server only). By default it has the limits an
+    /// administrator gets, which a fleet sharing a stick never reaches: only unknown keys count.
+    #[arg(long, conflicts_with = "key_file")]
+    no_limits: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -138,13 +141,24 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
                 .key_type
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--key-type: expected one-time or mass"))?;
+            let limits = if cli.no_limits {
+                fleet::NO_LIMITS
+            } else {
+                ums_stub::rate_limit::Limits::default()
+            };
             let (running, source) =
-                start_server(temp.path(), kind, cli.keys.unwrap_or(cli.devices)).await?;
+                fleet::own_server(temp.path(), kind, cli.keys.unwrap_or(cli.devices), limits)
+                    .await?;
             eprintln!(
-                "fleet-sim: started a server on {} (UMS ID {}) with {} {kind} key(s)",
+                "fleet-sim: started a server on {} (UMS ID {}) with {} {kind} key(s), guess limits {}",
                 running.addr(),
                 running.ums_id_fingerprint().short(),
-                source.keys.len()
+                source.keys.len(),
+                if cli.no_limits {
+                    "off"
+                } else {
+                    "at their defaults"
+                }
             );
             own_server = Some(running);
             source
@@ -250,44 +264,4 @@ async fn server_key_uses(running: &ums_stub::serve::Running) -> anyhow::Result<(
         .count();
     let used: u64 = keys.iter().map(|key| key.usage_count).sum();
     Ok((used, one_time_over_once))
-}
-
-/// A server in-process over `dir`, with `count` keys of `kind`, and the key file for them.
-async fn start_server(
-    dir: &std::path::Path,
-    kind: KeyKind,
-    count: usize,
-) -> anyhow::Result<(ums_stub::serve::Running, KeySource)> {
-    let mut settings = ums_stub::config::Settings::load(dir.join("server"), None)?;
-    settings.hosts = vec!["127.0.0.1".to_owned()];
-    // A fleet behind one address is many devices, not an attacker.
-    settings.rate_limits = ums_stub::rate_limit::Limits {
-        per_source: u32::MAX,
-        per_unit: u32::MAX,
-        window: Duration::from_secs(60),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let running = ums_stub::serve::spawn(settings, listener).await?;
-    let admin = running.shared().stub.keys();
-    let actor = Actor::cli();
-    let ids = match kind {
-        KeyKind::OneTime => {
-            admin
-                .create_one_time(count.max(1), "fleet-sim", Box::new(|_| {}), &actor)
-                .await?
-        }
-        KeyKind::MassDeployment => vec![admin.create_mass(None, "fleet-sim", &actor).await?.0],
-        KeyKind::DeviceBound => {
-            anyhow::bail!("--key-type: device-bound keys name units; use one-time or mass")
-        }
-    };
-    let server = Server::new("127.0.0.1", running.port())?;
-    let file = admin
-        .export(&ids, vec![server], running.ums_id_fingerprint())
-        .await?;
-    let source = KeySource {
-        ums_id: Pin::Fingerprint(file.ums_id),
-        ..KeySource::from_key_file("the simulator's server", &file)
-    };
-    Ok((running, source))
 }

@@ -5,11 +5,13 @@
 //! - `fleet`: 200 devices share a stick of 200 one-time keys; 150 devices share 100.
 //! - `restart`: the server killed and restarted in the middle of a fleet; an agent killed and
 //!   restarted in the middle of enrolling.
+//! - `limits`: 500 devices behind one address with the default guess limits (in-process fleet).
 //! - `mitm`: a TLS server with another UMS ID on the server's address never sees a key.
 //! - `util`: the server as a process, keys through its command line, agents in parallel.
 
 mod demo;
 mod fleet;
+mod limits;
 mod mitm;
 mod restart;
 mod util;

@@ -1,0 +1,216 @@
+//! Guess limits with the defaults an administrator gets: only guesses count, a real key always goes
+//! through, one guessing address does not slow another, and gateways are seen through.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use onboard_protocol::routes;
+use reqwest::StatusCode;
+use ums_stub::rate_limit::Limits;
+use ums_stub::store::Actor;
+
+use crate::server::{Answer, Device, TestServer, read_answer};
+
+/// Creates `count` one-time keys; their values.
+async fn one_time_keys(server: &TestServer, count: usize) -> Vec<String> {
+    let admin = server.shared.stub.keys();
+    let ids = admin
+        .create_one_time(count, "", Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    let mut values = Vec::with_capacity(count);
+    for id in ids {
+        values.push(admin.get(id, true).await.unwrap().key);
+    }
+    values
+}
+
+/// Enrolls `device` with `key` through `client`, by the server's IPv4 address, with extra headers.
+async fn enroll_at(
+    client: &reqwest::Client,
+    server: &TestServer,
+    device: &Device,
+    key: &str,
+    forwarded_for: Option<&str>,
+) -> Answer {
+    let mut request = client
+        .post(server.ip_url(routes::EST_SIMPLEENROLL))
+        .basic_auth(&device.unit_id, Some(key))
+        .header("content-type", "application/pkcs10")
+        .body(device.csr_base64.clone());
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    read_answer(request.send().await.unwrap()).await
+}
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
+}
+
+#[tokio::test]
+async fn refusals_of_real_keys_never_count_as_guesses() {
+    let defaults = Limits::default();
+    let server = TestServer::start(defaults).await;
+    let client = server.client_from(loopback(1));
+    // Far more key_used refusals from one address and one unit ID than either budget: devices
+    // sharing a stick meet them all the time.
+    let keys = one_time_keys(&server, 60).await;
+    for (n, key) in keys.iter().enumerate().take(50) {
+        let answer = enroll_at(&client, &server, &Device::numbered(n), key, None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let latecomer = Device::numbered(999);
+    for key in keys.iter().take(50) {
+        let answer = enroll_at(&client, &server, &latecomer, key, None).await;
+        assert_eq!(answer.code(), "key_used");
+    }
+    assert!(50 > defaults.per_source && 50 > defaults.per_unit);
+    // None of them counted: a guess from the same address and unit ID is still answered plainly.
+    let answer = enroll_at(&client, &server, &latecomer, "12345678901234567", None).await;
+    assert_eq!(answer.code(), "key_unknown");
+    let answer = enroll_at(&client, &server, &latecomer, &keys[50], None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.problem);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_random_keys_from_one_address_are_refused_while_another_enrolls() {
+    const GUESSES: usize = 10_000;
+    const AT_ONCE: usize = 16;
+    let server = std::sync::Arc::new(TestServer::start(Limits::default()).await);
+    let [key]: [String; 1] = one_time_keys(&server, 1).await.try_into().unwrap();
+    // 16 guessers on 127.0.0.2, each sending its share of 10,000 random keys one after another.
+    let guesser = server.client_from(loopback(2));
+    let mut flood = tokio::task::JoinSet::new();
+    for lane in 0..AT_ONCE {
+        let (guesser, server) = (guesser.clone(), server.clone());
+        flood.spawn(async move {
+            let mut answers = Vec::new();
+            for n in (lane..GUESSES).step_by(AT_ONCE) {
+                // A unit ID of its own each time, so the address's budget is the one that holds.
+                let device = Device::numbered(100_000 + n);
+                let key = format!("{:017}", 10_000_000_000 + n as u64);
+                let answer = enroll_at(&guesser, &server, &device, &key, None).await;
+                answers.push((Instant::now(), answer.code().to_owned()));
+            }
+            answers
+        });
+    }
+    // Meanwhile a device on 127.0.0.1 enrolls at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let device = Device::numbered(1);
+    let answer = enroll_at(
+        &server.client_from(loopback(1)),
+        &server,
+        &device,
+        &key,
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.problem);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    let mut answers = Vec::new();
+    while let Some(lane) = flood.join_next().await {
+        answers.extend(lane.unwrap());
+    }
+    answers.sort_by_key(|(at, _)| *at);
+    let count = |code: &str| answers.iter().filter(|(_, c)| c == code).count();
+    let budget = Limits::default().per_source as usize;
+    // Guesses in flight together are checked before any of them is counted: the budget may be
+    // overshot by as many as were in flight, never more.
+    let unknown = count("key_unknown");
+    assert!((budget..=budget + AT_ONCE).contains(&unknown), "{unknown}");
+    assert_eq!(count("rate_limited"), GUESSES - unknown);
+    // 429 soon: every answer after the first few dozen is a 429.
+    let first_limited = answers
+        .iter()
+        .position(|(_, code)| code == "rate_limited")
+        .unwrap();
+    assert!(first_limited <= budget + AT_ONCE, "{first_limited}");
+    // The limited guesses wrote nothing: the audit log holds the budget's refusals and the
+    // enrollment.
+    let enrolls = server
+        .audit()
+        .await
+        .into_iter()
+        .filter(|entry| entry.event == "enroll")
+        .count();
+    assert_eq!(enrolls, unknown + 1);
+}
+
+#[tokio::test]
+async fn a_real_key_goes_through_an_address_whose_guesses_are_used_up() {
+    let server = TestServer::start(Limits::default()).await;
+    let keys = one_time_keys(&server, 1).await;
+    let client = server.client_from(loopback(3));
+    // Someone behind the same address (a site's NAT) sends junk until it is limited.
+    for n in 0.. {
+        let stranger = Device::numbered(1_000 + n);
+        let answer = enroll_at(&client, &server, &stranger, "99999999999999999", None).await;
+        if answer.code() == "rate_limited" {
+            break;
+        }
+        assert_eq!(answer.code(), "key_unknown");
+    }
+    // A device behind it with a real key enrolls; its guesses would be limited.
+    let device = Device::numbered(51);
+    let answer = enroll_at(&client, &server, &device, "88888888888888888", None).await;
+    assert_eq!(answer.code(), "rate_limited");
+    let answer = enroll_at(&client, &server, &device, &keys[0], None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.problem);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_address_has_its_own_budget() {
+    let server = TestServer::start_with(|settings| {
+        settings.rate_limits = Limits {
+            per_source: 3,
+            per_unit: 1_000,
+            window: Duration::from_secs(60),
+        };
+        settings.trusted_proxies = vec!["127.0.0.4/32".parse().unwrap()];
+    })
+    .await;
+    let gateway = server.client_from(loopback(4));
+    let device = Device::numbered(60);
+    let guess = |client, forwarded| {
+        let (server, device) = (&server, &device);
+        async move {
+            enroll_at(client, server, device, "77777777777777777", forwarded)
+                .await
+                .code()
+                .to_owned()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(guess(&gateway, Some("198.51.100.1")).await, "key_unknown");
+    }
+    assert_eq!(guess(&gateway, Some("198.51.100.1")).await, "rate_limited");
+    // Another client behind the same gateway is not limited, nor the gateway's own address.
+    assert_eq!(guess(&gateway, Some("198.51.100.2")).await, "key_unknown");
+    assert_eq!(guess(&gateway, None).await, "key_unknown");
+    // From an address that is not a trusted proxy, the header is ignored: it counts as itself.
+    let other = server.client_from(loopback(5));
+    for _ in 0..3 {
+        assert_eq!(guess(&other, Some("198.51.100.3")).await, "key_unknown");
+    }
+    assert_eq!(guess(&other, Some("198.51.100.9")).await, "rate_limited");
+    // The audit log names the client, not the gateway.
+    let sources: std::collections::BTreeSet<String> = server
+        .audit()
+        .await
+        .into_iter()
+        .map(|entry| entry.source)
+        .collect();
+    assert!(
+        sources.contains("198.51.100.1") && sources.contains("127.0.0.5"),
+        "{sources:?}"
+    );
+    assert!(!sources.contains("198.51.100.3"), "{sources:?}");
+    server.stop().await;
+}
