@@ -99,7 +99,10 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::load(dir.path().join("data"), None).unwrap();
+        let mut settings = Settings::load(dir.path().join("data"), None).unwrap();
+        // 256 devices on one loopback address: no per-source connection caps.
+        settings.connections.per_source = usize::MAX;
+        settings.connections.handshakes_per_source = usize::MAX;
         let stub = Stub::open(settings.clone()).await.unwrap();
         let devices = per_run * levels.len();
         let admin = stub.keys();

@@ -26,6 +26,10 @@
 //! # Gateways or proxies in front of the server, by address or range: requests from them are
 //! # counted by the client address their X-Forwarded-For names. Default: none.
 //! trusted_proxies = ["10.0.0.5", "192.0.2.0/28"]
+//! # Connections one source may hold open (more are closed), and TLS handshakes it may have in
+//! # progress (more wait); trusted proxies are held only to the total. Defaults: 256, 64.
+//! max_connections_per_source = 256
+//! max_handshakes_per_source = 64
 //! # Where keys, devices and the audit log live. Default: "sqlite", the file ums-stub.db in the
 //! # data directory. (A PostgreSQL URL, for several servers sharing one database, comes later.)
 //! database = "sqlite"
@@ -63,6 +67,8 @@ struct RawConfig {
     database: Option<String>,
     audit_retention_days: Option<i64>,
     trusted_proxies: Option<Vec<String>>,
+    max_connections_per_source: Option<usize>,
+    max_handshakes_per_source: Option<usize>,
 }
 
 /// Which database backend holds the store.
@@ -107,6 +113,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How long audit lines are kept.
     pub audit_retention: time::Duration,
+    /// Caps on open connections and handshakes.
+    pub connections: crate::connections::ConnectionLimits,
     /// The lifetime and renewal of the server's own TLS certificate (not in the config file: the
     /// defaults, a year renewed 30 days early and checked hourly, suit every server; tests shorten
     /// them).
@@ -200,6 +208,30 @@ impl Settings {
             }
             None => Database::Sqlite,
         };
+        let connection_defaults = crate::connections::ConnectionLimits::default();
+        let cap = |name: &str, value: Option<usize>, default: usize| {
+            let value = value.unwrap_or(default);
+            if (1..=65_536).contains(&value) {
+                Ok(value)
+            } else {
+                Err(anyhow::anyhow!(
+                    "config file {shown}: {name} must be from 1 to 65536"
+                ))
+            }
+        };
+        let connections = crate::connections::ConnectionLimits {
+            total: connection_defaults.total,
+            per_source: cap(
+                "max_connections_per_source",
+                raw.max_connections_per_source,
+                connection_defaults.per_source,
+            )?,
+            handshakes_per_source: cap(
+                "max_handshakes_per_source",
+                raw.max_handshakes_per_source,
+                connection_defaults.handshakes_per_source,
+            )?,
+        };
         let retention_days = raw.audit_retention_days.unwrap_or(180);
         if !(1..=36_500).contains(&retention_days) {
             bail!("config file {shown}: audit_retention_days must be from 1 to 36500");
@@ -220,6 +252,7 @@ impl Settings {
             tls_leaf: crate::tls::LeafPolicy::default(),
             audit_retention: time::Duration::days(retention_days),
             trusted_proxies,
+            connections,
         })
     }
 
@@ -289,6 +322,14 @@ mod tests {
                 "max_failures_per_unit",
             ),
             ("trusted_proxies = [\"gateway\"]", "trusted_proxies"),
+            (
+                "max_connections_per_source = 0",
+                "max_connections_per_source",
+            ),
+            (
+                "max_handshakes_per_source = 70000",
+                "max_handshakes_per_source",
+            ),
         ] {
             std::fs::write(&file, format!("{text}\n")).unwrap();
             let error = format!(

@@ -19,6 +19,7 @@
 //!   become HTTP answers.
 //! - [`rate_limit`]: failed-attempt limits per source and unit ID.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
+//! - [`connections`]: caps on connections in all and per source, and the open-files limit.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
@@ -27,6 +28,7 @@ pub mod ca;
 pub mod claim;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod devices;
 pub mod files;
 pub mod http;

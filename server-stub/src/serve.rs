@@ -35,6 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 use crate::config::Settings;
+use crate::connections::Sources;
 use crate::http::{Peer, Shared, router};
 use crate::rate_limit::RateLimiter;
 use crate::stub::Stub;
@@ -44,7 +45,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_CONNECTIONS: usize = 4096;
+/// The most bytes of request head hyper buffers, and the most header lines.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
 
 /// Serves HTTPS on `listener` until `shutdown` completes, renewing the TLS leaf before it expires.
 pub async fn run(
@@ -56,9 +59,12 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(tls.config.clone());
     let renewal = tokio::spawn(renew_leaf(shared.clone(), tls));
     let pruning = tokio::spawn(prune_audit(shared.clone()));
+    let limits = shared.stub.settings.connections;
+    let sources = Sources::new(limits, shared.stub.settings.trusted_proxies.clone());
+    let total = limits.total_within(crate::connections::file_limit());
     let app = router(shared);
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(total));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -77,13 +83,28 @@ pub async fn run(
                 }
             },
         };
+        // Over its source's caps, a connection is closed before any TLS work.
+        let admitted = match sources.admit(addr.ip()) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                tracing::debug!(%addr, ?refused, "connection closed: the source is at its cap");
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            // The time-out covers the wait for a handshake slot and the handshake.
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                let _slot = admitted.handshake_slot().await;
+                acceptor.accept(tcp).await
+            })
+            .await;
+            let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%addr, "TLS handshake failed: {error}");
@@ -113,10 +134,13 @@ pub async fn run(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%addr, "connection ended: {error}");
             }
+            drop(admitted);
         });
     }
     drop(listener);

@@ -319,12 +319,14 @@ pub async fn handshake_rate(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Guess limits that never trip, for measuring without them (`fleet-sim --no-limits`).
-pub const NO_LIMITS: ums_stub::rate_limit::Limits = ums_stub::rate_limit::Limits {
-    per_source: u32::MAX,
-    per_unit: u32::MAX,
-    window: Duration::from_secs(60),
-};
+/// The limits of the simulator's own server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerLimits {
+    /// The guess limits and connection caps an administrator gets.
+    Defaults,
+    /// None that a fleet on loopback could reach (`fleet-sim --no-limits`).
+    Off,
+}
 
 /// A server in-process over `dir` on loopback, with `limits`, `count` keys of `kind` (one for a
 /// mass key), and the key source a stick exported from it gives.
@@ -332,11 +334,19 @@ pub async fn own_server(
     dir: &std::path::Path,
     kind: KeyKind,
     count: usize,
-    limits: ums_stub::rate_limit::Limits,
+    limits: ServerLimits,
 ) -> anyhow::Result<(ums_stub::serve::Running, KeySource)> {
     let mut settings = ums_stub::config::Settings::load(dir.join("server"), None)?;
     settings.hosts = vec!["127.0.0.1".to_owned()];
-    settings.rate_limits = limits;
+    if limits == ServerLimits::Off {
+        settings.rate_limits = ums_stub::rate_limit::Limits {
+            per_source: u32::MAX,
+            per_unit: u32::MAX,
+            window: Duration::from_secs(60),
+        };
+        settings.connections.per_source = usize::MAX;
+        settings.connections.handshakes_per_source = usize::MAX;
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = ums_stub::serve::spawn(settings, listener).await?;
     let admin = running.shared().stub.keys();

@@ -94,6 +94,8 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: the journal and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     match run(cli) {
@@ -137,6 +139,9 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         settings.hosts = args.hosts;
     }
     let listen = settings.listen;
+    // Every connection is a file descriptor: take what the hard limit allows, and cap connections
+    // below whatever that is.
+    let files = crate::connections::raise_file_limit();
     let (shared, tls) = crate::serve::prepare(settings).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -146,6 +151,8 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         listen = %bound,
         hosts = ?shared.stub.settings.hosts,
         ums_id = %shared.stub.ums_id.fingerprint().short(),
+        open_files = files,
+        connections = shared.stub.settings.connections.total_within(files),
         "serving EST enrollment"
     );
     // Printed for scripts and tests that listen on port 0.

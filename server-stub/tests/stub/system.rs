@@ -452,6 +452,7 @@ fn the_systemd_unit_verifies() {
         "StateDirectory=ums-stub",
         "DynamicUser=yes",
         "ExecStart=/usr/local/bin/ums-stub",
+        "LimitNOFILE=65536",
     ] {
         assert!(unit.contains(line), "the unit lacks {line}");
     }

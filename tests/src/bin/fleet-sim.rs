@@ -64,8 +64,9 @@ struct Cli {
     /// Bare TLS handshakes to measure the ceiling with (0: skip) [default: min(devices, 2000)].
     #[arg(long)]
     handshakes: Option<usize>,
-    /// Turn the server's guess limits off (its own server only). By default it has the limits an
-    /// administrator gets, which a fleet sharing a stick never reaches: only unknown keys count.
+    /// Turn the server's guess limits and per-source connection caps off (its own server only). By
+    /// default it has those an administrator gets: a fleet sharing a stick makes no guesses, and
+    /// stays within the caps at a concurrency of 64 or less.
     #[arg(long, conflicts_with = "key_file")]
     no_limits: bool,
     /// Print the summary as JSON.
@@ -142,9 +143,9 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--key-type: expected one-time or mass"))?;
             let limits = if cli.no_limits {
-                fleet::NO_LIMITS
+                fleet::ServerLimits::Off
             } else {
-                ums_stub::rate_limit::Limits::default()
+                fleet::ServerLimits::Defaults
             };
             let (running, source) =
                 fleet::own_server(temp.path(), kind, cli.keys.unwrap_or(cli.devices), limits)

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use onboard_agent::lifecycle::BackoffPolicy;
 use onboard_protocol::KeyKind;
-use onboard_tests::fleet::{self, FleetConfig, NO_LIMITS, Summary};
-use ums_stub::rate_limit::Limits;
+use onboard_tests::fleet::{self, FleetConfig, ServerLimits, Summary};
 
 const DEVICES: usize = 500;
 
 /// Runs the fleet against a server of its own with `limits`; what it did.
-async fn rollout(limits: Limits) -> Summary {
+async fn rollout(limits: ServerLimits) -> Summary {
     let dir = tempfile::tempdir().unwrap();
     let (running, source) = fleet::own_server(dir.path(), KeyKind::OneTime, DEVICES, limits)
         .await
@@ -38,8 +37,8 @@ async fn rollout(limits: Limits) -> Summary {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_devices_behind_one_address_enroll_with_the_default_limits() {
-    let off = rollout(NO_LIMITS).await;
-    let defaults = rollout(Limits::default()).await;
+    let off = rollout(ServerLimits::Off).await;
+    let defaults = rollout(ServerLimits::Defaults).await;
     for summary in [&off, &defaults] {
         assert_eq!(summary.enrolled, DEVICES, "{summary:?}");
         assert!(summary.keys_used_twice.is_empty());
