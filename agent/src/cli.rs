@@ -462,13 +462,12 @@ fn key_sources(settings: &Settings, path: Option<&Path>) -> anyhow::Result<Vec<K
             (discovery.key_files, discovery.problems)
         }
         Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let file = onboard_protocol::KeyFile::parse(&bytes, &limits)
-                .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+            // The same checks as a file on a stick: a regular file, no link, bounded size.
+            let found = crate::discovery::read_key_file(path, None, &limits)
+                .map_err(|problem| anyhow::anyhow!("{problem}"))?;
             return Ok(vec![KeySource::from_key_file(
                 path.display().to_string(),
-                &file,
+                &found.key_file,
             )]);
         }
         None => {
@@ -609,6 +608,9 @@ fn reset(settings: &Settings, args: &ResetArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let _lock = state::lock(&settings.state_dir)?;
+    let unit_id = state::AgentState::load(&settings.state_dir)
+        .ok()
+        .and_then(|state| state.unit_id);
     let removed = state::remove_enrollment(&settings.state_dir)?;
     if removed.is_empty() {
         println!("nothing to reset in {}", settings.state_dir.display());
@@ -618,6 +620,16 @@ fn reset(settings: &Settings, args: &ResetArgs) -> anyhow::Result<ExitCode> {
             removed.join(", "),
             settings.state_dir.display()
         );
+        if removed.contains(&state::DEVICE_KEY_FILE) {
+            // A server that enrolled this key pair answers unit_id_conflict to a new one until
+            // the record is gone.
+            let unit = unit_id.map_or_else(|| "UNIT_ID".to_owned(), |unit| unit.to_string());
+            println!(
+                "if a server enrolled this device, it still holds it with the old key pair: before \
+                 the device can enroll again, an administrator must run `ums-stub devices delete \
+                 {unit}` on that server"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -71,7 +71,23 @@ pub enum FileProblem {
     /// Not a key file, or a malformed one (the message names the line and column).
     #[error(transparent)]
     KeyFile(KeyFileError),
+    /// More candidate files than are read from one stick.
+    #[error(
+        "{found} files that may be key files; only the first {MAX_CANDIDATES} (UMS export names \
+         first, then the top of the stick) are read"
+    )]
+    TooManyFiles {
+        /// How many were found.
+        found: usize,
+    },
 }
+
+/// The most files read from one stick as possible key files: a stick full of `.txt` files must
+/// not keep the agent reading.
+pub const MAX_CANDIDATES: usize = 32;
+
+/// The most folders at the top of a stick whose files are listed.
+pub const MAX_FOLDERS: usize = 64;
 
 /// A file or folder skipped, and why.
 #[derive(Debug)]
@@ -180,6 +196,7 @@ pub fn list_candidates(stick: &Path, problems: &mut Vec<Problem>) -> Vec<Candida
     let mut folders = Vec::new();
     list_folder(stick, 0, &mut candidates, Some(&mut folders), problems);
     folders.sort();
+    folders.truncate(MAX_FOLDERS);
     for folder in folders {
         list_folder(&folder, 1, &mut candidates, None, problems);
     }
@@ -191,6 +208,16 @@ pub fn list_candidates(stick: &Path, problems: &mut Vec<Problem>) -> Vec<Candida
             &b.path,
         ))
     });
+    if candidates.len() > MAX_CANDIDATES {
+        problems.push(problem(
+            stick,
+            FileProblem::TooManyFiles {
+                found: candidates.len(),
+            },
+            true,
+        ));
+        candidates.truncate(MAX_CANDIDATES);
+    }
     candidates
 }
 

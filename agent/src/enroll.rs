@@ -62,6 +62,9 @@ pub enum DeviceKeyAlgorithm {
 }
 
 impl DeviceKeyAlgorithm {
+    /// Every algorithm the agent offers: each one the server certifies (a test holds them to it).
+    pub const ALL: [DeviceKeyAlgorithm; 2] = [DeviceKeyAlgorithm::P256, DeviceKeyAlgorithm::P384];
+
     fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
         match self {
             DeviceKeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -100,7 +103,9 @@ impl KeySource {
     pub fn from_key_file(origin: impl Into<String>, file: &KeyFile) -> KeySource {
         KeySource {
             origin: origin.into(),
-            servers: file.servers.clone(),
+            // A pass tries every server in turn: a file naming thousands must not make one pass
+            // last for hours.
+            servers: file.servers.iter().take(MAX_SERVERS).cloned().collect(),
             ums_id: Pin::Fingerprint(file.ums_id),
             keys: file.keys.clone(),
         }
@@ -111,6 +116,9 @@ impl KeySource {
         key_order(&self.keys, unit_id).len()
     }
 }
+
+/// The most servers of one key file a device tries.
+pub const MAX_SERVERS: usize = 16;
 
 /// How one pass ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +193,44 @@ enum Answer {
         detail: String,
         pin_refused: bool,
     },
+}
+
+/// What a refusal means, from its status and problem body: final for the key, final for the
+/// device, or a fault to retry (the server busy, down or out of time: 5xx, 429 and its own 408).
+fn answer_to_refusal(
+    status: StatusCode,
+    problem: Option<&Problem>,
+    retry_after: Option<Duration>,
+) -> Answer {
+    let detail = problem
+        .and_then(|problem| problem.detail.as_deref())
+        .map(clean_detail);
+    match problem.map(|problem| problem.code) {
+        Some(code) if code.is_final_for_key() => Answer::KeyRefused(code),
+        Some(ProblemCode::UnitIdConflict) => Answer::Refused(Failure::UnitIdConflict),
+        Some(ProblemCode::RateLimited) => Answer::Fault {
+            retry_after,
+            detail: "rate limited (429)".to_owned(),
+            pin_refused: false,
+        },
+        Some(ProblemCode::BadRequest) => Answer::Refused(Failure::Rejected {
+            detail: format!("bad_request: {}", detail.unwrap_or_default()),
+        }),
+        // The server's own time-out (408) says nothing about the key: retry it, as a 5xx.
+        _ if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT =>
+        {
+            Answer::Fault {
+                retry_after,
+                detail: format!("HTTP {}", status.as_u16()),
+                pin_refused: false,
+            }
+        }
+        _ => Answer::Refused(Failure::Rejected {
+            detail: format!("HTTP {} is not an EST answer", status.as_u16()),
+        }),
+    }
 }
 
 /// Enrolls one device and speaks for it afterwards.
@@ -284,7 +330,7 @@ impl Enroller {
         let mut refused = 0;
         for index in key_order(&source.keys, &self.unit_id) {
             let digest = Self::digest(state, &pin, source.keys[index].key());
-            if state.is_refused(&digest) {
+            if state.is_refused(&digest, self.clock.now()) {
                 refused += 1;
             } else {
                 fresh.push(index);
@@ -404,7 +450,7 @@ impl Enroller {
                             "key refused; trying the next one"
                         );
                         let digest = Self::digest(state, &pin, entry.key());
-                        state.remember_refusal(digest, code);
+                        state.remember_refusal(digest, code, self.clock.now());
                         state.last_error = Some(format!("{server}: key refused ({code})"));
                         refused += 1;
                         key_refused = true;
@@ -572,32 +618,7 @@ impl Enroller {
             .map(Duration::from_secs);
         let body = response.bytes().await.unwrap_or_default();
         let problem: Option<Problem> = serde_json::from_slice(&body).ok();
-        let detail = problem
-            .as_ref()
-            .and_then(|problem| problem.detail.as_deref())
-            .map(clean_detail);
-        match problem.map(|problem| problem.code) {
-            Some(code) if code.is_final_for_key() => Answer::KeyRefused(code),
-            Some(ProblemCode::UnitIdConflict) => Answer::Refused(Failure::UnitIdConflict),
-            Some(ProblemCode::RateLimited) => Answer::Fault {
-                retry_after,
-                detail: "rate limited (429)".to_owned(),
-                pin_refused: false,
-            },
-            Some(ProblemCode::BadRequest) => Answer::Refused(Failure::Rejected {
-                detail: format!("bad_request: {}", detail.unwrap_or_default()),
-            }),
-            _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-                Answer::Fault {
-                    retry_after,
-                    detail: format!("HTTP {}", status.as_u16()),
-                    pin_refused: false,
-                }
-            }
-            _ => Answer::Refused(Failure::Rejected {
-                detail: format!("HTTP {} is not an EST answer", status.as_u16()),
-            }),
-        }
+        answer_to_refusal(status, problem.as_ref(), retry_after)
     }
 
     /// Checks a certificate the server issued: it names this unit ID, holds `key`'s public key
@@ -913,6 +934,58 @@ fn clean_detail(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_device_key_the_agent_offers_is_one_the_server_certifies() {
+        for algorithm in DeviceKeyAlgorithm::ALL {
+            let enroller = Enroller {
+                key_algorithm: algorithm,
+                ..enroller(None)
+            };
+            let key = KeyPair::generate_for(algorithm.rcgen()).unwrap();
+            let csr = enroller.csr(&key).unwrap();
+            let der = onboard_protocol::est::decode_base64(csr.as_bytes()).unwrap();
+            let request = ums_stub::ca::CertificateRequest::from_der(&der);
+            assert!(request.is_ok(), "{algorithm:?}: {request:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_final_for_the_key_the_device_or_retried() {
+        let kind = |status: u16, code: Option<ProblemCode>| {
+            let problem = code.map(Problem::new);
+            match answer_to_refusal(
+                StatusCode::from_u16(status).unwrap(),
+                problem.as_ref(),
+                None,
+            ) {
+                Answer::Certificate { .. } => "certificate",
+                Answer::KeyRefused(_) => "next key",
+                Answer::Refused(_) => "stop",
+                Answer::Fault { .. } => "retry",
+            }
+        };
+        // status, problem code => what the agent does
+        let table = [
+            (403, Some(ProblemCode::KeyUnknown), "next key"),
+            (403, Some(ProblemCode::KeyInactive), "next key"),
+            (403, Some(ProblemCode::KeyUsed), "next key"),
+            (403, Some(ProblemCode::KeyBoundToOtherDevice), "next key"),
+            (409, Some(ProblemCode::UnitIdConflict), "stop"),
+            (400, Some(ProblemCode::BadRequest), "stop"),
+            (429, Some(ProblemCode::RateLimited), "retry"),
+            (429, None, "retry"),
+            (503, Some(ProblemCode::Unavailable), "retry"),
+            (500, None, "retry"),
+            (502, None, "retry"),
+            (408, None, "retry"),
+            (404, None, "stop"),
+            (401, None, "stop"),
+        ];
+        for (status, code, expected) in table {
+            assert_eq!(kind(status, code), expected, "{status} {code:?}");
+        }
+    }
     use crate::clock::FixedClock;
 
     fn enroller(configured: Option<Pin>) -> Enroller {

@@ -100,6 +100,32 @@ pub struct RefusedKey {
     pub digest: String,
     /// The code it drew.
     pub code: ProblemCode,
+    /// When, on the device clock (Unix seconds); absent in states from before it was kept.
+    #[serde(default)]
+    pub at: Option<i64>,
+}
+
+/// The most refusals remembered; the oldest are forgotten first (and at worst presented once
+/// more).
+pub const MAX_REFUSED_KEYS: usize = 10_000;
+
+/// How long a `key_unknown` refusal is remembered. The other final codes are facts about the key
+/// (used, inactive, bound to another unit) and are remembered for good; an unknown key may be a
+/// server briefly pointed at the wrong database, which must not burn every key on the stick.
+pub const UNKNOWN_KEY_FORGOTTEN_AFTER: time::Duration = time::Duration::hours(1);
+
+/// Whether a refusal with `code`, remembered at `at`, still holds at `now`: the one rule of how
+/// long a refused key is skipped.
+pub fn refusal_holds(code: ProblemCode, at: Option<i64>, now: time::OffsetDateTime) -> bool {
+    if code != ProblemCode::KeyUnknown {
+        return true;
+    }
+    let Some(at) = at else {
+        return false;
+    };
+    let elapsed = now.unix_timestamp() - at;
+    // A clock set back (NTP after a boot in the future) cannot make one last longer.
+    (0..UNKNOWN_KEY_FORGOTTEN_AFTER.whole_seconds()).contains(&elapsed)
 }
 
 impl Default for AgentState {
@@ -227,17 +253,29 @@ impl AgentState {
         hex(&hasher.finalize())
     }
 
-    /// Whether a key with this digest was refused with a final code.
-    pub fn is_refused(&self, digest: &str) -> bool {
+    /// Whether a key with this digest was refused with a final code that still holds at `now`.
+    pub fn is_refused(&self, digest: &str, now: time::OffsetDateTime) -> bool {
         self.refused_keys
             .iter()
-            .any(|refused| refused.digest == digest)
+            .any(|refused| refused.digest == digest && refusal_holds(refused.code, refused.at, now))
     }
 
-    /// Remembers a final refusal.
-    pub fn remember_refusal(&mut self, digest: String, code: ProblemCode) {
-        if !self.is_refused(&digest) {
-            self.refused_keys.push(RefusedKey { digest, code });
+    /// Remembers a final refusal at `now`, forgetting the oldest beyond [`MAX_REFUSED_KEYS`].
+    pub fn remember_refusal(
+        &mut self,
+        digest: String,
+        code: ProblemCode,
+        now: time::OffsetDateTime,
+    ) {
+        self.refused_keys.retain(|refused| refused.digest != digest);
+        self.refused_keys.push(RefusedKey {
+            digest,
+            code,
+            at: Some(now.unix_timestamp()),
+        });
+        if self.refused_keys.len() > MAX_REFUSED_KEYS {
+            let excess = self.refused_keys.len() - MAX_REFUSED_KEYS;
+            self.refused_keys.drain(..excess);
         }
     }
 }
@@ -406,6 +444,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_keys_are_forgotten_after_an_hour_and_the_rest_never() {
+        use ProblemCode::{KeyBoundToOtherDevice, KeyInactive, KeyUnknown, KeyUsed};
+        let at = 1_800_000_000;
+        let now = |seconds: i64| time::OffsetDateTime::from_unix_timestamp(at + seconds).unwrap();
+        // code, remembered at, seconds later => still holds
+        let table = [
+            (KeyUsed, Some(at), 10 * 365 * 86_400, true),
+            (KeyInactive, Some(at), 86_400, true),
+            (KeyBoundToOtherDevice, None, 0, true),
+            (KeyUnknown, Some(at), 0, true),
+            (KeyUnknown, Some(at), 3_599, true),
+            (KeyUnknown, Some(at), 3_600, false),
+            (KeyUnknown, Some(at), -60, false),
+            (KeyUnknown, None, 0, false),
+        ];
+        for (code, remembered, later, holds) in table {
+            assert_eq!(
+                refusal_holds(code, remembered, now(later)),
+                holds,
+                "{code} {remembered:?} +{later}"
+            );
+        }
+    }
+
+    #[test]
+    fn remembered_refusals_are_bounded_oldest_first() {
+        let mut state = AgentState::default();
+        let now = time::OffsetDateTime::now_utc();
+        for n in 0..MAX_REFUSED_KEYS + 5 {
+            state.remember_refusal(format!("{n:064x}"), ProblemCode::KeyUsed, now);
+        }
+        assert_eq!(state.refused_keys.len(), MAX_REFUSED_KEYS);
+        assert!(!state.is_refused(&format!("{:064x}", 4), now));
+        assert!(state.is_refused(&format!("{:064x}", 5), now));
+        assert!(state.is_refused(&format!("{:064x}", MAX_REFUSED_KEYS + 4), now));
+    }
+
+    #[test]
     fn writes_whole_files_with_the_mode_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("a/b");
@@ -439,8 +515,9 @@ mod tests {
         let fingerprint = Fingerprint::of_der(b"ums id");
         let key = FirstAuthKey::new("40512337860129621").unwrap();
         let digest = state.key_digest(&fingerprint, &key);
-        state.remember_refusal(digest.clone(), ProblemCode::KeyUsed);
-        state.remember_refusal(digest.clone(), ProblemCode::KeyUsed);
+        let now = time::OffsetDateTime::now_utc();
+        state.remember_refusal(digest.clone(), ProblemCode::KeyUsed, now);
+        state.remember_refusal(digest.clone(), ProblemCode::KeyUsed, now);
         state.save(dir.path()).unwrap();
         let mode = fs::metadata(dir.path().join(STATE_FILE))
             .unwrap()
@@ -452,7 +529,7 @@ mod tests {
         let loaded = AgentState::load(dir.path()).unwrap();
         assert_eq!(loaded, state);
         assert_eq!(loaded.refused_keys.len(), 1);
-        assert!(loaded.is_refused(&digest));
+        assert!(loaded.is_refused(&digest, now));
         // The same key under another salt digests differently.
         let mut other = AgentState::default();
         assert_ne!(other.key_digest(&fingerprint, &key), digest);

@@ -11,7 +11,9 @@ use rcgen::{
     KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use time::OffsetDateTime;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+};
 use x509_parser::prelude::FromDer;
 
 use crate::store::IssuedCertificate;
@@ -27,7 +29,7 @@ pub enum CsrError {
     #[error("the certificate request's signature does not verify")]
     BadSignature,
     /// A key type or size this server does not certify.
-    #[error("the key must be ECDSA P-256 or RSA of 2048 to 4096 bits")]
+    #[error("the key must be ECDSA P-256 or P-384, or RSA of 2048 to 4096 bits")]
     KeyType,
 }
 
@@ -54,7 +56,7 @@ impl CertificateRequest {
                 .parameters
                 .as_ref()
                 .and_then(|p| p.as_oid().ok())
-                .is_some_and(|curve| curve == OID_EC_P256)
+                .is_some_and(|curve| curve == OID_EC_P256 || curve == OID_NIST_EC_P384)
         } else if algorithm.algorithm == OID_PKCS1_RSAENCRYPTION {
             match spki.parsed() {
                 Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {

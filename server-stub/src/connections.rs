@@ -127,7 +127,11 @@ impl Sources {
         let mut states = self.lock();
         let state = states.entry(group).or_insert_with(|| SourceState {
             open: 0,
-            handshakes: Arc::new(Semaphore::new(self.limits.handshakes_per_source)),
+            handshakes: Arc::new(Semaphore::new(
+                self.limits
+                    .handshakes_per_source
+                    .min(Semaphore::MAX_PERMITS),
+            )),
         });
         if state.open >= self.limits.per_source {
             return Err(Refused::TooManyConnections);
@@ -221,6 +225,20 @@ mod tests {
         drop(third);
         assert_eq!(sources.open(a), 0);
         assert!(sources.lock().get(&a).is_none());
+    }
+
+    #[tokio::test]
+    async fn caps_beyond_what_a_semaphore_holds_mean_no_cap() {
+        let sources = Sources::new(
+            ConnectionLimits {
+                total: 100,
+                per_source: usize::MAX,
+                handshakes_per_source: usize::MAX,
+            },
+            Vec::new(),
+        );
+        let admitted = sources.admit(ip("192.0.2.1")).unwrap();
+        assert!(admitted.handshake_slot().await.is_some());
     }
 
     #[test]

@@ -304,3 +304,47 @@ fn a_file_on_another_file_system_than_the_stick_is_refused() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_stick_full_of_candidates_is_read_only_up_to_the_cap() {
+    let stick = tempfile::tempdir().unwrap();
+    // The real export in a folder, and more `.txt` files at the top than are ever read.
+    write_key_file(&stick.path().join("export/icg.xml"), Format::Xml);
+    for n in 0..discovery::MAX_CANDIDATES + 10 {
+        std::fs::write(
+            stick.path().join(format!("notes-{n:03}.txt")),
+            "shopping list\n",
+        )
+        .unwrap();
+    }
+    let found = discovery::discover(stick.path(), &Limits::default());
+    // The UMS export name ranks first, so it is among those read.
+    assert_eq!(
+        names(stick.path(), found.key_files.iter().map(|file| &file.path)),
+        ["export/icg.xml"]
+    );
+    let capped = problem_for(&found.problems, stick.path());
+    assert!(
+        matches!(capped.problem, FileProblem::TooManyFiles { found } if found == discovery::MAX_CANDIDATES + 11),
+        "{capped:?}"
+    );
+    assert!(capped.notable);
+    // The files past the cap were not read at all: no problem is reported for them.
+    let skipped_quietly = found
+        .problems
+        .iter()
+        .filter(|problem| problem.path != stick.path())
+        .count();
+    assert_eq!(skipped_quietly, discovery::MAX_CANDIDATES - 1);
+}
+
+#[test]
+fn a_key_file_naming_thousands_of_servers_is_tried_on_the_first_sixteen() {
+    let mut file = crate::util::full_key_file();
+    file.servers = (0..5_000)
+        .map(|n| onboard_protocol::Server::new(format!("ums{n}.example.com"), 8443).unwrap())
+        .collect();
+    let source = onboard_agent::enroll::KeySource::from_key_file("stick", &file);
+    assert_eq!(source.servers.len(), onboard_agent::enroll::MAX_SERVERS);
+    assert_eq!(source.servers[0], file.servers[0]);
+}

@@ -100,11 +100,33 @@ async fn enroll_status_and_reset_log_no_key_even_at_trace_level() {
     expect_code(&output, 1);
     assert!(String::from_utf8_lossy(&output.stderr).contains("--yes"));
     let output = run(command(&sandbox, &["reset", "--yes"])).await;
-    assert!(expect_code(&output, 0).contains("device-key.pem"));
+    let said = expect_code(&output, 0);
+    assert!(said.contains("device-key.pem"), "{said}");
+    // It says what the administrator must do before the device can enroll again.
+    assert!(
+        said.contains(&format!("ums-stub devices delete {UNIT}")),
+        "{said}"
+    );
     let output = run(command(&sandbox, &["status", "--json"])).await;
     let after: serde_json::Value = serde_json::from_str(&expect_code(&output, 3)).unwrap();
     assert_eq!(after["phase"], "waiting_for_key");
     assert_eq!(after["unit_id"], UNIT);
+
+    // `enroll FILE` reads through the same hardened reader as sticks: no device file, no link.
+    let link = sandbox.path().join("link.xml");
+    std::os::unix::fs::symlink(stick.join("icg.xml"), &link).unwrap();
+    for (path, says) in [
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+        (link.as_path(), "symbolic link"),
+    ] {
+        let output = run(command(&sandbox, &["enroll", path.to_str().unwrap()])).await;
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(output.status.code(), Some(1), "{path:?}: {stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains(path.to_str().unwrap()),
+            "{stderr}"
+        );
+    }
     ums.stop().await;
 }
 
