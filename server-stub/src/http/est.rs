@@ -49,8 +49,9 @@ async fn cacerts(State(shared): State<Arc<Shared>>) -> Response {
     pkcs7_response(&[shared.stub.ums_id.certificate_der()])
 }
 
-/// The unit ID and key of an HTTP Basic header. The key is never logged or echoed.
-fn basic_credentials(headers: &HeaderMap) -> Result<(UnitId, Option<FirstAuthKey>), ApiError> {
+/// The unit ID and key of an HTTP Basic header. The key is never logged or echoed; a refusal
+/// never quotes the header.
+pub fn basic_credentials(headers: &HeaderMap) -> Result<(UnitId, Option<FirstAuthKey>), ApiError> {
     let malformed = |detail: &str| ApiError::code(ProblemCode::BadRequest, detail);
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         malformed(

@@ -11,12 +11,14 @@
 //! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
 //!   one address's flood does not slow another, trusted proxies.
 //! - `inventory`: the inventory report over mutual TLS, its refusals, and `devices list`.
+//! - `fuzz`: a bounded mutation fuzzer over key files, CSRs, Basic credentials, inventory bodies.
 //! - `flood`: 3,000 idle connections from one host against a server limited to 1024 open files.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod durability;
 mod est;
 mod flood;
+mod fuzz;
 mod help;
 mod inventory;
 mod keys;
