@@ -6,6 +6,8 @@
 //! - `restart`: the server killed and restarted in the middle of a fleet; an agent killed and
 //!   restarted in the middle of enrolling.
 //! - `limits`: 500 devices behind one address with the default guess limits (in-process fleet).
+//! - `soak`: a fleet on one-time keys while the server is SIGKILLed again and again; devices per
+//!   key and the integrity check read from the database.
 //! - `mitm`: a TLS server with another UMS ID on the server's address never sees a key.
 //! - `util`: the server as a process, keys through its command line, agents in parallel.
 
@@ -14,4 +16,5 @@ mod fleet;
 mod limits;
 mod mitm;
 mod restart;
+mod soak;
 mod util;
