@@ -223,8 +223,8 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         value["handshakes_per_second"] = serde_json::json!(handshake_rate);
         value["ratio_to_handshakes"] = serde_json::json!(ratio);
         if let Some((used, over)) = server_check {
-            value["server_key_uses"] = serde_json::json!(used);
-            value["server_keys_used_more_than_once"] = serde_json::json!(over);
+            value["server_devices"] = serde_json::json!(used);
+            value["server_keys_serving_two_devices"] = serde_json::json!(over);
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
@@ -234,7 +234,7 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         if let Some((used, over)) = server_check {
             println!(
-                "server: {used} key use(s) recorded, {over} one-time key(s) used more than once"
+                "server: {used} device(s) recorded, {over} one-time key(s) serving more than one device"
             );
         }
     }
@@ -250,19 +250,22 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The server's own count: key uses recorded, and one-time keys recorded as used more than once.
+/// The server's own count, from its device records: devices enrolled, and one-time or
+/// device-bound keys that more than one device enrolled with (the usage count cannot show that:
+/// the consume guard caps it at 1).
 async fn server_key_uses(running: &ums_stub::serve::Running) -> anyhow::Result<(u64, usize)> {
-    let keys = running
+    let devices = running
         .shared()
         .stub
-        .keys()
-        .list(&Default::default(), &PageRequest::all(), false)
-        .await?
-        .items;
-    let one_time_over_once = keys
-        .iter()
-        .filter(|key| key.kind != KeyKind::MassDeployment && key.usage_count > 1)
-        .count();
-    let used: u64 = keys.iter().map(|key| key.usage_count).sum();
-    Ok((used, one_time_over_once))
+        .store
+        .devices(&PageRequest::all())
+        .await?;
+    let mut per_key = std::collections::HashMap::<i64, usize>::new();
+    for device in &devices {
+        if let (Some(key), false) = (device.key_id, device.key_kind == KeyKind::MassDeployment) {
+            *per_key.entry(key).or_default() += 1;
+        }
+    }
+    let shared = per_key.values().filter(|&&count| count > 1).count();
+    Ok((devices.len() as u64, shared))
 }

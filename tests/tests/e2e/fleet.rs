@@ -128,7 +128,8 @@ fn fleet_sim_runs_against_a_server_it_starts_and_against_a_running_one() {
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["enrolled"], 20);
     assert_eq!(summary["keys_used_twice"], serde_json::json!([]));
-    assert_eq!(summary["server_keys_used_more_than_once"], 0);
+    assert_eq!(summary["server_keys_serving_two_devices"], 0);
+    assert_eq!(summary["server_devices"], 20);
     assert!(summary["handshakes_per_second"].as_f64().unwrap() > 0.0);
 
     // A running server and its export: 15 keys for 20 devices.
