@@ -101,12 +101,12 @@ impl<'a> Authority<'a> {
         self.ums_id
     }
 
-    /// A device certificate for `unit_id` and the request's key, valid for `days`.
+    /// A device certificate for `unit_id` and the request's key, valid for `lifetime`.
     pub fn device_certificate(
         &self,
         unit_id: &str,
         request: &CertificateRequest,
-        days: i64,
+        lifetime: time::Duration,
     ) -> Result<IssuedCertificate, String> {
         let public_key =
             SubjectPublicKeyInfo::from_der(&request.public_key).map_err(|e| e.to_string())?;
@@ -126,7 +126,7 @@ impl<'a> Authority<'a> {
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         // Backdated a little for devices whose clocks run behind.
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(days);
+        params.not_after = now + lifetime;
         params.use_authority_key_identifier_extension = true;
         let certificate = params
             .signed_by(&public_key, &self.issuer)
@@ -194,7 +194,7 @@ mod tests {
         let device_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let request = CertificateRequest::from_der(&csr_for(&device_key)).unwrap();
         let issued = authority
-            .device_certificate("00E0C5540B8B", &request, 365)
+            .device_certificate("00E0C5540B8B", &request, time::Duration::days(365))
             .unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
         assert_eq!(

@@ -13,7 +13,10 @@
 //! - a unit ID enrolled with one key pair is refused with any other key pair until an
 //!   administrator deletes the device record;
 //! - a device retrying with the key pair it enrolled with (its answer was lost) gets its stored
-//!   certificate back and nothing is counted again.
+//!   certificate back and nothing is counted again;
+//! - a record whose certificate lapsed (expired past the renewal grace period) holds nothing: the
+//!   device, or another one, enrolls with a key as if the unit ID were new, and the record is
+//!   replaced.
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
@@ -40,6 +43,9 @@ pub struct DeviceRow<'a> {
     pub public_key: &'a [u8],
     /// The key it enrolled with; `None` when that key was deleted since.
     pub key_id: Option<KeyId>,
+    /// Whether its certificate expired longer ago than the renewal grace period
+    /// ([`crate::renewal::lapsed`]): such a record no longer holds the unit ID.
+    pub lapsed: bool,
 }
 
 /// An enrollment attempt: the unit ID claimed and the public key of its certificate request.
@@ -96,6 +102,7 @@ pub fn decide(
     let Some(key) = key else {
         return Decision::Refuse(ProblemCode::KeyUnknown);
     };
+    let device = device.filter(|device| !device.lapsed);
     if let Some(device) = device {
         if device.public_key != attempt.public_key {
             return Decision::Refuse(ProblemCode::UnitIdConflict);
@@ -197,7 +204,11 @@ mod tests {
             Device::SamePairOtherKey => Some((PAIR, Some(OTHER_KEY))),
             Device::OtherPair => Some((OTHER_PAIR, Some(KEY))),
         }
-        .map(|(public_key, key_id)| DeviceRow { public_key, key_id });
+        .map(|(public_key, key_id)| DeviceRow {
+            public_key,
+            key_id,
+            lapsed: false,
+        });
         let attempt = Attempt {
             unit_id: &this_unit,
             public_key: PAIR,
@@ -308,6 +319,43 @@ mod tests {
     }
 
     #[test]
+    fn a_lapsed_record_counts_as_none() {
+        let unit: UnitId = "00E0C5540B8B".parse().unwrap();
+        let attempt = Attempt {
+            unit_id: &unit,
+            public_key: PAIR,
+        };
+        for kind in KeyKind::ALL {
+            for (active, uses) in [(true, 0), (true, 1), (false, 0)] {
+                let key = KeyRow {
+                    id: KEY,
+                    kind,
+                    bound_to: (kind == KeyKind::DeviceBound).then_some(&unit),
+                    active,
+                    usage_count: uses,
+                };
+                let unknown_device = decide(attempt, Some(key), None);
+                for (public_key, key_id) in [
+                    (PAIR, Some(KEY)),
+                    (OTHER_PAIR, Some(OTHER_KEY)),
+                    (PAIR, None),
+                ] {
+                    let lapsed = DeviceRow {
+                        public_key,
+                        key_id,
+                        lapsed: true,
+                    };
+                    assert_eq!(
+                        decide(attempt, Some(key), Some(lapsed)),
+                        unknown_device,
+                        "{kind} active={active} uses={uses}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn an_unknown_key_says_nothing_about_the_device() {
         let unit: UnitId = "00E0C5540B8B".parse().unwrap();
         let attempt = Attempt {
@@ -319,10 +367,12 @@ mod tests {
             Some(DeviceRow {
                 public_key: OTHER_PAIR,
                 key_id: Some(KEY),
+                lapsed: false,
             }),
             Some(DeviceRow {
                 public_key: PAIR,
                 key_id: None,
+                lapsed: false,
             }),
         ] {
             assert_eq!(decide(attempt, None, device), Decision::Refuse(KeyUnknown));

@@ -16,6 +16,9 @@
 //! hosts = ["ums.example.com", "192.0.2.10"]
 //! # How long device certificates last, in days. Default: 365.
 //! certificate_days = 365
+//! # How long after expiry a device certificate may still be renewed (a device shelved longer
+//! # than its certificate's lifetime); past it the device enrolls again with a key. Default: 365.
+//! renewal_grace_days = 365
 //! # Guesses (unknown keys, malformed credentials) allowed per source (an address, or an IPv6 /64)
 //! # and per unit ID within the window before further guesses get 429. Other refusals (a key
 //! # another device used) are not guesses, and a real key is never refused by these limits.
@@ -61,6 +64,7 @@ struct RawConfig {
     listen: Option<std::net::SocketAddr>,
     hosts: Option<Vec<String>>,
     certificate_days: Option<i64>,
+    renewal_grace_days: Option<i64>,
     max_failures_per_source: Option<u32>,
     max_failures_per_unit: Option<u32>,
     failure_window_secs: Option<u64>,
@@ -103,8 +107,10 @@ pub struct Settings {
     pub listen: std::net::SocketAddr,
     /// Names and addresses for the TLS leaf.
     pub hosts: Vec<String>,
-    /// Device certificate lifetime in days.
-    pub certificate_days: i64,
+    /// Device certificate lifetime (`certificate_days` in the config file).
+    pub certificate_lifetime: time::Duration,
+    /// How long after expiry a device certificate may still renew.
+    pub renewal_grace: time::Duration,
     /// Failed-attempt limits.
     pub rate_limits: crate::rate_limit::Limits,
     /// Which database holds keys, devices and the audit log.
@@ -159,6 +165,10 @@ impl Settings {
         let certificate_days = raw.certificate_days.unwrap_or(365);
         if !(1..=3650).contains(&certificate_days) {
             bail!("config file {shown}: certificate_days must be from 1 to 3650");
+        }
+        let grace_days = raw.renewal_grace_days.unwrap_or(365);
+        if !(0..=3650).contains(&grace_days) {
+            bail!("config file {shown}: renewal_grace_days must be from 0 to 3650");
         }
         let defaults = crate::rate_limit::Limits::default();
         let guesses = |name: &str, value: Option<u32>, default: u32| {
@@ -245,7 +255,8 @@ impl Settings {
                 .listen
                 .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
             hosts,
-            certificate_days,
+            certificate_lifetime: time::Duration::days(certificate_days),
+            renewal_grace: time::Duration::days(grace_days),
             rate_limits,
             public_server,
             database,

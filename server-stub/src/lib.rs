@@ -6,6 +6,8 @@
 //! - [`vault`]: look-up digests and sealing of key values, derived from the UMS ID.
 //! - [`claim`]: the key rules, pure: a key's status, what may be exported, what one enrollment
 //!   attempt comes to. Every backend applies them; nothing else decides one.
+//! - [`renewal`]: the device-certificate rules, pure: the previous certificate honoured until
+//!   the new one is seen, expired ones renewed within a grace period, lapsed records.
 //! - [`store`]: the async [`store::Store`] interface, its errors and rows, and the SQLite backend
 //!   (the one module that owns the database).
 //! - [`keys`], [`devices`], [`audit`]: the use cases the command line runs and the admin API will
@@ -35,6 +37,7 @@ pub mod http;
 pub mod keys;
 pub mod random;
 pub mod rate_limit;
+pub mod renewal;
 pub mod serve;
 pub mod store;
 pub mod stub;

@@ -213,10 +213,11 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         &stub.ums_id,
         &settings.hosts,
         settings.tls_leaf,
+        settings.renewal_grace,
     )?;
     let shared = Arc::new(Shared {
         limiter: RateLimiter::new(settings.rate_limits),
-        certificate_days: settings.certificate_days,
+        certificate_lifetime: settings.certificate_lifetime,
         stub,
     });
     Ok((shared, tls))

@@ -206,6 +206,77 @@ impl ResolvesServerCert for ServerLeaf {
     }
 }
 
+/// Checks device certificates against the UMS ID as webpki does, except that a certificate that
+/// expired less than the renewal grace period ago is judged as of its last valid second: the chain
+/// and every signature are checked all the same, and the routes let such a device only renew
+/// (`http::device`, `renewal.rs`).
+#[derive(Debug)]
+struct GraceVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    grace: Duration,
+}
+
+impl rustls::server::danger::ClientCertVerifier for GraceVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let not_after = x509_parser::parse_x509_certificate(end_entity)
+            .ok()
+            .map(|(_, certificate)| certificate.validity().not_after.timestamp());
+        let now_seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let judged_at = match not_after {
+            Some(not_after)
+                if now_seconds > not_after
+                    && now_seconds - not_after <= self.grace.whole_seconds() =>
+            {
+                rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                    u64::try_from(not_after - 1).unwrap_or(0),
+                ))
+            }
+            _ => now,
+        };
+        self.inner
+            .verify_client_cert(end_entity, intermediates, judged_at)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// What `serve` needs for TLS: the rustls configuration and the leaf it resolves to.
 #[derive(Debug, Clone)]
 pub struct ServerTls {
@@ -216,12 +287,13 @@ pub struct ServerTls {
 }
 
 /// The rustls server configuration for `hosts`, with the leaf from `<data-dir>/tls/` or newly
-/// issued under `policy`.
+/// issued under `policy`, taking device certificates expired less than `renewal_grace` ago.
 pub fn server_config(
     data_dir: &Path,
     ums_id: &UmsId,
     hosts: &[String],
     policy: LeafPolicy,
+    renewal_grace: Duration,
 ) -> anyhow::Result<ServerTls> {
     anyhow::ensure!(
         !hosts.is_empty(),
@@ -242,11 +314,14 @@ pub fn server_config(
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ums_id.certificate_der().to_vec()))?;
     let provider = provider();
-    let client_verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .context("cannot build the client certificate verifier")?;
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("cannot build the client certificate verifier")?;
+    let client_verifier = Arc::new(GraceVerifier {
+        inner: webpki,
+        grace: renewal_grace,
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(client_verifier)
@@ -275,7 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ums_id = UmsId::generate().unwrap();
         let hosts = vec!["localhost".to_owned()];
-        let tls = server_config(dir.path(), &ums_id, &hosts, short()).unwrap();
+        let tls = server_config(dir.path(), &ums_id, &hosts, short(), Duration::days(365)).unwrap();
         let first = tls.leaf.certificate_der();
         let expires = tls.leaf.not_after();
         let now = OffsetDateTime::now_utc();
@@ -294,7 +369,8 @@ mod tests {
         );
         let second = tls.leaf.certificate_der();
         assert_ne!(second, first);
-        let again = server_config(dir.path(), &ums_id, &hosts, short()).unwrap();
+        let again =
+            server_config(dir.path(), &ums_id, &hosts, short(), Duration::days(365)).unwrap();
         assert_eq!(again.leaf.certificate_der(), second);
         // Other names at start: a new leaf.
         let renamed = server_config(
@@ -302,6 +378,7 @@ mod tests {
             &ums_id,
             &["ums.example.com".to_owned()],
             short(),
+            Duration::days(365),
         )
         .unwrap();
         assert_ne!(renamed.leaf.certificate_der(), second);

@@ -46,7 +46,7 @@ impl Ums {
     ) -> Ums {
         let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
         settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        settings.certificate_days = days;
+        settings.certificate_lifetime = time::Duration::days(days);
         settings.rate_limits = Limits {
             per_source: 1_000_000,
             per_unit: 1_000_000,

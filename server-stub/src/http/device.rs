@@ -20,16 +20,27 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new().route(DEVICE_INVENTORY, put(inventory))
 }
 
-/// The unit ID and serial of the device certificate the client presented over mutual TLS (TLS
-/// has already checked it was issued by the UMS ID); `what` names the request in the refusal.
-pub(super) fn device_identity(peer: &Peer, what: &str) -> Result<(UnitId, String), ApiError> {
+/// The device certificate a client presented over mutual TLS (TLS has already checked it was
+/// issued by the UMS ID, and that it is unexpired or within the renewal grace period).
+#[derive(Debug, Clone)]
+pub struct DeviceCertificate {
+    /// The unit ID it names (subject CN).
+    pub unit_id: UnitId,
+    /// Its serial, hex.
+    pub serial: String,
+    /// Its expiry.
+    pub not_after: time::OffsetDateTime,
+}
+
+/// The device certificate the client presented; `what` names the request in the refusal.
+pub(super) fn device_identity(peer: &Peer, what: &str) -> Result<DeviceCertificate, ApiError> {
     let certificate = peer.client_certificate.as_deref().ok_or_else(|| {
         ApiError::code(
             ProblemCode::BadRequest,
             format!("{what} needs mutual TLS with the current device certificate"),
         )
     })?;
-    certificate_identity(certificate).ok_or_else(|| {
+    device_certificate(certificate).ok_or_else(|| {
         ApiError::code(
             ProblemCode::BadRequest,
             "the client certificate names no unit ID",
@@ -64,7 +75,18 @@ async fn inventory(
 /// Stores an enrolled device's report and when it was sent. What is stored is the validated
 /// report serialised again, so only known, bounded fields reach the database.
 async fn report_inventory(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<(), ApiError> {
-    let (unit_id, serial) = device_identity(peer, "the inventory report")?;
+    let DeviceCertificate {
+        unit_id,
+        serial,
+        not_after,
+    } = device_identity(peer, "the inventory report")?;
+    // An expired certificate is let through TLS only to renew (within the grace period).
+    if not_after < time::OffsetDateTime::now_utc() {
+        return Err(ApiError::code(
+            ProblemCode::BadRequest,
+            "the device certificate has expired: renew it (simplereenroll) first",
+        ));
+    }
     if body.len() > MAX_INVENTORY_BYTES {
         return Err(ApiError::code(
             ProblemCode::BadRequest,
@@ -109,6 +131,11 @@ fn json_refusal(error: serde_json::Error) -> ApiError {
 
 /// The unit ID (subject CN) and hex serial of a device certificate.
 pub fn certificate_identity(der: &[u8]) -> Option<(UnitId, String)> {
+    device_certificate(der).map(|certificate| (certificate.unit_id, certificate.serial))
+}
+
+/// The unit ID, serial and expiry of a device certificate.
+pub fn device_certificate(der: &[u8]) -> Option<DeviceCertificate> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     let unit_id = certificate
         .subject()
@@ -118,6 +145,9 @@ pub fn certificate_identity(der: &[u8]) -> Option<(UnitId, String)> {
         .ok()?
         .parse()
         .ok()?;
-    let serial = crate::ca::serial_hex(certificate.raw_serial());
-    Some((unit_id, serial))
+    Some(DeviceCertificate {
+        unit_id,
+        serial: crate::ca::serial_hex(certificate.raw_serial()),
+        not_after: certificate.validity().not_after.to_datetime(),
+    })
 }

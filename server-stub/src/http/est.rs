@@ -19,7 +19,10 @@ use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
 use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
 use crate::ca::{Authority, CertificateRequest};
-use crate::store::{Actor, AuditEntry, EnrollAttempt, EnrollOutcome, IssueOnce};
+use crate::renewal::Refusal;
+use crate::store::{
+    Actor, AuditEntry, EnrollAttempt, EnrollOutcome, IssueOnce, RenewOutcome, RenewalRequest,
+};
 
 /// The EST routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -184,13 +187,14 @@ async fn enroll(
         lookup,
         public_key: request.public_key.clone(),
         source: source.to_string(),
+        lapsed_before: time::OffsetDateTime::now_utc() - shared.stub.settings.renewal_grace,
     };
     let signer = shared.clone();
-    let days = shared.certificate_days;
+    let lifetime = shared.certificate_lifetime;
     let subject = unit_id.clone();
     let issue: IssueOnce = Box::new(move || {
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
-        authority.device_certificate(subject.as_str(), &request, days)
+        authority.device_certificate(subject.as_str(), &request, lifetime)
     });
     match shared.stub.store.enroll(attempt, issue).await? {
         EnrollOutcome::Issued { device, repeated } => {
@@ -233,26 +237,37 @@ async fn simplereenroll(
 }
 
 async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Response, ApiError> {
-    let (unit_id, serial) = device_identity(peer, "renewal")?;
+    let presented = device_identity(peer, "renewal")?;
     let request = csr_from_body(body)?;
-    let actor = Actor::device(&unit_id, peer.addr.ip());
-    let days = shared.certificate_days;
+    let actor = Actor::device(&presented.unit_id, peer.addr.ip());
+    let lifetime = shared.certificate_lifetime;
     let public_key = request.public_key.clone();
-    let (signer, subject) = (shared.clone(), unit_id.clone());
+    let (signer, subject) = (shared.clone(), presented.unit_id.clone());
     let issue: IssueOnce = Box::new(move || {
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
-        authority.device_certificate(subject.as_str(), &request, days)
+        authority.device_certificate(subject.as_str(), &request, lifetime)
     });
-    let renewed = shared
-        .stub
-        .store
-        .renew(&unit_id, &serial, &public_key, &actor, issue)
-        .await?;
-    match renewed {
-        Some(device) => {
+    let renewal = RenewalRequest {
+        unit_id: presented.unit_id,
+        serial: presented.serial,
+        not_after: presented.not_after,
+        public_key,
+        grace: shared.stub.settings.renewal_grace,
+    };
+    match shared.stub.store.renew(renewal, &actor, issue).await? {
+        RenewOutcome::Renewed(device) => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate renewed");
             Ok(pkcs7_response(&[&device.certificate]))
         }
-        None => Err(not_current()),
+        RenewOutcome::Repeated(device) => {
+            tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate sent again");
+            Ok(pkcs7_response(&[&device.certificate]))
+        }
+        RenewOutcome::Refused(Refusal::NotCurrent) => Err(not_current()),
+        RenewOutcome::Refused(Refusal::Lapsed) => Err(ApiError::code(
+            ProblemCode::BadRequest,
+            "the device certificate expired longer ago than the renewal grace period: enroll \
+             again with a first-authentication key",
+        )),
     }
 }

@@ -41,7 +41,7 @@ pub struct Shared {
     /// Failure counters.
     pub limiter: RateLimiter,
     /// Device certificate lifetime.
-    pub certificate_days: i64,
+    pub certificate_lifetime: time::Duration,
 }
 
 /// Facts about the connection a request arrived on.

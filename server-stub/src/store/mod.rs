@@ -263,6 +263,35 @@ pub struct EnrollAttempt {
     pub public_key: Vec<u8>,
     /// The source address, for the audit log (the actor is the unit ID).
     pub source: String,
+    /// A record of this unit ID whose certificate expired before this instant has lapsed
+    /// ([`crate::renewal::lapsed`]) and is replaced, as if the unit ID were new.
+    pub lapsed_before: OffsetDateTime,
+}
+
+/// A renewal request, as the store sees it.
+#[derive(Debug, Clone)]
+pub struct RenewalRequest {
+    /// The unit ID the presented certificate names.
+    pub unit_id: UnitId,
+    /// The serial of the presented certificate, hex.
+    pub serial: String,
+    /// Its expiry.
+    pub not_after: OffsetDateTime,
+    /// The DER SubjectPublicKeyInfo of the certificate request.
+    pub public_key: Vec<u8>,
+    /// How long after expiry a certificate may still renew.
+    pub grace: time::Duration,
+}
+
+/// What a renewal came to.
+#[derive(Debug, Clone)]
+pub enum RenewOutcome {
+    /// A new certificate (in the record).
+    Renewed(DeviceRecord),
+    /// The current certificate again: the device renewed before and lost the answer.
+    Repeated(DeviceRecord),
+    /// Refused.
+    Refused(crate::renewal::Refusal),
 }
 
 /// A device certificate just signed.
@@ -293,6 +322,8 @@ pub struct DeviceRecord {
     pub serial: String,
     /// That certificate's expiry.
     pub not_after: OffsetDateTime,
+    /// The serial of the certificate before it, honoured until the device is seen with the current.
+    pub previous_serial: Option<String>,
     /// The key it enrolled with (gone if the key was deleted since).
     pub key_id: Option<KeyId>,
     /// The kind of that key.
@@ -311,7 +342,7 @@ pub enum EnrollOutcome {
     /// A certificate: new, or (`repeated`) the one already issued to this unit ID and key pair.
     Issued {
         /// The device as now recorded.
-        device: DeviceRecord,
+        device: Box<DeviceRecord>,
         /// Whether this was a retry answered with the stored certificate, consuming nothing.
         repeated: bool,
     },
@@ -418,19 +449,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         issue: IssueOnce,
     ) -> Result<EnrollOutcome, StoreError>;
 
-    /// Replaces the certificate of an enrolled device whose current certificate has `serial`.
-    /// `None` when no device has that unit ID and serial.
+    /// Decides a renewal through [`crate::renewal::decide`] and applies it in one transaction
+    /// with the certificate `issue` signs.
     async fn renew(
         &self,
-        unit_id: &UnitId,
-        serial: &str,
-        public_key: &[u8],
+        request: RenewalRequest,
         actor: &Actor,
         issue: IssueOnce,
-    ) -> Result<Option<DeviceRecord>, StoreError>;
+    ) -> Result<RenewOutcome, StoreError>;
 
-    /// Records that an enrolled device (by the serial of the certificate it presented) was
-    /// heard from, with the facts it reported. `false` when no device has that serial.
+    /// Records that an enrolled device was heard from, with the facts it reported, when the
+    /// certificate it presented (by serial) is its current or previous one
+    /// ([`crate::renewal::held`]); the current one seen, the previous is forgotten. `false` when
+    /// it is neither.
     async fn touch_device(
         &self,
         unit_id: &UnitId,

@@ -18,9 +18,11 @@ use time::OffsetDateTime;
 
 use super::{
     Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueOnce,
-    KeyFilter, MakeKey, Missing, PageRequest, Progress, Store, StoreError, StoredKey,
+    KeyFilter, MakeKey, Missing, PageRequest, Progress, RenewOutcome, RenewalRequest, Store,
+    StoreError, StoredKey,
 };
 use crate::claim::{self, Decision};
+use crate::renewal;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -30,6 +32,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("sqlite/migrations/0003_status_actor_ums_id.sql"),
+    ),
+    (
+        4,
+        include_str!("sqlite/migrations/0004_previous_serial.sql"),
     ),
 ];
 
@@ -44,7 +50,7 @@ const META_UMS_ID: &str = "ums_id_fingerprint";
 
 const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
 
-const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory";
+const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory, previous_serial";
 
 const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outcome, detail";
 
@@ -595,6 +601,7 @@ fn enroll_in(
         device.as_ref().map(|device| claim::DeviceRow {
             public_key: &device.public_key,
             key_id: device.key_id,
+            lapsed: device.not_after < attempt.lapsed_before,
         }),
     );
     audit.key_id = key.as_ref().map(|(id, ..)| *id);
@@ -609,7 +616,7 @@ fn enroll_in(
             audit.detail = format!("repeated answer, certificate {}", device.serial);
             audit_in(tx, &audit).map_err(db)?;
             Ok(EnrollOutcome::Issued {
-                device,
+                device: Box::new(device),
                 repeated: true,
             })
         }
@@ -649,9 +656,18 @@ fn enroll_in(
                 enrolled_at: now,
                 last_seen: now,
                 inventory: None,
+                previous_serial: None,
             };
+            // A lapsed record of the unit ID (claim.rs let the attempt through) is replaced whole.
             tx.execute(
-                &format!("INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                &format!(
+                    "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+                     ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
+                       certificate = excluded.certificate, serial = excluded.serial,
+                       not_after = excluded.not_after, key_id = excluded.key_id,
+                       key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
+                       last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
+                ),
                 params![
                     device.unit_id.as_str(),
                     device.public_key,
@@ -669,7 +685,7 @@ fn enroll_in(
             audit.detail = format!("certificate {}", device.serial);
             audit_in(tx, &audit).map_err(db)?;
             Ok(EnrollOutcome::Issued {
-                device,
+                device: Box::new(device),
                 repeated: false,
             })
         }
@@ -737,6 +753,7 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         enrolled_at: time(7)?,
         last_seen: time(8)?,
         inventory: row.get(9)?,
+        previous_serial: row.get(10)?,
     })
 }
 
@@ -1093,18 +1110,11 @@ impl Store for SqliteStore {
 
     async fn renew(
         &self,
-        unit_id: &UnitId,
-        serial: &str,
-        public_key: &[u8],
+        request: RenewalRequest,
         actor: &Actor,
         issue: IssueOnce,
-    ) -> Result<Option<DeviceRecord>, StoreError> {
-        let (unit_id, serial, public_key, actor) = (
-            unit_id.clone(),
-            serial.to_owned(),
-            public_key.to_vec(),
-            actor.clone(),
-        );
+    ) -> Result<RenewOutcome, StoreError> {
+        let actor = actor.clone();
         self.call(move |inner| {
             let mut connection = inner.lock();
             let tx = connection
@@ -1112,35 +1122,78 @@ impl Store for SqliteStore {
                 .map_err(|e| inner.db(e))?;
             let device = tx
                 .prepare_cached(&format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1 AND serial = ?2"
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
                 ))
                 .map_err(|e| inner.db(e))?
-                .query_row(params![unit_id.as_str(), serial], device_from_row)
+                .query_row([request.unit_id.as_str()], device_from_row)
                 .optional()
                 .map_err(|e| inner.db(e))?;
             let Some(mut device) = device else {
-                return Ok(None);
+                return Ok(RenewOutcome::Refused(renewal::Refusal::NotCurrent));
+            };
+            let now = OffsetDateTime::now_utc();
+            let decision = renewal::decide(
+                renewal::Presented {
+                    serial: &request.serial,
+                    not_after: request.not_after,
+                },
+                &request.public_key,
+                &renewal::Record {
+                    serial: &device.serial,
+                    previous_serial: device.previous_serial.as_deref(),
+                    public_key: &device.public_key,
+                },
+                request.grace,
+                now,
+            );
+            let previous = match decision {
+                renewal::Renewal::Refuse(refusal) => return Ok(RenewOutcome::Refused(refusal)),
+                renewal::Renewal::Repeat => {
+                    let mut entry = AuditEntry::new("reenroll", &actor);
+                    entry.at = now;
+                    entry.unit_id = Some(request.unit_id.to_string());
+                    entry.detail = format!(
+                        "repeated answer, certificate {} (presented {})",
+                        device.serial, request.serial
+                    );
+                    audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+                    tx.commit().map_err(|e| inner.db(e))?;
+                    return Ok(RenewOutcome::Repeated(device));
+                }
+                renewal::Renewal::Issue { previous } => previous,
             };
             let issued = issue().map_err(StoreError::Issue)?;
-            let now = OffsetDateTime::now_utc();
             tx.execute(
-                "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4, last_seen = ?5
-                 WHERE unit_id = ?6",
-                params![public_key, issued.der, issued.serial, issued.not_after.unix_timestamp(), now.unix_timestamp(), unit_id.as_str()],
+                "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4,
+                   last_seen = ?5, previous_serial = ?6
+                 WHERE unit_id = ?7",
+                params![
+                    request.public_key,
+                    issued.der,
+                    issued.serial,
+                    issued.not_after.unix_timestamp(),
+                    now.unix_timestamp(),
+                    previous,
+                    request.unit_id.as_str()
+                ],
             )
             .map_err(|e| inner.db(e))?;
             let mut entry = AuditEntry::new("reenroll", &actor);
             entry.at = now;
-            entry.unit_id = Some(unit_id.to_string());
-            entry.detail = format!("certificate {} replaces {serial}", issued.serial);
+            entry.unit_id = Some(request.unit_id.to_string());
+            entry.detail = format!(
+                "certificate {} replaces {} (presented {})",
+                issued.serial, device.serial, request.serial
+            );
             audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
             tx.commit().map_err(|e| inner.db(e))?;
-            device.public_key = public_key;
+            device.public_key = request.public_key;
             device.certificate = issued.der;
             device.serial = issued.serial;
             device.not_after = issued.not_after;
+            device.previous_serial = Some(previous);
             device.last_seen = now;
-            Ok(Some(device))
+            Ok(RenewOutcome::Renewed(device))
         })
         .await
     }
@@ -1157,14 +1210,40 @@ impl Store for SqliteStore {
             inventory.map(str::to_owned),
         );
         self.call(move |inner| {
-            let changed = inner
-                .lock()
-                .execute(
-                    "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory) WHERE unit_id = ?3 AND serial = ?4",
-                    params![now(), inventory, unit_id.as_str(), serial],
-                )
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| inner.db(e))?;
-            Ok(changed == 1)
+            let row: Option<(String, Option<String>)> = tx
+                .query_row(
+                    "SELECT serial, previous_serial FROM devices WHERE unit_id = ?1",
+                    [unit_id.as_str()],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            let Some((current, previous)) = row else {
+                return Ok(false);
+            };
+            let record = renewal::Record {
+                serial: &current,
+                previous_serial: previous.as_deref(),
+                public_key: &[],
+            };
+            let forget_previous = match renewal::held(&serial, &record) {
+                renewal::Held::Current => true,
+                renewal::Held::Previous => false,
+                renewal::Held::Neither => return Ok(false),
+            };
+            tx.execute(
+                "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory),
+                   previous_serial = CASE WHEN ?3 THEN NULL ELSE previous_serial END
+                 WHERE unit_id = ?4",
+                params![now(), inventory, forget_previous, unit_id.as_str()],
+            )
+            .map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))?;
+            Ok(true)
         })
         .await
     }
@@ -1323,10 +1402,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         store.integrity_check().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

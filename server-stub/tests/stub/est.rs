@@ -550,7 +550,24 @@ async fn renewal_needs_the_current_certificate_over_mutual_tls() {
     let record = server.devices().await.pop().unwrap();
     assert_eq!(record.certificate, second);
 
-    // The superseded certificate no longer renews.
+    // Until the new certificate is seen, the one before it still renews: asked again with the
+    // key it already certified (the answer was lost), it answers the same certificate.
+    let again = renew(
+        server.client(Some((&first, &device.key))),
+        next.csr_base64.clone(),
+    )
+    .await;
+    assert_eq!(again.certificate.unwrap(), second);
+    // Once the new certificate is used (here for the next renewal), the one before it is done.
+    let after = Device::new(&device.unit_id);
+    let third = renew(
+        server.client(Some((&second, &next.key))),
+        after.csr_base64.clone(),
+    )
+    .await
+    .certificate
+    .unwrap();
+    assert_ne!(third, second);
     let stale = renew(
         server.client(Some((&first, &device.key))),
         next.csr_base64.clone(),
@@ -750,5 +767,104 @@ async fn serve_deletes_audit_lines_past_their_retention() {
         ["recent"],
         "the old line is gone, the recent one kept"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_renews_within_the_grace_period_and_past_it_a_key_is_needed() {
+    // Certificates of 2 s; the default grace (a year).
+    let server = TestServer::start_with(|settings| {
+        settings.rate_limits = generous();
+        settings.certificate_lifetime = time::Duration::seconds(2);
+    })
+    .await;
+    let [(_, mass)] = keys(&server, KeyKind::MassDeployment, 1, None)
+        .await
+        .try_into()
+        .unwrap();
+    let device = Device::numbered(20);
+    let first = enroll(&server.client(None), &server, &device, &mass)
+        .await
+        .certificate
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    // Expired: TLS still takes it, for renewal only.
+    let report = server
+        .client(Some((&first, &device.key)))
+        .put(server.url(routes::DEVICE_INVENTORY))
+        .header("content-type", routes::CONTENT_TYPE_JSON)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let report = read_answer(report).await;
+    assert_eq!(report.code(), "bad_request");
+    assert!(
+        report.problem.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+    );
+    let renewed = server
+        .client(Some((&first, &device.key)))
+        .post(server.url(routes::EST_SIMPLEREENROLL))
+        .body(device.csr_base64.clone())
+        .send()
+        .await
+        .unwrap();
+    let renewed = read_answer(renewed).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{:?}", renewed.problem);
+    assert_ne!(renewed.certificate.unwrap(), first);
+    server.stop().await;
+
+    // A grace of 1 s: a certificate 2 s past expiry has lapsed.
+    let server = TestServer::start_with(|settings| {
+        settings.rate_limits = generous();
+        settings.certificate_lifetime = time::Duration::seconds(2);
+        settings.renewal_grace = time::Duration::seconds(1);
+    })
+    .await;
+    let [(one_time, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
+    let [(_, fresh)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
+    let device = Device::numbered(21);
+    let first = enroll(&server.client(None), &server, &device, &key)
+        .await
+        .certificate
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    // The handshake refuses the lapsed certificate: nothing renews with it.
+    let refused = server
+        .client(Some((&first, &device.key)))
+        .post(server.url(routes::EST_SIMPLEREENROLL))
+        .body(device.csr_base64.clone())
+        .send()
+        .await;
+    match refused {
+        Err(_) => {}
+        Ok(response) => {
+            let answer = read_answer(response).await;
+            assert_ne!(
+                answer.status,
+                StatusCode::OK,
+                "a lapsed certificate renewed"
+            );
+        }
+    }
+    // The key it enrolled with is used up; a fresh key enrolls it again, same key pair, and the
+    // lapsed record is replaced.
+    let used = enroll(&server.client(None), &server, &device, &key).await;
+    assert_eq!(used.code(), "key_used");
+    let again = enroll(&server.client(None), &server, &device, &fresh).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.problem);
+    assert_ne!(again.certificate.unwrap(), first);
+    let devices = server.devices().await;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(usage(&server, one_time).await.0, 1);
     server.stop().await;
 }
