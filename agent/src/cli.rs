@@ -553,6 +553,12 @@ fn status(settings: &Settings, args: &StatusArgs) -> anyhow::Result<ExitCode> {
         refused_keys: state.refused_keys.len(),
         reason: match &state.phase {
             Phase::Failed { reason } => Some(reason.to_string()),
+            Phase::Orphaned { detail } => Some(format!(
+                "the server no longer honours this device's certificate ({detail}); plug in a \
+                 stick with a fresh key and it enrolls again, keeping its key pair (if the server \
+                 answers unit_id_conflict, an administrator must first run `ums-stub devices \
+                 delete UNIT_ID`)"
+            )),
             _ => None,
         },
         backoff_attempt: match state.phase {

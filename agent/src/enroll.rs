@@ -233,6 +233,34 @@ fn answer_to_refusal(
     }
 }
 
+/// Whether a request failed because the server refused this device's own certificate in the
+/// TLS handshake (an alert naming the certificate), as it does once the certificate has expired
+/// past the renewal grace period. Network faults and pin refusals are not that.
+fn certificate_refused_in_handshake(error: &reqwest::Error) -> bool {
+    use rustls::AlertDescription as Alert;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = rustls_error {
+            return matches!(
+                alert,
+                Alert::CertificateExpired
+                    | Alert::BadCertificate
+                    | Alert::CertificateRevoked
+                    | Alert::CertificateUnknown
+                    | Alert::UnknownCA
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// Enrolls one device and speaks for it afterwards.
 #[derive(Clone)]
 pub struct Enroller {
@@ -794,17 +822,31 @@ impl Enroller {
                 Ok(response) => {
                     let status = response.status();
                     let body = response.bytes().await.unwrap_or_default();
-                    let detail = serde_json::from_slice::<Problem>(&body)
-                        .ok()
-                        .and_then(|problem| problem.detail)
-                        .map(|detail| clean_detail(&detail))
+                    let problem = serde_json::from_slice::<Problem>(&body).ok();
+                    let detail = problem
+                        .as_ref()
+                        .and_then(|problem| problem.detail.as_deref())
+                        .map(clean_detail)
                         .unwrap_or_default();
+                    if problem.is_some_and(|p| p.code == ProblemCode::CertificateNotCurrent) {
+                        self.orphaned(state, server, &detail)?;
+                        return Ok(false);
+                    }
                     tracing::warn!(%server, status = status.as_u16(), %detail, "renewal refused");
                     state.last_error =
                         Some(format!("{server}: renewal refused: HTTP {status} {detail}"));
                     continue;
                 }
                 Err(error) => {
+                    if certificate_refused_in_handshake(&error) {
+                        self.orphaned(
+                            state,
+                            server,
+                            "the server refused this device's certificate in the TLS handshake \
+                             (expired past its renewal grace period)",
+                        )?;
+                        return Ok(false);
+                    }
                     let Answer::Fault { detail, .. } = Self::transport_fault(&verifier, &error)
                     else {
                         continue;
@@ -847,6 +889,29 @@ impl Enroller {
         Ok(false)
     }
 
+    /// The server no longer honours this device's certificate: the phase says so, with the fix,
+    /// and the device enrolls again with a key from the next stick, keeping its key pair.
+    fn orphaned(
+        &self,
+        state: &mut AgentState,
+        server: &str,
+        detail: &str,
+    ) -> Result<(), EnrollError> {
+        tracing::error!(
+            %server,
+            %detail,
+            "the server no longer honours this device's certificate; plug in a stick with a fresh \
+             key to enroll again"
+        );
+        state.last_error = Some(format!("{server}: {detail}"));
+        self.transition(
+            state,
+            Event::Orphaned {
+                detail: detail.to_owned(),
+            },
+        )
+    }
+
     /// Sends `inventory` to the server over mutual TLS. `Ok(false)` when no server took it.
     pub async fn report_inventory(
         &self,
@@ -872,9 +937,27 @@ impl Enroller {
                     return Ok(true);
                 }
                 Ok(response) => {
-                    tracing::warn!(%server, status = response.status().as_u16(), "inventory refused");
+                    let status = response.status();
+                    let body = response.bytes().await.unwrap_or_default();
+                    let problem = serde_json::from_slice::<Problem>(&body).ok();
+                    if let Some(problem) =
+                        problem.filter(|p| p.code == ProblemCode::CertificateNotCurrent)
+                    {
+                        let detail = problem.detail.as_deref().map(clean_detail);
+                        self.orphaned(state, server, &detail.unwrap_or_default())?;
+                        return Ok(false);
+                    }
+                    tracing::warn!(%server, status = status.as_u16(), "inventory refused");
                 }
                 Err(error) => {
+                    if certificate_refused_in_handshake(&error) {
+                        self.orphaned(
+                            state,
+                            server,
+                            "the server refused this device's certificate in the TLS handshake",
+                        )?;
+                        return Ok(false);
+                    }
                     let detail = match Self::transport_fault(&verifier, &error) {
                         Answer::Fault { detail, .. } => detail,
                         _ => String::new(),

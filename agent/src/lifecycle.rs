@@ -36,6 +36,13 @@ pub enum Phase {
     },
     /// Holding a device certificate: from now on only mutual TLS.
     Enrolled,
+    /// Held a device certificate the server no longer honours (neither its current nor its previous
+    /// one, or expired past the renewal grace period): enrolls again with a key from the next
+    /// stick, keeping its key pair.
+    Orphaned {
+        /// What the server said, without any key.
+        detail: String,
+    },
     /// Cannot go on with what it has; the reason says what would unblock it.
     Failed {
         /// Why.
@@ -99,6 +106,7 @@ impl Phase {
             Phase::Enrolling => "enrolling",
             Phase::BackingOff { .. } => "backing_off",
             Phase::Enrolled => "enrolled",
+            Phase::Orphaned { .. } => "orphaned",
             Phase::Failed { .. } => "failed",
         }
     }
@@ -110,7 +118,9 @@ impl Phase {
         let next = match (self, event) {
             // A key file with keys this device may present: go (also out of a failure, since a
             // new stick may bring fresh keys; the loop decides whether a failure is lifted).
-            (P::WaitingForKey | P::Failed { .. }, E::KeysFound) => P::Enrolling,
+            (P::WaitingForKey | P::Failed { .. } | P::Orphaned { .. }, E::KeysFound) => {
+                P::Enrolling
+            }
             (P::BackingOff { .. }, E::KeysFound) => self.clone(),
             (P::Enrolling, E::KeysFound) => P::Enrolling,
             (P::Enrolling, E::Issued) => P::Enrolled,
@@ -126,14 +136,19 @@ impl Phase {
             (P::Enrolling | P::BackingOff { .. }, E::Refused(reason)) => P::Failed {
                 reason: reason.clone(),
             },
-            (P::WaitingForKey | P::Failed { .. }, E::Refused(reason)) => P::Failed {
-                reason: reason.clone(),
-            },
+            (P::WaitingForKey | P::Failed { .. } | P::Orphaned { .. }, E::Refused(reason)) => {
+                P::Failed {
+                    reason: reason.clone(),
+                }
+            }
             // The stick went before the work was done.
             (P::Enrolling | P::BackingOff { .. }, E::KeysGone) => P::WaitingForKey,
             (P::WaitingForKey, E::KeysGone) => P::WaitingForKey,
-            (P::Failed { .. }, E::KeysGone) => self.clone(),
+            (P::Failed { .. } | P::Orphaned { .. }, E::KeysGone) => self.clone(),
             (P::Enrolled, E::Renewed) => P::Enrolled,
+            (P::Enrolled, E::Orphaned { detail }) => P::Orphaned {
+                detail: detail.clone(),
+            },
             (_, E::Reset) => P::WaitingForKey,
             _ => {
                 return Err(InvalidTransition {
@@ -180,6 +195,12 @@ pub enum Event {
     Issued,
     /// The certificate was renewed.
     Renewed,
+    /// The server refused the device certificate for good (`certificate_not_current`, or the
+    /// handshake refused it as expired).
+    Orphaned {
+        /// What the server said.
+        detail: String,
+    },
     /// Something the agent cannot get past on its own.
     Refused(Failure),
     /// `onboard-agent reset`.
@@ -196,6 +217,7 @@ impl Event {
             Event::RetryDue => "retry_due",
             Event::Issued => "issued",
             Event::Renewed => "renewed",
+            Event::Orphaned { .. } => "orphaned",
             Event::Refused(_) => "refused",
             Event::Reset => "reset",
         }
@@ -271,6 +293,12 @@ mod tests {
         Failure::UnitIdConflict
     }
 
+    fn orphaned() -> Phase {
+        Phase::Orphaned {
+            detail: "lapsed".into(),
+        }
+    }
+
     #[test]
     fn transitions_follow_the_table() {
         let backing = Phase::BackingOff {
@@ -311,6 +339,17 @@ mod tests {
             (Phase::Enrolled, Event::Renewed, Phase::Enrolled),
             (Phase::Enrolled, Event::Reset, Phase::WaitingForKey),
             (failed.clone(), Event::Reset, Phase::WaitingForKey),
+            (
+                Phase::Enrolled,
+                Event::Orphaned {
+                    detail: "lapsed".into(),
+                },
+                orphaned(),
+            ),
+            (orphaned(), Event::KeysFound, Phase::Enrolling),
+            (orphaned(), Event::KeysGone, orphaned()),
+            (orphaned(), Event::Refused(refused()), failed.clone()),
+            (orphaned(), Event::Reset, Phase::WaitingForKey),
         ];
         for (from, event, to) in table {
             assert_eq!(from.on(&event), Ok(to), "{from:?} on {event:?}");
@@ -332,6 +371,9 @@ mod tests {
             ),
             (Phase::WaitingForKey, Event::RetryDue),
             (Phase::Enrolling, Event::Renewed),
+            (Phase::WaitingForKey, Event::Orphaned { detail: "x".into() }),
+            (orphaned(), Event::Renewed),
+            (orphaned(), Event::Issued),
         ];
         for (from, event) in table {
             let error = from.on(&event).unwrap_err();
@@ -394,6 +436,7 @@ mod tests {
                 delay_ms: 4000,
             },
             Phase::Enrolled,
+            orphaned(),
             Phase::Failed {
                 reason: Failure::KeysExhausted { refused: 4 },
             },

@@ -33,11 +33,15 @@ pub enum ProblemCode {
     Invalid,
     /// The server cannot reach its database for now; retry later.
     Unavailable,
+    /// An enrolled device's certificate is not one the server honours any more (neither its current
+    /// nor its previous one, or expired past the renewal grace period): the device enrolls again
+    /// with a key.
+    CertificateNotCurrent,
 }
 
 impl ProblemCode {
     /// Every code.
-    pub const ALL: [ProblemCode; 11] = [
+    pub const ALL: [ProblemCode; 12] = [
         ProblemCode::KeyUnknown,
         ProblemCode::KeyInactive,
         ProblemCode::KeyUsed,
@@ -49,6 +53,7 @@ impl ProblemCode {
         ProblemCode::Conflict,
         ProblemCode::Invalid,
         ProblemCode::Unavailable,
+        ProblemCode::CertificateNotCurrent,
     ];
 
     /// The stable string carried in the problem body's `code` member.
@@ -65,6 +70,7 @@ impl ProblemCode {
             ProblemCode::Conflict => "conflict",
             ProblemCode::Invalid => "invalid",
             ProblemCode::Unavailable => "unavailable",
+            ProblemCode::CertificateNotCurrent => "certificate_not_current",
         }
     }
 
@@ -74,7 +80,8 @@ impl ProblemCode {
             ProblemCode::KeyUnknown
             | ProblemCode::KeyInactive
             | ProblemCode::KeyUsed
-            | ProblemCode::KeyBoundToOtherDevice => 403,
+            | ProblemCode::KeyBoundToOtherDevice
+            | ProblemCode::CertificateNotCurrent => 403,
             ProblemCode::UnitIdConflict | ProblemCode::Conflict => 409,
             ProblemCode::BadRequest => 400,
             ProblemCode::RateLimited => 429,
@@ -175,6 +182,7 @@ impl Problem {
             ProblemCode::Conflict => "Conflicts with what exists",
             ProblemCode::Invalid => "Invalid request",
             ProblemCode::Unavailable => "Service unavailable",
+            ProblemCode::CertificateNotCurrent => "Device certificate is not current",
         };
         Self {
             problem_type: about_blank(),

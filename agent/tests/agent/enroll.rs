@@ -597,3 +597,52 @@ async fn unit_id_conflict_stops_the_agent_with_the_reason() {
     agent.stop().await.unwrap();
     ums.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_whose_certificate_lapsed_shows_orphaned_then_enrolls_again_with_a_key() {
+    // Certificates of 2 s, renewable for 1 s after expiry.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ums = Ums::start_with(tempfile::tempdir().unwrap(), listener, |settings| {
+        settings.certificate_lifetime = time::Duration::seconds(2);
+        settings.renewal_grace = time::Duration::seconds(1);
+    })
+    .await;
+    let ids = ums.create(KeyKind::OneTime, 2, None).await;
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &ums.export(&ids, vec![ums.server()]).await);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    let enrolled = agent.wait_enrolled().await;
+    agent.stop().await.unwrap();
+    let first_serial = enrolled.certificate_serial.clone().unwrap();
+    let public_key = ums.devices().await.pop().unwrap().public_key;
+
+    // Shelved past the certificate's lifetime and the grace period, then started again: the
+    // renewal at start-up is refused in the handshake, and the device says so, then enrolls
+    // again with the stick's other key, keeping its key pair.
+    tokio::time::sleep(std::time::Duration::from_millis(4200)).await;
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    let orphaned = agent
+        .wait_for("orphaned", |state| state.phase.name() == "orphaned")
+        .await;
+    assert!(
+        orphaned
+            .last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("handshake")),
+        "{orphaned:?}"
+    );
+    let again = agent
+        .wait_for("enrolled again", |state| {
+            state.phase.is_enrolled() && state.certificate_serial.as_deref() != Some(&first_serial)
+        })
+        .await;
+    agent.stop().await.unwrap();
+    let devices = ums.devices().await;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].public_key, public_key, "the same key pair");
+    assert_eq!(Some(devices[0].serial.clone()), again.certificate_serial);
+    let uses: Vec<u64> = [ums.usage(ids[0]).await.0, ums.usage(ids[1]).await.0].to_vec();
+    assert_eq!(uses, [1, 1], "one key for each enrollment");
+    ums.stop().await;
+}

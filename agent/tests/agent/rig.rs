@@ -44,9 +44,22 @@ impl Ums {
         listener: tokio::net::TcpListener,
         days: i64,
     ) -> Ums {
+        Ums::start_with(dir, listener, |settings| {
+            settings.certificate_lifetime = time::Duration::days(days);
+        })
+        .await
+    }
+
+    /// A server over the data directory `dir` (kept), on `listener`, with settings `adjust`
+    /// changes (certificate lifetime, renewal grace).
+    pub(crate) async fn start_with(
+        dir: tempfile::TempDir,
+        listener: tokio::net::TcpListener,
+        adjust: impl FnOnce(&mut ums_stub::config::Settings),
+    ) -> Ums {
         let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
         settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        settings.certificate_lifetime = time::Duration::days(days);
+        adjust(&mut settings);
         settings.rate_limits = Limits {
             per_source: 1_000_000,
             per_unit: 1_000_000,

@@ -51,8 +51,9 @@ pub(super) fn device_identity(peer: &Peer, what: &str) -> Result<DeviceCertifica
 /// The certificate is signed by the UMS ID but is not (or no longer) an enrolled device's.
 pub(super) fn not_current() -> ApiError {
     ApiError::code(
-        ProblemCode::BadRequest,
-        "this certificate is not the current one of an enrolled device",
+        ProblemCode::CertificateNotCurrent,
+        "this certificate is neither the current nor the previous one of an enrolled device: \
+         enroll again with a first-authentication key",
     )
 }
 

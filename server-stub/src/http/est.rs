@@ -265,7 +265,7 @@ async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Resp
         }
         RenewOutcome::Refused(Refusal::NotCurrent) => Err(not_current()),
         RenewOutcome::Refused(Refusal::Lapsed) => Err(ApiError::code(
-            ProblemCode::BadRequest,
+            ProblemCode::CertificateNotCurrent,
             "the device certificate expired longer ago than the renewal grace period: enroll \
              again with a first-authentication key",
         )),

@@ -573,7 +573,10 @@ async fn renewal_needs_the_current_certificate_over_mutual_tls() {
         next.csr_base64.clone(),
     )
     .await;
-    assert_eq!(stale.code(), "bad_request");
+    assert_eq!(
+        (stale.status, stale.code()),
+        (StatusCode::FORBIDDEN, "certificate_not_current")
+    );
     server.stop().await;
 }
 

@@ -269,7 +269,7 @@ async fn the_report_needs_the_current_certificate_of_an_enrolled_device() {
     let stale = put_answer(&server.client(Some((&first, &device.key))), &server, body()).await;
     assert_eq!(
         (stale.status, stale.code()),
-        (StatusCode::BAD_REQUEST, "bad_request")
+        (StatusCode::FORBIDDEN, "certificate_not_current")
     );
 
     // A certificate of a device since deleted.
@@ -283,7 +283,7 @@ async fn the_report_needs_the_current_certificate_of_an_enrolled_device() {
     let other = Device::numbered(4);
     let other_certificate = enrolled(&server, &other).await;
     let deleted = put_answer(&server.client(Some((&second, &next.key))), &server, body()).await;
-    assert_eq!(deleted.code(), "bad_request");
+    assert_eq!(deleted.code(), "certificate_not_current");
     assert_eq!(stored(&server).await, None, "nothing stored");
 
     // The right one still works.
