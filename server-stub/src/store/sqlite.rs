@@ -818,6 +818,26 @@ fn audit_where(filter: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
     (sql, values)
 }
 
+/// One page of `table` by `id`: the rows `filter` (a WHERE clause and its values) matches after
+/// `page.after`, at most `page.limit` of them.
+fn keyset_select(
+    columns: &str,
+    table: &str,
+    filter: (String, Vec<rusqlite::types::Value>),
+    page: &PageRequest<i64>,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let (mut condition, mut values) = filter;
+    if let Some(after) = page.after {
+        condition.push_str(" AND id > ?");
+        values.push(after.into());
+    }
+    let sql = format!(
+        "SELECT {columns} FROM {table}{condition} ORDER BY id LIMIT {}",
+        limit(page.limit)
+    );
+    (sql, values)
+}
+
 /// A page size as SQL's LIMIT (-1: no limit).
 fn limit(page_limit: usize) -> i64 {
     i64::try_from(page_limit).unwrap_or(-1)
@@ -985,15 +1005,7 @@ impl Store for SqliteStore {
         filter: &KeyFilter,
         page: &PageRequest<KeyId>,
     ) -> Result<Vec<StoredKey>, StoreError> {
-        let (mut sql, mut values) = key_where(filter);
-        if let Some(after) = page.after {
-            sql.push_str(" AND id > ?");
-            values.push(after.into());
-        }
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM keys{sql} ORDER BY id LIMIT {}",
-            limit(page.limit)
-        );
+        let (sql, values) = keyset_select(KEY_COLUMNS, "keys", key_where(filter), page);
         self.call(move |inner| {
             let connection = inner.lock();
             let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
@@ -1312,15 +1324,7 @@ impl Store for SqliteStore {
         filter: &AuditFilter,
         page: &PageRequest<i64>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let (mut sql, mut values) = audit_where(filter);
-        if let Some(after) = page.after {
-            sql.push_str(" AND id > ?");
-            values.push(after.into());
-        }
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit{sql} ORDER BY id LIMIT {}",
-            limit(page.limit)
-        );
+        let (sql, values) = keyset_select(AUDIT_COLUMNS, "audit", audit_where(filter), page);
         self.call(move |inner| {
             let connection = inner.lock();
             let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
