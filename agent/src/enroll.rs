@@ -193,6 +193,11 @@ enum Answer {
         detail: String,
         pin_refused: bool,
     },
+    /// 429: the server took this key for a guess while the budget of this unit ID or address was
+    /// used up (by someone else's junk, perhaps). The next key may still be real.
+    Limited {
+        retry_after: Option<Duration>,
+    },
 }
 
 /// What a refusal means, from its status and problem body: final for the key, final for the
@@ -208,11 +213,8 @@ fn answer_to_refusal(
     match problem.map(|problem| problem.code) {
         Some(code) if code.is_final_for_key() => Answer::KeyRefused(code),
         Some(ProblemCode::UnitIdConflict) => Answer::Refused(Failure::UnitIdConflict),
-        Some(ProblemCode::RateLimited) => Answer::Fault {
-            retry_after,
-            detail: "rate limited (429)".to_owned(),
-            pin_refused: false,
-        },
+        Some(ProblemCode::RateLimited) => Answer::Limited { retry_after },
+        None if status == StatusCode::TOO_MANY_REQUESTS => Answer::Limited { retry_after },
         Some(ProblemCode::BadRequest) => Answer::Refused(Failure::Rejected {
             detail: format!("bad_request: {}", detail.unwrap_or_default()),
         }),
@@ -434,6 +436,9 @@ impl Enroller {
             _ => self.transition(state, Event::KeysFound)?,
         }
         let mut refused = refused_before;
+        // Keys answered 429 by every server, and the longest wait asked for.
+        let mut limited_keys = 0usize;
+        let mut limited_wait: Option<Duration> = None;
         // One client per server for the whole pass: one handshake, one cacerts.
         let mut sessions: Vec<Option<Session>> = source.servers.iter().map(|_| None).collect();
         for index in candidates {
@@ -442,6 +447,7 @@ impl Enroller {
             let mut retry_after: Option<Duration> = None;
             let mut pin_refused = false;
             let mut key_refused = false;
+            let mut limited = false;
             let mut rejected: Option<Failure> = None;
             for (server, session) in source.servers.iter().zip(sessions.iter_mut()) {
                 tracing::info!(
@@ -515,7 +521,20 @@ impl Enroller {
                         retry_after = retry_after.max(asked);
                         faults.push(format!("{server}: {detail}"));
                     }
+                    Answer::Limited { retry_after: asked } => {
+                        tracing::warn!(%server, key_type = %entry.kind(), key = %entry.key().masked(), "rate limited");
+                        limited = true;
+                        retry_after = retry_after.max(asked);
+                    }
                 }
+            }
+            if !key_refused && limited && faults.is_empty() && rejected.is_none() {
+                // Not remembered: the key may be real once the budget refills. The next key is
+                // tried now, so that junk sent under this unit ID cannot hold a device with a good
+                // key further down its list; only when every key drew 429 does the device wait.
+                limited_keys += 1;
+                limited_wait = limited_wait.max(retry_after);
+                continue;
             }
             if !key_refused {
                 if faults.is_empty()
@@ -529,6 +548,13 @@ impl Enroller {
                     pin_refused,
                 });
             }
+        }
+        if limited_keys > 0 {
+            return Ok(Pass::Fault {
+                retry_after: limited_wait,
+                detail: format!("rate limited (429) on {limited_keys} key(s)"),
+                pin_refused: false,
+            });
         }
         Ok(Pass::Refused(Failure::KeysExhausted { refused }))
     }
@@ -828,7 +854,9 @@ impl Enroller {
                         .and_then(|problem| problem.detail.as_deref())
                         .map(clean_detail)
                         .unwrap_or_default();
-                    if problem.is_some_and(|p| p.code == ProblemCode::CertificateNotCurrent) {
+                    if problem.is_some_and(|p| p.code == ProblemCode::CertificateNotCurrent)
+                        && Self::speaks_for_the_device(state, server)
+                    {
                         self.orphaned(state, server, &detail)?;
                         return Ok(false);
                     }
@@ -838,7 +866,7 @@ impl Enroller {
                     continue;
                 }
                 Err(error) => {
-                    if certificate_refused_in_handshake(&error) {
+                    if certificate_refused_in_handshake(&error) && self.certificate_expired(state) {
                         self.orphaned(
                             state,
                             server,
@@ -887,6 +915,28 @@ impl Enroller {
         }
         self.save(state)?;
         Ok(false)
+    }
+
+    /// Whether `server`'s word on this device's certificate is final: the server that issued or
+    /// last renewed it (another one may hold an older copy of the database).
+    fn speaks_for_the_device(state: &AgentState, server: &str) -> bool {
+        state
+            .server
+            .as_deref()
+            .is_none_or(|issuer| issuer == server)
+    }
+
+    /// Whether this device's own certificate has expired, judged on a plausible clock only: a
+    /// handshake refusal means the certificate lapsed only then.
+    fn certificate_expired(&self, state: &AgentState) -> bool {
+        self.clock.is_plausible()
+            && state
+                .certificate_not_after
+                .as_deref()
+                .and_then(|text| {
+                    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+                })
+                .is_some_and(|not_after| not_after < self.clock.now())
     }
 
     /// The server no longer honours this device's certificate: the phase says so, with the fix,
@@ -940,9 +990,10 @@ impl Enroller {
                     let status = response.status();
                     let body = response.bytes().await.unwrap_or_default();
                     let problem = serde_json::from_slice::<Problem>(&body).ok();
-                    if let Some(problem) =
-                        problem.filter(|p| p.code == ProblemCode::CertificateNotCurrent)
-                    {
+                    if let Some(problem) = problem.filter(|p| {
+                        p.code == ProblemCode::CertificateNotCurrent
+                            && Self::speaks_for_the_device(state, server)
+                    }) {
                         let detail = problem.detail.as_deref().map(clean_detail);
                         self.orphaned(state, server, &detail.unwrap_or_default())?;
                         return Ok(false);
@@ -950,7 +1001,7 @@ impl Enroller {
                     tracing::warn!(%server, status = status.as_u16(), "inventory refused");
                 }
                 Err(error) => {
-                    if certificate_refused_in_handshake(&error) {
+                    if certificate_refused_in_handshake(&error) && self.certificate_expired(state) {
                         self.orphaned(
                             state,
                             server,
@@ -1046,6 +1097,7 @@ mod tests {
                 Answer::KeyRefused(_) => "next key",
                 Answer::Refused(_) => "stop",
                 Answer::Fault { .. } => "retry",
+                Answer::Limited { .. } => "next key, then retry",
             }
         };
         // status, problem code => what the agent does
@@ -1056,8 +1108,8 @@ mod tests {
             (403, Some(ProblemCode::KeyBoundToOtherDevice), "next key"),
             (409, Some(ProblemCode::UnitIdConflict), "stop"),
             (400, Some(ProblemCode::BadRequest), "stop"),
-            (429, Some(ProblemCode::RateLimited), "retry"),
-            (429, None, "retry"),
+            (429, Some(ProblemCode::RateLimited), "next key, then retry"),
+            (429, None, "next key, then retry"),
             (503, Some(ProblemCode::Unavailable), "retry"),
             (500, None, "retry"),
             (502, None, "retry"),

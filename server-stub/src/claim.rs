@@ -14,9 +14,10 @@
 //!   administrator deletes the device record;
 //! - a device retrying with the key pair it enrolled with (its answer was lost) gets its stored
 //!   certificate back and nothing is counted again;
-//! - a record whose certificate lapsed (expired past the renewal grace period) holds nothing: the
-//!   device, or another one, enrolls with a key as if the unit ID were new, and the record is
-//!   replaced.
+//! - a record whose certificate lapsed (expired past the renewal grace period) gives way to the
+//!   same key pair, or to a device-bound key naming the unit, enrolling with a key as if the unit ID
+//!   were new (the record is replaced); to anyone else it is still a conflict, so that a key copied
+//!   onto many sticks cannot take over a shelved device's unit ID.
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
@@ -102,7 +103,10 @@ pub fn decide(
     let Some(key) = key else {
         return Decision::Refuse(ProblemCode::KeyUnknown);
     };
-    let device = device.filter(|device| !device.lapsed);
+    let bound_here = key.kind == KeyKind::DeviceBound && key.bound_to == Some(attempt.unit_id);
+    let device = device.filter(|device| {
+        !(device.lapsed && (device.public_key == attempt.public_key || bound_here))
+    });
     if let Some(device) = device {
         if device.public_key != attempt.public_key {
             return Decision::Refuse(ProblemCode::UnitIdConflict);
@@ -319,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lapsed_record_counts_as_none() {
+    fn a_lapsed_record_gives_way_to_its_key_pair_or_a_key_bound_to_the_unit_only() {
         let unit: UnitId = "00E0C5540B8B".parse().unwrap();
         let attempt = Attempt {
             unit_id: &unit,
@@ -335,11 +339,9 @@ mod tests {
                     usage_count: uses,
                 };
                 let unknown_device = decide(attempt, Some(key), None);
-                for (public_key, key_id) in [
-                    (PAIR, Some(KEY)),
-                    (OTHER_PAIR, Some(OTHER_KEY)),
-                    (PAIR, None),
-                ] {
+                for (public_key, key_id) in
+                    [(PAIR, Some(KEY)), (PAIR, Some(OTHER_KEY)), (PAIR, None)]
+                {
                     let lapsed = DeviceRow {
                         public_key,
                         key_id,
@@ -348,9 +350,25 @@ mod tests {
                     assert_eq!(
                         decide(attempt, Some(key), Some(lapsed)),
                         unknown_device,
-                        "{kind} active={active} uses={uses}"
+                        "same pair: {kind} active={active} uses={uses}"
                     );
                 }
+                // Another key pair: only a device-bound key naming the unit takes the unit over.
+                let other_pair = DeviceRow {
+                    public_key: OTHER_PAIR,
+                    key_id: Some(OTHER_KEY),
+                    lapsed: true,
+                };
+                let expected = if kind == KeyKind::DeviceBound {
+                    unknown_device
+                } else {
+                    Decision::Refuse(UnitIdConflict)
+                };
+                assert_eq!(
+                    decide(attempt, Some(key), Some(other_pair)),
+                    expected,
+                    "other pair: {kind} active={active} uses={uses}"
+                );
             }
         }
     }

@@ -116,6 +116,7 @@ impl Sources {
 
     /// Admits a connection from `address`, or says why not.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admitted, Refused> {
+        let address = address.to_canonical();
         if self.trusted.iter().any(|net| net.contains(&address)) {
             return Ok(Admitted {
                 sources: self.clone(),
@@ -215,6 +216,7 @@ mod tests {
         assert!(sources.admit(ip("192.0.2.2")).is_ok());
         let proxied: Vec<_> = (0..10)
             .map(|_| sources.admit(ip("10.1.1.1")).unwrap())
+            .chain((0..10).map(|_| sources.admit(ip("::ffff:10.1.1.1")).unwrap()))
             .collect();
         assert!(proxied[0].handshake_slot().await.is_none());
         // Closing frees the slot; the last one closed leaves nothing behind.

@@ -345,6 +345,78 @@ mod tests {
         }
     }
 
+    /// A device certificate issued by `ums_id` that expired `ago`.
+    fn expired_device_certificate(ums_id: &UmsId, ago: Duration) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap();
+        let request = crate::ca::CertificateRequest::from_der(csr.der()).unwrap();
+        // Issued valid from an hour ago, so a negative lifetime makes one already expired.
+        Authority::new(ums_id)
+            .unwrap()
+            .device_certificate("00E0C5540B8B", &request, -ago)
+            .unwrap()
+            .der
+    }
+
+    fn grace_verifier(ums_id: &UmsId, grace: Duration) -> GraceVerifier {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ums_id.certificate_der().to_vec()))
+            .unwrap();
+        GraceVerifier {
+            inner: WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .unwrap(),
+            grace,
+        }
+    }
+
+    #[test]
+    fn expired_device_certificates_pass_within_the_grace_period_only_and_still_must_verify() {
+        use rustls::server::danger::ClientCertVerifier;
+        let ums_id = UmsId::generate().unwrap();
+        let other = UmsId::generate().unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        let verify = |verifier: &GraceVerifier, der: &[u8]| {
+            verifier
+                .verify_client_cert(&CertificateDer::from(der.to_vec()), &[], now)
+                .is_ok()
+        };
+        let expired = expired_device_certificate(&ums_id, Duration::minutes(30));
+        assert!(verify(
+            &grace_verifier(&ums_id, Duration::hours(1)),
+            &expired
+        ));
+        assert!(
+            !verify(&grace_verifier(&ums_id, Duration::minutes(10)), &expired),
+            "past the grace period"
+        );
+        assert!(
+            !verify(&grace_verifier(&ums_id, Duration::ZERO), &expired),
+            "no grace at all"
+        );
+        // Within the grace period, another UMS ID's certificate or a tampered one is refused.
+        let foreign = expired_device_certificate(&other, Duration::minutes(30));
+        assert!(!verify(
+            &grace_verifier(&ums_id, Duration::hours(1)),
+            &foreign
+        ));
+        let mut tampered = expired.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01;
+        assert!(!verify(
+            &grace_verifier(&ums_id, Duration::hours(1)),
+            &tampered
+        ));
+        // An unexpired one passes as always.
+        let fresh = expired_device_certificate(&ums_id, Duration::minutes(-30));
+        assert!(verify(&grace_verifier(&ums_id, Duration::ZERO), &fresh));
+    }
+
     #[test]
     fn the_leaf_is_kept_outside_its_window_and_replaced_inside_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -646,3 +646,77 @@ async fn a_device_whose_certificate_lapsed_shows_orphaned_then_enrolls_again_wit
     assert_eq!(uses, [1, 1], "one key for each enrollment");
     ums.stop().await;
 }
+
+#[tokio::test]
+async fn junk_sent_under_this_unit_id_cannot_hold_a_device_whose_good_key_comes_later() {
+    // The server with the guess limits an administrator gets.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ums = Ums::start_with(tempfile::tempdir().unwrap(), listener, |settings| {
+        settings.rate_limits = ums_stub::rate_limit::Limits::default();
+    })
+    .await;
+    // The stick: first a key bound to this unit that the server does not know (made elsewhere),
+    // then a real one-time key.
+    let elsewhere = Ums::start().await;
+    let stale = elsewhere.create(KeyKind::DeviceBound, 1, Some(UNIT)).await;
+    let stale_entry = elsewhere
+        .export(&stale, vec![elsewhere.server()])
+        .await
+        .keys[0]
+        .clone();
+    elsewhere.stop().await;
+    let real = ums.create(KeyKind::OneTime, 1, None).await;
+    let mut key_file = ums.export(&real, vec![ums.server()]).await;
+    key_file.keys.insert(0, stale_entry);
+
+    // Someone sends junk under this unit ID until its guesses are used up.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            ums.running.ums_id_certificate_der().to_vec(),
+        ))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(onboard_agent::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap();
+    let junk_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&junk_key)
+        .unwrap();
+    let mut limited = false;
+    for n in 0..20 {
+        let response = client
+            .post(format!(
+                "https://127.0.0.1:{}{}",
+                ums.running.port(),
+                onboard_protocol::routes::EST_SIMPLEENROLL
+            ))
+            .basic_auth(UNIT, Some(format!("{:017}", 12_345 + n)))
+            .body(est::encode_base64(csr.der()))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the unit's guesses are used up");
+
+    // The device presents the unknown key first (429 now), moves on to the real one, and enrolls.
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    agent.wait_enrolled().await;
+    agent.stop().await.unwrap();
+    assert_eq!(ums.usage(real[0]).await.0, 1);
+    ums.stop().await;
+}

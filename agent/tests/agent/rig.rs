@@ -59,12 +59,12 @@ impl Ums {
     ) -> Ums {
         let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
         settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        adjust(&mut settings);
         settings.rate_limits = Limits {
             per_source: 1_000_000,
             per_unit: 1_000_000,
             window: std::time::Duration::from_secs(60),
         };
+        adjust(&mut settings);
         let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
         Ums { running, _dir: dir }
     }

@@ -161,7 +161,16 @@ async fn enroll(
     };
     *unit_seen = Some(unit_id.clone());
     let unit = Some(unit_id.as_str());
-    let request = csr_from_body(body)?;
+    // A device never sends a malformed request: it counts as a guess, and once the budget is used
+    // up it is answered 429 without an audit line.
+    let request = match csr_from_body(body) {
+        Ok(request) => request,
+        Err(malformed) => {
+            let blocked = limiter.blocked_for(source, unit, Instant::now());
+            limiter.guessed(source, unit, Instant::now());
+            return Err(blocked.map_or(malformed, limited));
+        }
+    };
     let unknown = || {
         ApiError::code(
             ProblemCode::KeyUnknown,

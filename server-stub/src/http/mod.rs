@@ -64,6 +64,9 @@ impl Peer {
 
 /// See [`Peer::client`].
 fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    // On a dual-stack listener IPv4 peers arrive as ::ffff:a.b.c.d; ranges are matched on the
+    // address itself.
+    let peer = peer.to_canonical();
     let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
     if !is_trusted(&peer) {
         return peer;
@@ -77,7 +80,10 @@ fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -
         .map(str::trim)
         .collect();
     for entry in forwarded.iter().rev() {
-        match entry.parse::<IpAddr>() {
+        match entry
+            .parse::<IpAddr>()
+            .map(|address| address.to_canonical())
+        {
             Ok(address) if is_trusted(&address) => continue,
             Ok(address) => return address,
             // Junk in the chain: stop trusting it there.
@@ -234,6 +240,52 @@ mod tests {
         assert_eq!(
             status(KeyError::Quantity.into()),
             (422, Some(ProblemCode::Invalid))
+        );
+    }
+
+    #[test]
+    fn the_client_address_comes_from_trusted_proxies_only() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let headers = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+            }
+            headers
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let table: &[(&str, &[&str], &str)] = &[
+            // peer, X-Forwarded-For headers => client
+            ("192.0.2.7", &["198.51.100.1"], "192.0.2.7"),
+            ("10.1.2.3", &["198.51.100.1"], "198.51.100.1"),
+            ("10.1.2.3", &["203.0.113.9, 198.51.100.1"], "198.51.100.1"),
+            ("10.1.2.3", &["198.51.100.1, 10.9.9.9"], "198.51.100.1"),
+            ("10.1.2.3", &["198.51.100.1", "10.9.9.9"], "198.51.100.1"),
+            ("10.1.2.3", &[], "10.1.2.3"),
+            ("10.1.2.3", &["not an address"], "10.1.2.3"),
+            ("10.1.2.3", &["10.4.4.4"], "10.1.2.3"),
+            ("::1", &["2001:db8::5"], "2001:db8::5"),
+            // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 addresses.
+            ("::ffff:10.1.2.3", &["198.51.100.1"], "198.51.100.1"),
+            ("::ffff:192.0.2.7", &["198.51.100.1"], "192.0.2.7"),
+            (
+                "10.1.2.3",
+                &["::ffff:10.9.9.9", "198.51.100.4"],
+                "198.51.100.4",
+            ),
+        ];
+        for (peer, values, client) in table {
+            assert_eq!(
+                client_address(ip(peer), &headers(values), &trusted),
+                ip(client),
+                "{peer} {values:?}"
+            );
+        }
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &headers(&["198.51.100.1"]), &[]),
+            ip("10.1.2.3"),
+            "no trusted proxy: the header is ignored"
         );
     }
 }

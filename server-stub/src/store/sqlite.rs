@@ -474,13 +474,20 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
             continue;
         };
         let db = |source| backend_error(&shown, source);
-        let mut done: Vec<Done> = Vec::with_capacity(batch.len());
+        let mut queue: std::collections::VecDeque<WriterJob> = batch.into();
+        let mut done: Vec<Done> = Vec::with_capacity(queue.len());
         let committed = (|| -> Result<(), StoreError> {
             let mut tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
-            for job in batch {
-                let mut savepoint = tx.savepoint().map_err(db)?;
+            while let Some(job) = queue.pop_front() {
+                let mut savepoint = match tx.savepoint() {
+                    Ok(savepoint) => savepoint,
+                    Err(error) => {
+                        queue.push_front(job);
+                        return Err(db(error));
+                    }
+                };
                 let (finished, ok) = match job {
                     WriterJob::Enroll {
                         attempt,
@@ -497,13 +504,14 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
                         (Done::Record(reply, outcome), ok)
                     }
                 };
+                // Kept before anything else can fail, so that every job is answered.
+                done.push(finished);
                 if ok {
                     savepoint.commit().map_err(db)?;
                 } else {
                     savepoint.rollback().map_err(db)?;
                     drop(savepoint);
                 }
-                done.push(finished);
             }
             tx.commit().map_err(db)
         })();
@@ -526,6 +534,13 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
                 };
                 for job in done {
                     job.fail(failure);
+                }
+                // Jobs the failure came before: answered too, never left waiting.
+                for job in queue {
+                    match job {
+                        WriterJob::Enroll { reply, .. } => drop(reply.send(Err(failure()))),
+                        WriterJob::Record { reply, .. } => drop(reply.send(Err(failure()))),
+                    }
                 }
             }
         }

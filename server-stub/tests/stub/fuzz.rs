@@ -180,7 +180,7 @@ fn key_file_readers_never_panic_and_what_they_accept_round_trips() {
 }
 
 #[test]
-fn certificate_requests_never_panic_and_accepted_ones_verify() {
+fn certificate_requests_never_panic_and_accepted_ones_name_a_key() {
     let seeds: Vec<Vec<u8>> = [
         &rcgen::PKCS_ECDSA_P256_SHA256,
         &rcgen::PKCS_ECDSA_P384_SHA384,
