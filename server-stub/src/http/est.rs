@@ -237,18 +237,25 @@ fn refusal_detail(code: ProblemCode) -> &'static str {
 async fn simplereenroll(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match reenroll(&shared, &peer, &body).await {
+    match reenroll(&shared, &peer, &headers, &body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn reenroll(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<Response, ApiError> {
+async fn reenroll(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let presented = device_identity(peer, "renewal")?;
     let request = csr_from_body(body)?;
-    let actor = Actor::device(&presented.unit_id, peer.addr.ip());
+    let source = peer.client(headers, &shared.stub.settings.trusted_proxies);
+    let actor = Actor::device(&presented.unit_id, source);
     let lifetime = shared.certificate_lifetime;
     let public_key = request.public_key.clone();
     let (signer, subject) = (shared.clone(), presented.unit_id.clone());
