@@ -379,6 +379,7 @@ async fn enroll_once(
         clock: crate::clock::system(),
         timeouts: settings.timeouts,
         key_algorithm: settings.device_key,
+        unknown_key_retry: settings.unknown_key_retry,
         on_change: Arc::new(|_| {}),
     };
     let usable: Vec<&KeySource> = sources

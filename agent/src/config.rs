@@ -54,6 +54,11 @@
 //! # Defaults: 10 and 30.
 //! connect_timeout_seconds = 10
 //! request_timeout_seconds = 30
+//!
+//! # How long a key refused as unknown (`key_unknown`) is skipped before it is presented again:
+//! # a server briefly pointed at the wrong database must not burn every key. Other refusals (used,
+//! # inactive, bound elsewhere) are for good. In seconds; default 3600.
+//! unknown_key_retry_seconds = 3600
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -110,6 +115,8 @@ pub struct RawConfig {
     pub connect_timeout_seconds: Option<u64>,
     /// The request time-out, in seconds.
     pub request_timeout_seconds: Option<u64>,
+    /// How long a `key_unknown` refusal is remembered, in seconds.
+    pub unknown_key_retry_seconds: Option<u64>,
 }
 
 /// What the command line says, which wins over the file.
@@ -148,6 +155,8 @@ pub struct Settings {
     pub backoff: BackoffPolicy,
     /// Connection and request time-outs.
     pub timeouts: Timeouts,
+    /// How long a `key_unknown` refusal is remembered.
+    pub unknown_key_retry: Duration,
 }
 
 /// Why the settings cannot be had. Messages name the file and the field.
@@ -359,6 +368,12 @@ impl RawConfig {
                 1..=86_400,
             )?),
         };
+        let unknown_key_retry = Duration::from_secs(ranged(
+            "unknown_key_retry_seconds",
+            self.unknown_key_retry_seconds,
+            3600,
+            1..=30 * 86_400,
+        )?);
         let timeouts = Timeouts {
             connect: Duration::from_secs(ranged(
                 "connect_timeout_seconds",
@@ -384,6 +399,7 @@ impl RawConfig {
             device_key,
             backoff,
             timeouts,
+            unknown_key_retry,
         })
     }
 }
@@ -434,6 +450,7 @@ mod tests {
                 device_key: DeviceKeyAlgorithm::P256,
                 backoff: BackoffPolicy::default(),
                 timeouts: Timeouts::default(),
+                unknown_key_retry: crate::state::DEFAULT_UNKNOWN_KEY_RETRY,
             }
         );
     }

@@ -239,6 +239,7 @@ impl Enrollment {
             clock: self.environment.clock.clone(),
             timeouts: self.settings.timeouts,
             key_algorithm: self.settings.device_key,
+            unknown_key_retry: self.settings.unknown_key_retry,
             on_change: Arc::new(move |state| observer.publish(state)),
         };
         self.enroller = Some(enroller.clone());
@@ -494,10 +495,25 @@ pub async fn run_in(
         let enrolled = work.state.phase.is_enrolled();
         let retry_at = work.retry_at;
         let renew_at = work.renew_at.filter(|_| enrolled);
+        // Out of keys while some were refused as unknown: look again when the first of those may
+        // be presented again (the server may have been pointed at the wrong database).
+        let relook_at = match &work.state.phase {
+            Phase::Failed {
+                reason: Failure::KeysExhausted { .. },
+            } => work
+                .state
+                .unknown_refusals_lift_in(work.environment.clock.now(), settings.unknown_key_retry)
+                .map(|wait| Instant::now() + wait),
+            _ => None,
+        };
         let wake = tokio::select! {
             wake = watcher.changed(), if !enrolled => Some(wake),
             () = sleep_until(retry_at), if retry_at.is_some() => None,
             () = sleep_until(renew_at), if renew_at.is_some() => None,
+            () = sleep_until(relook_at), if relook_at.is_some() => {
+                tracing::info!("a key refused as unknown may be presented again; looking again");
+                continue;
+            }
             () = &mut shutdown => break,
         };
         observer.inner.wakeups.fetch_add(1, Ordering::SeqCst);

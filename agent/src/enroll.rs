@@ -278,6 +278,8 @@ pub struct Enroller {
     pub timeouts: Timeouts,
     /// The algorithm of a new device key pair.
     pub key_algorithm: DeviceKeyAlgorithm,
+    /// How long a key refused as unknown is skipped.
+    pub unknown_key_retry: Duration,
     /// Told of every state change (the daemon's observer).
     pub on_change: Arc<dyn Fn(&AgentState) + Send + Sync>,
 }
@@ -360,7 +362,7 @@ impl Enroller {
         let mut refused = 0;
         for index in key_order(&source.keys, &self.unit_id) {
             let digest = Self::digest(state, &pin, source.keys[index].key());
-            if state.is_refused(&digest, self.clock.now()) {
+            if state.is_refused(&digest, self.clock.now(), self.unknown_key_retry) {
                 refused += 1;
             } else {
                 fresh.push(index);
@@ -1131,6 +1133,7 @@ mod tests {
             clock: Arc::new(FixedClock(OffsetDateTime::UNIX_EPOCH)),
             timeouts: Timeouts::default(),
             key_algorithm: DeviceKeyAlgorithm::P256,
+            unknown_key_retry: crate::state::DEFAULT_UNKNOWN_KEY_RETRY,
             on_change: Arc::new(|_| {}),
         }
     }

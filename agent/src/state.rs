@@ -109,14 +109,20 @@ pub struct RefusedKey {
 /// more).
 pub const MAX_REFUSED_KEYS: usize = 10_000;
 
-/// How long a `key_unknown` refusal is remembered. The other final codes are facts about the key
-/// (used, inactive, bound to another unit) and are remembered for good; an unknown key may be a
-/// server briefly pointed at the wrong database, which must not burn every key on the stick.
-pub const UNKNOWN_KEY_FORGOTTEN_AFTER: time::Duration = time::Duration::hours(1);
+/// How long a `key_unknown` refusal is remembered unless configured (`unknown_key_retry_seconds`).
+/// The other final codes are facts about the key (used, inactive, bound to another unit) and are
+/// remembered for good; an unknown key may be a server briefly pointed at the wrong database,
+/// which must not burn every key on the stick.
+pub const DEFAULT_UNKNOWN_KEY_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Whether a refusal with `code`, remembered at `at`, still holds at `now`: the one rule of how
-/// long a refused key is skipped.
-pub fn refusal_holds(code: ProblemCode, at: Option<i64>, now: time::OffsetDateTime) -> bool {
+/// Whether a refusal with `code`, remembered at `at`, still holds at `now`, when `key_unknown`
+/// refusals are remembered for `unknown_for`: the one rule of how long a refused key is skipped.
+pub fn refusal_holds(
+    code: ProblemCode,
+    at: Option<i64>,
+    now: time::OffsetDateTime,
+    unknown_for: std::time::Duration,
+) -> bool {
     if code != ProblemCode::KeyUnknown {
         return true;
     }
@@ -125,7 +131,8 @@ pub fn refusal_holds(code: ProblemCode, at: Option<i64>, now: time::OffsetDateTi
     };
     let elapsed = now.unix_timestamp() - at;
     // A clock set back (NTP after a boot in the future) cannot make one last longer.
-    (0..UNKNOWN_KEY_FORGOTTEN_AFTER.whole_seconds()).contains(&elapsed)
+    let limit = i64::try_from(unknown_for.as_secs()).unwrap_or(i64::MAX);
+    (0..limit).contains(&elapsed)
 }
 
 impl Default for AgentState {
@@ -253,11 +260,39 @@ impl AgentState {
         hex(&hasher.finalize())
     }
 
-    /// Whether a key with this digest was refused with a final code that still holds at `now`.
-    pub fn is_refused(&self, digest: &str, now: time::OffsetDateTime) -> bool {
+    /// Whether a key with this digest was refused with a final code that still holds at `now`
+    /// (`key_unknown` refusals for `unknown_for`).
+    pub fn is_refused(
+        &self,
+        digest: &str,
+        now: time::OffsetDateTime,
+        unknown_for: std::time::Duration,
+    ) -> bool {
+        self.refused_keys.iter().any(|refused| {
+            refused.digest == digest && refusal_holds(refused.code, refused.at, now, unknown_for)
+        })
+    }
+
+    /// How long until the first remembered `key_unknown` refusal that still holds at `now` lifts;
+    /// `None` when none holds. A device with no key left waits this long, then looks again.
+    pub fn unknown_refusals_lift_in(
+        &self,
+        now: time::OffsetDateTime,
+        unknown_for: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let limit = i64::try_from(unknown_for.as_secs()).unwrap_or(i64::MAX);
         self.refused_keys
             .iter()
-            .any(|refused| refused.digest == digest && refusal_holds(refused.code, refused.at, now))
+            .filter(|refused| {
+                refused.code == ProblemCode::KeyUnknown
+                    && refusal_holds(refused.code, refused.at, now, unknown_for)
+            })
+            .filter_map(|refused| refused.at)
+            .map(|at| at.saturating_add(limit) - now.unix_timestamp())
+            .min()
+            .map(|seconds| {
+                std::time::Duration::from_secs(u64::try_from(seconds.max(1)).unwrap_or(1))
+            })
     }
 
     /// Remembers a final refusal at `now`, forgetting the oldest beyond [`MAX_REFUSED_KEYS`].
@@ -461,11 +496,35 @@ mod tests {
         ];
         for (code, remembered, later, holds) in table {
             assert_eq!(
-                refusal_holds(code, remembered, now(later)),
+                refusal_holds(code, remembered, now(later), DEFAULT_UNKNOWN_KEY_RETRY),
                 holds,
                 "{code} {remembered:?} +{later}"
             );
         }
+    }
+
+    #[test]
+    fn a_device_out_of_keys_knows_when_an_unknown_key_may_be_tried_again() {
+        let mut state = AgentState::default();
+        let at = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let minute = std::time::Duration::from_secs(60);
+        state.remember_refusal("a".repeat(64), ProblemCode::KeyUsed, at);
+        assert_eq!(state.unknown_refusals_lift_in(at, minute), None);
+        state.remember_refusal("b".repeat(64), ProblemCode::KeyUnknown, at);
+        state.remember_refusal(
+            "c".repeat(64),
+            ProblemCode::KeyUnknown,
+            at + time::Duration::seconds(20),
+        );
+        let later = at + time::Duration::seconds(15);
+        assert_eq!(
+            state.unknown_refusals_lift_in(later, minute),
+            Some(std::time::Duration::from_secs(45))
+        );
+        assert_eq!(
+            state.unknown_refusals_lift_in(at + time::Duration::seconds(100), minute),
+            None
+        );
     }
 
     #[test]
@@ -476,9 +535,10 @@ mod tests {
             state.remember_refusal(format!("{n:064x}"), ProblemCode::KeyUsed, now);
         }
         assert_eq!(state.refused_keys.len(), MAX_REFUSED_KEYS);
-        assert!(!state.is_refused(&format!("{:064x}", 4), now));
-        assert!(state.is_refused(&format!("{:064x}", 5), now));
-        assert!(state.is_refused(&format!("{:064x}", MAX_REFUSED_KEYS + 4), now));
+        let hour = DEFAULT_UNKNOWN_KEY_RETRY;
+        assert!(!state.is_refused(&format!("{:064x}", 4), now, hour));
+        assert!(state.is_refused(&format!("{:064x}", 5), now, hour));
+        assert!(state.is_refused(&format!("{:064x}", MAX_REFUSED_KEYS + 4), now, hour));
     }
 
     #[test]
@@ -529,7 +589,7 @@ mod tests {
         let loaded = AgentState::load(dir.path()).unwrap();
         assert_eq!(loaded, state);
         assert_eq!(loaded.refused_keys.len(), 1);
-        assert!(loaded.is_refused(&digest, now));
+        assert!(loaded.is_refused(&digest, now, DEFAULT_UNKNOWN_KEY_RETRY));
         // The same key under another salt digests differently.
         let mut other = AgentState::default();
         assert_ne!(other.key_digest(&fingerprint, &key), digest);

@@ -254,6 +254,7 @@ async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun
         clock: onboard_agent::clock::system(),
         timeouts: Timeouts::default(),
         key_algorithm: Default::default(),
+        unknown_key_retry: onboard_agent::state::DEFAULT_UNKNOWN_KEY_RETRY,
         on_change: Arc::new(|_| {}),
     };
     let started = Instant::now();

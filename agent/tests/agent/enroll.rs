@@ -166,6 +166,7 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
         clock: onboard_agent::clock::system(),
         timeouts: Default::default(),
         key_algorithm: Default::default(),
+        unknown_key_retry: state::DEFAULT_UNKNOWN_KEY_RETRY,
         on_change: Arc::new(|_| {}),
     };
     let mut state = AgentState::default();
@@ -718,5 +719,50 @@ async fn junk_sent_under_this_unit_id_cannot_hold_a_device_whose_good_key_comes_
     agent.wait_enrolled().await;
     agent.stop().await.unwrap();
     assert_eq!(ums.usage(real[0]).await.0, 1);
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_refused_as_unknown_is_tried_again_by_itself_once_its_refusal_lapses() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::OneTime, 1, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
+    let value = ums.key_value(ids[0]).await;
+    // The server briefly "forgets" the key (pointed at the wrong database, say).
+    ums.running
+        .shared()
+        .stub
+        .keys()
+        .delete(&ids, &ums_stub::store::Actor::cli())
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let mut settings = settings(UNIT, root.path(), state_dir.path());
+    settings.unknown_key_retry = Duration::from_secs(2);
+    let agent = Agent::start(settings);
+    agent
+        .wait_for("out of keys", |state| {
+            matches!(
+                &state.phase,
+                Phase::Failed {
+                    reason: Failure::KeysExhausted { .. }
+                }
+            )
+        })
+        .await;
+    // Put right: the same value is a key again. Nobody touches the stick; the device tries the
+    // key again by itself once its refusal lapses, and enrolls.
+    ums.running
+        .shared()
+        .stub
+        .keys()
+        .create_mass(Some(&value), "restored", &ums_stub::store::Actor::cli())
+        .await
+        .unwrap();
+    agent.wait_enrolled().await;
+    agent.stop().await.unwrap();
+    assert_eq!(ums.devices().await.len(), 1);
     ums.stop().await;
 }
