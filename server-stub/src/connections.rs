@@ -9,11 +9,11 @@
 //! handshake time-out), so a burst of devices behind one address queues rather than fails. At start
 //! `serve` raises its soft limit on open files to the hard limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::rate_limit::source_group;
 
@@ -68,11 +68,13 @@ pub fn file_limit() -> u64 {
         .map_or(1024, |(soft, _hard)| soft)
 }
 
-/// One source's open connections and its handshake slots.
+/// One source's open connections, its handshake slots, and how to close those of its connections
+/// still in their handshake, oldest first.
 #[derive(Debug)]
 struct SourceState {
     open: usize,
     handshakes: Arc<Semaphore>,
+    unfinished: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 /// Open connections and handshakes in progress, by source.
@@ -81,6 +83,7 @@ pub struct Sources {
     limits: ConnectionLimits,
     trusted: Vec<ipnet::IpNet>,
     states: Mutex<HashMap<IpAddr, SourceState>>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// Why a connection was closed at once.
@@ -95,7 +98,9 @@ pub enum Refused {
 pub struct Admitted {
     sources: Arc<Sources>,
     group: Option<IpAddr>,
+    id: u64,
     handshakes: Option<Arc<Semaphore>>,
+    evicted: Option<oneshot::Receiver<()>>,
 }
 
 impl Sources {
@@ -105,6 +110,7 @@ impl Sources {
             limits,
             trusted,
             states: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -114,14 +120,23 @@ impl Sources {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Admits a connection from `address`, or says why not.
+    /// Admits a connection from `address`, or says why not. At the source's cap, the oldest of
+    /// its connections still in the handshake (one sending nothing, perhaps) is closed to make
+    /// room: a host holding a shared address's slots with silent connections cannot keep the
+    /// devices behind it out. Only a source whose every connection finished its handshake is
+    /// refused.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admitted, Refused> {
         let address = address.to_canonical();
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.trusted.iter().any(|net| net.contains(&address)) {
             return Ok(Admitted {
                 sources: self.clone(),
                 group: None,
+                id,
                 handshakes: None,
+                evicted: None,
             });
         }
         let group = source_group(address);
@@ -133,15 +148,25 @@ impl Sources {
                     .handshakes_per_source
                     .min(Semaphore::MAX_PERMITS),
             )),
+            unfinished: VecDeque::new(),
         });
         if state.open >= self.limits.per_source {
-            return Err(Refused::TooManyConnections);
+            // The evicted connection is uncounted when its task drops it, a moment later.
+            let evicted = std::iter::from_fn(|| state.unfinished.pop_front())
+                .any(|(_, evict)| evict.send(()).is_ok());
+            if !evicted {
+                return Err(Refused::TooManyConnections);
+            }
         }
         state.open += 1;
+        let (evict, evicted) = oneshot::channel();
+        state.unfinished.push_back((id, evict));
         Ok(Admitted {
             sources: self.clone(),
             group: Some(group),
+            id,
             handshakes: Some(state.handshakes.clone()),
+            evicted: Some(evicted),
         })
     }
 
@@ -154,6 +179,30 @@ impl Sources {
 }
 
 impl Admitted {
+    /// The signal that closes this connection to make room for a newer one from its source (while
+    /// it is still in its handshake): completes then, and never for a trusted proxy's.
+    pub fn eviction(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let evicted = self.evicted.take();
+        async move {
+            let closed = match evicted {
+                Some(evicted) => evicted.await.is_ok(),
+                None => false,
+            };
+            if !closed {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The handshake is over: the connection can no longer be closed to make room.
+    pub fn handshake_done(&mut self) {
+        if let Some(group) = self.group
+            && let Some(state) = self.sources.lock().get_mut(&group)
+        {
+            state.unfinished.retain(|(id, _)| *id != self.id);
+        }
+    }
+
     /// Waits for one of its source's handshake slots: a burst from one address queues rather than
     /// fails, and at most `handshakes_per_source` of them cost TLS work at once. Hold the slot
     /// for the handshake; a trusted proxy needs none.
@@ -170,6 +219,7 @@ impl Drop for Admitted {
         if let Some(group) = self.group {
             let mut states = self.sources.lock();
             if let Some(state) = states.get_mut(&group) {
+                state.unfinished.retain(|(id, _)| *id != self.id);
                 state.open = state.open.saturating_sub(1);
                 if state.open == 0 {
                     states.remove(&group);
@@ -200,11 +250,10 @@ mod tests {
             vec!["10.0.0.0/8".parse().unwrap()],
         );
         let a = ip("192.0.2.1");
-        let first = sources.admit(a).unwrap();
-        let second = sources.admit(a).unwrap();
-        let third = sources.admit(a).unwrap();
+        let mut first = sources.admit(a).unwrap();
+        let mut second = sources.admit(a).unwrap();
+        let mut third = sources.admit(a).unwrap();
         assert_eq!(sources.open(a), 3);
-        assert_eq!(sources.admit(a).unwrap_err(), Refused::TooManyConnections);
         // Two handshakes at a time; the third waits for a slot.
         let slot_one = first.handshake_slot().await.unwrap();
         let _slot_two = second.handshake_slot().await.unwrap();
@@ -212,13 +261,18 @@ mod tests {
         assert!(waiting.is_err(), "the third handshake waits");
         drop(slot_one);
         assert!(third.handshake_slot().await.is_some());
+        for connection in [&mut first, &mut second, &mut third] {
+            connection.handshake_done();
+        }
+        // Every connection past its handshake: the next one is refused.
+        assert_eq!(sources.admit(a).unwrap_err(), Refused::TooManyConnections);
         // Another source is not affected; a trusted proxy is held to no per-source cap.
         assert!(sources.admit(ip("192.0.2.2")).is_ok());
         let proxied: Vec<_> = (0..10)
             .map(|_| sources.admit(ip("10.1.1.1")).unwrap())
             .chain((0..10).map(|_| sources.admit(ip("::ffff:10.1.1.1")).unwrap()))
             .collect();
-        assert!(proxied[0].handshake_slot().await.is_none());
+        assert_eq!(proxied.len(), 20);
         // Closing frees the slot; the last one closed leaves nothing behind.
         drop(first);
         assert_eq!(sources.open(a), 2);
@@ -227,6 +281,35 @@ mod tests {
         drop(third);
         assert_eq!(sources.open(a), 0);
         assert!(sources.lock().get(&a).is_none());
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_unfinished_handshake_makes_room() {
+        let sources = Sources::new(
+            ConnectionLimits {
+                total: 100,
+                per_source: 2,
+                handshakes_per_source: 2,
+            },
+            Vec::new(),
+        );
+        let a = ip("192.0.2.1");
+        // Two silent connections hold the address's slots.
+        let mut silent = sources.admit(a).unwrap();
+        let mut also_silent = sources.admit(a).unwrap();
+        let (first_closed, second_closed) = (silent.eviction(), also_silent.eviction());
+        // A device behind the same address gets in: the oldest silent one is told to close.
+        let mut device = sources.admit(a).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), first_closed)
+            .await
+            .expect("the oldest unfinished handshake is closed");
+        let still = tokio::time::timeout(Duration::from_millis(50), second_closed).await;
+        assert!(still.is_err(), "only one is closed");
+        drop(silent);
+        // A connection past its handshake is never closed for room.
+        device.handshake_done();
+        also_silent.handshake_done();
+        assert_eq!(sources.admit(a).unwrap_err(), Refused::TooManyConnections);
     }
 
     #[tokio::test]

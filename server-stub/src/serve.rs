@@ -84,7 +84,7 @@ pub async fn run(
             },
         };
         // Over its source's caps, a connection is closed before any TLS work.
-        let admitted = match sources.admit(addr.ip()) {
+        let mut admitted = match sources.admit(addr.ip()) {
             Ok(admitted) => admitted,
             Err(refused) => {
                 tracing::debug!(%addr, ?refused, "connection closed: the source is at its cap");
@@ -98,12 +98,21 @@ pub async fn run(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            // The time-out covers the wait for a handshake slot and the handshake.
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                let _slot = admitted.handshake_slot().await;
-                acceptor.accept(tcp).await
-            })
-            .await;
+            // The time-out covers the wait for a handshake slot and the handshake; a newer
+            // connection from the same source at its cap may close this one meanwhile.
+            let eviction = admitted.eviction();
+            let handshake = tokio::select! {
+                result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                    let _slot = admitted.handshake_slot().await;
+                    acceptor.accept(tcp).await
+                }) => Some(result),
+                () = eviction => None,
+            };
+            let Some(handshake) = handshake else {
+                tracing::debug!(%addr, "connection closed: a newer one from its source needed the room");
+                return;
+            };
+            admitted.handshake_done();
             let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
