@@ -231,6 +231,7 @@ impl Settings {
         };
         let connections = crate::connections::ConnectionLimits {
             total: connection_defaults.total,
+            evict_after: connection_defaults.evict_after,
             per_source: cap(
                 "max_connections_per_source",
                 raw.max_connections_per_source,

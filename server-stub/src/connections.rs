@@ -29,6 +29,9 @@ pub struct ConnectionLimits {
     pub per_source: usize,
     /// TLS handshakes one source may have in progress.
     pub handshakes_per_source: usize,
+    /// How long a connection must have been in its handshake before a newer one from its source
+    /// may close it to make room: a device's own handshake takes milliseconds and is never cut.
+    pub evict_after: std::time::Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -37,6 +40,7 @@ impl Default for ConnectionLimits {
             total: 4096,
             per_source: 256,
             handshakes_per_source: 64,
+            evict_after: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -74,7 +78,7 @@ pub fn file_limit() -> u64 {
 struct SourceState {
     open: usize,
     handshakes: Arc<Semaphore>,
-    unfinished: VecDeque<(u64, oneshot::Sender<()>)>,
+    unfinished: VecDeque<(u64, std::time::Instant, oneshot::Sender<()>)>,
 }
 
 /// Open connections and handshakes in progress, by source.
@@ -151,16 +155,30 @@ impl Sources {
             unfinished: VecDeque::new(),
         });
         if state.open >= self.limits.per_source {
-            // The evicted connection is uncounted when its task drops it, a moment later.
-            let evicted = std::iter::from_fn(|| state.unfinished.pop_front())
-                .any(|(_, evict)| evict.send(()).is_ok());
+            // The oldest unfinished handshake, if it has been at it long enough; it is uncounted
+            // when its task drops it, a moment later.
+            let now = std::time::Instant::now();
+            let mut evicted = false;
+            while let Some((_, since, _)) = state.unfinished.front() {
+                if now.duration_since(*since) < self.limits.evict_after {
+                    break;
+                }
+                if let Some((_, _, evict)) = state.unfinished.pop_front()
+                    && evict.send(()).is_ok()
+                {
+                    evicted = true;
+                    break;
+                }
+            }
             if !evicted {
                 return Err(Refused::TooManyConnections);
             }
         }
         state.open += 1;
         let (evict, evicted) = oneshot::channel();
-        state.unfinished.push_back((id, evict));
+        state
+            .unfinished
+            .push_back((id, std::time::Instant::now(), evict));
         Ok(Admitted {
             sources: self.clone(),
             group: Some(group),
@@ -199,7 +217,7 @@ impl Admitted {
         if let Some(group) = self.group
             && let Some(state) = self.sources.lock().get_mut(&group)
         {
-            state.unfinished.retain(|(id, _)| *id != self.id);
+            state.unfinished.retain(|(id, _, _)| *id != self.id);
         }
     }
 
@@ -219,7 +237,7 @@ impl Drop for Admitted {
         if let Some(group) = self.group {
             let mut states = self.sources.lock();
             if let Some(state) = states.get_mut(&group) {
-                state.unfinished.retain(|(id, _)| *id != self.id);
+                state.unfinished.retain(|(id, _, _)| *id != self.id);
                 state.open = state.open.saturating_sub(1);
                 if state.open == 0 {
                     states.remove(&group);
@@ -246,6 +264,7 @@ mod tests {
                 total: 100,
                 per_source: 3,
                 handshakes_per_source: 2,
+                evict_after: Duration::from_secs(3600),
             },
             vec!["10.0.0.0/8".parse().unwrap()],
         );
@@ -290,6 +309,7 @@ mod tests {
                 total: 100,
                 per_source: 2,
                 handshakes_per_source: 2,
+                evict_after: Duration::from_millis(100),
             },
             Vec::new(),
         );
@@ -298,6 +318,9 @@ mod tests {
         let mut silent = sources.admit(a).unwrap();
         let mut also_silent = sources.admit(a).unwrap();
         let (first_closed, second_closed) = (silent.eviction(), also_silent.eviction());
+        // While they are young (a device's handshake in progress), a newer one is turned away.
+        assert_eq!(sources.admit(a).unwrap_err(), Refused::TooManyConnections);
+        tokio::time::sleep(Duration::from_millis(150)).await;
         // A device behind the same address gets in: the oldest silent one is told to close.
         let mut device = sources.admit(a).unwrap();
         tokio::time::timeout(Duration::from_secs(1), first_closed)
@@ -319,6 +342,7 @@ mod tests {
                 total: 100,
                 per_source: usize::MAX,
                 handshakes_per_source: usize::MAX,
+                evict_after: Duration::from_secs(1),
             },
             Vec::new(),
         );
