@@ -159,6 +159,26 @@ impl SqliteStore {
         }
     }
 
+    /// How many rows of `table` match `filter` (a WHERE clause and its values).
+    async fn count_rows(
+        &self,
+        table: &'static str,
+        filter: (String, Vec<rusqlite::types::Value>),
+    ) -> Result<u64, StoreError> {
+        let (condition, values) = filter;
+        let sql = format!("SELECT count(*) FROM {table}{condition}");
+        self.call(move |inner| {
+            let counted: i64 = inner
+                .lock()
+                .prepare_cached(&sql)
+                .map_err(|e| inner.db(e))?
+                .query_row(params_from_iter(values), |row| row.get(0))
+                .map_err(|e| inner.db(e))?;
+            Ok(count(counted))
+        })
+        .await
+    }
+
     /// Hands `job` to the writer thread, starting it at the first job.
     fn send(&self, job: WriterJob) -> Result<(), StoreError> {
         let inner = &self.inner;
@@ -1037,18 +1057,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError> {
-        let (sql, values) = key_where(filter);
-        let sql = format!("SELECT count(*) FROM keys{sql}");
-        self.call(move |inner| {
-            let connection = inner.lock();
-            let counted: i64 = connection
-                .prepare_cached(&sql)
-                .map_err(|e| inner.db(e))?
-                .query_row(params_from_iter(values), |row| row.get(0))
-                .map_err(|e| inner.db(e))?;
-            Ok(count(counted))
-        })
-        .await
+        self.count_rows("keys", key_where(filter)).await
     }
 
     async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError> {
@@ -1363,18 +1372,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError> {
-        let (sql, values) = audit_where(filter);
-        let sql = format!("SELECT count(*) FROM audit{sql}");
-        self.call(move |inner| {
-            let counted: i64 = inner
-                .lock()
-                .prepare_cached(&sql)
-                .map_err(|e| inner.db(e))?
-                .query_row(params_from_iter(values), |row| row.get(0))
-                .map_err(|e| inner.db(e))?;
-            Ok(count(counted))
-        })
-        .await
+        self.count_rows("audit", audit_where(filter)).await
     }
 }
 
