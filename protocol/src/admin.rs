@@ -17,6 +17,7 @@ pub type KeyId = i64;
 /// A key's status, as the UMS key list shows it. Which status a key has is decided in one place
 /// on the server (`ums-stub`'s `claim` module); this is only its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     /// Usable for enrollment.
@@ -74,6 +75,7 @@ impl FromStr for KeyStatus {
 
 /// One row of the key list. Its `Debug` masks a shown key.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyView {
     /// Its number.
     pub id: KeyId,
@@ -92,11 +94,13 @@ pub struct KeyView {
     pub usage_count: u64,
     /// The last of them.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub usage_date: Option<OffsetDateTime>,
     /// The administrator's comment.
     pub comment: String,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
 }
 
@@ -122,6 +126,7 @@ impl fmt::Debug for KeyView {
 
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceView {
     /// Its unit ID.
     pub unit_id: UnitId,
@@ -129,6 +134,7 @@ pub struct DeviceView {
     pub serial: String,
     /// That certificate's expiry.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub not_after: OffsetDateTime,
     /// The kind of key it enrolled with.
     pub key_type: KeyKind,
@@ -136,9 +142,11 @@ pub struct DeviceView {
     pub key_id: Option<KeyId>,
     /// When it first enrolled.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub enrolled_at: OffsetDateTime,
     /// When it was last heard from.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: OffsetDateTime,
     /// What it last reported about itself; `None` before its first report.
     pub inventory: Option<Inventory>,
@@ -146,11 +154,13 @@ pub struct DeviceView {
 
 /// One line of the audit log. Never holds a key value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntryView {
     /// Its number: lines are numbered in the order they were written.
     pub id: i64,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: OffsetDateTime,
     /// What: `enroll`, `reenroll`, `keys.create`, `keys.edit`, `keys.activate`,
     /// `keys.deactivate`, `keys.delete`, `devices.delete`.
@@ -171,6 +181,7 @@ pub struct AuditEntryView {
 
 /// The server's UMS ID, as the UMS ID page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UmsIdView {
     /// SHA-256 of the UMS ID certificate, 64 hex digits.
     pub fingerprint: Fingerprint,
@@ -182,6 +193,7 @@ pub struct UmsIdView {
     pub communication_token: String,
     /// When the UMS ID was created.
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
 }
 
@@ -200,6 +212,7 @@ impl UmsIdView {
 
 /// One page of a list, in keyset order: the next page starts after `next_after`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T, A = KeyId> {
     /// The rows of this page, in list order.
     pub items: Vec<T>,
@@ -212,31 +225,44 @@ pub struct Page<T, A = KeyId> {
 
 /// A request to create keys. Its `Debug` and `Display` never show a typed password.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CreateKeys {
     /// `quantity` one-time keys any one device may use.
     OneTime {
         /// How many.
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
         quantity: usize,
         /// A comment for all of them.
         #[serde(default)]
+        #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
     },
     /// One one-time key per unit ID, bound to it.
     DeviceBound {
         /// The unit IDs.
+        #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000000))]
         unit_ids: Vec<UnitId>,
         /// A comment for all of them.
         #[serde(default)]
+        #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
     },
     /// One mass-deployment key: random, or the password typed here.
     Mass {
-        /// The value to use instead of a random one; no other key may have it.
+        /// The value to use instead of a random one; no other key may have it. 1 to 128
+        /// characters, no control characters, no white space at either end.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(
+                pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
+            )
+        )]
         password: Option<String>,
         /// A comment.
         #[serde(default)]
+        #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
     },
 }
@@ -270,6 +296,7 @@ impl fmt::Display for CreateKeys {
 
 /// What a creation made: the new keys' numbers in order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatedKeys {
     /// The new keys.
     pub ids: Vec<KeyId>,
@@ -277,9 +304,314 @@ pub struct CreatedKeys {
 
 /// A change to one key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditKey {
     /// The new comment.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub comment: String,
+}
+
+/// The most characters of a comment on a key.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
+/// Key numbers, for the operations on several keys at once (all of them or none).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeyIds {
+    /// The keys.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100000))]
+    pub ids: Vec<KeyId>,
+}
+
+/// The most keys one request names.
+pub const MAX_KEY_IDS: usize = 100_000;
+
+/// A request for a key file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExportKeys {
+    /// The keys to export, all active; empty for every active key.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
+    pub ids: Vec<KeyId>,
+    /// The servers devices should contact, `HOST` or `HOST:PORT`, in order; empty for the
+    /// server's configured public host.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
+    pub servers: Vec<String>,
+    /// `xml` (the default), `html` or `text`.
+    #[serde(default = "default_format")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(xml|html|text)$"))]
+    pub format: crate::Format,
+}
+
+fn default_format() -> crate::Format {
+    crate::Format::Xml
+}
+
+/// What an administrator account may do. Rights are named as `area:action`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Right {
+    /// List keys (masked), filter, page.
+    #[serde(rename = "keys:read")]
+    KeysRead,
+    /// Create, edit, activate, deactivate, delete and export keys.
+    #[serde(rename = "keys:write")]
+    KeysWrite,
+    /// Show keys in the clear; every reveal is audited.
+    #[serde(rename = "keys:reveal")]
+    KeysReveal,
+    /// List enrolled devices.
+    #[serde(rename = "devices:read")]
+    DevicesRead,
+    /// Delete a device record.
+    #[serde(rename = "devices:write")]
+    DevicesWrite,
+    /// Read the audit log.
+    #[serde(rename = "audit:read")]
+    AuditRead,
+    /// The UMS ID, accounts and tokens.
+    #[serde(rename = "server:admin")]
+    ServerAdmin,
+}
+
+impl Right {
+    /// Every right.
+    pub const ALL: [Right; 7] = [
+        Right::KeysRead,
+        Right::KeysWrite,
+        Right::KeysReveal,
+        Right::DevicesRead,
+        Right::DevicesWrite,
+        Right::AuditRead,
+        Right::ServerAdmin,
+    ];
+
+    /// The stable name used on the command line, in JSON and in the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Right::KeysRead => "keys:read",
+            Right::KeysWrite => "keys:write",
+            Right::KeysReveal => "keys:reveal",
+            Right::DevicesRead => "devices:read",
+            Right::DevicesWrite => "devices:write",
+            Right::AuditRead => "audit:read",
+            Right::ServerAdmin => "server:admin",
+        }
+    }
+}
+
+impl fmt::Display for Right {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that names no right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a right: expected keys:read, keys:write, keys:reveal, devices:read, \
+     devices:write, audit:read or server:admin"
+)]
+pub struct RightError(String);
+
+impl FromStr for Right {
+    type Err = RightError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Right::ALL
+            .into_iter()
+            .find(|right| right.as_str() == text.trim())
+            .ok_or_else(|| RightError(text.chars().take(40).collect()))
+    }
+}
+
+/// What an account name may look like: 1 to 64 letters, digits, `.`, `_`, `@` or `-`, starting
+/// with a letter or digit.
+pub const ACCOUNT_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$";
+
+/// An administrator account. Never holds its password or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccountView {
+    /// Its name.
+    pub name: String,
+    /// Its rights, in the order of [`Right::ALL`].
+    pub rights: Vec<Right>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    /// When its rights or password last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub changed_at: OffsetDateTime,
+}
+
+/// A request to create an account. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// Its name.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    )]
+    pub name: String,
+    /// Its password: at least 12 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
+    pub password: String,
+    /// Its rights: at least one.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub rights: Vec<Right>,
+}
+
+impl fmt::Debug for NewAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewAccount")
+            .field("name", &self.name)
+            .field("rights", &self.rights)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change to an account: new rights, a new password, or both. Either ends its sessions. Its
+/// `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EditAccount {
+    /// The new rights: at least one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub rights: Option<Vec<Right>>,
+    /// The new password: at least 12 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for EditAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EditAccount")
+            .field("rights", &self.rights)
+            .field("password", &self.password.as_ref().map(|_| "(new)"))
+            .finish()
+    }
+}
+
+/// An API token, as listed: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenView {
+    /// Its public ID, also the start of the token (`umst_<id>_...`).
+    pub id: String,
+    /// A name to tell it by.
+    pub name: String,
+    /// The account it acts for.
+    pub account: String,
+    /// The rights it asks for; it holds those its account also holds.
+    pub rights: Vec<Right>,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    /// When it stops working; `None` for never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A request for an API token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// The account it acts for.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    )]
+    pub account: String,
+    /// A name to tell it by.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 100))]
+    pub name: String,
+    /// A subset of the account's rights; all of them when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub rights: Option<Vec<Right>>,
+    /// Days until it expires; never when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3650))]
+    pub expires_days: Option<u32>,
+}
+
+/// A token just created: the only time the token is shown. Its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedToken {
+    /// The token, for `Authorization: Bearer`.
+    pub token: String,
+    /// What it is.
+    pub view: TokenView,
+}
+
+impl fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The account.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub name: String,
+    /// Its password.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    pub password: String,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is calling: the account behind a token or session and the rights it holds now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CallerView {
+    /// The account.
+    pub account: String,
+    /// The rights this request holds.
+    pub rights: Vec<Right>,
+    /// The CSRF token writes with the session cookie carry in `X-CSRF-Token`; only in the answer
+    /// to a login and to `GET /api/v1/session` with a cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+    /// When the session ends; only for sessions.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ const MAC_OCTETS: std::ops::RangeInclusive<usize> = 6..=20;
 
 /// What a device reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
     /// Its host name.
     pub host_name: String,
@@ -51,6 +52,7 @@ pub struct Inventory {
 
 /// A network interface.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nic {
     /// The interface name (`eth0`, `enp3s0`, `wlan0`).
     pub name: String,

@@ -79,6 +79,19 @@ impl<'de> serde::Deserialize<'de> for KeyKind {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for KeyKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(KeyKind::ALL.map(KeyKind::as_str)))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for KeyKind {}
+
 /// The most characters a key value may have. Generated keys have 17; mass-deployment passwords are
 /// typed by an administrator.
 pub const MAX_KEY_CHARS: usize = 128;

@@ -33,4 +33,4 @@ pub use keyfile::{
     FORMAT_VERSION, Format, KeyFile, KeyFileError, Limits, Position, Reason, Server, ServerError,
 };
 pub use problem::{Problem, ProblemCode};
-pub use unit_id::{UnitId, UnitIdError};
+pub use unit_id::{UNIT_ID_PATTERN, UnitId, UnitIdError};

@@ -37,11 +37,16 @@ pub enum ProblemCode {
     /// nor its previous one, or expired past the renewal grace period): the device enrolls again
     /// with a key.
     CertificateNotCurrent,
+    /// An admin API request without valid credentials (no token or session, or an expired,
+    /// revoked or unknown one).
+    Unauthorized,
+    /// An admin API request whose account lacks the right it needs.
+    Forbidden,
 }
 
 impl ProblemCode {
     /// Every code.
-    pub const ALL: [ProblemCode; 12] = [
+    pub const ALL: [ProblemCode; 14] = [
         ProblemCode::KeyUnknown,
         ProblemCode::KeyInactive,
         ProblemCode::KeyUsed,
@@ -54,6 +59,8 @@ impl ProblemCode {
         ProblemCode::Invalid,
         ProblemCode::Unavailable,
         ProblemCode::CertificateNotCurrent,
+        ProblemCode::Unauthorized,
+        ProblemCode::Forbidden,
     ];
 
     /// The stable string carried in the problem body's `code` member.
@@ -71,6 +78,8 @@ impl ProblemCode {
             ProblemCode::Invalid => "invalid",
             ProblemCode::Unavailable => "unavailable",
             ProblemCode::CertificateNotCurrent => "certificate_not_current",
+            ProblemCode::Unauthorized => "unauthorized",
+            ProblemCode::Forbidden => "forbidden",
         }
     }
 
@@ -81,7 +90,9 @@ impl ProblemCode {
             | ProblemCode::KeyInactive
             | ProblemCode::KeyUsed
             | ProblemCode::KeyBoundToOtherDevice
-            | ProblemCode::CertificateNotCurrent => 403,
+            | ProblemCode::CertificateNotCurrent
+            | ProblemCode::Forbidden => 403,
+            ProblemCode::Unauthorized => 401,
             ProblemCode::UnitIdConflict | ProblemCode::Conflict => 409,
             ProblemCode::BadRequest => 400,
             ProblemCode::RateLimited => 429,
@@ -146,6 +157,7 @@ impl<'de> serde::Deserialize<'de> for ProblemCode {
 
 /// An RFC 9457 problem details body with this project's `code` extension member.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// A URI naming the problem type; `about:blank` where the code says it all.
     #[serde(rename = "type", default = "about_blank")]
@@ -158,6 +170,7 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// The stable code the agent branches on.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub code: ProblemCode,
 }
 
@@ -183,6 +196,8 @@ impl Problem {
             ProblemCode::Invalid => "Invalid request",
             ProblemCode::Unavailable => "Service unavailable",
             ProblemCode::CertificateNotCurrent => "Device certificate is not current",
+            ProblemCode::Unauthorized => "Credentials missing or not valid",
+            ProblemCode::Forbidden => "The account lacks the right for this",
         };
         Self {
             problem_type: about_blank(),

@@ -92,10 +92,41 @@ impl serde::Serialize for UnitId {
 
 impl<'de> serde::Deserialize<'de> for UnitId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Exactly as written, as [`UNIT_ID_PATTERN`] says: the trimming of `FromStr` is for
+        // people typing at a prompt or into a CSV file, not for JSON, paths or queries.
         let text = String::deserialize(deserializer)?;
+        if text.trim() != text {
+            return Err(serde::de::Error::custom(UnitIdError {
+                shown: text.chars().take(40).collect(),
+            }));
+        }
         text.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// What a unit ID may look like in JSON, a path or a query (an ECMA-262 regular expression): a
+/// MAC in one of its common spellings, or an 18-character UD Pocket serial. Exactly what
+/// deserialization accepts.
+pub const UNIT_ID_PATTERN: &str = "^([0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}([.][0-9A-Fa-f]{4}){2}|[A-Za-z0-9]{18})$";
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for UnitId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(UNIT_ID_PATTERN))
+            .description(Some(
+                "A unit ID: a MAC (00E0C5540B8B, 00:E0:C5:54:0B:8B, 00-E0-C5-54-0B-8B or \
+                 00e0.c554.0b8b), or an 18-character UD Pocket serial. Answers carry the \
+                 normalised form (12 uppercase hex digits).",
+            ))
+            .examples(["00E0C5540B8B"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for UnitId {}
 
 #[cfg(test)]
 mod tests {
@@ -142,6 +173,17 @@ mod tests {
             assert!(message.contains("12 hex digits"), "{bad}: {message}");
             assert!(message.contains("UD Pocket"), "{bad}: {message}");
         }
+    }
+
+    #[test]
+    fn json_takes_the_spellings_of_its_pattern_and_nothing_around_them() {
+        let from_json = |text: &str| serde_json::from_value::<UnitId>(serde_json::json!(text));
+        assert_eq!(
+            from_json("00e0.c554.0b8b").unwrap().as_str(),
+            "00E0C5540B8B"
+        );
+        assert!(from_json(" 00E0C5540B8B").is_err());
+        assert!(from_json("00E0C5540B8B\n").is_err());
     }
 
     #[test]

@@ -39,6 +39,11 @@
 //! # How long audit lines are kept, in days; `serve` deletes older ones at start and daily.
 //! # Default: 180.
 //! audit_retention_days = 180
+//! # How long a Web App login lasts, in hours. Default: 8.
+//! session_hours = 8
+//! # Failed logins allowed per account and per source address within failure_window_secs before
+//! # further logins get 429. Default: 10.
+//! max_failed_logins = 10
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -73,6 +78,8 @@ struct RawConfig {
     trusted_proxies: Option<Vec<String>>,
     max_connections_per_source: Option<usize>,
     max_handshakes_per_source: Option<usize>,
+    session_hours: Option<i64>,
+    max_failed_logins: Option<u32>,
 }
 
 /// Which database backend holds the store.
@@ -125,6 +132,10 @@ pub struct Settings {
     /// defaults, a year renewed 30 days early and checked hourly, suit every server; tests shorten
     /// them).
     pub tls_leaf: crate::tls::LeafPolicy,
+    /// How long a Web App session lasts.
+    pub session_lifetime: time::Duration,
+    /// Failed logins allowed per account (as "unit") and per source within the window.
+    pub login_limits: crate::rate_limit::Limits,
 }
 
 impl Settings {
@@ -247,6 +258,15 @@ impl Settings {
         if !(1..=36_500).contains(&retention_days) {
             bail!("config file {shown}: audit_retention_days must be from 1 to 36500");
         }
+        let session_hours = raw.session_hours.unwrap_or(8);
+        if !(1..=720).contains(&session_hours) {
+            bail!("config file {shown}: session_hours must be from 1 to 720");
+        }
+        let login_limits = crate::rate_limit::Limits {
+            per_source: guesses("max_failed_logins", raw.max_failed_logins, 10)?,
+            per_unit: guesses("max_failed_logins", raw.max_failed_logins, 10)?,
+            window: std::time::Duration::from_secs(window),
+        };
         let hosts = raw
             .hosts
             .unwrap_or_else(|| vec![public_server.host().to_owned()]);
@@ -265,6 +285,8 @@ impl Settings {
             audit_retention: time::Duration::days(retention_days),
             trusted_proxies,
             connections,
+            session_lifetime: time::Duration::hours(session_hours),
+            login_limits,
         })
     }
 

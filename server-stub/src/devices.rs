@@ -34,6 +34,15 @@ impl DeviceAdmin {
         )
     }
 
+    /// One enrolled device.
+    pub async fn get(&self, unit_id: &UnitId) -> Result<DeviceView, StoreError> {
+        self.store
+            .device(unit_id)
+            .await?
+            .map(view)
+            .ok_or_else(|| StoreError::NotFound(crate::store::Missing::Device(unit_id.clone())))
+    }
+
     /// How many devices are enrolled.
     pub async fn count(&self) -> Result<u64, StoreError> {
         self.store.count_devices().await

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use onboard_protocol::admin::{KeyId, KeyStatus, KeyView, Page};
+use onboard_protocol::admin::{KeyId, KeyStatus, KeyView, MAX_COMMENT_CHARS, Page};
 use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
 use time::OffsetDateTime;
 
@@ -46,9 +46,23 @@ pub enum KeyError {
         /// Its status.
         status: KeyStatus,
     },
+    /// A server to put into an export that cannot name one.
+    #[error("server: {0}")]
+    Server(String),
+    /// A comment too long for the key list.
+    #[error("comment: a comment has at most {MAX_COMMENT_CHARS} characters")]
+    Comment,
     /// Nothing to export.
     #[error("no key to export: there are no active, unused keys (create some, or name IDs)")]
     NothingToExport,
+}
+
+/// A comment fits the key list.
+fn check_comment(comment: &str) -> Result<(), KeyError> {
+    if comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(KeyError::Comment);
+    }
+    Ok(())
 }
 
 /// Key operations over one store and the vault of the UMS ID.
@@ -104,6 +118,7 @@ impl KeyAdmin {
         if quantity == 0 || quantity > MAX_QUANTITY {
             return Err(KeyError::Quantity);
         }
+        check_comment(comment)?;
         let (vault, comment) = (self.vault.clone(), comment.to_owned());
         let make = Box::new(move |_| Self::generated(&vault, KeyKind::OneTime, None, &comment));
         Ok(self
@@ -126,6 +141,7 @@ impl KeyAdmin {
         if unit_ids.len() > MAX_QUANTITY {
             return Err(KeyError::Quantity);
         }
+        check_comment(comment)?;
         let (vault, comment, units) = (self.vault.clone(), comment.to_owned(), unit_ids.to_vec());
         let make = Box::new(move |index: usize| {
             Self::generated(
@@ -148,6 +164,7 @@ impl KeyAdmin {
         comment: &str,
         actor: &Actor,
     ) -> Result<(KeyId, FirstAuthKey), KeyError> {
+        check_comment(comment)?;
         let typed = password.map(FirstAuthKey::new).transpose()?;
         let (vault, comment) = (self.vault.clone(), comment.to_owned());
         let make = Box::new(move |_| match &typed {
@@ -216,6 +233,25 @@ impl KeyAdmin {
         self.view(stored, show)
     }
 
+    /// The keys named, in the clear: all of them, or [`StoreError::NotFound`] naming those that do
+    /// not exist. The caller audits the reveal.
+    pub async fn reveal(&self, ids: &[KeyId]) -> Result<Vec<KeyView>, KeyError> {
+        let filter = KeyFilter {
+            ids: Some(ids.to_vec()),
+            ..KeyFilter::default()
+        };
+        let stored = self.store.keys(&filter, &PageRequest::all()).await?;
+        let missing: Vec<KeyId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !stored.iter().any(|key| key.id == *id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::NotFound(Missing::Keys(missing)).into());
+        }
+        stored.into_iter().map(|key| self.view(key, true)).collect()
+    }
+
     /// How many keys match `filter`.
     pub async fn count(&self, filter: &KeyFilter) -> Result<u64, KeyError> {
         Ok(self.store.count_keys(filter).await?)
@@ -228,6 +264,7 @@ impl KeyAdmin {
         comment: &str,
         actor: &Actor,
     ) -> Result<(), KeyError> {
+        check_comment(comment)?;
         Ok(self.store.set_comment(id, comment, actor).await?)
     }
 
@@ -298,4 +335,31 @@ impl KeyAdmin {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).ok();
         Ok(KeyFile::new(servers, ums_id, entries, now))
     }
+}
+
+/// `HOST`, `HOST:PORT` or `[IPV6]:PORT`.
+pub fn parse_server(text: &str) -> Result<Server, KeyError> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| KeyError::Server("an IPv6 address in [ ] lacks its ]".to_owned()))?;
+        (host, after.strip_prefix(':'))
+    } else if text.matches(':').count() == 1 {
+        let (host, port) = text.split_once(':').unwrap_or((text, ""));
+        (host, Some(port))
+    } else {
+        (text, None)
+    };
+    let port = match port {
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port != 0 => port,
+            _ => {
+                return Err(KeyError::Server(
+                    "the port is not a number from 1 to 65535".to_owned(),
+                ));
+            }
+        },
+        None => onboard_protocol::routes::DEFAULT_PORT,
+    };
+    Server::new(host, port).map_err(|error| KeyError::Server(error.to_string()))
 }

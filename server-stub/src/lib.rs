@@ -13,6 +13,10 @@
 //! - [`keys`], [`devices`], [`audit`]: the use cases the command line runs and the admin API will
 //!   serve (create, list, edit, activate, delete, export keys; list and delete devices; read the
 //!   audit log), answering with the typed views of `onboard_protocol::admin`.
+//! - [`rights`]: the administrator rules, pure: the right each admin operation needs, what a
+//!   token holds, names, passwords, expiry, CSRF.
+//! - [`accounts`]: administrator accounts, API tokens and Web App sessions (argon2id, SHA-256),
+//!   and the checks that turn credentials into a caller with rights.
 //! - [`unit_ids`]: unit IDs typed one by one or imported from CSV.
 //! - [`stub`]: an opened data directory.
 //! - [`ca`]: device certificates from PKCS#10 requests, and the TLS leaf.
@@ -25,6 +29,7 @@
 //! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
+pub mod accounts;
 pub mod audit;
 pub mod ca;
 pub mod claim;
@@ -38,6 +43,7 @@ pub mod keys;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;
+pub mod rights;
 pub mod serve;
 pub mod store;
 pub mod stub;

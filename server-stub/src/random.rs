@@ -25,6 +25,13 @@ pub fn serial() -> [u8; 16] {
     bytes
 }
 
+/// `N` random bytes, for tokens, session cookies and salts.
+pub fn bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    fill(&mut bytes);
+    bytes
+}
+
 /// Fills `bytes` from the OS CSPRNG. Without it there is no safe way to go on.
 pub fn fill(bytes: &mut [u8]) {
     if let Err(error) = getrandom::fill(bytes) {

@@ -226,6 +226,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
     )?;
     let shared = Arc::new(Shared {
         limiter: RateLimiter::new(settings.rate_limits),
+        logins: RateLimiter::new(settings.login_limits),
         certificate_lifetime: settings.certificate_lifetime,
         stub,
     });

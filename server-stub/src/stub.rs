@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use onboard_protocol::admin::UmsIdView;
 
+use crate::accounts::AccountAdmin;
 use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::devices::DeviceAdmin;
@@ -52,6 +53,11 @@ impl Stub {
     /// Key operations.
     pub fn keys(&self) -> KeyAdmin {
         KeyAdmin::new(self.store.clone(), self.vault.clone())
+    }
+
+    /// Administrator accounts, tokens and sessions.
+    pub fn accounts(&self) -> AccountAdmin {
+        AccountAdmin::new(self.store.clone(), self.settings.session_lifetime)
     }
 
     /// Enrolled devices.

@@ -3,11 +3,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::ProgressBar;
 use onboard_protocol::admin::{KeyId, KeyStatus};
-use onboard_protocol::{Format, KeyKind, Server, UnitId};
+use onboard_protocol::{Format, KeyKind, UnitId};
 
 use super::table::{self, DEFAULT_LIMIT, print_table, progress};
 use crate::files;
@@ -361,7 +361,7 @@ async fn export(stub: &Stub, args: ExportArgs, out: &mut impl Write) -> anyhow::
     } else {
         args.servers
             .iter()
-            .map(|text| parse_server(text).with_context(|| format!("--server {text}")))
+            .map(|text| crate::keys::parse_server(text).with_context(|| format!("--server {text}")))
             .collect::<anyhow::Result<_>>()?
     };
     let format = Format::from(args.format);
@@ -399,29 +399,6 @@ fn summary(file: &onboard_protocol::KeyFile) -> String {
     )
 }
 
-/// `HOST`, `HOST:PORT` or `[IPV6]:PORT`.
-fn parse_server(text: &str) -> anyhow::Result<Server> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .context("an IPv6 address in [ ] lacks its ]")?;
-        (host, after.strip_prefix(':'))
-    } else if text.matches(':').count() == 1 {
-        let (host, port) = text.split_once(':').unwrap_or((text, ""));
-        (host, Some(port))
-    } else {
-        (text, None)
-    };
-    let port = match port {
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port != 0 => port,
-            _ => bail!("the port is not a number from 1 to 65535"),
-        },
-        None => onboard_protocol::routes::DEFAULT_PORT,
-    };
-    Ok(Server::new(host, port)?)
-}
-
 fn plural(count: usize) -> &'static str {
     if count == 1 { "key" } else { "keys" }
 }
@@ -457,20 +434,27 @@ mod tests {
     #[test]
     fn servers_parse_with_and_without_port() {
         assert_eq!(
-            parse_server("ums.example.com").unwrap().to_string(),
+            crate::keys::parse_server("ums.example.com")
+                .unwrap()
+                .to_string(),
             "ums.example.com:8443"
         );
-        assert_eq!(parse_server("ums:9443").unwrap().to_string(), "ums:9443");
         assert_eq!(
-            parse_server("[fd00::1]:9443").unwrap().to_string(),
+            crate::keys::parse_server("ums:9443").unwrap().to_string(),
+            "ums:9443"
+        );
+        assert_eq!(
+            crate::keys::parse_server("[fd00::1]:9443")
+                .unwrap()
+                .to_string(),
             "[fd00::1]:9443"
         );
         assert_eq!(
-            parse_server("fd00::1").unwrap().to_string(),
+            crate::keys::parse_server("fd00::1").unwrap().to_string(),
             "[fd00::1]:8443"
         );
-        assert!(parse_server("ums:0").is_err());
-        assert!(parse_server("ums:http").is_err());
+        assert!(crate::keys::parse_server("ums:0").is_err());
+        assert!(crate::keys::parse_server("ums:http").is_err());
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! (clap's usage errors).
 //!
 //! # Layout
-//! - `keys`, `devices`, `ums_id`, `audit`: the command groups and what each prints; `--json`
+//! - `keys`, `devices`, `ums_id`, `audit`, `admins` (with `tokens`): the command groups and what each prints; `--json`
 //!   prints the typed views of `onboard_protocol::admin`.
 //! - `table`: padded tables, times, page footers and progress bars.
 
+mod admins;
 mod audit;
 mod devices;
 mod keys;
@@ -23,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{DEFAULT_DATA_DIR, Settings};
 use crate::stub::Stub;
+use admins::{AdminsCommand, TokensCommand};
 use audit::AuditArgs;
 use devices::DevicesCommand;
 use keys::KeysCommand;
@@ -70,6 +72,14 @@ enum Command {
     /// Print the audit log: key changes and enrollment attempts (never a key), with who made
     /// each and from where, oldest first.
     Audit(AuditArgs),
+    /// Create, list, edit and delete administrator accounts of the admin API and Web App.
+    #[command(subcommand)]
+    Admins(AdminsCommand),
+    /// Create, list and revoke API tokens for administrator accounts.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Print the admin API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +136,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 devices::run(command, Stub::open(settings).await?, &mut out).await?
             }
             Command::Audit(args) => audit::run(args, Stub::open(settings).await?, &mut out).await?,
+            Command::Admins(command) => {
+                admins::run_admins(command, Stub::open(settings).await?, &mut out).await?
+            }
+            Command::Tokens(command) => {
+                admins::run_tokens(command, Stub::open(settings).await?, &mut out).await?
+            }
+            Command::Openapi => {
+                std::io::Write::write_all(&mut out, crate::http::admin::openapi::json().as_bytes())?
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

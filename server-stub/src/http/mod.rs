@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`est`]: EST enrollment and renewal (`/.well-known/est/...`), for devices.
 //! - [`device`]: what enrolled devices send over mutual TLS (`/device/v1/...`).
+//! - [`admin`]: the admin API (`/api/v1/...`) for administrators, scripts and the Web App.
 //!
 //! Refusals are `application/problem+json` (RFC 9457) with the stable `code` of [`ProblemCode`];
 //! store errors map to 404, 409 or 503 by their kind, and anything else becomes a bare 500 and a
 //! log line.
 
+pub mod admin;
 pub mod device;
 pub mod est;
 
@@ -38,8 +40,10 @@ const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 pub struct Shared {
     /// The opened data directory.
     pub stub: Stub,
-    /// Failure counters.
+    /// Failure counters of enrollment.
     pub limiter: RateLimiter,
+    /// Failed-login counters, per account and address.
+    pub logins: RateLimiter,
     /// Device certificate lifetime.
     pub certificate_lifetime: time::Duration,
 }
@@ -141,9 +145,11 @@ impl From<KeyError> for ApiError {
     fn from(error: KeyError) -> Self {
         match error {
             KeyError::Store(error) => error.into(),
-            KeyError::Quantity | KeyError::NoUnitIds | KeyError::Password(_) => {
-                ApiError::code(ProblemCode::Invalid, error.to_string())
-            }
+            KeyError::Quantity
+            | KeyError::NoUnitIds
+            | KeyError::Password(_)
+            | KeyError::Server(_)
+            | KeyError::Comment => ApiError::code(ProblemCode::Invalid, error.to_string()),
             KeyError::NotExportable { .. } | KeyError::NothingToExport => {
                 ApiError::code(ProblemCode::Conflict, error.to_string())
             }
@@ -184,13 +190,16 @@ impl IntoResponse for ApiError {
 
 /// Every route, over `shared`.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let devices = Router::new()
         .merge(est::router())
         .merge(device::router())
-        .with_state(shared)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
-        ))
+        ));
+    Router::new()
+        .merge(devices)
+        .merge(admin::router())
+        .with_state(shared)
 }
 
 #[cfg(test)]

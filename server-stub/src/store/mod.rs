@@ -11,7 +11,7 @@ mod sqlite;
 use std::fmt;
 use std::sync::Arc;
 
-use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::admin::{KeyId, KeyStatus, Right};
 use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
@@ -166,6 +166,10 @@ pub enum Missing {
     Keys(Vec<KeyId>),
     /// No enrolled device has this unit ID.
     Device(UnitId),
+    /// No account has this name.
+    Account(String),
+    /// No token has this ID.
+    Token(String),
 }
 
 impl fmt::Display for Missing {
@@ -180,6 +184,8 @@ impl fmt::Display for Missing {
                     .join(", ")
             ),
             Missing::Device(unit_id) => write!(f, "no enrolled device has unit ID {unit_id}"),
+            Missing::Account(name) => write!(f, "no account is named {name:?}"),
+            Missing::Token(id) => write!(f, "no token has ID {id:?}"),
         }
     }
 }
@@ -391,6 +397,71 @@ impl AuditEntry {
     }
 }
 
+/// An administrator account as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    /// Its name.
+    pub name: String,
+    /// Its password's argon2id hash, as a PHC string.
+    pub password_hash: String,
+    /// Its rights.
+    pub rights: Vec<Right>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When its rights or password last changed.
+    pub changed_at: OffsetDateTime,
+}
+
+impl fmt::Debug for AccountRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountRow")
+            .field("name", &self.name)
+            .field("rights", &self.rights)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change to an account; either part ends its sessions.
+#[derive(Clone, Default)]
+pub struct AccountChange {
+    /// New rights.
+    pub rights: Option<Vec<Right>>,
+    /// A new password hash.
+    pub password_hash: Option<String>,
+}
+
+/// An API token as stored: only the SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Its public ID.
+    pub id: String,
+    /// SHA-256 of the whole token.
+    pub digest: [u8; 32],
+    /// The account it acts for.
+    pub account: String,
+    /// A name to tell it by.
+    pub name: String,
+    /// The rights it asks for.
+    pub rights: Vec<Right>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+    /// When it stops working, if ever.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A Web App session as stored: only the SHA-256 of its cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// SHA-256 of the session cookie's value.
+    pub digest: [u8; 32],
+    /// The account logged in.
+    pub account: String,
+    /// When it began.
+    pub created_at: OffsetDateTime,
+    /// When it ends.
+    pub expires_at: OffsetDateTime,
+}
+
 /// What the server needs from a database.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -472,6 +543,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// One page of the enrolled devices, by unit ID.
     async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError>;
 
+    /// The enrolled device with `unit_id`.
+    async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError>;
+
     /// How many devices are enrolled.
     async fn count_devices(&self) -> Result<u64, StoreError>;
 
@@ -494,6 +568,57 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes the audit lines written before `before`; how many.
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Creates an account; [`StoreError::Conflict`] if the name is taken.
+    async fn create_account(&self, account: &AccountRow, actor: &Actor) -> Result<(), StoreError>;
+
+    /// One page of the accounts, by name.
+    async fn accounts(&self, page: &PageRequest<String>) -> Result<Vec<AccountRow>, StoreError>;
+
+    /// How many accounts there are.
+    async fn count_accounts(&self) -> Result<u64, StoreError>;
+
+    /// The account named `name`.
+    async fn account(&self, name: &str) -> Result<Option<AccountRow>, StoreError>;
+
+    /// Changes an account and ends its sessions, in one transaction.
+    async fn update_account(
+        &self,
+        name: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes an account with its tokens and sessions.
+    async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError>;
+
+    /// Stores a new token; [`StoreError::NotFound`] if its account is gone.
+    async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError>;
+
+    /// One page of the tokens (of `account`, or all), by ID.
+    async fn tokens(
+        &self,
+        account: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> Result<Vec<TokenRow>, StoreError>;
+
+    /// The token with public ID `id`.
+    async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError>;
+
+    /// Revokes (deletes) a token.
+    async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError>;
+
+    /// Starts a session, auditing the login as `actor`.
+    async fn create_session(&self, session: &SessionRow, actor: &Actor) -> Result<(), StoreError>;
+
+    /// The session whose cookie has SHA-256 `digest`.
+    async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError>;
+
+    /// Ends a session (a logout); ending one already gone is no error.
+    async fn end_session(&self, digest: &[u8; 32], actor: &Actor) -> Result<(), StoreError>;
+
+    /// Deletes the sessions that ended before `now`; how many.
+    async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// Opens the store the settings name, creating and migrating it at first use. The caller binds it

@@ -5,6 +5,8 @@
 //! blocking pool. Enrollments go to one writer thread that decides every attempt waiting in one
 //! transaction (group commit): one fsync is shared by many devices.
 
+mod accounts;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -17,9 +19,9 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt, EnrollOutcome, IssueOnce,
-    KeyFilter, MakeKey, Missing, PageRequest, Progress, RenewOutcome, RenewalRequest, Store,
-    StoreError, StoredKey,
+    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, IssueOnce, KeyFilter, MakeKey, Missing, PageRequest, Progress, RenewOutcome,
+    RenewalRequest, SessionRow, Store, StoreError, StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -37,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("sqlite/migrations/0004_previous_serial.sql"),
     ),
+    (5, include_str!("sqlite/migrations/0005_accounts.sql")),
 ];
 
 /// How many times a generated value is redrawn on a clash.
@@ -1305,6 +1308,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError> {
+        let unit_id = unit_id.clone();
+        self.call(move |inner| {
+            inner
+                .lock()
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
+                ))
+                .map_err(|e| inner.db(e))?
+                .query_row([unit_id.as_str()], device_from_row)
+                .optional()
+                .map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
     async fn count_devices(&self) -> Result<u64, StoreError> {
         self.call(|inner| {
             let counted: i64 = inner
@@ -1373,6 +1392,71 @@ impl Store for SqliteStore {
 
     async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError> {
         self.count_rows("audit", audit_where(filter)).await
+    }
+
+    async fn create_account(&self, account: &AccountRow, actor: &Actor) -> Result<(), StoreError> {
+        self.insert_account(account, actor).await
+    }
+
+    async fn accounts(&self, page: &PageRequest<String>) -> Result<Vec<AccountRow>, StoreError> {
+        self.select_accounts(page).await
+    }
+
+    async fn count_accounts(&self) -> Result<u64, StoreError> {
+        self.count_account_rows().await
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
+        self.select_account(name).await
+    }
+
+    async fn update_account(
+        &self,
+        name: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        self.change_account(name, change, actor).await
+    }
+
+    async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
+        self.remove_account(name, actor).await
+    }
+
+    async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError> {
+        self.insert_token(token, actor).await
+    }
+
+    async fn tokens(
+        &self,
+        account: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> Result<Vec<TokenRow>, StoreError> {
+        self.select_tokens(account, page).await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        self.select_token(id).await
+    }
+
+    async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        self.delete_token(id, actor).await
+    }
+
+    async fn create_session(&self, session: &SessionRow, actor: &Actor) -> Result<(), StoreError> {
+        self.insert_session(session, actor).await
+    }
+
+    async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
+        self.select_session(digest).await
+    }
+
+    async fn end_session(&self, digest: &[u8; 32], actor: &Actor) -> Result<(), StoreError> {
+        self.delete_session(digest, actor).await
+    }
+
+    async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.delete_ended_sessions(now).await
     }
 }
 

@@ -1,0 +1,463 @@
+//! Administrator accounts, API tokens and Web App sessions: the operations the command line
+//! (`ums-stub admins`, `ums-stub tokens`) and the admin API run, and the checks that turn a bearer
+//! token or a session cookie into a [`Caller`] with rights.
+//!
+//! Secrets never reach the store in the clear: passwords become argon2id PHC strings, tokens and
+//! session cookies their SHA-256. The rules (names, lengths, which rights a token holds, expiry)
+//! are [`crate::rights`]'; this module applies them.
+
+use std::sync::{Arc, OnceLock};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use onboard_protocol::admin::{
+    AccountView, CallerView, CreatedToken, EditAccount, Login, NewAccount, NewToken, Page,
+    TokenView,
+};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::random;
+use crate::rights::{self, CredentialError, Rights};
+use crate::store::{
+    self, AccountChange, AccountRow, Actor, Missing, PageRequest, SessionRow, Store, StoreError,
+    TokenRow,
+};
+
+/// Every token starts with this, so a leaked one is easy to find in a scan.
+pub const TOKEN_PREFIX: &str = "umst_";
+
+/// The name of the Web App's session cookie.
+pub const SESSION_COOKIE: &str = "ums_session";
+
+/// Why an account or token operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// A field breaks a rule; the message names it.
+    #[error(transparent)]
+    Invalid(#[from] CredentialError),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing a password failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
+
+/// Why a request carries no usable credentials. Deliberately says nothing more to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown, expired, revoked or malformed credentials, or a wrong password.
+    #[error("credentials missing or not valid")]
+    Unauthorized,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// An API token, by its public ID.
+    Token(String),
+    /// A Web App session.
+    Session {
+        /// SHA-256 of the cookie.
+        digest: [u8; 32],
+        /// The CSRF token writes must carry.
+        csrf: String,
+        /// When it ends.
+        expires_at: OffsetDateTime,
+    },
+}
+
+/// An authenticated caller of the admin API.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The account.
+    pub account: String,
+    /// The rights this request holds now.
+    pub rights: Rights,
+    /// How it proved it.
+    pub proof: Proof,
+}
+
+impl Caller {
+    /// The view `GET /api/v1/session` answers with.
+    pub fn view(&self) -> CallerView {
+        let (csrf_token, expires_at) = match &self.proof {
+            Proof::Token(_) => (None, None),
+            Proof::Session {
+                csrf, expires_at, ..
+            } => (Some(csrf.clone()), Some(*expires_at)),
+        };
+        CallerView {
+            account: self.account.clone(),
+            rights: self.rights.to_vec(),
+            csrf_token,
+            expires_at,
+        }
+    }
+}
+
+/// A new session: the cookie value (shown once, to the browser) and who it is for.
+pub struct NewSession {
+    /// The cookie value.
+    pub cookie: String,
+    /// The caller it makes.
+    pub caller: Caller,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("caller", &self.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The CSRF token of a session: derived from its cookie, so it is never stored and a page that
+/// cannot read the cookie cannot compute it.
+fn csrf_of(cookie: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"ums-stub csrf\0");
+    hasher.update(cookie.as_bytes());
+    base64url(&hasher.finalize())
+}
+
+/// argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's first choice).
+fn argon2() -> Argon2<'static> {
+    Argon2::default()
+}
+
+fn hash_password(password: &str) -> Result<String, AccountError> {
+    let salt = SaltString::encode_b64(&random::bytes::<16>())
+        .map_err(|error| AccountError::Hash(error.to_string()))?;
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|error| AccountError::Hash(error.to_string()))
+}
+
+/// Whether `password` matches `hash`; a hash that does not parse matches nothing.
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash no password was ever given for, verified against when the account does not exist so
+/// that a login takes as long either way.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&base64url(&random::bytes::<32>())).unwrap_or_default())
+}
+
+fn account_view(row: AccountRow) -> AccountView {
+    AccountView {
+        rights: Rights::of(&row.rights).to_vec(),
+        name: row.name,
+        created_at: row.created_at,
+        changed_at: row.changed_at,
+    }
+}
+
+fn token_view(row: TokenRow) -> TokenView {
+    TokenView {
+        rights: Rights::of(&row.rights).to_vec(),
+        id: row.id,
+        name: row.name,
+        account: row.account,
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+    }
+}
+
+/// Runs the argon2 work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AccountError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AccountError::Hash(error.to_string()))
+}
+
+/// Account, token and session operations over one store.
+#[derive(Debug, Clone)]
+pub struct AccountAdmin {
+    store: Arc<dyn Store>,
+    session_lifetime: time::Duration,
+}
+
+impl AccountAdmin {
+    /// Operations on `store`; sessions last `session_lifetime`.
+    pub fn new(store: Arc<dyn Store>, session_lifetime: time::Duration) -> Self {
+        Self {
+            store,
+            session_lifetime,
+        }
+    }
+
+    /// Creates an account.
+    pub async fn create(
+        &self,
+        request: NewAccount,
+        actor: &Actor,
+    ) -> Result<AccountView, AccountError> {
+        rights::check_account_name(&request.name)?;
+        rights::check_password(&request.password)?;
+        let held = rights::account_rights(&request.rights)?;
+        let password = request.password;
+        let password_hash = blocking(move || hash_password(&password)).await??;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let row = AccountRow {
+            name: request.name,
+            password_hash,
+            rights: held.to_vec(),
+            created_at: now,
+            changed_at: now,
+        };
+        self.store.create_account(&row, actor).await?;
+        Ok(account_view(row))
+    }
+
+    /// One page of the accounts.
+    pub async fn list(
+        &self,
+        page: &PageRequest<String>,
+    ) -> Result<Page<AccountView, String>, AccountError> {
+        let rows = self.store.accounts(&page.probe()).await?;
+        let mut listed = store::paged(
+            rows,
+            page.limit,
+            |row| row.name.clone(),
+            |row| Ok::<_, AccountError>(account_view(row)),
+        )?;
+        listed.total = Some(self.store.count_accounts().await?);
+        Ok(listed)
+    }
+
+    /// One account.
+    pub async fn get(&self, name: &str) -> Result<AccountView, AccountError> {
+        self.store
+            .account(name)
+            .await?
+            .map(account_view)
+            .ok_or_else(|| StoreError::NotFound(Missing::Account(name.to_owned())).into())
+    }
+
+    /// Changes an account's rights or password; its sessions end.
+    pub async fn edit(
+        &self,
+        name: &str,
+        request: EditAccount,
+        actor: &Actor,
+    ) -> Result<AccountView, AccountError> {
+        let rights = request
+            .rights
+            .as_deref()
+            .map(rights::account_rights)
+            .transpose()?
+            .map(Rights::to_vec);
+        let password_hash = match request.password {
+            Some(password) => {
+                rights::check_password(&password)?;
+                Some(blocking(move || hash_password(&password)).await??)
+            }
+            None => None,
+        };
+        self.store
+            .update_account(
+                name,
+                AccountChange {
+                    rights,
+                    password_hash,
+                },
+                actor,
+            )
+            .await?;
+        self.get(name).await
+    }
+
+    /// Deletes an account with its tokens and sessions.
+    pub async fn delete(&self, name: &str, actor: &Actor) -> Result<(), AccountError> {
+        Ok(self.store.delete_account(name, actor).await?)
+    }
+
+    /// Creates a token for an account; the answer is the only time the token is shown.
+    pub async fn create_token(
+        &self,
+        request: NewToken,
+        actor: &Actor,
+    ) -> Result<CreatedToken, AccountError> {
+        rights::check_token_name(&request.name)?;
+        let account = self
+            .store
+            .account(&request.account)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(Missing::Account(request.account.clone())))?;
+        let held = Rights::of(&account.rights);
+        let asked = rights::new_token_rights(&account.name, held, request.rights.as_deref())?;
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let expires_at = rights::token_expiry(now, request.expires_days)?;
+        let id = hex(&random::bytes::<6>());
+        let token = format!("{TOKEN_PREFIX}{id}_{}", base64url(&random::bytes::<32>()));
+        let row = TokenRow {
+            id,
+            digest: sha256(&token),
+            account: account.name,
+            name: request.name,
+            rights: asked.to_vec(),
+            created_at: now,
+            expires_at,
+        };
+        self.store.create_token(&row, actor).await?;
+        Ok(CreatedToken {
+            token,
+            view: token_view(row),
+        })
+    }
+
+    /// One page of the tokens, of one account or all.
+    pub async fn list_tokens(
+        &self,
+        account: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> Result<Page<TokenView, String>, AccountError> {
+        let rows = self.store.tokens(account, &page.probe()).await?;
+        store::paged(
+            rows,
+            page.limit,
+            |row| row.id.clone(),
+            |row| Ok(token_view(row)),
+        )
+    }
+
+    /// Revokes a token.
+    pub async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), AccountError> {
+        Ok(self.store.revoke_token(id, actor).await?)
+    }
+
+    /// The caller a bearer token makes: its account's current rights that the token asks for.
+    pub async fn bearer(&self, token: &str, now: OffsetDateTime) -> Result<Caller, AuthError> {
+        let id = token
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id)
+            .ok_or(AuthError::Unauthorized)?;
+        let row = self.store.token(id).await?.ok_or(AuthError::Unauthorized)?;
+        let matches: bool = sha256(token).ct_eq(&row.digest).into();
+        if !matches || !rights::live(now, row.expires_at) {
+            return Err(AuthError::Unauthorized);
+        }
+        let account = self
+            .store
+            .account(&row.account)
+            .await?
+            .ok_or(AuthError::Unauthorized)?;
+        Ok(Caller {
+            rights: rights::token_rights(Rights::of(&account.rights), Rights::of(&row.rights)),
+            account: account.name,
+            proof: Proof::Token(row.id),
+        })
+    }
+
+    /// Checks a name and password and starts a session. A wrong name and a wrong password are
+    /// refused alike, in about the same time.
+    pub async fn login(&self, login: Login, actor: &Actor) -> Result<NewSession, AuthError> {
+        let account = self.store.account(&login.name).await?;
+        let hash = account
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |row| row.password_hash.clone());
+        let password = login.password;
+        let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        let Some(account) = account.filter(|_| verified) else {
+            return Err(AuthError::Unauthorized);
+        };
+        let cookie = base64url(&random::bytes::<32>());
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let row = SessionRow {
+            digest: sha256(&cookie),
+            account: account.name.clone(),
+            created_at: now,
+            expires_at: now + self.session_lifetime,
+        };
+        let session_actor = Actor::admin(&account.name, &actor.source);
+        self.store.create_session(&row, &session_actor).await?;
+        Ok(NewSession {
+            caller: Caller {
+                account: account.name,
+                rights: Rights::of(&account.rights),
+                proof: Proof::Session {
+                    digest: row.digest,
+                    csrf: csrf_of(&cookie),
+                    expires_at: row.expires_at,
+                },
+            },
+            cookie,
+        })
+    }
+
+    /// The caller a session cookie makes: its account's current rights.
+    pub async fn session(&self, cookie: &str, now: OffsetDateTime) -> Result<Caller, AuthError> {
+        let digest = sha256(cookie);
+        let row = self
+            .store
+            .session(&digest)
+            .await?
+            .ok_or(AuthError::Unauthorized)?;
+        if !rights::live(now, Some(row.expires_at)) {
+            return Err(AuthError::Unauthorized);
+        }
+        let account = self
+            .store
+            .account(&row.account)
+            .await?
+            .ok_or(AuthError::Unauthorized)?;
+        Ok(Caller {
+            account: account.name,
+            rights: Rights::of(&account.rights),
+            proof: Proof::Session {
+                digest,
+                csrf: csrf_of(cookie),
+                expires_at: row.expires_at,
+            },
+        })
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, digest: &[u8; 32], actor: &Actor) -> Result<(), AuthError> {
+        Ok(self.store.end_session(digest, actor).await?)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Whether `presented` is the CSRF token of the session, compared in constant time.
+pub fn csrf_matches(expected: &str, presented: &str) -> bool {
+    expected.as_bytes().ct_eq(presented.as_bytes()).into()
+}

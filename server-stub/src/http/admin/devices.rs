@@ -1,0 +1,81 @@
+//! `/api/v1/devices`: the enrolled devices.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::{DeviceView, Page};
+
+use super::{Admin, Params, PathParam, page};
+use crate::http::{ApiError, Shared};
+use crate::rights::Operation;
+
+/// The device routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1/devices", get(list))
+        .route("/api/v1/devices/{unit_id}", get(one).delete(delete))
+}
+
+/// Paging of the device list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceQuery {
+    /// The most devices to return (default 1000).
+    #[param(minimum = 0, maximum = 10000)]
+    limit: Option<usize>,
+    /// Start after this unit ID (the previous page's `next_after`).
+    after: Option<UnitId>,
+    /// Also count every enrolled device (`total`).
+    total: Option<bool>,
+}
+
+/// Lists enrolled devices by unit ID.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceQuery),
+    responses((status = 200, description = "One page of devices", body = Page<DeviceView, UnitId>)))]
+pub async fn list(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    Params(query): Params<DeviceQuery>,
+) -> Result<axum::Json<Page<DeviceView, UnitId>>, ApiError> {
+    admin.may(Operation::ListDevices)?;
+    let devices = shared.stub.devices();
+    let mut listed = devices.list(&page(query.limit, query.after)?).await?;
+    if query.total == Some(true) {
+        listed.total = Some(devices.count().await?);
+    }
+    Ok(axum::Json(listed))
+}
+
+/// One enrolled device.
+#[utoipa::path(get, path = "/api/v1/devices/{unit_id}", tag = "devices",
+    params(("unit_id" = UnitId, Path, description = "The device's unit ID")),
+    responses((status = 200, description = "The device", body = DeviceView),
+        (status = 404, description = "No device has this unit ID", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn one(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    PathParam(unit_id): PathParam<UnitId>,
+) -> Result<axum::Json<DeviceView>, ApiError> {
+    admin.may(Operation::GetDevice)?;
+    Ok(axum::Json(shared.stub.devices().get(&unit_id).await?))
+}
+
+/// Forgets an enrolled device, so its unit ID may enroll again with a new key pair.
+#[utoipa::path(delete, path = "/api/v1/devices/{unit_id}", tag = "devices",
+    params(("unit_id" = UnitId, Path, description = "The device's unit ID")),
+    responses((status = 204, description = "Forgotten"),
+        (status = 404, description = "No device has this unit ID", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn delete(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    PathParam(unit_id): PathParam<UnitId>,
+) -> Result<StatusCode, ApiError> {
+    admin.may(Operation::DeleteDevice)?;
+    shared.stub.devices().delete(&unit_id, &admin.actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

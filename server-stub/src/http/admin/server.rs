@@ -1,0 +1,113 @@
+//! `/api/v1/audit` and `/api/v1/ums-id`: the audit log and the server's identity.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::{AuditEntryView, Page, UmsIdView};
+use time::OffsetDateTime;
+
+use super::{Admin, Params, page};
+use crate::http::{ApiError, Shared};
+use crate::rights::Operation;
+use crate::store::AuditFilter;
+
+/// The audit and UMS ID routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/ums-id", get(ums_id))
+        .route("/api/v1/ums-id/certificate", get(certificate))
+}
+
+/// Filters and paging of the audit log.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only lines at or after this time (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<OffsetDateTime>,
+    /// Only lines about this unit ID.
+    unit_id: Option<UnitId>,
+    /// Only lines with this outcome (`ok` or a problem code).
+    #[param(max_length = 64)]
+    outcome: Option<String>,
+    /// Only lines by this actor (`cli`, an account, a unit ID).
+    #[param(max_length = 64)]
+    actor: Option<String>,
+    /// The most lines to return (default 1000).
+    #[param(minimum = 0, maximum = 10000)]
+    limit: Option<usize>,
+    /// Start after this line (the previous page's `next_after`).
+    after: Option<i64>,
+    /// Also count every line the filter matches (`total`).
+    total: Option<bool>,
+}
+
+/// The audit log, oldest first: key changes, reveals, exports, enrollments, logins, account and
+/// token changes, with who made each and from where. Never a key.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "One page of audit lines", body = Page<AuditEntryView, i64>)))]
+pub async fn audit(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    Params(query): Params<AuditQuery>,
+) -> Result<axum::Json<Page<AuditEntryView, i64>>, ApiError> {
+    admin.may(Operation::ReadAudit)?;
+    let filter = AuditFilter {
+        since: query.since,
+        unit_id: query.unit_id,
+        outcome: query.outcome,
+        actor: query.actor,
+    };
+    let log = shared.stub.audit_log();
+    let mut listed = log.list(&filter, &page(query.limit, query.after)?).await?;
+    if query.total == Some(true) {
+        listed.total = Some(log.count(&filter).await?);
+    }
+    Ok(axum::Json(listed))
+}
+
+/// The UMS ID as the UMS ID page shows it: the fingerprint whole, in four parts, short, and the
+/// communication token.
+#[utoipa::path(get, path = "/api/v1/ums-id", tag = "ums-id",
+    responses((status = 200, description = "The UMS ID", body = UmsIdView)))]
+pub async fn ums_id(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+) -> Result<axum::Json<UmsIdView>, ApiError> {
+    admin.may(Operation::ShowUmsId)?;
+    Ok(axum::Json(shared.stub.ums_id_view()))
+}
+
+/// The UMS ID certificate as a `.crt` download (PEM), for devices and tools to trust.
+#[utoipa::path(get, path = "/api/v1/ums-id/certificate", tag = "ums-id",
+    responses((status = 200, description = "The certificate, PEM", content_type = "application/x-pem-file", body = String)))]
+pub async fn certificate(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+) -> Result<Response, ApiError> {
+    admin.may(Operation::ShowUmsId)?;
+    let mut response = shared
+        .stub
+        .ums_id
+        .certificate_pem()
+        .to_owned()
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-pem-file"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"ums-id.crt\""),
+    );
+    Ok(response)
+}

@@ -1,0 +1,126 @@
+//! `/api/v1/session`: Web App login, the caller's identity, logout.
+//!
+//! A login sets the session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`) and answers with the
+//! CSRF token that writes made with the cookie carry in `X-CSRF-Token`. Failed logins count
+//! against the account and the client address; past the limit, logins get 429 for the window.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use onboard_protocol::admin::{CallerView, Login};
+use onboard_protocol::{Problem, ProblemCode};
+
+use super::{Admin, Body, client_of};
+use crate::accounts::{Proof, SESSION_COOKIE};
+use crate::http::{ApiError, Shared};
+use crate::rights::MAX_ACCOUNT_NAME_CHARS;
+use crate::store::{Actor, AuditEntry};
+
+/// The session routes.
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new().route("/api/v1/session", get(whoami).post(login).delete(logout))
+}
+
+/// The client address, taken before the body.
+pub struct Client(String);
+
+impl FromRequestParts<Arc<Shared>> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Client(client_of(parts, shared)))
+    }
+}
+
+fn cookie(value: &str, max_age: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+    ))
+    .expect("a base64url value")
+}
+
+/// Logs in with a name and password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = Login, security(),
+    responses((status = 200, description = "Logged in; the cookie is set", body = CallerView,
+            headers(("set-cookie" = String, description = "The session cookie"))),
+        (status = 429, description = "Too many failed logins for this account or address", body = Problem, content_type = "application/problem+json",
+            headers(("retry-after" = u64, description = "Seconds to wait")))))]
+pub async fn login(
+    State(shared): State<Arc<Shared>>,
+    Client(source): Client,
+    Body(login): Body<Login>,
+) -> Result<Response, ApiError> {
+    if login.name.chars().count() > MAX_ACCOUNT_NAME_CHARS {
+        return Err(ApiError::code(
+            ProblemCode::Invalid,
+            format!("name: at most {MAX_ACCOUNT_NAME_CHARS} characters"),
+        ));
+    }
+    let address = source
+        .parse()
+        .unwrap_or(std::net::Ipv6Addr::LOCALHOST.into());
+    let now = Instant::now();
+    if let Some(wait) = shared.logins.blocked_for(address, Some(&login.name), now) {
+        return Err(ApiError::Problem {
+            problem: Problem::new(ProblemCode::RateLimited)
+                .with_detail("too many failed logins for this account or address; retry later"),
+            retry_after: Some(wait),
+        });
+    }
+    let name = login.name.clone();
+    let actor = Actor::admin(&name, &source);
+    match shared.stub.accounts().login(login, &actor).await {
+        Ok(session) => {
+            let max_age = shared.stub.settings.session_lifetime.whole_seconds();
+            let mut response = axum::Json(session.caller.view()).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::SET_COOKIE, cookie(&session.cookie, max_age));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        Err(crate::accounts::AuthError::Unauthorized) => {
+            shared.logins.guessed(address, Some(&name), now);
+            let mut entry = AuditEntry::new("session.login", &actor);
+            entry.outcome = ProblemCode::Unauthorized.as_str().to_owned();
+            if let Err(error) = shared.stub.store.record(entry).await {
+                tracing::warn!("cannot audit a failed login: {error}");
+            }
+            Err(ApiError::code(
+                ProblemCode::Unauthorized,
+                "the name or the password is wrong",
+            ))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Who the credentials of this request belong to and the rights they hold; with the session
+/// cookie, also the CSRF token and when the session ends.
+#[utoipa::path(get, path = "/api/v1/session", tag = "session",
+    responses((status = 200, description = "The caller", body = CallerView)))]
+pub async fn whoami(admin: Admin) -> axum::Json<CallerView> {
+    axum::Json(admin.caller.view())
+}
+
+/// Logs out: ends the session and clears the cookie (a bearer token is left as it is).
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session",
+    responses((status = 204, description = "Logged out; the cookie is cleared")))]
+pub async fn logout(State(shared): State<Arc<Shared>>, admin: Admin) -> Result<Response, ApiError> {
+    if let Proof::Session { digest, .. } = &admin.caller.proof {
+        shared.stub.accounts().logout(digest, &admin.actor).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie("", 0));
+    Ok(response)
+}

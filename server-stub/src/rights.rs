@@ -1,0 +1,464 @@
+//! The administrator rules, pure: which right each admin operation needs, what a token holds,
+//! what an account name and password must be, when a session or token stops working, and which
+//! requests must carry the CSRF token. The admin API, the command line and every store backend
+//! apply these decisions; nothing else makes them.
+
+use onboard_protocol::admin::{ACCOUNT_NAME_PATTERN, Right};
+use time::OffsetDateTime;
+
+/// The fewest characters of a password.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The most characters of a password (argon2 would take more; a limit bounds the work a login
+/// costs).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// The most characters of an account name.
+pub const MAX_ACCOUNT_NAME_CHARS: usize = 64;
+/// The most characters of a token's name.
+pub const MAX_TOKEN_NAME_CHARS: usize = 100;
+/// The longest a token may live, in days.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+/// How long a Web App session lasts by default.
+pub const SESSION_LIFETIME: time::Duration = time::Duration::hours(8);
+/// Names that already mean something in the audit log's actor column.
+const RESERVED_NAMES: [&str; 2] = ["cli", "-"];
+
+/// A set of rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rights(u8);
+
+impl Rights {
+    /// No right.
+    pub const NONE: Rights = Rights(0);
+
+    fn bit(right: Right) -> u8 {
+        1 << Right::ALL.iter().position(|r| *r == right).expect("in ALL")
+    }
+
+    /// The set of `rights`.
+    pub fn of(rights: &[Right]) -> Self {
+        Rights(rights.iter().fold(0, |set, right| set | Self::bit(*right)))
+    }
+
+    /// Every right.
+    pub fn all() -> Self {
+        Self::of(&Right::ALL)
+    }
+
+    /// Whether the set holds `right`.
+    pub fn contains(self, right: Right) -> bool {
+        self.0 & Self::bit(right) != 0
+    }
+
+    /// The rights both sets hold.
+    pub fn intersection(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+
+    /// Whether the set holds no right.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The rights, in the order of [`Right::ALL`].
+    pub fn to_vec(self) -> Vec<Right> {
+        Right::ALL
+            .into_iter()
+            .filter(|right| self.contains(*right))
+            .collect()
+    }
+}
+
+/// Everything the admin API lets an administrator do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// List keys, masked.
+    ListKeys,
+    /// One key, masked.
+    GetKey,
+    /// Create keys of any type.
+    CreateKeys,
+    /// Change a key's comment.
+    EditKey,
+    /// Activate keys.
+    ActivateKeys,
+    /// Deactivate keys.
+    DeactivateKeys,
+    /// Delete keys.
+    DeleteKeys,
+    /// Export keys as a key file.
+    ExportKeys,
+    /// Show keys in the clear.
+    RevealKeys,
+    /// List enrolled devices.
+    ListDevices,
+    /// One enrolled device.
+    GetDevice,
+    /// Forget an enrolled device.
+    DeleteDevice,
+    /// Read the audit log.
+    ReadAudit,
+    /// Show the UMS ID and download its certificate.
+    ShowUmsId,
+    /// List, show, create, edit and delete accounts; list, create and revoke any token.
+    ManageAccounts,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 15] = [
+        Operation::ListKeys,
+        Operation::GetKey,
+        Operation::CreateKeys,
+        Operation::EditKey,
+        Operation::ActivateKeys,
+        Operation::DeactivateKeys,
+        Operation::DeleteKeys,
+        Operation::ExportKeys,
+        Operation::RevealKeys,
+        Operation::ListDevices,
+        Operation::GetDevice,
+        Operation::DeleteDevice,
+        Operation::ReadAudit,
+        Operation::ShowUmsId,
+        Operation::ManageAccounts,
+    ];
+
+    /// The right it needs.
+    pub const fn right(self) -> Right {
+        match self {
+            Operation::ListKeys | Operation::GetKey => Right::KeysRead,
+            Operation::CreateKeys
+            | Operation::EditKey
+            | Operation::ActivateKeys
+            | Operation::DeactivateKeys
+            | Operation::DeleteKeys
+            | Operation::ExportKeys => Right::KeysWrite,
+            Operation::RevealKeys => Right::KeysReveal,
+            Operation::ListDevices | Operation::GetDevice => Right::DevicesRead,
+            Operation::DeleteDevice => Right::DevicesWrite,
+            Operation::ReadAudit => Right::AuditRead,
+            Operation::ShowUmsId | Operation::ManageAccounts => Right::ServerAdmin,
+        }
+    }
+}
+
+/// Whether a caller holding `rights` may perform `operation`.
+pub fn allows(rights: Rights, operation: Operation) -> bool {
+    rights.contains(operation.right())
+}
+
+/// What a token holds: the rights it asks for that its account holds now. An account that loses a
+/// right takes it from its tokens at once.
+pub fn token_rights(account: Rights, token: Rights) -> Rights {
+    account.intersection(token)
+}
+
+/// Why an account or token request cannot be taken as it is. The messages name the field and
+/// never hold a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The account name does not fit [`ACCOUNT_NAME_PATTERN`].
+    #[error(
+        "name: an account name is 1 to {MAX_ACCOUNT_NAME_CHARS} letters, digits, '.', '_', '@' or \
+         '-', starting with a letter or digit"
+    )]
+    Name,
+    /// The name is one the audit log uses for something else.
+    #[error("name: {0:?} is reserved")]
+    Reserved(String),
+    /// The password is too short or too long.
+    #[error("password: a password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")]
+    PasswordLength,
+    /// No right.
+    #[error("rights: an account or token needs at least one right")]
+    NoRights,
+    /// A token asks for a right its account lacks.
+    #[error("rights: the account {account} does not hold {right}, so its token cannot")]
+    NotHeld {
+        /// The account.
+        account: String,
+        /// The right.
+        right: Right,
+    },
+    /// A token's name is too long.
+    #[error("name: a token's name has at most {MAX_TOKEN_NAME_CHARS} characters")]
+    TokenName,
+    /// A token's lifetime is out of range.
+    #[error("expires_days: a token lives 1 to {MAX_TOKEN_DAYS} days")]
+    TokenDays,
+}
+
+/// Checks an account name against [`ACCOUNT_NAME_PATTERN`].
+pub fn check_account_name(name: &str) -> Result<(), CredentialError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'));
+    if !first_ok || !rest_ok || name.len() > MAX_ACCOUNT_NAME_CHARS {
+        return Err(CredentialError::Name);
+    }
+    debug_assert!(ACCOUNT_NAME_PATTERN.contains("{0,63}"));
+    if RESERVED_NAMES.contains(&name) {
+        return Err(CredentialError::Reserved(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a new password's length.
+pub fn check_password(password: &str) -> Result<(), CredentialError> {
+    let count = password.chars().count();
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&count) {
+        return Err(CredentialError::PasswordLength);
+    }
+    Ok(())
+}
+
+/// Checks a token's name.
+pub fn check_token_name(name: &str) -> Result<(), CredentialError> {
+    if name.chars().count() > MAX_TOKEN_NAME_CHARS {
+        return Err(CredentialError::TokenName);
+    }
+    Ok(())
+}
+
+/// The rights of a new or changed account: at least one.
+pub fn account_rights(rights: &[Right]) -> Result<Rights, CredentialError> {
+    let set = Rights::of(rights);
+    if set.is_empty() {
+        return Err(CredentialError::NoRights);
+    }
+    Ok(set)
+}
+
+/// The rights a new token asks for: by default all of its account's, else a non-empty subset of
+/// them.
+pub fn new_token_rights(
+    account: &str,
+    held: Rights,
+    asked: Option<&[Right]>,
+) -> Result<Rights, CredentialError> {
+    let Some(asked) = asked else {
+        return Ok(held);
+    };
+    if asked.is_empty() {
+        return Err(CredentialError::NoRights);
+    }
+    if let Some(right) = asked.iter().find(|right| !held.contains(**right)) {
+        return Err(CredentialError::NotHeld {
+            account: account.to_owned(),
+            right: *right,
+        });
+    }
+    Ok(Rights::of(asked))
+}
+
+/// When a new token expires, from its lifetime in days (`None`: never).
+pub fn token_expiry(
+    now: OffsetDateTime,
+    days: Option<u32>,
+) -> Result<Option<OffsetDateTime>, CredentialError> {
+    match days {
+        None => Ok(None),
+        Some(days) if (1..=MAX_TOKEN_DAYS).contains(&days) => {
+            Ok(Some(now + time::Duration::days(i64::from(days))))
+        }
+        Some(_) => Err(CredentialError::TokenDays),
+    }
+}
+
+/// Whether a token or session that ends at `expires_at` still works at `now`.
+pub fn live(now: OffsetDateTime, expires_at: Option<OffsetDateTime>) -> bool {
+    expires_at.is_none_or(|end| now < end)
+}
+
+/// Whether a request must carry the session's CSRF token: a write (anything but GET, HEAD and
+/// OPTIONS) authenticated by the session cookie. A bearer token is not sent by browsers on their
+/// own, so it needs none.
+pub fn needs_csrf(method: &axum::http::Method, by_cookie: bool) -> bool {
+    use axum::http::Method;
+    by_cookie && ![Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+    use time::macros::datetime;
+
+    #[test]
+    fn each_operation_needs_exactly_its_right() {
+        let table = [
+            (Operation::ListKeys, Right::KeysRead),
+            (Operation::GetKey, Right::KeysRead),
+            (Operation::CreateKeys, Right::KeysWrite),
+            (Operation::EditKey, Right::KeysWrite),
+            (Operation::ActivateKeys, Right::KeysWrite),
+            (Operation::DeactivateKeys, Right::KeysWrite),
+            (Operation::DeleteKeys, Right::KeysWrite),
+            (Operation::ExportKeys, Right::KeysWrite),
+            (Operation::RevealKeys, Right::KeysReveal),
+            (Operation::ListDevices, Right::DevicesRead),
+            (Operation::GetDevice, Right::DevicesRead),
+            (Operation::DeleteDevice, Right::DevicesWrite),
+            (Operation::ReadAudit, Right::AuditRead),
+            (Operation::ShowUmsId, Right::ServerAdmin),
+            (Operation::ManageAccounts, Right::ServerAdmin),
+        ];
+        assert_eq!(table.len(), Operation::ALL.len());
+        for (operation, needed) in table {
+            assert_eq!(operation.right(), needed, "{operation:?}");
+            for right in Right::ALL {
+                assert_eq!(
+                    allows(Rights::of(&[right]), operation),
+                    right == needed,
+                    "{operation:?} with only {right}"
+                );
+            }
+            assert!(allows(Rights::all(), operation));
+            assert!(!allows(Rights::NONE, operation));
+        }
+    }
+
+    #[test]
+    fn a_token_holds_what_it_asks_for_and_its_account_holds() {
+        let read = Rights::of(&[Right::KeysRead]);
+        let read_write = Rights::of(&[Right::KeysRead, Right::KeysWrite]);
+        let table = [
+            // account, token => held
+            (read_write, read, read),
+            (read, read_write, read),
+            (Rights::NONE, read, Rights::NONE),
+            (Rights::all(), Rights::all(), Rights::all()),
+        ];
+        for (account, token, held) in table {
+            assert_eq!(token_rights(account, token), held, "{account:?} {token:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_token_asks_only_for_rights_its_account_holds() {
+        let held = Rights::of(&[Right::KeysRead, Right::AuditRead]);
+        assert_eq!(new_token_rights("ops", held, None), Ok(held));
+        assert_eq!(
+            new_token_rights("ops", held, Some(&[Right::AuditRead])),
+            Ok(Rights::of(&[Right::AuditRead]))
+        );
+        assert_eq!(
+            new_token_rights("ops", held, Some(&[Right::KeysReveal])),
+            Err(CredentialError::NotHeld {
+                account: "ops".into(),
+                right: Right::KeysReveal
+            })
+        );
+        assert_eq!(
+            new_token_rights("ops", held, Some(&[])),
+            Err(CredentialError::NoRights)
+        );
+    }
+
+    #[test]
+    fn account_names_follow_their_pattern() {
+        for good in [
+            "admin",
+            "a",
+            "jane.doe@example.org",
+            "ops_2",
+            &"x".repeat(64),
+        ] {
+            assert_eq!(check_account_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ".admin",
+            "-x",
+            "has space",
+            "ümlaut",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(check_account_name(bad), Err(CredentialError::Name), "{bad}");
+        }
+        assert_eq!(
+            check_account_name("cli"),
+            Err(CredentialError::Reserved("cli".into()))
+        );
+    }
+
+    #[test]
+    fn passwords_have_a_minimum_and_maximum_length() {
+        let table = [
+            ("", false),
+            ("eleven char", false),
+            ("twelve chars", true),
+            ("äöüäöüäöüäöü", true),
+            (&"p".repeat(1024), true),
+            (&"p".repeat(1025), false),
+        ];
+        for (password, ok) in table {
+            assert_eq!(
+                check_password(password).is_ok(),
+                ok,
+                "{} chars",
+                password.len()
+            );
+        }
+        let message = check_password("short secret").unwrap_err().to_string();
+        assert!(!message.contains("short secret"));
+    }
+
+    #[test]
+    fn an_account_needs_a_right() {
+        assert_eq!(account_rights(&[]), Err(CredentialError::NoRights));
+        assert_eq!(
+            account_rights(&[Right::AuditRead, Right::AuditRead]),
+            Ok(Rights::of(&[Right::AuditRead]))
+        );
+    }
+
+    #[test]
+    fn tokens_and_sessions_end_when_they_expire() {
+        let now = datetime!(2026-11-30 12:00 UTC);
+        assert!(live(now, None));
+        assert!(live(now, Some(now + time::Duration::SECOND)));
+        assert!(!live(now, Some(now)));
+        assert!(!live(now, Some(now - time::Duration::DAY)));
+        assert_eq!(
+            token_expiry(now, Some(30)),
+            Ok(Some(datetime!(2026-12-30 12:00 UTC)))
+        );
+        assert_eq!(token_expiry(now, None), Ok(None));
+        assert_eq!(token_expiry(now, Some(0)), Err(CredentialError::TokenDays));
+        assert_eq!(
+            token_expiry(now, Some(MAX_TOKEN_DAYS + 1)),
+            Err(CredentialError::TokenDays)
+        );
+    }
+
+    #[test]
+    fn only_writes_with_the_session_cookie_need_the_csrf_token() {
+        let table = [
+            (Method::GET, true, false),
+            (Method::HEAD, true, false),
+            (Method::OPTIONS, true, false),
+            (Method::POST, true, true),
+            (Method::PATCH, true, true),
+            (Method::PUT, true, true),
+            (Method::DELETE, true, true),
+            (Method::POST, false, false),
+            (Method::DELETE, false, false),
+        ];
+        for (method, by_cookie, needed) in table {
+            assert_eq!(
+                needs_csrf(&method, by_cookie),
+                needed,
+                "{method} {by_cookie}"
+            );
+        }
+    }
+
+    #[test]
+    fn rights_list_in_a_fixed_order() {
+        let set = Rights::of(&[Right::ServerAdmin, Right::KeysRead]);
+        assert_eq!(set.to_vec(), vec![Right::KeysRead, Right::ServerAdmin]);
+        assert_eq!(Rights::all().to_vec(), Right::ALL.to_vec());
+    }
+}

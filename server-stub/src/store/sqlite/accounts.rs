@@ -1,0 +1,481 @@
+//! The SQLite side of administrator accounts, API tokens and Web App sessions (migration 0005).
+//! Only hashes are stored: argon2id for passwords, SHA-256 for tokens and session cookies.
+
+use onboard_protocol::admin::Right;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::{Inner, SqliteStore, audit_in, count};
+use crate::store::{
+    AccountChange, AccountRow, Actor, AuditEntry, Missing, PageRequest, SessionRow, StoreError,
+    TokenRow,
+};
+
+const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at";
+const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at";
+
+/// Rights as stored: their names, comma-separated.
+fn rights_text(rights: &[Right]) -> String {
+    rights
+        .iter()
+        .map(|right| right.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn time_at(inner: &Inner, seconds: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .map_err(|_| inner.corrupt(format!("a time out of range ({seconds})")))
+}
+
+fn parse_rights(inner: &Inner, text: &str) -> Result<Vec<Right>, StoreError> {
+    text.split(',')
+        .map(|name| {
+            name.parse()
+                .map_err(|_| inner.corrupt(format!("an unknown right {name:?}")))
+        })
+        .collect()
+}
+
+type RawAccount = (String, String, String, i64, i64);
+type RawToken = (String, Vec<u8>, String, String, String, i64, Option<i64>);
+
+fn account_from(inner: &Inner, raw: RawAccount) -> Result<AccountRow, StoreError> {
+    let (name, password_hash, rights, created_at, changed_at) = raw;
+    Ok(AccountRow {
+        rights: parse_rights(inner, &rights)?,
+        created_at: time_at(inner, created_at)?,
+        changed_at: time_at(inner, changed_at)?,
+        name,
+        password_hash,
+    })
+}
+
+fn token_from(inner: &Inner, raw: RawToken) -> Result<TokenRow, StoreError> {
+    let (id, digest, account, name, rights, created_at, expires_at) = raw;
+    Ok(TokenRow {
+        digest: digest
+            .try_into()
+            .map_err(|_| inner.corrupt(format!("token {id} with a malformed digest")))?,
+        rights: parse_rights(inner, &rights)?,
+        created_at: time_at(inner, created_at)?,
+        expires_at: expires_at.map(|at| time_at(inner, at)).transpose()?,
+        id,
+        account,
+        name,
+    })
+}
+
+fn raw_account(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawAccount> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn raw_token(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawToken> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+impl SqliteStore {
+    pub(super) async fn insert_account(
+        &self,
+        account: &AccountRow,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let (account, actor) = (account.clone(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (name) DO NOTHING"
+                    ),
+                    params![
+                        account.name,
+                        account.password_hash,
+                        rights_text(&account.rights),
+                        account.created_at.unix_timestamp(),
+                        account.changed_at.unix_timestamp(),
+                    ],
+                )
+                .map_err(|e| inner.db(e))?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "an account named {:?} exists",
+                    account.name
+                )));
+            }
+            let mut entry = AuditEntry::new("accounts.create", &actor);
+            entry.detail = format!(
+                "account {} with {}",
+                account.name,
+                rights_text(&account.rights)
+            );
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn select_accounts(
+        &self,
+        page: &PageRequest<String>,
+    ) -> Result<Vec<AccountRow>, StoreError> {
+        let page = page.clone();
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name > ?1 ORDER BY name LIMIT ?2"
+                ))
+                .map_err(|e| inner.db(e))?;
+            let rows = statement
+                .query_map(
+                    params![page.after.unwrap_or_default(), super::limit(page.limit)],
+                    raw_account,
+                )
+                .map_err(|e| inner.db(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| inner.db(e))?;
+            rows.into_iter()
+                .map(|raw| account_from(inner, raw))
+                .collect()
+        })
+        .await
+    }
+
+    pub(super) async fn count_account_rows(&self) -> Result<u64, StoreError> {
+        self.call(|inner| {
+            let counted: i64 = inner
+                .lock()
+                .query_row("SELECT count(*) FROM accounts", [], |row| row.get(0))
+                .map_err(|e| inner.db(e))?;
+            Ok(count(counted))
+        })
+        .await
+    }
+
+    pub(super) async fn select_account(
+        &self,
+        name: &str,
+    ) -> Result<Option<AccountRow>, StoreError> {
+        let name = name.to_owned();
+        self.call(move |inner| {
+            let raw = inner
+                .lock()
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"
+                ))
+                .map_err(|e| inner.db(e))?
+                .query_row([&name], raw_account)
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            raw.map(|raw| account_from(inner, raw)).transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn change_account(
+        &self,
+        name: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let (name, actor) = (name.to_owned(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let changed = tx
+                .execute(
+                    "UPDATE accounts SET rights = coalesce(?2, rights),
+                         password_hash = coalesce(?3, password_hash), changed_at = ?4
+                     WHERE name = ?1",
+                    params![
+                        name,
+                        change.rights.as_deref().map(rights_text),
+                        change.password_hash,
+                        super::now(),
+                    ],
+                )
+                .map_err(|e| inner.db(e))?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(Missing::Account(name)));
+            }
+            let ended = tx
+                .execute("DELETE FROM sessions WHERE account = ?1", [&name])
+                .map_err(|e| inner.db(e))?;
+            let mut entry = AuditEntry::new("accounts.edit", &actor);
+            let mut parts = vec![format!("account {name}")];
+            if let Some(rights) = &change.rights {
+                parts.push(format!("rights {}", rights_text(rights)));
+            }
+            if change.password_hash.is_some() {
+                parts.push("new password".to_owned());
+            }
+            parts.push(format!("{ended} session(s) ended"));
+            entry.detail = parts.join(", ");
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn remove_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
+        let (name, actor) = (name.to_owned(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            // Tokens and sessions go with it (ON DELETE CASCADE).
+            let changed = tx
+                .execute("DELETE FROM accounts WHERE name = ?1", [&name])
+                .map_err(|e| inner.db(e))?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(Missing::Account(name)));
+            }
+            let mut entry = AuditEntry::new("accounts.delete", &actor);
+            entry.detail = format!("account {name}");
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn insert_token(
+        &self,
+        token: &TokenRow,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let (token, actor) = (token.clone(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
+                    [&token.account],
+                    |row| row.get(0),
+                )
+                .map_err(|e| inner.db(e))?;
+            if !exists {
+                return Err(StoreError::NotFound(Missing::Account(token.account)));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    token.id,
+                    &token.digest[..],
+                    token.account,
+                    token.name,
+                    rights_text(&token.rights),
+                    token.created_at.unix_timestamp(),
+                    token.expires_at.map(OffsetDateTime::unix_timestamp),
+                ],
+            )
+            .map_err(|e| inner.db(e))?;
+            let mut entry = AuditEntry::new("tokens.create", &actor);
+            entry.detail = format!(
+                "token {} for account {} with {}",
+                token.id,
+                token.account,
+                rights_text(&token.rights)
+            );
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn select_tokens(
+        &self,
+        account: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> Result<Vec<TokenRow>, StoreError> {
+        let (account, page) = (account.map(str::to_owned), page.clone());
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id > ?1
+                     AND (?2 IS NULL OR account = ?2) ORDER BY id LIMIT ?3"
+                ))
+                .map_err(|e| inner.db(e))?;
+            let rows = statement
+                .query_map(
+                    params![
+                        page.after.unwrap_or_default(),
+                        account,
+                        super::limit(page.limit)
+                    ],
+                    raw_token,
+                )
+                .map_err(|e| inner.db(e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| inner.db(e))?;
+            rows.into_iter().map(|raw| token_from(inner, raw)).collect()
+        })
+        .await
+    }
+
+    pub(super) async fn select_token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |inner| {
+            let raw = inner
+                .lock()
+                .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))
+                .map_err(|e| inner.db(e))?
+                .query_row([&id], raw_token)
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            raw.map(|raw| token_from(inner, raw)).transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn delete_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        let (id, actor) = (id.to_owned(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let account: Option<String> = tx
+                .query_row(
+                    "DELETE FROM tokens WHERE id = ?1 RETURNING account",
+                    [&id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            let Some(account) = account else {
+                return Err(StoreError::NotFound(Missing::Token(id)));
+            };
+            let mut entry = AuditEntry::new("tokens.revoke", &actor);
+            entry.detail = format!("token {id} of account {account}");
+            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn insert_session(
+        &self,
+        session: &SessionRow,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let (session, actor) = (session.clone(), actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            tx.execute(
+                "INSERT INTO sessions (digest, account, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    &session.digest[..],
+                    session.account,
+                    session.created_at.unix_timestamp(),
+                    session.expires_at.unix_timestamp(),
+                ],
+            )
+            .map_err(|e| inner.db(e))?;
+            audit_in(&tx, &AuditEntry::new("session.login", &actor)).map_err(|e| inner.db(e))?;
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn select_session(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let digest = *digest;
+        self.call(move |inner| {
+            let raw: Option<(String, i64, i64)> = inner
+                .lock()
+                .prepare_cached(
+                    "SELECT account, created_at, expires_at FROM sessions WHERE digest = ?1",
+                )
+                .map_err(|e| inner.db(e))?
+                .query_row([&digest[..]], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            raw.map(|(account, created_at, expires_at)| {
+                Ok(SessionRow {
+                    digest,
+                    account,
+                    created_at: time_at(inner, created_at)?,
+                    expires_at: time_at(inner, expires_at)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn delete_session(
+        &self,
+        digest: &[u8; 32],
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let (digest, actor) = (*digest, actor.clone());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let ended = tx
+                .execute("DELETE FROM sessions WHERE digest = ?1", [&digest[..]])
+                .map_err(|e| inner.db(e))?;
+            if ended > 0 {
+                audit_in(&tx, &AuditEntry::new("session.logout", &actor))
+                    .map_err(|e| inner.db(e))?;
+            }
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn delete_ended_sessions(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        self.call(move |inner| {
+            let deleted = inner
+                .lock()
+                .execute(
+                    "DELETE FROM sessions WHERE expires_at <= ?1",
+                    [now.unix_timestamp()],
+                )
+                .map_err(|e| inner.db(e))?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+}
