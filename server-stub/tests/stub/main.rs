@@ -1,5 +1,7 @@
 //! The `ums-stub` binary run as an administrator would, on throwaway data directories.
 //!
+//! - `admin_api`: the admin API: rights matrix, tokens, sessions and CSRF, login limits, reveals,
+//!   hashes in the database, refusals naming their field, the committed OpenAPI document.
 //! - `help`: help texts and exit codes.
 //! - `ums_id`: creation at first use, show, export, backup and restore; survival of database loss
 //!   and host name changes.
@@ -15,6 +17,7 @@
 //! - `flood`: 3,000 idle connections from one host against a server limited to 1024 open files.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
+mod admin_api;
 mod durability;
 mod est;
 mod flood;

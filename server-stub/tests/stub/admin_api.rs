@@ -1,0 +1,1172 @@
+//! The admin API over HTTPS against an in-process server with the default settings: the rights
+//! matrix (every route × every single right), tokens, sessions with CSRF, login limits, reveals,
+//! what the database holds, and the committed OpenAPI document.
+
+use onboard_protocol::admin::{
+    AccountView, CallerView, CreatedKeys, CreatedToken, KeyView, NewAccount, NewToken, Page, Right,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use ums_stub::accounts::AccountAdmin;
+use ums_stub::rights::Operation;
+use ums_stub::store::{Actor, TokenRow};
+
+use crate::server::{Device, TestServer, enroll};
+
+/// A body for a request.
+#[derive(Clone)]
+enum Sent {
+    None,
+    Json(Value),
+    Csv(&'static str),
+}
+
+/// Every admin route that needs a right, with a request that is valid for it.
+fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
+    use Operation::*;
+    let ids = || Sent::Json(json!({"ids": [1]}));
+    vec![
+        (Method::GET, "/api/v1/keys", Sent::None, ListKeys),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 1})),
+            CreateKeys,
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys/import",
+            Sent::Csv("unit id\n00E0C5AA0001\n"),
+            CreateKeys,
+        ),
+        (Method::GET, "/api/v1/keys/1", Sent::None, GetKey),
+        (
+            Method::PATCH,
+            "/api/v1/keys/1",
+            Sent::Json(json!({"comment": "lab"})),
+            EditKey,
+        ),
+        (Method::POST, "/api/v1/keys/activate", ids(), ActivateKeys),
+        (
+            Method::POST,
+            "/api/v1/keys/deactivate",
+            ids(),
+            DeactivateKeys,
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys/export",
+            Sent::Json(json!({"format": "text"})),
+            ExportKeys,
+        ),
+        (Method::POST, "/api/v1/keys/reveal", ids(), RevealKeys),
+        (
+            Method::POST,
+            "/api/v1/keys/delete",
+            Sent::Json(json!({"ids": [999_999]})),
+            DeleteKeys,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/keys/999999",
+            Sent::None,
+            DeleteKeys,
+        ),
+        (Method::GET, "/api/v1/devices", Sent::None, ListDevices),
+        (
+            Method::GET,
+            "/api/v1/devices/00E0C5FFFFFF",
+            Sent::None,
+            GetDevice,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/devices/00E0C5FFFFFF",
+            Sent::None,
+            DeleteDevice,
+        ),
+        (Method::GET, "/api/v1/audit", Sent::None, ReadAudit),
+        (Method::GET, "/api/v1/ums-id", Sent::None, ShowUmsId),
+        (
+            Method::GET,
+            "/api/v1/ums-id/certificate",
+            Sent::None,
+            ShowUmsId,
+        ),
+        (Method::GET, "/api/v1/accounts", Sent::None, ManageAccounts),
+        (
+            Method::POST,
+            "/api/v1/accounts",
+            Sent::Json(
+                json!({"name": "made-in-matrix", "password": "long enough secret", "rights": ["audit:read"]}),
+            ),
+            ManageAccounts,
+        ),
+        (
+            Method::GET,
+            "/api/v1/accounts/nobody",
+            Sent::None,
+            ManageAccounts,
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/accounts/nobody",
+            Sent::Json(json!({"rights": ["audit:read"]})),
+            ManageAccounts,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/accounts/nobody",
+            Sent::None,
+            ManageAccounts,
+        ),
+        (Method::GET, "/api/v1/tokens", Sent::None, ManageAccounts),
+        (
+            Method::POST,
+            "/api/v1/tokens",
+            Sent::Json(json!({"account": "nobody"})),
+            ManageAccounts,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/tokens/nothing",
+            Sent::None,
+            ManageAccounts,
+        ),
+    ]
+}
+
+/// A request with optional bearer token.
+async fn send(
+    client: &reqwest::Client,
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: &Sent,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = client.request(method, server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request = match body {
+        Sent::None => request,
+        Sent::Json(value) => request.json(value),
+        Sent::Csv(text) => request.header("content-type", "text/csv").body(*text),
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+fn accounts(server: &TestServer) -> AccountAdmin {
+    server.shared.stub.accounts()
+}
+
+/// An account with `rights` and a token for it.
+async fn account_with_token(server: &TestServer, name: &str, rights: &[Right]) -> String {
+    let admin = accounts(server);
+    admin
+        .create(
+            NewAccount {
+                name: name.to_owned(),
+                password: format!("{name} password 123"),
+                rights: rights.to_vec(),
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    admin
+        .create_token(
+            NewToken {
+                account: name.to_owned(),
+                name: "test".to_owned(),
+                rights: None,
+                expires_days: None,
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap()
+        .token
+}
+
+#[tokio::test]
+async fn every_route_answers_each_right_as_the_rights_table_says() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let everything = account_with_token(&server, "root", &Right::ALL).await;
+    // A key with ID 1 for the routes that name one.
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "one-time", "quantity": 2})),
+        Some(&everything),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // The matrix covers every operation of the OpenAPI document but the session's.
+    let document: Value = serde_json::from_str(&ums_stub::http::admin::openapi::json()).unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if path != "/api/v1/session" {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let table = routes();
+    for (method, path) in &documented {
+        assert!(
+            table.iter().any(|(m, p, ..)| m.as_str() == method
+                && (p == path
+                    || path.contains('{') && p.starts_with(&path[..path.find('{').unwrap()]))),
+            "{method} {path} is missing from the rights matrix"
+        );
+    }
+
+    for right in Right::ALL {
+        let token = account_with_token(
+            &server,
+            &format!("only-{}", right.as_str().replace(':', "-")),
+            &[right],
+        )
+        .await;
+        for (method, path, body, operation) in routes() {
+            let (status, answer) =
+                send(&client, &server, method.clone(), path, &body, Some(&token)).await;
+            if operation.right() == right {
+                assert!(
+                    status.is_success()
+                        || status == StatusCode::NOT_FOUND
+                        || status == StatusCode::CONFLICT,
+                    "{method} {path} with {right}: {status} {answer}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} with {right}: {answer}"
+                );
+                assert_eq!(answer["code"], "forbidden");
+            }
+        }
+    }
+    // Without credentials, or with a forged token: 401 everywhere.
+    for (method, path, body, _) in routes() {
+        let (status, answer) = send(&client, &server, method.clone(), path, &body, None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}: {answer}"
+        );
+        assert_eq!(answer["code"], "unauthorized");
+        let (status, _) = send(
+            &client,
+            &server,
+            method.clone(),
+            path,
+            &body,
+            Some("umst_000000000000_not-a-token"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} forged");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn expired_and_revoked_tokens_are_refused() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let token = account_with_token(&server, "ops", &[Right::KeysRead]).await;
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/keys",
+        &Sent::None,
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // An expired token, as it would be a day after its last day.
+    let expired = "umst_0123456789ab_expired-token-value";
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(expired.as_bytes()).into()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    server
+        .shared
+        .stub
+        .store
+        .create_token(
+            &TokenRow {
+                id: "0123456789ab".to_owned(),
+                digest,
+                account: "ops".to_owned(),
+                name: "old".to_owned(),
+                rights: vec![Right::KeysRead],
+                created_at: now - time::Duration::days(31),
+                expires_at: Some(now - time::Duration::days(1)),
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let (status, answer) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/keys",
+        &Sent::None,
+        Some(expired),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+
+    // Revoked over the API by an administrator.
+    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{id}"),
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/keys",
+        &Sent::None,
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let audit = server.audit().await;
+    assert!(
+        audit.iter().any(|line| line.event == "tokens.revoke"
+            && line.actor == "root"
+            && line.source == "127.0.0.1"),
+        "{audit:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_holds_only_rights_its_account_still_holds() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    account_with_token(&server, "ops", &[Right::KeysRead, Right::AuditRead]).await;
+
+    // A token cannot ask for more than its account holds.
+    let (status, answer) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/tokens",
+        &Sent::Json(json!({"account": "ops", "rights": ["keys:reveal"]})),
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("rights"),
+        "{answer}"
+    );
+
+    let (status, answer) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/tokens",
+        &Sent::Json(json!({"account": "ops", "rights": ["keys:read", "audit:read"], "expires_days": 30, "name": "script"})),
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let created: CreatedToken = serde_json::from_value(answer).unwrap();
+    assert!(created.token.starts_with("umst_"));
+    assert!(created.view.expires_at.is_some());
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/audit",
+        &Sent::None,
+        Some(&created.token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The account loses audit:read: so does its token, at once.
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::PATCH,
+        "/api/v1/accounts/ops",
+        &Sent::Json(json!({"rights": ["keys:read"]})),
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/audit",
+        &Sent::None,
+        Some(&created.token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, me) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/session",
+        &Sent::None,
+        Some(&created.token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let me: CallerView = serde_json::from_value(me).unwrap();
+    assert_eq!(me.rights, vec![Right::KeysRead]);
+    assert_eq!(me.csrf_token, None);
+
+    // Deleted with its account.
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::DELETE,
+        "/api/v1/accounts/ops",
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/keys",
+        &Sent::None,
+        Some(&created.token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_list_carries_a_clear_key_and_every_reveal_is_audited() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let writer = account_with_token(&server, "writer", &[Right::KeysRead, Right::KeysWrite]).await;
+    let revealer = account_with_token(&server, "revealer", &[Right::KeysReveal]).await;
+    let (status, created) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "mass", "password": "Rollout-Secret-2026"})),
+        Some(&writer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created: CreatedKeys = serde_json::from_value(created).unwrap();
+    send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "device-bound", "unit_ids": ["00:e0:c5:54:0b:8b"]})),
+        Some(&writer),
+    )
+    .await;
+    let clear: Vec<String> = server
+        .shared
+        .stub
+        .keys()
+        .reveal(&[1, 2])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|view| view.key)
+        .collect();
+
+    for path in [
+        "/api/v1/keys",
+        "/api/v1/keys/1",
+        "/api/v1/keys/2",
+        "/api/v1/keys?type=mass&total=true",
+    ] {
+        let (status, answer) = send(
+            &client,
+            &server,
+            Method::GET,
+            path,
+            &Sent::None,
+            Some(&writer),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let text = answer.to_string();
+        for value in &clear {
+            assert!(!text.contains(value.as_str()), "{path} shows a key: {text}");
+        }
+    }
+    let (_, page) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/keys?total=true",
+        &Sent::None,
+        Some(&writer),
+    )
+    .await;
+    let page: Page<KeyView> = serde_json::from_value(page).unwrap();
+    assert_eq!(page.total, Some(2));
+    assert!(page.items.iter().all(|key| !key.shown));
+
+    // A duplicate typed value is a conflict.
+    let (status, answer) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "mass", "password": "Rollout-Secret-2026"})),
+        Some(&writer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(!answer.to_string().contains("Rollout-Secret-2026"));
+
+    let (status, shown) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys/reveal",
+        &Sent::Json(json!({"ids": created.ids})),
+        Some(&revealer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let shown: Vec<KeyView> = serde_json::from_value(shown).unwrap();
+    assert_eq!(shown[0].key, "Rollout-Secret-2026");
+    assert!(shown[0].shown);
+    let audit = server.audit().await;
+    let reveal = audit
+        .iter()
+        .find(|line| line.event == "keys.reveal")
+        .expect("the reveal is audited");
+    assert_eq!(reveal.actor, "revealer");
+    assert_eq!(reveal.key_id, Some(created.ids[0]));
+    assert!(audit.iter().all(|line| !line.detail.contains("Rollout")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_and_passwords_are_stored_only_as_hashes() {
+    let server = TestServer::start_with(|_| {}).await;
+    let password = "correct horse battery staple";
+    let admin = accounts(&server);
+    admin
+        .create(
+            NewAccount {
+                name: "jane".to_owned(),
+                password: password.to_owned(),
+                rights: vec![Right::AuditRead],
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let token = admin
+        .create_token(
+            NewToken {
+                account: "jane".to_owned(),
+                name: String::new(),
+                rights: None,
+                expires_days: Some(1),
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap()
+        .token;
+    let client = server.client(None);
+    let login = client
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"name": "jane", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let session = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+
+    let stored = server
+        .shared
+        .stub
+        .store
+        .account("jane")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.password_hash.starts_with("$argon2id$"),
+        "argon2id PHC string"
+    );
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let file = server.data_dir().join(format!("ums-stub.db{suffix}"));
+        if let Ok(read) = std::fs::read(&file) {
+            bytes.extend(read);
+        }
+    }
+    assert!(!bytes.is_empty());
+    let holds = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(holds("jane"), "the account is in the file read");
+    for secret in [password, token.as_str(), session.as_str()] {
+        assert!(!holds(secret), "the database holds a secret in the clear");
+    }
+    let secret_part = token.rsplit('_').next().unwrap();
+    assert!(!holds(secret_part));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_needs_its_csrf_token_for_writes_and_ends_when_its_account_changes() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let admin = accounts(&server);
+    admin
+        .create(
+            NewAccount {
+                name: "web".to_owned(),
+                password: "web password 123".to_owned(),
+                rights: vec![Right::KeysRead, Right::KeysWrite],
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let wrong = client
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"name": "web", "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get("set-cookie").is_none());
+
+    let login = client
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"name": "web", "password": "web password 123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Max-Age=28800",
+        "Path=/",
+    ] {
+        assert!(set_cookie.contains(flag), "{set_cookie} lacks {flag}");
+    }
+    let me: CallerView = login.json().await.unwrap();
+    let csrf = me.csrf_token.clone().expect("a CSRF token");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    let with_cookie = |method: Method, path: &str| {
+        client
+            .request(method, server.url(path))
+            .header("cookie", cookie.clone())
+    };
+    let read = with_cookie(Method::GET, "/api/v1/keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK, "reads need no CSRF token");
+    let body = json!({"type": "one-time", "quantity": 1});
+    let forged = with_cookie(Method::POST, "/api/v1/keys")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        StatusCode::FORBIDDEN,
+        "a write without the CSRF token"
+    );
+    let wrong_csrf = with_cookie(Method::POST, "/api/v1/keys")
+        .header("x-csrf-token", "0".repeat(csrf.len()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_csrf.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        server
+            .shared
+            .stub
+            .keys()
+            .count(&Default::default())
+            .await
+            .unwrap(),
+        0
+    );
+    let written = with_cookie(Method::POST, "/api/v1/keys")
+        .header("x-csrf-token", &csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), StatusCode::CREATED);
+
+    // A change to the account ends its sessions.
+    admin
+        .edit(
+            "web",
+            onboard_protocol::admin::EditAccount {
+                rights: Some(vec![Right::KeysRead]),
+                password: None,
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let after = with_cookie(Method::GET, "/api/v1/keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+
+    // Logout ends a session too.
+    let login = client
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"name": "web", "password": "web password 123"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let me: CallerView = login.json().await.unwrap();
+    let out = client
+        .delete(server.url("/api/v1/session"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", me.csrf_token.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let gone = client
+        .get(server.url("/api/v1/keys"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::UNAUTHORIZED);
+    let events: Vec<String> = server
+        .audit()
+        .await
+        .into_iter()
+        .map(|l| format!("{} {} {}", l.event, l.actor, l.outcome))
+        .collect();
+    for expected in [
+        "session.login web unauthorized",
+        "session.login web ok",
+        "session.logout web ok",
+        "accounts.edit cli ok",
+    ] {
+        assert!(
+            events.iter().any(|e| e == expected),
+            "{expected}: {events:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_with_the_default_settings() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    accounts(&server)
+        .create(
+            NewAccount {
+                name: "target".to_owned(),
+                password: "the real password".to_owned(),
+                rights: vec![Right::AuditRead],
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let login = |password: &'static str| {
+        client
+            .post(server.url("/api/v1/session"))
+            .json(&json!({"name": "target", "password": password}))
+            .send()
+    };
+    for attempt in 0..10 {
+        let answer = login("guess guess guess").await.unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    let limited = login("the real password").await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().get("retry-after").is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_name_the_field_and_are_problems() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let root = account_with_token(&server, "root", &Right::ALL).await;
+    let table: &[(Method, &str, Sent, &str)] = &[
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 0})),
+            "quantity",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "device-bound", "unit_ids": ["nope"]})),
+            "unit ID",
+        ),
+        (Method::POST, "/api/v1/keys", Sent::Csv("x"), "body"),
+        (Method::GET, "/api/v1/keys?limit=10001", Sent::None, "limit"),
+        (Method::GET, "/api/v1/keys?colour=red", Sent::None, "query"),
+        (Method::GET, "/api/v1/keys/abc", Sent::None, "path"),
+        (
+            Method::POST,
+            "/api/v1/keys/activate",
+            Sent::Json(json!({"ids": []})),
+            "ids",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys/export",
+            Sent::Json(json!({"servers": ["bad host/"]})),
+            "server",
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts",
+            Sent::Json(json!({"name": "x", "password": "short", "rights": ["audit:read"]})),
+            "password",
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts",
+            Sent::Json(
+                json!({"name": "x y", "password": "long enough pass", "rights": ["audit:read"]}),
+            ),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts",
+            Sent::Json(json!({"name": "x", "password": "long enough pass", "rights": []})),
+            "rights",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys/import",
+            Sent::Csv("not a unit id\n"),
+            "body",
+        ),
+    ];
+    for (method, path, body, field) in table {
+        let (status, answer) =
+            send(&client, &server, method.clone(), path, body, Some(&root)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {path}: {answer}"
+        );
+        assert_eq!(answer["code"], "invalid");
+        assert!(
+            answer["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
+            "{method} {path}: {answer} should name {field}"
+        );
+    }
+    server.stop().await;
+}
+
+#[test]
+fn the_committed_openapi_document_is_what_the_code_generates() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
+        .expect("server-stub/openapi.json");
+    let generated = ums_stub::http::admin::openapi::json();
+    assert!(
+        committed == generated,
+        "server-stub/openapi.json is stale: run `cargo run -p ums-stub -- openapi > server-stub/openapi.json`"
+    );
+    let document: Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn the_first_account_comes_from_the_command_line_and_the_rest_over_the_api() {
+    let server = TestServer::start_with(|_| {}).await;
+    let data_dir = server.data_dir().to_owned();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(crate::util::BIN)
+            .env_remove("UMS_STUB_DATA_DIR")
+            .env_remove("UMS_STUB_CONFIG")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let made = run(
+        &[
+            "admins",
+            "create",
+            "first",
+            "--rights",
+            "server:admin,keys:read",
+            "--password-stdin",
+        ],
+        "first admin password\n",
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let short = run(
+        &[
+            "admins",
+            "create",
+            "weak",
+            "--rights",
+            "audit:read",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("password"));
+    assert!(!String::from_utf8_lossy(&short.stderr).contains("short\n"));
+    let token = run(
+        &["tokens", "create", "--admin", "first", "--name", "rig"],
+        "",
+    );
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("umst_"));
+    let listed = run(&["tokens", "list"], "");
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains("rig") && !listed.contains(&token));
+
+    let client = server.client(None);
+    let (status, account) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/accounts",
+        &Sent::Json(
+            json!({"name": "second", "password": "second password", "rights": ["keys:read"]}),
+        ),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    let account: AccountView = serde_json::from_value(account).unwrap();
+    assert_eq!(account.rights, vec![Right::KeysRead]);
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/accounts",
+        &Sent::Json(
+            json!({"name": "second", "password": "second password", "rights": ["keys:read"]}),
+        ),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let listed = run(&["admins", "list", "--json"], "");
+    let page: Page<AccountView, String> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    let audit = server.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.event == "accounts.create" && l.actor == "cli")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.event == "accounts.create" && l.actor == "first" && l.source == "127.0.0.1")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_enrolls_with_a_key_exported_over_the_api() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let root = account_with_token(&server, "rig", &Right::ALL).await;
+    let (status, created) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "one-time", "quantity": 1, "comment": "rig"})),
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let created: CreatedKeys = serde_json::from_value(created).unwrap();
+    let response = client
+        .post(server.url("/api/v1/keys/export"))
+        .bearer_auth(&root)
+        .json(&json!({"ids": created.ids, "servers": [format!("localhost:{}", server.port)], "format": "xml"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("icg.xml")
+    );
+    let file =
+        onboard_protocol::KeyFile::parse(&response.bytes().await.unwrap(), &Default::default())
+            .unwrap();
+    assert_eq!(file.ums_id, server.running().ums_id_fingerprint());
+    let device = Device::numbered(7);
+    let answer = enroll(
+        &client,
+        &server,
+        &device,
+        file.keys[0].key().expose_secret(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let (_, devices) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/devices?total=true",
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(devices["total"], 1);
+    assert_eq!(devices["items"][0]["unit_id"], device.unit_id);
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        &format!("/api/v1/devices/{}", device.unit_id),
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, audit) = send(
+        &client,
+        &server,
+        Method::GET,
+        &format!("/api/v1/audit?unit_id={}&outcome=ok", device.unit_id),
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(audit["items"][0]["event"], "enroll", "{audit}");
+    let (_, exports) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/audit?actor=rig",
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    let events: Vec<&str> = exports["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["keys.create", "keys.export"]);
+    let (_, key) = send(
+        &client,
+        &server,
+        Method::GET,
+        &format!("/api/v1/keys/{}", created.ids[0]),
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(key["status"], "used");
+    server.stop().await;
+}
