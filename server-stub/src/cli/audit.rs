@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::table::{self, DEFAULT_LIMIT, print_table};
+use super::target::Target;
 use crate::store::{AuditFilter, PageRequest};
-use crate::stub::Stub;
 
 #[derive(Debug, Args)]
 pub(super) struct AuditArgs {
@@ -39,7 +39,11 @@ pub(super) struct AuditArgs {
 }
 
 /// Runs `audit`.
-pub(super) async fn run(args: AuditArgs, stub: Stub, out: &mut impl Write) -> anyhow::Result<()> {
+pub(super) async fn run(
+    args: AuditArgs,
+    target: Target,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let since = args
         .since
         .as_deref()
@@ -60,15 +64,13 @@ pub(super) async fn run(args: AuditArgs, stub: Stub, out: &mut impl Write) -> an
         outcome: args.outcome,
         actor: args.actor,
     };
-    let log = stub.audit_log();
     let page = PageRequest {
         limit: args.limit,
         after: args.after,
     };
-    let mut page = log.list(&filter, &page).await?;
-    let total = log.count(&filter).await?;
+    let page = target.audit(&filter, &page).await?;
+    let total = page.total.unwrap_or_default();
     if args.json {
-        page.total = Some(total);
         writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;
         return Ok(());
     }

@@ -8,8 +8,8 @@ use onboard_protocol::UnitId;
 use onboard_protocol::admin::DeviceView;
 
 use super::table::{self, DEFAULT_LIMIT, print_table};
-use crate::store::{Actor, PageRequest};
-use crate::stub::Stub;
+use super::target::Target;
+use crate::store::PageRequest;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DevicesCommand {
@@ -39,10 +39,9 @@ pub(super) enum DevicesCommand {
 /// Runs a `devices` command.
 pub(super) async fn run(
     command: DevicesCommand,
-    stub: Stub,
+    target: Target,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let devices = stub.devices();
     match command {
         DevicesCommand::List { limit, after, json } => {
             let after = after
@@ -50,10 +49,9 @@ pub(super) async fn run(
                 .map(str::parse::<UnitId>)
                 .transpose()
                 .context("--after")?;
-            let mut page = devices.list(&PageRequest { limit, after }).await?;
-            let total = devices.count().await?;
+            let page = target.devices(&PageRequest { limit, after }).await?;
+            let total = page.total.unwrap_or_default();
             if json {
-                page.total = Some(total);
                 writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;
                 return Ok(());
             }
@@ -102,7 +100,7 @@ pub(super) async fn run(
         }
         DevicesCommand::Delete { unit_id } => {
             let unit_id: UnitId = unit_id.parse()?;
-            devices.delete(&unit_id, &Actor::cli()).await?;
+            target.delete_device(&unit_id).await?;
             writeln!(
                 out,
                 "Deleted device {unit_id}; it may enroll again with a new key."

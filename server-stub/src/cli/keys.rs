@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::ProgressBar;
-use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::admin::{CreateKeys, KeyId, KeyStatus};
 use onboard_protocol::{Format, KeyKind, UnitId};
 
 use super::table::{self, DEFAULT_LIMIT, print_table, progress};
+use super::target::Target;
 use crate::files;
-use crate::store::{Actor, KeyFilter, PageRequest, Progress};
-use crate::stub::Stub;
+use crate::store::{KeyFilter, PageRequest, Progress};
 use crate::unit_ids;
 
 #[derive(Debug, Subcommand)]
@@ -196,16 +196,14 @@ pub(super) struct ExportArgs {
 /// Runs a `keys` command.
 pub(super) async fn run(
     command: KeysCommand,
-    stub: Stub,
+    target: Target,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let admin = stub.keys();
-    let cli = Actor::cli();
     match command {
         KeysCommand::Create(CreateCommand::OneTime { quantity, comment }) => {
             let bar = progress(quantity as u64, "creating one-time keys");
-            let ids = admin
-                .create_one_time(quantity, &comment, on_progress(&bar), &cli)
+            let ids = target
+                .create(CreateKeys::OneTime { quantity, comment }, on_progress(&bar))
                 .await?;
             bar.finish_and_clear();
             writeln!(
@@ -236,8 +234,11 @@ pub(super) async fn run(
                 .context("--unit-id (line = position on the command line)")?,
             };
             let bar = progress(unit_ids.len() as u64, "creating device-bound keys");
-            let ids = admin
-                .create_device_bound(&unit_ids, &comment, on_progress(&bar), &cli)
+            let ids = target
+                .create(
+                    CreateKeys::DeviceBound { unit_ids, comment },
+                    on_progress(&bar),
+                )
                 .await?;
             bar.finish_and_clear();
             writeln!(
@@ -262,37 +263,52 @@ pub(super) async fn run(
             } else {
                 password
             };
-            let (id, key) = admin
-                .create_mass(password.as_deref(), &comment, &cli)
+            let ids = target
+                .create(CreateKeys::Mass { password, comment }, Box::new(|_| {}))
                 .await?;
+            let id = ids.first().copied().unwrap_or_default();
+            let masked = target
+                .keys(
+                    &KeyFilter {
+                        ids: Some(vec![id]),
+                        ..KeyFilter::default()
+                    },
+                    &PageRequest::first(1),
+                    false,
+                )
+                .await?
+                .items
+                .pop()
+                .map(|view| view.key)
+                .unwrap_or_default();
             writeln!(
                 out,
-                "Created mass-deployment key {id}: {key} (keys list --show reveals it)."
+                "Created mass-deployment key {id}: {masked} (keys list --show reveals it)."
             )?;
         }
-        KeysCommand::List(args) => list(&stub, args, out).await?,
+        KeysCommand::List(args) => list(&target, args, out).await?,
         KeysCommand::Edit { id, comment } => {
-            admin.edit_comment(id, &comment, &cli).await?;
+            target.edit(id, &comment).await?;
             writeln!(out, "Key {id}: comment set.")?;
         }
         KeysCommand::Activate { ids } => {
-            admin.activate(&ids, &cli).await?;
+            target.change("activate", &ids).await?;
             writeln!(out, "Activated {}.", id_ranges(&ids))?;
         }
         KeysCommand::Deactivate { ids } => {
-            admin.deactivate(&ids, &cli).await?;
+            target.change("deactivate", &ids).await?;
             writeln!(out, "Deactivated {}.", id_ranges(&ids))?;
         }
         KeysCommand::Delete { ids } => {
-            admin.delete(&ids, &cli).await?;
+            target.change("delete", &ids).await?;
             writeln!(out, "Deleted {}.", id_ranges(&ids))?;
         }
-        KeysCommand::Export(args) => export(&stub, args, out).await?,
+        KeysCommand::Export(args) => export(&target, args, out).await?,
     }
     Ok(())
 }
 
-async fn list(stub: &Stub, args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
+async fn list(target: &Target, args: ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let unit_id = args
         .unit_id
         .as_deref()
@@ -305,15 +321,13 @@ async fn list(stub: &Stub, args: ListArgs, out: &mut impl Write) -> anyhow::Resu
         unit_id,
         ids: None,
     };
-    let admin = stub.keys();
     let page = PageRequest {
         limit: args.limit,
         after: args.after,
     };
-    let mut page = admin.list(&filter, &page, args.show).await?;
-    let total = admin.count(&filter).await?;
+    let page = target.keys(&filter, &page, args.show).await?;
+    let total = page.total.unwrap_or_default();
     if args.json {
-        page.total = Some(total);
         writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;
         return Ok(());
     }
@@ -355,20 +369,9 @@ async fn list(stub: &Stub, args: ListArgs, out: &mut impl Write) -> anyhow::Resu
     )
 }
 
-async fn export(stub: &Stub, args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let servers = if args.servers.is_empty() {
-        vec![stub.settings.public_server.clone()]
-    } else {
-        args.servers
-            .iter()
-            .map(|text| crate::keys::parse_server(text).with_context(|| format!("--server {text}")))
-            .collect::<anyhow::Result<_>>()?
-    };
+async fn export(target: &Target, args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let format = Format::from(args.format);
-    let file = stub
-        .keys()
-        .export(&args.ids, servers, stub.ums_id.fingerprint())
-        .await?;
+    let file = target.export(&args.ids, &args.servers, format).await?;
     let bar = progress(1, "writing the export");
     let text = file.write(format);
     files::write_private(&args.out, text.as_bytes(), args.force)?;

@@ -13,7 +13,9 @@ mod admins;
 mod audit;
 mod devices;
 mod keys;
+mod remote;
 mod table;
+mod target;
 mod ums_id;
 
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ use admins::{AdminsCommand, TokensCommand};
 use audit::AuditArgs;
 use devices::DevicesCommand;
 use keys::KeysCommand;
+use target::Target;
 use ums_id::UmsIdCommand;
 
 /// The UMS stub: the companion server devices onboard to.
@@ -45,6 +48,26 @@ pub struct Cli {
     /// A TOML config file [default: DIR/ums-stub.toml when it exists].
     #[arg(long, global = true, env = "UMS_STUB_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Drive a running server over its admin API instead of the data directory on this machine
+    /// (keys, devices, audit and ums-id show), as https://HOST:PORT. Goes before the command:
+    /// ums-stub --server URL --token-file F --fingerprint FP keys list.
+    #[arg(long, env = "UMS_STUB_SERVER", value_name = "URL", requires_all = ["token_file", "fingerprint"])]
+    pub server: Option<String>,
+
+    /// With --server: a file holding an API token (ums-stub tokens create).
+    #[arg(long, env = "UMS_STUB_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// With --server: the UMS ID fingerprint the server's TLS chain must hold, as devices pin it
+    /// (ums-stub ums-id show on the server). No system root is trusted.
+    #[arg(
+        long,
+        global = true,
+        env = "UMS_STUB_FINGERPRINT",
+        value_name = "SHA256"
+    )]
+    pub fingerprint: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -119,6 +142,9 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 
 /// Runs the command; the exit code, or an error for [`main_with`] to print.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(server) = cli.server.clone() {
+        return run_remote(&server, cli);
+    }
     let settings = Settings::load(cli.data_dir, cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -128,14 +154,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         match cli.command {
             Command::UmsId(command) => ums_id::run(command, settings, &mut out).await?,
-            Command::Keys(command) => {
-                keys::run(command, Stub::open(settings).await?, &mut out).await?
-            }
+            Command::Keys(command) => keys::run(command, local(settings).await?, &mut out).await?,
             Command::Serve(args) => serve(settings, args).await?,
             Command::Devices(command) => {
-                devices::run(command, Stub::open(settings).await?, &mut out).await?
+                devices::run(command, local(settings).await?, &mut out).await?
             }
-            Command::Audit(args) => audit::run(args, Stub::open(settings).await?, &mut out).await?,
+            Command::Audit(args) => audit::run(args, local(settings).await?, &mut out).await?,
             Command::Admins(command) => {
                 admins::run_admins(command, Stub::open(settings).await?, &mut out).await?
             }
@@ -145,6 +169,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Openapi => {
                 std::io::Write::write_all(&mut out, crate::http::admin::openapi::json().as_bytes())?
             }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The data directory on this machine, as what a command acts on.
+async fn local(settings: Settings) -> anyhow::Result<Target> {
+    Ok(Target::Local(Box::new(Stub::open(settings).await?)))
+}
+
+/// Runs a command against a running server (`--server`).
+fn run_remote(server: &str, cli: Cli) -> anyhow::Result<ExitCode> {
+    let (Some(token_file), Some(fingerprint)) = (&cli.token_file, &cli.fingerprint) else {
+        anyhow::bail!("--server needs --token-file and --fingerprint");
+    };
+    let remote = remote::Remote::connect(server, token_file, fingerprint)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let Cli { command, .. } = cli;
+    runtime.block_on(async move {
+        let mut out = std::io::stdout().lock();
+        let target = Target::Remote(remote);
+        match command {
+            Command::Keys(command) => keys::run(command, target, &mut out).await?,
+            Command::Devices(command) => devices::run(command, target, &mut out).await?,
+            Command::Audit(args) => audit::run(args, target, &mut out).await?,
+            Command::UmsId(UmsIdCommand::Show { json }) => {
+                ums_id::show(&target.ums_id().await?, json, &mut out)?
+            }
+            _ => anyhow::bail!(
+                "--server drives keys, devices, audit and ums-id show; run this command on the \
+                 server machine"
+            ),
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -87,17 +87,7 @@ pub(super) async fn run(
     match command {
         UmsIdCommand::Show { json } => {
             let view = UmsIdView::new(id.fingerprint(), id.created_at());
-            if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&view)?)?;
-            } else {
-                writeln!(out, "UMS ID fingerprint (SHA-256): {}", view.fingerprint)?;
-                for (index, part) in view.parts.iter().enumerate() {
-                    writeln!(out, "  Part {}: {part}", index + 1)?;
-                }
-                writeln!(out, "Short: {}", view.short)?;
-                writeln!(out, "Communication token: {}", view.communication_token)?;
-                writeln!(out, "Created: {}", table::time(view.created_at))?;
-            }
+            show(&view, json, out)?;
         }
         UmsIdCommand::Export { out: path, force } => {
             files::write_private(&path, id.certificate_pem().as_bytes(), force)?;
@@ -118,6 +108,22 @@ pub(super) async fn run(
             )?;
         }
         UmsIdCommand::Restore { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// Prints the UMS ID as `ums-id show` does.
+pub(super) fn show(view: &UmsIdView, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(view)?)?;
+    } else {
+        writeln!(out, "UMS ID fingerprint (SHA-256): {}", view.fingerprint)?;
+        for (index, part) in view.parts.iter().enumerate() {
+            writeln!(out, "  Part {}: {part}", index + 1)?;
+        }
+        writeln!(out, "Short: {}", view.short)?;
+        writeln!(out, "Communication token: {}", view.communication_token)?;
+        writeln!(out, "Created: {}", table::time(view.created_at))?;
     }
     Ok(())
 }

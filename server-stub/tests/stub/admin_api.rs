@@ -1170,3 +1170,133 @@ async fn a_device_enrolls_with_a_key_exported_over_the_api() {
     assert_eq!(key["status"], "used");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_command_line_drives_a_remote_server_pinning_its_ums_id() {
+    let server = TestServer::start_with(|_| {}).await;
+    let token = account_with_token(&server, "rig", &Right::ALL).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let token_file = scratch.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let url = server.url("");
+    let fingerprint = server.running().ums_id_fingerprint().to_string();
+    let remote = |pin: &str, args: &[&str]| {
+        let pin = pin.to_owned();
+        let mut command = std::process::Command::new(crate::util::BIN);
+        command
+            .env_remove("UMS_STUB_DATA_DIR")
+            .env_remove("UMS_STUB_CONFIG")
+            // No data directory on this side: everything goes over the API.
+            .args(["--data-dir", "/nonexistent/ums-stub"])
+            .args(["--server", &url, "--token-file"])
+            .arg(&token_file)
+            .args(["--fingerprint", &pin])
+            .args(args);
+        async move {
+            tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let ok = |output: std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let created = ok(remote(
+        &fingerprint,
+        &[
+            "keys",
+            "create",
+            "one-time",
+            "--quantity",
+            "3",
+            "--comment",
+            "remote",
+        ],
+    )
+    .await);
+    assert!(created.contains("IDs 1 to 3"), "{created}");
+    ok(remote(&fingerprint, &["keys", "deactivate", "3"]).await);
+    let page: Page<KeyView> =
+        serde_json::from_str(&ok(remote(&fingerprint, &["keys", "list", "--json"]).await)).unwrap();
+    assert_eq!(page.total, Some(3));
+    assert_eq!(
+        page.items[2].status,
+        onboard_protocol::admin::KeyStatus::Inactive
+    );
+    assert!(page.items.iter().all(|key| !key.shown));
+    let shown: Page<KeyView> = serde_json::from_str(&ok(remote(
+        &fingerprint,
+        &["keys", "list", "--json", "--show", "--status", "active"],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(shown.items.len(), 2);
+    assert!(
+        shown
+            .items
+            .iter()
+            .all(|key| key.shown && key.key.len() == 17)
+    );
+    let stick = scratch.path().join("icg.txt");
+    let exported = ok(remote(
+        &fingerprint,
+        &[
+            "keys",
+            "export",
+            "--format",
+            "text",
+            "--out",
+            stick.to_str().unwrap(),
+            "--server",
+            "ums.example:9443",
+        ],
+    )
+    .await);
+    assert!(exported.contains("2 keys"), "{exported}");
+    let file =
+        onboard_protocol::KeyFile::parse(&std::fs::read(&stick).unwrap(), &Default::default())
+            .unwrap();
+    assert_eq!(file.keys.len(), 2);
+    assert_eq!(crate::util::mode(&stick), 0o600);
+    let ums_id: onboard_protocol::admin::UmsIdView =
+        serde_json::from_str(&ok(
+            remote(&fingerprint, &["ums-id", "show", "--json"]).await
+        ))
+        .unwrap();
+    assert_eq!(ums_id.fingerprint.to_string(), fingerprint);
+    let audit = ok(remote(&fingerprint, &["audit", "--actor", "rig"]).await);
+    assert!(
+        audit.contains("keys.create") && audit.contains("keys.export"),
+        "{audit}"
+    );
+    ok(remote(&fingerprint, &["devices", "list"]).await);
+
+    // Another UMS ID pinned: refused before any request is sent.
+    let before = server.audit().await.len();
+    let other = "00".repeat(32);
+    let refused = remote(&other, &["keys", "create", "one-time", "--quantity", "1"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("UMS ID"), "{message}");
+    assert!(!message.contains(&token));
+    assert_eq!(server.audit().await.len(), before);
+    assert_eq!(
+        server
+            .shared
+            .stub
+            .keys()
+            .count(&Default::default())
+            .await
+            .unwrap(),
+        3
+    );
+    // A command that needs the server machine says so.
+    let local_only = remote(&fingerprint, &["admins", "list"]).await;
+    assert!(String::from_utf8_lossy(&local_only.stderr).contains("server machine"));
+    server.stop().await;
+}
