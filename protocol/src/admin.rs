@@ -217,6 +217,7 @@ pub struct Page<T, A = KeyId> {
     /// The rows of this page, in list order.
     pub items: Vec<T>,
     /// Where the next page starts (pass it as `after`); `None` on the last page.
+    #[cfg_attr(feature = "openapi", schema(nullable))]
     pub next_after: Option<A>,
     /// How many rows match the filter in all, when it was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,15 +337,46 @@ pub struct ExportKeys {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
     pub ids: Vec<KeyId>,
-    /// The servers devices should contact, `HOST` or `HOST:PORT`, in order; empty for the
-    /// server's configured public host.
+    /// The servers devices should contact, in order; empty for the server's configured public
+    /// host.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_items = 16))]
-    pub servers: Vec<String>,
+    pub servers: Vec<ExportServer>,
     /// `xml` (the default), `html` or `text`.
     #[serde(default = "default_format")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(xml|html|text)$"))]
     pub format: crate::Format,
+}
+
+/// A server named in an export.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExportServer {
+    /// A host name or IP address (no brackets around IPv6): no white space, control characters
+    /// or `/ ? # @ \ < > " ' &`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 253, pattern = r#"^[^\s\x00-\x1f\x7f-\x9f/?#@\\<>"'&]+$"#)
+    )]
+    pub host: String,
+    /// The HTTPS port; 8443 when left out.
+    #[serde(default = "default_port")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    crate::routes::DEFAULT_PORT
+}
+
+impl From<&crate::Server> for ExportServer {
+    fn from(server: &crate::Server) -> Self {
+        Self {
+            host: server.host().to_owned(),
+            port: server.port(),
+        }
+    }
 }
 
 fn default_format() -> crate::Format {
@@ -488,13 +520,33 @@ impl fmt::Debug for NewAccount {
 #[serde(deny_unknown_fields)]
 pub struct EditAccount {
     /// The new rights: at least one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, nullable = false))]
     pub rights: Option<Vec<Right>>,
     /// The new password: at least 12 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 12, max_length = 1024, nullable = false)
+    )]
     pub password: Option<String>,
+}
+
+/// A member that may be left out but, when given, is not null.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl fmt::Debug for EditAccount {

@@ -73,9 +73,13 @@ impl serde::Serialize for KeyKind {
 }
 
 impl<'de> serde::Deserialize<'de> for KeyKind {
+    /// Only the stable names, exactly (`FromStr` is the lenient reader for people).
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        KeyKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+            .ok_or_else(|| serde::de::Error::custom(KeyKindError(())))
     }
 }
 

@@ -269,6 +269,9 @@ impl AccountAdmin {
         request: EditAccount,
         actor: &Actor,
     ) -> Result<AccountView, AccountError> {
+        if request.rights.is_none() && request.password.is_none() {
+            return Err(CredentialError::NothingToChange.into());
+        }
         let rights = request
             .rights
             .as_deref()

@@ -183,6 +183,9 @@ pub enum CredentialError {
     /// A token's name is too long.
     #[error("name: a token's name has at most {MAX_TOKEN_NAME_CHARS} characters")]
     TokenName,
+    /// An account change that changes nothing.
+    #[error("rights, password: name new rights, a new password, or both")]
+    NothingToChange,
     /// A token's lifetime is out of range.
     #[error("expires_days: a token lives 1 to {MAX_TOKEN_DAYS} days")]
     TokenDays,
@@ -201,6 +204,15 @@ pub fn check_account_name(name: &str) -> Result<(), CredentialError> {
         return Err(CredentialError::Reserved(name.to_owned()));
     }
     Ok(())
+}
+
+/// Whether a refusal depends on what exists (the account's rights, reserved names) rather than
+/// on the request alone: such refusals are conflicts (409), the others invalid requests (422).
+pub fn is_conflict(error: &CredentialError) -> bool {
+    matches!(
+        error,
+        CredentialError::NotHeld { .. } | CredentialError::Reserved(_)
+    )
 }
 
 /// Checks a new password's length.

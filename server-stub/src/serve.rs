@@ -192,8 +192,8 @@ async fn renew_leaf(shared: Arc<Shared>, tls: ServerTls) {
 /// How often a running server deletes audit lines past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
-/// Deletes audit lines older than the retention at start and daily, so the log cannot grow
-/// without bound.
+/// Deletes audit lines older than the retention, and sessions that ended, at start and daily, so
+/// neither can grow without bound.
 async fn prune_audit(shared: Arc<Shared>) {
     let retention = shared.stub.settings.audit_retention;
     let mut ticks = tokio::time::interval(PRUNE_EVERY);
@@ -207,6 +207,16 @@ async fn prune_audit(shared: Arc<Shared>) {
                 tracing::info!(deleted, %before, "deleted audit lines past their retention")
             }
             Err(error) => tracing::warn!("cannot delete old audit lines: {error}"),
+        }
+        match shared
+            .stub
+            .store
+            .prune_sessions(time::OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted ended sessions"),
+            Err(error) => tracing::warn!("cannot delete ended sessions: {error}"),
         }
     }
 }

@@ -70,7 +70,7 @@ impl Server {
     pub fn new(host: impl Into<String>, port: u16) -> Result<Self, ServerError> {
         let host = host.into();
         let bad = host.is_empty()
-            || host.len() > 253
+            || host.chars().count() > 253
             || host
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || "/?#@\\<>\"'&".contains(c));

@@ -3,8 +3,8 @@
 //! command prints them one way.
 
 use onboard_protocol::admin::{
-    AuditEntryView, CreateKeys, CreatedKeys, DeviceView, EditKey, ExportKeys, KeyId, KeyIds,
-    KeyView, Page, UmsIdView,
+    AuditEntryView, CreateKeys, CreatedKeys, DeviceView, EditKey, ExportKeys, ExportServer, KeyId,
+    KeyIds, KeyView, Page, UmsIdView,
 };
 use onboard_protocol::{Format, KeyFile, UnitId};
 use reqwest::Method;
@@ -178,9 +178,13 @@ impl Target {
                     .await?)
             }
             Target::Remote(remote) => {
+                let servers = servers
+                    .iter()
+                    .map(|text| crate::keys::parse_server(text).map(|s| ExportServer::from(&s)))
+                    .collect::<Result<_, _>>()?;
                 let request = ExportKeys {
                     ids: ids.to_vec(),
-                    servers: servers.to_vec(),
+                    servers,
                     format,
                 };
                 let text = remote.text("/api/v1/keys/export", &request).await?;

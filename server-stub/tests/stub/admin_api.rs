@@ -383,7 +383,7 @@ async fn a_token_holds_only_rights_its_account_still_holds() {
         Some(&root),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert!(
         answer["detail"].as_str().unwrap().contains("rights"),
         "{answer}"
@@ -889,7 +889,7 @@ async fn refusals_name_the_field_and_are_problems() {
         (
             Method::POST,
             "/api/v1/keys/export",
-            Sent::Json(json!({"servers": ["bad host/"]})),
+            Sent::Json(json!({"servers": [{"host": "bad host/"}]})),
             "server",
         ),
         (
@@ -911,6 +911,18 @@ async fn refusals_name_the_field_and_are_problems() {
             "/api/v1/accounts",
             Sent::Json(json!({"name": "x", "password": "long enough pass", "rights": []})),
             "rights",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/accounts/root",
+            Sent::Json(json!({})),
+            "rights, password",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/accounts/root",
+            Sent::Json(json!([null, null])),
+            "object",
         ),
         (
             Method::POST,
@@ -1087,7 +1099,7 @@ async fn a_device_enrolls_with_a_key_exported_over_the_api() {
     let response = client
         .post(server.url("/api/v1/keys/export"))
         .bearer_auth(&root)
-        .json(&json!({"ids": created.ids, "servers": [format!("localhost:{}", server.port)], "format": "xml"}))
+        .json(&json!({"ids": created.ids, "servers": [{"host": "localhost", "port": server.port}], "format": "xml"}))
         .send()
         .await
         .unwrap();
@@ -1299,4 +1311,196 @@ async fn the_command_line_drives_a_remote_server_pinning_its_ums_id() {
     let local_only = remote(&fingerprint, &["admins", "list"]).await;
     assert!(String::from_utf8_lossy(&local_only.stderr).contains("server machine"));
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_the_log_at_trace_level() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = crate::util::DataDir::new();
+    let password = "first-password-Zq81";
+    let mut create = dir
+        .command(&[
+            "admins",
+            "create",
+            "root",
+            "--rights",
+            "keys:read,keys:write,keys:reveal,server:admin",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(create.wait().unwrap().success());
+    let token_file = dir.scratch().join("root.token");
+    dir.ok(&[
+        "tokens",
+        "create",
+        "--admin",
+        "root",
+        "--out",
+        token_file.to_str().unwrap(),
+    ]);
+    assert_eq!(crate::util::mode(&token_file), 0o600);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let crt = dir.scratch().join("ums-id.crt");
+    dir.ok(&["ums-id", "export", "--out", crt.to_str().unwrap()]);
+
+    let log = dir.scratch().join("serve.log");
+    let mut serve = dir
+        .command(&["serve", "--listen", "127.0.0.1:0", "--host", "localhost"])
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let base = format!("https://localhost:{port}");
+    let der = pem::parse(std::fs::read(&crt).unwrap())
+        .unwrap()
+        .into_contents();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap();
+
+    let mass = "Mass-Secret-Value-4711";
+    let bearer = |method: Method, path: &str| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+    };
+    let created: CreatedKeys = bearer(Method::POST, "/api/v1/keys")
+        .json(&json!({"type": "mass", "password": mass}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    bearer(Method::POST, "/api/v1/keys")
+        .json(&json!({"type": "one-time", "quantity": 3}))
+        .send()
+        .await
+        .unwrap();
+    let shown: Vec<KeyView> = bearer(Method::POST, "/api/v1/keys/reveal")
+        .json(&json!({"ids": [created.ids[0], 2, 3, 4]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let export = bearer(Method::POST, "/api/v1/keys/export")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(export.contains(mass));
+    let second_token: CreatedToken = bearer(Method::POST, "/api/v1/tokens")
+        .json(&json!({"account": "root", "rights": ["keys:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let wrong = "wrong-password-Yx72";
+    client
+        .post(format!("{base}/api/v1/session"))
+        .json(&json!({"name": "root", "password": wrong}))
+        .send()
+        .await
+        .unwrap();
+    let login = client
+        .post(format!("{base}/api/v1/session"))
+        .json(&json!({"name": "root", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let me: CallerView = login.json().await.unwrap();
+    let csrf = me.csrf_token.unwrap();
+    let second_password = "second-password-Wv33";
+    let made = client
+        .post(format!("{base}/api/v1/accounts"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "second", "password": second_password, "rights": ["keys:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let third_password = "third-password-Uu19";
+    let edited = client
+        .patch(format!("{base}/api/v1/accounts/second"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"password": third_password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edited.status(), StatusCode::OK);
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    serve.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("TRACE"), "the log is at trace level");
+    assert!(text.lines().count() > 50, "{} lines", text.lines().count());
+    let session = cookie.split_once('=').unwrap().1.to_owned();
+    let mut secrets = vec![
+        password.to_owned(),
+        wrong.to_owned(),
+        second_password.to_owned(),
+        third_password.to_owned(),
+        token.clone(),
+        token.rsplit('_').next().unwrap().to_owned(),
+        second_token.token.clone(),
+        second_token.token.rsplit('_').next().unwrap().to_owned(),
+        session,
+        csrf,
+    ];
+    secrets.extend(shown.into_iter().map(|key| key.key));
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "the trace log holds a secret ({} chars)",
+            secret.len()
+        );
+    }
 }

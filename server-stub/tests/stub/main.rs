@@ -8,6 +8,8 @@
 //! - `keys`: each key command's behaviour and refusals, and a round trip through an export.
 //! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
 //!   directory; nothing readable in a copy of the database.
+//! - `schemathesis`: schemathesis over the served OpenAPI document with every check on, with an
+//!   all-rights and a read-only token.
 //! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
 //! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
@@ -26,6 +28,7 @@ mod help;
 mod inventory;
 mod keys;
 mod limits;
+mod schemathesis;
 mod server;
 mod system;
 mod ums_id;

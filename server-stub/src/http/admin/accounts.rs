@@ -11,7 +11,7 @@ use onboard_protocol::admin::{
     AccountView, CreatedToken, EditAccount, NewAccount, NewToken, Page, TokenView,
 };
 
-use super::{Admin, Body, Params, PathParam, page};
+use super::{Admin, Body, Params, PathParam, bounded, page};
 use crate::http::{ApiError, Shared};
 use crate::rights::Operation;
 
@@ -65,6 +65,7 @@ pub async fn list(
     Params(query): Params<AccountQuery>,
 ) -> Result<axum::Json<Page<AccountView, String>>, ApiError> {
     admin.may(Operation::ManageAccounts)?;
+    bounded("after", query.after.as_ref(), 64)?;
     let listed = shared
         .stub
         .accounts()
@@ -77,7 +78,7 @@ pub async fn list(
 /// least one right.
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = NewAccount,
     responses((status = 201, description = "The account", body = AccountView),
-        (status = 409, description = "The name is taken", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "The name is taken or reserved", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     admin: Admin,
@@ -147,6 +148,8 @@ pub async fn tokens(
     Params(query): Params<TokenQuery>,
 ) -> Result<axum::Json<Page<TokenView, String>>, ApiError> {
     admin.may(Operation::ManageAccounts)?;
+    bounded("account", query.account.as_ref(), 64)?;
+    bounded("after", query.after.as_ref(), 64)?;
     let listed = shared
         .stub
         .accounts()
@@ -159,7 +162,8 @@ pub async fn tokens(
 /// answer is the only time the token is shown; the server keeps its SHA-256.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
     responses((status = 201, description = "The token, shown once", body = CreatedToken),
-        (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A right the account does not hold", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn create_token(
     State(shared): State<Arc<Shared>>,
     admin: Admin,

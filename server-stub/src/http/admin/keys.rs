@@ -143,6 +143,7 @@ pub async fn import(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, axum::Json<CreatedKeys>), ApiError> {
     admin.may(Operation::CreateKeys)?;
+    super::bounded("comment", query.comment.as_ref(), 1000)?;
     let unit_ids = crate::unit_ids::from_csv(&body)
         .map_err(|error| ApiError::code(ProblemCode::Invalid, format!("body: {error}")))?;
     let ids = shared
@@ -287,7 +288,11 @@ pub async fn export(
         request
             .servers
             .iter()
-            .map(|text| crate::keys::parse_server(text))
+            .map(|server| {
+                onboard_protocol::Server::new(&server.host, server.port).map_err(|error| {
+                    ApiError::code(ProblemCode::Invalid, format!("servers: {error}"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     let file = shared

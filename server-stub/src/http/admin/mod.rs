@@ -139,6 +139,9 @@ impl From<AuthError> for ApiError {
 impl From<AccountError> for ApiError {
     fn from(error: AccountError) -> Self {
         match error {
+            AccountError::Invalid(error) if rights::is_conflict(&error) => {
+                ApiError::code(ProblemCode::Conflict, error.to_string())
+            }
             AccountError::Invalid(error) => ApiError::code(ProblemCode::Invalid, error.to_string()),
             AccountError::Store(error) => error.into(),
             AccountError::Hash(_) => ApiError::Internal(error.into()),
@@ -189,7 +192,8 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::code(ProblemCode::Invalid, detail)
 }
 
-/// A JSON body; anything malformed is an `invalid` problem naming what is wrong.
+/// A JSON object body; anything else is an `invalid` problem naming what is wrong. (serde
+/// would also read a struct from an array; every body here is an object.)
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -197,10 +201,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Json::<T>::from_request(request, state)
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
             .await
-            .map(|axum::Json(value)| Body(value))
-            .map_err(|rejection| invalid(format!("body: {}", rejection.body_text())))
+            .map_err(|rejection| invalid(format!("body: {}", rejection.body_text())))?;
+        if !value.is_object() {
+            return Err(invalid("body: expected a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|error| invalid(format!("body: {error}")))
     }
 }
 
@@ -231,6 +240,16 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for PathPar
             .await
             .map(|axum::extract::Path(value)| PathParam(value))
             .map_err(|rejection| invalid(format!("path: {}", rejection.body_text())))
+    }
+}
+
+/// Refuses a query text longer than `max` characters, naming it.
+pub fn bounded(name: &str, value: Option<&String>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(text) if text.chars().count() > max => {
+            Err(invalid(format!("{name}: at most {max} characters")))
+        }
+        _ => Ok(()),
     }
 }
 

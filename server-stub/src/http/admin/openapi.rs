@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 
@@ -87,6 +88,23 @@ impl utoipa::Modify for Refusals {
                 crate::accounts::SESSION_COOKIE,
             ))),
         );
+        // utoipa does not mark a generic `Option<A>` as nullable: a page's `next_after` is null on
+        // the last page.
+        for (name, schema) in components.schemas.iter_mut() {
+            if !name.starts_with("Page_") {
+                continue;
+            }
+            if let RefOr::T(Schema::Object(page)) = schema
+                && let Some(RefOr::T(Schema::Object(next))) = page.properties.get_mut("next_after")
+                && let SchemaType::Type(kind) = next.schema_type.clone()
+            {
+                next.schema_type = SchemaType::from_iter([kind, Type::Null]);
+            }
+        }
+        // An account change names at least one thing to change.
+        if let Some(RefOr::T(Schema::Object(edit))) = components.schemas.get_mut("EditAccount") {
+            edit.min_properties = Some(1);
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
                 &mut item.get,

@@ -11,7 +11,7 @@ use onboard_protocol::UnitId;
 use onboard_protocol::admin::{AuditEntryView, Page, UmsIdView};
 use time::OffsetDateTime;
 
-use super::{Admin, Params, page};
+use super::{Admin, Params, bounded, page};
 use crate::http::{ApiError, Shared};
 use crate::rights::Operation;
 use crate::store::AuditFilter;
@@ -60,6 +60,8 @@ pub async fn audit(
     Params(query): Params<AuditQuery>,
 ) -> Result<axum::Json<Page<AuditEntryView, i64>>, ApiError> {
     admin.may(Operation::ReadAudit)?;
+    bounded("outcome", query.outcome.as_ref(), 64)?;
+    bounded("actor", query.actor.as_ref(), 64)?;
     let filter = AuditFilter {
         since: query.since,
         unit_id: query.unit_id,
