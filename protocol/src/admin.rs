@@ -232,7 +232,7 @@ pub enum CreateKeys {
     /// `quantity` one-time keys any one device may use.
     OneTime {
         /// How many.
-        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
         quantity: usize,
         /// A comment for all of them.
         #[serde(default)]
@@ -242,7 +242,7 @@ pub enum CreateKeys {
     /// One one-time key per unit ID, bound to it.
     DeviceBound {
         /// The unit IDs.
-        #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000000))]
+        #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100000))]
         unit_ids: Vec<UnitId>,
         /// A comment for all of them.
         #[serde(default)]
@@ -311,6 +311,10 @@ pub struct EditKey {
     #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
     pub comment: String,
 }
+
+/// The most keys one admin API request creates (the command line on the server machine makes up
+/// to a million at once).
+pub const MAX_KEYS_PER_REQUEST: usize = 100_000;
 
 /// The most characters of a comment on a key.
 pub const MAX_COMMENT_CHARS: usize = 1000;

@@ -913,6 +913,12 @@ async fn refusals_name_the_field_and_are_problems() {
             "rights",
         ),
         (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 100_001})),
+            "at most 100000 keys per request",
+        ),
+        (
             Method::PATCH,
             "/api/v1/accounts/root",
             Sent::Json(json!({})),
@@ -1328,6 +1334,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             "--password-stdin",
         ])
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     create

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onboard_protocol::admin::{
     CreateKeys, CreatedKeys, EditKey, ExportKeys, KeyId, KeyIds, KeyStatus, KeyView, MAX_KEY_IDS,
-    Page,
+    MAX_KEYS_PER_REQUEST, Page,
 };
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
 
@@ -63,6 +63,21 @@ pub struct ImportQuery {
     comment: Option<String>,
 }
 
+/// Refuses a creation of more keys than one request may make.
+fn check_count(field: &str, count: usize) -> Result<(), ApiError> {
+    if count > MAX_KEYS_PER_REQUEST {
+        return Err(ApiError::code(
+            ProblemCode::Invalid,
+            format!(
+                "{field}: at most {MAX_KEYS_PER_REQUEST} keys per request (ums-stub keys create \
+                 on the server machine makes up to {})",
+                crate::keys::MAX_QUANTITY
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_ids(ids: &[KeyId]) -> Result<(), ApiError> {
     if ids.is_empty() || ids.len() > MAX_KEY_IDS {
         return Err(ApiError::code(
@@ -111,6 +126,11 @@ pub async fn create(
     admin.may(Operation::CreateKeys)?;
     let keys = shared.stub.keys();
     let none = || Box::new(|_| {}) as crate::store::Progress;
+    match &request {
+        CreateKeys::OneTime { quantity, .. } => check_count("quantity", *quantity)?,
+        CreateKeys::DeviceBound { unit_ids, .. } => check_count("unit_ids", unit_ids.len())?,
+        CreateKeys::Mass { .. } => {}
+    }
     let ids = match request {
         CreateKeys::OneTime { quantity, comment } => {
             keys.create_one_time(quantity, &comment, none(), &admin.actor)
@@ -146,6 +166,7 @@ pub async fn import(
     super::bounded("comment", query.comment.as_ref(), 1000)?;
     let unit_ids = crate::unit_ids::from_csv(&body)
         .map_err(|error| ApiError::code(ProblemCode::Invalid, format!("body: {error}")))?;
+    check_count("body", unit_ids.len())?;
     let ids = shared
         .stub
         .keys()
