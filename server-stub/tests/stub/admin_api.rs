@@ -1090,7 +1090,29 @@ async fn the_first_account_comes_from_the_command_line_and_the_rest_over_the_api
 async fn a_device_enrolls_with_a_key_exported_over_the_api() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
-    let root = account_with_token(&server, "rig", &Right::ALL).await;
+    // The first account comes from the server machine; the rig's account and token over the API.
+    let admin = account_with_token(&server, "admin", &[Right::ServerAdmin]).await;
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/accounts",
+        &Sent::Json(json!({"name": "rig", "password": "rig password 1234", "rights": ["keys:read", "keys:write", "devices:read", "audit:read"]})),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, token) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/tokens",
+        &Sent::Json(json!({"account": "rig", "name": "rig", "expires_days": 1})),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let root = token["token"].as_str().unwrap().to_owned();
     let (status, created) = send(
         &client,
         &server,
