@@ -57,8 +57,8 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-/// How a caller proved who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a caller proved who it is. Its `Debug` never shows the CSRF token.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Proof {
     /// An API token, by its public ID.
     Token(String),
@@ -71,6 +71,15 @@ pub enum Proof {
         /// When it ends.
         expires_at: OffsetDateTime,
     },
+}
+
+impl std::fmt::Debug for Proof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proof::Token(id) => write!(f, "Token({id})"),
+            Proof::Session { expires_at, .. } => write!(f, "Session(until {expires_at})"),
+        }
+    }
 }
 
 /// An authenticated caller of the admin API.
@@ -158,6 +167,14 @@ fn verify_password(password: &str, hash: &str) -> bool {
                 .is_ok()
         })
         .unwrap_or(false)
+}
+
+/// How many password checks run at once.
+const ARGON2_AT_ONCE: usize = 4;
+
+fn argon2_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(ARGON2_AT_ONCE))
 }
 
 /// A hash no password was ever given for, verified against when the account does not exist so
@@ -278,6 +295,9 @@ impl AccountAdmin {
             .map(rights::account_rights)
             .transpose()?
             .map(Rights::to_vec);
+        if let Some(rights) = &rights {
+            self.keep_an_admin(name, Some(Rights::of(rights))).await?;
+        }
         let password_hash = match request.password {
             Some(password) => {
                 rights::check_password(&password)?;
@@ -300,7 +320,32 @@ impl AccountAdmin {
 
     /// Deletes an account with its tokens and sessions.
     pub async fn delete(&self, name: &str, actor: &Actor) -> Result<(), AccountError> {
+        self.keep_an_admin(name, None).await?;
         Ok(self.store.delete_account(name, actor).await?)
+    }
+
+    /// Refuses a change of `name` to `after` (`None`: its deletion) that would leave no account
+    /// with server:admin ([`rights::leaves_no_admin`]).
+    async fn keep_an_admin(&self, name: &str, after: Option<Rights>) -> Result<(), AccountError> {
+        let Some(account) = self.store.account(name).await? else {
+            return Ok(()); // The store answers not found.
+        };
+        let admin = onboard_protocol::admin::Right::ServerAdmin;
+        let before = Rights::of(&account.rights);
+        if !before.contains(admin) {
+            return Ok(());
+        }
+        let admins = self
+            .store
+            .accounts(&PageRequest::all())
+            .await?
+            .iter()
+            .filter(|row| Rights::of(&row.rights).contains(admin))
+            .count();
+        if rights::leaves_no_admin(before, after, admins) {
+            return Err(CredentialError::LastAdmin(name.to_owned()).into());
+        }
+        Ok(())
     }
 
     /// Creates a token for an account; the answer is the only time the token is shown.
@@ -386,11 +431,19 @@ impl AccountAdmin {
     /// Checks a name and password and starts a session. A wrong name and a wrong password are
     /// refused alike, in about the same time.
     pub async fn login(&self, login: Login, actor: &Actor) -> Result<NewSession, AuthError> {
+        if login.password.chars().count() > rights::MAX_PASSWORD_CHARS {
+            return Err(AuthError::Unauthorized);
+        }
         let account = self.store.account(&login.name).await?;
         let hash = account
             .as_ref()
             .map_or_else(|| decoy_hash().to_owned(), |row| row.password_hash.clone());
         let password = login.password;
+        // argon2 takes 19 MiB and tens of milliseconds a check: a few at a time, the rest wait.
+        let _permit = argon2_permits()
+            .acquire()
+            .await
+            .map_err(|_| AuthError::Unauthorized)?;
         let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
@@ -408,7 +461,16 @@ impl AccountAdmin {
             expires_at: now + self.session_lifetime,
         };
         let session_actor = Actor::admin(&account.name, &actor.source);
-        self.store.create_session(&row, &session_actor).await?;
+        match self
+            .store
+            .create_session(&row, &account.password_hash, &session_actor)
+            .await
+        {
+            Ok(()) => {}
+            // Changed or deleted while the password was being checked.
+            Err(StoreError::NotFound(_)) => return Err(AuthError::Unauthorized),
+            Err(error) => return Err(error.into()),
+        }
         Ok(NewSession {
             caller: Caller {
                 account: account.name,

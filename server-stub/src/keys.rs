@@ -57,6 +57,32 @@ pub enum KeyError {
     NothingToExport,
 }
 
+/// Key IDs for people: `1 to 100`, `1, 5, 7`, or runs of both (`1 to 4, 9`).
+pub fn id_ranges(ids: &[KeyId]) -> String {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts = Vec::new();
+    let mut index = 0;
+    while index < sorted.len() {
+        let start = sorted[index];
+        let mut end = start;
+        while index + 1 < sorted.len() && sorted[index + 1] == end + 1 {
+            index += 1;
+            end = sorted[index];
+        }
+        parts.push(if end > start + 1 {
+            format!("{start} to {end}")
+        } else if end == start + 1 {
+            format!("{start}, {end}")
+        } else {
+            start.to_string()
+        });
+        index += 1;
+    }
+    parts.join(", ")
+}
+
 /// A comment fits the key list.
 fn check_comment(comment: &str) -> Result<(), KeyError> {
     if comment.chars().count() > MAX_COMMENT_CHARS {
@@ -291,6 +317,17 @@ impl KeyAdmin {
         servers: Vec<Server>,
         ums_id: Fingerprint,
     ) -> Result<KeyFile, KeyError> {
+        Ok(self.export_listed(ids, servers, ums_id).await?.0)
+    }
+
+    /// [`KeyAdmin::export`], with the IDs of the keys the file holds, in its order (for the audit
+    /// log).
+    pub async fn export_listed(
+        &self,
+        ids: &[KeyId],
+        servers: Vec<Server>,
+        ums_id: Fingerprint,
+    ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
         let filter = if ids.is_empty() {
             KeyFilter {
                 // The one status the claim rule lets onto a stick.
@@ -324,6 +361,7 @@ impl KeyAdmin {
             return Err(KeyError::NothingToExport);
         }
         let mut entries = Vec::with_capacity(stored.len());
+        let listed: Vec<KeyId> = stored.iter().map(|key| key.id).collect();
         for key in stored {
             let value = self.vault.open(&key.sealed, &key.lookup)?;
             entries.push(match key.unit_id {
@@ -333,7 +371,7 @@ impl KeyAdmin {
             });
         }
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).ok();
-        Ok(KeyFile::new(servers, ums_id, entries, now))
+        Ok((KeyFile::new(servers, ums_id, entries, now), listed))
     }
 }
 
@@ -362,4 +400,24 @@ pub fn parse_server(text: &str) -> Result<Server, KeyError> {
         None => onboard_protocol::routes::DEFAULT_PORT,
     };
     Server::new(host, port).map_err(|error| KeyError::Server(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_join_runs() {
+        let table: &[(&[KeyId], &str)] = &[
+            (&[], ""),
+            (&[3], "3"),
+            (&[1, 2, 3, 4], "1 to 4"),
+            (&[1, 2], "1, 2"),
+            (&[9, 1, 2, 3, 4, 7], "1 to 4, 7, 9"),
+            (&[5, 5, 6], "5, 6"),
+        ];
+        for (ids, shown) in table {
+            assert_eq!(id_ranges(ids), *shown, "{ids:?}");
+        }
+    }
 }

@@ -186,6 +186,12 @@ pub enum CredentialError {
     /// An account change that changes nothing.
     #[error("rights, password: name new rights, a new password, or both")]
     NothingToChange,
+    /// The change would leave no account able to manage accounts.
+    #[error(
+        "rights: {0} is the last account with server:admin; give another account server:admin \
+         first (ums-stub admins create on the server machine)"
+    )]
+    LastAdmin(String),
     /// A token's lifetime is out of range.
     #[error("expires_days: a token lives 1 to {MAX_TOKEN_DAYS} days")]
     TokenDays,
@@ -200,7 +206,10 @@ pub fn check_account_name(name: &str) -> Result<(), CredentialError> {
         return Err(CredentialError::Name);
     }
     debug_assert!(ACCOUNT_NAME_PATTERN.contains("{0,63}"));
-    if RESERVED_NAMES.contains(&name) {
+    if RESERVED_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    {
         return Err(CredentialError::Reserved(name.to_owned()));
     }
     Ok(())
@@ -211,8 +220,18 @@ pub fn check_account_name(name: &str) -> Result<(), CredentialError> {
 pub fn is_conflict(error: &CredentialError) -> bool {
     matches!(
         error,
-        CredentialError::NotHeld { .. } | CredentialError::Reserved(_)
+        CredentialError::NotHeld { .. }
+            | CredentialError::Reserved(_)
+            | CredentialError::LastAdmin(_)
     )
+}
+
+/// Whether taking `account`'s server:admin away (a change to `after`, or `None` for a deletion)
+/// leaves no account with it, given how many accounts hold it now.
+pub fn leaves_no_admin(before: Rights, after: Option<Rights>, admins_now: usize) -> bool {
+    let loses = before.contains(Right::ServerAdmin)
+        && !after.is_some_and(|rights| rights.contains(Right::ServerAdmin));
+    loses && admins_now <= 1
 }
 
 /// Checks a new password's length.
@@ -393,6 +412,10 @@ mod tests {
             check_account_name("cli"),
             Err(CredentialError::Reserved("cli".into()))
         );
+        assert_eq!(
+            check_account_name("CLI"),
+            Err(CredentialError::Reserved("CLI".into()))
+        );
     }
 
     #[test]
@@ -413,8 +436,8 @@ mod tests {
                 password.len()
             );
         }
-        let message = check_password("short secret").unwrap_err().to_string();
-        assert!(!message.contains("short secret"));
+        let message = check_password("too short").unwrap_err().to_string();
+        assert!(!message.contains("too short"));
     }
 
     #[test]
@@ -463,6 +486,29 @@ mod tests {
                 needs_csrf(&method, by_cookie),
                 needed,
                 "{method} {by_cookie}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_account_with_server_admin_stays() {
+        let admin = Rights::of(&[Right::ServerAdmin, Right::KeysRead]);
+        let reader = Rights::of(&[Right::KeysRead]);
+        let table = [
+            // before, after (None: deleted), accounts with server:admin now => refused
+            (admin, Some(reader), 1, true),
+            (admin, None, 1, true),
+            (admin, Some(reader), 2, false),
+            (admin, None, 2, false),
+            (admin, Some(admin), 1, false),
+            (reader, None, 1, false),
+            (reader, Some(admin), 0, false),
+        ];
+        for (before, after, admins, refused) in table {
+            assert_eq!(
+                leaves_no_admin(before, after, admins),
+                refused,
+                "{before:?} -> {after:?} with {admins}"
             );
         }
     }

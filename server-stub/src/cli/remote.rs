@@ -104,12 +104,19 @@ impl ServerCertVerifier for PinnedUmsId {
     }
 }
 
-/// A running server's admin API.
-#[derive(Debug)]
+/// A running server's admin API. Its `Debug` never shows the token.
 pub(super) struct Remote {
     client: reqwest::Client,
     base: String,
     token: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Remote {

@@ -608,8 +608,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Revokes (deletes) a token.
     async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError>;
 
-    /// Starts a session, auditing the login as `actor`.
-    async fn create_session(&self, session: &SessionRow, actor: &Actor) -> Result<(), StoreError>;
+    /// Starts a session, auditing the login as `actor`, if the account still has the password
+    /// hash `verified` (the one the login was checked against): a password changed or an account
+    /// deleted while the login was being checked gives [`StoreError::NotFound`], no session.
+    async fn create_session(
+        &self,
+        session: &SessionRow,
+        verified: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
 
     /// The session whose cookie has SHA-256 `digest`.
     async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError>;

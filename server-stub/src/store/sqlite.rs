@@ -1443,8 +1443,13 @@ impl Store for SqliteStore {
         self.delete_token(id, actor).await
     }
 
-    async fn create_session(&self, session: &SessionRow, actor: &Actor) -> Result<(), StoreError> {
-        self.insert_session(session, actor).await
+    async fn create_session(
+        &self,
+        session: &SessionRow,
+        verified: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        self.insert_session(session, verified, actor).await
     }
 
     async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
@@ -1503,10 +1508,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), 5);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), 5);
         store.integrity_check().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

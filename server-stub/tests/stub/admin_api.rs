@@ -297,6 +297,28 @@ async fn expired_and_revoked_tokens_are_refused() {
     .await;
     assert_eq!(status, StatusCode::OK);
 
+    // The token's public ID with another secret: refused.
+    let (id, secret) = token["umst_".len()..].split_once('_').unwrap();
+    let other_secret: String = secret
+        .chars()
+        .map(|c| if c == 'A' { 'B' } else { 'A' })
+        .collect();
+    let wrong = format!("umst_{id}_{other_secret}");
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/keys",
+        &Sent::None,
+        Some(&wrong),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a known ID with a wrong secret"
+    );
+
     // An expired token, as it would be a day after its last day.
     let expired = "umst_0123456789ab_expired-token-value";
     let digest: [u8; 32] = {
@@ -658,7 +680,7 @@ async fn tokens_and_passwords_are_stored_only_as_hashes() {
     for secret in [password, token.as_str(), session.as_str()] {
         assert!(!holds(secret), "the database holds a secret in the clear");
     }
-    let secret_part = token.rsplit('_').next().unwrap();
+    let secret_part = token.splitn(3, '_').nth(2).unwrap();
     assert!(!holds(secret_part));
     server.stop().await;
 }
@@ -810,7 +832,7 @@ async fn a_session_needs_its_csrf_token_for_writes_and_ends_when_its_account_cha
         .map(|l| format!("{} {} {}", l.event, l.actor, l.outcome))
         .collect();
     for expected in [
-        "session.login web unauthorized",
+        "session.login - unauthorized",
         "session.login web ok",
         "session.logout web ok",
         "accounts.edit cli ok",
@@ -855,6 +877,110 @@ async fn failed_logins_are_limited_per_account_with_the_default_settings() {
     let limited = login("the real password").await.unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().get("retry-after").is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy() {
+    let server = TestServer::start_with(|settings| {
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let client = server.client(None);
+    for name in ["target", "other"] {
+        accounts(&server)
+            .create(
+                NewAccount {
+                    name: name.to_owned(),
+                    password: "the real password".to_owned(),
+                    rights: vec![Right::AuditRead],
+                },
+                &Actor::cli(),
+            )
+            .await
+            .unwrap();
+    }
+    let login = |name: &'static str, password: &'static str, from: String| {
+        client
+            .post(server.url("/api/v1/session"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"name": name, "password": password}))
+            .send()
+    };
+    // Ten guesses at one account, each from another address: the account is held.
+    for n in 0..10 {
+        let answer = login("target", "guess guess guess", format!("198.51.100.{n}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "guess {n}");
+    }
+    let held = login("target", "the real password", "198.51.100.200".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS, "per account");
+    // Another account from a fresh address still signs in.
+    let other = login("other", "the real password", "203.0.113.7".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // Ten guesses from one address at made-up names: the address is held, for every account.
+    for n in 0..10 {
+        let name: &'static str = Box::leak(format!("nobody{n}").into_boxed_str());
+        login(name, "guess guess guess", "192.0.2.9".to_owned())
+            .await
+            .unwrap();
+    }
+    let held = login("other", "the real password", "192.0.2.9".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS, "per address");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_account_with_server_admin_cannot_be_demoted_or_deleted() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    for (method, body) in [
+        (Method::PATCH, Sent::Json(json!({"rights": ["audit:read"]}))),
+        (Method::DELETE, Sent::None),
+    ] {
+        let (status, answer) = send(
+            &client,
+            &server,
+            method.clone(),
+            "/api/v1/accounts/root",
+            &body,
+            Some(&root),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{method}: {answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("last account"));
+    }
+    // A password change is no demotion.
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::PATCH,
+        "/api/v1/accounts/root",
+        &Sent::Json(json!({"password": "a brand new password"})),
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // With a second administrator, the first may go.
+    account_with_token(&server, "deputy", &[Right::ServerAdmin]).await;
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::DELETE,
+        "/api/v1/accounts/root",
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     server.stop().await;
 }
 
@@ -1518,9 +1644,9 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         second_password.to_owned(),
         third_password.to_owned(),
         token.clone(),
-        token.rsplit('_').next().unwrap().to_owned(),
+        token.splitn(3, '_').nth(2).unwrap().to_owned(),
         second_token.token.clone(),
-        second_token.token.rsplit('_').next().unwrap().to_owned(),
+        second_token.token.splitn(3, '_').nth(2).unwrap().to_owned(),
         session,
         csrf,
     ];

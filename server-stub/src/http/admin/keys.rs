@@ -316,13 +316,18 @@ pub async fn export(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    let file = shared
+    let (file, listed) = shared
         .stub
         .keys()
-        .export(&request.ids, servers, shared.stub.ums_id.fingerprint())
+        .export_listed(&request.ids, servers, shared.stub.ums_id.fingerprint())
         .await?;
     let mut entry = AuditEntry::new("keys.export", &admin.actor);
-    entry.detail = format!("{} key(s) as {}", file.keys.len(), request.format);
+    entry.detail = format!(
+        "{} key(s) as {}: {}",
+        file.keys.len(),
+        request.format,
+        crate::keys::id_ranges(&listed)
+    );
     shared.stub.store.record(entry).await?;
     let body = file.write(request.format);
     let content_type = match request.format {
@@ -359,15 +364,7 @@ pub async fn reveal(
     check_ids(&request.ids)?;
     let shown = shared.stub.keys().reveal(&request.ids).await?;
     let mut entry = AuditEntry::new("keys.reveal", &admin.actor);
-    entry.detail = format!(
-        "key(s) {}",
-        request
-            .ids
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    entry.detail = format!("key(s) {}", crate::keys::id_ranges(&request.ids));
     if let [only] = request.ids.as_slice() {
         entry.key_id = Some(*only);
     }

@@ -192,8 +192,9 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::code(ProblemCode::Invalid, detail)
 }
 
-/// A JSON object body; anything else is an `invalid` problem naming what is wrong. (serde
-/// would also read a struct from an array; every body here is an object.)
+/// A JSON object body; anything else is an `invalid` problem naming what is wrong. The body is
+/// read straight into `T`, never into a generic JSON tree, so its size bounds the memory it costs.
+/// (serde would also read a struct from an array; every body here is an object.)
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -201,13 +202,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(invalid("body: expected Content-Type: application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| invalid(format!("body: {}", rejection.body_text())))?;
-        if !value.is_object() {
+        if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
             return Err(invalid("body: expected a JSON object"));
         }
-        serde_json::from_value(value)
+        serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|error| invalid(format!("body: {error}")))
     }

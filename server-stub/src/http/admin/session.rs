@@ -1,8 +1,9 @@
 //! `/api/v1/session`: Web App login, the caller's identity, logout.
 //!
 //! A login sets the session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`) and answers with the
-//! CSRF token that writes made with the cookie carry in `X-CSRF-Token`. Failed logins count
-//! against the account and the client address; past the limit, logins get 429 for the window.
+//! CSRF token that writes made with the cookie carry in `X-CSRF-Token`. Every login attempt counts
+//! against the account and the client address before its password is checked; past the limit,
+//! logins get 429 for the window.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,8 +25,14 @@ use crate::store::{Actor, AuditEntry};
 
 /// The session routes.
 pub fn router() -> Router<Arc<Shared>> {
-    Router::new().route("/api/v1/session", get(whoami).post(login).delete(logout))
+    Router::new()
+        .route("/api/v1/session", get(whoami).post(login).delete(logout))
+        // A login is a name and a password: anyone may send one, so it may not be large.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_LOGIN_BYTES))
 }
+
+/// The most bytes of a login body.
+const MAX_LOGIN_BYTES: usize = 8 * 1024;
 
 /// The client address, taken before the body.
 pub struct Client(String);
@@ -76,6 +83,9 @@ pub async fn login(
             retry_after: Some(wait),
         });
     }
+    // Every attempt counts before the password is checked, so parallel guesses cannot all slip
+    // under the limit while argon2 runs.
+    shared.logins.guessed(address, Some(&login.name), now);
     let name = login.name.clone();
     let actor = Actor::admin(&name, &source);
     match shared.stub.accounts().login(login, &actor).await {
@@ -88,9 +98,13 @@ pub async fn login(
             Ok(response)
         }
         Err(crate::accounts::AuthError::Unauthorized) => {
-            shared.logins.guessed(address, Some(&name), now);
-            let mut entry = AuditEntry::new("session.login", &actor);
+            // The name typed is not an actor: it may be anything (a password typed in the wrong
+            // field, "cli"). It goes into the detail only when it could be an account's name.
+            let mut entry = AuditEntry::new("session.login", &Actor::anonymous(&source));
             entry.outcome = ProblemCode::Unauthorized.as_str().to_owned();
+            if crate::rights::check_account_name(&name).is_ok() {
+                entry.detail = format!("failed login as {name}");
+            }
             if let Err(error) = shared.stub.store.record(entry).await {
                 tracing::warn!("cannot audit a failed login: {error}");
             }

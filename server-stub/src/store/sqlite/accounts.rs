@@ -384,25 +384,32 @@ impl SqliteStore {
     pub(super) async fn insert_session(
         &self,
         session: &SessionRow,
+        verified: &str,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let (session, actor) = (session.clone(), actor.clone());
+        let (session, verified, actor) = (session.clone(), verified.to_owned(), actor.clone());
         self.call(move |inner| {
             let mut connection = inner.lock();
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| inner.db(e))?;
-            tx.execute(
-                "INSERT INTO sessions (digest, account, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    &session.digest[..],
-                    session.account,
-                    session.created_at.unix_timestamp(),
-                    session.expires_at.unix_timestamp(),
-                ],
-            )
-            .map_err(|e| inner.db(e))?;
+            // Only while the account still has the password the login was checked against.
+            let inserted = tx
+                .execute(
+                    "INSERT INTO sessions (digest, account, created_at, expires_at)
+                     SELECT ?1, name, ?3, ?4 FROM accounts WHERE name = ?2 AND password_hash = ?5",
+                    params![
+                        &session.digest[..],
+                        session.account,
+                        session.created_at.unix_timestamp(),
+                        session.expires_at.unix_timestamp(),
+                        verified,
+                    ],
+                )
+                .map_err(|e| inner.db(e))?;
+            if inserted == 0 {
+                return Err(StoreError::NotFound(Missing::Account(session.account)));
+            }
             audit_in(&tx, &AuditEntry::new("session.login", &actor)).map_err(|e| inner.db(e))?;
             tx.commit().map_err(|e| inner.db(e))
         })
