@@ -210,6 +210,22 @@ impl UmsIdView {
     }
 }
 
+/// One server's row of the UMS ID status table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerView {
+    /// The name devices reach it by.
+    pub host_name: String,
+    /// `Running` or `Not running`.
+    pub server_status: String,
+    /// `Main UMS ID`, `In sync`, or `Not in sync, please restart server`.
+    pub ums_id_status: String,
+    /// The UMS ID it holds, its first and last 10 characters.
+    pub ums_id_short: String,
+    /// That UMS ID's fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
 /// One page of a list, in keyset order: the next page starts after `next_after`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -63,6 +63,7 @@ pub(super) async fn run(
         unit_id,
         outcome: args.outcome,
         actor: args.actor,
+        newest_first: false,
     };
     let page = PageRequest {
         limit: args.limit,

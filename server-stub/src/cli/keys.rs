@@ -162,6 +162,9 @@ pub(super) struct ListArgs {
     /// Only keys bound to this unit ID.
     #[arg(long = "unit-id", value_name = "ID")]
     unit_id: Option<String>,
+    /// Only keys whose comment holds this text.
+    #[arg(long, value_name = "TEXT")]
+    comment: Option<String>,
     /// Print at most N keys.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = table::page_limit)]
     limit: usize,
@@ -320,6 +323,7 @@ async fn list(target: &Target, args: ListArgs, out: &mut impl Write) -> anyhow::
         status: args.status.map(KeyStatus::from),
         unit_id,
         ids: None,
+        comment: args.comment,
     };
     let page = PageRequest {
         limit: args.limit,

@@ -57,6 +57,7 @@ impl Target {
                         ("type", filter.kind.map(|k| k.as_str().to_owned())),
                         ("status", filter.status.map(|s| s.as_str().to_owned())),
                         ("unit_id", filter.unit_id.as_ref().map(ToString::to_string)),
+                        ("comment", filter.comment.clone()),
                         ("limit", Some(page.limit.to_string())),
                         ("after", page.after.map(|a| a.to_string())),
                         ("total", Some("true".to_owned())),

@@ -5,6 +5,7 @@
 //! - [`est`]: EST enrollment and renewal (`/.well-known/est/...`), for devices.
 //! - [`device`]: what enrolled devices send over mutual TLS (`/device/v1/...`).
 //! - [`admin`]: the admin API (`/api/v1/...`) for administrators, scripts and the Web App.
+//! - [`web`]: the Web App's pages (`/`, `/app/`), embedded, calling the admin API.
 //!
 //! Refusals are `application/problem+json` (RFC 9457) with the stable `code` of [`ProblemCode`];
 //! store errors map to 404, 409 or 503 by their kind, and anything else becomes a bare 500 and a
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod device;
 pub mod est;
+pub mod web;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -199,6 +201,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(devices)
         .merge(admin::router())
+        .merge(web::router())
         .with_state(shared)
 }
 

@@ -119,6 +119,8 @@ pub struct KeyFilter {
     pub unit_id: Option<UnitId>,
     /// Only these keys.
     pub ids: Option<Vec<KeyId>>,
+    /// Only keys whose comment holds this text (case ignored for ASCII letters).
+    pub comment: Option<String>,
 }
 
 /// Which audit lines to list. Empty fields match everything.
@@ -132,6 +134,8 @@ pub struct AuditFilter {
     pub outcome: Option<String>,
     /// Only lines by this actor.
     pub actor: Option<String>,
+    /// Newest first (pages then start after the line named, going back in time).
+    pub newest_first: bool,
 }
 
 /// Where a page of a list starts and how long it is (keyset paging: rows after `after`, in list

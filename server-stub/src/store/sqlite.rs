@@ -825,6 +825,10 @@ fn key_where(filter: &KeyFilter) -> (String, Vec<rusqlite::types::Value>) {
         sql.push_str(" AND unit_id = ?");
         values.push(unit_id.as_str().to_owned().into());
     }
+    if let Some(text) = &filter.comment {
+        sql.push_str(" AND instr(lower(comment), lower(?)) > 0");
+        values.push(text.clone().into());
+    }
     if let Some(ids) = &filter.ids {
         // Bound as a JSON array so any number of IDs is one parameter.
         sql.push_str(" AND id IN (SELECT value FROM json_each(?))");
@@ -857,20 +861,26 @@ fn audit_where(filter: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
 }
 
 /// One page of `table` by `id`: the rows `filter` (a WHERE clause and its values) matches after
-/// `page.after`, at most `page.limit` of them.
+/// `page.after` (before it when `descending`), at most `page.limit` of them.
 fn keyset_select(
     columns: &str,
     table: &str,
     filter: (String, Vec<rusqlite::types::Value>),
     page: &PageRequest<i64>,
+    descending: bool,
 ) -> (String, Vec<rusqlite::types::Value>) {
     let (mut condition, mut values) = filter;
     if let Some(after) = page.after {
-        condition.push_str(" AND id > ?");
+        condition.push_str(if descending {
+            " AND id < ?"
+        } else {
+            " AND id > ?"
+        });
         values.push(after.into());
     }
     let sql = format!(
-        "SELECT {columns} FROM {table}{condition} ORDER BY id LIMIT {}",
+        "SELECT {columns} FROM {table}{condition} ORDER BY id{} LIMIT {}",
+        if descending { " DESC" } else { "" },
         limit(page.limit)
     );
     (sql, values)
@@ -1043,7 +1053,7 @@ impl Store for SqliteStore {
         filter: &KeyFilter,
         page: &PageRequest<KeyId>,
     ) -> Result<Vec<StoredKey>, StoreError> {
-        let (sql, values) = keyset_select(KEY_COLUMNS, "keys", key_where(filter), page);
+        let (sql, values) = keyset_select(KEY_COLUMNS, "keys", key_where(filter), page, false);
         self.call(move |inner| {
             let connection = inner.lock();
             let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
@@ -1367,7 +1377,13 @@ impl Store for SqliteStore {
         filter: &AuditFilter,
         page: &PageRequest<i64>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let (sql, values) = keyset_select(AUDIT_COLUMNS, "audit", audit_where(filter), page);
+        let (sql, values) = keyset_select(
+            AUDIT_COLUMNS,
+            "audit",
+            audit_where(filter),
+            page,
+            filter.newest_first,
+        );
         self.call(move |inner| {
             let connection = inner.lock();
             let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;

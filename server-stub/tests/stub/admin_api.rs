@@ -93,6 +93,7 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
             Sent::None,
             ShowUmsId,
         ),
+        (Method::GET, "/api/v1/servers", Sent::None, ShowUmsId),
         (Method::GET, "/api/v1/accounts", Sent::None, ManageAccounts),
         (
             Method::POST,

@@ -9,6 +9,7 @@
 //! - `soak`: a fleet on one-time keys while the server is SIGKILLed again and again; devices per
 //!   key and the integrity check read from the database.
 //! - `mitm`: a TLS server with another UMS ID on the server's address never sees a key.
+//! - `web`: the Web App in Debian's chromium, driven by Playwright for Python.
 //! - `util`: the server as a process, keys through its command line, agents in parallel.
 
 mod demo;
@@ -18,3 +19,4 @@ mod mitm;
 mod restart;
 mod soak;
 mod util;
+mod web;

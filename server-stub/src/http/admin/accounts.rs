@@ -108,7 +108,8 @@ pub async fn one(
 #[utoipa::path(patch, path = "/api/v1/accounts/{name}", tag = "accounts", request_body = EditAccount,
     params(("name" = String, Path, max_length = 64, description = "The account's name")),
     responses((status = 200, description = "The account", body = AccountView),
-        (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is the last account with server:admin, and would lose it", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn edit(
     State(shared): State<Arc<Shared>>,
     admin: Admin,
@@ -128,7 +129,8 @@ pub async fn edit(
 #[utoipa::path(delete, path = "/api/v1/accounts/{name}", tag = "accounts",
     params(("name" = String, Path, max_length = 64, description = "The account's name")),
     responses((status = 204, description = "Deleted"),
-        (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is the last account with server:admin", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn remove(
     State(shared): State<Arc<Shared>>,
     admin: Admin,

@@ -44,6 +44,9 @@ pub struct KeyQuery {
     status: Option<KeyStatus>,
     /// Only keys bound to this unit ID.
     unit_id: Option<UnitId>,
+    /// Only keys whose comment holds this text (ASCII letters in any case).
+    #[param(max_length = 200)]
+    comment: Option<String>,
     /// The most keys to return (default 1000).
     #[param(minimum = 0, maximum = 10000)]
     limit: Option<usize>,
@@ -97,11 +100,13 @@ pub async fn list(
     Params(query): Params<KeyQuery>,
 ) -> Result<axum::Json<Page<KeyView>>, ApiError> {
     admin.may(Operation::ListKeys)?;
+    super::bounded("comment", query.comment.as_ref(), 200)?;
     let filter = KeyFilter {
         kind: query.kind,
         status: query.status,
         unit_id: query.unit_id,
         ids: None,
+        comment: query.comment.filter(|text| !text.is_empty()),
     };
     let keys = shared.stub.keys();
     let mut listed = keys

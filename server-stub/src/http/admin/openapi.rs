@@ -37,6 +37,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         super::keys::reveal,
         super::devices::list, super::devices::one, super::devices::delete,
         super::server::audit, super::server::ums_id, super::server::certificate,
+        super::server::servers,
         super::accounts::list, super::accounts::create, super::accounts::one,
         super::accounts::edit, super::accounts::remove, super::accounts::tokens,
         super::accounts::create_token, super::accounts::revoke,

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use onboard_protocol::UnitId;
-use onboard_protocol::admin::{AuditEntryView, Page, UmsIdView};
+use onboard_protocol::admin::{AuditEntryView, Page, ServerView, UmsIdView};
 use time::OffsetDateTime;
 
 use super::{Admin, Params, bounded, page};
@@ -22,6 +22,18 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/ums-id", get(ums_id))
         .route("/api/v1/ums-id/certificate", get(certificate))
+        .route("/api/v1/servers", get(servers))
+}
+
+/// Which end of the audit log a page starts from.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOrder {
+    /// Oldest first (the default).
+    #[default]
+    Oldest,
+    /// Newest first: `after` then names the line the page goes back in time from.
+    Newest,
 }
 
 /// Filters and paging of the audit log.
@@ -48,6 +60,8 @@ pub struct AuditQuery {
     after: Option<i64>,
     /// Also count every line the filter matches (`total`).
     total: Option<bool>,
+    /// `oldest` (the default) or `newest` first.
+    order: Option<AuditOrder>,
 }
 
 /// The audit log, oldest first: key changes, reveals, exports, enrollments, logins, account and
@@ -67,6 +81,7 @@ pub async fn audit(
         unit_id: query.unit_id,
         outcome: query.outcome,
         actor: query.actor,
+        newest_first: matches!(query.order, Some(AuditOrder::Newest)),
     };
     let log = shared.stub.audit_log();
     let mut listed = log.list(&filter, &page(query.limit, query.after)?).await?;
@@ -86,6 +101,25 @@ pub async fn ums_id(
 ) -> Result<axum::Json<UmsIdView>, ApiError> {
     admin.may(Operation::ShowUmsId)?;
     Ok(axum::Json(shared.stub.ums_id_view()))
+}
+
+/// The servers sharing this server's database and the UMS ID each holds, as the UMS ID page's
+/// status table shows them: this server alone until several share one database.
+#[utoipa::path(get, path = "/api/v1/servers", tag = "ums-id",
+    responses((status = 200, description = "One row per server", body = Vec<ServerView>)))]
+pub async fn servers(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+) -> Result<axum::Json<Vec<ServerView>>, ApiError> {
+    admin.may(Operation::ShowUmsId)?;
+    let fingerprint = shared.stub.ums_id.fingerprint();
+    Ok(axum::Json(vec![ServerView {
+        host_name: shared.stub.settings.public_server.host().to_owned(),
+        server_status: "Running".to_owned(),
+        ums_id_status: "Main UMS ID".to_owned(),
+        ums_id_short: fingerprint.short(),
+        fingerprint,
+    }]))
 }
 
 /// The UMS ID certificate as a `.crt` download (PEM), for devices and tools to trust.

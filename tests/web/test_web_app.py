@@ -1,0 +1,311 @@
+"""The Web App in a real browser: Debian's chromium driven by Playwright, against `ums-stub serve`.
+
+Run by tests/tests/e2e/web.rs (so `cargo test --workspace` runs it), which passes:
+  UMS_STUB_BIN, ONBOARD_AGENT_BIN  the binaries of this build
+  ONBOARD_WEB_OUT                  where screenshots and downloads go
+  ONBOARD_CHROMIUM                 the browser (default /usr/bin/chromium)
+Never `playwright install`: it downloads a browser, and nothing but the package registries can be
+reached.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+UMS_STUB = os.environ["UMS_STUB_BIN"]
+AGENT = os.environ["ONBOARD_AGENT_BIN"]
+OUT = os.environ.get("ONBOARD_WEB_OUT") or tempfile.mkdtemp(prefix="web-out-")
+CHROMIUM = os.environ.get("ONBOARD_CHROMIUM", "/usr/bin/chromium")
+
+ALL_RIGHTS = "keys:read,keys:write,keys:reveal,devices:read,devices:write,audit:read,server:admin"
+ADMIN = ("admin", "admin password 2026")
+READER = ("reader", "reader password 2026")
+
+
+def stub(data_dir, *args, stdin=None):
+    result = subprocess.run(
+        [UMS_STUB, "--data-dir", data_dir, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def server():
+    folder = tempfile.TemporaryDirectory(prefix="web-ums-")
+    data_dir = os.path.join(folder.name, "data")
+    stub(data_dir, "admins", "create", ADMIN[0], "--rights", ALL_RIGHTS, "--password-stdin",
+         stdin=ADMIN[1] + "\n")
+    stub(data_dir, "admins", "create", READER[0], "--rights", "keys:read", "--password-stdin",
+         stdin=READER[1] + "\n")
+    process = subprocess.Popen(
+        [UMS_STUB, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0",
+         "--host", "localhost", "--host", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = process.stdout.readline()
+    assert line.startswith("listening on"), line
+    port = line.strip().rsplit(":", 1)[1]
+    yield {"url": f"https://localhost:{port}", "data_dir": data_dir, "folder": folder.name}
+    process.terminate()
+    process.wait(timeout=30)
+    folder.cleanup()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    # The server's certificate is issued by its UMS ID, which the browser does not know; the pinned
+    # trust of devices and the command line is tested elsewhere.
+    context = browser.new_context(
+        ignore_https_errors=True, accept_downloads=True, viewport={"width": 1280, "height": 860}
+    )
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    yield page
+    page.screenshot(path=os.path.join(OUT, request.node.name + ".png"), full_page=True)
+    context.close()
+    # A refused API call logs a console error in chromium ("Failed to load resource: 403"); other
+    # errors (a script failing, a CSP violation) fail the test.
+    unexpected = [e for e in errors if "Failed to load resource" not in e]
+    assert not unexpected, unexpected
+
+
+def sign_in(page, server, account):
+    page.goto(server["url"] + "/")
+    page.get_by_label("Name").fill(account[0])
+    page.get_by_label("Password").fill(account[1])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/app/**")
+    expect(page.locator("#account-name")).to_have_text(account[0])
+
+
+def key_rows(page):
+    return page.locator("#keys-table tbody tr")
+
+
+def create(page, kind):
+    """Opens the Create dialog with option `kind` chosen; the dialog."""
+    page.get_by_role("button", name="Create", exact=True).click()
+    dialog = page.locator("#create-dialog")
+    dialog.get_by_label(kind, exact=True).check()
+    return dialog
+
+
+def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
+    sign_in(page, server, ADMIN)
+    expect(page.locator("#keys-range")).to_have_text("No keys")
+
+    dialog = create(page, "Create one time keys")
+    dialog.get_by_label("Quantity").fill("5")
+    dialog.get_by_label("Comment").fill("lab")
+    dialog.get_by_role("button", name="Add").click()
+    expect(key_rows(page)).to_have_count(5)
+
+    dialog = create(page, "Create one time keys for devices")
+    csv = os.path.join(server["folder"], "units.csv")
+    with open(csv, "w", encoding="utf-8") as file:
+        file.write("Unit ID\n00:E0:C5:54:0B:8B\n00E0C5000002\n")
+    page.set_input_files("#create-csv", csv)
+    dialog.get_by_role("button", name="Add").click()
+    expect(key_rows(page)).to_have_count(7)
+
+    dialog = create(page, "Create mass-deployment key")
+    dialog.get_by_label("Generate random mass key").uncheck()
+    dialog.get_by_label("Key", exact=True).fill("Rollout-2026")
+    dialog.get_by_role("button", name="Add").click()
+    expect(key_rows(page)).to_have_count(8)
+    # The same typed key again is refused, and the dialog says why.
+    dialog = create(page, "Create mass-deployment key")
+    dialog.get_by_label("Generate random mass key").uncheck()
+    dialog.get_by_label("Key", exact=True).fill("Rollout-2026")
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.locator("#create-error")).to_contain_text("Another key already has this key value")
+    dialog.get_by_role("button", name="Cancel").click()
+
+    # Masked, then shown, then hidden again.
+    keys = page.locator("#keys-table td.key")
+    expect(keys.first).to_contain_text("*")
+    page.get_by_role("button", name="Show keys").click()
+    expect(page.get_by_role("button", name="Hide keys")).to_be_visible()
+    expect(page.locator("#keys-table td.key", has_text="Rollout-2026")).to_have_count(1)
+    page.get_by_role("button", name="Hide keys").click()
+    expect(page.locator("#keys-table td.key", has_text="Rollout-2026")).to_have_count(0)
+
+    # Deactivate key 1 and see its status; filter on it.
+    page.get_by_label("Select key 1", exact=True).check()
+    page.get_by_role("button", name="Deactivate").click()
+    expect(page.locator("#keys-table tr[data-id='1'] td.status")).to_have_text("Inactive")
+    page.locator("#filter-status").select_option("inactive")
+    page.get_by_role("button", name="Filter").click()
+    expect(key_rows(page)).to_have_count(1)
+    page.get_by_role("button", name="Clear").click()
+    page.locator("#filter-type").select_option("device-bound")
+    page.get_by_role("button", name="Filter").click()
+    expect(key_rows(page)).to_have_count(2)
+    page.get_by_role("button", name="Clear").click()
+    page.locator("#filter-comment").fill("LAB")
+    page.get_by_role("button", name="Filter").click()
+    expect(key_rows(page)).to_have_count(5)
+    page.get_by_role("button", name="Clear").click()
+    expect(key_rows(page)).to_have_count(8)
+
+    # Export every active key as XML and read the file as a device would.
+    page.get_by_role("button", name="Export", exact=True).click()
+    export = page.locator("#export-dialog")
+    export.get_by_label("All active keys").check()
+    page.locator("#export-format").select_option("xml")
+    export.get_by_label("Servers devices contact").fill("ums.example.com:9443")
+    with page.expect_download() as download_info:
+        page.locator("#export-form").get_by_role("button", name="Export").click()
+    download = download_info.value
+    assert download.suggested_filename == "icg.xml"
+    saved = os.path.join(OUT, "icg.xml")
+    download.save_as(saved)
+    scan = subprocess.run(
+        [AGENT, "--state-dir", os.path.join(server["folder"], "agent"), "--unit-id",
+         "00E0C5540B8B", "scan", saved, "--json"],
+        capture_output=True, text=True, check=False,
+    )
+    assert scan.returncode == 0, scan.stderr
+    report = json.loads(scan.stdout)
+    file = report["key_files"][0]
+    assert file["format"] == "xml"
+    assert file["servers"] == ["ums.example.com:9443"]
+    assert len(file["keys"]) == 7, "key 1 is inactive"
+    fingerprint = json.loads(stub(server["data_dir"], "ums-id", "show", "--json"))["fingerprint"]
+    assert file["fingerprint"] == fingerprint
+
+    # Delete key 2, confirming.
+    page.get_by_label("Select key 2", exact=True).check()
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(page.locator("#confirm-text")).to_contain_text("Delete 1 key (2)")
+    page.locator("#confirm-yes").click()
+    expect(key_rows(page)).to_have_count(7)
+    expect(page.locator("#keys-table tr[data-id='2']")).to_have_count(0)
+    page.screenshot(path=os.path.join(OUT, "keys-page.png"))
+
+
+def test_a_reader_sees_no_write_control_and_a_forced_write_is_refused(page, server):
+    sign_in(page, server, READER)
+    expect(page.locator("#keys-table tbody tr").first).to_be_visible()
+    for name in ["Create", "Edit", "Delete", "Activate", "Deactivate", "Export", "Show keys"]:
+        expect(page.get_by_role("button", name=name, exact=True)).to_have_count(0)
+    for page_name in ["Devices", "UMS ID", "Audit"]:
+        expect(page.get_by_role("link", name=page_name)).to_have_count(0)
+    status = page.evaluate(
+        """async () => {
+            const me = await (await fetch('/api/v1/session')).json();
+            const response = await fetch('/api/v1/keys', {
+                method: 'POST',
+                headers: {'content-type': 'application/json', 'x-csrf-token': me.csrf_token},
+                body: JSON.stringify({type: 'one-time', quantity: 1}),
+            });
+            return [response.status, (await response.json()).code];
+        }"""
+    )
+    assert status == [403, "forbidden"]
+
+
+def test_ums_id_page_shows_the_fingerprint_the_command_line_shows(page, server):
+    shown = json.loads(stub(server["data_dir"], "ums-id", "show", "--json"))
+    sign_in(page, server, ADMIN)
+    page.get_by_role("link", name="UMS ID").click()
+    expect(page.locator("#ums-id-fingerprint")).to_have_text(shown["fingerprint"])
+    expect(page.locator("#ums-id-short")).to_have_text(shown["short"])
+    expect(page.locator("#ums-id-token")).to_have_text(shown["communication_token"])
+    expect(page.locator("#ums-id-parts li")).to_have_text(shown["parts"])
+    row = page.locator("#servers-table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(1)).to_have_text("Running")
+    expect(row.locator("td").nth(2)).to_have_text("Main UMS ID")
+    expect(row.locator("td").nth(4)).to_have_text(shown["fingerprint"])
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Export UMS ID").click()
+    download = download_info.value
+    assert download.suggested_filename == "ums-id.crt"
+    saved = os.path.join(OUT, "ums-id.crt")
+    download.save_as(saved)
+    with open(saved, encoding="ascii") as file:
+        assert file.read().startswith("-----BEGIN CERTIFICATE-----")
+    page.screenshot(path=os.path.join(OUT, "ums-id-page.png"))
+
+
+def test_devices_and_audit_pages_and_sign_out(page, server):
+    sign_in(page, server, ADMIN)
+    page.get_by_role("link", name="Devices").click()
+    expect(page.locator("#devices-range")).to_have_text("No devices")
+    page.get_by_role("link", name="Audit").click()
+    expect(page.locator("#audit-table tbody tr").first).to_be_visible()
+    # Newest first: this sign-in is the first line.
+    first = page.locator("#audit-table tbody tr").first
+    expect(first.locator("td").nth(2)).to_have_text("session.login")
+    page.locator("#audit-actor").fill("admin")
+    page.locator("#audit-outcome").fill("ok")
+    page.get_by_role("button", name="Filter").click()
+    events = page.locator("#audit-table tbody td:nth-child(3)").all_inner_texts()
+    assert "keys.create" in events and "keys.export" in events, events
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(server["url"] + "/")
+    # The session is gone: the app sends the browser back to sign in.
+    page.goto(server["url"] + "/app/")
+    page.wait_for_url(server["url"] + "/")
+
+
+def test_a_wrong_password_is_refused_on_the_sign_in_page(page, server):
+    page.goto(server["url"] + "/")
+    page.get_by_label("Name").fill(ADMIN[0])
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#signin-error")).to_have_text("The name or the password is wrong.")
+
+
+def test_pages_carry_a_content_security_policy_of_self(page, server):
+    response = page.goto(server["url"] + "/app/")
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+
+
+def test_the_keys_page_pages_through_100000_keys(page, server):
+    stub(server["data_dir"], "keys", "create", "one-time", "--quantity", "100000",
+         "--comment", "bulk")
+    sign_in(page, server, ADMIN)
+    expect(page.locator("#keys-range")).to_contain_text("Keys 1–100 of 1000")
+    expect(key_rows(page)).to_have_count(100)
+    page.get_by_role("button", name="Next").click()
+    expect(page.locator("#keys-range")).to_contain_text("Keys 101–200 of")
+    page.locator("#filter-comment").fill("bulk")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#keys-range")).to_have_text("Keys 1–100 of 100000")
+    page.get_by_role("button", name="Previous").is_disabled()
