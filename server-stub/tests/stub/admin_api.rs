@@ -1660,3 +1660,85 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         );
     }
 }
+
+#[tokio::test]
+async fn keys_filter_by_comment_text_and_the_audit_log_pages_newest_first() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let root = account_with_token(&server, "root", &Right::ALL).await;
+    for (quantity, comment) in [(3, "Lab Floor 2"), (2, "office")] {
+        let (status, _) = send(
+            &client,
+            &server,
+            Method::POST,
+            "/api/v1/keys",
+            &Sent::Json(json!({"type": "one-time", "quantity": quantity, "comment": comment})),
+            Some(&root),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    for (text, count) in [
+        ("lab", 3),
+        ("FLOOR 2", 3),
+        ("office", 2),
+        ("o", 5),
+        ("basement", 0),
+    ] {
+        let (_, page) = send(
+            &client,
+            &server,
+            Method::GET,
+            &format!(
+                "/api/v1/keys?comment={}&total=true",
+                text.replace(' ', "%20")
+            ),
+            &Sent::None,
+            Some(&root),
+        )
+        .await;
+        assert_eq!(page["total"], count, "{text}");
+    }
+    let audit_ids = |page: &Value| -> Vec<i64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, oldest) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/audit",
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    let mut all = audit_ids(&oldest);
+    assert!(all.len() >= 3, "{oldest}");
+    all.reverse();
+    let (_, first) = send(
+        &client,
+        &server,
+        Method::GET,
+        "/api/v1/audit?order=newest&limit=2",
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(audit_ids(&first), all[..2]);
+    let after = first["next_after"].as_i64().unwrap();
+    let (_, second) = send(
+        &client,
+        &server,
+        Method::GET,
+        &format!("/api/v1/audit?order=newest&limit=2&after={after}"),
+        &Sent::None,
+        Some(&root),
+    )
+    .await;
+    assert_eq!(audit_ids(&second), all[2..all.len().min(4)]);
+    server.stop().await;
+}
