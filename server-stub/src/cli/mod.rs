@@ -49,6 +49,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "UMS_STUB_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// The database: sqlite (the file in the data directory), or a postgres:// URL several
+    /// servers may share [default: database in the config, or sqlite].
+    #[arg(
+        long,
+        global = true,
+        env = "UMS_STUB_DATABASE",
+        value_name = "sqlite|URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+
     /// Drive a running server over its admin API instead of the data directory on this machine
     /// (keys, devices, audit and ums-id show), as https://HOST:PORT. Goes before the command:
     /// ums-stub --server URL --token-file F --fingerprint FP keys list.
@@ -145,7 +156,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(server) = cli.server.clone() {
         return run_remote(&server, cli);
     }
-    let settings = Settings::load(cli.data_dir, cli.config.as_deref())?;
+    let mut settings = Settings::load(cli.data_dir, cli.config.as_deref())?;
+    if let Some(database) = &cli.database {
+        settings.database = crate::config::Database::parse(database).context("--database")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@
 //! sees a key in the clear. It decides no key rule: backends read rows, ask [`crate::claim`], and
 //! apply the answer. Its errors name no backend. Every change it records names its [`Actor`].
 
+mod postgres;
 mod sqlite;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use onboard_protocol::admin::{KeyId, KeyStatus, Right};
 use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
+pub use postgres::{PostgresStore, shown_url as postgres_shown_url};
 pub use sqlite::SqliteStore;
 
 use crate::config::{Database, Settings};
@@ -646,6 +648,7 @@ pub async fn open(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
                 })??;
             Arc::new(opened)
         }
+        Database::Postgres(url) => Arc::new(PostgresStore::open(url.expose()).await?),
     };
     Ok(store)
 }

@@ -2,6 +2,8 @@
 //!
 //! - `admin_api`: the admin API: rights matrix, tokens, sessions and CSRF, login limits, reveals,
 //!   hashes in the database, refusals naming their field, the committed OpenAPI document.
+//! - `conformance`: one suite of store behaviours run on SQLite and on PostgreSQL (`pg`: a
+//!   throwaway cluster per test).
 //! - `help`: help texts and exit codes.
 //! - `ums_id`: creation at first use, show, export, backup and restore; survival of database loss
 //!   and host name changes.
@@ -20,6 +22,7 @@
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod admin_api;
+mod conformance;
 mod durability;
 mod est;
 mod flood;
@@ -28,6 +31,7 @@ mod help;
 mod inventory;
 mod keys;
 mod limits;
+mod pg;
 mod schemathesis;
 mod server;
 mod system;

@@ -1,0 +1,1397 @@
+//! The PostgreSQL store, for several servers sharing one database (`database = "postgres://…"`).
+//!
+//! The same [`Store`] as SQLite, over a pool of tokio-postgres connections. Every server is
+//! active: exactly-once holds across them because an enrollment locks its unit ID (a transaction
+//! advisory lock) and its key row (`SELECT … FOR UPDATE`) before asking [`crate::claim::decide`],
+//! and the guarded `UPDATE` stays behind that as in SQLite. Migrations
+//! (`postgres/migrations/*.sql`) run once, under an advisory lock, and a schema newer than this
+//! program is refused. Times are seconds since the epoch, as in SQLite, so the two copy into each
+//! other unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use onboard_protocol::admin::{KeyId, KeyStatus, Right};
+use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{
+    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, IssueOnce, KeyFilter, MakeKey, Missing, PageRequest, Progress, RenewOutcome,
+    RenewalRequest, SessionRow, Store, StoreError, StoredKey, TokenRow,
+};
+use crate::claim::{self, Decision};
+use crate::renewal;
+use crate::vault::LookupDigest;
+
+/// Migrations, applied in order; a database records the highest it has.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres/migrations/0001_schema.sql"))];
+
+/// The advisory lock key migrations run under (any constant shared by every server).
+const MIGRATION_LOCK: i64 = 0x756d_735f_7374_7562; // "ums_stub"
+
+/// How many times a generated value is redrawn on a clash.
+const GENERATE_ATTEMPTS: usize = 16;
+
+/// Keys inserted per statement.
+const INSERT_CHUNK: usize = 1000;
+
+/// Connections per server.
+const POOL_SIZE: usize = 16;
+
+/// The `store_meta` row naming the UMS ID the database belongs to.
+const META_UMS_ID: &str = "ums_id_fingerprint";
+
+const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
+const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory, previous_serial";
+const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outcome, detail";
+const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at";
+const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at";
+
+/// A PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    shown: Arc<String>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresStore({})", self.shown)
+    }
+}
+
+/// `url` as it may be shown: user, host, port and database, never a password.
+pub fn shown_url(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+type Values<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
+
+fn refs<'a>(values: &'a Values<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn count(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
+}
+
+fn limit(page_limit: usize) -> i64 {
+    i64::try_from(page_limit).unwrap_or(i64::MAX)
+}
+
+fn rights_text(rights: &[Right]) -> String {
+    rights
+        .iter()
+        .map(|right| right.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn id_list(ids: &[KeyId]) -> String {
+    match ids {
+        [] => String::new(),
+        [first, .., last] if ids.len() > 8 => format!("{} keys, IDs {first} to {last}", ids.len()),
+        _ => format!(
+            "IDs {}",
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Backend {
+            database: "the database URL".to_owned(),
+            // The URL is not echoed: it may hold a password.
+            source: "it is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
+                .into(),
+        })?;
+        let shown = Arc::new(shown_url(&config));
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|error| StoreError::Backend {
+                database: shown.to_string(),
+                source: Box::new(error),
+            })?;
+        let store = Self { pool, shown };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn db(&self, error: tokio_postgres::Error) -> StoreError {
+        if error.is_closed() || error.code().is_none() && error.as_db_error().is_none() {
+            return StoreError::Unavailable(format!("{}: {error}", self.shown));
+        }
+        StoreError::Backend {
+            database: self.shown.to_string(),
+            source: Box::new(error),
+        }
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            database: self.shown.to_string(),
+            reason,
+        }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("{}: {error}", self.shown)))
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(row.get(0))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .get(0);
+        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                database: self.shown.to_string(),
+                found: current,
+                known,
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
+            tx.batch_execute(sql).await.map_err(|e| self.db(e))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[version, &now()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    fn kind(&self, id: KeyId, text: &str) -> Result<KeyKind, StoreError> {
+        text.parse()
+            .map_err(|_| self.corrupt(format!("key {id} with an unknown kind")))
+    }
+
+    fn time(&self, seconds: i64) -> Result<OffsetDateTime, StoreError> {
+        OffsetDateTime::from_unix_timestamp(seconds)
+            .map_err(|_| self.corrupt(format!("a time out of range ({seconds})")))
+    }
+
+    fn key_from_row(&self, row: &Row) -> Result<StoredKey, StoreError> {
+        let id: KeyId = row.get(0);
+        let status: String = row.get(6);
+        Ok(StoredKey {
+            id,
+            kind: self.kind(id, row.get(1))?,
+            lookup: row
+                .get::<_, Vec<u8>>(2)
+                .try_into()
+                .map_err(|_| self.corrupt(format!("key {id} with a malformed digest")))?,
+            sealed: row.get(3),
+            unit_id: row
+                .get::<_, Option<String>>(4)
+                .map(|text| text.parse::<UnitId>())
+                .transpose()
+                .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?,
+            active: row.get(5),
+            status: status
+                .parse::<KeyStatus>()
+                .map_err(|_| self.corrupt(format!("key {id} with an unknown status")))?,
+            usage_count: count(row.get(7)),
+            usage_date: row
+                .get::<_, Option<i64>>(8)
+                .map(|at| self.time(at))
+                .transpose()?,
+            comment: row.get(9),
+            created_at: self.time(row.get(10))?,
+        })
+    }
+
+    fn device_from_row(&self, row: &Row) -> Result<DeviceRecord, StoreError> {
+        let unit: String = row.get(0);
+        Ok(DeviceRecord {
+            unit_id: unit
+                .parse()
+                .map_err(|_| self.corrupt("a device with a malformed unit ID".to_owned()))?,
+            public_key: row.get(1),
+            certificate: row.get(2),
+            serial: row.get(3),
+            not_after: self.time(row.get(4))?,
+            key_id: row.get(5),
+            key_kind: self.kind(0, row.get(6))?,
+            enrolled_at: self.time(row.get(7))?,
+            last_seen: self.time(row.get(8))?,
+            inventory: row.get(9),
+            previous_serial: row.get(10),
+        })
+    }
+
+    fn audit_from_row(&self, row: &Row) -> Result<AuditEntry, StoreError> {
+        Ok(AuditEntry {
+            id: row.get(0),
+            at: self.time(row.get(1))?,
+            event: row.get(2),
+            actor: row.get(3),
+            source: row.get(4),
+            unit_id: row.get(5),
+            key_id: row.get(6),
+            outcome: row.get(7),
+            detail: row.get(8),
+        })
+    }
+
+    fn parse_rights(&self, text: &str) -> Result<Vec<Right>, StoreError> {
+        text.split(',')
+            .map(|name| {
+                name.parse()
+                    .map_err(|_| self.corrupt(format!("an unknown right {name:?}")))
+            })
+            .collect()
+    }
+
+    fn account_from_row(&self, row: &Row) -> Result<AccountRow, StoreError> {
+        Ok(AccountRow {
+            name: row.get(0),
+            password_hash: row.get(1),
+            rights: self.parse_rights(row.get(2))?,
+            created_at: self.time(row.get(3))?,
+            changed_at: self.time(row.get(4))?,
+        })
+    }
+
+    fn token_from_row(&self, row: &Row) -> Result<TokenRow, StoreError> {
+        let id: String = row.get(0);
+        Ok(TokenRow {
+            digest: row
+                .get::<_, Vec<u8>>(1)
+                .try_into()
+                .map_err(|_| self.corrupt(format!("token {id} with a malformed digest")))?,
+            account: row.get(2),
+            name: row.get(3),
+            rights: self.parse_rights(row.get(4))?,
+            created_at: self.time(row.get(5))?,
+            expires_at: row
+                .get::<_, Option<i64>>(6)
+                .map(|at| self.time(at))
+                .transpose()?,
+            id,
+        })
+    }
+
+    /// Runs `change` for each of `ids` in one transaction (all, or none when one is unknown) and
+    /// audits it as `event`.
+    async fn change_each(
+        &self,
+        ids: &[KeyId],
+        actor: &Actor,
+        event: &str,
+        change: impl Fn(KeyKind, u64) -> Option<(String, Values<'static>)>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let rows = tx
+            .query(
+                "SELECT id, kind, usage_count FROM keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let found: HashMap<KeyId, (String, i64)> = rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        let missing: Vec<KeyId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains_key(id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::NotFound(Missing::Keys(missing)));
+        }
+        for &id in ids {
+            let (kind, usage_count) = &found[&id];
+            let kind = self.kind(id, kind)?;
+            if let Some((sql, mut values)) = change(kind, count(*usage_count)) {
+                values.push(Box::new(id));
+                tx.execute(&sql, &refs(&values))
+                    .await
+                    .map_err(|e| self.db(e))?;
+            }
+        }
+        let mut entry = AuditEntry::new(event, actor);
+        entry.key_id = (ids.len() == 1).then(|| ids[0]);
+        entry.detail = id_list(ids);
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn rows(&self, sql: &str, values: &Values<'_>) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(|e| self.db(e))?;
+        client
+            .query(&statement, &refs(values))
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn count_where(
+        &self,
+        table: &str,
+        filter: (String, Values<'_>),
+    ) -> Result<u64, StoreError> {
+        let (condition, values) = filter;
+        let rows = self
+            .rows(&format!("SELECT count(*) FROM {table}{condition}"), &values)
+            .await?;
+        Ok(count(rows[0].get(0)))
+    }
+}
+
+/// Appends an audit line inside `tx`.
+async fn audit_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    entry: &AuditEntry,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO audit (at, event, actor, source, unit_id, key_id, outcome, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &entry.at.unix_timestamp(),
+            &entry.event,
+            &entry.actor,
+            &entry.source,
+            &entry.unit_id,
+            &entry.key_id,
+            &entry.outcome,
+            &entry.detail,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// A WHERE clause builder with numbered parameters.
+struct Where {
+    sql: String,
+    values: Values<'static>,
+}
+
+impl Where {
+    fn new() -> Self {
+        Self {
+            sql: String::from(" WHERE TRUE"),
+            values: Vec::new(),
+        }
+    }
+
+    fn and(&mut self, clause: &str, value: Box<dyn ToSql + Sync + Send>) {
+        self.values.push(value);
+        let clause = clause.replace('?', &format!("${}", self.values.len()));
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&clause);
+    }
+
+    fn done(self) -> (String, Values<'static>) {
+        (self.sql, self.values)
+    }
+}
+
+fn key_where(filter: &KeyFilter) -> Where {
+    let mut clause = Where::new();
+    if let Some(kind) = filter.kind {
+        clause.and("kind = ?", Box::new(kind.as_str().to_owned()));
+    }
+    if let Some(status) = filter.status {
+        clause.and("status = ?", Box::new(status.as_str().to_owned()));
+    }
+    if let Some(unit_id) = &filter.unit_id {
+        clause.and("unit_id = ?", Box::new(unit_id.as_str().to_owned()));
+    }
+    if let Some(text) = &filter.comment {
+        clause.and(
+            "strpos(lower(comment), lower(?)) > 0",
+            Box::new(text.clone()),
+        );
+    }
+    if let Some(ids) = &filter.ids {
+        clause.and("id = ANY(?)", Box::new(ids.clone()));
+    }
+    clause
+}
+
+fn audit_where(filter: &AuditFilter) -> Where {
+    let mut clause = Where::new();
+    if let Some(since) = filter.since {
+        clause.and("at >= ?", Box::new(since.unix_timestamp()));
+    }
+    if let Some(unit_id) = &filter.unit_id {
+        clause.and("unit_id = ?", Box::new(unit_id.as_str().to_owned()));
+    }
+    if let Some(outcome) = &filter.outcome {
+        clause.and("outcome = ?", Box::new(outcome.clone()));
+    }
+    if let Some(actor) = &filter.actor {
+        clause.and("actor = ?", Box::new(actor.clone()));
+    }
+    clause
+}
+
+/// One page of `table` by `id` after (or, descending, before) `page.after`.
+fn keyset_select(
+    columns: &str,
+    table: &str,
+    mut clause: Where,
+    page: &PageRequest<i64>,
+    descending: bool,
+) -> (String, Values<'static>) {
+    if let Some(after) = page.after {
+        clause.and(
+            if descending { "id < ?" } else { "id > ?" },
+            Box::new(after),
+        );
+    }
+    clause.values.push(Box::new(limit(page.limit)));
+    let sql = format!(
+        "SELECT {columns} FROM {table}{} ORDER BY id{} LIMIT ${}",
+        clause.sql,
+        if descending { " DESC" } else { "" },
+        clause.values.len()
+    );
+    (sql, clause.values)
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn ums_id(&self) -> Result<Option<Fingerprint>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT value FROM store_meta WHERE name = $1",
+                &vec![Box::new(META_UMS_ID.to_owned())],
+            )
+            .await?;
+        rows.first()
+            .map(|row| {
+                row.get::<_, String>(0).parse().map_err(|_| {
+                    self.corrupt("a UMS ID fingerprint that cannot be read".to_owned())
+                })
+            })
+            .transpose()
+    }
+
+    async fn bind_ums_id(&self, ums_id: &Fingerprint) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        tx.execute(
+            "INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&META_UMS_ID, &ums_id.to_string()],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        let stored: String = tx
+            .query_one(
+                "SELECT value FROM store_meta WHERE name = $1",
+                &[&META_UMS_ID],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .get(0);
+        let stored: Fingerprint = stored
+            .parse()
+            .map_err(|_| self.corrupt("a UMS ID fingerprint that cannot be read".to_owned()))?;
+        if stored != *ums_id {
+            return Err(StoreError::OtherUmsId {
+                database: self.shown.to_string(),
+                stored,
+                ours: *ums_id,
+            });
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn insert_keys(
+        &self,
+        count: usize,
+        mut make: MakeKey,
+        progress: Progress,
+        actor: &Actor,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
+                                      $6::bigint[], $7::text[])
+                 ON CONFLICT (lookup) DO NOTHING RETURNING id, lookup",
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let created_at = now();
+        let mut ids: Vec<KeyId> = Vec::with_capacity(count);
+        let mut start = 0;
+        while start < count {
+            let end = (start + INSERT_CHUNK).min(count);
+            let mut pending: Vec<usize> = (start..end).collect();
+            let mut chunk_ids: HashMap<usize, KeyId> = HashMap::with_capacity(pending.len());
+            let mut attempts = 0;
+            while !pending.is_empty() {
+                attempts += 1;
+                let keys: Vec<(usize, super::NewKey)> =
+                    pending.iter().map(|&index| (index, make(index))).collect();
+                let column = |f: &dyn Fn(&super::NewKey) -> String| -> Vec<String> {
+                    keys.iter().map(|(_, key)| f(key)).collect()
+                };
+                let kinds = column(&|key| key.kind.as_str().to_owned());
+                let lookups: Vec<Vec<u8>> =
+                    keys.iter().map(|(_, key)| key.lookup.to_vec()).collect();
+                let sealed: Vec<Vec<u8>> = keys.iter().map(|(_, key)| key.sealed.clone()).collect();
+                let units: Vec<Option<String>> = keys
+                    .iter()
+                    .map(|(_, key)| key.unit_id.as_ref().map(ToString::to_string))
+                    .collect();
+                let comments = column(&|key| key.comment.clone());
+                let times = vec![created_at; keys.len()];
+                let statuses = column(&|key| claim::status(key.kind, true, 0).as_str().to_owned());
+                let rows = tx
+                    .query(
+                        &statement,
+                        &[
+                            &kinds, &lookups, &sealed, &units, &comments, &times, &statuses,
+                        ],
+                    )
+                    .await
+                    .map_err(|e| self.db(e))?;
+                let inserted: HashMap<Vec<u8>, KeyId> = rows
+                    .iter()
+                    .map(|row| (row.get::<_, Vec<u8>>(1), row.get::<_, KeyId>(0)))
+                    .collect();
+                let mut clashed = Vec::new();
+                for (index, key) in &keys {
+                    match inserted.get(key.lookup.as_slice()) {
+                        Some(id) => {
+                            chunk_ids.insert(*index, *id);
+                        }
+                        None if key.generated => clashed.push(*index),
+                        None => {
+                            return Err(StoreError::Conflict(
+                                "another key already has this value; choose another".to_owned(),
+                            ));
+                        }
+                    }
+                }
+                if !clashed.is_empty() && attempts >= GENERATE_ATTEMPTS {
+                    return Err(StoreError::Conflict(format!(
+                        "could not generate a unique key value after {attempts} attempts"
+                    )));
+                }
+                pending = clashed;
+            }
+            // Ids in the order the keys were asked for, as SQLite gives them.
+            let mut ordered: Vec<(usize, KeyId)> = chunk_ids.into_iter().collect();
+            ordered.sort_unstable();
+            ids.extend(ordered.into_iter().map(|(_, id)| id));
+            progress(end as u64);
+            start = end;
+        }
+        let mut entry = AuditEntry::new("keys.create", actor);
+        entry.key_id = (ids.len() == 1).then(|| ids[0]);
+        entry.detail = id_list(&ids);
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(ids)
+    }
+
+    async fn keys(
+        &self,
+        filter: &KeyFilter,
+        page: &PageRequest<KeyId>,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        let (sql, values) = keyset_select(KEY_COLUMNS, "keys", key_where(filter), page, false);
+        self.rows(&sql, &values)
+            .await?
+            .iter()
+            .map(|row| self.key_from_row(row))
+            .collect()
+    }
+
+    async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError> {
+        self.count_where("keys", key_where(filter).done()).await
+    }
+
+    async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError> {
+        let comment = comment.to_owned();
+        self.change_each(&[id], actor, "keys.edit", move |_, _| {
+            Some((
+                "UPDATE keys SET comment = $1 WHERE id = $2".to_owned(),
+                vec![Box::new(comment.clone())],
+            ))
+        })
+        .await
+    }
+
+    async fn set_active(
+        &self,
+        ids: &[KeyId],
+        active: bool,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let event = if active {
+            "keys.activate"
+        } else {
+            "keys.deactivate"
+        };
+        self.change_each(ids, actor, event, move |kind, usage_count| {
+            let status = claim::status(kind, active, usage_count);
+            Some((
+                "UPDATE keys SET active = $1, status = $2 WHERE id = $3".to_owned(),
+                vec![Box::new(active), Box::new(status.as_str().to_owned())],
+            ))
+        })
+        .await
+    }
+
+    async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError> {
+        self.change_each(ids, actor, "keys.delete", |_, _| {
+            Some(("DELETE FROM keys WHERE id = $1".to_owned(), Vec::new()))
+        })
+        .await
+    }
+
+    async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT 1 FROM keys WHERE lookup = $1",
+                &vec![Box::new(lookup.to_vec())],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn enroll(
+        &self,
+        attempt: EnrollAttempt,
+        issue: IssueOnce,
+    ) -> Result<EnrollOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        // One attempt per unit ID at a time, on every server; then the key row, locked.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&attempt.unit_id.as_str()],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        let mut audit =
+            AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
+        audit.at = now;
+        audit.unit_id = Some(attempt.unit_id.to_string());
+        let key = tx
+            .query_opt(
+                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
+                &[&attempt.lookup.to_vec()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let key = match key {
+            Some(row) => {
+                let id: KeyId = row.get(0);
+                let kind = self.kind(id, row.get(1))?;
+                let bound_to = row
+                    .get::<_, Option<String>>(2)
+                    .map(|text| text.parse::<UnitId>())
+                    .transpose()
+                    .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
+                Some((id, kind, bound_to, row.get::<_, bool>(3), count(row.get(4))))
+            }
+            None => None,
+        };
+        let device = tx
+            .query_opt(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = $1 FOR UPDATE"),
+                &[&attempt.unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .map(|row| self.device_from_row(&row))
+            .transpose()?;
+        let decision = claim::decide(
+            claim::Attempt {
+                unit_id: &attempt.unit_id,
+                public_key: &attempt.public_key,
+            },
+            key.as_ref()
+                .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
+                    id: *id,
+                    kind: *kind,
+                    bound_to: bound_to.as_ref(),
+                    active: *active,
+                    usage_count: *usage_count,
+                }),
+            device.as_ref().map(|device| claim::DeviceRow {
+                public_key: &device.public_key,
+                key_id: device.key_id,
+                lapsed: device.not_after < attempt.lapsed_before,
+            }),
+        );
+        audit.key_id = key.as_ref().map(|(id, ..)| *id);
+        let outcome = match decision {
+            Decision::Refuse(code) => {
+                audit.outcome = code.as_str().to_owned();
+                EnrollOutcome::Refused(code)
+            }
+            Decision::Repeat => {
+                let device =
+                    device.ok_or_else(|| self.corrupt("a repeat with no device".to_owned()))?;
+                audit.detail = format!("repeated answer, certificate {}", device.serial);
+                EnrollOutcome::Issued {
+                    device: Box::new(device),
+                    repeated: true,
+                }
+            }
+            Decision::Consume => {
+                let Some((key_id, kind, _, active, usage_count)) = key else {
+                    return Err(self.corrupt("a consumption with no key".to_owned()));
+                };
+                let issued = issue().map_err(StoreError::Issue)?;
+                let status = claim::status(kind, active, usage_count + 1);
+                // Second line of defence behind claim::decide, as in SQLite.
+                let consumed = tx
+                    .execute(
+                        "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
+                         WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
+                        &[&now.unix_timestamp(), &status.as_str(), &key_id],
+                    )
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if consumed != 1 {
+                    tracing::error!(
+                        key_id,
+                        "the consume guard refused a key the claim rule allowed; refusing it as used"
+                    );
+                    audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
+                    audit_in(&tx, &audit).await.map_err(|e| self.db(e))?;
+                    tx.commit().await.map_err(|e| self.db(e))?;
+                    return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
+                }
+                let device = DeviceRecord {
+                    unit_id: attempt.unit_id.clone(),
+                    public_key: attempt.public_key.clone(),
+                    certificate: issued.der,
+                    serial: issued.serial,
+                    not_after: issued.not_after,
+                    key_id: Some(key_id),
+                    key_kind: kind,
+                    enrolled_at: now,
+                    last_seen: now,
+                    inventory: None,
+                    previous_serial: None,
+                };
+                tx.execute(
+                    &format!(
+                        "INSERT INTO devices ({DEVICE_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
+                         ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
+                           certificate = excluded.certificate, serial = excluded.serial,
+                           not_after = excluded.not_after, key_id = excluded.key_id,
+                           key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
+                           last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
+                    ),
+                    &[
+                        &device.unit_id.as_str(),
+                        &device.public_key,
+                        &device.certificate,
+                        &device.serial,
+                        &device.not_after.unix_timestamp(),
+                        &key_id,
+                        &kind.as_str(),
+                        &now.unix_timestamp(),
+                        &now.unix_timestamp(),
+                    ],
+                )
+                .await
+                .map_err(|e| self.db(e))?;
+                audit.detail = format!("certificate {}", device.serial);
+                EnrollOutcome::Issued {
+                    device: Box::new(device),
+                    repeated: false,
+                }
+            }
+        };
+        audit_in(&tx, &audit).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(outcome)
+    }
+
+    async fn renew(
+        &self,
+        request: RenewalRequest,
+        actor: &Actor,
+        issue: IssueOnce,
+    ) -> Result<RenewOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let device = tx
+            .query_opt(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = $1 FOR UPDATE"),
+                &[&request.unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .map(|row| self.device_from_row(&row))
+            .transpose()?;
+        let Some(mut device) = device else {
+            return Ok(RenewOutcome::Refused(renewal::Refusal::NotCurrent));
+        };
+        let now = OffsetDateTime::now_utc();
+        let decision = renewal::decide(
+            renewal::Presented {
+                serial: &request.serial,
+                not_after: request.not_after,
+            },
+            &request.public_key,
+            &renewal::Record {
+                serial: &device.serial,
+                previous_serial: device.previous_serial.as_deref(),
+                public_key: &device.public_key,
+            },
+            request.grace,
+            now,
+        );
+        let mut entry = AuditEntry::new("reenroll", actor);
+        entry.at = now;
+        entry.unit_id = Some(request.unit_id.to_string());
+        let previous = match decision {
+            renewal::Renewal::Refuse(refusal) => return Ok(RenewOutcome::Refused(refusal)),
+            renewal::Renewal::Repeat => {
+                entry.detail = format!(
+                    "repeated answer, certificate {} (presented {})",
+                    device.serial, request.serial
+                );
+                audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+                tx.commit().await.map_err(|e| self.db(e))?;
+                return Ok(RenewOutcome::Repeated(device));
+            }
+            renewal::Renewal::Issue { previous } => previous,
+        };
+        let issued = issue().map_err(StoreError::Issue)?;
+        tx.execute(
+            "UPDATE devices SET public_key = $1, certificate = $2, serial = $3, not_after = $4,
+               last_seen = $5, previous_serial = $6
+             WHERE unit_id = $7",
+            &[
+                &request.public_key,
+                &issued.der,
+                &issued.serial,
+                &issued.not_after.unix_timestamp(),
+                &now.unix_timestamp(),
+                &previous,
+                &request.unit_id.as_str(),
+            ],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        entry.detail = format!(
+            "certificate {} replaces {} (presented {})",
+            issued.serial, device.serial, request.serial
+        );
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        device.public_key = request.public_key;
+        device.certificate = issued.der;
+        device.serial = issued.serial;
+        device.not_after = issued.not_after;
+        device.previous_serial = Some(previous);
+        device.last_seen = now;
+        Ok(RenewOutcome::Renewed(device))
+    }
+
+    async fn touch_device(
+        &self,
+        unit_id: &UnitId,
+        serial: &str,
+        inventory: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let row = tx
+            .query_opt(
+                "SELECT serial, previous_serial FROM devices WHERE unit_id = $1 FOR UPDATE",
+                &[&unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let (current, previous): (String, Option<String>) = (row.get(0), row.get(1));
+        let record = renewal::Record {
+            serial: &current,
+            previous_serial: previous.as_deref(),
+            public_key: &[],
+        };
+        let forget_previous = match renewal::held(serial, &record) {
+            renewal::Held::Current => true,
+            renewal::Held::Previous => false,
+            renewal::Held::Neither => return Ok(false),
+        };
+        tx.execute(
+            "UPDATE devices SET last_seen = $1, inventory = coalesce($2, inventory),
+               previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END
+             WHERE unit_id = $4",
+            &[&now(), &inventory, &forget_previous, &unit_id.as_str()],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(true)
+    }
+
+    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
+        let after = page.after.as_ref().map(|unit| unit.as_str().to_owned());
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE ($1::text IS NULL OR unit_id > $1)
+                     ORDER BY unit_id LIMIT $2"
+                ),
+                &vec![Box::new(after), Box::new(limit(page.limit))],
+            )
+            .await?;
+        rows.iter().map(|row| self.device_from_row(row)).collect()
+    }
+
+    async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = $1"),
+                &vec![Box::new(unit_id.as_str().to_owned())],
+            )
+            .await?;
+        rows.first()
+            .map(|row| self.device_from_row(row))
+            .transpose()
+    }
+
+    async fn count_devices(&self) -> Result<u64, StoreError> {
+        self.count_where("devices", (String::new(), Vec::new()))
+            .await
+    }
+
+    async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let changed = tx
+            .execute(
+                "DELETE FROM devices WHERE unit_id = $1",
+                &[&unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
+        }
+        let mut entry = AuditEntry::new("devices.delete", actor);
+        entry.unit_id = Some(unit_id.to_string());
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let (sql, values) = keyset_select(
+            AUDIT_COLUMNS,
+            "audit",
+            audit_where(filter),
+            page,
+            filter.newest_first,
+        );
+        self.rows(&sql, &values)
+            .await?
+            .iter()
+            .map(|row| self.audit_from_row(row))
+            .collect()
+    }
+
+    async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError> {
+        self.count_where("audit", audit_where(filter).done()).await
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM audit WHERE at < $1",
+                &[&before.unix_timestamp()],
+            )
+            .await
+            .map_err(|e| self.db(e))
+    }
+
+    async fn create_account(&self, account: &AccountRow, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (name) DO NOTHING"
+                ),
+                &[
+                    &account.name,
+                    &account.password_hash,
+                    &rights_text(&account.rights),
+                    &account.created_at.unix_timestamp(),
+                    &account.changed_at.unix_timestamp(),
+                ],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!(
+                "an account named {:?} exists",
+                account.name
+            )));
+        }
+        let mut entry = AuditEntry::new("accounts.create", actor);
+        entry.detail = format!(
+            "account {} with {}",
+            account.name,
+            rights_text(&account.rights)
+        );
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn accounts(&self, page: &PageRequest<String>) -> Result<Vec<AccountRow>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name > $1 ORDER BY name LIMIT $2"
+                ),
+                &vec![
+                    Box::new(page.after.clone().unwrap_or_default()),
+                    Box::new(limit(page.limit)),
+                ],
+            )
+            .await?;
+        rows.iter().map(|row| self.account_from_row(row)).collect()
+    }
+
+    async fn count_accounts(&self) -> Result<u64, StoreError> {
+        self.count_where("accounts", (String::new(), Vec::new()))
+            .await
+    }
+
+    async fn account(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
+                &vec![Box::new(name.to_owned())],
+            )
+            .await?;
+        rows.first()
+            .map(|row| self.account_from_row(row))
+            .transpose()
+    }
+
+    async fn update_account(
+        &self,
+        name: &str,
+        change: AccountChange,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let rights = change.rights.as_deref().map(rights_text);
+        let changed = tx
+            .execute(
+                "UPDATE accounts SET rights = coalesce($2, rights),
+                     password_hash = coalesce($3, password_hash), changed_at = $4
+                 WHERE name = $1",
+                &[&name, &rights, &change.password_hash, &now()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(Missing::Account(name.to_owned())));
+        }
+        let ended = tx
+            .execute("DELETE FROM sessions WHERE account = $1", &[&name])
+            .await
+            .map_err(|e| self.db(e))?;
+        let mut entry = AuditEntry::new("accounts.edit", actor);
+        let mut parts = vec![format!("account {name}")];
+        if let Some(rights) = &rights {
+            parts.push(format!("rights {rights}"));
+        }
+        if change.password_hash.is_some() {
+            parts.push("new password".to_owned());
+        }
+        parts.push(format!("{ended} session(s) ended"));
+        entry.detail = parts.join(", ");
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let changed = tx
+            .execute("DELETE FROM accounts WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.db(e))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(Missing::Account(name.to_owned())));
+        }
+        let mut entry = AuditEntry::new("accounts.delete", actor);
+        entry.detail = format!("account {name}");
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        // The account row, locked, so a deletion cannot slip in between.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM accounts WHERE name = $1 FOR UPDATE",
+                &[&token.account],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound(Missing::Account(
+                token.account.clone(),
+            )));
+        }
+        tx.execute(
+            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &[
+                &token.id,
+                &token.digest.to_vec(),
+                &token.account,
+                &token.name,
+                &rights_text(&token.rights),
+                &token.created_at.unix_timestamp(),
+                &token.expires_at.map(OffsetDateTime::unix_timestamp),
+            ],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut entry = AuditEntry::new("tokens.create", actor);
+        entry.detail = format!(
+            "token {} for account {} with {}",
+            token.id,
+            token.account,
+            rights_text(&token.rights)
+        );
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn tokens(
+        &self,
+        account: Option<&str>,
+        page: &PageRequest<String>,
+    ) -> Result<Vec<TokenRow>, StoreError> {
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id > $1
+                     AND ($2::text IS NULL OR account = $2) ORDER BY id LIMIT $3"
+                ),
+                &vec![
+                    Box::new(page.after.clone().unwrap_or_default()),
+                    Box::new(account.map(str::to_owned)),
+                    Box::new(limit(page.limit)),
+                ],
+            )
+            .await?;
+        rows.iter().map(|row| self.token_from_row(row)).collect()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
+                &vec![Box::new(id.to_owned())],
+            )
+            .await?;
+        rows.first().map(|row| self.token_from_row(row)).transpose()
+    }
+
+    async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let row = tx
+            .query_opt("DELETE FROM tokens WHERE id = $1 RETURNING account", &[&id])
+            .await
+            .map_err(|e| self.db(e))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(Missing::Token(id.to_owned())));
+        };
+        let account: String = row.get(0);
+        let mut entry = AuditEntry::new("tokens.revoke", actor);
+        entry.detail = format!("token {id} of account {account}");
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn create_session(
+        &self,
+        session: &SessionRow,
+        verified: &str,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO sessions (digest, account, created_at, expires_at)
+                 SELECT $1, name, $3, $4 FROM accounts WHERE name = $2 AND password_hash = $5",
+                &[
+                    &session.digest.to_vec(),
+                    &session.account,
+                    &session.created_at.unix_timestamp(),
+                    &session.expires_at.unix_timestamp(),
+                    &verified,
+                ],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        if inserted == 0 {
+            return Err(StoreError::NotFound(Missing::Account(
+                session.account.clone(),
+            )));
+        }
+        audit_in(&tx, &AuditEntry::new("session.login", actor))
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT account, created_at, expires_at FROM sessions WHERE digest = $1",
+                &vec![Box::new(digest.to_vec())],
+            )
+            .await?;
+        rows.first()
+            .map(|row| {
+                Ok(SessionRow {
+                    digest: *digest,
+                    account: row.get(0),
+                    created_at: self.time(row.get(1))?,
+                    expires_at: self.time(row.get(2))?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn end_session(&self, digest: &[u8; 32], actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let ended = tx
+            .execute(
+                "DELETE FROM sessions WHERE digest = $1",
+                &[&digest.to_vec()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        if ended > 0 {
+            audit_in(&tx, &AuditEntry::new("session.logout", actor))
+                .await
+                .map_err(|e| self.db(e))?;
+        }
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM sessions WHERE expires_at <= $1",
+                &[&now.unix_timestamp()],
+            )
+            .await
+            .map_err(|e| self.db(e))
+    }
+}

@@ -1,0 +1,668 @@
+//! One conformance suite over both store backends: every case runs against a fresh SQLite file and
+//! a fresh PostgreSQL database (a throwaway cluster, see `pg`), through the same `Store` trait.
+//!
+//! Covered: the UMS ID binding, key creation in order with redraws and typed clashes, all-or-none
+//! batch changes, filters, paging and counts, enrollment exactly once under races, the repeat
+//! after a lost answer, unit ID conflicts, renewal and device contact, the audit log both ways
+//! and its pruning, accounts, tokens and sessions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use onboard_protocol::admin::{KeyStatus, Right};
+use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
+use time::OffsetDateTime;
+use ums_stub::store::{
+    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, EnrollAttempt, EnrollOutcome,
+    IssuedCertificate, KeyFilter, MakeKey, NewKey, PageRequest, PostgresStore, RenewOutcome,
+    RenewalRequest, SessionRow, SqliteStore, Store, StoreError, TokenRow,
+};
+
+use crate::pg::PgCluster;
+
+type Shared = Arc<dyn Store>;
+
+fn lookup(n: u64) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    digest[..8].copy_from_slice(&n.to_be_bytes());
+    digest[31] = 0xA5;
+    digest
+}
+
+fn new_key(n: u64, kind: KeyKind, unit: Option<&str>, generated: bool) -> NewKey {
+    NewKey {
+        kind,
+        lookup: lookup(n),
+        sealed: vec![n as u8; 40],
+        unit_id: unit.map(|text| text.parse().unwrap()),
+        comment: format!("key {n}"),
+        generated,
+    }
+}
+
+fn unit(n: usize) -> UnitId {
+    format!("00E0C5{n:06X}").parse().unwrap()
+}
+
+fn issue(serial: String) -> ums_stub::store::IssueOnce {
+    Box::new(move || {
+        Ok(IssuedCertificate {
+            der: serial.as_bytes().to_vec(),
+            serial,
+            not_after: OffsetDateTime::now_utc() + time::Duration::days(365),
+        })
+    })
+}
+
+fn attempt(unit_id: &UnitId, key: u64, public_key: &[u8]) -> EnrollAttempt {
+    EnrollAttempt {
+        unit_id: unit_id.clone(),
+        lookup: lookup(key),
+        public_key: public_key.to_vec(),
+        source: "192.0.2.1".to_owned(),
+        lapsed_before: OffsetDateTime::now_utc() - time::Duration::days(365),
+    }
+}
+
+async fn insert(store: &Shared, keys: Vec<NewKey>) -> Result<Vec<i64>, StoreError> {
+    let count = keys.len();
+    let make: MakeKey = Box::new(move |index| keys[index].clone());
+    store
+        .insert_keys(count, make, Box::new(|_| {}), &Actor::cli())
+        .await
+}
+
+async fn binds_to_one_ums_id(store: Shared) {
+    let ours = Fingerprint::from_bytes([1; 32]);
+    assert_eq!(store.ums_id().await.unwrap(), None);
+    store.bind_ums_id(&ours).await.unwrap();
+    store.bind_ums_id(&ours).await.unwrap();
+    assert_eq!(store.ums_id().await.unwrap(), Some(ours));
+    let other = Fingerprint::from_bytes([2; 32]);
+    assert!(matches!(
+        store.bind_ums_id(&other).await,
+        Err(StoreError::OtherUmsId { .. })
+    ));
+}
+
+async fn creates_keys_in_order_redrawing_generated_clashes(store: Shared) {
+    let ids = insert(
+        &store,
+        (1..=2500)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 2500);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in order");
+    // A generated value that clashes is drawn again; the make function is asked anew.
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = calls.clone();
+    let make: MakeKey = Box::new(move |_| {
+        let call = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // The first draw clashes with key 1; the second is new.
+        new_key(
+            if call == 0 { 1 } else { 90_000 },
+            KeyKind::OneTime,
+            None,
+            true,
+        )
+    });
+    let redrawn = store
+        .insert_keys(1, make, Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    assert_eq!(redrawn.len(), 1);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A typed value that clashes is refused, and nothing of the batch is kept.
+    let before = store.count_keys(&KeyFilter::default()).await.unwrap();
+    let refused = insert(
+        &store,
+        vec![
+            new_key(91_000, KeyKind::MassDeployment, None, false),
+            new_key(2, KeyKind::MassDeployment, None, false),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.count_keys(&KeyFilter::default()).await.unwrap(),
+        before
+    );
+}
+
+async fn batch_changes_are_all_or_none(store: Shared) {
+    let ids = insert(
+        &store,
+        (1..=3)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let with_unknown = [ids[0], 999_999];
+    assert!(matches!(
+        store.set_active(&with_unknown, false, &Actor::cli()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_keys(&with_unknown, &Actor::cli()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let active = KeyFilter {
+        status: Some(KeyStatus::Active),
+        ..KeyFilter::default()
+    };
+    assert_eq!(store.count_keys(&active).await.unwrap(), 3);
+    store
+        .set_active(&ids[..2], false, &Actor::cli())
+        .await
+        .unwrap();
+    assert_eq!(store.count_keys(&active).await.unwrap(), 1);
+    store.delete_keys(&ids[..1], &Actor::cli()).await.unwrap();
+    assert_eq!(store.count_keys(&KeyFilter::default()).await.unwrap(), 2);
+    store
+        .set_comment(ids[2], "Lab Floor 2", &Actor::cli())
+        .await
+        .unwrap();
+    let by_comment = KeyFilter {
+        comment: Some("floor".to_owned()),
+        ..KeyFilter::default()
+    };
+    let found = store.keys(&by_comment, &PageRequest::all()).await.unwrap();
+    assert_eq!(found.iter().map(|key| key.id).collect::<Vec<_>>(), [ids[2]]);
+}
+
+async fn filters_page_and_count(store: Shared) {
+    let mut keys: Vec<NewKey> = (1..=7)
+        .map(|n| new_key(n, KeyKind::OneTime, None, true))
+        .collect();
+    keys.push(new_key(8, KeyKind::DeviceBound, Some("00E0C5540B8B"), true));
+    keys.push(new_key(9, KeyKind::MassDeployment, None, true));
+    insert(&store, keys).await.unwrap();
+    let one_time = KeyFilter {
+        kind: Some(KeyKind::OneTime),
+        ..KeyFilter::default()
+    };
+    assert_eq!(store.count_keys(&one_time).await.unwrap(), 7);
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .keys(&one_time, &PageRequest { limit: 3, after })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|key| key.id);
+        seen.extend(page.iter().map(|key| key.id));
+    }
+    assert_eq!(seen.len(), 7);
+    assert!(seen.windows(2).all(|pair| pair[0] < pair[1]));
+    let bound = KeyFilter {
+        unit_id: Some("00:e0:c5:54:0b:8b".parse().unwrap()),
+        ..KeyFilter::default()
+    };
+    let found = store.keys(&bound, &PageRequest::all()).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].kind, KeyKind::DeviceBound);
+    assert_eq!(
+        found[0].sealed,
+        vec![8u8; 40],
+        "the seal comes back as stored"
+    );
+    assert!(store.knows_key(&lookup(9)).await.unwrap());
+    assert!(!store.knows_key(&lookup(99)).await.unwrap());
+}
+
+async fn enrolls_exactly_once_under_races(store: Shared) {
+    insert(
+        &store,
+        (1..=50)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // 400 devices race for 50 keys: each tries the keys from its own offset.
+    let mut tasks = Vec::new();
+    for device in 0..400usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let unit_id = unit(device);
+            let public_key = format!("pk-{device}").into_bytes();
+            for step in 0..50u64 {
+                let key = (device as u64 + step) % 50 + 1;
+                let outcome = store
+                    .enroll(
+                        attempt(&unit_id, key, &public_key),
+                        issue(format!("{device:04x}{key:04x}")),
+                    )
+                    .await
+                    .unwrap();
+                match outcome {
+                    EnrollOutcome::Issued { repeated, .. } => {
+                        assert!(!repeated);
+                        return Some(key);
+                    }
+                    EnrollOutcome::Refused(ProblemCode::KeyUsed) => continue,
+                    EnrollOutcome::Refused(other) => panic!("refused with {other}"),
+                }
+            }
+            None
+        }));
+    }
+    let mut used = Vec::new();
+    for task in tasks {
+        if let Some(key) = task.await.unwrap() {
+            used.push(key);
+        }
+    }
+    assert_eq!(used.len(), 50, "exactly one device per key");
+    assert_eq!(used.iter().collect::<HashSet<_>>().len(), 50);
+    assert_eq!(store.count_devices().await.unwrap(), 50);
+    let keys = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    assert!(
+        keys.iter()
+            .all(|key| key.usage_count == 1 && key.status == KeyStatus::Used)
+    );
+}
+
+async fn repeats_after_a_lost_answer_and_refuses_another_key_pair(store: Shared) {
+    insert(
+        &store,
+        (1..=3)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let unit_id = unit(7);
+    let first = store
+        .enroll(attempt(&unit_id, 1, b"pair-a"), issue("aa01".to_owned()))
+        .await
+        .unwrap();
+    let EnrollOutcome::Issued { device, repeated } = first else {
+        panic!("{first:?}")
+    };
+    assert!(!repeated);
+    // The answer was lost; the same pair asks again with the same key: the same certificate.
+    let again = store
+        .enroll(attempt(&unit_id, 1, b"pair-a"), issue("aa02".to_owned()))
+        .await
+        .unwrap();
+    let EnrollOutcome::Issued {
+        device: again,
+        repeated,
+    } = again
+    else {
+        panic!("{again:?}")
+    };
+    assert!(repeated);
+    assert_eq!(again.serial, device.serial);
+    // Another key pair under the same unit ID, with a fresh key: refused, the key not consumed.
+    let conflict = store
+        .enroll(attempt(&unit_id, 2, b"pair-b"), issue("aa03".to_owned()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        conflict,
+        EnrollOutcome::Refused(ProblemCode::UnitIdConflict)
+    ));
+    let unused = KeyFilter {
+        status: Some(KeyStatus::Active),
+        ..KeyFilter::default()
+    };
+    assert_eq!(store.count_keys(&unused).await.unwrap(), 2);
+    // An unknown key, and a deactivated one.
+    let unknown = store
+        .enroll(attempt(&unit(8), 77, b"pair-c"), issue("aa04".to_owned()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        unknown,
+        EnrollOutcome::Refused(ProblemCode::KeyUnknown)
+    ));
+    let ids: Vec<i64> = store
+        .keys(&unused, &PageRequest::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|key| key.id)
+        .collect();
+    store
+        .set_active(&ids[..1], false, &Actor::cli())
+        .await
+        .unwrap();
+    let inactive = store
+        .enroll(attempt(&unit(9), 2, b"pair-d"), issue("aa05".to_owned()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        inactive,
+        EnrollOutcome::Refused(ProblemCode::KeyInactive)
+    ));
+    // Every attempt is in the audit log.
+    let lines = store
+        .audit(&AuditFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = lines
+        .iter()
+        .filter(|line| line.event == "enroll")
+        .map(|line| line.outcome.as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "ok",
+            "unit_id_conflict",
+            "key_unknown",
+            "key_inactive"
+        ]
+    );
+}
+
+async fn renews_and_tracks_contact(store: Shared) {
+    insert(
+        &store,
+        vec![new_key(1, KeyKind::MassDeployment, None, true)],
+    )
+    .await
+    .unwrap();
+    let unit_id = unit(3);
+    let EnrollOutcome::Issued { device, .. } = store
+        .enroll(attempt(&unit_id, 1, b"pair-a"), issue("bb01".to_owned()))
+        .await
+        .unwrap()
+    else {
+        panic!("not enrolled")
+    };
+    let request = |serial: &str, key: &[u8]| RenewalRequest {
+        unit_id: unit_id.clone(),
+        serial: serial.to_owned(),
+        not_after: device.not_after,
+        public_key: key.to_vec(),
+        grace: time::Duration::days(30),
+    };
+    let renewed = store
+        .renew(
+            request("bb01", b"pair-b"),
+            &Actor::cli(),
+            issue("bb02".to_owned()),
+        )
+        .await
+        .unwrap();
+    let RenewOutcome::Renewed(record) = renewed else {
+        panic!("{renewed:?}")
+    };
+    assert_eq!(record.serial, "bb02");
+    assert_eq!(record.previous_serial.as_deref(), Some("bb01"));
+    // The previous certificate is honoured until the new one is seen.
+    assert!(store.touch_device(&unit_id, "bb01", None).await.unwrap());
+    assert!(
+        store
+            .touch_device(&unit_id, "bb02", Some("{\"host_name\":\"pc\"}"))
+            .await
+            .unwrap()
+    );
+    assert!(!store.touch_device(&unit_id, "bb01", None).await.unwrap());
+    let stored = store.device(&unit_id).await.unwrap().unwrap();
+    assert_eq!(stored.previous_serial, None);
+    assert_eq!(stored.inventory.as_deref(), Some("{\"host_name\":\"pc\"}"));
+    let stale = store
+        .renew(
+            request("bb01", b"pair-c"),
+            &Actor::cli(),
+            issue("bb03".to_owned()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(stale, RenewOutcome::Refused(_)));
+    store.delete_device(&unit_id, &Actor::cli()).await.unwrap();
+    assert!(matches!(
+        store.delete_device(&unit_id, &Actor::cli()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn keeps_the_audit_log_both_ways_and_prunes_it(store: Shared) {
+    let old = OffsetDateTime::now_utc() - time::Duration::days(400);
+    for n in 0..6 {
+        let mut entry = AuditEntry::new("test", &Actor::admin("jane", "192.0.2.9"));
+        entry.outcome = if n % 2 == 0 { "ok" } else { "key_used" }.to_owned();
+        if n < 2 {
+            entry.at = old;
+        }
+        store.record(entry).await.unwrap();
+    }
+    let all = store
+        .audit(&AuditFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    let ids: Vec<i64> = all.iter().map(|line| line.id).collect();
+    assert_eq!(ids.len(), 6);
+    let newest = AuditFilter {
+        newest_first: true,
+        ..AuditFilter::default()
+    };
+    let page = store
+        .audit(
+            &newest,
+            &PageRequest {
+                limit: 2,
+                after: Some(ids[4]),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|line| line.id).collect::<Vec<_>>(),
+        [ids[3], ids[2]]
+    );
+    let failures = AuditFilter {
+        outcome: Some("key_used".to_owned()),
+        actor: Some("jane".to_owned()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(store.count_audit(&failures).await.unwrap(), 3);
+    let pruned = store
+        .prune_audit(OffsetDateTime::now_utc() - time::Duration::days(180))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    assert_eq!(store.count_audit(&AuditFilter::default()).await.unwrap(), 4);
+}
+
+async fn keeps_accounts_tokens_and_sessions(store: Shared) {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let account = AccountRow {
+        name: "jane".to_owned(),
+        password_hash: "$argon2id$hash-one".to_owned(),
+        rights: vec![Right::KeysRead, Right::AuditRead],
+        created_at: now,
+        changed_at: now,
+    };
+    store.create_account(&account, &Actor::cli()).await.unwrap();
+    assert!(matches!(
+        store.create_account(&account, &Actor::cli()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.account("jane").await.unwrap(), Some(account.clone()));
+    assert_eq!(store.count_accounts().await.unwrap(), 1);
+    let token = TokenRow {
+        id: "0123456789ab".to_owned(),
+        digest: [7; 32],
+        account: "jane".to_owned(),
+        name: "rig".to_owned(),
+        rights: vec![Right::KeysRead],
+        created_at: now,
+        expires_at: Some(now + time::Duration::days(1)),
+    };
+    store.create_token(&token, &Actor::cli()).await.unwrap();
+    assert_eq!(
+        store.token("0123456789ab").await.unwrap(),
+        Some(token.clone())
+    );
+    let orphan = TokenRow {
+        account: "nobody".to_owned(),
+        id: "ffffffffffff".to_owned(),
+        ..token.clone()
+    };
+    assert!(matches!(
+        store.create_token(&orphan, &Actor::cli()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let session = SessionRow {
+        digest: [9; 32],
+        account: "jane".to_owned(),
+        created_at: now,
+        expires_at: now + time::Duration::hours(8),
+    };
+    // Only while the account has the password the login checked.
+    assert!(matches!(
+        store
+            .create_session(&session, "$argon2id$stale", &Actor::cli())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .create_session(&session, "$argon2id$hash-one", &Actor::cli())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session(&[9; 32]).await.unwrap(),
+        Some(session.clone())
+    );
+    // A change ends the account's sessions.
+    store
+        .update_account(
+            "jane",
+            AccountChange {
+                rights: Some(vec![Right::AuditRead]),
+                password_hash: None,
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.session(&[9; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.account("jane").await.unwrap().unwrap().rights,
+        vec![Right::AuditRead]
+    );
+    // Deleting the account takes its tokens.
+    store.delete_account("jane", &Actor::cli()).await.unwrap();
+    assert_eq!(store.token("0123456789ab").await.unwrap(), None);
+    assert!(matches!(
+        store.revoke_token("0123456789ab", &Actor::cli()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Every case, each on a fresh store from `fresh`.
+async fn run_all<F, Fut>(backend: &str, fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Shared>,
+{
+    macro_rules! case {
+        ($name:ident) => {
+            eprintln!("{backend}: {}", stringify!($name));
+            $name(fresh().await).await;
+        };
+    }
+    case!(binds_to_one_ums_id);
+    case!(creates_keys_in_order_redrawing_generated_clashes);
+    case!(batch_changes_are_all_or_none);
+    case!(filters_page_and_count);
+    case!(enrolls_exactly_once_under_races);
+    case!(repeats_after_a_lost_answer_and_refuses_another_key_pair);
+    case!(renews_and_tracks_contact);
+    case!(keeps_the_audit_log_both_ways_and_prunes_it);
+    case!(keeps_accounts_tokens_and_sessions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    run_all("sqlite", || {
+        let path = dir.path().join(format!(
+            "store{}.db",
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        async move {
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .unwrap()
+                .unwrap();
+            Arc::new(store) as Shared
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_postgres_store_conforms() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let cluster = Arc::new(cluster);
+    run_all("postgres", || {
+        let cluster = cluster.clone();
+        async move {
+            let url = cluster.database().await;
+            Arc::new(PostgresStore::open(&url).await.unwrap()) as Shared
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let url = cluster.database().await;
+    // Several servers opening one new database at once: the migrations run once.
+    let opened = futures_join_all((0..4).map(|_| {
+        let url = url.clone();
+        async move { PostgresStore::open(&url).await }
+    }))
+    .await;
+    for store in &opened {
+        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 1);
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
+        .await
+        .unwrap();
+    let refused = PostgresStore::open(&url).await;
+    assert!(
+        matches!(refused, Err(StoreError::SchemaTooNew { found: 99, .. })),
+        "{refused:?}"
+    );
+    assert!(cluster.data().exists());
+}
+
+/// Awaits every future (a few, so one at a time after starting them all).
+async fn futures_join_all<T: Send + 'static>(
+    futures: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -1,0 +1,183 @@
+//! A throwaway PostgreSQL cluster for the tests: `initdb` in a temporary folder (as the `postgres`
+//! user when the tests run as root), `pg_ctl start` on a free loopback port, a fresh database per
+//! store, stopped and removed when dropped.
+//!
+//! The server programs come from Debian's `postgresql` package (`.ci/run` installs it):
+//! `$ONBOARD_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// A running cluster.
+pub(crate) struct PgCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+    _root: tempfile::TempDir,
+}
+
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ONBOARD_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().join("bin"))
+                .filter(|bin| bin.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server programs: install Debian's postgresql package (bash .ci/run \
+             does) or name their folder in ONBOARD_PG_BIN"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl PgCluster {
+    /// Initialises and starts a cluster.
+    pub(crate) fn start() -> PgCluster {
+        let bin = bin_dir();
+        let root = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            // initdb refuses to run as root; the cluster belongs to the postgres user.
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(root.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let _ = Command::new("chmod").arg("755").arg(root.path()).status();
+        }
+        let data = root.path().join("data");
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let cluster = PgCluster {
+            bin,
+            data,
+            port,
+            as_postgres,
+            _root: root,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                cluster.data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            cluster.data.display()
+        );
+        let log = cluster.data.join("server.log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                cluster.data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        cluster
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let output = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        }
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", path.display()));
+        assert!(
+            output.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The URL of database `name` in this cluster.
+    pub(crate) fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// A new, empty database; its URL.
+    pub(crate) async fn database(&self) -> String {
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::SeqCst)
+        );
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = driver.await;
+        self.url(&name)
+    }
+
+    /// The data folder.
+    pub(crate) fn data(&self) -> &Path {
+        &self.data
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let path = self.bin.join("pg_ctl");
+        let data = self.data.to_str().unwrap().to_owned();
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        };
+    }
+}
