@@ -9,9 +9,9 @@ const state = {
   account: '',
   rights: new Set(),
   csrf: '',
-  keys: { cursors: [null], index: 0, items: [], shown: false, selected: new Set(), next: null, total: 0 },
-  devices: { cursors: [null], index: 0, next: null, total: 0 },
-  audit: { cursors: [null], index: 0, next: null },
+  keys: { cursors: [null], index: 0, items: [], shown: false, selected: new Set(), next: null, total: 0, seq: 0 },
+  devices: { cursors: [null], index: 0, next: null, total: 0, seq: 0 },
+  audit: { cursors: [null], index: 0, next: null, seq: 0 },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -107,6 +107,17 @@ async function download(response, name) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+/// Runs `work` with `button` disabled, so a second click cannot send the request twice.
+async function once(button, work) {
+  if (button.disabled) return;
+  button.disabled = true;
+  try {
+    await work();
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function openDialog(dialog) {
   for (const error of dialog.querySelectorAll('.error')) error.textContent = '';
   dialog.showModal();
@@ -159,22 +170,37 @@ function keyFilter() {
 
 async function loadKeys() {
   const keys = state.keys;
+  // Only the latest load draws: a slow answer to an older filter or page is dropped.
+  const seq = ++keys.seq;
   show($('keys-error'), '');
+  $('keys-prev').disabled = true;
+  $('keys-next').disabled = true;
   try {
     const page = await json('GET', '/api/v1/keys' + query(Object.assign(keyFilter(), {
       limit: PAGE_SIZE, after: keys.cursors[keys.index], total: 'true',
     })));
     let items = page.items;
+    let revealError = '';
     if (keys.shown && items.length > 0) {
-      items = await json('POST', '/api/v1/keys/reveal', { ids: items.map((key) => key.id) });
+      try {
+        items = await json('POST', '/api/v1/keys/reveal', { ids: items.map((key) => key.id) });
+      } catch (error) {
+        keys.shown = false;
+        revealError = error.message;
+      }
     }
+    if (seq !== keys.seq) return;
     keys.items = items;
     keys.next = page.next_after;
     keys.total = page.total || 0;
     keys.selected.clear();
     renderKeys();
+    show($('keys-error'), revealError);
   } catch (error) {
+    if (seq !== keys.seq) return;
     show($('keys-error'), error.message);
+    $('keys-prev').disabled = keys.index === 0;
+    $('keys-next').disabled = !keys.next;
   }
 }
 
@@ -194,6 +220,7 @@ function renderKeys() {
       row.classList.toggle('selected', pick.checked);
       keyButtons();
     });
+    row.classList.toggle('selected', pick.checked);
     const first = document.createElement('td');
     first.appendChild(pick);
     row.appendChild(first);
@@ -222,6 +249,9 @@ function renderKeys() {
 
 function keyButtons() {
   const count = state.keys.selected.size;
+  const all = $('keys-all');
+  all.checked = count > 0 && count === state.keys.items.length;
+  all.indeterminate = count > 0 && count < state.keys.items.length;
   $('key-edit').disabled = count !== 1;
   $('key-delete').disabled = count === 0;
   $('key-activate').disabled = count === 0;
@@ -270,12 +300,14 @@ async function changeKeys(action) {
   try {
     await api('POST', '/api/v1/keys/' + action, { ids: Array.from(state.keys.selected) });
     await loadKeys();
+    // The button just used is disabled with the selection gone: focus goes to the result.
+    $('keys-range').focus();
   } catch (error) {
     show($('keys-error'), error.message);
   }
 }
-$('key-activate').addEventListener('click', () => changeKeys('activate'));
-$('key-deactivate').addEventListener('click', () => changeKeys('deactivate'));
+$('key-activate').addEventListener('click', (event) => once(event.target, () => changeKeys('activate')));
+$('key-deactivate').addEventListener('click', (event) => once(event.target, () => changeKeys('deactivate')));
 
 $('key-delete').addEventListener('click', () => {
   const ids = Array.from(state.keys.selected);
@@ -284,6 +316,7 @@ $('key-delete').addEventListener('click', () => {
   confirmAction = async () => {
     await api('POST', '/api/v1/keys/delete', { ids });
     await loadKeys();
+    $('keys-range').focus();
   };
   openDialog($('confirm-dialog'));
 });
@@ -331,8 +364,12 @@ $('key-create').addEventListener('click', async () => {
     }
   }
 });
-$('create-form').addEventListener('submit', async (event) => {
+$('create-form').addEventListener('submit', (event) => {
   event.preventDefault();
+  once($('create-add'), createKeys);
+});
+
+async function createKeys() {
   const error = $('create-error');
   show(error, '');
   const comment = $('create-comment').value;
@@ -350,16 +387,18 @@ $('create-form').addEventListener('submit', async (event) => {
       const file = $('create-csv').files[0];
       const typed = $('create-units').value.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
       const picked = Array.from($('create-devices').querySelectorAll('input:checked')).map((box) => box.value);
+      // Typed and selected unit IDs once each; with a CSV file, all go in one request, so the
+      // keys are created all together or not at all.
+      const unitIds = Array.from(new Set(typed.concat(picked)));
       if (file) {
-        const text = await file.text();
-        await api('POST', '/api/v1/keys/import' + query({ comment }), text, 'text/csv');
-      }
-      const unitIds = typed.concat(picked);
-      if (unitIds.length > 0) {
+        const text = (await file.text()).replace(/\s+$/, '');
+        const body = unitIds.length ? text + '\n' + unitIds.join('\n') + '\n' : text + '\n';
+        await api('POST', '/api/v1/keys/import' + query({ comment }), body, 'text/csv');
+      } else if (unitIds.length > 0) {
         await json('POST', '/api/v1/keys', { type: 'device-bound', unit_ids: unitIds, comment });
-      }
-      if (!file && unitIds.length === 0) {
+      } else {
         show(error, 'Unit IDs: type at least one, import a CSV file, or select devices.');
+        $('create-units').focus();
         return;
       }
     } else {
@@ -384,7 +423,7 @@ $('create-form').addEventListener('submit', async (event) => {
       ? 'Another key already has this key value; choose another one.'
       : failure.message);
   }
-});
+}
 
 $('key-edit').addEventListener('click', () => {
   const id = Array.from(state.keys.selected)[0];
@@ -432,8 +471,12 @@ function parseServer(text) {
   return { host, port };
 }
 
-$('export-form').addEventListener('submit', async (event) => {
+$('export-form').addEventListener('submit', (event) => {
   event.preventDefault();
+  once($('export-form').querySelector('button[type=submit]'), exportKeys);
+});
+
+async function exportKeys() {
   const format = $('export-format').value;
   const error = $('export-error');
   try {
@@ -445,30 +488,36 @@ $('export-form').addEventListener('submit', async (event) => {
   } catch (failure) {
     show(error, failure.message);
   }
-});
+}
 
 // ---------------------------------------------------------------- confirmation
 
 let confirmAction = null;
-$('confirm-form').addEventListener('submit', async (event) => {
+$('confirm-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  try {
-    if (confirmAction) await confirmAction();
-    $('confirm-dialog').close();
-  } catch (error) {
-    show($('confirm-error'), error.message);
-  }
+  once($('confirm-yes'), async () => {
+    try {
+      if (confirmAction) await confirmAction();
+      $('confirm-dialog').close();
+    } catch (error) {
+      show($('confirm-error'), error.message);
+    }
+  });
 });
 
 // ---------------------------------------------------------------- devices
 
 async function loadDevices() {
   const devices = state.devices;
+  const seq = ++devices.seq;
   show($('devices-error'), '');
+  $('devices-prev').disabled = true;
+  $('devices-next').disabled = true;
   try {
     const page = await json('GET', '/api/v1/devices' + query({
       limit: PAGE_SIZE, after: devices.cursors[devices.index], total: 'true',
     }));
+    if (seq !== devices.seq) return;
     devices.next = page.next_after;
     devices.total = page.total || 0;
     const body = $('devices-table').tBodies[0];
@@ -496,6 +545,7 @@ async function loadDevices() {
           confirmAction = async () => {
             await api('DELETE', '/api/v1/devices/' + encodeURIComponent(device.unit_id));
             await loadDevices();
+            $('devices-range').focus();
           };
           openDialog($('confirm-dialog'));
         });
@@ -568,7 +618,10 @@ $('ums-id-export').addEventListener('click', async () => {
 
 async function loadAudit() {
   const audit = state.audit;
+  const seq = ++audit.seq;
   show($('audit-error'), '');
+  $('audit-prev').disabled = true;
+  $('audit-next').disabled = true;
   try {
     const page = await json('GET', '/api/v1/audit' + query({
       unit_id: $('audit-unit').value.trim(),
@@ -578,6 +631,7 @@ async function loadAudit() {
       limit: PAGE_SIZE,
       after: audit.cursors[audit.index],
     }));
+    if (seq !== audit.seq) return;
     audit.next = page.next_after;
     const body = $('audit-table').tBodies[0];
     body.replaceChildren();

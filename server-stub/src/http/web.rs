@@ -81,7 +81,11 @@ mod tests {
     #[test]
     fn pages_load_only_their_own_files_and_no_inline_script() {
         for html in [INDEX_HTML, APP_HTML] {
-            assert!(!html.contains("<script>"), "inline script");
+            // Every script element loads a file of the app.
+            for (at, _) in html.match_indices("<script") {
+                let tag = &html[at..at + html[at..].find('>').unwrap()];
+                assert!(tag.contains(" src=\"/app/"), "inline script: {tag}");
+            }
             assert!(!html.contains(" style="), "inline style");
             // An attribute such as onclick="...".
             let handler = html.match_indices(" on").any(|(at, _)| {
