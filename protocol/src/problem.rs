@@ -42,11 +42,15 @@ pub enum ProblemCode {
     Unauthorized,
     /// An admin API request whose account lacks the right it needs.
     Forbidden,
+    /// This server of a Distributed UMS could not adopt the Main UMS ID (no or a wrong cluster
+    /// secret): it issues no certificate a device pinned to the Main UMS ID would refuse. Another
+    /// server, or this one restarted, will do.
+    ServerNotInSync,
 }
 
 impl ProblemCode {
     /// Every code.
-    pub const ALL: [ProblemCode; 14] = [
+    pub const ALL: [ProblemCode; 15] = [
         ProblemCode::KeyUnknown,
         ProblemCode::KeyInactive,
         ProblemCode::KeyUsed,
@@ -61,6 +65,7 @@ impl ProblemCode {
         ProblemCode::CertificateNotCurrent,
         ProblemCode::Unauthorized,
         ProblemCode::Forbidden,
+        ProblemCode::ServerNotInSync,
     ];
 
     /// The stable string carried in the problem body's `code` member.
@@ -80,6 +85,7 @@ impl ProblemCode {
             ProblemCode::CertificateNotCurrent => "certificate_not_current",
             ProblemCode::Unauthorized => "unauthorized",
             ProblemCode::Forbidden => "forbidden",
+            ProblemCode::ServerNotInSync => "server_not_in_sync",
         }
     }
 
@@ -98,7 +104,7 @@ impl ProblemCode {
             ProblemCode::RateLimited => 429,
             ProblemCode::NotFound => 404,
             ProblemCode::Invalid => 422,
-            ProblemCode::Unavailable => 503,
+            ProblemCode::Unavailable | ProblemCode::ServerNotInSync => 503,
         }
     }
 
@@ -198,6 +204,7 @@ impl Problem {
             ProblemCode::CertificateNotCurrent => "Device certificate is not current",
             ProblemCode::Unauthorized => "Credentials missing or not valid",
             ProblemCode::Forbidden => "The account lacks the right for this",
+            ProblemCode::ServerNotInSync => "Server not in sync with the Main UMS ID",
         };
         Self {
             problem_type: about_blank(),

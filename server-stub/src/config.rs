@@ -39,6 +39,9 @@
 //! # How long audit lines are kept, in days; `serve` deletes older ones at start and daily.
 //! # Default: 180.
 //! audit_retention_days = 180
+//! # Distributed UMS: the cluster secret every server sharing a PostgreSQL database is given
+//! # (ums-stub cluster-secret create --out FILE; mode 0600). `--cluster-secret` overrides it.
+//! cluster_secret_file = "/etc/ums-stub/cluster.secret"
 //! # How long a Web App login lasts, in hours. Default: 8.
 //! session_hours = 8
 //! # Failed logins allowed per account and per source address within failure_window_secs before
@@ -80,6 +83,7 @@ struct RawConfig {
     max_handshakes_per_source: Option<usize>,
     session_hours: Option<i64>,
     max_failed_logins: Option<u32>,
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// Which database backend holds the store.
@@ -166,6 +170,8 @@ pub struct Settings {
     pub tls_leaf: crate::tls::LeafPolicy,
     /// How long a Web App session lasts.
     pub session_lifetime: time::Duration,
+    /// The cluster secret file of a Distributed UMS.
+    pub cluster_secret: Option<PathBuf>,
     /// Failed logins allowed per account (as "unit") and per source within the window.
     pub login_limits: crate::rate_limit::Limits,
 }
@@ -318,6 +324,7 @@ impl Settings {
             trusted_proxies,
             connections,
             session_lifetime: time::Duration::hours(session_hours),
+            cluster_secret: raw.cluster_secret_file,
             login_limits,
         })
     }

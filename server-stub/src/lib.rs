@@ -6,6 +6,8 @@
 //! - [`vault`]: look-up digests and sealing of key values, derived from the UMS ID.
 //! - [`claim`]: the key rules, pure: a key's status, what may be exported, what one enrollment
 //!   attempt comes to. Every backend applies them; nothing else decides one.
+//! - [`cluster`]: Distributed UMS: the cluster secret, the Main UMS ID sealed under it, and the
+//!   pure rule of which UMS ID a server uses at start.
 //! - [`renewal`]: the device-certificate rules, pure: the previous certificate honoured until
 //!   the new one is seen, expired ones renewed within a grace period, lapsed records.
 //! - [`store`]: the async [`store::Store`] interface, its errors and rows, and the SQLite backend
@@ -25,6 +27,7 @@
 //!   become HTTP answers.
 //! - [`rate_limit`]: failed-attempt limits per source and unit ID.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
+//! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
@@ -34,6 +37,7 @@ pub mod audit;
 pub mod ca;
 pub mod claim;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod devices;
@@ -45,6 +49,7 @@ pub mod rate_limit;
 pub mod renewal;
 pub mod rights;
 pub mod serve;
+pub mod servers;
 pub mod store;
 pub mod stub;
 pub mod tls;

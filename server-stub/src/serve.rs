@@ -59,6 +59,12 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(tls.config.clone());
     let renewal = tokio::spawn(renew_leaf(shared.clone(), tls));
     let pruning = tokio::spawn(prune_audit(shared.clone()));
+    let name = format!(
+        "{}:{}",
+        shared.stub.settings.public_server.host(),
+        listener.local_addr()?.port()
+    );
+    let beating = tokio::spawn(heartbeat(shared.clone(), name));
     let limits = shared.stub.settings.connections;
     let sources = Sources::new(limits, shared.stub.settings.trusted_proxies.clone());
     let total = limits.total_within(crate::connections::file_limit());
@@ -155,6 +161,7 @@ pub async fn run(
     drop(listener);
     renewal.abort();
     pruning.abort();
+    beating.abort();
     tracing::info!("shutting down: waiting for requests in flight");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
@@ -191,6 +198,30 @@ async fn renew_leaf(shared: Arc<Shared>, tls: ServerTls) {
 
 /// How often a running server deletes audit lines past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// How often a server records that it runs.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// A server whose last heartbeat is older than this is shown `Not running`.
+pub const RUNNING_WITHIN: Duration = Duration::from_secs(30);
+
+/// Records this server's heartbeat (its name, UMS ID and sync status) at start and every
+/// [`HEARTBEAT_EVERY`], against the database's clock.
+async fn heartbeat(shared: Arc<Shared>, name: String) {
+    let beat = crate::store::ServerBeat {
+        name,
+        fingerprint: shared.stub.ums_id.fingerprint(),
+        status: shared.stub.sync,
+    };
+    let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = shared.stub.store.heartbeat(&beat).await {
+            tracing::warn!("cannot record the heartbeat: {error}");
+        }
+    }
+}
 
 /// Deletes audit lines older than the retention, and sessions that ended, at start and daily, so
 /// neither can grow without bound.

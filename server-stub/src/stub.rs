@@ -8,6 +8,8 @@ use onboard_protocol::admin::UmsIdView;
 
 use crate::accounts::AccountAdmin;
 use crate::audit::AuditLog;
+use crate::cluster::{self, ClusterSecret, SyncStatus};
+use crate::config::Database;
 use crate::config::Settings;
 use crate::devices::DeviceAdmin;
 use crate::files;
@@ -21,8 +23,13 @@ use crate::vault::KeyVault;
 pub struct Stub {
     /// The settings it was opened with.
     pub settings: Settings,
-    /// The server's identity.
+    /// The UMS ID this server uses: the Main UMS ID of its database (its own on SQLite, or
+    /// when it could not adopt the Main one).
     pub ums_id: UmsId,
+    /// The fingerprint of its Local UMS ID, the one in its data directory.
+    pub local_fingerprint: onboard_protocol::Fingerprint,
+    /// Where it stands towards the Main UMS ID.
+    pub sync: SyncStatus,
     /// The store, whichever backend the settings chose.
     pub store: Arc<dyn Store>,
     /// Keys derived from the UMS ID that protect key values.
@@ -35,16 +42,22 @@ impl Stub {
     pub async fn open(settings: Settings) -> anyhow::Result<Self> {
         files::create_private_dir(&settings.data_dir)?;
         let data_dir = settings.data_dir.clone();
-        let (ums_id, _created) =
+        let (local, _created) =
             tokio::task::spawn_blocking(move || UmsId::load_or_create(&data_dir))
                 .await?
                 .context("UMS ID")?;
+        let local_fingerprint = local.fingerprint();
         let store = store::open(&settings).await?;
+        let (ums_id, sync) = adopt(&*store, local, &settings).await?;
         let vault = Arc::new(KeyVault::derive(&ums_id.secret_material()));
-        bind(&*store, &ums_id, &vault, &settings).await?;
+        if sync != SyncStatus::NotInSync {
+            bind(&*store, &ums_id, &vault, &settings).await?;
+        }
         Ok(Self {
             settings,
             ums_id,
+            local_fingerprint,
+            sync,
             store,
             vault,
         })
@@ -73,6 +86,79 @@ impl Stub {
     /// The UMS ID as the UMS ID page shows it.
     pub fn ums_id_view(&self) -> UmsIdView {
         UmsIdView::new(self.ums_id.fingerprint(), self.ums_id.created_at())
+    }
+}
+
+/// The UMS ID a server uses, by [`cluster::start`]: on SQLite without a cluster secret its own;
+/// otherwise the Main UMS ID of the database, which the first server offers.
+async fn adopt(
+    store: &dyn Store,
+    local: UmsId,
+    settings: &Settings,
+) -> anyhow::Result<(UmsId, SyncStatus)> {
+    if settings.database == Database::Sqlite && settings.cluster_secret.is_none() {
+        return Ok((local, SyncStatus::Main));
+    }
+    let secret = settings
+        .cluster_secret
+        .as_deref()
+        .map(ClusterSecret::load)
+        .transpose()?;
+    let main = store.main_ums_id().await?;
+    let opened = match (&main, &secret) {
+        (Some(main), Some(secret)) => secret.open(main).ok(),
+        _ => None,
+    };
+    let found = cluster::Found {
+        main_exists: main.is_some(),
+        main_is_local: main
+            .as_ref()
+            .is_some_and(|main| main.fingerprint == local.fingerprint()),
+        has_secret: secret.is_some(),
+        secret_opens: opened.is_some(),
+    };
+    match cluster::start(found) {
+        cluster::Start::Offer => {
+            let secret = secret.expect("the rule offers only with a secret");
+            let recorded = store.offer_main_ums_id(&secret.seal(&local)).await?;
+            if recorded.fingerprint == local.fingerprint() {
+                tracing::info!(ums_id = %local.fingerprint().short(), "this server's UMS ID is the Main UMS ID");
+                return Ok((local, SyncStatus::Main));
+            }
+            // Another server offered first.
+            match secret.open(&recorded) {
+                Ok(main) => Ok((main, SyncStatus::InSync)),
+                Err(error) => {
+                    tracing::error!(
+                        "{error}; enrollments are refused until a restart with the right secret"
+                    );
+                    Ok((local, SyncStatus::NotInSync))
+                }
+            }
+        }
+        cluster::Start::Adopt(status) => {
+            let main = opened.expect("the rule adopts only an opened Main UMS ID");
+            tracing::info!(ums_id = %main.fingerprint().short(), status = status.label(), "using the Main UMS ID");
+            Ok((main, status))
+        }
+        cluster::Start::Refuse => {
+            tracing::error!(
+                "this server cannot adopt the Main UMS ID of its database ({}): not in sync, \
+                 enrollments are refused; restart it with the cluster's secret (--cluster-secret FILE)",
+                if secret.is_some() {
+                    "its cluster secret does not open it"
+                } else {
+                    "it has no cluster secret"
+                }
+            );
+            Ok((local, SyncStatus::NotInSync))
+        }
+        cluster::Start::NeedSecret => anyhow::bail!(
+            "the database has no Main UMS ID yet, and this server has no cluster secret to seal \
+             its UMS ID as the Main one: make one with ums-stub cluster-secret create --out FILE, \
+             give it to every server sharing the database (mode 0600), and name it with \
+             --cluster-secret FILE or cluster_secret_file in the config"
+        ),
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod admins;
 mod audit;
+mod cluster;
 mod devices;
 mod keys;
 mod remote;
@@ -59,6 +60,16 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database: Option<String>,
+
+    /// Distributed UMS: the cluster secret file every server sharing the database is given
+    /// [default: cluster_secret_file in the config].
+    #[arg(
+        long,
+        global = true,
+        env = "UMS_STUB_CLUSTER_SECRET",
+        value_name = "FILE"
+    )]
+    pub cluster_secret: Option<PathBuf>,
 
     /// Drive a running server over its admin API instead of the data directory on this machine
     /// (keys, devices, audit and ums-id show), as https://HOST:PORT. Goes before the command:
@@ -114,6 +125,12 @@ enum Command {
     Tokens(TokensCommand),
     /// Print the admin API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
     Openapi,
+    /// Make the cluster secret of a Distributed UMS (several servers on one PostgreSQL database).
+    #[command(subcommand)]
+    ClusterSecret(cluster::ClusterSecretCommand),
+    /// List the servers sharing this server's database, with their UMS ID status.
+    #[command(subcommand)]
+    Servers(cluster::ServersCommand),
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +177,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(database) = &cli.database {
         settings.database = crate::config::Database::parse(database).context("--database")?;
     }
+    if let Some(secret) = &cli.cluster_secret {
+        settings.cluster_secret = Some(secret.clone());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -179,6 +199,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Tokens(command) => {
                 admins::run_tokens(command, Stub::open(settings).await?, &mut out).await?
+            }
+            Command::ClusterSecret(command) => cluster::run_secret(command, &mut out)?,
+            Command::Servers(command) => {
+                cluster::run_servers(command, Stub::open(settings).await?, &mut out).await?
             }
             Command::Openapi => {
                 std::io::Write::write_all(&mut out, crate::http::admin::openapi::json().as_bytes())?

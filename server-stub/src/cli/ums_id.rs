@@ -77,6 +77,20 @@ pub(super) async fn run(
         } else {
             writeln!(out, "Restored UMS ID {}.", restored.fingerprint().short())?;
         }
+        // In a Distributed UMS the restored UMS ID becomes the Main UMS ID of every server, each
+        // adopting it at its next start.
+        if let Some(secret) = &settings.cluster_secret {
+            let secret = crate::cluster::ClusterSecret::load(secret)?;
+            let store = crate::store::open(&settings).await?;
+            store
+                .replace_main_ums_id(&secret.seal(&restored), &crate::store::Actor::cli())
+                .await?;
+            writeln!(
+                out,
+                "It is now the Main UMS ID of every server sharing the database; each adopts it \
+                 at its next restart."
+            )?;
+        }
         return Ok(());
     }
     // The UMS ID lives apart from the database: showing or saving it never needs the store, so

@@ -131,6 +131,21 @@ async fn simpleenroll(
     response.into_response()
 }
 
+/// Refuses to issue certificates while this server could not adopt the Main UMS ID: devices pinned
+/// to it would refuse them. Another server of the cluster, or this one restarted, will do.
+fn not_in_sync(shared: &Shared) -> Result<(), ApiError> {
+    if shared.stub.sync == crate::cluster::SyncStatus::NotInSync {
+        return Err(ApiError::Problem {
+            problem: Problem::new(ProblemCode::ServerNotInSync).with_detail(
+                "this server is not in sync with the Main UMS ID; try another server of the \
+                 cluster, or later",
+            ),
+            retry_after: Some(std::time::Duration::from_secs(60)),
+        });
+    }
+    Ok(())
+}
+
 /// The refusal of a guess from a source or unit ID that has used up its guesses.
 fn limited(wait: std::time::Duration) -> ApiError {
     ApiError::Problem {
@@ -150,6 +165,7 @@ async fn enroll(
     body: &[u8],
     unit_seen: &mut Option<UnitId>,
 ) -> Result<Response, ApiError> {
+    not_in_sync(shared)?;
     let limiter = &shared.limiter;
     let (unit_id, key) = match basic_credentials(headers) {
         Ok(credentials) => credentials,
@@ -252,6 +268,7 @@ async fn reenroll(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    not_in_sync(shared)?;
     let presented = device_identity(peer, "renewal")?;
     let request = csr_from_body(body)?;
     let source = peer.client(headers, &shared.stub.settings.trusted_proxies);

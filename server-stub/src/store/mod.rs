@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 pub use postgres::{PostgresStore, shown_url as postgres_shown_url};
 pub use sqlite::SqliteStore;
 
+pub use crate::cluster::MainUmsId;
 use crate::config::{Database, Settings};
 use crate::vault::LookupDigest;
 
@@ -468,6 +469,26 @@ pub struct SessionRow {
     pub expires_at: OffsetDateTime,
 }
 
+/// One server's heartbeat, as it records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerBeat {
+    /// Its name (host and port devices reach it by).
+    pub name: String,
+    /// The fingerprint of the UMS ID it uses.
+    pub fingerprint: Fingerprint,
+    /// Where it stands towards the Main UMS ID.
+    pub status: crate::cluster::SyncStatus,
+}
+
+/// One server as the status table shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRow {
+    /// What it last recorded.
+    pub beat: ServerBeat,
+    /// Whether its last heartbeat is recent, by the database's clock.
+    pub running: bool,
+}
+
 /// What the server needs from a database.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -632,6 +653,23 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes the sessions that ended before `now`; how many.
     async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// The Main UMS ID of the servers sharing this database, once one was offered.
+    async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError>;
+
+    /// Records `main` as the Main UMS ID unless one is recorded already (the first server on an
+    /// empty database wins a race); the one recorded afterwards.
+    async fn offer_main_ums_id(&self, main: &MainUmsId) -> Result<MainUmsId, StoreError>;
+
+    /// Replaces the Main UMS ID (`ums-id restore`): every server adopts it at its next start.
+    async fn replace_main_ums_id(&self, main: &MainUmsId, actor: &Actor) -> Result<(), StoreError>;
+
+    /// Records a server's heartbeat, stamped with the database's clock.
+    async fn heartbeat(&self, beat: &ServerBeat) -> Result<(), StoreError>;
+
+    /// Every server that ever beat, by name, running if its last beat is within `within` by the
+    /// database's clock.
+    async fn servers(&self, within: std::time::Duration) -> Result<Vec<ServerRow>, StoreError>;
 }
 
 /// Opens the store the settings name, creating and migrating it at first use. The caller binds it

@@ -20,15 +20,19 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, IssueOnce, KeyFilter, MakeKey, Missing, PageRequest, Progress, RenewOutcome,
-    RenewalRequest, SessionRow, Store, StoreError, StoredKey, TokenRow,
+    EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest, Progress,
+    RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError, StoredKey,
+    TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("postgres/migrations/0001_schema.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("postgres/migrations/0001_schema.sql")),
+    (2, include_str!("postgres/migrations/0002_cluster.sql")),
+];
 
 /// The advisory lock key migrations run under (any constant shared by every server).
 const MIGRATION_LOCK: i64 = 0x756d_735f_7374_7562; // "ums_stub"
@@ -301,6 +305,16 @@ impl PostgresStore {
             key_id: row.get(6),
             outcome: row.get(7),
             detail: row.get(8),
+        })
+    }
+
+    fn main_from_row(&self, row: &Row) -> Result<MainUmsId, StoreError> {
+        Ok(MainUmsId {
+            fingerprint: row.get::<_, String>(0).parse().map_err(|_| {
+                self.corrupt("a Main UMS ID with a malformed fingerprint".to_owned())
+            })?,
+            certificate_pem: row.get(1),
+            sealed: row.get(2),
         })
     }
 
@@ -1393,5 +1407,104 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(|e| self.db(e))
+    }
+
+    async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT fingerprint, certificate_pem, sealed FROM main_ums_id",
+                &Vec::new(),
+            )
+            .await?;
+        rows.first().map(|row| self.main_from_row(row)).transpose()
+    }
+
+    async fn offer_main_ums_id(&self, main: &MainUmsId) -> Result<MainUmsId, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO main_ums_id (fingerprint, certificate_pem, sealed) VALUES ($1, $2, $3)
+                 ON CONFLICT (one) DO NOTHING",
+                &[
+                    &main.fingerprint.to_string(),
+                    &main.certificate_pem,
+                    &main.sealed,
+                ],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        drop(client);
+        self.main_ums_id()
+            .await?
+            .ok_or_else(|| self.corrupt("no Main UMS ID after offering one".to_owned()))
+    }
+
+    async fn replace_main_ums_id(&self, main: &MainUmsId, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        tx.execute(
+            "INSERT INTO main_ums_id (fingerprint, certificate_pem, sealed) VALUES ($1, $2, $3)
+             ON CONFLICT (one) DO UPDATE SET fingerprint = excluded.fingerprint,
+               certificate_pem = excluded.certificate_pem, sealed = excluded.sealed",
+            &[
+                &main.fingerprint.to_string(),
+                &main.certificate_pem,
+                &main.sealed,
+            ],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        let mut entry = AuditEntry::new("ums-id.restore", actor);
+        entry.detail = format!("Main UMS ID {}", main.fingerprint.short());
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn heartbeat(&self, beat: &ServerBeat) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO servers (name, fingerprint, status, heartbeat_at)
+                 VALUES ($1, $2, $3, extract(epoch FROM now())::bigint)
+                 ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint,
+                   status = excluded.status, heartbeat_at = excluded.heartbeat_at",
+                &[
+                    &beat.name,
+                    &beat.fingerprint.to_string(),
+                    &beat.status.label(),
+                ],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn servers(&self, within: std::time::Duration) -> Result<Vec<ServerRow>, StoreError> {
+        let within = i64::try_from(within.as_secs()).unwrap_or(i64::MAX);
+        let rows = self
+            .rows(
+                "SELECT name, fingerprint, status,
+                        heartbeat_at >= extract(epoch FROM now())::bigint - $1
+                 FROM servers ORDER BY name",
+                &vec![Box::new(within)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.get(2);
+                Ok(ServerRow {
+                    beat: ServerBeat {
+                        name: row.get(0),
+                        fingerprint: row.get::<_, String>(1).parse().map_err(|_| {
+                            self.corrupt("a server row with a malformed fingerprint".to_owned())
+                        })?,
+                        status: crate::cluster::SyncStatus::from_label(&status).ok_or_else(
+                            || self.corrupt(format!("a server row with status {status:?}")),
+                        )?,
+                    },
+                    running: row.get(3),
+                })
+            })
+            .collect()
     }
 }

@@ -20,8 +20,9 @@ use time::OffsetDateTime;
 
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, IssueOnce, KeyFilter, MakeKey, Missing, PageRequest, Progress, RenewOutcome,
-    RenewalRequest, SessionRow, Store, StoreError, StoredKey, TokenRow,
+    EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest, Progress,
+    RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError, StoredKey,
+    TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("sqlite/migrations/0004_previous_serial.sql"),
     ),
     (5, include_str!("sqlite/migrations/0005_accounts.sql")),
+    (6, include_str!("sqlite/migrations/0006_cluster.sql")),
 ];
 
 /// How many times a generated value is redrawn on a clash.
@@ -1479,6 +1481,30 @@ impl Store for SqliteStore {
     async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.delete_ended_sessions(now).await
     }
+
+    async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {
+        self.select_main_ums_id().await
+    }
+
+    async fn offer_main_ums_id(&self, main: &MainUmsId) -> Result<MainUmsId, StoreError> {
+        self.put_main_ums_id(main, None).await?;
+        self.select_main_ums_id().await?.ok_or_else(|| {
+            self.inner
+                .corrupt("no Main UMS ID after offering one".to_owned())
+        })
+    }
+
+    async fn replace_main_ums_id(&self, main: &MainUmsId, actor: &Actor) -> Result<(), StoreError> {
+        self.put_main_ums_id(main, Some(actor)).await
+    }
+
+    async fn heartbeat(&self, beat: &ServerBeat) -> Result<(), StoreError> {
+        self.put_heartbeat(beat).await
+    }
+
+    async fn servers(&self, within: std::time::Duration) -> Result<Vec<ServerRow>, StoreError> {
+        self.select_servers(within).await
+    }
 }
 
 #[cfg(test)]
@@ -1524,10 +1550,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), 6);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), 6);
         store.integrity_check().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -2,6 +2,8 @@
 //!
 //! - `admin_api`: the admin API: rights matrix, tokens, sessions and CSRF, login limits, reveals,
 //!   hashes in the database, refusals naming their field, the committed OpenAPI document.
+//! - `cluster`: several servers on one PostgreSQL database: the Main UMS ID, not-in-sync
+//!   servers, each key once across servers, the status table, nothing readable in the database.
 //! - `conformance`: one suite of store behaviours run on SQLite and on PostgreSQL (`pg`: a
 //!   throwaway cluster per test).
 //! - `help`: help texts and exit codes.
@@ -22,6 +24,7 @@
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod admin_api;
+mod cluster;
 mod conformance;
 mod durability;
 mod est;

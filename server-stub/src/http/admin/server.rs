@@ -104,7 +104,7 @@ pub async fn ums_id(
 }
 
 /// The servers sharing this server's database and the UMS ID each holds, as the UMS ID page's
-/// status table shows them: this server alone until several share one database.
+/// status table shows them: running or not by their heartbeats, by the database's clock.
 #[utoipa::path(get, path = "/api/v1/servers", tag = "ums-id",
     responses((status = 200, description = "One row per server", body = Vec<ServerView>)))]
 pub async fn servers(
@@ -112,14 +112,7 @@ pub async fn servers(
     admin: Admin,
 ) -> Result<axum::Json<Vec<ServerView>>, ApiError> {
     admin.may(Operation::ShowUmsId)?;
-    let fingerprint = shared.stub.ums_id.fingerprint();
-    Ok(axum::Json(vec![ServerView {
-        host_name: shared.stub.settings.public_server.host().to_owned(),
-        server_status: "Running".to_owned(),
-        ums_id_status: "Main UMS ID".to_owned(),
-        ums_id_short: fingerprint.short(),
-        fingerprint,
-    }]))
+    Ok(axum::Json(crate::servers::list(&shared.stub).await?))
 }
 
 /// The UMS ID certificate as a `.crt` download (PEM), for devices and tools to trust.

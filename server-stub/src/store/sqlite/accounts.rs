@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
 use crate::store::{
-    AccountChange, AccountRow, Actor, AuditEntry, Missing, PageRequest, SessionRow, StoreError,
-    TokenRow,
+    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, ServerBeat,
+    ServerRow, SessionRow, StoreError, TokenRow,
 };
 
 const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at";
@@ -482,6 +482,133 @@ impl SqliteStore {
                 )
                 .map_err(|e| inner.db(e))?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+
+    pub(super) async fn select_main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {
+        self.call(|inner| {
+            let row: Option<(String, String, Vec<u8>)> = inner
+                .lock()
+                .query_row(
+                    "SELECT fingerprint, certificate_pem, sealed FROM main_ums_id",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(|e| inner.db(e))?;
+            row.map(|(fingerprint, certificate_pem, sealed)| {
+                Ok(MainUmsId {
+                    fingerprint: fingerprint.parse().map_err(|_| {
+                        inner.corrupt("a Main UMS ID with a malformed fingerprint".to_owned())
+                    })?,
+                    certificate_pem,
+                    sealed,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    /// Offers (`actor` none: kept if one exists) or replaces (audited as `actor`) the Main UMS ID.
+    pub(super) async fn put_main_ums_id(
+        &self,
+        main: &MainUmsId,
+        actor: Option<&Actor>,
+    ) -> Result<(), StoreError> {
+        let (main, actor) = (main.clone(), actor.cloned());
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| inner.db(e))?;
+            let conflict = if actor.is_some() {
+                "DO UPDATE SET fingerprint = excluded.fingerprint,
+                   certificate_pem = excluded.certificate_pem, sealed = excluded.sealed"
+            } else {
+                "DO NOTHING"
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO main_ums_id (one, fingerprint, certificate_pem, sealed)
+                     VALUES (1, ?1, ?2, ?3) ON CONFLICT (one) {conflict}"
+                ),
+                params![
+                    main.fingerprint.to_string(),
+                    main.certificate_pem,
+                    main.sealed
+                ],
+            )
+            .map_err(|e| inner.db(e))?;
+            if let Some(actor) = &actor {
+                let mut entry = AuditEntry::new("ums-id.restore", actor);
+                entry.detail = format!("Main UMS ID {}", main.fingerprint.short());
+                audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
+            }
+            tx.commit().map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn put_heartbeat(&self, beat: &ServerBeat) -> Result<(), StoreError> {
+        let beat = beat.clone();
+        self.call(move |inner| {
+            inner
+                .lock()
+                .execute(
+                    "INSERT INTO servers (name, fingerprint, status, heartbeat_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint,
+                       status = excluded.status, heartbeat_at = excluded.heartbeat_at",
+                    params![
+                        beat.name,
+                        beat.fingerprint.to_string(),
+                        beat.status.label(),
+                        super::now()
+                    ],
+                )
+                .map(drop)
+                .map_err(|e| inner.db(e))
+        })
+        .await
+    }
+
+    pub(super) async fn select_servers(
+        &self,
+        within: std::time::Duration,
+    ) -> Result<Vec<ServerRow>, StoreError> {
+        let since = super::now() - i64::try_from(within.as_secs()).unwrap_or(i64::MAX / 2);
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT name, fingerprint, status, heartbeat_at >= ?1 FROM servers ORDER BY name",
+                )
+                .map_err(|e| inner.db(e))?;
+            let rows: Vec<(String, String, String, bool)> = statement
+                .query_map([since], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .map_err(|e| inner.db(e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| inner.db(e))?;
+            rows.into_iter()
+                .map(|(name, fingerprint, status, running)| {
+                    Ok(ServerRow {
+                        beat: ServerBeat {
+                            name,
+                            fingerprint: fingerprint.parse().map_err(|_| {
+                                inner.corrupt("a server row with a malformed fingerprint".to_owned())
+                            })?,
+                            status: crate::cluster::SyncStatus::from_label(&status).ok_or_else(
+                                || inner.corrupt(format!("a server row with status {status:?}")),
+                            )?,
+                        },
+                        running,
+                    })
+                })
+                .collect()
         })
         .await
     }

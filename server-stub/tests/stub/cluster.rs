@@ -1,0 +1,249 @@
+//! Distributed UMS, in process: several servers on one PostgreSQL database (a throwaway cluster)
+//! with the cluster secret: the first server's UMS ID becomes the Main one, the others adopt it,
+//! servers without the right secret are not in sync and refuse enrollments, every key is used
+//! once across servers, the status table shows every server, and the database alone reveals no
+//! key and no private key.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use onboard_protocol::admin::{Right, ServerView};
+use reqwest::StatusCode;
+use ums_stub::config::Database;
+use ums_stub::store::Actor;
+
+use crate::pg::PgCluster;
+use crate::server::{Device, TestServer, enroll};
+
+async fn server(url: &str, secret: Option<&Path>) -> TestServer {
+    let url = url.to_owned();
+    let secret = secret.map(Path::to_owned);
+    TestServer::start_with(move |settings| {
+        settings.database = Database::parse(&url).unwrap();
+        settings.cluster_secret = secret;
+        settings.rate_limits = crate::server::generous();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let url = cluster.database().await;
+    let folder = tempfile::tempdir().unwrap();
+    let secret = folder.path().join("cluster.secret");
+    let other_secret = folder.path().join("other.secret");
+    ums_stub::cluster::ClusterSecret::create(&secret).unwrap();
+    ums_stub::cluster::ClusterSecret::create(&other_secret).unwrap();
+
+    // Without a secret, the first server cannot make the Main UMS ID.
+    let refused = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut settings =
+                ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
+            settings.database = Database::parse(&url).unwrap();
+            ums_stub::stub::Stub::open(settings)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(refused.contains("cluster-secret create"), "{refused}");
+
+    let a = server(&url, Some(&secret)).await;
+    let b = server(&url, Some(&secret)).await;
+    let wrong = server(&url, Some(&other_secret)).await;
+    let without = server(&url, None).await;
+    use ums_stub::cluster::SyncStatus;
+    assert_eq!(a.shared.stub.sync, SyncStatus::Main);
+    assert_eq!(b.shared.stub.sync, SyncStatus::InSync);
+    assert_eq!(wrong.shared.stub.sync, SyncStatus::NotInSync);
+    assert_eq!(without.shared.stub.sync, SyncStatus::NotInSync);
+    let main = a.shared.stub.ums_id.fingerprint();
+    assert_eq!(
+        b.shared.stub.ums_id.fingerprint(),
+        main,
+        "B adopted the Main UMS ID"
+    );
+    assert_ne!(
+        b.shared.stub.local_fingerprint, main,
+        "B keeps its Local UMS ID"
+    );
+    assert_eq!(
+        b.ums_id_der, a.ums_id_der,
+        "B's TLS chain is anchored in the Main UMS ID"
+    );
+
+    // Keys made through A, used through A and B at once: each exactly once.
+    let keys = a.shared.stub.keys();
+    let ids = keys
+        .create_one_time(40, "cluster", Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    let values: Vec<String> = keys
+        .reveal(&ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|view| view.key)
+        .collect();
+    let values = Arc::new(values);
+    let servers = Arc::new([a, b]);
+    let mut tasks = Vec::new();
+    for device in 0..120usize {
+        let (servers, values) = (servers.clone(), values.clone());
+        tasks.push(tokio::spawn(async move {
+            let server = &servers[device % 2];
+            let client = server.client(None);
+            let me = Device::numbered(10_000 + device);
+            for step in 0..values.len() {
+                let key = &values[(device + step) % values.len()];
+                let answer = enroll(&client, server, &me, key).await;
+                if answer.status == StatusCode::OK {
+                    return Some(key.clone());
+                }
+                assert_eq!(answer.code(), "key_used", "{}", answer.status);
+            }
+            None
+        }));
+    }
+    let mut used = Vec::new();
+    for task in tasks {
+        if let Some(key) = task.await.unwrap() {
+            used.push(key);
+        }
+    }
+    assert_eq!(used.len(), 40);
+    assert_eq!(
+        used.iter().collect::<HashSet<_>>().len(),
+        40,
+        "no key twice"
+    );
+    let [a, b] = Arc::try_unwrap(servers).ok().unwrap();
+    assert_eq!(
+        b.devices().await.len(),
+        40,
+        "every server sees every device"
+    );
+
+    // A server not in sync refuses enrollments instead of issuing certificates under its Local
+    // UMS ID.
+    let client = wrong.client(None);
+    let answer = enroll(&client, &wrong, &Device::numbered(1), &values[0]).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.code(), "server_not_in_sync");
+
+    // The status table, from any server that may show it.
+    let accounts = a.shared.stub.accounts();
+    accounts
+        .create(
+            onboard_protocol::admin::NewAccount {
+                name: "root".to_owned(),
+                password: "cluster root password".to_owned(),
+                rights: vec![Right::ServerAdmin],
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let token = accounts
+        .create_token(
+            onboard_protocol::admin::NewToken {
+                account: "root".to_owned(),
+                name: String::new(),
+                rights: None,
+                expires_days: None,
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap()
+        .token;
+    let table: Vec<ServerView> = b
+        .client(None)
+        .get(b.url("/api/v1/servers"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status_of = |server: &TestServer| {
+        table
+            .iter()
+            .find(|row| row.host_name.ends_with(&format!(":{}", server.port)))
+            .unwrap_or_else(|| panic!("port {} missing from {table:?}", server.port))
+            .clone()
+    };
+    assert_eq!(table.len(), 4, "{table:?}");
+    for (server, status) in [
+        (&a, "Main UMS ID"),
+        (&b, "In sync"),
+        (&wrong, "Not in sync, please restart server"),
+        (&without, "Not in sync, please restart server"),
+    ] {
+        let row = status_of(server);
+        assert_eq!(row.server_status, "Running");
+        assert_eq!(row.ums_id_status, status);
+    }
+    assert_eq!(status_of(&a).fingerprint, main);
+    assert_eq!(
+        status_of(&wrong).fingerprint,
+        wrong.shared.stub.local_fingerprint
+    );
+
+    // The database alone: no key value, no private key, no password.
+    let dump = dump(&url).await;
+    let hex = |text: &str| -> String { text.bytes().map(|b| format!("{b:02x}")).collect() };
+    for value in values.iter() {
+        assert!(!dump.contains(value.as_str()), "a key in the clear");
+        assert!(!dump.contains(&hex(value)), "a key in the clear, as bytes");
+    }
+    assert!(!dump.contains("PRIVATE KEY"), "a private key in the clear");
+    assert!(!dump.contains("cluster root password"));
+    assert!(
+        dump.contains("BEGIN CERTIFICATE"),
+        "the dump reads the tables"
+    );
+
+    a.stop().await;
+    b.stop().await;
+    wrong.stop().await;
+    without.stop().await;
+}
+
+/// Every row of every table of the database, as text.
+async fn dump(url: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tables = client
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for table in tables {
+        let name: String = table.get(0);
+        // Each row as JSON; bytea columns come out hex-encoded, text as it is.
+        let rows = client
+            .query(&format!("SELECT row_to_json(t)::text FROM {name} t"), &[])
+            .await
+            .unwrap();
+        for row in rows {
+            text.push_str(row.get::<_, &str>(0));
+            text.push('\n');
+        }
+    }
+    text
+}
