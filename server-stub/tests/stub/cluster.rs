@@ -30,7 +30,7 @@ async fn server(url: &str, secret: Option<&Path>) -> TestServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
     let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
-    let url = cluster.database().await;
+    let url = cluster.database();
     let folder = tempfile::tempdir().unwrap();
     let secret = folder.path().join("cluster.secret");
     let other_secret = folder.path().join("other.secret");

@@ -619,7 +619,7 @@ async fn the_postgres_store_conforms() {
     run_all("postgres", || {
         let cluster = cluster.clone();
         async move {
-            let url = cluster.database().await;
+            let url = cluster.database();
             Arc::new(PostgresStore::open(&url).await.unwrap()) as Shared
         }
     })
@@ -629,7 +629,7 @@ async fn the_postgres_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
-    let url = cluster.database().await;
+    let url = cluster.database();
     // Several servers opening one new database at once: the migrations run once.
     let opened = futures_join_all((0..4).map(|_| {
         let url = url.clone();

@@ -34,6 +34,9 @@ mod help;
 mod inventory;
 mod keys;
 mod limits;
+// The throwaway PostgreSQL cluster lives with the end-to-end pieces; shared here as a file.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../tests/src/postgres.rs"]
 mod pg;
 mod schemathesis;
 mod server;

@@ -2,6 +2,8 @@
 //! processes, on loopback.
 //!
 //! - `demo`: `onboard-demo` enrolls every device and cleans up, also when interrupted.
+//! - `distributed`: two servers on one PostgreSQL database enroll one fleet from a stick naming
+//!   both, one of them SIGKILLed meanwhile; every key used once, counted in the database.
 //! - `fleet`: 200 devices share a stick of 200 one-time keys; 150 devices share 100.
 //! - `restart`: the server killed and restarted in the middle of a fleet; an agent killed and
 //!   restarted in the middle of enrolling.
@@ -13,6 +15,7 @@
 //! - `util`: the server as a process, keys through its command line, agents in parallel.
 
 mod demo;
+mod distributed;
 mod fleet;
 mod limits;
 mod mitm;

@@ -1,6 +1,6 @@
-//! A throwaway PostgreSQL cluster for the tests: `initdb` in a temporary folder (as the `postgres`
-//! user when the tests run as root), `pg_ctl start` on a free loopback port, a fresh database per
-//! store, stopped and removed when dropped.
+//! A throwaway PostgreSQL cluster for tests and benchmarks: `initdb` in a temporary folder (as the
+//! `postgres` user when run as root), `pg_ctl start` on a free loopback port, a fresh database per
+//! store (`createdb`), stopped and removed when dropped. `ums-stub`'s own tests include this file.
 //!
 //! The server programs come from Debian's `postgresql` package (`.ci/run` installs it):
 //! `$ONBOARD_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// A running cluster.
-pub(crate) struct PgCluster {
+pub struct PgCluster {
     bin: PathBuf,
     data: PathBuf,
     port: u16,
@@ -52,7 +52,7 @@ fn is_root() -> bool {
 
 impl PgCluster {
     /// Initialises and starts a cluster.
-    pub(crate) fn start() -> PgCluster {
+    pub fn start() -> PgCluster {
         let bin = bin_dir();
         let root = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
@@ -134,33 +134,27 @@ impl PgCluster {
     }
 
     /// The URL of database `name` in this cluster.
-    pub(crate) fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// A new, empty database; its URL.
-    pub(crate) async fn database(&self) -> String {
+    pub fn database(&self) -> String {
         let name = format!(
             "t{}_{}",
             std::process::id(),
             DATABASES.fetch_add(1, Ordering::SeqCst)
         );
-        let (client, connection) =
-            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        let driver = tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        drop(client);
-        let _ = driver.await;
+        let port = self.port.to_string();
+        self.run(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", &name],
+        );
         self.url(&name)
     }
 
     /// The data folder.
-    pub(crate) fn data(&self) -> &Path {
+    pub fn data(&self) -> &Path {
         &self.data
     }
 }

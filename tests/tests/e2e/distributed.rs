@@ -1,0 +1,161 @@
+//! Distributed UMS with real processes: two `ums-stub serve` on one PostgreSQL database (a
+//! throwaway cluster) and a fleet of `onboard-agent enroll` from one stick that lists both servers.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::{DeviceView, KeyStatus, KeyView, Page};
+use onboard_tests::postgres::PgCluster;
+use onboard_tests::programs::{Programs, ServeProcess};
+
+use crate::util::{enroll_all, programs};
+
+/// Runs `ums-stub` on `data` with `config`; its standard output.
+fn cli(programs: &Programs, data: &Path, config: &Path, args: &[&str]) -> String {
+    let output = programs
+        .ums_stub()
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ums-stub {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
+    let cluster = PgCluster::start();
+    let url = cluster.database();
+    let programs = programs();
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("cluster.secret");
+    let config = root.path().join("ums-stub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"{url}\"\ncluster_secret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let (a_data, b_data) = (root.path().join("a"), root.path().join("b"));
+    cli(
+        &programs,
+        &a_data,
+        &config,
+        &[
+            "cluster-secret",
+            "create",
+            "--out",
+            secret.to_str().unwrap(),
+        ],
+    );
+    let a = ServeProcess::start(&programs, &a_data, "127.0.0.1:0", Some(&config)).unwrap();
+    let b = ServeProcess::start(&programs, &b_data, "127.0.0.1:0", Some(&config)).unwrap();
+
+    // 100 one-time keys on a stick naming A first, then B.
+    cli(
+        &programs,
+        &a_data,
+        &config,
+        &["keys", "create", "one-time", "--quantity", "100"],
+    );
+    let stick = root.path().join("STICK");
+    std::fs::create_dir_all(&stick).unwrap();
+    let file = stick.join("icg.xml");
+    cli(
+        &programs,
+        &a_data,
+        &config,
+        &[
+            "keys",
+            "export",
+            "--out",
+            file.to_str().unwrap(),
+            "--server",
+            &a.addr.to_string(),
+            "--server",
+            &b.addr.to_string(),
+        ],
+    );
+
+    // 150 devices race for them, 16 at a time; A is killed while they do.
+    let killer = {
+        let pid = a.pid();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        })
+    };
+    let devices = root.path().join("devices");
+    let outputs = enroll_all(&programs, &devices, 150, 16, &[file.to_str().unwrap()]);
+    killer.join().unwrap();
+    let _ = a.stop(true);
+    let enrolled = outputs
+        .iter()
+        .filter(|output| output.status.code() == Some(0))
+        .count();
+    assert_eq!(enrolled, 100, "every key enrolled one device, no more");
+
+    // Counted in the database, through B's side.
+    let keys: Page<KeyView> = serde_json::from_str(&cli(
+        &programs,
+        &b_data,
+        &config,
+        &["keys", "list", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(keys.items.len(), 100);
+    assert!(
+        keys.items
+            .iter()
+            .all(|key| key.usage_count == 1 && key.status == KeyStatus::Used),
+        "each key used exactly once"
+    );
+    let listed: Page<DeviceView, UnitId> = serde_json::from_str(&cli(
+        &programs,
+        &b_data,
+        &config,
+        &["devices", "list", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(listed.items.len(), 100);
+
+    // The status table: A stopped beating (shown once its heartbeat is older than 30 s would take
+    // too long here), B runs with the Main UMS ID that A made.
+    let servers: Vec<serde_json::Value> = serde_json::from_str(&cli(
+        &programs,
+        &b_data,
+        &config,
+        &["servers", "list", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    let b_row = servers
+        .iter()
+        .find(|row| {
+            row["host_name"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!(":{}", b.addr.port()))
+        })
+        .unwrap();
+    assert_eq!(b_row["server_status"], "Running");
+    assert_eq!(b_row["ums_id_status"], "In sync");
+    let a_row = servers.iter().find(|row| row != &b_row).unwrap();
+    assert_eq!(a_row["ums_id_status"], "Main UMS ID");
+    assert_eq!(a_row["fingerprint"], b_row["fingerprint"]);
+    drop(b);
+}
