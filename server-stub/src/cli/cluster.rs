@@ -87,3 +87,82 @@ pub(super) async fn run_servers(
     }
     Ok(())
 }
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DatabaseCommand {
+    /// Copy this server's database (keys still sealed, devices, the audit log, accounts and
+    /// tokens) into an empty PostgreSQL database, and make this server's UMS ID the Main UMS ID
+    /// there. Needs the cluster secret (--cluster-secret). Then point every server at the new
+    /// database (database = "postgres://..." in the config) and restart it.
+    Copy {
+        /// The PostgreSQL database to copy into (it must hold nothing yet).
+        #[arg(
+            long,
+            value_name = "postgres://...",
+            env = "UMS_STUB_COPY_TO",
+            hide_env_values = true
+        )]
+        to: String,
+    },
+}
+
+/// Runs `database`.
+pub(super) async fn run_database(
+    command: DatabaseCommand,
+    stub: Stub,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let DatabaseCommand::Copy { to } = command;
+    let target = match crate::config::Database::parse(&to).context("--to")? {
+        crate::config::Database::Postgres(url) => url,
+        crate::config::Database::Sqlite => {
+            anyhow::bail!("--to: name a postgres:// URL; the embedded database is the source")
+        }
+    };
+    let secret_file = stub.settings.cluster_secret.clone().context(
+        "the copy makes this server's UMS ID the Main UMS ID, sealed under the cluster secret: \
+         make one with ums-stub cluster-secret create --out FILE and name it with \
+         --cluster-secret FILE",
+    )?;
+    let secret = ClusterSecret::load(&secret_file)?;
+    let store = &stub.store;
+    use crate::store::PageRequest;
+    let dump = crate::store::Dump {
+        ums_id: Some(stub.ums_id.fingerprint()),
+        main: Some(secret.seal(&stub.ums_id)),
+        keys: store
+            .keys(&crate::store::KeyFilter::default(), &PageRequest::all())
+            .await?,
+        devices: store.devices(&PageRequest::all()).await?,
+        audit: store
+            .audit(&crate::store::AuditFilter::default(), &PageRequest::all())
+            .await?,
+        accounts: store.accounts(&PageRequest::all()).await?,
+        tokens: store.tokens(None, &PageRequest::all()).await?,
+    };
+    let rows = (dump.keys.len() + dump.devices.len() + dump.audit.len()) as u64;
+    let bar = super::table::progress(rows, "copying");
+    let target_store = crate::store::PostgresStore::open(target.expose()).await?;
+    let moved = bar.clone();
+    target_store
+        .import(
+            &dump,
+            &(Box::new(move |done| moved.set_position(done)) as crate::store::Progress),
+        )
+        .await?;
+    bar.finish_and_clear();
+    writeln!(
+        out,
+        "Copied {} keys, {} devices, {} audit lines, {} accounts and {} tokens into {target}. \
+         The Main UMS ID there is this server's, {}. Now set database = \"postgres://...\" and \
+         cluster_secret_file in every server's config, and restart them.",
+        dump.keys.len(),
+        dump.devices.len(),
+        dump.audit.len(),
+        dump.accounts.len(),
+        dump.tokens.len(),
+        stub.ums_id.fingerprint().short()
+    )?;
+    Ok(())
+}

@@ -131,6 +131,9 @@ enum Command {
     /// List the servers sharing this server's database, with their UMS ID status.
     #[command(subcommand)]
     Servers(cluster::ServersCommand),
+    /// Move from the embedded database to a PostgreSQL one several servers may share.
+    #[command(subcommand)]
+    Database(cluster::DatabaseCommand),
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +204,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 admins::run_tokens(command, Stub::open(settings).await?, &mut out).await?
             }
             Command::ClusterSecret(command) => cluster::run_secret(command, &mut out)?,
+            Command::Database(command) => {
+                cluster::run_database(command, Stub::open(settings).await?, &mut out).await?
+            }
             Command::Servers(command) => {
                 cluster::run_servers(command, Stub::open(settings).await?, &mut out).await?
             }

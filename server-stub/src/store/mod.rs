@@ -16,7 +16,7 @@ use onboard_protocol::admin::{KeyId, KeyStatus, Right};
 use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
-pub use postgres::{PostgresStore, shown_url as postgres_shown_url};
+pub use postgres::{Dump, PostgresStore, shown_url as postgres_shown_url};
 pub use sqlite::SqliteStore;
 
 pub use crate::cluster::MainUmsId;

@@ -247,3 +247,94 @@ async fn dump(url: &str) -> String {
     }
     text
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_embedded_store_copies_into_postgres_and_a_stick_made_before_still_enrolls() {
+    let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let url = cluster.database();
+    let dir = crate::util::DataDir::new();
+    let url_for_cli = url.clone();
+    let (stick2, secret2) = (
+        dir.scratch().join("old-icg.xml"),
+        dir.scratch().join("cluster.secret"),
+    );
+    let (dir, copied, again) = tokio::task::spawn_blocking(move || {
+        dir.ok(&["keys", "create", "one-time", "--quantity", "10000"]);
+        dir.ok(&[
+            "keys",
+            "export",
+            "--out",
+            stick2.to_str().unwrap(),
+            "--server",
+            "localhost:8443",
+        ]);
+        dir.ok(&[
+            "cluster-secret",
+            "create",
+            "--out",
+            secret2.to_str().unwrap(),
+        ]);
+        let copy = [
+            "--cluster-secret",
+            secret2.to_str().unwrap(),
+            "database",
+            "copy",
+            "--to",
+            &url_for_cli,
+        ];
+        let copied = dir.ok(&copy);
+        let again = dir.fails(&copy);
+        (dir, copied, again)
+    })
+    .await
+    .unwrap();
+    assert!(copied.contains("Copied 10000 keys"), "{copied}");
+    assert!(again.contains("not empty"), "{again}");
+
+    let data = dir.path();
+    let secret = dir.scratch().join("cluster.secret");
+    let server = TestServer::start_with({
+        let url = url.clone();
+        move |settings| {
+            settings.data_dir = data;
+            settings.database = Database::parse(&url).unwrap();
+            settings.cluster_secret = Some(secret);
+        }
+    })
+    .await;
+    assert_eq!(server.shared.stub.sync, ums_stub::cluster::SyncStatus::Main);
+    assert_eq!(
+        server
+            .shared
+            .stub
+            .keys()
+            .count(&Default::default())
+            .await
+            .unwrap(),
+        10_000
+    );
+    let file = onboard_protocol::KeyFile::parse(
+        &std::fs::read(dir.scratch().join("old-icg.xml")).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
+    let client = server.client(None);
+    let answer = enroll(
+        &client,
+        &server,
+        &Device::numbered(42),
+        file.keys[0].key().expose_secret(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.problem);
+    // New keys are numbered after the copied ones.
+    let ids = server
+        .shared
+        .stub
+        .keys()
+        .create_one_time(1, "", Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    assert_eq!(ids, [10_001]);
+    server.stop().await;
+}
