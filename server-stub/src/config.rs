@@ -450,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn the_database_is_sqlite_unless_told_and_a_url_is_never_echoed() {
+    fn the_database_is_sqlite_unless_told_and_a_password_is_never_echoed() {
         let dir = tempfile::tempdir().unwrap();
         let settings = Settings::load(dir.path().to_owned(), None).unwrap();
         assert_eq!(settings.database, Database::Sqlite);
@@ -458,8 +458,21 @@ mod tests {
         std::fs::write(&file, "database = \"SQLite\"\n").unwrap();
         let settings = Settings::load(dir.path().to_owned(), Some(&file)).unwrap();
         assert_eq!(settings.database, Database::Sqlite);
+        // A PostgreSQL URL is taken; its password never shows in Debug or Display.
+        std::fs::write(
+            &file,
+            "database = \"postgres://admin:hunter2@db:5433/ums\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path().to_owned(), Some(&file)).unwrap();
+        let Database::Postgres(url) = &settings.database else {
+            panic!("{:?}", settings.database)
+        };
+        assert_eq!(url.expose(), "postgres://admin:hunter2@db:5433/ums");
+        assert_eq!(url.to_string(), "postgres://admin@db:5433/ums");
+        assert!(!format!("{settings:?}").contains("hunter2"));
         for text in [
-            "postgres://admin:hunter2@db/ums",
+            "postgres://admin:hunter2@db:port/ums",
             "mysql://admin:hunter2@db",
         ] {
             std::fs::write(&file, format!("database = \"{text}\"\n")).unwrap();
