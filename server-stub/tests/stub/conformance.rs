@@ -637,7 +637,7 @@ async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     }))
     .await;
     for store in &opened {
-        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 1);
+        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 2);
     }
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
