@@ -132,6 +132,55 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
         "every server sees every device"
     );
 
+    // A device enrolled through A renews and reports through B.
+    let (_, mass) = a
+        .shared
+        .stub
+        .keys()
+        .create_mass(None, "roaming", &Actor::cli())
+        .await
+        .unwrap();
+    let roaming = Device::numbered(777);
+    let first = enroll(&a.client(None), &a, &roaming, mass.expose_secret())
+        .await
+        .certificate
+        .expect("enrolled through A");
+    let next = Device::new(&roaming.unit_id);
+    let renewed = crate::server::read_answer(
+        b.client(Some((&first, &roaming.key)))
+            .post(b.url(onboard_protocol::routes::EST_SIMPLEREENROLL))
+            .body(next.csr_base64.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(renewed.status, StatusCode::OK, "renewed through B");
+    let second = renewed.certificate.unwrap();
+    let report = b
+        .client(Some((&second, &next.key)))
+        .put(b.url(onboard_protocol::routes::DEVICE_INVENTORY))
+        .header("content-type", onboard_protocol::routes::CONTENT_TYPE_JSON)
+        .body(r#"{"host_name":"roaming-pc"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.status(),
+        StatusCode::NO_CONTENT,
+        "reported through B"
+    );
+    let seen = a
+        .shared
+        .stub
+        .store
+        .device(&roaming.unit_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.certificate, second, "A sees the certificate B issued");
+    assert!(seen.inventory.unwrap().contains("roaming-pc"));
+
     // A server not in sync refuses enrollments instead of issuing certificates under its Local
     // UMS ID.
     let client = wrong.client(None);

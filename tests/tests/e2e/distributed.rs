@@ -133,6 +133,21 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
     .unwrap();
     assert_eq!(listed.items.len(), 100);
 
+    // The fifty devices left without a key tried every key: thousands of attempts raced.
+    let audit: Page<serde_json::Value, i64> = serde_json::from_str(&cli(
+        &programs,
+        &b_data,
+        &config,
+        &["audit", "--json", "--limit", "1000000"],
+    ))
+    .unwrap();
+    let attempts = audit
+        .items
+        .iter()
+        .filter(|line| line["event"] == "enroll")
+        .count();
+    assert!(attempts >= 5000, "{attempts} enrollment attempts");
+
     // The status table: A stopped beating (shown once its heartbeat is older than 30 s would take
     // too long here), B runs with the Main UMS ID that A made.
     let servers: Vec<serde_json::Value> = serde_json::from_str(&cli(
