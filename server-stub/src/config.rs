@@ -39,6 +39,9 @@
 //! # How long audit lines are kept, in days; `serve` deletes older ones at start and daily.
 //! # Default: 180.
 //! audit_retention_days = 180
+//! # TLS to the PostgreSQL server, verified against these CA certificates (PEM); add
+//! # sslmode=require to the URL to refuse a plain connection. Default: plain TCP.
+//! database_ca_file = "/etc/ums-stub/db-ca.pem"
 //! # Distributed UMS: the cluster secret every server sharing a PostgreSQL database is given
 //! # (ums-stub cluster-secret create --out FILE; mode 0600). `--cluster-secret` overrides it.
 //! cluster_secret_file = "/etc/ums-stub/cluster.secret"
@@ -84,6 +87,7 @@ struct RawConfig {
     session_hours: Option<i64>,
     max_failed_logins: Option<u32>,
     cluster_secret_file: Option<PathBuf>,
+    database_ca_file: Option<PathBuf>,
 }
 
 /// Which database backend holds the store.
@@ -172,6 +176,9 @@ pub struct Settings {
     pub session_lifetime: time::Duration,
     /// The cluster secret file of a Distributed UMS.
     pub cluster_secret: Option<PathBuf>,
+    /// CA certificates (PEM) the PostgreSQL server's TLS certificate must chain to; TLS to the
+    /// database is used when this is set.
+    pub database_ca: Option<PathBuf>,
     /// Failed logins allowed per account (as "unit") and per source within the window.
     pub login_limits: crate::rate_limit::Limits,
 }
@@ -325,6 +332,7 @@ impl Settings {
             connections,
             session_lifetime: time::Duration::hours(session_hours),
             cluster_secret: raw.cluster_secret_file,
+            database_ca: raw.database_ca_file,
             login_limits,
         })
     }

@@ -53,6 +53,15 @@ fn is_root() -> bool {
 impl PgCluster {
     /// Initialises and starts a cluster.
     pub fn start() -> PgCluster {
+        Self::start_inner(None)
+    }
+
+    /// The same, serving TLS as well with this certificate and key (PEM).
+    pub fn start_tls(certificate_pem: &str, key_pem: &str) -> PgCluster {
+        Self::start_inner(Some((certificate_pem, key_pem)))
+    }
+
+    fn start_inner(tls: Option<(&str, &str)>) -> PgCluster {
         let bin = bin_dir();
         let root = tempfile::tempdir().unwrap();
         let as_postgres = is_root();
@@ -92,10 +101,31 @@ impl PgCluster {
                 "UTF8",
             ],
         );
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             cluster.data.display()
         );
+        if let Some((certificate, key)) = tls {
+            // The server reads its key only when it is private to it.
+            std::fs::write(cluster.data.join("server.crt"), certificate).unwrap();
+            std::fs::write(cluster.data.join("server.key"), key).unwrap();
+            if cluster.as_postgres {
+                let status = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(cluster.data.join("server.crt"))
+                    .arg(cluster.data.join("server.key"))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                cluster.data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = cluster.data.join("server.log");
         cluster.run(
             "pg_ctl",

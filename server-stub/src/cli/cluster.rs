@@ -143,7 +143,11 @@ pub(super) async fn run_database(
     };
     let rows = (dump.keys.len() + dump.devices.len() + dump.audit.len()) as u64;
     let bar = super::table::progress(rows, "copying");
-    let target_store = crate::store::PostgresStore::open(target.expose()).await?;
+    let target_store = crate::store::PostgresStore::open_with(
+        target.expose(),
+        stub.settings.database_ca.as_deref(),
+    )
+    .await?;
     let moved = bar.clone();
     target_store
         .import(

@@ -686,7 +686,9 @@ pub async fn open(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
                 })??;
             Arc::new(opened)
         }
-        Database::Postgres(url) => Arc::new(PostgresStore::open(url.expose()).await?),
+        Database::Postgres(url) => {
+            Arc::new(PostgresStore::open_with(url.expose(), settings.database_ca.as_deref()).await?)
+        }
     };
     Ok(store)
 }

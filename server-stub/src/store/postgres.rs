@@ -87,6 +87,30 @@ pub fn shown_url(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// A TLS client configuration trusting the CA certificates in `path` only.
+fn tls_config(path: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    let shown = path.display();
+    let text = std::fs::read(path).map_err(|error| format!("database_ca_file {shown}: {error}"))?;
+    let certificates =
+        pem::parse_many(&text).map_err(|error| format!("database_ca_file {shown}: {error}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in certificates
+        .iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+    {
+        roots
+            .add(certificate.contents().to_vec().into())
+            .map_err(|error| format!("database_ca_file {shown}: {error}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("database_ca_file {shown}: holds no certificate"));
+    }
+    rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+}
+
 type Values<'a> = Vec<Box<dyn ToSql + Sync + Send + 'a>>;
 
 fn refs<'a>(values: &'a Values<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
@@ -131,8 +155,18 @@ fn id_list(ids: &[KeyId]) -> String {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` and applies pending migrations.
+    /// Connects to the database at `url` (in plain TCP) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, None).await
+    }
+
+    /// Connects to the database at `url`, over TLS verified against the CA certificates in
+    /// `ca_file` (PEM) when one is given (the URL's `sslmode=require` then insists on it), and
+    /// applies pending migrations.
+    pub async fn open_with(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Backend {
             database: "the database URL".to_owned(),
             // The URL is not echoed: it may hold a password.
@@ -140,13 +174,22 @@ impl PostgresStore {
                 .into(),
         })?;
         let shown = Arc::new(shown_url(&config));
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match ca_file {
+            None => Manager::from_config(config, tokio_postgres::NoTls, manager_config),
+            Some(path) => Manager::from_config(
+                config,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(path).map_err(
+                    |reason| StoreError::Backend {
+                        database: shown.to_string(),
+                        source: reason.into(),
+                    },
+                )?),
+                manager_config,
+            ),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()

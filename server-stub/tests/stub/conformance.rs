@@ -666,3 +666,41 @@ async fn futures_join_all<T: Send + 'static>(
     }
     out
 }
+
+/// A CA and a server certificate it issued for 127.0.0.1: (CA PEM, server certificate PEM,
+/// server key PEM).
+fn database_certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let server_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let server = server_params.signed_by(&server_key, &issuer).unwrap();
+    (ca.pem(), server.pem(), server_key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_speaks_tls_to_a_database_it_trusts_only() {
+    let (ca, certificate, key) = database_certificates();
+    let (other_ca, _, _) = database_certificates();
+    let cluster = tokio::task::spawn_blocking(move || PgCluster::start_tls(&certificate, &key))
+        .await
+        .unwrap();
+    let url = format!("{}?sslmode=require", cluster.database());
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ours, ca).unwrap();
+    std::fs::write(&theirs, other_ca).unwrap();
+    let store = PostgresStore::open_with(&url, Some(&ours)).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert!(
+        PostgresStore::open_with(&url, Some(&theirs)).await.is_err(),
+        "a database whose certificate another CA issued is refused"
+    );
+    assert!(
+        PostgresStore::open(&url).await.is_err(),
+        "sslmode=require without TLS is refused"
+    );
+}
