@@ -240,9 +240,7 @@ impl AccountAdmin {
         let held = rights::account_rights(&request.rights)?;
         let password = request.password;
         let password_hash = blocking(move || hash_password(&password)).await??;
-        let now = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let now = self.store.clock().await?;
         let row = AccountRow {
             name: request.name,
             password_hash,
@@ -362,9 +360,7 @@ impl AccountAdmin {
             .ok_or_else(|| StoreError::NotFound(Missing::Account(request.account.clone())))?;
         let held = Rights::of(&account.rights);
         let asked = rights::new_token_rights(&account.name, held, request.rights.as_deref())?;
-        let now = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let now = self.store.clock().await?;
         let expires_at = rights::token_expiry(now, request.expires_days)?;
         let id = hex(&random::bytes::<6>());
         let token = format!("{TOKEN_PREFIX}{id}_{}", base64url(&random::bytes::<32>()));
@@ -451,9 +447,7 @@ impl AccountAdmin {
             return Err(AuthError::Unauthorized);
         };
         let cookie = base64url(&random::bytes::<32>());
-        let now = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let now = self.store.clock().await?;
         let row = SessionRow {
             digest: sha256(&cookie),
             account: account.name.clone(),

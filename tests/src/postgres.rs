@@ -183,6 +183,36 @@ impl PgCluster {
         self.url(&name)
     }
 
+    /// The single value `sql` gives in the database at `url` (one of [`PgCluster::database`]'s),
+    /// as psql prints it.
+    pub fn query(&self, url: &str, sql: &str) -> String {
+        let name = url
+            .rsplit('/')
+            .next()
+            .unwrap_or("postgres")
+            .split('?')
+            .next()
+            .unwrap_or("postgres");
+        let output = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", name, "-Atc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
     /// The data folder.
     pub fn data(&self) -> &Path {
         &self.data

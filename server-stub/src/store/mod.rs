@@ -654,6 +654,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes the sessions that ended before `now`; how many.
     async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
+    /// The database's clock, whole seconds: what every server sharing the database measures
+    /// expiries (tokens, sessions) and heartbeats by, whatever its own clock says.
+    async fn clock(&self) -> Result<OffsetDateTime, StoreError>;
+
     /// The Main UMS ID of the servers sharing this database, once one was offered.
     async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError>;
 

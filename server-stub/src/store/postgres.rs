@@ -1452,6 +1452,16 @@ impl Store for PostgresStore {
             .map_err(|e| self.db(e))
     }
 
+    async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT extract(epoch FROM clock_timestamp())::bigint",
+                &Vec::new(),
+            )
+            .await?;
+        self.time(rows[0].get(0))
+    }
+
     async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {
         let rows = self
             .rows(

@@ -1482,6 +1482,11 @@ impl Store for SqliteStore {
         self.delete_ended_sessions(now).await
     }
 
+    async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
+        // One machine holds the file: its clock is the database's.
+        Ok(OffsetDateTime::from_unix_timestamp(now()).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+    }
+
     async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {
         self.select_main_ums_id().await
     }

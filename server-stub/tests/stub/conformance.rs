@@ -569,6 +569,13 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
     ));
 }
 
+async fn tells_the_database_clock(store: Shared) {
+    let clock = store.clock().await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    assert!((clock - now).abs() < time::Duration::seconds(5), "{clock} vs {now}");
+    assert_eq!(clock.nanosecond(), 0, "whole seconds");
+}
+
 /// Every case, each on a fresh store from `fresh`.
 async fn run_all<F, Fut>(backend: &str, fresh: F)
 where
@@ -590,6 +597,7 @@ where
     case!(renews_and_tracks_contact);
     case!(keeps_the_audit_log_both_ways_and_prunes_it);
     case!(keeps_accounts_tokens_and_sessions);
+    case!(tells_the_database_clock);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -30,7 +30,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use onboard_protocol::ProblemCode;
 use serde::de::DeserializeOwned;
-use time::OffsetDateTime;
 
 use super::{ApiError, Peer, Shared};
 use crate::accounts::{AccountError, AuthError, Caller, Proof, SESSION_COOKIE, csrf_matches};
@@ -157,7 +156,8 @@ impl FromRequestParts<Arc<Shared>> for Admin {
         shared: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
         let accounts = shared.stub.accounts();
-        let now = OffsetDateTime::now_utc();
+        // Expiries by the database's clock, the same on every server sharing it.
+        let now = shared.stub.store.clock().await?;
         let caller = if let Some(token) = bearer(&parts.headers) {
             accounts.bearer(token, now).await?
         } else if let Some(cookie) = session_cookie(&parts.headers) {
