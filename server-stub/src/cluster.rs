@@ -132,12 +132,16 @@ impl ClusterSecret {
         let fingerprint = ums_id.fingerprint();
         let mut nonce = [0u8; NONCE_LEN];
         crate::random::fill(&mut nonce);
-        let mut in_out = ums_id.backup().into_bytes();
+        // The backup holds the private key: wiped when done, with room for the tag reserved so
+        // no copy is left behind by a reallocation.
+        let backup = Zeroizing::new(ums_id.backup());
+        let mut in_out = Zeroizing::new(Vec::with_capacity(backup.len() + AES_256_GCM.tag_len()));
+        in_out.extend_from_slice(backup.as_bytes());
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(fingerprint.as_bytes()),
-                &mut in_out,
+                &mut *in_out,
             )
             .expect("AES-GCM sealing");
         let mut sealed = nonce.to_vec();

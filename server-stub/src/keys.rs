@@ -52,6 +52,14 @@ pub enum KeyError {
     /// A comment too long for the key list.
     #[error("comment: a comment has at most {MAX_COMMENT_CHARS} characters")]
     Comment,
+    /// This server could not adopt the Main UMS ID of its database: its key vault is not the
+    /// cluster's, so it neither reads nor writes keys.
+    #[error(
+        "this server is not in sync with the Main UMS ID of its database (no or a wrong cluster \
+         secret): it cannot read or write keys; restart it with the cluster's secret \
+         (--cluster-secret FILE)"
+    )]
+    NotInSync,
     /// Nothing to export.
     #[error("no key to export: there are no active, unused keys (create some, or name IDs)")]
     NothingToExport,
@@ -96,12 +104,32 @@ fn check_comment(comment: &str) -> Result<(), KeyError> {
 pub struct KeyAdmin {
     store: Arc<dyn Store>,
     vault: Arc<KeyVault>,
+    in_sync: bool,
 }
 
 impl KeyAdmin {
     /// Operations on `store`, protecting values with `vault`.
     pub fn new(store: Arc<dyn Store>, vault: Arc<KeyVault>) -> Self {
-        Self { store, vault }
+        Self {
+            store,
+            vault,
+            in_sync: true,
+        }
+    }
+
+    /// Operations that refuse every key read and write ([`KeyError::NotInSync`]): for a server
+    /// whose vault is not its cluster's.
+    pub fn refusing(mut self) -> Self {
+        self.in_sync = false;
+        self
+    }
+
+    fn usable(&self) -> Result<(), KeyError> {
+        if self.in_sync {
+            Ok(())
+        } else {
+            Err(KeyError::NotInSync)
+        }
     }
 
     fn new_key(
@@ -141,6 +169,7 @@ impl KeyAdmin {
         progress: Progress,
         actor: &Actor,
     ) -> Result<Vec<KeyId>, KeyError> {
+        self.usable()?;
         if quantity == 0 || quantity > MAX_QUANTITY {
             return Err(KeyError::Quantity);
         }
@@ -161,6 +190,7 @@ impl KeyAdmin {
         progress: Progress,
         actor: &Actor,
     ) -> Result<Vec<KeyId>, KeyError> {
+        self.usable()?;
         if unit_ids.is_empty() {
             return Err(KeyError::NoUnitIds);
         }
@@ -190,6 +220,7 @@ impl KeyAdmin {
         comment: &str,
         actor: &Actor,
     ) -> Result<(KeyId, FirstAuthKey), KeyError> {
+        self.usable()?;
         check_comment(comment)?;
         let typed = password.map(FirstAuthKey::new).transpose()?;
         let (vault, comment) = (self.vault.clone(), comment.to_owned());
@@ -249,12 +280,14 @@ impl KeyAdmin {
         page: &PageRequest<KeyId>,
         show: bool,
     ) -> Result<Page<KeyView>, KeyError> {
+        self.usable()?;
         let rows = self.store.keys(filter, &page.probe()).await?;
         store::paged(rows, page.limit, |key| key.id, |key| self.view(key, show))
     }
 
     /// One key, masked unless `show`.
     pub async fn get(&self, id: KeyId, show: bool) -> Result<KeyView, KeyError> {
+        self.usable()?;
         let stored = self.one(id).await?;
         self.view(stored, show)
     }
@@ -262,6 +295,7 @@ impl KeyAdmin {
     /// The keys named, in the clear: all of them, or [`StoreError::NotFound`] naming those that do
     /// not exist. The caller audits the reveal.
     pub async fn reveal(&self, ids: &[KeyId]) -> Result<Vec<KeyView>, KeyError> {
+        self.usable()?;
         let filter = KeyFilter {
             ids: Some(ids.to_vec()),
             ..KeyFilter::default()
@@ -280,6 +314,7 @@ impl KeyAdmin {
 
     /// How many keys match `filter`.
     pub async fn count(&self, filter: &KeyFilter) -> Result<u64, KeyError> {
+        self.usable()?;
         Ok(self.store.count_keys(filter).await?)
     }
 
@@ -290,22 +325,26 @@ impl KeyAdmin {
         comment: &str,
         actor: &Actor,
     ) -> Result<(), KeyError> {
+        self.usable()?;
         check_comment(comment)?;
         Ok(self.store.set_comment(id, comment, actor).await?)
     }
 
     /// Activates keys (a Used one-time key stays Used).
     pub async fn activate(&self, ids: &[KeyId], actor: &Actor) -> Result<(), KeyError> {
+        self.usable()?;
         Ok(self.store.set_active(ids, true, actor).await?)
     }
 
     /// Deactivates keys.
     pub async fn deactivate(&self, ids: &[KeyId], actor: &Actor) -> Result<(), KeyError> {
+        self.usable()?;
         Ok(self.store.set_active(ids, false, actor).await?)
     }
 
     /// Deletes keys.
     pub async fn delete(&self, ids: &[KeyId], actor: &Actor) -> Result<(), KeyError> {
+        self.usable()?;
         Ok(self.store.delete_keys(ids, actor).await?)
     }
 
@@ -328,6 +367,7 @@ impl KeyAdmin {
         servers: Vec<Server>,
         ums_id: Fingerprint,
     ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
+        self.usable()?;
         let filter = if ids.is_empty() {
             KeyFilter {
                 // The one status the claim rule lets onto a stick.

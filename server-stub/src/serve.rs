@@ -239,12 +239,14 @@ async fn prune_audit(shared: Arc<Shared>) {
             }
             Err(error) => tracing::warn!("cannot delete old audit lines: {error}"),
         }
-        match shared
-            .stub
-            .store
-            .prune_sessions(time::OffsetDateTime::now_utc())
-            .await
-        {
+        let now = match shared.stub.store.clock().await {
+            Ok(now) => now,
+            Err(error) => {
+                tracing::warn!("cannot read the database's clock: {error}");
+                continue;
+            }
+        };
+        match shared.stub.store.prune_sessions(now).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted ended sessions"),
             Err(error) => tracing::warn!("cannot delete ended sessions: {error}"),

@@ -65,7 +65,12 @@ impl Stub {
 
     /// Key operations.
     pub fn keys(&self) -> KeyAdmin {
-        KeyAdmin::new(self.store.clone(), self.vault.clone())
+        let keys = KeyAdmin::new(self.store.clone(), self.vault.clone());
+        if self.sync == SyncStatus::NotInSync {
+            keys.refusing()
+        } else {
+            keys
+        }
     }
 
     /// Administrator accounts, tokens and sessions.
@@ -120,6 +125,17 @@ async fn adopt(
     match cluster::start(found) {
         cluster::Start::Offer => {
             let secret = secret.expect("the rule offers only with a secret");
+            // Only a UMS ID the database's keys are sealed under may become its Main UMS ID.
+            if let Some(bound) = store.ums_id().await?
+                && bound != local.fingerprint()
+            {
+                anyhow::bail!(
+                    "the database's keys are sealed under UMS ID {bound}, but it records no Main \
+                     UMS ID and this server's is {}: restore that UMS ID on one server with the \
+                     cluster secret (ums-stub ums-id restore BACKUP --force --cluster-secret FILE)",
+                    local.fingerprint()
+                );
+            }
             let recorded = store.offer_main_ums_id(&secret.seal(&local)).await?;
             if recorded.fingerprint == local.fingerprint() {
                 tracing::info!(ums_id = %local.fingerprint().short(), "this server's UMS ID is the Main UMS ID");
@@ -179,11 +195,14 @@ async fn bind(
         if let Some(key) = sample.first()
             && vault.open(&key.sealed, &key.lookup).is_err()
         {
+            let database = match &settings.database {
+                Database::Sqlite => settings.database_file().display().to_string(),
+                Database::Postgres(url) => url.to_string(),
+            };
             anyhow::bail!(
-                "the keys in the database {} do not open under this server's UMS ID {ours}: it was \
-                 made under another UMS ID; restore that one (ums-stub ums-id restore BACKUP \
-                 --force), or use a data directory of its own for this UMS ID",
-                settings.database_file().display()
+                "the keys in the database {database} do not open under this server's UMS ID \
+                 {ours}: it was made under another UMS ID; restore that one (ums-stub ums-id \
+                 restore BACKUP --force), or use a data directory of its own for this UMS ID"
             );
         }
     }

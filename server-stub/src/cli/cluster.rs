@@ -92,8 +92,9 @@ pub(super) async fn run_servers(
 pub(super) enum DatabaseCommand {
     /// Copy this server's database (keys still sealed, devices, the audit log, accounts and
     /// tokens) into an empty PostgreSQL database, and make this server's UMS ID the Main UMS ID
-    /// there. Needs the cluster secret (--cluster-secret). Then point every server at the new
-    /// database (database = "postgres://..." in the config) and restart it.
+    /// there. Stop `serve` first (the copy refuses while it runs). Needs the cluster secret
+    /// (--cluster-secret). Then point every server at the new database (database =
+    /// "postgres://..." in the config) and start them.
     Copy {
         /// The PostgreSQL database to copy into (it must hold nothing yet).
         #[arg(
@@ -127,6 +128,22 @@ pub(super) async fn run_database(
     )?;
     let secret = ClusterSecret::load(&secret_file)?;
     let store = &stub.store;
+    // A server still enrolling on the source would use keys the copy already read as unused.
+    let running: Vec<String> = store
+        .servers(crate::serve::RUNNING_WITHIN)
+        .await?
+        .into_iter()
+        .filter(|server| server.running)
+        .map(|server| server.beat.name)
+        .collect();
+    if !running.is_empty() {
+        anyhow::bail!(
+            "a server still runs on this database ({}): stop ums-stub serve first, wait {} s, \
+             and copy again",
+            running.join(", "),
+            crate::serve::RUNNING_WITHIN.as_secs()
+        );
+    }
     use crate::store::PageRequest;
     let dump = crate::store::Dump {
         ums_id: Some(stub.ums_id.fingerprint()),

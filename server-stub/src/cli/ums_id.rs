@@ -82,6 +82,18 @@ pub(super) async fn run(
         if let Some(secret) = &settings.cluster_secret {
             let secret = crate::cluster::ClusterSecret::load(secret)?;
             let store = crate::store::open(&settings).await?;
+            // The keys stay sealed under the UMS ID the database is bound to: only that one may
+            // be the Main UMS ID.
+            if let Some(bound) = store.ums_id().await?
+                && bound != restored.fingerprint()
+            {
+                anyhow::bail!(
+                    "the database's keys are sealed under UMS ID {bound}; {} cannot be its Main \
+                     UMS ID (restore the backup of {bound}). This server's own UMS ID was \
+                     replaced; the Main UMS ID was not.",
+                    restored.fingerprint()
+                );
+            }
             store
                 .replace_main_ums_id(&secret.seal(&restored), &crate::store::Actor::cli())
                 .await?;

@@ -155,6 +155,10 @@ impl From<KeyError> for ApiError {
             KeyError::NotExportable { .. } | KeyError::NothingToExport => {
                 ApiError::code(ProblemCode::Conflict, error.to_string())
             }
+            KeyError::NotInSync => ApiError::Problem {
+                problem: Problem::new(ProblemCode::ServerNotInSync).with_detail(error.to_string()),
+                retry_after: Some(Duration::from_secs(60)),
+            },
             KeyError::Seal(_) => ApiError::Internal(error.into()),
         }
     }

@@ -43,6 +43,10 @@ const GENERATE_ATTEMPTS: usize = 16;
 /// Keys inserted per statement.
 const INSERT_CHUNK: usize = 1000;
 
+/// How long to wait for the database (a connection, or one from the pool) before answering
+/// `unavailable`.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connections per server.
 const POOL_SIZE: usize = 16;
 
@@ -167,13 +171,21 @@ impl PostgresStore {
         url: &str,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Backend {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Backend {
             database: "the database URL".to_owned(),
             // The URL is not echoed: it may hold a password.
             source: "it is not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)"
                 .into(),
         })?;
         let shown = Arc::new(shown_url(&config));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if ca_file.is_some() {
+            // With a CA to check the server against, a plain connection is never acceptable:
+            // `prefer` would let a machine in the middle answer "no TLS".
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -192,6 +204,9 @@ impl PostgresStore {
         };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|error| StoreError::Backend {
                 database: shown.to_string(),
@@ -795,6 +810,11 @@ impl Store for PostgresStore {
     ) -> Result<EnrollOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        // The locks below serialise the attempts; each must then read what the one before it
+        // committed, whatever isolation the database defaults to.
+        tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(|e| self.db(e))?;
         // One attempt per unit ID at a time, on every server; then the key row, locked.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
@@ -1725,8 +1745,8 @@ impl PostgresStore {
         }
         // New rows are numbered after the copied ones.
         tx.batch_execute(
-            "SELECT setval('keys_id_seq', greatest((SELECT max(id) FROM keys), 1));
-             SELECT setval('audit_id_seq', greatest((SELECT max(id) FROM audit), 1));",
+            "SELECT setval('keys_id_seq', coalesce((SELECT max(id) FROM keys), 0) + 1, false);
+             SELECT setval('audit_id_seq', coalesce((SELECT max(id) FROM audit), 0) + 1, false);",
         )
         .await
         .map_err(|e| self.db(e))?;

@@ -187,6 +187,21 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
     let answer = enroll(&client, &wrong, &Device::numbered(1), &values[0]).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.code(), "server_not_in_sync");
+    // Nor does it read or write keys: its vault is not the cluster's.
+    let written = wrong
+        .shared
+        .stub
+        .keys()
+        .create_one_time(1, "", Box::new(|_| {}), &Actor::cli())
+        .await;
+    assert!(
+        matches!(written, Err(ums_stub::keys::KeyError::NotInSync)),
+        "{written:?}"
+    );
+    assert!(matches!(
+        without.shared.stub.keys().reveal(&ids[..1]).await,
+        Err(ums_stub::keys::KeyError::NotInSync)
+    ));
 
     // The status table, from any server that may show it.
     let accounts = a.shared.stub.accounts();
@@ -323,6 +338,8 @@ async fn the_embedded_store_copies_into_postgres_and_a_stick_made_before_still_e
             "--out",
             secret2.to_str().unwrap(),
         ]);
+        dir.ok(&["admins", "create", "admin", "--rights", "keys:read"]);
+        dir.ok(&["tokens", "create", "--admin", "admin", "--name", "copied"]);
         let copy = [
             "--cluster-secret",
             secret2.to_str().unwrap(),
@@ -376,6 +393,26 @@ async fn the_embedded_store_copies_into_postgres_and_a_stick_made_before_still_e
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.problem);
+    // Accounts and their tokens came along.
+    assert!(
+        server
+            .shared
+            .stub
+            .store
+            .account("admin")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let tokens = server
+        .shared
+        .stub
+        .store
+        .tokens(Some("admin"), &ums_stub::store::PageRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].name, "copied");
     // New keys are numbered after the copied ones.
     let ids = server
         .shared

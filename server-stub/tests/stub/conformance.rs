@@ -276,6 +276,45 @@ async fn enrolls_exactly_once_under_races(store: Shared) {
     );
 }
 
+async fn one_unit_racing_with_many_keys_uses_one(store: Shared) {
+    insert(
+        &store,
+        (1..=8)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // One device, no record yet, presenting eight keys at once (the same key pair).
+    let unit_id = unit(99);
+    let mut tasks = Vec::new();
+    for key in 1..=8u64 {
+        let (store, unit_id) = (store.clone(), unit_id.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .enroll(
+                    attempt(&unit_id, key, b"one-pair"),
+                    issue(format!("cc{key:02}")),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let used = KeyFilter {
+        status: Some(KeyStatus::Used),
+        ..KeyFilter::default()
+    };
+    assert_eq!(
+        store.count_keys(&used).await.unwrap(),
+        1,
+        "one key consumed"
+    );
+    assert_eq!(store.count_devices().await.unwrap(), 1);
+}
+
 async fn repeats_after_a_lost_answer_and_refuses_another_key_pair(store: Shared) {
     insert(
         &store,
@@ -572,7 +611,10 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
 async fn tells_the_database_clock(store: Shared) {
     let clock = store.clock().await.unwrap();
     let now = OffsetDateTime::now_utc();
-    assert!((clock - now).abs() < time::Duration::seconds(5), "{clock} vs {now}");
+    assert!(
+        (clock - now).abs() < time::Duration::seconds(5),
+        "{clock} vs {now}"
+    );
     assert_eq!(clock.nanosecond(), 0, "whole seconds");
 }
 
@@ -593,6 +635,7 @@ where
     case!(batch_changes_are_all_or_none);
     case!(filters_page_and_count);
     case!(enrolls_exactly_once_under_races);
+    case!(one_unit_racing_with_many_keys_uses_one);
     case!(repeats_after_a_lost_answer_and_refuses_another_key_pair);
     case!(renews_and_tracks_contact);
     case!(keeps_the_audit_log_both_ways_and_prunes_it);
@@ -710,5 +753,15 @@ async fn the_postgres_store_speaks_tls_to_a_database_it_trusts_only() {
     assert!(
         PostgresStore::open(&url).await.is_err(),
         "sslmode=require without TLS is refused"
+    );
+    // With a CA file, a server answering without TLS is refused even when the URL does not
+    // insist: no downgrade.
+    let plain = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
+    let plain_url = plain.database();
+    assert!(
+        PostgresStore::open_with(&plain_url, Some(&ours))
+            .await
+            .is_err(),
+        "a database without TLS is refused when a CA is configured"
     );
 }
