@@ -318,29 +318,16 @@ impl Enroller {
     }
 
     /// The pin this source may be used with: the device's own (configured, else learned at
-    /// enrollment), which the source must agree with; else the one the source names.
+    /// enrollment), which the source must agree with; else the one the source names
+    /// ([`crate::pin::trust`] decides).
     pub fn pin_for(&self, state: &AgentState, source: &Pin) -> Result<Pin, Failure> {
-        let Some(held) = self.configured_pin.as_ref().or(state.pin.as_ref()) else {
-            return Ok(source.clone());
-        };
-        let agrees = match (held, source) {
-            (held, Pin::Fingerprint(fingerprint)) => held.matches(fingerprint),
-            (Pin::Fingerprint(fingerprint), Pin::Token(token)) => {
-                fingerprint.matches_communication_token(token)
+        let held = self.configured_pin.as_ref().or(state.pin.as_ref());
+        match crate::pin::trust(held, source) {
+            crate::pin::Trust::Use(pin) => Ok(pin),
+            crate::pin::Trust::Mismatch { pinned, stick } => {
+                Err(Failure::PinMismatch { pinned, stick })
             }
-            (Pin::Token(held), Pin::Token(token)) => held == token,
-        };
-        if !agrees {
-            return Err(Failure::PinMismatch {
-                pinned: held.short(),
-                stick: source.short(),
-            });
         }
-        // A token held and a whole fingerprint that matches it: the whole one is stronger.
-        Ok(match (held, source) {
-            (Pin::Token(_), Pin::Fingerprint(_)) => source.clone(),
-            _ => held.clone(),
-        })
     }
 
     /// The digests scope: the whole fingerprint when known, else the token.

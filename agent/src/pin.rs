@@ -68,6 +68,48 @@ impl Pin {
     }
 }
 
+/// The trust decision between the pin a device holds (configured, or learned at enrollment) and
+/// the pin a stick names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Use this pin for the stick's servers.
+    Use(Pin),
+    /// The stick names another UMS ID than the one the device holds: never used.
+    Mismatch {
+        /// The held pin, short.
+        pinned: String,
+        /// The stick's, short.
+        stick: String,
+    },
+}
+
+/// Decides which pin a stick naming `stick` may be used with (pure). A device that holds none
+/// takes the stick's. One that holds a pin keeps it, and the stick must agree with it: a held
+/// token agrees with a whole fingerprint whose part 3 it is, and then the whole fingerprint, the
+/// stronger pin, is used. A stick never replaces a pin the device holds.
+pub fn trust(held: Option<&Pin>, stick: &Pin) -> Trust {
+    let Some(held) = held else {
+        return Trust::Use(stick.clone());
+    };
+    let agrees = match (held, stick) {
+        (held, Pin::Fingerprint(fingerprint)) => held.matches(fingerprint),
+        (Pin::Fingerprint(fingerprint), Pin::Token(token)) => {
+            fingerprint.matches_communication_token(token)
+        }
+        (Pin::Token(held), Pin::Token(token)) => held == token,
+    };
+    if !agrees {
+        return Trust::Mismatch {
+            pinned: held.short(),
+            stick: stick.short(),
+        };
+    }
+    Trust::Use(match (held, stick) {
+        (Pin::Token(_), Pin::Fingerprint(_)) => stick.clone(),
+        _ => held.clone(),
+    })
+}
+
 impl FromStr for Pin {
     type Err = PinError;
 
@@ -107,6 +149,39 @@ mod tests {
         assert!(Pin::Fingerprint(fingerprint).matches(&fingerprint));
         let other = Fingerprint::of_der(b"another");
         assert!(!Pin::Fingerprint(other).matches(&fingerprint));
+    }
+
+    #[test]
+    fn a_held_pin_decides_what_a_stick_may_be_used_with() {
+        let ours = Fingerprint::of_der(b"our UMS ID");
+        let theirs = Fingerprint::of_der(b"another UMS ID");
+        let whole = Pin::Fingerprint(ours);
+        let token = Pin::token(&ours.communication_token()).unwrap();
+        let other_whole = Pin::Fingerprint(theirs);
+        let other_token = Pin::token(&theirs.communication_token()).unwrap();
+        let table = [
+            // held, stick => trust
+            (None, &whole, Some(&whole)),
+            (None, &token, Some(&token)),
+            (Some(&whole), &whole, Some(&whole)),
+            (Some(&whole), &token, Some(&whole)),
+            (Some(&token), &whole, Some(&whole)),
+            (Some(&token), &token, Some(&token)),
+            (Some(&whole), &other_whole, None),
+            (Some(&whole), &other_token, None),
+            (Some(&token), &other_whole, None),
+            (Some(&token), &other_token, None),
+        ];
+        for (held, stick, expected) in table {
+            let decided = trust(held, stick);
+            match expected {
+                Some(pin) => assert_eq!(decided, Trust::Use(pin.clone()), "{held:?} {stick:?}"),
+                None => assert!(
+                    matches!(decided, Trust::Mismatch { .. }),
+                    "{held:?} {stick:?}: {decided:?}"
+                ),
+            }
+        }
     }
 
     #[test]
