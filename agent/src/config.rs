@@ -67,7 +67,7 @@ use std::time::Duration;
 
 use onboard_protocol::{Limits, UnitId};
 
-use crate::enroll::DeviceKeyAlgorithm;
+use crate::device_key::DeviceKeyAlgorithm;
 use crate::lifecycle::BackoffPolicy;
 use crate::pin::Pin;
 use crate::tls::Timeouts;

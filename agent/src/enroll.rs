@@ -36,6 +36,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::clock::SharedClock;
+pub use crate::device_key::DeviceKeyAlgorithm;
 use crate::key_choice::key_order;
 use crate::lifecycle::{Event, Failure, Phase, rfc3339};
 use crate::pin::Pin;
@@ -49,41 +50,6 @@ pub const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 
 /// The longest problem detail quoted from a server.
 const MAX_DETAIL_CHARS: usize = 200;
-
-/// The device key pair's algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceKeyAlgorithm {
-    /// ECDSA on P-256 with SHA-256 (the default, as the UMS ID itself).
-    #[default]
-    P256,
-    /// ECDSA on P-384 with SHA-384.
-    P384,
-}
-
-impl DeviceKeyAlgorithm {
-    /// Every algorithm the agent offers: each one the server certifies (a test holds them to it).
-    pub const ALL: [DeviceKeyAlgorithm; 2] = [DeviceKeyAlgorithm::P256, DeviceKeyAlgorithm::P384];
-
-    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
-        match self {
-            DeviceKeyAlgorithm::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            DeviceKeyAlgorithm::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        }
-    }
-}
-
-impl std::str::FromStr for DeviceKeyAlgorithm {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "p256" | "p-256" => Ok(DeviceKeyAlgorithm::P256),
-            "p384" | "p-384" => Ok(DeviceKeyAlgorithm::P384),
-            _ => Err("expected p256 or p384".to_owned()),
-        }
-    }
-}
 
 /// Where keys come from for one enrollment: a key file on a stick, or the command line.
 #[derive(Debug, Clone)]

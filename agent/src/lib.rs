@@ -13,7 +13,9 @@
 //!   certificates.
 //! - [`lifecycle`]: the phases and their named transitions, and the backoff policy (pure).
 //! - [`clock`]: the device clock, injectable, and whether it can be believed.
-//! - [`pin`]: the UMS ID a device trusts, as a fingerprint or a communication token.
+//! - [`pin`]: the UMS ID a device trusts, as a fingerprint or a communication token, and the
+//!   pure trust decision between a held pin and a stick's.
+//! - [`device_key`]: the device key pair's algorithm.
 //! - [`tls`]: the pinned verifier and the HTTPS clients built on it.
 //! - [`enroll`]: EST enrollment with a key, renewal and the inventory report.
 //! - [`inventory`]: the device's facts, gathered with sysinfo.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod device_key;
 pub mod discovery;
 pub mod enroll;
 pub mod identity;
