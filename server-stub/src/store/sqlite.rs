@@ -231,6 +231,21 @@ impl Inner {
         backend_error(&self.shown(), source)
     }
 
+    /// Runs `work` in one IMMEDIATE transaction and commits it: all of it, or nothing when `work`
+    /// fails.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.db(e))?;
+        let out = work(&tx)?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(out)
+    }
+
     fn corrupt(&self, reason: String) -> StoreError {
         StoreError::Corrupt {
             database: self.shown(),

@@ -2,7 +2,7 @@
 //! Only hashes are stored: argon2id for passwords, SHA-256 for tokens and session cookies.
 
 use onboard_protocol::admin::Right;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
@@ -96,39 +96,37 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (account, actor) = (account.clone(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+            inner.write(|tx| {
+                let inserted = tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
                          ON CONFLICT (name) DO NOTHING"
-                    ),
-                    params![
-                        account.name,
-                        account.password_hash,
-                        rights_text(&account.rights),
-                        account.created_at.unix_timestamp(),
-                        account.changed_at.unix_timestamp(),
-                    ],
-                )
-                .map_err(|e| inner.db(e))?;
-            if inserted == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "an account named {:?} exists",
-                    account.name
-                )));
-            }
-            let mut entry = AuditEntry::new("accounts.create", &actor);
-            entry.detail = format!(
-                "account {} with {}",
-                account.name,
-                rights_text(&account.rights)
-            );
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+                        ),
+                        params![
+                            account.name,
+                            account.password_hash,
+                            rights_text(&account.rights),
+                            account.created_at.unix_timestamp(),
+                            account.changed_at.unix_timestamp(),
+                        ],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "an account named {:?} exists",
+                        account.name
+                    )));
+                }
+                let mut entry = AuditEntry::new("accounts.create", &actor);
+                entry.detail = format!(
+                    "account {} with {}",
+                    account.name,
+                    rights_text(&account.rights)
+                );
+                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                Ok(())
+            })
         })
         .await
     }
@@ -199,41 +197,39 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (name, actor) = (name.to_owned(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let changed = tx
-                .execute(
-                    "UPDATE accounts SET rights = coalesce(?2, rights),
+            inner.write(|tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE accounts SET rights = coalesce(?2, rights),
                          password_hash = coalesce(?3, password_hash), changed_at = ?4
                      WHERE name = ?1",
-                    params![
-                        name,
-                        change.rights.as_deref().map(rights_text),
-                        change.password_hash,
-                        super::now(),
-                    ],
-                )
-                .map_err(|e| inner.db(e))?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(Missing::Account(name)));
-            }
-            let ended = tx
-                .execute("DELETE FROM sessions WHERE account = ?1", [&name])
-                .map_err(|e| inner.db(e))?;
-            let mut entry = AuditEntry::new("accounts.edit", &actor);
-            let mut parts = vec![format!("account {name}")];
-            if let Some(rights) = &change.rights {
-                parts.push(format!("rights {}", rights_text(rights)));
-            }
-            if change.password_hash.is_some() {
-                parts.push("new password".to_owned());
-            }
-            parts.push(format!("{ended} session(s) ended"));
-            entry.detail = parts.join(", ");
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+                        params![
+                            name,
+                            change.rights.as_deref().map(rights_text),
+                            change.password_hash,
+                            super::now(),
+                        ],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(Missing::Account(name)));
+                }
+                let ended = tx
+                    .execute("DELETE FROM sessions WHERE account = ?1", [&name])
+                    .map_err(|e| inner.db(e))?;
+                let mut entry = AuditEntry::new("accounts.edit", &actor);
+                let mut parts = vec![format!("account {name}")];
+                if let Some(rights) = &change.rights {
+                    parts.push(format!("rights {}", rights_text(rights)));
+                }
+                if change.password_hash.is_some() {
+                    parts.push("new password".to_owned());
+                }
+                parts.push(format!("{ended} session(s) ended"));
+                entry.detail = parts.join(", ");
+                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                Ok(())
+            })
         })
         .await
     }
@@ -241,21 +237,19 @@ impl SqliteStore {
     pub(super) async fn remove_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
         let (name, actor) = (name.to_owned(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            // Tokens and sessions go with it (ON DELETE CASCADE).
-            let changed = tx
-                .execute("DELETE FROM accounts WHERE name = ?1", [&name])
-                .map_err(|e| inner.db(e))?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(Missing::Account(name)));
-            }
-            let mut entry = AuditEntry::new("accounts.delete", &actor);
-            entry.detail = format!("account {name}");
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+            inner.write(|tx| {
+                // Tokens and sessions go with it (ON DELETE CASCADE).
+                let changed = tx
+                    .execute("DELETE FROM accounts WHERE name = ?1", [&name])
+                    .map_err(|e| inner.db(e))?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(Missing::Account(name)));
+                }
+                let mut entry = AuditEntry::new("accounts.delete", &actor);
+                entry.detail = format!("account {name}");
+                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                Ok(())
+            })
         })
         .await
     }
@@ -267,44 +261,42 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (token, actor) = (token.clone(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
-                    [&token.account],
-                    |row| row.get(0),
+            inner.write(|tx| {
+                let exists: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
+                        [&token.account],
+                        |row| row.get(0),
+                    )
+                    .map_err(|e| inner.db(e))?;
+                if !exists {
+                    return Err(StoreError::NotFound(Missing::Account(token.account)));
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    ),
+                    params![
+                        token.id,
+                        &token.digest[..],
+                        token.account,
+                        token.name,
+                        rights_text(&token.rights),
+                        token.created_at.unix_timestamp(),
+                        token.expires_at.map(OffsetDateTime::unix_timestamp),
+                    ],
                 )
                 .map_err(|e| inner.db(e))?;
-            if !exists {
-                return Err(StoreError::NotFound(Missing::Account(token.account)));
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
-                params![
+                let mut entry = AuditEntry::new("tokens.create", &actor);
+                entry.detail = format!(
+                    "token {} for account {} with {}",
                     token.id,
-                    &token.digest[..],
                     token.account,
-                    token.name,
-                    rights_text(&token.rights),
-                    token.created_at.unix_timestamp(),
-                    token.expires_at.map(OffsetDateTime::unix_timestamp),
-                ],
-            )
-            .map_err(|e| inner.db(e))?;
-            let mut entry = AuditEntry::new("tokens.create", &actor);
-            entry.detail = format!(
-                "token {} for account {} with {}",
-                token.id,
-                token.account,
-                rights_text(&token.rights)
-            );
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+                    rights_text(&token.rights)
+                );
+                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                Ok(())
+            })
         })
         .await
     }
@@ -358,25 +350,23 @@ impl SqliteStore {
     pub(super) async fn delete_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
         let (id, actor) = (id.to_owned(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let account: Option<String> = tx
-                .query_row(
-                    "DELETE FROM tokens WHERE id = ?1 RETURNING account",
-                    [&id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| inner.db(e))?;
-            let Some(account) = account else {
-                return Err(StoreError::NotFound(Missing::Token(id)));
-            };
-            let mut entry = AuditEntry::new("tokens.revoke", &actor);
-            entry.detail = format!("token {id} of account {account}");
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+            inner.write(|tx| {
+                let account: Option<String> = tx
+                    .query_row(
+                        "DELETE FROM tokens WHERE id = ?1 RETURNING account",
+                        [&id],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| inner.db(e))?;
+                let Some(account) = account else {
+                    return Err(StoreError::NotFound(Missing::Token(id)));
+                };
+                let mut entry = AuditEntry::new("tokens.revoke", &actor);
+                entry.detail = format!("token {id} of account {account}");
+                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                Ok(())
+            })
         })
         .await
     }
@@ -389,29 +379,27 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (session, verified, actor) = (session.clone(), verified.to_owned(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            // Only while the account still has the password the login was checked against.
-            let inserted = tx
-                .execute(
-                    "INSERT INTO sessions (digest, account, created_at, expires_at)
+            inner.write(|tx| {
+                // Only while the account still has the password the login was checked against.
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO sessions (digest, account, created_at, expires_at)
                      SELECT ?1, name, ?3, ?4 FROM accounts WHERE name = ?2 AND password_hash = ?5",
-                    params![
-                        &session.digest[..],
-                        session.account,
-                        session.created_at.unix_timestamp(),
-                        session.expires_at.unix_timestamp(),
-                        verified,
-                    ],
-                )
-                .map_err(|e| inner.db(e))?;
-            if inserted == 0 {
-                return Err(StoreError::NotFound(Missing::Account(session.account)));
-            }
-            audit_in(&tx, &AuditEntry::new("session.login", &actor)).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+                        params![
+                            &session.digest[..],
+                            session.account,
+                            session.created_at.unix_timestamp(),
+                            session.expires_at.unix_timestamp(),
+                            verified,
+                        ],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                if inserted == 0 {
+                    return Err(StoreError::NotFound(Missing::Account(session.account)));
+                }
+                audit_in(tx, &AuditEntry::new("session.login", &actor)).map_err(|e| inner.db(e))?;
+                Ok(())
+            })
         })
         .await
     }
@@ -453,18 +441,16 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (digest, actor) = (*digest, actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let ended = tx
-                .execute("DELETE FROM sessions WHERE digest = ?1", [&digest[..]])
-                .map_err(|e| inner.db(e))?;
-            if ended > 0 {
-                audit_in(&tx, &AuditEntry::new("session.logout", &actor))
+            inner.write(|tx| {
+                let ended = tx
+                    .execute("DELETE FROM sessions WHERE digest = ?1", [&digest[..]])
                     .map_err(|e| inner.db(e))?;
-            }
-            tx.commit().map_err(|e| inner.db(e))
+                if ended > 0 {
+                    audit_in(tx, &AuditEntry::new("session.logout", &actor))
+                        .map_err(|e| inner.db(e))?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -519,34 +505,32 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let (main, actor) = (main.clone(), actor.cloned());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let conflict = if actor.is_some() {
-                "DO UPDATE SET fingerprint = excluded.fingerprint,
+            inner.write(|tx| {
+                let conflict = if actor.is_some() {
+                    "DO UPDATE SET fingerprint = excluded.fingerprint,
                    certificate_pem = excluded.certificate_pem, sealed = excluded.sealed"
-            } else {
-                "DO NOTHING"
-            };
-            tx.execute(
-                &format!(
-                    "INSERT INTO main_ums_id (one, fingerprint, certificate_pem, sealed)
+                } else {
+                    "DO NOTHING"
+                };
+                tx.execute(
+                    &format!(
+                        "INSERT INTO main_ums_id (one, fingerprint, certificate_pem, sealed)
                      VALUES (1, ?1, ?2, ?3) ON CONFLICT (one) {conflict}"
-                ),
-                params![
-                    main.fingerprint.to_string(),
-                    main.certificate_pem,
-                    main.sealed
-                ],
-            )
-            .map_err(|e| inner.db(e))?;
-            if let Some(actor) = &actor {
-                let mut entry = AuditEntry::new("ums-id.restore", actor);
-                entry.detail = format!("Main UMS ID {}", main.fingerprint.short());
-                audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            }
-            tx.commit().map_err(|e| inner.db(e))
+                    ),
+                    params![
+                        main.fingerprint.to_string(),
+                        main.certificate_pem,
+                        main.sealed
+                    ],
+                )
+                .map_err(|e| inner.db(e))?;
+                if let Some(actor) = &actor {
+                    let mut entry = AuditEntry::new("ums-id.restore", actor);
+                    entry.detail = format!("Main UMS ID {}", main.fingerprint.short());
+                    audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                }
+                Ok(())
+            })
         })
         .await
     }
