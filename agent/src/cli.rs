@@ -17,10 +17,11 @@ use onboard_protocol::{FirstAuthKey, KeyEntry, Server, UnitId};
 
 use crate::config::{Overrides, Settings};
 use crate::daemon::{self, Environment, Observer};
-use crate::enroll::{Enroller, KeySource, Pass};
+use crate::driver::{Driver, Step};
+use crate::enroll::{Enroller, KeySource};
 use crate::identity::{self, DEFAULT_SYSFS_ROOT, Persist};
 use crate::inspect;
-use crate::lifecycle::{Event, Failure, Phase, backoff};
+use crate::lifecycle::{Failure, Phase};
 use crate::pin::Pin;
 use crate::state::{self, AgentState};
 
@@ -382,73 +383,73 @@ async fn enroll_once(
         unknown_key_retry: settings.unknown_key_retry,
         on_change: Arc::new(|_| {}),
     };
-    let usable: Vec<&KeySource> = sources
-        .iter()
-        .filter(|source| source.usable_keys(&resolved.unit_id) > 0)
-        .collect();
-    let Some(source) = usable
-        .iter()
-        .find(|source| enroller.pin_for(&state, &source.ums_id).is_ok())
-        .or(usable.first())
-    else {
-        eprintln!(
-            "onboard-agent: no key file with a key for unit {} (found {} key file(s))",
-            resolved.unit_id,
-            sources.len()
-        );
-        return Ok(ExitCode::from(EnrollExit::NoKey as u8));
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let pass = enroller.pass(source, &mut state).await?;
-        match pass {
-            Pass::Issued { .. } => {
-                if let Ok(inventory) = tokio::task::spawn_blocking(crate::inventory::gather).await
-                    && let Err(error) = enroller.report_inventory(&mut state, &inventory).await
+    let mut driver = Driver::new(enroller, settings.backoff);
+    let step = driver
+        .until_done(
+            &mut state,
+            &sources,
+            args.tries,
+            |_| 0.5,
+            |step| {
+                if let Step::BackOff {
+                    attempt,
+                    delay,
+                    detail,
+                    ..
+                } = step
                 {
-                    tracing::warn!(%error, "inventory not reported");
+                    eprintln!(
+                        "onboard-agent: try {attempt} of {}: {detail}; again in {:.1} s",
+                        args.tries,
+                        delay.as_secs_f64()
+                    );
                 }
-                println!(
-                    "enrolled as {} with {} (UMS ID {}); certificate until {}",
-                    resolved.unit_id,
-                    state.server.as_deref().unwrap_or("-"),
-                    state.pin.as_ref().map(Pin::short).unwrap_or_default(),
-                    state.certificate_not_after.as_deref().unwrap_or("-")
-                );
-                return Ok(ExitCode::SUCCESS);
+            },
+        )
+        .await?;
+    match step {
+        Step::Enrolled { .. } => {
+            if let Ok(inventory) = tokio::task::spawn_blocking(crate::inventory::gather).await
+                && let Err(error) = driver
+                    .enroller
+                    .report_inventory(&mut state, &inventory)
+                    .await
+            {
+                tracing::warn!(%error, "inventory not reported");
             }
-            Pass::Refused(failure) => {
-                state.last_error = Some(failure.to_string());
-                enroller.transition(&mut state, Event::Refused(failure.clone()))?;
-                eprintln!("onboard-agent: {failure}");
-                return Ok(ExitCode::from(EnrollExit::of(&failure) as u8));
-            }
-            Pass::Fault {
-                retry_after,
-                detail,
-                pin_refused,
-            } => {
-                state.last_error = Some(detail.clone());
-                let delay = backoff(&settings.backoff, attempt, retry_after, 0.5);
-                enroller.transition(&mut state, Event::NetworkFault { attempt, delay })?;
-                if attempt >= args.tries {
-                    eprintln!("onboard-agent: {detail}");
-                    let code = if pin_refused {
-                        EnrollExit::PinRefused
-                    } else {
-                        EnrollExit::Unreachable
-                    };
-                    return Ok(ExitCode::from(code as u8));
-                }
-                eprintln!(
-                    "onboard-agent: try {attempt} of {}: {detail}; again in {:.1} s",
-                    args.tries,
-                    delay.as_secs_f64()
-                );
-                tokio::time::sleep(delay).await;
-                enroller.transition(&mut state, Event::RetryDue)?;
-            }
+            println!(
+                "enrolled as {} with {} (UMS ID {}); certificate until {}",
+                resolved.unit_id,
+                state.server.as_deref().unwrap_or("-"),
+                state.pin.as_ref().map(Pin::short).unwrap_or_default(),
+                state.certificate_not_after.as_deref().unwrap_or("-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Step::Refused(failure) => {
+            eprintln!("onboard-agent: {failure}");
+            Ok(ExitCode::from(EnrollExit::of(&failure) as u8))
+        }
+        Step::BackOff {
+            detail,
+            pin_refused,
+            ..
+        } => {
+            eprintln!("onboard-agent: {detail}");
+            let code = if pin_refused {
+                EnrollExit::PinRefused
+            } else {
+                EnrollExit::Unreachable
+            };
+            Ok(ExitCode::from(code as u8))
+        }
+        Step::NoKeys => {
+            eprintln!(
+                "onboard-agent: no key file with a key for unit {} (found {} key file(s))",
+                resolved.unit_id,
+                sources.len()
+            );
+            Ok(ExitCode::from(EnrollExit::NoKey as u8))
         }
     }
 }

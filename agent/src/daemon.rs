@@ -1,8 +1,8 @@
 //! `run`: look for sticks at start-up, then wait for hints and look again; enroll with the keys
 //! found, back off on faults, and once enrolled renew and report, until told to stop.
 //!
-//! The loop owns all timing: a pass of [`Enroller::pass`] runs only when no backoff is pending, a
-//! look that finds nothing new starts nothing, and every wait also waits for the stop signal, so
+//! The loop owns all timing: a step of the enrollment [`Driver`] runs only when no backoff is
+//! pending, a look that finds nothing new starts nothing, and every wait also waits for the stop signal, so
 //! SIGTERM ends it cleanly in any phase (a pass cut short resumes on the next start, with the
 //! same device key pair). What it does is published to an [`Observer`], which is how tests follow
 //! it and which counts wake-ups so that idleness can be measured.
@@ -20,9 +20,10 @@ use tokio::time::Instant;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::enroll::{EnrollError, Enroller, KeySource, Pass};
+use crate::driver::{Driver, Step};
+use crate::enroll::{EnrollError, Enroller, KeySource};
 use crate::identity::{self, Persist};
-use crate::lifecycle::{Event, Failure, Phase, backoff};
+use crate::lifecycle::{Failure, Phase};
 use crate::state::{AgentState, StateError};
 use crate::sticks::{self, Scan};
 use crate::watcher::{StickWatcher, WatchError};
@@ -191,11 +192,9 @@ struct Enrollment {
     environment: Environment,
     observer: Observer,
     state: AgentState,
-    enroller: Option<Enroller>,
+    driver: Option<Driver>,
     /// When a backoff ends; `None` when no backoff is pending.
     retry_at: Option<Instant>,
-    /// Passes in a row that ended in a fault.
-    faults: u32,
     /// When to check the certificate's expiry next (enrolled only).
     renew_at: Option<Instant>,
     /// The unit-ID failure already reported, so a look that finds the same again stays quiet.
@@ -206,11 +205,20 @@ struct Enrollment {
 }
 
 impl Enrollment {
-    /// The enroller, once the unit ID is known (resolved again at each look until it is).
-    fn enroller(&mut self) -> Option<Enroller> {
-        if let Some(enroller) = &self.enroller {
-            return Some(enroller.clone());
+    /// The driver, once the unit ID is known (resolved again at each look until it is).
+    fn driver(&mut self) -> Option<&mut Driver> {
+        if self.driver.is_none() {
+            self.driver = self.make_driver();
         }
+        self.driver.as_mut()
+    }
+
+    /// The enroller, once the unit ID is known.
+    fn enroller(&mut self) -> Option<Enroller> {
+        self.driver().map(|driver| driver.enroller.clone())
+    }
+
+    fn make_driver(&mut self) -> Option<Driver> {
         let resolved = identity::resolve(
             self.settings.unit_id.as_ref(),
             &self.settings.state_dir,
@@ -242,18 +250,22 @@ impl Enrollment {
             unknown_key_retry: self.settings.unknown_key_retry,
             on_change: Arc::new(move |state| observer.publish(state)),
         };
-        self.enroller = Some(enroller.clone());
-        Some(enroller)
+        let mut driver = Driver::new(enroller, self.settings.backoff);
+        let observer = self.observer.clone();
+        driver.on_pass = Arc::new(move || {
+            observer.inner.passes.fetch_add(1, Ordering::SeqCst);
+        });
+        Some(driver)
     }
 
-    /// After a look: enrolls with what it found, when no backoff is pending.
+    /// After a look: a step of the driver with what it found, when no backoff is pending.
     async fn after_look(&mut self, scan: &Scan) -> Result<(), RunError> {
         if self.state.phase.is_enrolled() {
             return Ok(());
         }
-        let Some(enroller) = self.enroller() else {
+        if self.driver().is_none() {
             return Ok(());
-        };
+        }
         let files: Vec<(PathBuf, u64)> = scan
             .key_files()
             .map(|found| (found.path.clone(), found.size))
@@ -262,11 +274,13 @@ impl Enrollment {
             return Ok(());
         }
         self.blocked_on = None;
+        let (Some(driver), state) = (self.driver.as_mut(), &mut self.state) else {
+            return Ok(());
+        };
         if self.retry_at.is_some() {
-            if scan.key_files().next().is_none() {
+            if files.is_empty() {
                 self.retry_at = None;
-                self.faults = 0;
-                enroller.transition(&mut self.state, Event::KeysGone)?;
+                driver.keys_gone(state)?;
             }
             return Ok(());
         }
@@ -276,90 +290,27 @@ impl Enrollment {
                 KeySource::from_key_file(found.path.display().to_string(), &found.key_file)
             })
             .collect();
-        // The first source whose UMS ID agrees with the pin held and that has keys left.
-        let mut mismatch = None;
-        let mut exhausted = None;
-        let mut chosen = None;
-        for source in &sources {
-            if let Err(failure) = enroller.pin_for(&self.state, &source.ums_id) {
-                mismatch.get_or_insert(failure);
-                continue;
+        match driver.step(state, &sources, jitter()).await? {
+            Step::Enrolled { .. } => {
+                let enroller = driver.enroller.clone();
+                self.enrolled(&enroller).await?;
             }
-            let (fresh, refused) = enroller.candidates(&mut self.state, source);
-            if fresh.is_empty() {
-                if refused > 0 {
-                    exhausted.get_or_insert(Failure::KeysExhausted { refused });
-                }
-                continue;
-            }
-            chosen = Some(source);
-            break;
-        }
-        let Some(source) = chosen else {
-            let failure = exhausted.or(mismatch);
-            match failure {
-                // Reported once; the same stick looked at again stays quiet.
-                Some(failure)
-                    if self.state.phase
-                        != (Phase::Failed {
-                            reason: failure.clone(),
-                        }) =>
-                {
-                    tracing::error!(reason = %failure, "cannot enroll");
-                    self.state.last_error = Some(failure.to_string());
-                    enroller.transition(&mut self.state, Event::Refused(failure))?;
-                }
-                Some(_) => {}
-                None if sources.is_empty()
-                    && matches!(
-                        self.state.phase,
-                        Phase::Enrolling | Phase::BackingOff { .. }
-                    ) =>
-                {
-                    enroller.transition(&mut self.state, Event::KeysGone)?;
-                }
-                None => {}
-            }
-            return Ok(());
-        };
-        if let Phase::Failed { reason } = &self.state.phase {
-            tracing::info!(previous = %reason, key_file = %source.origin, "trying again with a key file");
-        }
-        tracing::info!(key_file = %source.origin, servers = source.servers.len(), "enrolling");
-        self.observer.inner.passes.fetch_add(1, Ordering::SeqCst);
-        let pass = enroller.pass(source, &mut self.state).await?;
-        self.faults = match pass {
-            Pass::Fault { .. } => self.faults.saturating_add(1),
-            _ => 0,
-        };
-        match pass {
-            Pass::Issued { .. } => self.enrolled(&enroller).await?,
-            Pass::Fault {
-                retry_after,
-                detail,
-                ..
-            } => {
-                let attempt = self.faults;
-                let delay = backoff(&self.settings.backoff, attempt, retry_after, jitter());
+            Step::BackOff { delay, .. } => {
                 self.observer
                     .inner
                     .backoffs
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(delay);
-                tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, %detail, "backing off; the same key follows");
-                self.state.last_error = Some(detail);
                 self.retry_at = Some(Instant::now() + delay);
-                enroller.transition(&mut self.state, Event::NetworkFault { attempt, delay })?;
             }
-            Pass::Refused(failure) => {
+            Step::Refused(failure) => {
+                // A refusal keys cannot lift waits for the key files to change (or a restart).
                 if matches!(failure, Failure::UnitIdConflict | Failure::Rejected { .. }) {
                     self.blocked_on = Some(files);
                 }
-                tracing::error!(reason = %failure, "cannot enroll");
-                self.state.last_error = Some(failure.to_string());
-                enroller.transition(&mut self.state, Event::Refused(failure))?;
             }
+            Step::NoKeys => {}
         }
         Ok(())
     }
@@ -415,9 +366,8 @@ pub async fn run_in(
         environment,
         observer: observer.clone(),
         state,
-        enroller: None,
+        driver: None,
         retry_at: None,
-        faults: 0,
         renew_at: None,
         unit_id_error: None,
         blocked_on: None,
@@ -538,8 +488,8 @@ pub async fn run_in(
             }
             None => {
                 work.retry_at = None;
-                if let Some(enroller) = work.enroller() {
-                    enroller.transition(&mut work.state, Event::RetryDue)?;
+                if let (Some(driver), state) = (work.driver.as_mut(), &mut work.state) {
+                    driver.retry_due(state)?;
                 }
             }
         }

@@ -1,55 +1,40 @@
-//! Enrollment over EST with a first-authentication key, and the mutual-TLS requests that follow
-//! it (renewal, the inventory report).
+//! Enrollment over EST with a first-authentication key: where keys come from ([`KeySource`]),
+//! which of them this device presents now, and one [`Enroller::pass`] over them.
 //!
-//! One [`Enroller::pass`] walks the keys this device may present (ARCHITECTURE §6 order, keys
-//! refused before skipped) and, for each, the servers of the key file in order:
+//! A pass walks the keys this device may present (ARCHITECTURE §6 order, keys refused before
+//! skipped) and, for each, the servers of the key file in order:
 //!
-//! 1. TLS with the [`PinnedVerifier`]; `GET cacerts` first, carrying nothing secret. A server
-//!    whose chain is not anchored in the pinned UMS ID is refused here, before any key is sent.
+//! 1. TLS with the pinned verifier; `GET cacerts` first, carrying nothing secret. A server whose
+//!    chain is not anchored in the pinned UMS ID is refused here, before any key is sent
+//!    ([`crate::est_client`]).
 //! 2. `POST simpleenroll` with HTTP Basic (unit ID, key) and a CSR for the device key pair, which
 //!    was generated here and persisted before the first request (so a retry after a lost answer,
 //!    or after a restart, presents the same key pair and the server answers idempotently).
-//! 3. The certificate is checked: it names this unit ID, holds this public key, and is signed by
-//!    the pinned UMS ID. Then the certificates are stored, and the state file last.
+//! 3. The certificate is checked ([`crate::device_key::check_issued`]): it names this unit ID,
+//!    holds this public key, and is signed by the pinned UMS ID. Then the certificates are
+//!    stored; the state file follows with the driver's transition.
 //!
 //! A final refusal of a key (`key_unknown`, `key_inactive`, `key_used`,
 //! `key_bound_to_other_device`) is remembered by digest and the next key follows. Network faults,
 //! a refused pin, 5xx and 429 on every server end the pass with [`Pass::Fault`]: the caller backs
 //! off and retries the same key. `unit_id_conflict` and `bad_request` end it with
-//! [`Pass::Refused`].
+//! [`Pass::Refused`]. A pass changes no phase: [`crate::driver`] makes every transition.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboard_protocol::routes::{
-    CONTENT_TYPE_JSON, CONTENT_TYPE_PKCS10, DEVICE_INVENTORY, EST_CACERTS, EST_SIMPLEENROLL,
-    EST_SIMPLEREENROLL,
-};
-use onboard_protocol::{
-    Fingerprint, FirstAuthKey, Inventory, KeyEntry, KeyFile, KeyKind, Problem, ProblemCode, Server,
-    UnitId, est,
-};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
-use reqwest::StatusCode;
-use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
 
 use crate::clock::SharedClock;
 pub use crate::device_key::DeviceKeyAlgorithm;
+use crate::device_key::{self, DeviceKeyError};
+use crate::est_client::{Answer, EstSession};
 use crate::key_choice::key_order;
-use crate::lifecycle::{Event, Failure, Phase, rfc3339};
+use crate::lifecycle::{Event, Failure, InvalidTransition, rfc3339};
 use crate::pin::Pin;
-use crate::state::{
-    self, AgentState, DEVICE_CERT_FILE, DEVICE_KEY_FILE, StateError, UMS_ID_CERT_FILE,
-};
-use crate::tls::{self, ClientIdentity, PinnedVerifier, Timeouts};
-
-/// A certificate this close to expiry is renewed.
-pub const RENEW_BEFORE: time::Duration = time::Duration::days(30);
-
-/// The longest problem detail quoted from a server.
-const MAX_DETAIL_CHARS: usize = 200;
+use crate::state::{self, AgentState, DEVICE_CERT_FILE, StateError, UMS_ID_CERT_FILE};
+use crate::tls::Timeouts;
 
 /// Where keys come from for one enrollment: a key file on a stick, or the command line.
 #[derive(Debug, Clone)]
@@ -107,21 +92,17 @@ pub enum Pass {
     Refused(Failure),
 }
 
-/// Something on the device itself failed: the state directory, or making a key pair.
+/// Something on the device itself failed: the state directory, the device key pair, or the
+/// agent's own bookkeeping.
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
     /// The state directory cannot be read or written.
     #[error(transparent)]
     State(#[from] StateError),
     /// The device key pair cannot be made, read or used.
-    #[error("the device key in {}: {reason}", path.display())]
-    DeviceKey {
-        /// The key file.
-        path: PathBuf,
-        /// What failed (never key material).
-        reason: String,
-    },
-    /// The device is not enrolled (renewal, inventory).
+    #[error(transparent)]
+    DeviceKey(#[from] DeviceKeyError),
+    /// The device is not enrolled (renewal, inventory, the connector).
     #[error("this device is not enrolled")]
     NotEnrolled,
     /// A file of the state directory is missing or unreadable.
@@ -135,6 +116,10 @@ pub enum EnrollError {
     /// The TLS configuration cannot be built.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    /// A lifecycle event that cannot happen in the phase the agent is in: a bug, refused rather
+    /// than saved.
+    #[error("lifecycle: {0}")]
+    Lifecycle(#[from] InvalidTransition),
 }
 
 impl From<state::WriteError> for EnrollError {
@@ -143,93 +128,7 @@ impl From<state::WriteError> for EnrollError {
     }
 }
 
-/// What one request to one server came to.
-enum Answer {
-    Certificate {
-        der: Vec<u8>,
-        ums_id: Vec<u8>,
-    },
-    /// Final for the key.
-    KeyRefused(ProblemCode),
-    /// Final for this source.
-    Refused(Failure),
-    /// Retry later.
-    Fault {
-        retry_after: Option<Duration>,
-        detail: String,
-        pin_refused: bool,
-    },
-    /// 429: the server took this key for a guess while the budget of this unit ID or address was
-    /// used up (by someone else's junk, perhaps). The next key may still be real.
-    Limited {
-        retry_after: Option<Duration>,
-    },
-}
-
-/// What a refusal means, from its status and problem body: final for the key, final for the
-/// device, or a fault to retry (the server busy, down or out of time: 5xx, 429 and its own 408).
-fn answer_to_refusal(
-    status: StatusCode,
-    problem: Option<&Problem>,
-    retry_after: Option<Duration>,
-) -> Answer {
-    let detail = problem
-        .and_then(|problem| problem.detail.as_deref())
-        .map(clean_detail);
-    match problem.map(|problem| problem.code) {
-        Some(code) if code.is_final_for_key() => Answer::KeyRefused(code),
-        Some(ProblemCode::UnitIdConflict) => Answer::Refused(Failure::UnitIdConflict),
-        Some(ProblemCode::RateLimited) => Answer::Limited { retry_after },
-        None if status == StatusCode::TOO_MANY_REQUESTS => Answer::Limited { retry_after },
-        Some(ProblemCode::BadRequest) => Answer::Refused(Failure::Rejected {
-            detail: format!("bad_request: {}", detail.unwrap_or_default()),
-        }),
-        // The server's own time-out (408) says nothing about the key: retry it, as a 5xx.
-        _ if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT =>
-        {
-            Answer::Fault {
-                retry_after,
-                detail: format!("HTTP {}", status.as_u16()),
-                pin_refused: false,
-            }
-        }
-        _ => Answer::Refused(Failure::Rejected {
-            detail: format!("HTTP {} is not an EST answer", status.as_u16()),
-        }),
-    }
-}
-
-/// Whether a request failed because the server refused this device's own certificate in the
-/// TLS handshake (an alert naming the certificate), as it does once the certificate has expired
-/// past the renewal grace period. Network faults and pin refusals are not that.
-fn certificate_refused_in_handshake(error: &reqwest::Error) -> bool {
-    use rustls::AlertDescription as Alert;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        let rustls_error = cause.downcast_ref::<rustls::Error>().or_else(|| {
-            cause
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::AlertReceived(alert)) = rustls_error {
-            return matches!(
-                alert,
-                Alert::CertificateExpired
-                    | Alert::BadCertificate
-                    | Alert::CertificateRevoked
-                    | Alert::CertificateUnknown
-                    | Alert::UnknownCA
-            );
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// Enrolls one device and speaks for it afterwards.
+/// Enrolls one device, and speaks for it afterwards ([`crate::enrolled`]).
 #[derive(Clone)]
 pub struct Enroller {
     /// The state directory.
@@ -262,17 +161,13 @@ impl std::fmt::Debug for Enroller {
 
 impl Enroller {
     /// Moves `state` to the phase after `event`, saves it and tells the observer. An event that
-    /// makes no sense in the phase is a bug: logged, and the phase is kept.
+    /// makes no sense in the phase is refused: nothing is saved and the error says which.
     pub fn transition(&self, state: &mut AgentState, event: Event) -> Result<(), EnrollError> {
-        match state.phase.on(&event) {
-            Ok(next) => {
-                if next != state.phase {
-                    tracing::info!(from = state.phase.name(), to = next.name(), "phase");
-                }
-                state.phase = next;
-            }
-            Err(error) => tracing::error!(%error, "lifecycle"),
+        let next = state.phase.on(&event)?;
+        if next != state.phase {
+            tracing::info!(from = state.phase.name(), to = next.name(), "phase");
         }
+        state.phase = next;
         self.save(state)
     }
 
@@ -324,48 +219,9 @@ impl Enroller {
         (fresh, refused)
     }
 
-    /// The device key pair: the stored one, else a new one, stored (0600) before it is used.
-    fn device_key(&self) -> Result<KeyPair, EnrollError> {
-        let path = self.state_dir.join(DEVICE_KEY_FILE);
-        let fail = |reason: &str| EnrollError::DeviceKey {
-            path: path.clone(),
-            reason: reason.to_owned(),
-        };
-        if let Some(bytes) = state::read_optional(&self.state_dir, DEVICE_KEY_FILE)? {
-            let text = String::from_utf8(bytes).map_err(|_| fail("not a PEM file"))?;
-            return KeyPair::from_pem(&text)
-                .map_err(|_| fail("not a PKCS#8 P-256 or P-384 private key in PEM"));
-        }
-        let key = KeyPair::generate_for(self.key_algorithm.rcgen())
-            .map_err(|_| fail("cannot generate a key pair"))?;
-        state::write_atomically(
-            &self.state_dir,
-            DEVICE_KEY_FILE,
-            key.serialize_pem().as_bytes(),
-            0o600,
-        )?;
-        tracing::info!(algorithm = ?self.key_algorithm, "device key pair generated");
-        Ok(key)
-    }
-
-    /// A CSR (base64 DER) for `key`, naming the unit ID.
-    fn csr(&self, key: &KeyPair) -> Result<String, EnrollError> {
-        let mut params = CertificateParams::default();
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, self.unit_id.as_str());
-        params.distinguished_name = name;
-        let request = params
-            .serialize_request(key)
-            .map_err(|_| EnrollError::DeviceKey {
-                path: self.state_dir.join(DEVICE_KEY_FILE),
-                reason: "cannot sign a certificate request with it".to_owned(),
-            })?;
-        Ok(est::encode_base64(request.der()))
-    }
-
     /// One pass over the keys and servers of `source` (see the module documentation). `state`
-    /// is updated and saved as it goes.
-    pub async fn pass(
+    /// is updated as it goes; its phase is the driver's to change.
+    pub(crate) async fn pass(
         &self,
         source: &KeySource,
         state: &mut AgentState,
@@ -380,22 +236,16 @@ impl Enroller {
                 refused: refused_before,
             }));
         }
-        let key = self.device_key()?;
-        let csr = self.csr(&key)?;
+        let key = device_key::load_or_generate(&self.state_dir, self.key_algorithm)?;
+        let csr = device_key::csr(&self.unit_id, &key, &self.state_dir)?;
         state.unit_id = Some(self.unit_id.clone());
         state.servers = source.servers.iter().map(ToString::to_string).collect();
-        match state.phase {
-            Phase::Enrolling => {}
-            // A wait that is over (or one a restart cut short): resume.
-            Phase::BackingOff { .. } => self.transition(state, Event::RetryDue)?,
-            _ => self.transition(state, Event::KeysFound)?,
-        }
         let mut refused = refused_before;
         // Keys answered 429 by every server, and the longest wait asked for.
         let mut limited_keys = 0usize;
         let mut limited_wait: Option<Duration> = None;
         // One client per server for the whole pass: one handshake, one cacerts.
-        let mut sessions: Vec<Option<Session>> = source.servers.iter().map(|_| None).collect();
+        let mut sessions: Vec<Option<EstSession>> = source.servers.iter().map(|_| None).collect();
         for index in candidates {
             let entry = &source.keys[index];
             let mut faults = Vec::new();
@@ -413,12 +263,19 @@ impl Enroller {
                     "presenting key"
                 );
                 state.server = Some(server.to_string());
-                match self
-                    .request_certificate(server, session, &pin, entry.key(), &csr)
+                let session = match session {
+                    Some(session) => session,
+                    None => match EstSession::new(&pin, self.clock.clone(), &self.timeouts) {
+                        Ok(made) => session.insert(made),
+                        Err(detail) => return Ok(Pass::Refused(Failure::Rejected { detail })),
+                    },
+                };
+                match session
+                    .enroll(server, &self.unit_id, entry.key(), &csr)
                     .await
                 {
                     Answer::Certificate { der, ums_id } => {
-                        match self.check_issued(&der, &ums_id, &pin, &key) {
+                        match device_key::check_issued(&der, &ums_id, &pin, &self.unit_id, &key) {
                             Ok(issued) => {
                                 self.store_enrollment(state, issued, &der, &ums_id, entry.kind())?;
                                 return Ok(Pass::Issued { key: index });
@@ -445,9 +302,6 @@ impl Enroller {
                         key_refused = true;
                         // Saved with the pass's outcome, not one fsync per refusal: a pass cut
                         // short presents these keys once more, and they are refused once more.
-                        if let Ok(next) = state.phase.on(&Event::KeyRefused) {
-                            state.phase = next;
-                        }
                         break;
                     }
                     Answer::Refused(Failure::Rejected { detail }) => {
@@ -514,159 +368,12 @@ impl Enroller {
         Ok(Pass::Refused(Failure::KeysExhausted { refused }))
     }
 
-    /// `https://host:port` for a server (IPv6 literals bracketed, as `Server` prints them).
-    fn base_url(server: &Server) -> String {
-        format!("https://{server}")
-    }
-
-    /// A fault for a request that failed before any answer: the pin refusal if that is what it
-    /// was, else the transport error's kind (never its URL, which is harmless, nor anything sent).
-    fn transport_fault(verifier: &PinnedVerifier, error: &reqwest::Error) -> Answer {
-        if let Some(refusal) = verifier.take_refusal() {
-            return Answer::Fault {
-                retry_after: None,
-                detail: refusal.to_string(),
-                pin_refused: true,
-            };
-        }
-        let what = if error.is_timeout() {
-            "timed out"
-        } else if error.is_connect() {
-            "cannot connect"
-        } else {
-            "the connection failed"
-        };
-        Answer::Fault {
-            retry_after: None,
-            detail: what.to_owned(),
-            pin_refused: false,
-        }
-    }
-
-    async fn request_certificate(
-        &self,
-        server: &Server,
-        session: &mut Option<Session>,
-        pin: &Pin,
-        key: &FirstAuthKey,
-        csr: &str,
-    ) -> Answer {
-        let session = match session {
-            Some(session) => session,
-            None => {
-                let verifier = PinnedVerifier::new(pin.clone(), self.clock.clone());
-                let client = match tls::client(verifier.clone(), None, &self.timeouts) {
-                    Ok(client) => client,
-                    Err(error) => {
-                        return Answer::Refused(Failure::Rejected {
-                            detail: format!("cannot set up TLS: {error}"),
-                        });
-                    }
-                };
-                session.insert(Session {
-                    client,
-                    verifier,
-                    proven: false,
-                })
-            }
-        };
-        let (client, verifier) = (&session.client, &session.verifier);
-        let base = Self::base_url(server);
-        // First contact carries nothing secret: it proves the pin before any key goes out. Later
-        // keys of the same pass reuse the client (and its connection, whose chain the same
-        // verifier accepted; a new connection is verified again).
-        if !session.proven {
-            let cacerts = match client.get(format!("{base}{EST_CACERTS}")).send().await {
-                Ok(response) => response,
-                Err(error) => return Self::transport_fault(verifier, &error),
-            };
-            let status = cacerts.status();
-            if status != StatusCode::OK {
-                return Self::unexpected(status, cacerts).await;
-            }
-            let _ = cacerts.bytes().await;
-            session.proven = true;
-        }
-        let Some(ums_id) = verifier.ums_id_certificate() else {
-            return Answer::Fault {
-                retry_after: None,
-                detail: "the pinned handshake was not seen".to_owned(),
-                pin_refused: false,
-            };
-        };
-        // Only now, over a connection whose chain the verifier accepted, the key.
-        let response = match client
-            .post(format!("{base}{EST_SIMPLEENROLL}"))
-            .basic_auth(self.unit_id.as_str(), Some(key.expose_secret()))
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_PKCS10)
-            .body(csr.to_owned())
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => return Self::transport_fault(verifier, &error),
-        };
-        let status = response.status();
-        if status == StatusCode::OK {
-            return match certificate_from(response).await {
-                Ok(der) => Answer::Certificate { der, ums_id },
-                Err(detail) => Answer::Refused(Failure::Rejected { detail }),
-            };
-        }
-        Self::unexpected(status, response).await
-    }
-
-    /// What a non-200 answer means: a problem code to branch on, a fault to retry, or a
-    /// rejection.
-    async fn unexpected(status: StatusCode, response: reqwest::Response) -> Answer {
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.bytes().await.unwrap_or_default();
-        let problem: Option<Problem> = serde_json::from_slice(&body).ok();
-        answer_to_refusal(status, problem.as_ref(), retry_after)
-    }
-
-    /// Checks a certificate the server issued: it names this unit ID, holds `key`'s public key
-    /// and is signed by the UMS ID certificate `ums_id`, which is the pinned one.
-    fn check_issued(
-        &self,
-        der: &[u8],
-        ums_id: &[u8],
-        pin: &Pin,
-        key: &KeyPair,
-    ) -> Result<Issued, &'static str> {
-        if !pin.matches(&Fingerprint::of_der(ums_id)) {
-            return Err("is not from the pinned UMS ID");
-        }
-        let (_, issuer) = X509Certificate::from_der(ums_id).map_err(|_| "cannot be checked")?;
-        let (_, certificate) = X509Certificate::from_der(der).map_err(|_| "cannot be parsed")?;
-        let names_unit = certificate
-            .subject()
-            .iter_common_name()
-            .filter_map(|cn| cn.as_str().ok())
-            .any(|cn| cn.eq_ignore_ascii_case(self.unit_id.as_str()));
-        if !names_unit {
-            return Err("names another unit ID");
-        }
-        if certificate.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-            return Err("holds another public key than this device's");
-        }
-        certificate
-            .verify_signature(Some(issuer.public_key()))
-            .map_err(|_| "is not signed by the pinned UMS ID")?;
-        let not_after = certificate.validity().not_after.to_datetime();
-        let serial = state::hex(certificate.raw_serial());
-        Ok(Issued { serial, not_after })
-    }
-
+    /// Stores the certificates of an enrollment and what the state says of it; the driver saves
+    /// the state with its transition.
     fn store_enrollment(
         &self,
         state: &mut AgentState,
-        issued: Issued,
+        issued: device_key::Issued,
         der: &[u8],
         ums_id: &[u8],
         key_type: KeyKind,
@@ -687,10 +394,15 @@ impl Enroller {
             key_type = %key_type,
             "enrolled"
         );
-        self.transition(state, Event::Issued)
+        Ok(())
     }
 
-    fn store_certificates(&self, der: &[u8], ums_id: Option<&[u8]>) -> Result<(), EnrollError> {
+    /// Writes the device certificate (and the UMS ID certificate, when given) atomically.
+    pub(crate) fn store_certificates(
+        &self,
+        der: &[u8],
+        ums_id: Option<&[u8]>,
+    ) -> Result<(), EnrollError> {
         if let Some(ums_id) = ums_id {
             state::write_atomically(
                 &self.state_dir,
@@ -707,375 +419,15 @@ impl Enroller {
         )?;
         Ok(())
     }
-
-    /// The pin, identity and key pair of an enrolled device, and its servers (the one it
-    /// enrolled with first).
-    fn enrolled(&self, state: &AgentState) -> Result<Enrolled, EnrollError> {
-        if !state.phase.is_enrolled() {
-            return Err(EnrollError::NotEnrolled);
-        }
-        let pin = self
-            .configured_pin
-            .clone()
-            .or_else(|| state.pin.clone())
-            .ok_or(EnrollError::NotEnrolled)?;
-        let key = self.device_key_existing()?;
-        let certificate = state::read_optional(&self.state_dir, DEVICE_CERT_FILE)?
-            .and_then(|pem| state::certificate_der(&pem))
-            .ok_or_else(|| EnrollError::StateFile {
-                path: self.state_dir.join(DEVICE_CERT_FILE),
-                reason: "the device certificate is missing or not PEM".to_owned(),
-            })?;
-        let mut servers: Vec<String> = state.server.iter().cloned().collect();
-        for server in &state.servers {
-            if !servers.contains(server) {
-                servers.push(server.clone());
-            }
-        }
-        Ok(Enrolled {
-            pin,
-            identity: ClientIdentity {
-                certificate,
-                private_key: key.serialize_der(),
-            },
-            key,
-            servers,
-        })
-    }
-
-    /// A client presenting the device certificate; a failure names both files.
-    fn mutual_client(
-        &self,
-        verifier: Arc<PinnedVerifier>,
-        enrolled: &Enrolled,
-    ) -> Result<reqwest::Client, EnrollError> {
-        tls::client(verifier, Some(&enrolled.identity), &self.timeouts).map_err(|error| {
-            EnrollError::Tls(format!(
-                "the device key {} and certificate {} cannot be used together: {error}",
-                self.state_dir.join(DEVICE_KEY_FILE).display(),
-                self.state_dir.join(DEVICE_CERT_FILE).display()
-            ))
-        })
-    }
-
-    fn device_key_existing(&self) -> Result<KeyPair, EnrollError> {
-        if state::read_optional(&self.state_dir, DEVICE_KEY_FILE)?.is_none() {
-            return Err(EnrollError::DeviceKey {
-                path: self.state_dir.join(DEVICE_KEY_FILE),
-                reason: "missing".to_owned(),
-            });
-        }
-        self.device_key()
-    }
-
-    /// Whether the certificate of an enrolled device is within [`RENEW_BEFORE`] of expiry. With
-    /// an implausible clock nothing can be judged: `false`.
-    pub fn renewal_due(&self, state: &AgentState) -> bool {
-        if !self.clock.is_plausible() {
-            return false;
-        }
-        state
-            .certificate_not_after
-            .as_deref()
-            .and_then(|text| {
-                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-            })
-            .is_some_and(|not_after| not_after - self.clock.now() <= RENEW_BEFORE)
-    }
-
-    /// Renews the device certificate over mutual TLS with the current one (same key pair), on
-    /// the servers in turn. `Ok(false)` when no server could do it now (logged; retried later).
-    pub async fn renew(&self, state: &mut AgentState) -> Result<bool, EnrollError> {
-        let enrolled = self.enrolled(state)?;
-        let csr = self.csr(&enrolled.key)?;
-        for server in &enrolled.servers {
-            let verifier = PinnedVerifier::new(enrolled.pin.clone(), self.clock.clone());
-            let client = self.mutual_client(verifier.clone(), &enrolled)?;
-            let url = format!("https://{server}{EST_SIMPLEREENROLL}");
-            let response = client
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_PKCS10)
-                .body(csr.clone())
-                .send()
-                .await;
-            let response = match response {
-                Ok(response) if response.status() == StatusCode::OK => response,
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.bytes().await.unwrap_or_default();
-                    let problem = serde_json::from_slice::<Problem>(&body).ok();
-                    let detail = problem
-                        .as_ref()
-                        .and_then(|problem| problem.detail.as_deref())
-                        .map(clean_detail)
-                        .unwrap_or_default();
-                    if problem.is_some_and(|p| p.code == ProblemCode::CertificateNotCurrent)
-                        && Self::speaks_for_the_device(state, server)
-                    {
-                        self.orphaned(state, server, &detail)?;
-                        return Ok(false);
-                    }
-                    tracing::warn!(%server, status = status.as_u16(), %detail, "renewal refused");
-                    state.last_error =
-                        Some(format!("{server}: renewal refused: HTTP {status} {detail}"));
-                    continue;
-                }
-                Err(error) => {
-                    if certificate_refused_in_handshake(&error) && self.certificate_expired(state) {
-                        self.orphaned(
-                            state,
-                            server,
-                            "the server refused this device's certificate in the TLS handshake \
-                             (expired past its renewal grace period)",
-                        )?;
-                        return Ok(false);
-                    }
-                    let Answer::Fault { detail, .. } = Self::transport_fault(&verifier, &error)
-                    else {
-                        continue;
-                    };
-                    tracing::warn!(%server, %detail, "renewal failed");
-                    state.last_error = Some(format!("{server}: renewal failed: {detail}"));
-                    continue;
-                }
-            };
-            let der = match certificate_from(response).await {
-                Ok(der) => der,
-                Err(detail) => {
-                    state.last_error = Some(format!("{server}: {detail}"));
-                    continue;
-                }
-            };
-            let Some(ums_id) = verifier.ums_id_certificate() else {
-                continue;
-            };
-            let issued = match self.check_issued(&der, &ums_id, &enrolled.pin, &enrolled.key) {
-                Ok(issued) => issued,
-                Err(problem) => {
-                    tracing::error!(%server, problem, "renewed certificate refused");
-                    state.last_error =
-                        Some(format!("{server} renewed a certificate that {problem}"));
-                    continue;
-                }
-            };
-            self.store_certificates(&der, None)?;
-            state.certificate_serial = Some(issued.serial.clone());
-            state.certificate_not_after = Some(rfc3339(issued.not_after));
-            state.renewed_at = Some(rfc3339(self.clock.now()));
-            state.server = Some(server.clone());
-            state.last_error = None;
-            tracing::info!(%server, serial = %issued.serial, not_after = %rfc3339(issued.not_after), "device certificate renewed");
-            self.transition(state, Event::Renewed)?;
-            return Ok(true);
-        }
-        self.save(state)?;
-        Ok(false)
-    }
-
-    /// Whether `server`'s word on this device's certificate is final: the server that issued or
-    /// last renewed it (another one may hold an older copy of the database).
-    fn speaks_for_the_device(state: &AgentState, server: &str) -> bool {
-        state
-            .server
-            .as_deref()
-            .is_none_or(|issuer| issuer == server)
-    }
-
-    /// Whether this device's own certificate has expired, judged on a plausible clock only: a
-    /// handshake refusal means the certificate lapsed only then.
-    fn certificate_expired(&self, state: &AgentState) -> bool {
-        self.clock.is_plausible()
-            && state
-                .certificate_not_after
-                .as_deref()
-                .and_then(|text| {
-                    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-                })
-                .is_some_and(|not_after| not_after < self.clock.now())
-    }
-
-    /// The server no longer honours this device's certificate: the phase says so, with the fix,
-    /// and the device enrolls again with a key from the next stick, keeping its key pair.
-    fn orphaned(
-        &self,
-        state: &mut AgentState,
-        server: &str,
-        detail: &str,
-    ) -> Result<(), EnrollError> {
-        tracing::error!(
-            %server,
-            %detail,
-            "the server no longer honours this device's certificate; plug in a stick with a fresh \
-             key to enroll again"
-        );
-        state.last_error = Some(format!("{server}: {detail}"));
-        self.transition(
-            state,
-            Event::Orphaned {
-                detail: detail.to_owned(),
-            },
-        )
-    }
-
-    /// Sends `inventory` to the server over mutual TLS. `Ok(false)` when no server took it.
-    pub async fn report_inventory(
-        &self,
-        state: &mut AgentState,
-        inventory: &Inventory,
-    ) -> Result<bool, EnrollError> {
-        let enrolled = self.enrolled(state)?;
-        let body = serde_json::to_vec(inventory).unwrap_or_default();
-        for server in &enrolled.servers {
-            let verifier = PinnedVerifier::new(enrolled.pin.clone(), self.clock.clone());
-            let client = self.mutual_client(verifier.clone(), &enrolled)?;
-            let response = client
-                .put(format!("https://{server}{DEVICE_INVENTORY}"))
-                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_JSON)
-                .body(body.clone())
-                .send()
-                .await;
-            match response {
-                Ok(response) if response.status().is_success() => {
-                    state.inventory_reported_at = Some(rfc3339(self.clock.now()));
-                    self.save(state)?;
-                    tracing::info!(%server, host_name = %inventory.host_name, nics = inventory.nics.len(), "inventory reported");
-                    return Ok(true);
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.bytes().await.unwrap_or_default();
-                    let problem = serde_json::from_slice::<Problem>(&body).ok();
-                    if let Some(problem) = problem.filter(|p| {
-                        p.code == ProblemCode::CertificateNotCurrent
-                            && Self::speaks_for_the_device(state, server)
-                    }) {
-                        let detail = problem.detail.as_deref().map(clean_detail);
-                        self.orphaned(state, server, &detail.unwrap_or_default())?;
-                        return Ok(false);
-                    }
-                    tracing::warn!(%server, status = status.as_u16(), "inventory refused");
-                }
-                Err(error) => {
-                    if certificate_refused_in_handshake(&error) && self.certificate_expired(state) {
-                        self.orphaned(
-                            state,
-                            server,
-                            "the server refused this device's certificate in the TLS handshake",
-                        )?;
-                        return Ok(false);
-                    }
-                    let detail = match Self::transport_fault(&verifier, &error) {
-                        Answer::Fault { detail, .. } => detail,
-                        _ => String::new(),
-                    };
-                    tracing::warn!(%server, %detail, "inventory not reported");
-                }
-            }
-        }
-        Ok(false)
-    }
-}
-
-/// A client for one server during one pass.
-struct Session {
-    client: reqwest::Client,
-    verifier: Arc<PinnedVerifier>,
-    /// Whether `cacerts` went through, proving the pin, on this client.
-    proven: bool,
-}
-
-/// What an enrolled device speaks with.
-struct Enrolled {
-    pin: Pin,
-    identity: ClientIdentity,
-    key: KeyPair,
-    servers: Vec<String>,
-}
-
-/// What the checks of an issued certificate learned.
-struct Issued {
-    serial: String,
-    not_after: OffsetDateTime,
-}
-
-/// The one certificate of a base64 PKCS#7 certs-only answer.
-async fn certificate_from(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let body = response
-        .bytes()
-        .await
-        .map_err(|_| "the answer was cut short".to_owned())?;
-    let der = est::decode_base64(&body).map_err(|_| "the answer is not base64".to_owned())?;
-    est::parse_certs_only(&der)
-        .ok()
-        .and_then(|certificates| certificates.into_iter().next())
-        .ok_or_else(|| "the answer is not a PKCS#7 certs-only with a certificate".to_owned())
-}
-
-/// A server's problem detail, fit for a log line: no control characters, bounded.
-fn clean_detail(detail: &str) -> String {
-    detail
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_DETAIL_CHARS)
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use time::OffsetDateTime;
+
     use super::*;
-
-    #[test]
-    fn every_device_key_the_agent_offers_is_one_the_server_certifies() {
-        for algorithm in DeviceKeyAlgorithm::ALL {
-            let enroller = Enroller {
-                key_algorithm: algorithm,
-                ..enroller(None)
-            };
-            let key = KeyPair::generate_for(algorithm.rcgen()).unwrap();
-            let csr = enroller.csr(&key).unwrap();
-            let der = onboard_protocol::est::decode_base64(csr.as_bytes()).unwrap();
-            let request = ums_stub::ca::CertificateRequest::from_der(&der);
-            assert!(request.is_ok(), "{algorithm:?}: {request:?}");
-        }
-    }
-
-    #[test]
-    fn refusals_are_final_for_the_key_the_device_or_retried() {
-        let kind = |status: u16, code: Option<ProblemCode>| {
-            let problem = code.map(Problem::new);
-            match answer_to_refusal(
-                StatusCode::from_u16(status).unwrap(),
-                problem.as_ref(),
-                None,
-            ) {
-                Answer::Certificate { .. } => "certificate",
-                Answer::KeyRefused(_) => "next key",
-                Answer::Refused(_) => "stop",
-                Answer::Fault { .. } => "retry",
-                Answer::Limited { .. } => "next key, then retry",
-            }
-        };
-        // status, problem code => what the agent does
-        let table = [
-            (403, Some(ProblemCode::KeyUnknown), "next key"),
-            (403, Some(ProblemCode::KeyInactive), "next key"),
-            (403, Some(ProblemCode::KeyUsed), "next key"),
-            (403, Some(ProblemCode::KeyBoundToOtherDevice), "next key"),
-            (409, Some(ProblemCode::UnitIdConflict), "stop"),
-            (400, Some(ProblemCode::BadRequest), "stop"),
-            (429, Some(ProblemCode::RateLimited), "next key, then retry"),
-            (429, None, "next key, then retry"),
-            (503, Some(ProblemCode::Unavailable), "retry"),
-            (500, None, "retry"),
-            (502, None, "retry"),
-            (408, None, "retry"),
-            (404, None, "stop"),
-            (401, None, "stop"),
-        ];
-        for (status, code, expected) in table {
-            assert_eq!(kind(status, code), expected, "{status} {code:?}");
-        }
-    }
     use crate::clock::FixedClock;
 
     fn enroller(configured: Option<Pin>) -> Enroller {
@@ -1130,16 +482,24 @@ mod tests {
     }
 
     #[test]
-    fn details_lose_control_characters_and_length() {
-        assert_eq!(clean_detail("a\nb\u{1b}[31mc"), "ab[31mc");
-        assert_eq!(clean_detail(&"x".repeat(500)).len(), MAX_DETAIL_CHARS);
-    }
-
-    #[test]
-    fn ipv6_hosts_are_bracketed() {
-        let server = Server::new("::1", 8443).unwrap();
-        assert_eq!(Enroller::base_url(&server), "https://[::1]:8443");
-        let server = Server::new("ums.example", 8443).unwrap();
-        assert_eq!(Enroller::base_url(&server), "https://ums.example:8443");
+    fn an_invalid_transition_is_an_error_and_nothing_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let enroller = Enroller {
+            state_dir: dir.path().to_owned(),
+            ..enroller(None)
+        };
+        let mut state = AgentState {
+            phase: crate::lifecycle::Phase::Enrolled,
+            ..AgentState::default()
+        };
+        let error = enroller
+            .transition(&mut state, Event::KeysFound)
+            .unwrap_err();
+        assert!(matches!(error, EnrollError::Lifecycle(_)), "{error}");
+        assert_eq!(state.phase, crate::lifecycle::Phase::Enrolled);
+        assert!(!dir.path().join(crate::state::STATE_FILE).exists());
+        // A valid one is saved.
+        enroller.transition(&mut state, Event::Reset).unwrap();
+        assert!(dir.path().join(crate::state::STATE_FILE).exists());
     }
 }

@@ -15,17 +15,23 @@
 //! - [`clock`]: the device clock, injectable, and whether it can be believed.
 //! - [`pin`]: the UMS ID a device trusts, as a fingerprint or a communication token, and the
 //!   pure trust decision between a held pin and a stick's.
-//! - [`device_key`]: the device key pair's algorithm.
+//! - [`device_key`]: the device key pair, the CSR made with it, and the checks of a certificate
+//!   issued for it.
 //! - [`tls`]: the pinned verifier and the HTTPS clients built on it.
-//! - [`enroll`]: EST enrollment with a key, renewal and the inventory report.
+//! - [`est_client`]: the EST client: `cacerts` before any key, `simpleenroll`, what answers mean.
+//! - [`enroll`]: where keys come from, which this device presents, and one pass over them.
+//! - [`driver`]: the enrollment driver `run`, `enroll` and the fleet simulator share: the choice
+//!   of key file, the passes, backoff and every lifecycle transition.
+//! - [`enrolled`]: the enrolled side over mutual TLS: renewal, the inventory report and the
+//!   device connector.
 //! - [`inventory`]: the device's facts, gathered with sysinfo.
 //! - [`discovery`]: finding and safely reading the key files on one stick.
 //! - [`sticks`]: finding the sticks under the mount roots.
 //! - [`key_choice`]: which keys this device would present, in order.
 //! - [`inspect`]: the `scan` report: a key file's contents (keys masked) and the order.
 //! - [`watcher`]: waiting without polling for mount-table changes and file events.
-//! - [`daemon`]: `run`: look, enroll, back off, wait, look again; once enrolled renew and report;
-//!   stop on SIGINT or SIGTERM.
+//! - [`daemon`]: `run`: look, step the driver, wait, look again; once enrolled renew, report and
+//!   stay connected; stop on SIGINT or SIGTERM.
 
 pub mod cli;
 pub mod clock;
@@ -33,7 +39,10 @@ pub mod config;
 pub mod daemon;
 pub mod device_key;
 pub mod discovery;
+pub mod driver;
 pub mod enroll;
+pub mod enrolled;
+pub mod est_client;
 pub mod identity;
 pub mod inspect;
 pub mod inventory;

@@ -2,8 +2,8 @@
 //! directory and unit ID, enrolling from one key file against one server; and the bare TLS
 //! handshake rate of that server, the ceiling an enrollment rate is measured against.
 //!
-//! Each device makes passes of [`Enroller::pass`] until it is issued a certificate or refused for
-//! good, backing off between faults as the daemon does. What the fleet did is summed up in a
+//! Each device runs the agent's enrollment [`Driver`] until it is issued a certificate or refused
+//! for good, backing off between faults as the daemon does. What the fleet did is summed up in a
 //! [`Summary`]: how many enrolled, refusals by reason, retries, throughput, latency percentiles,
 //! and whether any one-time or device-bound key was used by two devices (it must never be).
 
@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use onboard_agent::enroll::{Enroller, KeySource, Pass};
-use onboard_agent::lifecycle::{BackoffPolicy, Failure, backoff};
+use onboard_agent::driver::{Driver, Step};
+use onboard_agent::enroll::{Enroller, KeySource};
+use onboard_agent::lifecycle::{BackoffPolicy, Failure};
 use onboard_agent::pin::Pin;
 use onboard_agent::state::AgentState;
 use onboard_agent::tls::{PinnedVerifier, Timeouts};
@@ -259,25 +260,25 @@ async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun
     };
     let started = Instant::now();
     let mut state = AgentState::default();
+    let mut driver = Driver::new(enroller, config.backoff);
+    let sources = std::slice::from_ref(source);
+    // Spread over the fleet, and different at each fault of one device.
+    let jitter = |attempt: u32| (n as f64 * 0.618_033_988_7 + f64::from(attempt) * 0.37) % 1.0;
     let mut faults = 0u32;
-    let outcome = loop {
-        match enroller.pass(source, &mut state).await {
-            Ok(Pass::Issued { key }) => break Outcome::Enrolled { key },
-            Ok(Pass::Refused(failure)) => break Outcome::Refused(failure),
-            Ok(Pass::Fault {
-                retry_after,
-                detail,
-                ..
-            }) => {
-                faults += 1;
-                if faults >= config.max_passes {
-                    break Outcome::GaveUp(detail);
-                }
-                let jitter = (n as f64 * 0.618_033_988_7 + f64::from(faults) * 0.37) % 1.0;
-                tokio::time::sleep(backoff(&config.backoff, faults, retry_after, jitter)).await;
-            }
-            Err(error) => break Outcome::GaveUp(error.to_string()),
+    let outcome = match driver
+        .until_done(&mut state, sources, config.max_passes, jitter, |_| {
+            faults += 1;
+        })
+        .await
+    {
+        Ok(Step::Enrolled { key, .. }) => Outcome::Enrolled { key },
+        Ok(Step::Refused(failure)) => Outcome::Refused(failure),
+        Ok(Step::BackOff { detail, .. }) => {
+            faults += 1;
+            Outcome::GaveUp(detail)
         }
+        Ok(Step::NoKeys) => Outcome::GaveUp("no key for this unit ID".to_owned()),
+        Err(error) => Outcome::GaveUp(error.to_string()),
     };
     DeviceRun {
         unit_id,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onboard_agent::clock::FixedClock;
-use onboard_agent::enroll::{Enroller, KeySource, Pass};
+use onboard_agent::driver::{Driver, Step};
+use onboard_agent::enroll::{Enroller, KeySource};
 use onboard_agent::lifecycle::{Failure, Phase};
 use onboard_agent::pin::Pin;
 use onboard_agent::state::{self, AgentState};
@@ -170,15 +171,19 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
         on_change: Arc::new(|_| {}),
     };
     let mut state = AgentState::default();
+    let mut driver = Driver::new(enroller, Default::default());
     let source = KeySource::from_key_file("stick", &key_file);
-    let pass = enroller.pass(&source, &mut state).await.unwrap();
-    let Pass::Fault {
+    let step = driver
+        .step(&mut state, std::slice::from_ref(&source), 0.5)
+        .await
+        .unwrap();
+    let Step::BackOff {
         pin_refused,
         detail,
         ..
-    } = pass
+    } = step
     else {
-        panic!("{pass:?}");
+        panic!("{step:?}");
     };
     assert!(pin_refused);
     assert!(detail.contains("not the pinned UMS ID"), "{detail}");
@@ -201,9 +206,10 @@ async fn a_server_of_another_ums_id_is_refused_and_never_receives_the_key() {
         .export(&ids, vec![imposter.server(), ums.server()])
         .await;
     let source = KeySource::from_key_file("stick", &both);
+    driver.retry_due(&mut state).unwrap();
     assert_eq!(
-        enroller.pass(&source, &mut state).await.unwrap(),
-        Pass::Issued { key: 0 }
+        driver.step(&mut state, &[source], 0.5).await.unwrap(),
+        Step::Enrolled { source: 0, key: 0 }
     );
     assert_eq!(
         state.server.as_deref(),

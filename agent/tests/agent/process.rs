@@ -436,3 +436,84 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
     assert!(device.inventory.is_some());
     ums.stop().await;
 }
+
+/// Two key files; the first one's only key was refused before (taken by another device). `run`
+/// and `enroll` share one driver, so both go on to the second key file and enroll with it, where
+/// `enroll` used to give up on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_first_key_file_spent_run_and_enroll_both_enroll_with_the_second() {
+    use crate::rig::{Agent, settings};
+
+    let ums = Ums::start().await;
+    let taken = ums.create(KeyKind::OneTime, 1, None).await;
+    let mass = ums.create(KeyKind::MassDeployment, 1, None).await;
+    let spent = ums.export(&taken, vec![ums.server()]).await;
+    let good = ums.export(&mass, vec![ums.server()]).await;
+    let other_root = tempfile::tempdir().unwrap();
+    let other_state = tempfile::tempdir().unwrap();
+    plug_in(other_root.path(), &spent);
+    let other = Agent::start(settings(
+        "00E0C5000001",
+        other_root.path(),
+        other_state.path(),
+    ));
+    other.wait_enrolled().await;
+    other.stop().await.unwrap();
+
+    // Stick A (the spent key file) first; the device learns that its key is refused.
+    let stick = |root: &std::path::Path, name: &str, file: &onboard_protocol::KeyFile| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("icg.xml"), file.write(Format::Xml)).unwrap();
+    };
+
+    // Through `enroll`.
+    let sandbox = Sandbox::new();
+    let media = sandbox.path().join("media");
+    stick(&media, "A", &spent);
+    let enroll = || {
+        let mut enroll = command(
+            &sandbox,
+            &["enroll", "--mount-root", media.to_str().unwrap()],
+        );
+        enroll.env("RUST_LOG", "info");
+        enroll
+    };
+    let output = run(enroll()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no key left to present"), "{stderr}");
+    stick(&media, "B", &good);
+    let output = run(enroll()).await;
+    let stdout = expect_code(&output, 0);
+    assert!(stdout.contains(&format!("enrolled as {UNIT}")), "{stdout}");
+
+    // Through `run`: the same two sticks, the same refusal remembered from a first start.
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    stick(root.path(), "A", &spent);
+    let unit = "00E0C5000002";
+    let agent = Agent::start(settings(unit, root.path(), state_dir.path()));
+    agent
+        .wait_for("failed", |state| {
+            matches!(state.phase, onboard_agent::lifecycle::Phase::Failed { .. })
+        })
+        .await;
+    agent.stop().await.unwrap();
+    stick(root.path(), "B", &good);
+    let agent = Agent::start(settings(unit, root.path(), state_dir.path()));
+    let state = agent.wait_enrolled().await;
+    assert_eq!(state.key_type, Some(KeyKind::MassDeployment));
+    agent.stop().await.unwrap();
+
+    // Both enrolled with the mass key; the taken key was presented once by each, no more.
+    assert_eq!(ums.usage(mass[0]).await.0, 2);
+    let refusals = ums
+        .audit()
+        .await
+        .into_iter()
+        .filter(|entry| entry.outcome == "key_used")
+        .count();
+    assert_eq!(refusals, 2);
+    ums.stop().await;
+}
