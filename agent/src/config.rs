@@ -59,6 +59,11 @@
 //! # a server briefly pointed at the wrong database must not burn every key. Other refusals (used,
 //! # inactive, bound elsewhere) are for good. In seconds; default 3600.
 //! unknown_key_retry_seconds = 3600
+//!
+//! # Once enrolled, the device keeps a WebSocket to its server (the device connector) and pings
+//! # it this often, in seconds (10 to 3600); a pong missing 30 seconds after a ping, or a lost
+//! # connection, makes it reconnect with backoff. Default: 120.
+//! connector_ping_seconds = 120
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -117,6 +122,8 @@ pub struct RawConfig {
     pub request_timeout_seconds: Option<u64>,
     /// How long a `key_unknown` refusal is remembered, in seconds.
     pub unknown_key_retry_seconds: Option<u64>,
+    /// The device connector's ping interval, in seconds.
+    pub connector_ping_seconds: Option<u64>,
 }
 
 /// What the command line says, which wins over the file.
@@ -157,6 +164,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// How long a `key_unknown` refusal is remembered.
     pub unknown_key_retry: Duration,
+    /// The device connector's keep-alive and reconnection.
+    pub connector: crate::enrolled::connector::ConnectorSettings,
 }
 
 /// Why the settings cannot be had. Messages name the file and the field.
@@ -374,6 +383,16 @@ impl RawConfig {
             3600,
             1..=30 * 86_400,
         )?);
+        let connector = crate::enrolled::connector::ConnectorSettings {
+            ping: Duration::from_secs(ranged(
+                "connector_ping_seconds",
+                self.connector_ping_seconds,
+                120,
+                10..=3600,
+            )?),
+            backoff,
+            ..Default::default()
+        };
         let timeouts = Timeouts {
             connect: Duration::from_secs(ranged(
                 "connect_timeout_seconds",
@@ -400,6 +419,7 @@ impl RawConfig {
             backoff,
             timeouts,
             unknown_key_retry,
+            connector,
         })
     }
 }
@@ -451,6 +471,7 @@ mod tests {
                 backoff: BackoffPolicy::default(),
                 timeouts: Timeouts::default(),
                 unknown_key_retry: crate::state::DEFAULT_UNKNOWN_KEY_RETRY,
+                connector: Default::default(),
             }
         );
     }

@@ -22,11 +22,13 @@ use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::driver::{Driver, Step};
 use crate::enroll::{EnrollError, Enroller, KeySource};
+use crate::enrolled::connector::Report;
 use crate::identity::{self, Persist};
 use crate::lifecycle::{Failure, Phase};
 use crate::state::{AgentState, StateError};
 use crate::sticks::{self, Scan};
 use crate::watcher::{StickWatcher, WatchError};
+use onboard_protocol::connector::Command;
 
 /// How long to let a burst of changes (a mount and the folders made for it, a file being copied)
 /// settle after the first hint before looking. Only ever waited after a hint, never while idle.
@@ -90,6 +92,7 @@ struct ObserverInner {
     latest: watch::Sender<Option<Arc<Scan>>>,
     state: watch::Sender<Option<Arc<AgentState>>>,
     backoffs: Mutex<Vec<Duration>>,
+    connected: watch::Sender<Option<String>>,
 }
 
 impl Default for Observer {
@@ -109,6 +112,7 @@ impl Observer {
                 latest: watch::channel(None).0,
                 state: watch::channel(None).0,
                 backoffs: Mutex::new(Vec::new()),
+                connected: watch::channel(None).0,
             }),
         }
     }
@@ -148,6 +152,12 @@ impl Observer {
         self.inner.state.subscribe()
     }
 
+    /// Receives the server the device connector holds a session with (`None` while it holds
+    /// none).
+    pub fn subscribe_connector(&self) -> watch::Receiver<Option<String>> {
+        self.inner.connected.subscribe()
+    }
+
     fn publish(&self, state: &AgentState) {
         self.inner.state.send_replace(Some(Arc::new(state.clone())));
     }
@@ -178,7 +188,7 @@ pub async fn run(
 }
 
 /// A jitter draw in `[0, 1]`.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         return 0.5;
@@ -315,15 +325,56 @@ impl Enrollment {
         Ok(())
     }
 
-    /// Right after enrolling, and at each start of an enrolled device: renew if due, report.
-    async fn enrolled(&mut self, enroller: &Enroller) -> Result<(), RunError> {
-        self.renew_if_due(enroller).await?;
+    /// Acts on what the device connector reports.
+    async fn on_report(&mut self, report: Report) -> Result<(), RunError> {
+        let Some(enroller) = self.enroller() else {
+            return Ok(());
+        };
+        match report {
+            Report::Connected { server } => {
+                self.observer.inner.connected.send_replace(Some(server));
+            }
+            Report::Disconnected { .. } => {
+                self.observer.inner.connected.send_replace(None);
+            }
+            Report::Command(Command::RenewNow) if self.state.phase.is_enrolled() => {
+                tracing::info!("renewing the device certificate as the server asks");
+                match enroller.renew(&mut self.state).await {
+                    // The new certificate is seen by the server with the report.
+                    Ok(true) => self.report_inventory(&enroller).await,
+                    Ok(false) => {}
+                    Err(error) => tracing::error!(%error, "renewal failed"),
+                }
+            }
+            Report::Command(Command::InventoryNow) if self.state.phase.is_enrolled() => {
+                self.report_inventory(&enroller).await;
+            }
+            Report::Command(_) => {}
+            Report::NotHonoured { server, detail } => {
+                self.observer.inner.connected.send_replace(None);
+                if self.state.phase.is_enrolled()
+                    && Enroller::speaks_for_the_device(&self.state, &server)
+                {
+                    enroller.orphaned(&mut self.state, &server, &detail)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_inventory(&mut self, enroller: &Enroller) {
         let inventory = tokio::task::spawn_blocking(crate::inventory::gather)
             .await
             .unwrap_or_else(|_| crate::inventory::gather());
         if let Err(error) = enroller.report_inventory(&mut self.state, &inventory).await {
             tracing::warn!(%error, "inventory not reported");
         }
+    }
+
+    /// Right after enrolling, and at each start of an enrolled device: renew if due, report.
+    async fn enrolled(&mut self, enroller: &Enroller) -> Result<(), RunError> {
+        self.renew_if_due(enroller).await?;
+        self.report_inventory(enroller).await;
         Ok(())
     }
 
@@ -396,6 +447,10 @@ pub async fn run_in(
     }
     let mut log = ScanLog::default();
     let mut first = true;
+    // The device connector: started once the device is enrolled, stopped with the agent.
+    let (stop_connector, connector_stop) = watch::channel(false);
+    let (reports_to, mut reports) = tokio::sync::mpsc::channel::<Report>(16);
+    let mut connector: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         if !work.state.phase.is_enrolled() {
             let task = {
@@ -443,6 +498,18 @@ pub async fn run_in(
         }
 
         let enrolled = work.state.phase.is_enrolled();
+        if enrolled
+            && connector.is_none()
+            && let Some(enroller) = work.enroller()
+        {
+            connector = Some(tokio::spawn(crate::enrolled::connector::run(
+                enroller,
+                settings.connector,
+                observer.subscribe_state(),
+                reports_to.clone(),
+                connector_stop.clone(),
+            )));
+        }
         let retry_at = work.retry_at;
         let renew_at = work.renew_at.filter(|_| enrolled);
         // Out of keys while some were refused as unknown: look again when the first of those may
@@ -462,6 +529,14 @@ pub async fn run_in(
             () = sleep_until(renew_at), if renew_at.is_some() => None,
             () = sleep_until(relook_at), if relook_at.is_some() => {
                 tracing::info!("a key refused as unknown may be presented again; looking again");
+                continue;
+            }
+            Some(report) = reports.recv(), if connector.is_some() => {
+                observer.inner.wakeups.fetch_add(1, Ordering::SeqCst);
+                tokio::select! {
+                    result = work.on_report(report) => result?,
+                    () = &mut shutdown => break,
+                }
                 continue;
             }
             () = &mut shutdown => break,
@@ -493,6 +568,11 @@ pub async fn run_in(
                 }
             }
         }
+    }
+    // SIGTERM closes the session cleanly (a Close frame), within the agent's own stop bound.
+    stop_connector.send_replace(true);
+    if let Some(task) = connector {
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
     }
     stopped()
 }

@@ -150,6 +150,29 @@ pub struct DeviceView {
     pub last_seen: OffsetDateTime,
     /// What it last reported about itself; `None` before its first report.
     pub inventory: Option<Inventory>,
+    /// Whether it holds a device connector session with a running server now.
+    #[serde(default)]
+    pub online: bool,
+    /// The server (host:port, as the servers list names it) holding that session.
+    #[serde(default)]
+    pub connected_to: Option<String>,
+}
+
+/// A command for a connected device (`POST /api/v1/devices/{unit_id}/commands`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SendCommand {
+    /// What the device is to do.
+    pub command: crate::connector::Command,
+}
+
+/// Where a command went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommandQueued {
+    /// The server holding the device's session, which delivers it within a second or so.
+    pub server: String,
 }
 
 /// One line of the audit log. Never holds a key value.

@@ -15,6 +15,7 @@
 //!   bounds.
 
 pub mod admin;
+pub mod connector;
 pub mod est;
 pub mod fingerprint;
 pub mod inventory;

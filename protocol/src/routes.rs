@@ -17,6 +17,9 @@ pub const EST_SIMPLEREENROLL: &str = "/.well-known/est/simplereenroll";
 /// Answers 204 No Content; refusals are problem+json with code `bad_request`.
 pub const DEVICE_INVENTORY: &str = "/device/v1/inventory";
 
+/// The device connector: a WebSocket over mutual TLS that an enrolled device keeps open.
+pub const DEVICE_CONNECT: &str = "/device/v1/connect";
+
 /// Content type of an inventory report.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 

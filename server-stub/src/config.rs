@@ -33,6 +33,13 @@
 //! # progress (more wait); trusted proxies are held only to the total. Defaults: 256, 64.
 //! max_connections_per_source = 256
 //! max_handshakes_per_source = 64
+//! # Device connector sessions (WebSockets of enrolled devices) held at once: a budget of their
+//! # own, apart from the connections above, so idle devices cannot starve enrollment or the admin
+//! # API. Lowered to what the file limit leaves. Default: 10000.
+//! max_device_sessions = 10000
+//! # A session that sends nothing (not even a ping) for this long is closed. Default: 300, more
+//! # than the agent's ping interval (120) plus its network time-out (30).
+//! device_session_idle_secs = 300
 //! # Where keys, devices and the audit log live. Default: "sqlite", the file ums-stub.db in the
 //! # data directory. (A PostgreSQL URL, for several servers sharing one database, comes later.)
 //! database = "sqlite"
@@ -84,6 +91,8 @@ struct RawConfig {
     trusted_proxies: Option<Vec<String>>,
     max_connections_per_source: Option<usize>,
     max_handshakes_per_source: Option<usize>,
+    max_device_sessions: Option<usize>,
+    device_session_idle_secs: Option<u64>,
     session_hours: Option<i64>,
     max_failed_logins: Option<u32>,
     cluster_secret_file: Option<PathBuf>,
@@ -168,6 +177,8 @@ pub struct Settings {
     pub audit_retention: time::Duration,
     /// Caps on open connections and handshakes.
     pub connections: crate::connections::ConnectionLimits,
+    /// The device connector's budget and idle time-out.
+    pub device_sessions: crate::connector::SessionLimits,
     /// The lifetime and renewal of the server's own TLS certificate (not in the config file: the
     /// defaults, a year renewed 30 days early and checked hourly, suit every server; tests shorten
     /// them).
@@ -299,6 +310,21 @@ impl Settings {
                 connection_defaults.handshakes_per_source,
             )?,
         };
+        let session_defaults = crate::connector::SessionLimits::default();
+        let idle = raw
+            .device_session_idle_secs
+            .unwrap_or(session_defaults.idle.as_secs());
+        if !(10..=86_400).contains(&idle) {
+            bail!("config file {shown}: device_session_idle_secs must be from 10 to 86400");
+        }
+        let max_sessions = raw.max_device_sessions.unwrap_or(session_defaults.max);
+        if !(1..=1_000_000).contains(&max_sessions) {
+            bail!("config file {shown}: max_device_sessions must be from 1 to 1000000");
+        }
+        let device_sessions = crate::connector::SessionLimits {
+            max: max_sessions,
+            idle: std::time::Duration::from_secs(idle),
+        };
         let retention_days = raw.audit_retention_days.unwrap_or(180);
         if !(1..=36_500).contains(&retention_days) {
             bail!("config file {shown}: audit_retention_days must be from 1 to 36500");
@@ -330,6 +356,7 @@ impl Settings {
             audit_retention: time::Duration::days(retention_days),
             trusted_proxies,
             connections,
+            device_sessions,
             session_lifetime: time::Duration::hours(session_hours),
             cluster_secret: raw.cluster_secret_file,
             database_ca: raw.database_ca_file,

@@ -29,6 +29,8 @@
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
 //! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
+//! - [`connector`]: the device connector's sessions (WebSockets of enrolled devices), their
+//!   budget, commands and shutdown.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
@@ -40,6 +42,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+pub mod connector;
 pub mod devices;
 pub mod files;
 pub mod http;

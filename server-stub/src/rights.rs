@@ -95,6 +95,8 @@ pub enum Operation {
     GetDevice,
     /// Forget an enrolled device.
     DeleteDevice,
+    /// Send a command to a connected device.
+    SendDeviceCommand,
     /// Read the audit log.
     ReadAudit,
     /// Show the UMS ID and download its certificate.
@@ -105,7 +107,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 15] = [
+    pub const ALL: [Operation; 16] = [
         Operation::ListKeys,
         Operation::GetKey,
         Operation::CreateKeys,
@@ -118,6 +120,7 @@ impl Operation {
         Operation::ListDevices,
         Operation::GetDevice,
         Operation::DeleteDevice,
+        Operation::SendDeviceCommand,
         Operation::ReadAudit,
         Operation::ShowUmsId,
         Operation::ManageAccounts,
@@ -135,7 +138,7 @@ impl Operation {
             | Operation::ExportKeys => Right::KeysWrite,
             Operation::RevealKeys => Right::KeysReveal,
             Operation::ListDevices | Operation::GetDevice => Right::DevicesRead,
-            Operation::DeleteDevice => Right::DevicesWrite,
+            Operation::DeleteDevice | Operation::SendDeviceCommand => Right::DevicesWrite,
             Operation::ReadAudit => Right::AuditRead,
             Operation::ShowUmsId | Operation::ManageAccounts => Right::ServerAdmin,
         }
@@ -330,6 +333,7 @@ mod tests {
             (Operation::ListDevices, Right::DevicesRead),
             (Operation::GetDevice, Right::DevicesRead),
             (Operation::DeleteDevice, Right::DevicesWrite),
+            (Operation::SendDeviceCommand, Right::DevicesWrite),
             (Operation::ReadAudit, Right::AuditRead),
             (Operation::ShowUmsId, Right::ServerAdmin),
             (Operation::ManageAccounts, Right::ServerAdmin),

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use axum::Extension;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use onboard_protocol::Fingerprint;
 use tokio::net::TcpListener;
@@ -64,12 +63,28 @@ pub async fn run(
         shared.stub.settings.public_server.host(),
         listener.local_addr()?.port()
     );
+    // Sessions do not outlive a server: those a crash left recorded as held here are released.
+    shared.connector.set_server(name.clone());
+    match shared.stub.store.release_devices(&name).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(
+            released,
+            "devices recorded online here before the start are offline"
+        ),
+        Err(error) => tracing::warn!("cannot release the devices recorded online here: {error}"),
+    }
     let beating = tokio::spawn(heartbeat(shared.clone(), name));
+    let delivering = tokio::spawn(crate::connector::deliver_commands(
+        shared.connector.clone(),
+        shared.stub.store.clone(),
+    ));
+    let connector = shared.connector.clone();
     let limits = shared.stub.settings.connections;
     let sources = Sources::new(limits, shared.stub.settings.trusted_proxies.clone());
     let total = limits.total_within(crate::connections::file_limit());
     let app = router(shared);
-    let graceful = GracefulShutdown::new();
+    // Set once the server stops: each connection finishes its request in flight, then closes.
+    let draining = tokio::sync::watch::channel(false).0;
     let permits = Arc::new(tokio::sync::Semaphore::new(total));
     tokio::pin!(shutdown);
     loop {
@@ -101,7 +116,7 @@ pub async fn run(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let watcher = graceful.watcher();
+        let mut drain = draining.subscribe();
         tokio::spawn(async move {
             let _permit = permit;
             // The time-out covers the wait for a handshake slot and the handshake; a newer
@@ -151,8 +166,19 @@ pub async fn run(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
-            if let Err(error) = watcher.watch(connection).await {
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                // The device connector's WebSocket; once upgraded, the session holds a slot of
+                // its own budget and this connection's slot is given back.
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = async { let _ = drain.wait_for(|draining| *draining).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%addr, "connection ended: {error}");
             }
             drop(admitted);
@@ -162,13 +188,24 @@ pub async fn run(
     renewal.abort();
     pruning.abort();
     beating.abort();
+    delivering.abort();
     tracing::info!("shutting down: waiting for requests in flight");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
-    }
+    let requests = async {
+        draining.send_replace(true);
+        // Every connection gives its slot back when it ends.
+        let all_closed = async {
+            while permits.available_permits() < total {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+        }
+    };
+    tokio::join!(requests, connector.close_all(DRAIN_TIMEOUT));
     Ok(())
 }
 
@@ -267,7 +304,16 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         settings.tls_leaf,
         settings.renewal_grace,
     )?;
+    let connections = settings
+        .connections
+        .total_within(crate::connections::file_limit());
+    let connector = crate::connector::Sessions::new(
+        settings.device_sessions,
+        crate::connections::file_limit(),
+        connections,
+    );
     let shared = Arc::new(Shared {
+        connector,
         limiter: RateLimiter::new(settings.rate_limits),
         logins: RateLimiter::new(settings.login_limits),
         certificate_lifetime: settings.certificate_lifetime,

@@ -526,6 +526,7 @@ async function loadDevices() {
       const row = document.createElement('tr');
       const facts = device.inventory || {};
       cell(row, device.unit_id, 'mono');
+      cell(row, device.online ? 'Online (' + device.connected_to + ')' : 'Offline');
       cell(row, facts.host_name || '-');
       cell(row, [facts.os_name, facts.os_version].filter(Boolean).join(' ') || '-');
       cell(row, time(device.enrolled_at));

@@ -1,10 +1,12 @@
 //! The enrolled side: what a device holding a certificate does, always over mutual TLS with it
 //! and pinned to its UMS ID, never with a key again. Renewal within [`RENEW_BEFORE`] of expiry,
-//! the inventory report, and the WebSocket the device keeps to its server.
+//! the inventory report, and ([`connector`]) the WebSocket the device keeps to its server.
 //!
 //! A server that no longer honours the certificate (neither the current nor the previous one, or
 //! expired past the renewal grace period) turns the device [`crate::lifecycle::Phase::Orphaned`]: it enrolls again
 //! with a key from the next stick, keeping its key pair.
+
+pub mod connector;
 
 use std::sync::Arc;
 
@@ -198,7 +200,7 @@ impl Enroller {
 
     /// Whether `server`'s word on this device's certificate is final: the server that issued or
     /// last renewed it (another one may hold an older copy of the database).
-    fn speaks_for_the_device(state: &AgentState, server: &str) -> bool {
+    pub(crate) fn speaks_for_the_device(state: &AgentState, server: &str) -> bool {
         state
             .server
             .as_deref()
@@ -220,7 +222,7 @@ impl Enroller {
 
     /// The server no longer honours this device's certificate: the phase says so, with the fix,
     /// and the device enrolls again with a key from the next stick, keeping its key pair.
-    fn orphaned(
+    pub(crate) fn orphaned(
         &self,
         state: &mut AgentState,
         server: &str,

@@ -2,6 +2,7 @@
 //! on fake sysfs trees, stand-in sticks and, where the machine allows, a real mount.
 //!
 //! - `unit_id`: the IGEL OS 12 rule over fake sysfs trees, persistence, configured unit IDs.
+//! - `connector`: the device connector: online, restarts, commands, deletion, shutdown.
 //! - `discovery`: key files on one stick: order, links, FIFOs, folders, sizes, damage, vanishing.
 //! - `watch`: `run` in-process: sticks appearing and going after start, no wake-up while idle.
 //! - `scan`: `scan PATH`: contents masked, this device's key order, exit codes, config errors.
@@ -15,6 +16,7 @@
 //! - `system`: the systemd unit, checked by `systemd-analyze verify`.
 //! - `util`: key files, fake sysfs, sandboxes and waiting with deadlines.
 
+mod connector;
 mod discovery;
 mod enroll;
 mod help;

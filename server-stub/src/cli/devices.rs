@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use onboard_protocol::UnitId;
 use onboard_protocol::admin::DeviceView;
+use onboard_protocol::connector::Command;
 
 use super::table::{self, DEFAULT_LIMIT, print_table};
 use super::target::Target;
@@ -13,7 +14,8 @@ use crate::store::PageRequest;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DevicesCommand {
-    /// List enrolled devices by unit ID: what each last reported about itself (host name, OS and
+    /// List enrolled devices by unit ID: whether each is connected (and to which server), what
+    /// each last reported about itself (host name, OS and
     /// version, kernel, CPU, memory, NICs; "-" before its first report), when it was last seen,
     /// when it enrolled, key type used, certificate serial and expiry.
     List {
@@ -24,16 +26,30 @@ pub(super) enum DevicesCommand {
         #[arg(long, value_name = "UNIT_ID")]
         after: Option<String>,
         /// Print JSON: {items: [{unit_id, serial, not_after, key_type, key_id, enrolled_at,
-        /// last_seen, inventory}], next_after, total}, inventory null or {host_name, os_name,
+        /// last_seen, inventory, online, connected_to}], next_after, total}, inventory null or {host_name, os_name,
         /// os_version, kernel, cpu_model, memory_bytes, nics: [{name, mac}]}.
         #[arg(long)]
         json: bool,
     },
     /// Forget a device so its unit ID can enroll again (after a reset, or for a replaced device).
+    /// A connected device is disconnected and not let back in.
     Delete {
         /// The device's unit ID.
         unit_id: String,
     },
+    /// Send a command to a connected device, through whichever server holds its connector
+    /// session (delivered within a second or so). Exits 1 when the device is not connected.
+    Send {
+        /// The device's unit ID.
+        unit_id: String,
+        /// renew-now (renew its certificate now) or inventory-now (report its inventory now).
+        #[arg(value_parser = parse_command)]
+        command: Command,
+    },
+}
+
+fn parse_command(text: &str) -> Result<Command, String> {
+    text.parse()
 }
 
 /// Runs a `devices` command.
@@ -58,6 +74,7 @@ pub(super) async fn run(
             let mut rows = vec![
                 [
                     "Unit ID",
+                    "Online",
                     "Host name",
                     "OS",
                     "Kernel",
@@ -76,6 +93,10 @@ pub(super) async fn run(
                 let [host, os, kernel, cpu, memory, nics] = inventory_cells(device);
                 rows.push([
                     device.unit_id.to_string(),
+                    device
+                        .connected_to
+                        .clone()
+                        .map_or_else(|| "no".to_owned(), |server| format!("yes ({server})")),
                     host,
                     os,
                     kernel,
@@ -97,6 +118,11 @@ pub(super) async fn run(
                 ("device", "devices"),
                 page.next_after.map(|unit| unit.to_string()),
             )?;
+        }
+        DevicesCommand::Send { unit_id, command } => {
+            let unit_id: UnitId = unit_id.parse()?;
+            let server = target.send_command(&unit_id, command).await?;
+            writeln!(out, "Sent {command} to device {unit_id} through {server}.")?;
         }
         DevicesCommand::Delete { unit_id } => {
             let unit_id: UnitId = unit_id.parse()?;

@@ -237,6 +237,27 @@ impl Target {
         }
     }
 
+    /// Sends a command to a connected device; the server holding its session.
+    pub(super) async fn send_command(
+        &self,
+        unit_id: &UnitId,
+        command: onboard_protocol::connector::Command,
+    ) -> anyhow::Result<String> {
+        match self {
+            Target::Local(stub) => Ok(stub.devices().send(unit_id, command, &Actor::cli()).await?),
+            Target::Remote(remote) => {
+                let queued: onboard_protocol::admin::CommandQueued = remote
+                    .call(
+                        Method::POST,
+                        &format!("/api/v1/devices/{}/commands", encode(unit_id.as_str())),
+                        &onboard_protocol::admin::SendCommand { command },
+                    )
+                    .await?;
+                Ok(queued.server)
+            }
+        }
+    }
+
     /// One page of the audit log with its total.
     pub(super) async fn audit(
         &self,

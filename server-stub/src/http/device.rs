@@ -1,23 +1,30 @@
-//! What enrolled devices send over mutual TLS: the inventory report. TLS has already checked that
-//! the client certificate was issued by the UMS ID; these routes check it is a device's current one.
+//! What enrolled devices do over mutual TLS: the inventory report, and the device connector's
+//! WebSocket ([`crate::connector`]). TLS has already checked that the client certificate was
+//! issued by the UMS ID; these routes check it is a device's current (or previous) one.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
+use axum::routing::{get, put};
+use onboard_protocol::connector::MAX_FRAME_BYTES;
 use onboard_protocol::inventory::MAX_INVENTORY_BYTES;
-use onboard_protocol::routes::DEVICE_INVENTORY;
+use onboard_protocol::problem::Problem;
+use onboard_protocol::routes::{DEVICE_CONNECT, DEVICE_INVENTORY};
 use onboard_protocol::{Inventory, ProblemCode, UnitId};
 
 use super::{ApiError, Peer, Shared};
 
 /// The routes of enrolled devices.
 pub fn router() -> Router<Arc<Shared>> {
-    Router::new().route(DEVICE_INVENTORY, put(inventory))
+    Router::new()
+        .route(DEVICE_INVENTORY, put(inventory))
+        .route(DEVICE_CONNECT, get(connect))
 }
 
 /// The device certificate a client presented over mutual TLS (TLS has already checked it was
@@ -73,6 +80,80 @@ async fn inventory(
     }
 }
 
+/// Opens the device connector's session: a WebSocket for the device the current (or previous)
+/// certificate names, within the sessions' own budget.
+async fn connect(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match open_session(&shared, &peer, upgrade).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let ApiError::Problem { problem, .. } = &error {
+                tracing::debug!(source = %peer.addr.ip(), code = %problem.code, "device session refused");
+            }
+            error.into_response()
+        }
+    }
+}
+
+async fn open_session(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let DeviceCertificate {
+        unit_id,
+        serial,
+        not_after,
+    } = device_identity(peer, "the device connector")?;
+    if not_after < time::OffsetDateTime::now_utc() {
+        return Err(ApiError::code(
+            ProblemCode::BadRequest,
+            "the device certificate has expired: renew it (simplereenroll) first",
+        ));
+    }
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::code(
+            ProblemCode::BadRequest,
+            "the device connector is a WebSocket: GET with Upgrade: websocket",
+        )
+    })?;
+    let sessions = shared.connector.clone();
+    let Some(slot) = sessions.admit() else {
+        return Err(ApiError::Problem {
+            problem: Problem::new(ProblemCode::Unavailable)
+                .with_detail("this server holds as many device sessions as it may; retry later"),
+            retry_after: Some(std::time::Duration::from_secs(60)),
+        });
+    };
+    let store = shared.stub.store.clone();
+    if !store
+        .touch_device(&unit_id, &serial, None, Some(sessions.server()))
+        .await?
+    {
+        return Err(not_current());
+    }
+    let failed = {
+        let (store, unit_id, server) =
+            (store.clone(), unit_id.clone(), sessions.server().to_owned());
+        move |_error| {
+            tokio::spawn(async move {
+                let _ = store.device_offline(&unit_id, &server).await;
+            });
+        }
+    };
+    Ok(upgrade
+        // An idle session holds little: small buffers, small frames.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_failed_upgrade(failed)
+        .on_upgrade(move |socket| sessions.serve(socket, unit_id, slot, store)))
+}
+
 /// Stores an enrolled device's report and when it was sent. What is stored is the validated
 /// report serialised again, so only known, bounded fields reach the database.
 async fn report_inventory(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Result<(), ApiError> {
@@ -102,7 +183,7 @@ async fn report_inventory(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Res
     let known = shared
         .stub
         .store
-        .touch_device(&unit_id, &serial, Some(&json))
+        .touch_device(&unit_id, &serial, Some(&json), None)
         .await?;
     if !known {
         return Err(not_current());

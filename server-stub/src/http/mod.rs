@@ -48,6 +48,8 @@ pub struct Shared {
     pub logins: RateLimiter,
     /// Device certificate lifetime.
     pub certificate_lifetime: time::Duration,
+    /// The device connector's sessions on this server.
+    pub connector: Arc<crate::connector::Sessions>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -139,6 +141,17 @@ impl From<StoreError> for ApiError {
                 }
             }
             other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::devices::CommandError> for ApiError {
+    fn from(error: crate::devices::CommandError) -> Self {
+        match error {
+            crate::devices::CommandError::Store(error) => error.into(),
+            crate::devices::CommandError::Offline(_) => {
+                ApiError::code(ProblemCode::Conflict, error.to_string())
+            }
         }
     }
 }

@@ -347,6 +347,8 @@ pub struct DeviceRecord {
     pub last_seen: OffsetDateTime,
     /// The facts it last reported about itself (JSON), if any.
     pub inventory: Option<String>,
+    /// The server holding its connector session (by its heartbeat name), while it is connected.
+    pub online_server: Option<String>,
 }
 
 /// What an enrollment attempt came to.
@@ -371,7 +373,8 @@ pub struct AuditEntry {
     /// When.
     pub at: OffsetDateTime,
     /// What: `enroll`, `reenroll`, `keys.create`, `keys.edit`, `keys.activate`, `keys.deactivate`,
-    /// `keys.delete`, `devices.delete`.
+    /// `keys.delete`, `devices.delete`, `devices.command` (outcome `offline` when the device was
+    /// not connected).
     pub event: String,
     /// Who: `cli`, an administrator, or a device's unit ID.
     pub actor: String,
@@ -403,6 +406,9 @@ impl AuditEntry {
         }
     }
 }
+
+/// The command queued for the server holding a deleted device's connector session: close it.
+pub const DISCONNECT: &str = "disconnect";
 
 /// An administrator account as stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -560,12 +566,37 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// certificate it presented (by serial) is its current or previous one
     /// ([`crate::renewal::held`]); the current one seen, the previous is forgotten. `false` when
     /// it is neither.
+    /// With `connected_to`, the device opened its connector session on that server (by its
+    /// heartbeat name): it shows online there.
     async fn touch_device(
         &self,
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
+        connected_to: Option<&str>,
     ) -> Result<bool, StoreError>;
+
+    /// The device's connector session on `server` ended: offline, last seen now. Nothing when
+    /// another server holds it by now.
+    async fn device_offline(&self, unit_id: &UnitId, server: &str) -> Result<(), StoreError>;
+
+    /// Marks every device whose session `server` held as offline (at its start: sessions do not
+    /// survive a restart or a crash); how many.
+    async fn release_devices(&self, server: &str) -> Result<u64, StoreError>;
+
+    /// Queues `command` for a device, routed to the server holding its session, and audits it;
+    /// that server, or `None` when the device is offline (nothing is queued then).
+    /// [`StoreError::NotFound`] when no such device is enrolled.
+    async fn queue_command(
+        &self,
+        unit_id: &UnitId,
+        command: &str,
+        actor: &Actor,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Takes the commands queued for sessions on `server`, oldest first. Deleting a connected
+    /// device queues `disconnect` for it.
+    async fn take_commands(&self, server: &str) -> Result<Vec<(UnitId, String)>, StoreError>;
 
     /// One page of the enrolled devices, by unit ID.
     async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError>;

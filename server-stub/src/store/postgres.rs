@@ -19,10 +19,10 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest, Progress,
-    RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError, StoredKey,
-    TokenRow,
+    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
+    EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest,
+    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError,
+    StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -32,6 +32,7 @@ use crate::vault::LookupDigest;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("postgres/migrations/0001_schema.sql")),
     (2, include_str!("postgres/migrations/0002_cluster.sql")),
+    (3, include_str!("postgres/migrations/0003_connector.sql")),
 ];
 
 /// The advisory lock key migrations run under (any constant shared by every server).
@@ -349,6 +350,7 @@ impl PostgresStore {
             last_seen: self.time(row.get(8))?,
             inventory: row.get(9),
             previous_serial: row.get(10),
+            online_server: row.get(11),
         })
     }
 
@@ -849,7 +851,7 @@ impl Store for PostgresStore {
         };
         let device = tx
             .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = $1 FOR UPDATE"),
+                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
                 &[&attempt.unit_id.as_str()],
             )
             .await
@@ -927,6 +929,7 @@ impl Store for PostgresStore {
                     last_seen: now,
                     inventory: None,
                     previous_serial: None,
+                    online_server: None,
                 };
                 tx.execute(
                     &format!(
@@ -974,7 +977,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         let device = tx
             .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = $1 FOR UPDATE"),
+                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
                 &[&request.unit_id.as_str()],
             )
             .await
@@ -1052,6 +1055,7 @@ impl Store for PostgresStore {
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
+        connected_to: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
@@ -1078,9 +1082,16 @@ impl Store for PostgresStore {
         };
         tx.execute(
             "UPDATE devices SET last_seen = $1, inventory = coalesce($2, inventory),
-               previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END
+               previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END,
+               online_server = coalesce($5, online_server)
              WHERE unit_id = $4",
-            &[&now(), &inventory, &forget_previous, &unit_id.as_str()],
+            &[
+                &now(),
+                &inventory,
+                &forget_previous,
+                &unit_id.as_str(),
+                &connected_to,
+            ],
         )
         .await
         .map_err(|e| self.db(e))?;
@@ -1093,7 +1104,7 @@ impl Store for PostgresStore {
         let rows = self
             .rows(
                 &format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE ($1::text IS NULL OR unit_id > $1)
+                    "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE ($1::text IS NULL OR unit_id > $1)
                      ORDER BY unit_id LIMIT $2"
                 ),
                 &vec![Box::new(after), Box::new(limit(page.limit))],
@@ -1105,7 +1116,7 @@ impl Store for PostgresStore {
     async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError> {
         let rows = self
             .rows(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = $1"),
+                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1"),
                 &vec![Box::new(unit_id.as_str().to_owned())],
             )
             .await?;
@@ -1119,18 +1130,117 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
+    async fn device_offline(&self, unit_id: &UnitId, server: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE devices SET online_server = NULL, last_seen = $1
+                 WHERE unit_id = $2 AND online_server = $3",
+                &[&now(), &unit_id.as_str(), &server],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    async fn release_devices(&self, server: &str) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let changed = tx
+        let released = tx
             .execute(
-                "DELETE FROM devices WHERE unit_id = $1",
+                "UPDATE devices SET online_server = NULL WHERE online_server = $1",
+                &[&server],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.execute("DELETE FROM device_commands WHERE server = $1", &[&server])
+            .await
+            .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(released)
+    }
+
+    async fn queue_command(
+        &self,
+        unit_id: &UnitId,
+        command: &str,
+        actor: &Actor,
+    ) -> Result<Option<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let row = tx
+            .query_opt(
+                "SELECT online_server FROM devices WHERE unit_id = $1 FOR SHARE",
                 &[&unit_id.as_str()],
             )
             .await
             .map_err(|e| self.db(e))?;
-        if changed == 0 {
+        let Some(row) = row else {
             return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
+        };
+        let online: Option<String> = row.get(0);
+        if let Some(server) = &online {
+            tx.execute(
+                "INSERT INTO device_commands (server, unit_id, command, queued_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[server, &unit_id.as_str(), &command, &now()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        }
+        let mut entry = AuditEntry::new("devices.command", actor);
+        entry.unit_id = Some(unit_id.to_string());
+        if online.is_none() {
+            "offline".clone_into(&mut entry.outcome);
+        }
+        command.clone_into(&mut entry.detail);
+        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(online)
+    }
+
+    async fn take_commands(&self, server: &str) -> Result<Vec<(UnitId, String)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "DELETE FROM device_commands WHERE server = $1 RETURNING id, unit_id, command",
+                &[&server],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let mut taken: Vec<(i64, String, String)> = rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        taken.sort_by_key(|(id, _, _)| *id);
+        Ok(taken
+            .into_iter()
+            .filter_map(|(_, unit, command)| Some((unit.parse().ok()?, command)))
+            .collect())
+    }
+
+    async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        let deleted = tx
+            .query_opt(
+                "DELETE FROM devices WHERE unit_id = $1 RETURNING online_server",
+                &[&unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let Some(deleted) = deleted else {
+            return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
+        };
+        // The session of a deleted device is closed by the server holding it.
+        if let Some(server) = deleted.get::<_, Option<String>>(0) {
+            tx.execute(
+                "INSERT INTO device_commands (server, unit_id, command, queued_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[&server, &unit_id.as_str(), &DISCONNECT, &now()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
         }
         let mut entry = AuditEntry::new("devices.delete", actor);
         entry.unit_id = Some(unit_id.to_string());

@@ -19,10 +19,10 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest, Progress,
-    RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError, StoredKey,
-    TokenRow,
+    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
+    EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest,
+    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError,
+    StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (5, include_str!("sqlite/migrations/0005_accounts.sql")),
     (6, include_str!("sqlite/migrations/0006_cluster.sql")),
+    (7, include_str!("sqlite/migrations/0007_connector.sql")),
 ];
 
 /// How many times a generated value is redrawn on a clash.
@@ -634,7 +635,7 @@ fn enroll_in(
     };
     let device = tx
         .prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
+            "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = ?1"
         ))
         .map_err(db)?
         .query_row([attempt.unit_id.as_str()], device_from_row)
@@ -712,6 +713,7 @@ fn enroll_in(
                 last_seen: now,
                 inventory: None,
                 previous_serial: None,
+                online_server: None,
             };
             // A lapsed record of the unit ID (claim.rs let the attempt through) is replaced whole.
             tx.execute(
@@ -809,6 +811,7 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         last_seen: time(8)?,
         inventory: row.get(9)?,
         previous_serial: row.get(10)?,
+        online_server: row.get(11)?,
     })
 }
 
@@ -1188,7 +1191,7 @@ impl Store for SqliteStore {
                 .map_err(|e| inner.db(e))?;
             let device = tx
                 .prepare_cached(&format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
+                    "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = ?1"
                 ))
                 .map_err(|e| inner.db(e))?
                 .query_row([request.unit_id.as_str()], device_from_row)
@@ -1269,11 +1272,13 @@ impl Store for SqliteStore {
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
+        connected_to: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let (unit_id, serial, inventory) = (
+        let (unit_id, serial, inventory, connected_to) = (
             unit_id.clone(),
             serial.to_owned(),
             inventory.map(str::to_owned),
+            connected_to.map(str::to_owned),
         );
         self.call(move |inner| {
             let mut connection = inner.lock();
@@ -1303,9 +1308,16 @@ impl Store for SqliteStore {
             };
             tx.execute(
                 "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory),
-                   previous_serial = CASE WHEN ?3 THEN NULL ELSE previous_serial END
+                   previous_serial = CASE WHEN ?3 THEN NULL ELSE previous_serial END,
+                   online_server = coalesce(?5, online_server)
                  WHERE unit_id = ?4",
-                params![now(), inventory, forget_previous, unit_id.as_str()],
+                params![
+                    now(),
+                    inventory,
+                    forget_previous,
+                    unit_id.as_str(),
+                    connected_to
+                ],
             )
             .map_err(|e| inner.db(e))?;
             tx.commit().map_err(|e| inner.db(e))?;
@@ -1321,7 +1333,7 @@ impl Store for SqliteStore {
             None => ("", Vec::new()),
         };
         let sql = format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices{condition} ORDER BY unit_id LIMIT {}",
+            "SELECT {DEVICE_COLUMNS}, online_server FROM devices{condition} ORDER BY unit_id LIMIT {}",
             limit(page.limit)
         );
         self.call(move |inner| {
@@ -1341,7 +1353,7 @@ impl Store for SqliteStore {
             inner
                 .lock()
                 .prepare_cached(&format!(
-                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE unit_id = ?1"
+                    "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = ?1"
                 ))
                 .map_err(|e| inner.db(e))?
                 .query_row([unit_id.as_str()], device_from_row)
@@ -1362,6 +1374,122 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn device_offline(&self, unit_id: &UnitId, server: &str) -> Result<(), StoreError> {
+        let (unit_id, server) = (unit_id.clone(), server.to_owned());
+        self.call(move |inner| {
+            inner.write(|tx| {
+                tx.execute(
+                    "UPDATE devices SET online_server = NULL, last_seen = ?1
+                     WHERE unit_id = ?2 AND online_server = ?3",
+                    params![now(), unit_id.as_str(), server],
+                )
+                .map_err(|e| inner.db(e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn release_devices(&self, server: &str) -> Result<u64, StoreError> {
+        let server = server.to_owned();
+        self.call(move |inner| {
+            inner.write(|tx| {
+                let released = tx
+                    .execute(
+                        "UPDATE devices SET online_server = NULL WHERE online_server = ?1",
+                        [&server],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                tx.execute("DELETE FROM device_commands WHERE server = ?1", [&server])
+                    .map_err(|e| inner.db(e))?;
+                Ok(released as u64)
+            })
+        })
+        .await
+    }
+
+    async fn queue_command(
+        &self,
+        unit_id: &UnitId,
+        command: &str,
+        actor: &Actor,
+    ) -> Result<Option<String>, StoreError> {
+        let (unit_id, command, actor) = (unit_id.clone(), command.to_owned(), actor.clone());
+        self.call(move |inner| {
+            inner.write(|tx| {
+                let online: Option<Option<String>> = tx
+                    .query_row(
+                        "SELECT online_server FROM devices WHERE unit_id = ?1",
+                        [unit_id.as_str()],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| inner.db(e))?;
+                let Some(online) = online else {
+                    return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
+                };
+                if let Some(server) = &online {
+                    tx.execute(
+                        "INSERT INTO device_commands (server, unit_id, command, queued_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![server, unit_id.as_str(), command, now()],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                }
+                let mut entry = AuditEntry::new("devices.command", &actor);
+                entry.unit_id = Some(unit_id.to_string());
+                if online.is_none() {
+                    "offline".clone_into(&mut entry.outcome);
+                }
+                entry.detail = command.clone();
+                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                Ok(online)
+            })
+        })
+        .await
+    }
+
+    async fn take_commands(&self, server: &str) -> Result<Vec<(UnitId, String)>, StoreError> {
+        let server = server.to_owned();
+        self.call(move |inner| {
+            // Most polls find nothing: a read, without the write lock.
+            let pending: i64 = inner
+                .lock()
+                .prepare_cached("SELECT count(*) FROM device_commands WHERE server = ?1")
+                .and_then(|mut statement| statement.query_row([&server], |row| row.get(0)))
+                .map_err(|e| inner.db(e))?;
+            if pending == 0 {
+                return Ok(Vec::new());
+            }
+            inner.write(|tx| {
+                let mut statement = tx
+                    .prepare(
+                        "DELETE FROM device_commands WHERE server = ?1
+                         RETURNING id, unit_id, command",
+                    )
+                    .map_err(|e| inner.db(e))?;
+                let rows = statement
+                    .query_map([&server], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })
+                    .map_err(|e| inner.db(e))?;
+                let mut taken = rows
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| inner.db(e))?;
+                taken.sort_by_key(|(id, _, _)| *id);
+                Ok(taken
+                    .into_iter()
+                    .filter_map(|(_, unit, command)| Some((unit.parse().ok()?, command)))
+                    .collect())
+            })
+        })
+        .await
+    }
+
     async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
         let (unit_id, actor) = (unit_id.clone(), actor.clone());
         self.call(move |inner| {
@@ -1369,11 +1497,25 @@ impl Store for SqliteStore {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| inner.db(e))?;
-            let changed = tx
-                .execute("DELETE FROM devices WHERE unit_id = ?1", [unit_id.as_str()])
+            let online: Option<Option<String>> = tx
+                .query_row(
+                    "DELETE FROM devices WHERE unit_id = ?1 RETURNING online_server",
+                    [unit_id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
                 .map_err(|e| inner.db(e))?;
-            if changed == 0 {
+            let Some(online) = online else {
                 return Err(StoreError::NotFound(Missing::Device(unit_id)));
+            };
+            // The session of a deleted device is closed by the server holding it.
+            if let Some(server) = online {
+                tx.execute(
+                    "INSERT INTO device_commands (server, unit_id, command, queued_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![server, unit_id.as_str(), DISCONNECT, now()],
+                )
+                .map_err(|e| inner.db(e))?;
             }
             let mut entry = AuditEntry::new("devices.delete", &actor);
             entry.unit_id = Some(unit_id.to_string());
@@ -1570,10 +1712,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 6);
+        assert_eq!(store.schema_version().unwrap(), 7);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 6);
+        assert_eq!(store.schema_version().unwrap(), 7);
         store.integrity_check().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

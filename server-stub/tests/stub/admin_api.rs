@@ -85,6 +85,12 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
             Sent::None,
             DeleteDevice,
         ),
+        (
+            Method::POST,
+            "/api/v1/devices/00E0C5FFFFFF/commands",
+            Sent::Json(json!({"command": "renew-now"})),
+            SendDeviceCommand,
+        ),
         (Method::GET, "/api/v1/audit", Sent::None, ReadAudit),
         (Method::GET, "/api/v1/ums-id", Sent::None, ShowUmsId),
         (

@@ -447,14 +447,24 @@ async fn renews_and_tracks_contact(store: Shared) {
     assert_eq!(record.serial, "bb02");
     assert_eq!(record.previous_serial.as_deref(), Some("bb01"));
     // The previous certificate is honoured until the new one is seen.
-    assert!(store.touch_device(&unit_id, "bb01", None).await.unwrap());
     assert!(
         store
-            .touch_device(&unit_id, "bb02", Some("{\"host_name\":\"pc\"}"))
+            .touch_device(&unit_id, "bb01", None, None)
             .await
             .unwrap()
     );
-    assert!(!store.touch_device(&unit_id, "bb01", None).await.unwrap());
+    assert!(
+        store
+            .touch_device(&unit_id, "bb02", Some("{\"host_name\":\"pc\"}"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .touch_device(&unit_id, "bb01", None, None)
+            .await
+            .unwrap()
+    );
     let stored = store.device(&unit_id).await.unwrap().unwrap();
     assert_eq!(stored.previous_serial, None);
     assert_eq!(stored.inventory.as_deref(), Some("{\"host_name\":\"pc\"}"));
@@ -618,6 +628,134 @@ async fn tells_the_database_clock(store: Shared) {
     assert_eq!(clock.nanosecond(), 0, "whole seconds");
 }
 
+async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
+    insert(
+        &store,
+        vec![new_key(1, KeyKind::MassDeployment, None, true)],
+    )
+    .await
+    .unwrap();
+    let (one, two) = (unit(4), unit(5));
+    for (n, unit_id) in [&one, &two].into_iter().enumerate() {
+        let outcome = store
+            .enroll(
+                attempt(unit_id, 1, format!("pair-{n}").as_bytes()),
+                issue(format!("cc0{n}")),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(outcome, EnrollOutcome::Issued { .. }));
+    }
+    let online = |unit_id: UnitId| {
+        let store = store.clone();
+        async move { store.device(&unit_id).await.unwrap().unwrap().online_server }
+    };
+    // Offline: a command is audited as such and queued for nobody.
+    assert_eq!(
+        store
+            .queue_command(&one, "renew-now", &Actor::cli())
+            .await
+            .unwrap(),
+        None
+    );
+    // A session opens on A only with the device's certificate.
+    assert!(
+        !store
+            .touch_device(&one, "ffff", None, Some("a:8443"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(online(one.clone()).await, None);
+    assert!(
+        store
+            .touch_device(&one, "cc00", None, Some("a:8443"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .touch_device(&two, "cc01", None, Some("b:8443"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(online(one.clone()).await.as_deref(), Some("a:8443"));
+    // Commands go to the server holding the session, once.
+    assert_eq!(
+        store
+            .queue_command(&one, "renew-now", &Actor::cli())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a:8443")
+    );
+    store
+        .queue_command(&one, "inventory-now", &Actor::cli())
+        .await
+        .unwrap();
+    assert!(store.take_commands("b:8443").await.unwrap().is_empty());
+    assert_eq!(
+        store.take_commands("a:8443").await.unwrap(),
+        [
+            (one.clone(), "renew-now".to_owned()),
+            (one.clone(), "inventory-now".to_owned())
+        ]
+    );
+    assert!(store.take_commands("a:8443").await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .queue_command(&unit(9), "renew-now", &Actor::cli())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let audited: Vec<(String, String)> = store
+        .audit(
+            &AuditFilter {
+                unit_id: Some(one.clone()),
+                ..AuditFilter::default()
+            },
+            &PageRequest::all(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.event == "devices.command")
+        .map(|entry| (entry.outcome, entry.detail))
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            ("offline".to_owned(), "renew-now".to_owned()),
+            ("ok".to_owned(), "renew-now".to_owned()),
+            ("ok".to_owned(), "inventory-now".to_owned())
+        ]
+    );
+    // A session that ended on another server does not take the device offline here.
+    store.device_offline(&one, "b:8443").await.unwrap();
+    assert_eq!(online(one.clone()).await.as_deref(), Some("a:8443"));
+    store.device_offline(&one, "a:8443").await.unwrap();
+    assert_eq!(online(one.clone()).await, None);
+    // Deleting a connected device queues its disconnection for its server.
+    store.delete_device(&two, &Actor::cli()).await.unwrap();
+    assert_eq!(
+        store.take_commands("b:8443").await.unwrap(),
+        [(two.clone(), ums_stub::store::DISCONNECT.to_owned())]
+    );
+    // A server starting again releases what it held.
+    assert!(
+        store
+            .touch_device(&one, "cc00", None, Some("a:8443"))
+            .await
+            .unwrap()
+    );
+    store
+        .queue_command(&one, "renew-now", &Actor::cli())
+        .await
+        .unwrap();
+    assert_eq!(store.release_devices("a:8443").await.unwrap(), 1);
+    assert_eq!(online(one.clone()).await, None);
+    assert!(store.take_commands("a:8443").await.unwrap().is_empty());
+}
+
 /// Every case, each on a fresh store from `fresh`.
 async fn run_all<F, Fut>(backend: &str, fresh: F)
 where
@@ -641,6 +779,7 @@ where
     case!(keeps_the_audit_log_both_ways_and_prunes_it);
     case!(keeps_accounts_tokens_and_sessions);
     case!(tells_the_database_clock);
+    case!(tracks_connector_sessions_and_routes_commands);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -688,7 +827,7 @@ async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     }))
     .await;
     for store in &opened {
-        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 2);
+        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 3);
     }
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -745,7 +884,7 @@ async fn the_postgres_store_speaks_tls_to_a_database_it_trusts_only() {
     std::fs::write(&ours, ca).unwrap();
     std::fs::write(&theirs, other_ca).unwrap();
     let store = PostgresStore::open_with(&url, Some(&ours)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     assert!(
         PostgresStore::open_with(&url, Some(&theirs)).await.is_err(),
         "a database whose certificate another CA issued is refused"

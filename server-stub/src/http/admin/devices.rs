@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use onboard_protocol::UnitId;
-use onboard_protocol::admin::{DeviceView, Page};
+use onboard_protocol::admin::{CommandQueued, DeviceView, Page, SendCommand};
 
-use super::{Admin, Params, PathParam, page};
+use super::{Admin, Body, Params, PathParam, page};
 use crate::http::{ApiError, Shared};
 use crate::rights::Operation;
 
@@ -18,6 +18,7 @@ pub fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/devices", get(list))
         .route("/api/v1/devices/{unit_id}", get(one).delete(delete))
+        .route("/api/v1/devices/{unit_id}/commands", post(send))
 }
 
 /// Paging of the device list.
@@ -78,4 +79,27 @@ pub async fn delete(
     admin.may(Operation::DeleteDevice)?;
     shared.stub.devices().delete(&unit_id, &admin.actor).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sends a command to a connected device (`renew-now`, `inventory-now`), through whichever server
+/// holds its connector session.
+#[utoipa::path(post, path = "/api/v1/devices/{unit_id}/commands", tag = "devices",
+    params(("unit_id" = UnitId, Path, description = "The device's unit ID")),
+    request_body = SendCommand,
+    responses((status = 202, description = "Queued for the server holding the device's session", body = CommandQueued),
+        (status = 404, description = "No device has this unit ID", body = onboard_protocol::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The device is not connected", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn send(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    PathParam(unit_id): PathParam<UnitId>,
+    Body(request): Body<SendCommand>,
+) -> Result<(StatusCode, axum::Json<CommandQueued>), ApiError> {
+    admin.may(Operation::SendDeviceCommand)?;
+    let server = shared
+        .stub
+        .devices()
+        .send(&unit_id, request.command, &admin.actor)
+        .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(CommandQueued { server })))
 }

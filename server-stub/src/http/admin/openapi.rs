@@ -35,7 +35,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         super::keys::edit, super::keys::delete_one, super::keys::activate,
         super::keys::deactivate, super::keys::delete_many, super::keys::export,
         super::keys::reveal,
-        super::devices::list, super::devices::one, super::devices::delete,
+        super::devices::list, super::devices::one, super::devices::delete, super::devices::send,
         super::server::audit, super::server::ums_id, super::server::certificate,
         super::server::servers,
         super::accounts::list, super::accounts::create, super::accounts::one,

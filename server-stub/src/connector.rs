@@ -1,0 +1,280 @@
+//! The device connector's server side (ARCHITECTURE §11): the WebSocket sessions of enrolled
+//! devices on this server.
+//!
+//! - **A budget of its own**: a session holds a slot of [`SessionLimits::max`], not one of the
+//!   connection caps of [`crate::connections`] (the HTTP connection it was upgraded from gives its
+//!   slot back), so idle devices cannot starve enrollment or the admin API, nor the reverse.
+//! - **One session per device**: a device that connects again (after a network change, say)
+//!   replaces its old session, which is closed.
+//! - **Online and last seen live in the store** (several servers may hold sessions): a session
+//!   marks its device online on this server when it opens and offline, last seen then, when it ends.
+//! - **Commands** (`ums-stub devices send`) are queued in the store for the server holding the
+//!   device's session; [`deliver_commands`] takes this server's every [`COMMAND_POLL`] and pushes
+//!   them. Deleting a connected device queues `disconnect`, which closes its session; its
+//!   certificate is no longer a device's, so it is not let back in.
+//! - **Idle**: ping and pong are the device's (every 120 s by default); a session silent for
+//!   [`SessionLimits::idle`] is closed. Buffers are small: an idle session costs a few KiB.
+//! - **Shutdown**: [`Sessions::close_all`] sends every device a Close frame (going away) and waits
+//!   for the sessions to end, within the server's drain bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use onboard_protocol::UnitId;
+use onboard_protocol::connector::{Command, Push};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::store::{DISCONNECT, Store};
+
+/// How often a server takes the commands queued for its sessions.
+pub const COMMAND_POLL: Duration = Duration::from_secs(1);
+
+/// Caps on device sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Sessions held at once (lowered to what the file limit leaves).
+    pub max: usize,
+    /// A session that sends nothing for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max: 10_000,
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a session is told.
+#[derive(Debug)]
+enum Order {
+    Push(Command),
+    Close(&'static str),
+}
+
+/// The sessions this server holds.
+#[derive(Debug)]
+pub struct Sessions {
+    server: OnceLock<String>,
+    max: usize,
+    budget: Arc<Semaphore>,
+    idle: Duration,
+    open: Mutex<HashMap<UnitId, Entry>>,
+    next_id: AtomicU64,
+    closing: watch::Sender<bool>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    orders: mpsc::Sender<Order>,
+}
+
+impl Sessions {
+    /// No sessions yet, under `limits`, the budget lowered to fit `file_limit` descriptors beside
+    /// `connections` HTTP connections.
+    pub fn new(limits: SessionLimits, file_limit: u64, connections: usize) -> Arc<Sessions> {
+        let room = file_limit
+            .saturating_sub(connections as u64)
+            .saturating_sub(64)
+            .max(1);
+        let max = limits.max.min(usize::try_from(room).unwrap_or(usize::MAX));
+        Arc::new(Sessions {
+            server: OnceLock::new(),
+            max,
+            budget: Arc::new(Semaphore::new(max)),
+            idle: limits.idle,
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            closing: watch::channel(false).0,
+        })
+    }
+
+    /// Names this server as its heartbeat does; sessions are recorded under it.
+    pub fn set_server(&self, name: String) {
+        let _ = self.server.set(name);
+    }
+
+    /// This server's name.
+    pub fn server(&self) -> &str {
+        self.server.get().map_or("-", String::as_str)
+    }
+
+    /// How many sessions may be held at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// How many are held now.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// A slot for one more session, unless the budget is spent or the server is stopping.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if *self.closing.borrow() {
+            return None;
+        }
+        self.budget.clone().try_acquire_owned().ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UnitId, Entry>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a session of `unit_id`, replacing (and closing) one it held before.
+    fn register(&self, unit_id: &UnitId) -> (u64, mpsc::Receiver<Order>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (orders, received) = mpsc::channel(4);
+        let old = self.lock().insert(unit_id.clone(), Entry { id, orders });
+        if let Some(old) = old {
+            let _ = old
+                .orders
+                .try_send(Order::Close("replaced by a newer session"));
+        }
+        (id, received)
+    }
+
+    /// Forgets session `id` of `unit_id`; whether it was still the device's session.
+    fn unregister(&self, unit_id: &UnitId, id: u64) -> bool {
+        let mut open = self.lock();
+        if open.get(unit_id).is_some_and(|entry| entry.id == id) {
+            open.remove(unit_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Hands a command taken from the store to the device's session: `disconnect` closes it, the
+    /// others are pushed. `false` when this server holds no session of the device (it moved).
+    pub fn deliver(&self, unit_id: &UnitId, command: &str) -> bool {
+        let order = if command == DISCONNECT {
+            Order::Close("the device was deleted")
+        } else {
+            match command.parse::<Command>() {
+                Ok(command) => Order::Push(command),
+                Err(error) => {
+                    tracing::warn!(%unit_id, %error, "a queued command was dropped");
+                    return false;
+                }
+            }
+        };
+        match self.lock().get(unit_id) {
+            Some(entry) => entry.orders.try_send(order).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes every session (Close frame, going away) and waits, at most `within`, for them to end.
+    pub async fn close_all(&self, within: Duration) {
+        self.closing.send_replace(true);
+        let held = self.connected();
+        if held == 0 {
+            return;
+        }
+        tracing::info!(sessions = held, "closing device sessions");
+        let ended = tokio::time::timeout(within, async {
+            while self.budget.available_permits() < self.max {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if ended.is_err() {
+            tracing::warn!(
+                sessions = self.connected(),
+                "device sessions still open after {within:?}"
+            );
+        }
+    }
+
+    /// Runs one device's session on `socket` until it ends; `slot` is its budget slot.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut socket: WebSocket,
+        unit_id: UnitId,
+        slot: OwnedSemaphorePermit,
+        store: Arc<dyn Store>,
+    ) {
+        let (id, mut orders) = self.register(&unit_id);
+        let mut closing = self.closing.subscribe();
+        tracing::debug!(%unit_id, "device connected");
+        let reason = loop {
+            tokio::select! {
+                received = tokio::time::timeout(self.idle, socket.recv()) => match received {
+                    Err(_) => {
+                        close(&mut socket, close_code::POLICY, "idle").await;
+                        break "idle";
+                    }
+                    Ok(None) | Ok(Some(Err(_))) => break "the connection ended",
+                    Ok(Some(Ok(Message::Close(_)))) => break "the device closed it",
+                    // Pings are answered by the WebSocket layer; nothing else is expected.
+                    Ok(Some(Ok(_))) => {}
+                },
+                order = orders.recv() => match order {
+                    Some(Order::Push(command)) => {
+                        let frame = serde_json::to_string(&Push { command }).unwrap_or_default();
+                        if socket.send(Message::Text(frame.into())).await.is_err() {
+                            break "the connection ended";
+                        }
+                        tracing::info!(%unit_id, %command, "command sent");
+                    }
+                    Some(Order::Close(why)) => {
+                        close(&mut socket, close_code::POLICY, why).await;
+                        break why;
+                    }
+                    None => break "closed",
+                },
+                () = async { let _ = closing.wait_for(|closing| *closing).await; } => {
+                    close(&mut socket, close_code::AWAY, "the server is stopping").await;
+                    break "the server is stopping";
+                }
+            }
+        };
+        tracing::debug!(%unit_id, reason, "device disconnected");
+        if self.unregister(&unit_id, id)
+            && let Err(error) = store.device_offline(&unit_id, self.server()).await
+        {
+            tracing::warn!(%unit_id, "cannot record the device offline: {error}");
+        }
+        drop(slot);
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
+/// Takes the commands queued for this server's sessions every [`COMMAND_POLL`] and delivers them.
+pub async fn deliver_commands(sessions: Arc<Sessions>, store: Arc<dyn Store>) {
+    let mut ticks = tokio::time::interval(COMMAND_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.take_commands(sessions.server()).await {
+            Ok(commands) => {
+                for (unit_id, command) in commands {
+                    if !sessions.deliver(&unit_id, &command) {
+                        tracing::debug!(%unit_id, %command, "the device's session is not here any more");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!("cannot take the queued device commands: {error}"),
+        }
+    }
+}
