@@ -174,3 +174,131 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
     assert_eq!(a_row["fingerprint"], b_row["fingerprint"]);
     drop(b);
 }
+
+/// The device connector across two servers on one database: an agent (`run`) holds its session
+/// with A, the first server of its stick; `ums-stub devices send` run on B's side reaches it
+/// through A; A stopped, the agent moves to B and B shows it online; `devices delete` on A's side
+/// disconnects it from B and its certificate is refused: it enrolls again.
+#[test]
+fn a_command_sent_through_one_server_reaches_a_device_connected_to_the_other() {
+    use std::time::{Duration, Instant};
+
+    use crate::util::agent;
+
+    let cluster = PgCluster::start();
+    let url = cluster.database();
+    let programs = programs();
+    let root = tempfile::tempdir().unwrap();
+    let secret = root.path().join("cluster.secret");
+    let config = root.path().join("ums-stub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"{url}\"\ncluster_secret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let (a_data, b_data) = (root.path().join("a"), root.path().join("b"));
+    let ums = |data: &Path, args: &[&str]| cli(&programs, data, &config, args);
+    ums(
+        &a_data,
+        &[
+            "cluster-secret",
+            "create",
+            "--out",
+            secret.to_str().unwrap(),
+        ],
+    );
+    let a = ServeProcess::start(&programs, &a_data, "127.0.0.1:0", Some(&config)).unwrap();
+    let b = ServeProcess::start(&programs, &b_data, "127.0.0.1:0", Some(&config)).unwrap();
+    ums(&a_data, &["keys", "create", "mass"]);
+    let media = root.path().join("media");
+    let stick = media.join("STICK");
+    std::fs::create_dir_all(&stick).unwrap();
+    ums(
+        &a_data,
+        &[
+            "keys",
+            "export",
+            "--out",
+            stick.join("icg.xml").to_str().unwrap(),
+            "--server",
+            &a.addr.to_string(),
+            "--server",
+            &b.addr.to_string(),
+        ],
+    );
+    let devices = root.path().join("devices");
+    let mut child = agent(
+        &programs,
+        &devices,
+        0,
+        &["run", "--mount-root", media.to_str().unwrap()],
+    )
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(root.path().join("agent.log")).unwrap())
+    .spawn()
+    .unwrap();
+    let unit = crate::util::unit(0);
+    let listed = |data: &Path| -> Option<DeviceView> {
+        let listed: Page<DeviceView, UnitId> =
+            serde_json::from_str(&ums(data, &["devices", "list", "--json"])).unwrap();
+        listed.items.into_iter().next()
+    };
+    let device = |data: &Path| listed(data).expect("a device");
+    let wait = |what: &str, test: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !test() {
+            assert!(Instant::now() < deadline, "{what} within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Servers are named as their heartbeat names them: the public host and the port.
+    let on = |port: u16| {
+        move |view: &DeviceView| {
+            view.online
+                && view
+                    .connected_to
+                    .as_deref()
+                    .is_some_and(|name| name.ends_with(&format!(":{port}")))
+        }
+    };
+    let (on_a, on_b) = (on(a.addr.port()), on(b.addr.port()));
+    wait("online on A", &|| {
+        listed(&b_data).is_some_and(|view| on_a(&view))
+    });
+    let before = device(&b_data);
+    let a_name = before.connected_to.clone().unwrap();
+
+    // Sent on B's side; A holds the session and delivers it; the device renews.
+    let sent = ums(&b_data, &["devices", "send", &unit, "renew-now"]);
+    assert!(sent.contains(&a_name), "{sent}");
+    wait("renewed", &|| device(&b_data).serial != before.serial);
+
+    // A stops: the device moves to B, the next server on its stick.
+    let a_addr = a.addr;
+    a.stop(false).unwrap();
+    wait("online on B", &|| on_b(&device(&b_data)));
+
+    // A back (the device stays with B); deleted on A's side: B closes the session, and A, the
+    // server the device's certificate came from, refuses that certificate for good. The device,
+    // orphaned, enrolls again with the mass key still on its stick: a new certificate, online.
+    let renewed = device(&b_data);
+    let a = ServeProcess::start(&programs, &a_data, &a_addr.to_string(), Some(&config)).unwrap();
+    ums(&a_data, &["devices", "delete", &unit]);
+    wait("enrolled again and online", &|| {
+        listed(&b_data).is_some_and(|view| {
+            view.online && view.serial != renewed.serial && view.enrolled_at > renewed.enrolled_at
+        })
+    });
+    let log = std::fs::read_to_string(root.path().join("agent.log")).unwrap();
+    assert!(log.contains("to=\"orphaned\""), "{log}");
+    onboard_tests::programs::signal(child.id(), "TERM");
+    let stopped =
+        onboard_tests::programs::wait_with_deadline(&mut child, Duration::from_secs(10)).unwrap();
+    assert!(stopped.success());
+    drop((a, b));
+}
