@@ -6,6 +6,9 @@
 //! for good, backing off between faults as the daemon does. What the fleet did is summed up in a
 //! [`Summary`]: how many enrolled, refusals by reason, retries, throughput, latency percentiles,
 //! and whether any one-time or device-bound key was used by two devices (it must never be).
+//!
+//! [`connect`] then keeps every enrolled device connected, each with the agent's own device
+//! connector over its own certificate, and counts sessions opened and lost.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -245,19 +248,25 @@ pub async fn run(config: &FleetConfig) -> (Vec<DeviceRun>, Duration) {
     (runs, elapsed)
 }
 
-/// One device: passes until it is enrolled, refused for good, or out of passes.
-async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun {
+/// Device `n`'s enroller, over its own state directory.
+fn enroller(config: &FleetConfig, n: usize) -> Enroller {
     let unit_id = unit_id(config.first_unit, n);
-    let enroller = Enroller {
+    Enroller {
         state_dir: config.state_root.join(unit_id.as_str()),
-        unit_id: unit_id.clone(),
+        unit_id,
         configured_pin: None,
         clock: onboard_agent::clock::system(),
         timeouts: Timeouts::default(),
         key_algorithm: Default::default(),
         unknown_key_retry: onboard_agent::state::DEFAULT_UNKNOWN_KEY_RETRY,
         on_change: Arc::new(|_| {}),
-    };
+    }
+}
+
+/// One device: passes until it is enrolled, refused for good, or out of passes.
+async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun {
+    let unit_id = unit_id(config.first_unit, n);
+    let enroller = enroller(config, n);
     let started = Instant::now();
     let mut state = AgentState::default();
     let mut driver = Driver::new(enroller, config.backoff);
@@ -287,6 +296,148 @@ async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun
         refusals: state.refused_keys.len(),
         latency: started.elapsed(),
     }
+}
+
+/// The enrolled devices of a fleet, each holding its device connector session.
+#[derive(Debug)]
+pub struct Connected {
+    /// Devices whose connector runs.
+    pub devices: usize,
+    counts: Arc<ConnectorCounts>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept so each connector sees its device enrolled.
+    _states: Vec<tokio::sync::watch::Sender<Option<Arc<AgentState>>>>,
+}
+
+#[derive(Debug, Default)]
+struct ConnectorCounts {
+    open: std::sync::atomic::AtomicUsize,
+    opened: std::sync::atomic::AtomicUsize,
+    lost: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+impl Connected {
+    /// Sessions open now.
+    pub fn open(&self) -> usize {
+        self.counts.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sessions opened in all (reconnections included).
+    pub fn opened(&self) -> usize {
+        self.counts.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sessions that ended while the fleet was holding them.
+    pub fn lost(&self) -> usize {
+        self.counts.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Devices the server no longer honours.
+    pub fn refused(&self) -> usize {
+        self.counts
+            .refused
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until every device holds a session, or `within` passes; whether they all do.
+    pub async fn wait_all_open(&self, within: Duration, progress: bool) -> bool {
+        let bar = if progress {
+            indicatif::ProgressBar::new(self.devices as u64)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} devices connected",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        let deadline = Instant::now() + within;
+        let all = loop {
+            bar.set_position(self.open() as u64);
+            if self.open() >= self.devices {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        bar.finish_and_clear();
+        all
+    }
+
+    /// Closes every session (each device sends a Close frame) and waits for the connectors.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the device connector of every enrolled device of `runs` (made by [`run`] with
+/// `config`), pinging every `settings.ping`.
+pub async fn connect(
+    config: &FleetConfig,
+    runs: &[DeviceRun],
+    settings: onboard_agent::enrolled::connector::ConnectorSettings,
+) -> anyhow::Result<Connected> {
+    use onboard_agent::enrolled::connector::{self, Report};
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (reports, mut received) = tokio::sync::mpsc::channel::<Report>(1024);
+    let counts = Arc::new(ConnectorCounts::default());
+    let counting = counts.clone();
+    let holding = stopped.clone();
+    let collector = tokio::spawn(async move {
+        use std::sync::atomic::Ordering::SeqCst;
+        while let Some(report) = received.recv().await {
+            match report {
+                Report::Connected { .. } => {
+                    counting.open.fetch_add(1, SeqCst);
+                    counting.opened.fetch_add(1, SeqCst);
+                }
+                Report::Disconnected { .. } => {
+                    counting.open.fetch_sub(1, SeqCst);
+                    if !*holding.borrow() {
+                        counting.lost.fetch_add(1, SeqCst);
+                    }
+                }
+                Report::NotHonoured { .. } => {
+                    counting.refused.fetch_add(1, SeqCst);
+                }
+                Report::Command(_) => {}
+            }
+        }
+    });
+    let mut tasks = vec![collector];
+    let mut states = Vec::new();
+    for (n, run) in runs.iter().enumerate() {
+        if !matches!(run.outcome, Outcome::Enrolled { .. }) {
+            continue;
+        }
+        let enroller = enroller(config, n);
+        let state = AgentState::load(&enroller.state_dir)?;
+        let (state_to, state_from) = tokio::sync::watch::channel(Some(Arc::new(state)));
+        states.push(state_to);
+        tasks.push(tokio::spawn(connector::run(
+            enroller,
+            settings,
+            state_from,
+            reports.clone(),
+            stopped.clone(),
+        )));
+    }
+    Ok(Connected {
+        devices: states.len(),
+        counts,
+        stop,
+        tasks,
+        _states: states,
+    })
 }
 
 /// The rate of bare TLS handshakes (connect, pinned handshake, close) to `addr` at

@@ -17,7 +17,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  every device enrolled or was refused for good, and no one-time or device-bound key was
      used twice
-  1  a key was used twice, a device gave up after faults, or the simulator could not run
+  1  a key was used twice, a device gave up after faults, a connected device lost its session
+     (--connect), or the simulator could not run
   2  the command line is wrong";
 
 /// Simulates a fleet of devices enrolling from one key file: each device runs the agent's own
@@ -69,6 +70,22 @@ struct Cli {
     /// stays within the caps at a concurrency of 64 or less.
     #[arg(long, conflicts_with = "key_file")]
     no_limits: bool,
+    /// Then keep every enrolled device connected (the device connector, over its own
+    /// certificate) until Ctrl-C or --hold, and report sessions opened and lost.
+    #[arg(long)]
+    connect: bool,
+    /// With --connect: hold the sessions this many seconds, then close them [default: until
+    /// Ctrl-C].
+    #[arg(long, value_name = "SECONDS", requires = "connect")]
+    hold: Option<u64>,
+    /// With --connect: each device pings this often, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        requires = "connect"
+    )]
+    ping_seconds: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -218,8 +235,17 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(running) => Some(server_key_uses(running).await?),
         None => None,
     };
+    let held = if cli.connect {
+        Some(hold_connected(&cli, &config, &runs).await?)
+    } else {
+        None
+    };
+    let lost = held.as_ref().map_or(0, |(lost, _)| *lost);
     if cli.json {
         let mut value = serde_json::to_value(&summary)?;
+        if let Some((_, report)) = &held {
+            value["connector"] = report.clone();
+        }
         value["handshakes_per_second"] = serde_json::json!(handshake_rate);
         value["ratio_to_handshakes"] = serde_json::json!(ratio);
         if let Some((used, over)) = server_check {
@@ -237,17 +263,70 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
                 "server: {used} device(s) recorded, {over} one-time key(s) serving more than one device"
             );
         }
+        if let Some((lost, report)) = &held {
+            println!(
+                "connector: {} device(s) connected, {lost} session(s) lost while holding, {} refused",
+                report["devices_connected"], report["devices_refused"]
+            );
+        }
     }
     if let Some(running) = own_server {
         running.stop().await?;
     }
     let twice =
         !summary.keys_used_twice.is_empty() || server_check.is_some_and(|(_, over)| over > 0);
-    Ok(if twice || summary.gave_up > 0 {
+    Ok(if twice || summary.gave_up > 0 || lost > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Connects every enrolled device and holds the sessions (--connect); how many were lost (or
+/// never opened), and the figures.
+async fn hold_connected(
+    cli: &Cli,
+    config: &FleetConfig,
+    runs: &[fleet::DeviceRun],
+) -> anyhow::Result<(usize, serde_json::Value)> {
+    let _ = ums_stub::connections::raise_file_limit();
+    let settings = onboard_agent::enrolled::connector::ConnectorSettings {
+        ping: Duration::from_secs(cli.ping_seconds.max(1)),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let connected = fleet::connect(config, runs, settings).await?;
+    let all = connected
+        .wait_all_open(Duration::from_secs(120), !cli.json)
+        .await;
+    eprintln!(
+        "fleet-sim: {}/{} devices connected in {:.1} s{}",
+        connected.open(),
+        connected.devices,
+        started.elapsed().as_secs_f64(),
+        if all { "" } else { " (not all within 120 s)" }
+    );
+    let (opened, open) = (connected.opened(), connected.open());
+    match cli.hold {
+        Some(seconds) => {
+            eprintln!("fleet-sim: holding the sessions for {seconds} s");
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+        }
+        None => {
+            eprintln!("fleet-sim: holding the sessions; Ctrl-C closes them");
+            tokio::signal::ctrl_c().await?;
+        }
+    }
+    let lost = connected.lost();
+    let report = serde_json::json!({
+        "devices_connected": open,
+        "sessions_opened": connected.opened(),
+        "sessions_lost_while_holding": lost,
+        "reconnections_while_holding": connected.opened() - opened,
+        "devices_refused": connected.refused(),
+    });
+    connected.stop().await;
+    Ok((lost + usize::from(!all), report))
 }
 
 /// The server's own count, from its device records: devices enrolled, and one-time or

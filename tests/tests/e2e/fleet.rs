@@ -166,3 +166,60 @@ fn fleet_sim_runs_against_a_server_it_starts_and_against_a_running_one() {
     assert!(ums.keys().iter().all(|key| key.usage_count == 1));
     assert_eq!(ums.devices().len(), 15);
 }
+
+/// `fleet-sim --connect` against a running server: every enrolled device holds its connector
+/// session, which the server lists online, while the fleet holds them; closed, they are offline.
+#[test]
+fn fleet_sim_connect_keeps_every_enrolled_device_online_while_it_holds() {
+    const FLEET_SIM: &str = env!("CARGO_BIN_EXE_fleet-sim");
+    let ums = Ums::start();
+    let root = tempfile::tempdir().unwrap();
+    let stick = root.path().join("STICK");
+    ums.one_time_stick(30, &stick, Some("127.0.0.1:1"));
+    let mut child = std::process::Command::new(FLEET_SIM)
+        .args([
+            "--devices",
+            "30",
+            "--json",
+            "--handshakes",
+            "0",
+            "--connect",
+        ])
+        .args(["--hold", "4", "--key-file"])
+        .arg(stick.join("icg.xml"))
+        .arg("--server")
+        .arg(ums.addr().to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it holds, the server shows all thirty online.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let online = ums.devices().iter().filter(|device| device.online).count();
+        if online == 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{online} of 30 online"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["connector"]["devices_connected"], 30);
+    assert_eq!(summary["connector"]["sessions_lost_while_holding"], 0);
+    let devices = ums.devices();
+    assert_eq!(devices.len(), 30);
+    assert!(
+        devices.iter().all(|device| !device.online),
+        "closed: offline"
+    );
+}
