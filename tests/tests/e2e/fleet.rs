@@ -176,7 +176,7 @@ fn fleet_sim_connect_keeps_every_enrolled_device_online_while_it_holds() {
     let root = tempfile::tempdir().unwrap();
     let stick = root.path().join("STICK");
     ums.one_time_stick(30, &stick, Some("127.0.0.1:1"));
-    let mut child = std::process::Command::new(FLEET_SIM)
+    let child = std::process::Command::new(FLEET_SIM)
         .args([
             "--devices",
             "30",
