@@ -5,6 +5,12 @@
 //! agent's own wake-ups and rescans and every thread's context switches from /proc. Then it makes
 //! one change to show the counters do move. The test suite checks the same on tokio's paused
 //! clock (`watch::the_watcher_does_not_wake_while_nothing_happens`).
+//!
+//! Then the same for an enrolled device holding its device connector session with an in-process
+//! `ums-stub` (on a runtime of its own): with the default ping interval (120 s) the connector
+//! does not wake in the window; with a 1 s ping it wakes twice per ping (to send it, to read the
+//! pong), which shows the counter moves. The test suite checks the same in real time
+//! (`connector::a_connected_agent_wakes_only_to_ping_and_read_the_pong`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -123,4 +129,93 @@ fn main() {
         let _ = stop.send(());
         task.await.unwrap();
     });
+    connected(seconds);
+}
+
+/// An enrolled device holding its connector session, idle for `seconds`, with the default ping,
+/// then with a 1 s ping.
+fn connected(seconds: u64) {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (running, stick) = server_runtime.block_on(async {
+        let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
+        settings.hosts = vec!["127.0.0.1".to_owned()];
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
+        let keys = running.shared().stub.keys();
+        let cli = ums_stub::store::Actor::cli();
+        let (id, _) = keys.create_mass(None, "", &cli).await.unwrap();
+        let server = Server::new("127.0.0.1", running.port()).unwrap();
+        let file = keys
+            .export(&[id], vec![server], running.ums_id_fingerprint())
+            .await
+            .unwrap();
+        (running, file.write(Format::Xml))
+    });
+    for (unit, ping) in [("00E0C5540B01", 120), ("00E0C5540B02", 1)] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("STICK")).unwrap();
+        std::fs::write(root.path().join("STICK/icg.xml"), &stick).unwrap();
+        let mut settings = RawConfig::default()
+            .validate(
+                None,
+                Overrides {
+                    mount_roots: vec![root.path().to_owned()],
+                    state_dir: Some(root.path().join("state")),
+                    unit_id: Some(unit.parse().unwrap()),
+                    ..Overrides::default()
+                },
+            )
+            .unwrap();
+        settings.connector.ping = Duration::from_secs(ping);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let observer = Observer::new();
+            let mut connected = observer.subscribe_connector();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn({
+                let observer = observer.clone();
+                async move {
+                    let shutdown = async {
+                        let _ = stopped.await;
+                    };
+                    daemon::run(&settings, shutdown, observer).await.unwrap();
+                }
+            });
+            connected.wait_for(Option::is_some).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = switches();
+            let (wakeups, connector) = (observer.wakeups(), observer.connector_wakeups());
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let window = start.elapsed();
+            let after = switches();
+            println!("enrolled and connected, ping every {ping} s: {window:.2?} of real time");
+            println!(
+                "  agent wake-ups: {}, connector wake-ups: {}",
+                observer.wakeups() - wakeups,
+                observer.connector_wakeups() - connector
+            );
+            // The runtime runs on the main thread, whose thread ID is the process ID.
+            let main_thread = format!("{} ", std::process::id());
+            let main: u64 = after
+                .iter()
+                .filter(|(thread, _)| thread.starts_with(&main_thread))
+                .map(|(thread, count)| count - before.get(thread).copied().unwrap_or(0))
+                .sum();
+            println!(
+                "  the agent's runtime thread: {main} context switches (a few are the window's own timer)"
+            );
+            let _ = stop.send(());
+            task.await.unwrap();
+        });
+    }
+    server_runtime.block_on(running.stop()).unwrap();
 }

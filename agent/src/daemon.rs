@@ -93,6 +93,7 @@ struct ObserverInner {
     state: watch::Sender<Option<Arc<AgentState>>>,
     backoffs: Mutex<Vec<Duration>>,
     connected: watch::Sender<Option<String>>,
+    connector_wakeups: Arc<AtomicU64>,
 }
 
 impl Default for Observer {
@@ -113,6 +114,7 @@ impl Observer {
                 state: watch::channel(None).0,
                 backoffs: Mutex::new(Vec::new()),
                 connected: watch::channel(None).0,
+                connector_wakeups: Arc::new(AtomicU64::new(0)),
             }),
         }
     }
@@ -150,6 +152,11 @@ impl Observer {
     /// Receives the agent's state each time it is saved (`None` until it is loaded).
     pub fn subscribe_state(&self) -> watch::Receiver<Option<Arc<AgentState>>> {
         self.inner.state.subscribe()
+    }
+
+    /// How many times the device connector's session woke (a ping due, a frame read).
+    pub fn connector_wakeups(&self) -> u64 {
+        self.inner.connector_wakeups.load(Ordering::Relaxed)
     }
 
     /// Receives the server the device connector holds a session with (`None` while it holds
@@ -508,6 +515,7 @@ pub async fn run_in(
                 observer.subscribe_state(),
                 reports_to.clone(),
                 connector_stop.clone(),
+                observer.inner.connector_wakeups.clone(),
             )));
         }
         let retry_at = work.retry_at;

@@ -429,6 +429,7 @@ pub async fn connect(
             state_from,
             reports.clone(),
             stopped.clone(),
+            Arc::default(),
         )));
     }
     Ok(Connected {

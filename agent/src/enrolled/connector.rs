@@ -14,6 +14,7 @@
 //!   connector waits until it is enrolled again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -89,13 +90,16 @@ enum Refusal {
 }
 
 /// Holds the session while the device is enrolled, reporting to `reports`, until `stop` turns
-/// true. `states` follows the daemon's state (the servers, the pin, whether enrolled).
+/// true. `states` follows the daemon's state (the servers, the pin, whether enrolled). Each time
+/// a session wakes (a ping due, a frame read) `wakeups` counts it, so that idleness can be
+/// measured.
 pub async fn run(
     enroller: Enroller,
     settings: ConnectorSettings,
     mut states: watch::Receiver<Option<Arc<AgentState>>>,
     reports: mpsc::Sender<Report>,
     mut stop: watch::Receiver<bool>,
+    wakeups: Arc<AtomicU64>,
 ) {
     let mut rounds = 0u32;
     loop {
@@ -138,7 +142,7 @@ pub async fn run(
                             server: server.clone(),
                         })
                         .await;
-                    let reason = session(socket, &settings, &reports, &mut stop).await;
+                    let reason = session(socket, &settings, &reports, &mut stop, &wakeups).await;
                     tracing::info!(%server, %reason, "device connector disconnected");
                     let _ = reports
                         .send(Report::Disconnected {
@@ -281,10 +285,15 @@ async fn session(
     settings: &ConnectorSettings,
     reports: &mpsc::Sender<Report>,
     stop: &mut watch::Receiver<bool>,
+    wakeups: &AtomicU64,
 ) -> String {
     let mut next_ping = Instant::now() + settings.ping;
     let mut pong_due: Option<Instant> = None;
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) {
+            wakeups.fetch_add(1, Ordering::Relaxed);
+        }
         let wake = pong_due.unwrap_or(next_ping);
         tokio::select! {
             received = socket.next() => match received {

@@ -326,3 +326,28 @@ async fn a_certificate_issued_by_another_ums_id_is_refused() {
     other.stop().await;
     ums.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_agent_wakes_only_to_ping_and_read_the_pong() {
+    let ums = Ums::start().await;
+    let ids = ums.create(KeyKind::MassDeployment, 1, None).await;
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let mut pinging = settings(UNIT, root.path(), state_dir.path());
+    pinging.connector.ping = Duration::from_millis(250);
+    let agent = Agent::start(pinging);
+    agent.wait_connected(true).await;
+    let (wakeups, started) = (agent.observer.connector_wakeups(), Instant::now());
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let woke = agent.observer.connector_wakeups() - wakeups;
+    let pings = (started.elapsed().as_millis() / 250) as u64;
+    // Each ping is one wake to send it and one to read its pong; nothing in between.
+    assert!(
+        woke >= pings && woke <= 2 * pings + 2,
+        "{woke} wake-ups for about {pings} pings"
+    );
+    agent.stop().await.unwrap();
+    ums.stop().await;
+}
