@@ -171,7 +171,7 @@ fn connected(seconds: u64) {
                 },
             )
             .unwrap();
-        settings.connector.ping = Duration::from_secs(ping);
+        settings.connector_ping = Duration::from_secs(ping);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,4 +1,4 @@
-//! The device clock, injectable, and whether it can be believed.
+//! The device clock, injectable, and whether it can be believed; and the jitter of waits.
 //!
 //! Thin clients often boot with no battery-backed clock and start in 1970 until NTP answers.
 //! Certificate validity periods are judged only when the clock is *plausible*: not before the
@@ -53,6 +53,16 @@ pub type SharedClock = Arc<dyn Clock>;
 /// The system clock, shared.
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)
+}
+
+/// A jitter draw in `[0, 1]` from the OS CSPRNG (`0.5` when it cannot be read), so that a fleet
+/// that failed together does not retry together.
+pub fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -164,8 +164,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// How long a `key_unknown` refusal is remembered.
     pub unknown_key_retry: Duration,
-    /// The device connector's keep-alive and reconnection.
-    pub connector: crate::enrolled::connector::ConnectorSettings,
+    /// How often the device connector pings (`connector_ping_seconds`).
+    pub connector_ping: Duration,
 }
 
 /// Why the settings cannot be had. Messages name the file and the field.
@@ -383,16 +383,12 @@ impl RawConfig {
             3600,
             1..=30 * 86_400,
         )?);
-        let connector = crate::enrolled::connector::ConnectorSettings {
-            ping: Duration::from_secs(ranged(
-                "connector_ping_seconds",
-                self.connector_ping_seconds,
-                120,
-                10..=3600,
-            )?),
-            backoff,
-            ..Default::default()
-        };
+        let connector_ping = Duration::from_secs(ranged(
+            "connector_ping_seconds",
+            self.connector_ping_seconds,
+            120,
+            10..=3600,
+        )?);
         let timeouts = Timeouts {
             connect: Duration::from_secs(ranged(
                 "connect_timeout_seconds",
@@ -419,7 +415,7 @@ impl RawConfig {
             backoff,
             timeouts,
             unknown_key_retry,
-            connector,
+            connector_ping,
         })
     }
 }
@@ -471,7 +467,7 @@ mod tests {
                 backoff: BackoffPolicy::default(),
                 timeouts: Timeouts::default(),
                 unknown_key_retry: crate::state::DEFAULT_UNKNOWN_KEY_RETRY,
-                connector: Default::default(),
+                connector_ping: Duration::from_secs(120),
             }
         );
     }

@@ -194,15 +194,6 @@ pub async fn run(
     run_in(settings, Environment::default(), shutdown, observer).await
 }
 
-/// A jitter draw in `[0, 1]`.
-pub(crate) fn jitter() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// The enrollment side of the loop.
 struct Enrollment {
     settings: Settings,
@@ -307,7 +298,7 @@ impl Enrollment {
                 KeySource::from_key_file(found.path.display().to_string(), &found.key_file)
             })
             .collect();
-        match driver.step(state, &sources, jitter()).await? {
+        match driver.step(state, &sources, crate::clock::jitter()).await? {
             Step::Enrolled { .. } => {
                 let enroller = driver.enroller.clone();
                 self.enrolled(&enroller).await?;
@@ -509,9 +500,14 @@ pub async fn run_in(
             && connector.is_none()
             && let Some(enroller) = work.enroller()
         {
+            let connector_settings = crate::enrolled::connector::ConnectorSettings {
+                ping: settings.connector_ping,
+                backoff: settings.backoff,
+                ..Default::default()
+            };
             connector = Some(tokio::spawn(crate::enrolled::connector::run(
                 enroller,
-                settings.connector,
+                connector_settings,
                 observer.subscribe_state(),
                 reports_to.clone(),
                 connector_stop.clone(),

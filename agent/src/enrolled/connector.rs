@@ -189,7 +189,7 @@ pub async fn run(
 
 /// Waits the backoff for `round`; `false` when told to stop meanwhile.
 async fn pause(settings: &ConnectorSettings, round: u32, stop: &mut watch::Receiver<bool>) -> bool {
-    let delay = backoff(&settings.backoff, round, None, crate::daemon::jitter());
+    let delay = backoff(&settings.backoff, round, None, crate::clock::jitter());
     tracing::debug!(
         delay_ms = delay.as_millis() as u64,
         "device connector reconnects"

@@ -246,7 +246,7 @@ async fn pings_keep_a_session_alive_past_the_servers_idle_time_out() {
     let state_dir = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
     let mut pinging = settings(UNIT, root.path(), state_dir.path());
-    pinging.connector.ping = Duration::from_millis(200);
+    pinging.connector_ping = Duration::from_millis(200);
     let agent = Agent::start(pinging);
     agent.wait_connected(true).await;
     let mut changes = agent.observer.subscribe_connector();
@@ -262,7 +262,7 @@ async fn pings_keep_a_session_alive_past_the_servers_idle_time_out() {
     let state_dir = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
     let mut silent = settings("00E0C5000009", root.path(), state_dir.path());
-    silent.connector.ping = Duration::from_secs(3600);
+    silent.connector_ping = Duration::from_secs(3600);
     let agent = Agent::start(silent);
     agent.wait_connected(true).await;
     let mut changes = agent.observer.subscribe_connector();
@@ -336,7 +336,7 @@ async fn a_connected_agent_wakes_only_to_ping_and_read_the_pong() {
     let state_dir = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
     let mut pinging = settings(UNIT, root.path(), state_dir.path());
-    pinging.connector.ping = Duration::from_millis(250);
+    pinging.connector_ping = Duration::from_millis(250);
     let agent = Agent::start(pinging);
     agent.wait_connected(true).await;
     let (wakeups, started) = (agent.observer.connector_wakeups(), Instant::now());
