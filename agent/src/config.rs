@@ -61,8 +61,9 @@
 //! unknown_key_retry_seconds = 3600
 //!
 //! # Once enrolled, the device keeps a WebSocket to its server (the device connector) and pings
-//! # it this often, in seconds (10 to 3600); a pong missing 30 seconds after a ping, or a lost
-//! # connection, makes it reconnect with backoff. Default: 120.
+//! # it this often, in seconds (10 to 240: the server closes a session silent for 300 s by
+//! # default); a pong missing 30 seconds after a ping, or a lost connection, makes it reconnect
+//! # with backoff. Default: 120.
 //! connector_ping_seconds = 120
 //! ```
 
@@ -387,7 +388,7 @@ impl RawConfig {
             "connector_ping_seconds",
             self.connector_ping_seconds,
             120,
-            10..=3600,
+            10..=240,
         )?);
         let timeouts = Timeouts {
             connect: Duration::from_secs(ranged(

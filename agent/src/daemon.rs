@@ -576,7 +576,13 @@ pub async fn run_in(
     // SIGTERM closes the session cleanly (a Close frame), within the agent's own stop bound.
     stop_connector.send_replace(true);
     if let Some(task) = connector {
-        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(3), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     stopped()
 }

@@ -27,7 +27,7 @@ use onboard_protocol::UnitId;
 use onboard_protocol::connector::{Command, Push};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::store::{DISCONNECT, Store};
+use crate::store::{DISCONNECT, SessionRef, Store};
 
 /// How often a server takes the commands queued for its sessions.
 pub const COMMAND_POLL: Duration = Duration::from_secs(1);
@@ -129,8 +129,10 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a session of `unit_id`, replacing (and closing) one it held before.
-    fn register(&self, unit_id: &UnitId) -> (u64, mpsc::Receiver<Order>) {
+    /// Registers a session of `unit_id`, replacing (and closing) one it held before. Register
+    /// before recording the session in the store, so that the old one, ending, clears nothing of
+    /// the new one's.
+    pub fn register(self: &Arc<Self>, unit_id: &UnitId) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (orders, received) = mpsc::channel(4);
         let old = self.lock().insert(unit_id.clone(), Entry { id, orders });
@@ -139,11 +141,22 @@ impl Sessions {
                 .orders
                 .try_send(Order::Close("replaced by a newer session"));
         }
-        (id, received)
+        Registered {
+            sessions: self.clone(),
+            unit_id: unit_id.clone(),
+            id,
+            orders: Some(received),
+            released: false,
+        }
+    }
+
+    /// Whether session `id` is `unit_id`'s registered one.
+    pub fn is_current(&self, unit_id: &UnitId, id: u64) -> bool {
+        self.lock().get(unit_id).is_some_and(|entry| entry.id == id)
     }
 
     /// Forgets session `id` of `unit_id`; whether it was still the device's session.
-    fn unregister(&self, unit_id: &UnitId, id: u64) -> bool {
+    fn forget(&self, unit_id: &UnitId, id: u64) -> bool {
         let mut open = self.lock();
         if open.get(unit_id).is_some_and(|entry| entry.id == id) {
             open.remove(unit_id);
@@ -168,7 +181,13 @@ impl Sessions {
             }
         };
         match self.lock().get(unit_id) {
-            Some(entry) => entry.orders.try_send(order).is_ok(),
+            Some(entry) => match entry.orders.try_send(order) {
+                Ok(()) => true,
+                Err(_) => {
+                    tracing::warn!(%unit_id, %command, "a command was dropped: the session is busy");
+                    false
+                }
+            },
             None => false,
         }
     }
@@ -177,10 +196,9 @@ impl Sessions {
     pub async fn close_all(&self, within: Duration) {
         self.closing.send_replace(true);
         let held = self.connected();
-        if held == 0 {
-            return;
+        if held > 0 {
+            tracing::info!(sessions = held, "closing device sessions");
         }
-        tracing::info!(sessions = held, "closing device sessions");
         let ended = tokio::time::timeout(within, async {
             while self.budget.available_permits() < self.max {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -195,29 +213,41 @@ impl Sessions {
         }
     }
 
-    /// Runs one device's session on `socket` until it ends; `slot` is its budget slot.
+    /// Runs one device's `session` on `socket` until it ends, or its certificate expires at
+    /// `expires`; `slot` is its budget slot.
     pub async fn serve(
         self: Arc<Self>,
         mut socket: WebSocket,
-        unit_id: UnitId,
+        mut session: Registered,
+        expires: tokio::time::Instant,
         slot: OwnedSemaphorePermit,
         store: Arc<dyn Store>,
     ) {
-        let (id, mut orders) = self.register(&unit_id);
+        let unit_id = session.unit_id.clone();
+        let Some(mut orders) = session.orders.take() else {
+            return;
+        };
         let mut closing = self.closing.subscribe();
+        let expiry = tokio::time::sleep_until(expires);
+        let silence = tokio::time::sleep(self.idle);
+        tokio::pin!(expiry, silence);
         tracing::debug!(%unit_id, "device connected");
         let reason = loop {
             tokio::select! {
-                received = tokio::time::timeout(self.idle, socket.recv()) => match received {
-                    Err(_) => {
-                        close(&mut socket, close_code::POLICY, "idle").await;
-                        break "idle";
+                received = socket.recv() => {
+                    // Anything the device sends (a ping, most likely) counts as hearing from it.
+                    silence.as_mut().reset(tokio::time::Instant::now() + self.idle);
+                    match received {
+                        None | Some(Err(_)) => break "the connection ended",
+                        Some(Ok(Message::Close(_))) => break "the device closed it",
+                        // Pings are answered by the WebSocket layer; nothing else is expected.
+                        Some(Ok(_)) => {}
                     }
-                    Ok(None) | Ok(Some(Err(_))) => break "the connection ended",
-                    Ok(Some(Ok(Message::Close(_)))) => break "the device closed it",
-                    // Pings are answered by the WebSocket layer; nothing else is expected.
-                    Ok(Some(Ok(_))) => {}
-                },
+                }
+                () = &mut silence => {
+                    close(&mut socket, close_code::POLICY, "idle").await;
+                    break "idle";
+                }
                 order = orders.recv() => match order {
                     Some(Order::Push(command)) => {
                         let frame = serde_json::to_string(&Push { command }).unwrap_or_default();
@@ -236,15 +266,61 @@ impl Sessions {
                     close(&mut socket, close_code::AWAY, "the server is stopping").await;
                     break "the server is stopping";
                 }
+                () = &mut expiry => {
+                    close(&mut socket, close_code::POLICY, "the device certificate expired").await;
+                    break "the certificate expired";
+                }
             }
         };
         tracing::debug!(%unit_id, reason, "device disconnected");
-        if self.unregister(&unit_id, id)
-            && let Err(error) = store.device_offline(&unit_id, self.server()).await
+        // At shutdown the server releases all its devices at once (serve::run), not one by one.
+        let stopping = *self.closing.borrow();
+        if session.release()
+            && !stopping
+            && let Err(error) = store
+                .device_offline(&unit_id, self.session_ref(session.id))
+                .await
         {
             tracing::warn!(%unit_id, "cannot record the device offline: {error}");
         }
         drop(slot);
+    }
+
+    /// Session `id` of this server, as the store records it.
+    pub fn session_ref(&self, id: u64) -> SessionRef<'_> {
+        SessionRef {
+            server: self.server(),
+            id: i64::try_from(id).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A session registered for a device, before and while it runs. Dropped unreleased (an upgrade
+/// that never happened), it forgets the registration.
+#[derive(Debug)]
+pub struct Registered {
+    sessions: Arc<Sessions>,
+    unit_id: UnitId,
+    /// Its number on this server.
+    pub id: u64,
+    orders: Option<mpsc::Receiver<Order>>,
+    released: bool,
+}
+
+impl Registered {
+    /// Forgets the registration; whether it was still the device's session (no newer one
+    /// replaced it).
+    pub fn release(&mut self) -> bool {
+        if std::mem::replace(&mut self.released, true) {
+            return false;
+        }
+        self.sessions.forget(&self.unit_id, self.id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

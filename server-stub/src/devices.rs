@@ -81,15 +81,24 @@ impl DeviceAdmin {
         command: Command,
         actor: &Actor,
     ) -> Result<String, CommandError> {
-        let queued = self
+        // A session recorded by a server that stopped beating is gone (the server releases it
+        // when it starts again): nothing is queued for it.
+        let device =
+            self.store.device(unit_id).await?.ok_or_else(|| {
+                StoreError::NotFound(crate::store::Missing::Device(unit_id.clone()))
+            })?;
+        if let Some(server) = &device.online_server
+            && !self.running().await?.contains(server)
+        {
+            return Err(CommandError::Offline(unit_id.clone()));
+        }
+        match self
             .store
             .queue_command(unit_id, command.as_str(), actor)
-            .await?;
-        // A session recorded by a server that stopped beating is gone (the server releases it, and
-        // what was queued for it, when it starts again).
-        match queued {
-            Some(server) if self.running().await?.contains(&server) => Ok(server),
-            _ => Err(CommandError::Offline(unit_id.clone())),
+            .await?
+        {
+            Some(server) => Ok(server),
+            None => Err(CommandError::Offline(unit_id.clone())),
         }
     }
 

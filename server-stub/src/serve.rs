@@ -65,7 +65,7 @@ pub async fn run(
     );
     // Sessions do not outlive a server: those a crash left recorded as held here are released.
     shared.connector.set_server(name.clone());
-    match shared.stub.store.release_devices(&name).await {
+    match shared.stub.store.release_devices(&name, false).await {
         Ok(0) => {}
         Ok(released) => tracing::info!(
             released,
@@ -79,6 +79,7 @@ pub async fn run(
         shared.stub.store.clone(),
     ));
     let connector = shared.connector.clone();
+    let store = shared.stub.store.clone();
     let limits = shared.stub.settings.connections;
     let sources = Sources::new(limits, shared.stub.settings.trusted_proxies.clone());
     let total = limits.total_within(crate::connections::file_limit());
@@ -206,6 +207,10 @@ pub async fn run(
         }
     };
     tokio::join!(requests, connector.close_all(DRAIN_TIMEOUT));
+    // Every device this server held is offline now, recorded at once rather than one by one.
+    if let Err(error) = store.release_devices(connector.server(), true).await {
+        tracing::warn!("cannot record this server's devices offline: {error}");
+    }
     Ok(())
 }
 

@@ -128,17 +128,26 @@ async fn renew_now_renews_and_inventory_now_reports_through_the_connector() {
     assert!(renewed.renewed_at.is_some());
     assert_eq!(renewed.phase, Phase::Enrolled);
     // The server holds the new certificate as current, seen with the report that followed.
+    let reported = agent
+        .wait_for("the report after the renewal", |state| {
+            state.inventory_reported_at.is_some() && state.inventory_reported_at >= state.renewed_at
+        })
+        .await
+        .inventory_reported_at
+        .clone();
     let device = ums.devices().await.remove(0);
     assert_eq!(Some(device.serial.clone()), renewed.certificate_serial);
-    let reported = renewed.inventory_reported_at.clone();
+    assert_eq!(device.previous_serial, None, "the new certificate was seen");
 
+    // Times are kept to the second: the next report must land in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     devices
         .send(&unit, Command::InventoryNow, &Actor::cli())
         .await
         .unwrap();
     agent
         .wait_for("reported again", |state| {
-            state.inventory_reported_at != reported || reported.is_none()
+            state.inventory_reported_at > reported
         })
         .await;
     let commands: Vec<String> = ums
@@ -350,4 +359,76 @@ async fn a_connected_agent_wakes_only_to_ping_and_read_the_pong() {
     );
     agent.stop().await.unwrap();
     ums.stop().await;
+}
+
+/// Copies the folder `from` into `to`, recursively.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_from_a_server_that_did_not_issue_the_certificate_is_passed_over() {
+    // A and B share the UMS ID and the keys, but B's database is a copy made before the device
+    // enrolled: B has never heard of it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a_addr = listener.local_addr().unwrap();
+    let a = Ums::start_on(listener, 365).await;
+    let ids = a.create(KeyKind::MassDeployment, 1, None).await;
+    let a_dir = a.stop_keeping_data().await;
+    let b_dir = tempfile::tempdir().unwrap();
+    copy_tree(a_dir.path(), b_dir.path());
+    let a = Ums::start_in(
+        a_dir,
+        tokio::net::TcpListener::bind(a_addr).await.unwrap(),
+        365,
+    )
+    .await;
+    let b = Ums::start_in(
+        b_dir,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        365,
+    )
+    .await;
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    let key_file = a.export(&ids, vec![a.server(), b.server()]).await;
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    agent.wait_enrolled().await;
+    assert_eq!(
+        agent.wait_connected(true).await.unwrap(),
+        a.server().to_string()
+    );
+
+    // A stops. B refuses the certificate, but B did not issue it: the device stays enrolled and
+    // keeps trying, and is back with A once A is.
+    let a_dir = a.stop_keeping_data().await;
+    agent.wait_connected(false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state = agent.wait_enrolled().await;
+    assert_eq!(state.phase, Phase::Enrolled);
+    assert_eq!(agent.observer.subscribe_connector().borrow().clone(), None);
+    let a = Ums::start_in(
+        a_dir,
+        tokio::net::TcpListener::bind(a_addr).await.unwrap(),
+        365,
+    )
+    .await;
+    assert_eq!(
+        agent.wait_connected(true).await.unwrap(),
+        a.server().to_string()
+    );
+    agent.stop().await.unwrap();
+    a.stop().await;
+    b.stop().await;
 }

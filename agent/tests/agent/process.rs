@@ -439,7 +439,8 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
 
 /// Two key files; the first one's only key was refused before (taken by another device). `run`
 /// and `enroll` share one driver, so both go on to the second key file and enroll with it, where
-/// `enroll` used to give up on the first.
+/// `enroll` used to give up on the first; and `run` goes on to the second within one step when the
+/// first one's key is refused during the pass, where it used to stop until a file changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_first_key_file_spent_run_and_enroll_both_enroll_with_the_second() {
     use crate::rig::{Agent, settings};
@@ -506,14 +507,26 @@ async fn with_the_first_key_file_spent_run_and_enroll_both_enroll_with_the_secon
     assert_eq!(state.key_type, Some(KeyKind::MassDeployment));
     agent.stop().await.unwrap();
 
-    // Both enrolled with the mass key; the taken key was presented once by each, no more.
-    assert_eq!(ums.usage(mass[0]).await.0, 2);
+    // A third device with both sticks in from the start, nothing refused before: the first
+    // stick's key is refused during the pass and the driver goes on to the second at once.
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    stick(root.path(), "A", &spent);
+    stick(root.path(), "B", &good);
+    let agent = Agent::start(settings("00E0C5000003", root.path(), state_dir.path()));
+    let state = agent.wait_enrolled().await;
+    assert_eq!(state.key_type, Some(KeyKind::MassDeployment));
+    assert_eq!(agent.observer.passes(), 2, "one pass per key file");
+    agent.stop().await.unwrap();
+
+    // All three enrolled with the mass key; the taken key was presented once by each, no more.
+    assert_eq!(ums.usage(mass[0]).await.0, 3);
     let refusals = ums
         .audit()
         .await
         .into_iter()
         .filter(|entry| entry.outcome == "key_used")
         .count();
-    assert_eq!(refusals, 2);
+    assert_eq!(refusals, 3);
     ums.stop().await;
 }

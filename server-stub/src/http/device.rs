@@ -129,29 +129,50 @@ async fn open_session(
         });
     };
     let store = shared.stub.store.clone();
+    let mut session = sessions.register(&unit_id);
     if !store
-        .touch_device(&unit_id, &serial, None, Some(sessions.server()))
+        .touch_device(
+            &unit_id,
+            &serial,
+            None,
+            Some(sessions.session_ref(session.id)),
+        )
         .await?
     {
+        session.release();
         return Err(not_current());
     }
-    let failed = {
-        let (store, unit_id, server) =
-            (store.clone(), unit_id.clone(), sessions.server().to_owned());
-        move |_error| {
-            tokio::spawn(async move {
-                let _ = store.device_offline(&unit_id, &server).await;
-            });
-        }
-    };
+    // The session ends with its certificate's validity (a renewed device connects again).
+    let left = (not_after - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    let expires = tokio::time::Instant::now()
+        + std::time::Duration::try_from(left)
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(100 * 365 * 86_400));
+    // The upgrade failed (or never happened): the session the store records is undone.
+    let (upgraded, failed) = tokio::sync::oneshot::channel::<()>();
+    {
+        let (sessions, store, unit_id, id) =
+            (sessions.clone(), store.clone(), unit_id.clone(), session.id);
+        tokio::spawn(async move {
+            if failed.await.is_err()
+                && let Err(error) = store
+                    .device_offline(&unit_id, sessions.session_ref(id))
+                    .await
+            {
+                tracing::debug!(%unit_id, "cannot record the device offline: {error}");
+            }
+        });
+    }
     Ok(upgrade
         // An idle session holds little: small buffers, small frames.
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_failed_upgrade(failed)
-        .on_upgrade(move |socket| sessions.serve(socket, unit_id, slot, store)))
+        .on_upgrade(move |socket| {
+            let _ = upgraded.send(());
+            sessions.serve(socket, session, expires, slot, store)
+        }))
 }
 
 /// Stores an enrolled device's report and when it was sent. What is stored is the validated

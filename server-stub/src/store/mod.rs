@@ -407,6 +407,16 @@ impl AuditEntry {
     }
 }
 
+/// A device connector session: the server holding it (by its heartbeat name) and its number
+/// there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRef<'a> {
+    /// The server's heartbeat name.
+    pub server: &'a str,
+    /// The session's number on that server.
+    pub id: i64,
+}
+
 /// The command queued for the server holding a deleted device's connector session: close it.
 pub const DISCONNECT: &str = "disconnect";
 
@@ -566,23 +576,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// certificate it presented (by serial) is its current or previous one
     /// ([`crate::renewal::held`]); the current one seen, the previous is forgotten. `false` when
     /// it is neither.
-    /// With `connected_to`, the device opened its connector session on that server (by its
-    /// heartbeat name): it shows online there.
+    /// With `session`, the device opened that connector session: it shows online on its server.
     async fn touch_device(
         &self,
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
-        connected_to: Option<&str>,
+        session: Option<SessionRef<'_>>,
     ) -> Result<bool, StoreError>;
 
-    /// The device's connector session on `server` ended: offline, last seen now. Nothing when
-    /// another server holds it by now.
-    async fn device_offline(&self, unit_id: &UnitId, server: &str) -> Result<(), StoreError>;
+    /// The device's connector `session` ended: offline, last seen now. Nothing when a newer
+    /// session (here or on another server) holds it by now.
+    async fn device_offline(
+        &self,
+        unit_id: &UnitId,
+        session: SessionRef<'_>,
+    ) -> Result<(), StoreError>;
 
-    /// Marks every device whose session `server` held as offline (at its start: sessions do not
-    /// survive a restart or a crash); how many.
-    async fn release_devices(&self, server: &str) -> Result<u64, StoreError>;
+    /// Marks every device whose session `server` held as offline, and drops what was queued for
+    /// them; how many. At its start (sessions do not survive a restart or a crash) the times last
+    /// seen stay; at its stop (`seen_now`, its sessions just closed) they become now.
+    async fn release_devices(&self, server: &str, seen_now: bool) -> Result<u64, StoreError>;
 
     /// Queues `command` for a device, routed to the server holding its session, and audits it;
     /// that server, or `None` when the device is offline (nothing is queued then).

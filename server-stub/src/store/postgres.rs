@@ -21,8 +21,8 @@ use tokio_postgres::types::ToSql;
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
     EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest,
-    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError,
-    StoredKey, TokenRow,
+    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow, Store,
+    StoreError, StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -1055,8 +1055,12 @@ impl Store for PostgresStore {
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
-        connected_to: Option<&str>,
+        session: Option<SessionRef<'_>>,
     ) -> Result<bool, StoreError> {
+        let (server, session_id) = (
+            session.map(|session| session.server),
+            session.map(|session| session.id),
+        );
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         let row = tx
@@ -1083,14 +1087,16 @@ impl Store for PostgresStore {
         tx.execute(
             "UPDATE devices SET last_seen = $1, inventory = coalesce($2, inventory),
                previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END,
-               online_server = coalesce($5, online_server)
+               online_server = coalesce($5, online_server),
+               online_session = coalesce($6, online_session)
              WHERE unit_id = $4",
             &[
                 &now(),
                 &inventory,
                 &forget_previous,
                 &unit_id.as_str(),
-                &connected_to,
+                &server,
+                &session_id,
             ],
         )
         .await
@@ -1130,26 +1136,32 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn device_offline(&self, unit_id: &UnitId, server: &str) -> Result<(), StoreError> {
+    async fn device_offline(
+        &self,
+        unit_id: &UnitId,
+        session: SessionRef<'_>,
+    ) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE devices SET online_server = NULL, last_seen = $1
-                 WHERE unit_id = $2 AND online_server = $3",
-                &[&now(), &unit_id.as_str(), &server],
+                "UPDATE devices SET online_server = NULL, online_session = NULL, last_seen = $1
+                 WHERE unit_id = $2 AND online_server = $3 AND online_session = $4",
+                &[&now(), &unit_id.as_str(), &session.server, &session.id],
             )
             .await
             .map_err(|e| self.db(e))?;
         Ok(())
     }
 
-    async fn release_devices(&self, server: &str) -> Result<u64, StoreError> {
+    async fn release_devices(&self, server: &str, seen_now: bool) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         let released = tx
             .execute(
-                "UPDATE devices SET online_server = NULL WHERE online_server = $1",
-                &[&server],
+                "UPDATE devices SET online_server = NULL, online_session = NULL,
+                   last_seen = CASE WHEN $2 THEN $3 ELSE last_seen END
+                 WHERE online_server = $1",
+                &[&server, &seen_now, &now()],
             )
             .await
             .map_err(|e| self.db(e))?;

@@ -21,8 +21,8 @@ use time::OffsetDateTime;
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
     EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest,
-    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRow, Store, StoreError,
-    StoredKey, TokenRow,
+    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow, Store,
+    StoreError, StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -1272,13 +1272,16 @@ impl Store for SqliteStore {
         unit_id: &UnitId,
         serial: &str,
         inventory: Option<&str>,
-        connected_to: Option<&str>,
+        session: Option<SessionRef<'_>>,
     ) -> Result<bool, StoreError> {
-        let (unit_id, serial, inventory, connected_to) = (
+        let (unit_id, serial, inventory) = (
             unit_id.clone(),
             serial.to_owned(),
             inventory.map(str::to_owned),
-            connected_to.map(str::to_owned),
+        );
+        let (server, session) = (
+            session.map(|session| session.server.to_owned()),
+            session.map(|session| session.id),
         );
         self.call(move |inner| {
             let mut connection = inner.lock();
@@ -1309,14 +1312,16 @@ impl Store for SqliteStore {
             tx.execute(
                 "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory),
                    previous_serial = CASE WHEN ?3 THEN NULL ELSE previous_serial END,
-                   online_server = coalesce(?5, online_server)
+                   online_server = coalesce(?5, online_server),
+                   online_session = coalesce(?6, online_session)
                  WHERE unit_id = ?4",
                 params![
                     now(),
                     inventory,
                     forget_previous,
                     unit_id.as_str(),
-                    connected_to
+                    server,
+                    session
                 ],
             )
             .map_err(|e| inner.db(e))?;
@@ -1374,14 +1379,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn device_offline(&self, unit_id: &UnitId, server: &str) -> Result<(), StoreError> {
-        let (unit_id, server) = (unit_id.clone(), server.to_owned());
+    async fn device_offline(
+        &self,
+        unit_id: &UnitId,
+        session: SessionRef<'_>,
+    ) -> Result<(), StoreError> {
+        let (unit_id, server, id) = (unit_id.clone(), session.server.to_owned(), session.id);
         self.call(move |inner| {
             inner.write(|tx| {
                 tx.execute(
-                    "UPDATE devices SET online_server = NULL, last_seen = ?1
-                     WHERE unit_id = ?2 AND online_server = ?3",
-                    params![now(), unit_id.as_str(), server],
+                    "UPDATE devices SET online_server = NULL, online_session = NULL, last_seen = ?1
+                     WHERE unit_id = ?2 AND online_server = ?3 AND online_session = ?4",
+                    params![now(), unit_id.as_str(), server, id],
                 )
                 .map_err(|e| inner.db(e))?;
                 Ok(())
@@ -1390,14 +1399,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_devices(&self, server: &str) -> Result<u64, StoreError> {
+    async fn release_devices(&self, server: &str, seen_now: bool) -> Result<u64, StoreError> {
         let server = server.to_owned();
         self.call(move |inner| {
             inner.write(|tx| {
                 let released = tx
                     .execute(
-                        "UPDATE devices SET online_server = NULL WHERE online_server = ?1",
-                        [&server],
+                        "UPDATE devices SET online_server = NULL, online_session = NULL,
+                           last_seen = CASE WHEN ?2 THEN ?3 ELSE last_seen END
+                         WHERE online_server = ?1",
+                        params![server, seen_now, now()],
                     )
                     .map_err(|e| inner.db(e))?;
                 tx.execute("DELETE FROM device_commands WHERE server = ?1", [&server])

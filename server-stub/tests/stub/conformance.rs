@@ -628,6 +628,10 @@ async fn tells_the_database_clock(store: Shared) {
     assert_eq!(clock.nanosecond(), 0, "whole seconds");
 }
 
+fn session(server: &str, id: i64) -> ums_stub::store::SessionRef<'_> {
+    ums_stub::store::SessionRef { server, id }
+}
+
 async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
     insert(
         &store,
@@ -661,20 +665,20 @@ async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
     // A session opens on A only with the device's certificate.
     assert!(
         !store
-            .touch_device(&one, "ffff", None, Some("a:8443"))
+            .touch_device(&one, "ffff", None, Some(session("a:8443", 1)))
             .await
             .unwrap()
     );
     assert_eq!(online(one.clone()).await, None);
     assert!(
         store
-            .touch_device(&one, "cc00", None, Some("a:8443"))
+            .touch_device(&one, "cc00", None, Some(session("a:8443", 1)))
             .await
             .unwrap()
     );
     assert!(
         store
-            .touch_device(&two, "cc01", None, Some("b:8443"))
+            .touch_device(&two, "cc01", None, Some(session("b:8443", 1)))
             .await
             .unwrap()
     );
@@ -729,10 +733,27 @@ async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
             ("ok".to_owned(), "inventory-now".to_owned())
         ]
     );
-    // A session that ended on another server does not take the device offline here.
-    store.device_offline(&one, "b:8443").await.unwrap();
+    // A session that ended on another server, or an older one here, does not take the device
+    // offline; its own does, and the time last seen is then.
+    store
+        .device_offline(&one, session("b:8443", 1))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .touch_device(&one, "cc00", None, Some(session("a:8443", 2)))
+            .await
+            .unwrap()
+    );
+    store
+        .device_offline(&one, session("a:8443", 1))
+        .await
+        .unwrap();
     assert_eq!(online(one.clone()).await.as_deref(), Some("a:8443"));
-    store.device_offline(&one, "a:8443").await.unwrap();
+    store
+        .device_offline(&one, session("a:8443", 2))
+        .await
+        .unwrap();
     assert_eq!(online(one.clone()).await, None);
     // Deleting a connected device queues its disconnection for its server.
     store.delete_device(&two, &Actor::cli()).await.unwrap();
@@ -743,7 +764,7 @@ async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
     // A server starting again releases what it held.
     assert!(
         store
-            .touch_device(&one, "cc00", None, Some("a:8443"))
+            .touch_device(&one, "cc00", None, Some(session("a:8443", 1)))
             .await
             .unwrap()
     );
@@ -751,7 +772,7 @@ async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
         .queue_command(&one, "renew-now", &Actor::cli())
         .await
         .unwrap();
-    assert_eq!(store.release_devices("a:8443").await.unwrap(), 1);
+    assert_eq!(store.release_devices("a:8443", false).await.unwrap(), 1);
     assert_eq!(online(one.clone()).await, None);
     assert!(store.take_commands("a:8443").await.unwrap().is_empty());
 }
