@@ -15,6 +15,7 @@
 //!   bounds.
 
 pub mod admin;
+pub mod alternates;
 pub mod connector;
 pub mod est;
 pub mod fingerprint;

@@ -12,6 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
+use onboard_protocol::alternates::{
+    ALTERNATE_KEYS_HEADER, KEY_INDEX_HEADER, KEYS_REFUSED_HEADER, decode_alternates, encode_refused,
+};
 use onboard_protocol::est;
 use onboard_protocol::routes::{EST_CACERTS, EST_SIMPLEENROLL, EST_SIMPLEREENROLL};
 use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
@@ -193,23 +196,69 @@ async fn enroll(
             refusal_detail(ProblemCode::KeyUnknown),
         )
     };
+    // Several keys in one request (onboard_protocol::alternates): a malformed list is a
+    // malformed request, a guess like any.
+    let alternates = match headers.get(ALTERNATE_KEYS_HEADER) {
+        None => Vec::new(),
+        Some(value) => match value.to_str().ok().map(decode_alternates) {
+            Some(Ok(keys)) => keys,
+            refused => {
+                let detail = match refused {
+                    Some(Err(error)) => format!("{ALTERNATE_KEYS_HEADER}: {error}"),
+                    _ => format!("{ALTERNATE_KEYS_HEADER} is not text"),
+                };
+                let blocked = limiter.blocked_for(source, unit, Instant::now());
+                limiter.guessed(source, unit, Instant::now());
+                return Err(blocked
+                    .map_or_else(|| ApiError::code(ProblemCode::BadRequest, detail), limited));
+            }
+        },
+    };
+    let several = !alternates.is_empty();
     let Some(key) = key else {
         // A value no key can have: a guess like any unknown key.
         let blocked = limiter.blocked_for(source, unit, Instant::now());
         limiter.guessed(source, unit, Instant::now());
         return Err(blocked.map_or_else(unknown, limited));
     };
-    let lookup = shared.stub.vault.lookup(&key);
-    drop(key);
-    if let Some(wait) = limiter.blocked_for(source, unit, Instant::now())
-        && !shared.stub.store.knows_key(&lookup).await?
-    {
-        limiter.guessed(source, unit, Instant::now());
-        return Err(limited(wait));
+    // Each key's lookup digest with its index in the request; the keys themselves go now.
+    let mut keys: Vec<(usize, crate::vault::LookupDigest)> = std::iter::once(&key)
+        .chain(&alternates)
+        .map(|key| shared.stub.vault.lookup(key))
+        .enumerate()
+        .collect();
+    drop((key, alternates));
+    // Once the source or unit ID has used up its guesses, only keys the store knows are tried:
+    // each unknown one is a guess, refused as rate limited without a write.
+    let mut limited_keys = Vec::new();
+    if let Some(wait) = limiter.blocked_for(source, unit, Instant::now()) {
+        let mut known = Vec::with_capacity(keys.len());
+        for (index, lookup) in keys {
+            if shared.stub.store.knows_key(&lookup).await? {
+                known.push((index, lookup));
+            } else {
+                limiter.guessed(source, unit, Instant::now());
+                limited_keys.push((index, ProblemCode::RateLimited));
+            }
+        }
+        if known.is_empty() {
+            return if several {
+                Ok(with_refused(limited(wait), &limited_keys))
+            } else {
+                Err(limited(wait))
+            };
+        }
+        keys = known;
     }
+    let indexes: Vec<usize> = keys.iter().map(|(index, _)| *index).collect();
+    let mut lookups = keys.into_iter().map(|(_, lookup)| lookup);
+    let Some(lookup) = lookups.next() else {
+        return Err(unknown());
+    };
     let attempt = EnrollAttempt {
         unit_id: unit_id.clone(),
         lookup,
+        alternates: lookups.collect(),
         public_key: request.public_key.clone(),
         source: source.to_string(),
         lapsed_before: time::OffsetDateTime::now_utc() - shared.stub.settings.renewal_grace,
@@ -221,18 +270,79 @@ async fn enroll(
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
         authority.device_certificate(subject.as_str(), &request, lifetime)
     });
+    // The store's indexes are of the keys it was given; the answer names the request's.
+    let in_request = |refused: Vec<(usize, ProblemCode)>| -> Vec<(usize, ProblemCode)> {
+        let mut all = limited_keys.clone();
+        all.extend(
+            refused
+                .into_iter()
+                .map(|(index, code)| (indexes.get(index).copied().unwrap_or(index), code)),
+        );
+        all.sort_by_key(|(index, _)| *index);
+        all
+    };
+    let count_guesses = |refused: &[(usize, ProblemCode)]| {
+        for _ in refused
+            .iter()
+            .filter(|(_, code)| *code == ProblemCode::KeyUnknown)
+        {
+            limiter.guessed(source, unit, Instant::now());
+        }
+    };
     match shared.stub.store.enroll(attempt, issue).await? {
-        EnrollOutcome::Issued { device, repeated } => {
+        EnrollOutcome::Issued {
+            device,
+            repeated,
+            key,
+            refused,
+        } => {
+            count_guesses(&refused);
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");
-            Ok(pkcs7_response(&[&device.certificate]))
+            let mut response = pkcs7_response(&[&device.certificate]);
+            if several {
+                let key = indexes.get(key).copied().unwrap_or(key);
+                let headers = response.headers_mut();
+                headers.insert(KEY_INDEX_HEADER, HeaderValue::from(key));
+                let refused = in_request(refused);
+                if !refused.is_empty()
+                    && let Ok(value) = HeaderValue::from_str(&encode_refused(&refused))
+                {
+                    headers.insert(KEYS_REFUSED_HEADER, value);
+                }
+            }
+            Ok(response)
         }
         EnrollOutcome::Refused(code) => {
             if code == ProblemCode::KeyUnknown {
                 limiter.guessed(source, unit, Instant::now());
             }
-            Err(ApiError::code(code, refusal_detail(code)))
+            let refusal = ApiError::code(code, refusal_detail(code));
+            if several {
+                tracing::info!(%unit_id, %source, %code, "enrollment refused");
+                Ok(with_refused(refusal, &in_request(vec![(0, code)])))
+            } else {
+                Err(refusal)
+            }
+        }
+        EnrollOutcome::RefusedEach(refused) => {
+            count_guesses(&refused);
+            let code = refused
+                .last()
+                .map_or(ProblemCode::KeyUnknown, |(_, code)| *code);
+            let refusal = ApiError::code(code, refusal_detail(code));
+            tracing::info!(%unit_id, %source, %code, keys = refused.len(), "enrollment refused");
+            Ok(with_refused(refusal, &in_request(refused)))
         }
     }
+}
+
+/// `refusal` as a response listing every key's refusal in [`KEYS_REFUSED_HEADER`].
+fn with_refused(refusal: ApiError, refused: &[(usize, ProblemCode)]) -> Response {
+    let mut response = refusal.into_response();
+    if let Ok(value) = HeaderValue::from_str(&encode_refused(refused)) {
+        response.headers_mut().insert(KEYS_REFUSED_HEADER, value);
+    }
+    response
 }
 
 /// What a device is told when its key is refused.

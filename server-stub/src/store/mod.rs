@@ -270,8 +270,11 @@ pub type MakeKey = Box<dyn FnMut(usize) -> NewKey + Send>;
 pub struct EnrollAttempt {
     /// The unit ID the device claims (HTTP Basic user).
     pub unit_id: UnitId,
-    /// The digest of the key it presented.
+    /// The digest of the key it presented (HTTP Basic).
     pub lookup: LookupDigest,
+    /// The digests of the alternates it presented after it, in the order to try
+    /// ([`onboard_protocol::alternates`]); at most seven.
+    pub alternates: Vec<LookupDigest>,
     /// The DER SubjectPublicKeyInfo of its certificate request.
     pub public_key: Vec<u8>,
     /// The source address, for the audit log (the actor is the unit ID).
@@ -360,9 +363,73 @@ pub enum EnrollOutcome {
         device: Box<DeviceRecord>,
         /// Whether this was a retry answered with the stored certificate, consuming nothing.
         repeated: bool,
+        /// Which key enrolled it: 0 the first, then the alternates.
+        key: usize,
+        /// The keys tried before it and refused, by index, each audited as if presented alone.
+        refused: Vec<(usize, ProblemCode)>,
     },
-    /// Refused with a stable problem code.
+    /// The one key presented was refused, with a stable problem code.
     Refused(ProblemCode),
+    /// Alternates were presented and every key tried was refused, in order (the last one's code
+    /// is the answer). A refusal final for the device (`unit_id_conflict`) ends the tries.
+    RefusedEach(Vec<(usize, ProblemCode)>),
+}
+
+/// The keys of one attempt tried in order inside one transaction (the Basic key, then the
+/// alternates), and what they came to. The backends loop over [`KeyTries::lookups`], try each
+/// key, and hand its outcome to [`KeyTries::take`]; so the order and the stopping rule live once.
+#[derive(Debug, Default)]
+pub(crate) struct KeyTries {
+    refused: Vec<(usize, ProblemCode)>,
+    alternates: bool,
+}
+
+impl KeyTries {
+    /// Tries for `attempt`, and its keys in the order to try them.
+    pub(crate) fn new(
+        attempt: &EnrollAttempt,
+    ) -> (KeyTries, impl Iterator<Item = (usize, &LookupDigest)>) {
+        let tries = KeyTries {
+            refused: Vec::new(),
+            alternates: !attempt.alternates.is_empty(),
+        };
+        let lookups = std::iter::once(&attempt.lookup)
+            .chain(&attempt.alternates)
+            .enumerate();
+        (tries, lookups)
+    }
+
+    /// What key `index` came to; the attempt's outcome when it ends here (a certificate, or a
+    /// refusal final for the device), `None` to try the next key.
+    pub(crate) fn take(&mut self, index: usize, outcome: EnrollOutcome) -> Option<EnrollOutcome> {
+        match outcome {
+            EnrollOutcome::Issued {
+                device, repeated, ..
+            } => Some(EnrollOutcome::Issued {
+                device,
+                repeated,
+                key: index,
+                refused: std::mem::take(&mut self.refused),
+            }),
+            EnrollOutcome::Refused(code) => {
+                self.refused.push((index, code));
+                (!code.is_final_for_key()).then(|| self.finish())
+            }
+            EnrollOutcome::RefusedEach(each) => {
+                self.refused.extend(each);
+                None
+            }
+        }
+    }
+
+    /// Every key tried was refused.
+    pub(crate) fn finish(&mut self) -> EnrollOutcome {
+        let refused = std::mem::take(&mut self.refused);
+        match refused.as_slice() {
+            [(0, code)] if !self.alternates => EnrollOutcome::Refused(*code),
+            _ => EnrollOutcome::RefusedEach(refused),
+        }
+    }
 }
 
 /// One line of the audit log. Never holds a key value.

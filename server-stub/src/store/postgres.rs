@@ -160,6 +160,162 @@ fn id_list(ids: &[KeyId]) -> String {
 }
 
 impl PostgresStore {
+    /// One key of an enrollment attempt inside `tx`: the key row locked, [`claim::decide`], and
+    /// the decision applied and audited (the certificate taken from `issue` on a consumption).
+    async fn enroll_one(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        attempt: &EnrollAttempt,
+        lookup: &LookupDigest,
+        issue: &mut Option<IssueOnce>,
+    ) -> Result<EnrollOutcome, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut audit =
+            AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
+        audit.at = now;
+        audit.unit_id = Some(attempt.unit_id.to_string());
+        let key = tx
+            .query_opt(
+                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
+                &[&lookup.to_vec()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let key = match key {
+            Some(row) => {
+                let id: KeyId = row.get(0);
+                let kind = self.kind(id, row.get(1))?;
+                let bound_to = row
+                    .get::<_, Option<String>>(2)
+                    .map(|text| text.parse::<UnitId>())
+                    .transpose()
+                    .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
+                Some((id, kind, bound_to, row.get::<_, bool>(3), count(row.get(4))))
+            }
+            None => None,
+        };
+        let device = tx
+            .query_opt(
+                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
+                &[&attempt.unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .map(|row| self.device_from_row(&row))
+            .transpose()?;
+        let decision = claim::decide(
+            claim::Attempt {
+                unit_id: &attempt.unit_id,
+                public_key: &attempt.public_key,
+            },
+            key.as_ref()
+                .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
+                    id: *id,
+                    kind: *kind,
+                    bound_to: bound_to.as_ref(),
+                    active: *active,
+                    usage_count: *usage_count,
+                }),
+            device.as_ref().map(|device| claim::DeviceRow {
+                public_key: &device.public_key,
+                key_id: device.key_id,
+                lapsed: device.not_after < attempt.lapsed_before,
+            }),
+        );
+        audit.key_id = key.as_ref().map(|(id, ..)| *id);
+        let outcome = match decision {
+            Decision::Refuse(code) => {
+                audit.outcome = code.as_str().to_owned();
+                EnrollOutcome::Refused(code)
+            }
+            Decision::Repeat => {
+                let device =
+                    device.ok_or_else(|| self.corrupt("a repeat with no device".to_owned()))?;
+                audit.detail = format!("repeated answer, certificate {}", device.serial);
+                EnrollOutcome::Issued {
+                    device: Box::new(device),
+                    repeated: true,
+                    key: 0,
+                    refused: Vec::new(),
+                }
+            }
+            Decision::Consume => {
+                let Some((key_id, kind, _, active, usage_count)) = key else {
+                    return Err(self.corrupt("a consumption with no key".to_owned()));
+                };
+                let issue = issue.take().ok_or_else(|| {
+                    self.corrupt("a second consumption in one attempt".to_owned())
+                })?;
+                let issued = issue().map_err(StoreError::Issue)?;
+                let status = claim::status(kind, active, usage_count + 1);
+                // Second line of defence behind claim::decide, as in SQLite.
+                let consumed = tx
+                    .execute(
+                        "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
+                         WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
+                        &[&now.unix_timestamp(), &status.as_str(), &key_id],
+                    )
+                    .await
+                    .map_err(|e| self.db(e))?;
+                if consumed != 1 {
+                    tracing::error!(
+                        key_id,
+                        "the consume guard refused a key the claim rule allowed; refusing it as used"
+                    );
+                    audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
+                    audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
+                    return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
+                }
+                let device = DeviceRecord {
+                    unit_id: attempt.unit_id.clone(),
+                    public_key: attempt.public_key.clone(),
+                    certificate: issued.der,
+                    serial: issued.serial,
+                    not_after: issued.not_after,
+                    key_id: Some(key_id),
+                    key_kind: kind,
+                    enrolled_at: now,
+                    last_seen: now,
+                    inventory: None,
+                    previous_serial: None,
+                    online_server: None,
+                };
+                tx.execute(
+                    &format!(
+                        "INSERT INTO devices ({DEVICE_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
+                         ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
+                           certificate = excluded.certificate, serial = excluded.serial,
+                           not_after = excluded.not_after, key_id = excluded.key_id,
+                           key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
+                           last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
+                    ),
+                    &[
+                        &device.unit_id.as_str(),
+                        &device.public_key,
+                        &device.certificate,
+                        &device.serial,
+                        &device.not_after.unix_timestamp(),
+                        &key_id,
+                        &kind.as_str(),
+                        &now.unix_timestamp(),
+                        &now.unix_timestamp(),
+                    ],
+                )
+                .await
+                .map_err(|e| self.db(e))?;
+                audit.detail = format!("certificate {}", device.serial);
+                EnrollOutcome::Issued {
+                    device: Box::new(device),
+                    repeated: false,
+                    key: 0,
+                    refused: Vec::new(),
+                }
+            }
+        };
+        audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
+        Ok(outcome)
+    }
     /// Connects to the database at `url` (in plain TCP) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Self::open_with(url, None).await
@@ -824,147 +980,32 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(|e| self.db(e))?;
-        let now = OffsetDateTime::now_utc();
-        let mut audit =
-            AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
-        audit.at = now;
-        audit.unit_id = Some(attempt.unit_id.to_string());
-        let key = tx
-            .query_opt(
-                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
-                &[&attempt.lookup.to_vec()],
+        // Several keys in one attempt: their rows are locked up front, in one order for every
+        // transaction (by ID), so that attempts holding overlapping keys cannot deadlock.
+        if !attempt.alternates.is_empty() {
+            let all: Vec<Vec<u8>> = std::iter::once(&attempt.lookup)
+                .chain(&attempt.alternates)
+                .map(|lookup| lookup.to_vec())
+                .collect();
+            tx.execute(
+                "SELECT id FROM keys WHERE lookup = ANY($1) ORDER BY id FOR UPDATE",
+                &[&all],
             )
             .await
             .map_err(|e| self.db(e))?;
-        let key = match key {
-            Some(row) => {
-                let id: KeyId = row.get(0);
-                let kind = self.kind(id, row.get(1))?;
-                let bound_to = row
-                    .get::<_, Option<String>>(2)
-                    .map(|text| text.parse::<UnitId>())
-                    .transpose()
-                    .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
-                Some((id, kind, bound_to, row.get::<_, bool>(3), count(row.get(4))))
+        }
+        let mut issue = Some(issue);
+        let (mut tries, lookups) = super::KeyTries::new(&attempt);
+        let mut done = None;
+        for (index, lookup) in lookups {
+            let outcome = self.enroll_one(&tx, &attempt, lookup, &mut issue).await?;
+            if let Some(outcome) = tries.take(index, outcome) {
+                done = Some(outcome);
+                break;
             }
-            None => None,
-        };
-        let device = tx
-            .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
-                &[&attempt.unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .map(|row| self.device_from_row(&row))
-            .transpose()?;
-        let decision = claim::decide(
-            claim::Attempt {
-                unit_id: &attempt.unit_id,
-                public_key: &attempt.public_key,
-            },
-            key.as_ref()
-                .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
-                    id: *id,
-                    kind: *kind,
-                    bound_to: bound_to.as_ref(),
-                    active: *active,
-                    usage_count: *usage_count,
-                }),
-            device.as_ref().map(|device| claim::DeviceRow {
-                public_key: &device.public_key,
-                key_id: device.key_id,
-                lapsed: device.not_after < attempt.lapsed_before,
-            }),
-        );
-        audit.key_id = key.as_ref().map(|(id, ..)| *id);
-        let outcome = match decision {
-            Decision::Refuse(code) => {
-                audit.outcome = code.as_str().to_owned();
-                EnrollOutcome::Refused(code)
-            }
-            Decision::Repeat => {
-                let device =
-                    device.ok_or_else(|| self.corrupt("a repeat with no device".to_owned()))?;
-                audit.detail = format!("repeated answer, certificate {}", device.serial);
-                EnrollOutcome::Issued {
-                    device: Box::new(device),
-                    repeated: true,
-                }
-            }
-            Decision::Consume => {
-                let Some((key_id, kind, _, active, usage_count)) = key else {
-                    return Err(self.corrupt("a consumption with no key".to_owned()));
-                };
-                let issued = issue().map_err(StoreError::Issue)?;
-                let status = claim::status(kind, active, usage_count + 1);
-                // Second line of defence behind claim::decide, as in SQLite.
-                let consumed = tx
-                    .execute(
-                        "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
-                         WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
-                        &[&now.unix_timestamp(), &status.as_str(), &key_id],
-                    )
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if consumed != 1 {
-                    tracing::error!(
-                        key_id,
-                        "the consume guard refused a key the claim rule allowed; refusing it as used"
-                    );
-                    audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
-                    audit_in(&tx, &audit).await.map_err(|e| self.db(e))?;
-                    tx.commit().await.map_err(|e| self.db(e))?;
-                    return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
-                }
-                let device = DeviceRecord {
-                    unit_id: attempt.unit_id.clone(),
-                    public_key: attempt.public_key.clone(),
-                    certificate: issued.der,
-                    serial: issued.serial,
-                    not_after: issued.not_after,
-                    key_id: Some(key_id),
-                    key_kind: kind,
-                    enrolled_at: now,
-                    last_seen: now,
-                    inventory: None,
-                    previous_serial: None,
-                    online_server: None,
-                };
-                tx.execute(
-                    &format!(
-                        "INSERT INTO devices ({DEVICE_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
-                         ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
-                           certificate = excluded.certificate, serial = excluded.serial,
-                           not_after = excluded.not_after, key_id = excluded.key_id,
-                           key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
-                           last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
-                    ),
-                    &[
-                        &device.unit_id.as_str(),
-                        &device.public_key,
-                        &device.certificate,
-                        &device.serial,
-                        &device.not_after.unix_timestamp(),
-                        &key_id,
-                        &kind.as_str(),
-                        &now.unix_timestamp(),
-                        &now.unix_timestamp(),
-                    ],
-                )
-                .await
-                .map_err(|e| self.db(e))?;
-                audit.detail = format!("certificate {}", device.serial);
-                EnrollOutcome::Issued {
-                    device: Box::new(device),
-                    repeated: false,
-                }
-            }
-        };
-        audit_in(&tx, &audit).await.map_err(|e| self.db(e))?;
+        }
         tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(outcome)
+        Ok(done.unwrap_or_else(|| tries.finish()))
     }
 
     async fn renew(

@@ -535,7 +535,7 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
                         issue,
                         reply,
                     } => {
-                        let outcome = enroll_in(&mut savepoint, &attempt, issue, &shown);
+                        let outcome = enroll_keys(&mut savepoint, &attempt, issue, &shown);
                         let ok = outcome.is_ok();
                         (Done::Enroll(reply, outcome), ok)
                     }
@@ -588,13 +588,33 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
     }
 }
 
-/// Reads the key and device rows of one attempt inside `tx`, asks [`claim::decide`], and applies
-/// the decision: a refusal is audited, a repeat answered from the device row, a consumption counts
-/// one use and records the device with a fresh certificate.
-fn enroll_in(
+/// Tries the keys of `attempt` in order inside `tx` ([`super::KeyTries`]).
+fn enroll_keys(
     tx: &mut rusqlite::Savepoint<'_>,
     attempt: &EnrollAttempt,
     issue: IssueOnce,
+    shown: &str,
+) -> Result<EnrollOutcome, StoreError> {
+    let mut issue = Some(issue);
+    let (mut tries, lookups) = super::KeyTries::new(attempt);
+    for (index, lookup) in lookups {
+        let outcome = enroll_in(tx, attempt, lookup, &mut issue, shown)?;
+        if let Some(done) = tries.take(index, outcome) {
+            return Ok(done);
+        }
+    }
+    Ok(tries.finish())
+}
+
+/// Reads the rows of the key `lookup` and of the attempt's device inside `tx`, asks
+/// [`claim::decide`], and applies the decision: a refusal is audited, a repeat answered from the
+/// device row, a consumption counts one use and records the device with a fresh certificate
+/// (taken from `issue`).
+fn enroll_in(
+    tx: &mut rusqlite::Savepoint<'_>,
+    attempt: &EnrollAttempt,
+    lookup: &LookupDigest,
+    issue: &mut Option<IssueOnce>,
     shown: &str,
 ) -> Result<EnrollOutcome, StoreError> {
     let db = |source| backend_error(shown, source);
@@ -609,7 +629,7 @@ fn enroll_in(
     let key: Option<(KeyId, String, Option<String>, bool, i64)> = tx
         .prepare_cached("SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1")
         .map_err(db)?
-        .query_row([&attempt.lookup[..]], |row| {
+        .query_row([&lookup[..]], |row| {
             Ok((
                 row.get(0)?,
                 row.get(1)?,
@@ -674,12 +694,17 @@ fn enroll_in(
             Ok(EnrollOutcome::Issued {
                 device: Box::new(device),
                 repeated: true,
+                key: 0,
+                refused: Vec::new(),
             })
         }
         Decision::Consume => {
             let Some((key_id, kind, _, active, usage_count)) = key else {
                 return Err(corrupt("a consumption with no key".to_owned()));
             };
+            let issue = issue
+                .take()
+                .ok_or_else(|| corrupt("a second consumption in one attempt".to_owned()))?;
             let issued = issue().map_err(StoreError::Issue)?;
             let status = claim::status(kind, active, usage_count + 1);
             // Second line of defence behind claim::decide: a one-time or device-bound key goes
@@ -744,6 +769,8 @@ fn enroll_in(
             Ok(EnrollOutcome::Issued {
                 device: Box::new(device),
                 repeated: false,
+                key: 0,
+                refused: Vec::new(),
             })
         }
     }

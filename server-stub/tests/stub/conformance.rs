@@ -58,6 +58,7 @@ fn attempt(unit_id: &UnitId, key: u64, public_key: &[u8]) -> EnrollAttempt {
     EnrollAttempt {
         unit_id: unit_id.clone(),
         lookup: lookup(key),
+        alternates: Vec::new(),
         public_key: public_key.to_vec(),
         source: "192.0.2.1".to_owned(),
         lapsed_before: OffsetDateTime::now_utc() - time::Duration::days(365),
@@ -251,7 +252,7 @@ async fn enrolls_exactly_once_under_races(store: Shared) {
                         return Some(key);
                     }
                     EnrollOutcome::Refused(ProblemCode::KeyUsed) => continue,
-                    EnrollOutcome::Refused(other) => panic!("refused with {other}"),
+                    other => panic!("refused with {other:?}"),
                 }
             }
             None
@@ -329,7 +330,10 @@ async fn repeats_after_a_lost_answer_and_refuses_another_key_pair(store: Shared)
         .enroll(attempt(&unit_id, 1, b"pair-a"), issue("aa01".to_owned()))
         .await
         .unwrap();
-    let EnrollOutcome::Issued { device, repeated } = first else {
+    let EnrollOutcome::Issued {
+        device, repeated, ..
+    } = first
+    else {
         panic!("{first:?}")
     };
     assert!(!repeated);
@@ -341,6 +345,7 @@ async fn repeats_after_a_lost_answer_and_refuses_another_key_pair(store: Shared)
     let EnrollOutcome::Issued {
         device: again,
         repeated,
+        ..
     } = again
     else {
         panic!("{again:?}")
@@ -777,6 +782,167 @@ async fn tracks_connector_sessions_and_routes_commands(store: Shared) {
     assert!(store.take_commands("a:8443").await.unwrap().is_empty());
 }
 
+async fn tries_alternates_in_order_and_consumes_at_most_one(store: Shared) {
+    insert(
+        &store,
+        (1..=4)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // Key 1 goes to another device first.
+    let other = store
+        .enroll(attempt(&unit(7), 1, b"other"), issue("dd00".to_owned()))
+        .await
+        .unwrap();
+    assert!(matches!(other, EnrollOutcome::Issued { key: 0, .. }));
+    // Used, unknown (99), then two fresh ones: the third enrolls, the fourth stays unused.
+    let mut several = attempt(&unit(8), 1, b"mine");
+    several.alternates = vec![lookup(99), lookup(2), lookup(3)];
+    let outcome = store
+        .enroll(several, issue("dd01".to_owned()))
+        .await
+        .unwrap();
+    let EnrollOutcome::Issued {
+        key,
+        refused,
+        repeated,
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((key, repeated), (2, false));
+    assert_eq!(
+        refused,
+        [(0, ProblemCode::KeyUsed), (1, ProblemCode::KeyUnknown)]
+    );
+    let keys = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    let uses: Vec<u64> = keys.iter().map(|key| key.usage_count).collect();
+    assert_eq!(
+        uses,
+        [1, 1, 0, 0],
+        "keys 1 and 2 used once each, 3 and 4 not"
+    );
+    // Each key tried was audited as if presented alone.
+    let outcomes: Vec<String> = store
+        .audit(
+            &AuditFilter {
+                unit_id: Some(unit(8)),
+                ..AuditFilter::default()
+            },
+            &PageRequest::all(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.outcome)
+        .collect();
+    assert_eq!(outcomes, ["key_used", "key_unknown", "ok"]);
+    // A retry after a lost answer repeats the certificate from whichever key is first.
+    let mut again = attempt(&unit(8), 1, b"mine");
+    again.alternates = vec![lookup(2)];
+    let outcome = store.enroll(again, issue("dd02".to_owned())).await.unwrap();
+    assert!(
+        matches!(outcome, EnrollOutcome::Issued { repeated: true, .. }),
+        "{outcome:?}"
+    );
+    // Every key refused: each listed, in order.
+    let mut spent = attempt(&unit(9), 1, b"third");
+    spent.alternates = vec![lookup(2), lookup(98)];
+    assert_eq!(
+        format!(
+            "{:?}",
+            store.enroll(spent, issue("dd03".to_owned())).await.unwrap()
+        ),
+        format!(
+            "{:?}",
+            EnrollOutcome::RefusedEach(vec![
+                (0, ProblemCode::KeyUsed),
+                (1, ProblemCode::KeyUsed),
+                (2, ProblemCode::KeyUnknown)
+            ])
+        )
+    );
+    // A refusal final for the device ends the tries: key 4 is not consumed.
+    let mut conflict = attempt(&unit(8), 4, b"another pair");
+    conflict.alternates = vec![lookup(4)];
+    let outcome = store
+        .enroll(conflict, issue("dd04".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, EnrollOutcome::RefusedEach(each) if each == &[(0, ProblemCode::UnitIdConflict)]),
+        "{outcome:?}"
+    );
+    let keys = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(keys[3].usage_count, 0);
+}
+
+async fn enrolls_exactly_once_with_alternates_under_races(store: Shared) {
+    insert(
+        &store,
+        (1..=40)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // 120 devices race for 40 keys, each presenting 8 at once from its own offset, as many
+    // requests as it takes.
+    let mut tasks = Vec::new();
+    for device in 0..120usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let unit_id = unit(device);
+            let public_key = format!("pk-{device}").into_bytes();
+            for round in 0..5u64 {
+                let keys: Vec<u64> = (0..8)
+                    .map(|step| (device as u64 * 3 + round * 8 + step) % 40 + 1)
+                    .collect();
+                let mut several = attempt(&unit_id, keys[0], &public_key);
+                several.alternates = keys[1..].iter().map(|key| lookup(*key)).collect();
+                let outcome = store
+                    .enroll(several, issue(format!("{device:04x}{round:04x}")))
+                    .await
+                    .unwrap();
+                match outcome {
+                    EnrollOutcome::Issued { key, repeated, .. } => {
+                        assert!(!repeated);
+                        return Some(keys[key]);
+                    }
+                    EnrollOutcome::RefusedEach(each) => {
+                        assert!(each.iter().all(|(_, code)| *code == ProblemCode::KeyUsed));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            None
+        }));
+    }
+    let mut used = Vec::new();
+    for task in tasks {
+        if let Some(key) = task.await.unwrap() {
+            used.push(key);
+        }
+    }
+    assert_eq!(used.len(), 40, "exactly one device per key");
+    assert_eq!(used.iter().collect::<HashSet<_>>().len(), 40);
+    assert_eq!(store.count_devices().await.unwrap(), 40);
+    let keys = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|key| key.usage_count == 1));
+}
+
 /// Every case, each on a fresh store from `fresh`.
 async fn run_all<F, Fut>(backend: &str, fresh: F)
 where
@@ -801,6 +967,8 @@ where
     case!(keeps_accounts_tokens_and_sessions);
     case!(tells_the_database_clock);
     case!(tracks_connector_sessions_and_routes_commands);
+    case!(tries_alternates_in_order_and_consumes_at_most_one);
+    case!(enrolls_exactly_once_with_alternates_under_races);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -214,3 +214,133 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_budget() {
     assert!(!sources.contains("198.51.100.3"), "{sources:?}");
     server.stop().await;
 }
+
+/// `enroll_at` presenting `alternates` after `key` (onboard_protocol::alternates).
+async fn enroll_several(
+    client: &reqwest::Client,
+    server: &TestServer,
+    device: &Device,
+    key: &str,
+    alternates: &[&str],
+) -> (Answer, Option<String>, Option<String>) {
+    let keys: Vec<onboard_protocol::FirstAuthKey> = alternates
+        .iter()
+        .map(|key| onboard_protocol::FirstAuthKey::new(*key).unwrap())
+        .collect();
+    let response = client
+        .post(server.ip_url(routes::EST_SIMPLEENROLL))
+        .basic_auth(&device.unit_id, Some(key))
+        .header("content-type", "application/pkcs10")
+        .header(
+            onboard_protocol::alternates::ALTERNATE_KEYS_HEADER,
+            onboard_protocol::alternates::encode_alternates(&keys),
+        )
+        .body(device.csr_base64.clone())
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    let index = header(onboard_protocol::alternates::KEY_INDEX_HEADER);
+    let refused = header(onboard_protocol::alternates::KEYS_REFUSED_HEADER);
+    (read_answer(response).await, index, refused)
+}
+
+#[tokio::test]
+async fn several_keys_in_one_request_enroll_with_one_and_each_unknown_one_is_a_guess() {
+    let limits = Limits {
+        per_source: 1_000,
+        per_unit: 6,
+        window: Duration::from_secs(600),
+    };
+    let server = TestServer::start(limits).await;
+    let keys = one_time_keys(&server, 2).await;
+    let client = server.client_from(loopback(5));
+    // Another device takes the first key; this one presents it, an unknown one, then the second.
+    let answer = enroll_at(&client, &server, &Device::numbered(60), &keys[0], None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let device = Device::numbered(61);
+    let (answer, index, refused) = enroll_several(
+        &client,
+        &server,
+        &device,
+        &keys[0],
+        &["11111111111111111", &keys[1]],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.problem);
+    assert_eq!(index.as_deref(), Some("2"));
+    assert_eq!(refused.as_deref(), Some("0=key_used,1=key_unknown"));
+
+    // Six unknown keys in one request are six guesses: this unit ID's budget is spent, and its
+    // next guess is limited (one request with one guess would have left five).
+    let guesser = Device::numbered(62);
+    let junk = [
+        "22222222222222222",
+        "33333333333333333",
+        "44444444444444444",
+    ];
+    let (answer, index, refused) = enroll_several(
+        &client,
+        &server,
+        &guesser,
+        "55555555555555555",
+        &[
+            junk[0],
+            junk[1],
+            junk[2],
+            "66666666666666666",
+            "77777777777777777",
+        ],
+    )
+    .await;
+    assert_eq!(answer.code(), "key_unknown");
+    assert_eq!(index, None);
+    assert_eq!(
+        refused.as_deref(),
+        Some("0=key_unknown,1=key_unknown,2=key_unknown,3=key_unknown,4=key_unknown,5=key_unknown")
+    );
+    let answer = enroll_at(&client, &server, &guesser, "88888888888888888", None).await;
+    assert_eq!(answer.code(), "rate_limited");
+
+    // A plain EST request (no alternates) sees no new header.
+    let plain = client
+        .post(server.ip_url(routes::EST_SIMPLEENROLL))
+        .basic_auth(&Device::numbered(63).unit_id, Some("99999999999999999"))
+        .header("content-type", "application/pkcs10")
+        .body(Device::numbered(63).csr_base64.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        plain
+            .headers()
+            .get(onboard_protocol::alternates::KEYS_REFUSED_HEADER)
+            .is_none()
+    );
+    // A malformed list is a malformed request, quoting nothing of it.
+    let malformed = client
+        .post(server.ip_url(routes::EST_SIMPLEENROLL))
+        .basic_auth(&Device::numbered(64).unit_id, Some(keys[1].as_str()))
+        .header("content-type", "application/pkcs10")
+        .header(
+            onboard_protocol::alternates::ALTERNATE_KEYS_HEADER,
+            "c2VjcmV0,not base64!",
+        )
+        .body(Device::numbered(64).csr_base64.clone())
+        .send()
+        .await
+        .unwrap();
+    let answer = read_answer(malformed).await;
+    assert_eq!(answer.code(), "bad_request");
+    let detail = format!("{:?}", answer.problem);
+    assert!(
+        !detail.contains("secret") && !detail.contains("not base64"),
+        "{detail}"
+    );
+    server.stop().await;
+}
