@@ -20,11 +20,15 @@
 //! off and retries the same key. `unit_id_conflict` and `bad_request` end it with
 //! [`Pass::Refused`]. A pass changes no phase: [`crate::driver`] makes every transition.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
+use onboard_protocol::alternates::MAX_KEYS_PER_REQUEST;
+use onboard_protocol::{
+    Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, ProblemCode, Server, UnitId,
+};
 
 use crate::clock::SharedClock;
 pub use crate::device_key::DeviceKeyAlgorithm;
@@ -246,22 +250,33 @@ impl Enroller {
         let mut limited_wait: Option<Duration> = None;
         // One client per server for the whole pass: one handshake, one cacerts.
         let mut sessions: Vec<Option<EstSession>> = source.servers.iter().map(|_| None).collect();
-        for index in candidates {
-            let entry = &source.keys[index];
+        // The keys still to present, in order; each request presents the next few at once
+        // (onboard_protocol::alternates), and what the server did not try stays in front.
+        let mut queue: VecDeque<usize> = candidates.into();
+        while !queue.is_empty() {
+            let batch: Vec<usize> = queue.iter().take(MAX_KEYS_PER_REQUEST).copied().collect();
+            let keys: Vec<&FirstAuthKey> = batch
+                .iter()
+                .map(|index| source.keys[*index].key())
+                .collect();
             let mut faults = Vec::new();
             let mut retry_after: Option<Duration> = None;
             let mut pin_refused = false;
-            let mut key_refused = false;
-            let mut limited = false;
+            // The batch positions the server answered for (refused, or limited).
+            let mut answered: Option<Vec<usize>> = None;
+            let mut limited: Vec<usize> = Vec::new();
             let mut rejected: Option<Failure> = None;
             for (server, session) in source.servers.iter().zip(sessions.iter_mut()) {
-                tracing::info!(
-                    %server,
-                    ums_id = %pin.short(),
-                    key_type = %entry.kind(),
-                    key = %entry.key().masked(),
-                    "presenting key"
-                );
+                for index in &batch {
+                    let entry = &source.keys[*index];
+                    tracing::info!(
+                        %server,
+                        ums_id = %pin.short(),
+                        key_type = %entry.kind(),
+                        key = %entry.key().masked(),
+                        "presenting key"
+                    );
+                }
                 state.server = Some(server.to_string());
                 let session = match session {
                     Some(session) => session,
@@ -270,11 +285,18 @@ impl Enroller {
                         Err(detail) => return Ok(Pass::Refused(Failure::Rejected { detail })),
                     },
                 };
-                match session
-                    .enroll(server, &self.unit_id, entry.key(), &csr)
-                    .await
-                {
-                    Answer::Certificate { der, ums_id } => {
+                match session.enroll(server, &self.unit_id, &keys, &csr).await {
+                    Answer::Certificate {
+                        der,
+                        ums_id,
+                        key: used,
+                        refused: before,
+                    } => {
+                        // Refusals of the keys tried before it count as if each was presented
+                        // alone.
+                        self.remember(state, &pin, source, &batch, &before, server);
+                        let index = batch[used.min(batch.len() - 1)];
+                        let entry = &source.keys[index];
                         match device_key::check_issued(&der, &ums_id, &pin, &self.unit_id, &key) {
                             Ok(issued) => {
                                 self.store_enrollment(state, issued, &der, &ums_id, entry.kind())?;
@@ -287,21 +309,16 @@ impl Enroller {
                             }
                         }
                     }
-                    Answer::KeyRefused(code) => {
-                        tracing::warn!(
-                            %server,
-                            code = %code,
-                            key_type = %entry.kind(),
-                            key = %entry.key().masked(),
-                            "key refused; trying the next one"
+                    Answer::KeysRefused(each) => {
+                        refused += self.remember(state, &pin, source, &batch, &each, server);
+                        limited.extend(
+                            each.iter()
+                                .filter(|(_, code)| *code == ProblemCode::RateLimited)
+                                .map(|(position, _)| *position),
                         );
-                        let digest = Self::digest(state, &pin, entry.key());
-                        state.remember_refusal(digest, code, self.clock.now());
-                        state.last_error = Some(format!("{server}: key refused ({code})"));
-                        refused += 1;
-                        key_refused = true;
                         // Saved with the pass's outcome, not one fsync per refusal: a pass cut
                         // short presents these keys once more, and they are refused once more.
+                        answered = Some(each.iter().map(|(position, _)| *position).collect());
                         break;
                     }
                     Answer::Refused(Failure::Rejected { detail }) => {
@@ -330,33 +347,65 @@ impl Enroller {
                         retry_after = retry_after.max(asked);
                         faults.push(format!("{server}: {detail}"));
                     }
-                    Answer::Limited { retry_after: asked } => {
-                        tracing::warn!(%server, key_type = %entry.kind(), key = %entry.key().masked(), "rate limited");
-                        limited = true;
+                    Answer::Limited {
+                        retry_after: asked,
+                        keys: positions,
+                    } => {
+                        tracing::warn!(%server, keys = positions.len(), "rate limited");
+                        if answered.is_none() {
+                            limited = positions;
+                        }
                         retry_after = retry_after.max(asked);
                     }
                 }
             }
-            if !key_refused && limited && faults.is_empty() && rejected.is_none() {
-                // Not remembered: the key may be real once the budget refills. The next key is
+            if let Some(positions) = answered {
+                // What the server tried leaves the queue; what it did not (a server that takes
+                // only the Basic key) is presented next.
+                for position in &positions {
+                    if let Some(index) = batch.get(*position) {
+                        queue.retain(|queued| queued != index);
+                    }
+                }
+                if !limited.is_empty() {
+                    limited_keys += limited.len();
+                    limited_wait = limited_wait.max(retry_after);
+                }
+                if positions.is_empty() {
+                    // Nothing answered for: never loop on the same batch.
+                    queue.pop_front();
+                }
+                continue;
+            }
+            if !limited.is_empty() && faults.is_empty() && rejected.is_none() {
+                // Not remembered: the keys may be real once the budget refills. The next keys are
                 // tried now, so that junk sent under this unit ID cannot hold a device with a good
                 // key further down its list; only when every key drew 429 does the device wait.
-                limited_keys += 1;
+                for position in &limited {
+                    if let Some(index) = batch.get(*position) {
+                        queue.retain(|queued| queued != index);
+                    }
+                }
+                if limited
+                    .iter()
+                    .all(|position| batch.get(*position).is_none())
+                {
+                    queue.pop_front();
+                }
+                limited_keys += limited.len();
                 limited_wait = limited_wait.max(retry_after);
                 continue;
             }
-            if !key_refused {
-                if faults.is_empty()
-                    && let Some(failure) = rejected
-                {
-                    return Ok(Pass::Refused(failure));
-                }
-                return Ok(Pass::Fault {
-                    retry_after,
-                    detail: faults.join("; "),
-                    pin_refused,
-                });
+            if faults.is_empty()
+                && let Some(failure) = rejected
+            {
+                return Ok(Pass::Refused(failure));
             }
+            return Ok(Pass::Fault {
+                retry_after,
+                detail: faults.join("; "),
+                pin_refused,
+            });
         }
         if limited_keys > 0 {
             return Ok(Pass::Fault {
@@ -366,6 +415,40 @@ impl Enroller {
             });
         }
         Ok(Pass::Refused(Failure::KeysExhausted { refused }))
+    }
+
+    /// Remembers the final refusals in `each` (positions in `batch`, keys of `source`) as if
+    /// each key had been presented alone; how many.
+    fn remember(
+        &self,
+        state: &mut AgentState,
+        pin: &Pin,
+        source: &KeySource,
+        batch: &[usize],
+        each: &[(usize, ProblemCode)],
+        server: &Server,
+    ) -> usize {
+        let mut remembered = 0;
+        for (position, code) in each {
+            let Some(entry) = batch.get(*position).map(|index| &source.keys[*index]) else {
+                continue;
+            };
+            if !code.is_final_for_key() {
+                continue;
+            }
+            tracing::warn!(
+                %server,
+                code = %code,
+                key_type = %entry.kind(),
+                key = %entry.key().masked(),
+                "key refused; trying the next one"
+            );
+            let digest = Self::digest(state, pin, entry.key());
+            state.remember_refusal(digest, *code, self.clock.now());
+            state.last_error = Some(format!("{server}: key refused ({code})"));
+            remembered += 1;
+        }
+        remembered
     }
 
     /// Stores the certificates of an enrollment and what the state says of it; the driver saves

@@ -6,6 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use onboard_protocol::alternates::{
+    ALTERNATE_KEYS_HEADER, KEY_INDEX_HEADER, KEYS_REFUSED_HEADER, decode_refused, encode_alternates,
+};
 use onboard_protocol::routes::{CONTENT_TYPE_PKCS10, EST_CACERTS, EST_SIMPLEENROLL};
 use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, Server, UnitId, est};
 use reqwest::StatusCode;
@@ -23,9 +26,15 @@ pub(crate) enum Answer {
     Certificate {
         der: Vec<u8>,
         ums_id: Vec<u8>,
+        /// Which of the keys presented enrolled (0: the Basic one).
+        key: usize,
+        /// Keys presented before it and refused, by index.
+        refused: Vec<(usize, ProblemCode)>,
     },
-    /// Final for the key.
-    KeyRefused(ProblemCode),
+    /// Every key tried was refused, by index: final for each key with a final code; those
+    /// refused `rate_limited` may be real (as [`Answer::Limited`]). Keys presented but not listed
+    /// were not tried (a server that takes only the Basic key).
+    KeysRefused(Vec<(usize, ProblemCode)>),
     /// Final for this source.
     Refused(Failure),
     /// Retry later.
@@ -38,24 +47,37 @@ pub(crate) enum Answer {
     /// used up (by someone else's junk, perhaps). The next key may still be real.
     Limited {
         retry_after: Option<Duration>,
+        /// The keys it limited, by index (the Basic one when the answer does not say).
+        keys: Vec<usize>,
     },
 }
 
 /// What a refusal means, from its status and problem body: final for the key, final for the
 /// device, or a fault to retry (the server busy, down or out of time: 5xx, 429 and its own 408).
+/// `listed` is what the answer's `X-Onboard-Keys-Refused` says of each key presented, if it says.
 pub(crate) fn answer_to_refusal(
     status: StatusCode,
     problem: Option<&Problem>,
     retry_after: Option<Duration>,
+    listed: Option<Vec<(usize, ProblemCode)>>,
 ) -> Answer {
+    let limited = |listed: Option<Vec<(usize, ProblemCode)>>| Answer::Limited {
+        retry_after,
+        keys: listed.map_or_else(
+            || vec![0],
+            |listed| listed.into_iter().map(|(index, _)| index).collect(),
+        ),
+    };
     let detail = problem
         .and_then(|problem| problem.detail.as_deref())
         .map(clean_detail);
     match problem.map(|problem| problem.code) {
-        Some(code) if code.is_final_for_key() => Answer::KeyRefused(code),
+        Some(code) if code.is_final_for_key() => {
+            Answer::KeysRefused(listed.unwrap_or_else(|| vec![(0, code)]))
+        }
         Some(ProblemCode::UnitIdConflict) => Answer::Refused(Failure::UnitIdConflict),
-        Some(ProblemCode::RateLimited) => Answer::Limited { retry_after },
-        None if status == StatusCode::TOO_MANY_REQUESTS => Answer::Limited { retry_after },
+        Some(ProblemCode::RateLimited) => limited(listed),
+        None if status == StatusCode::TOO_MANY_REQUESTS => limited(listed),
         Some(ProblemCode::BadRequest) => Answer::Refused(Failure::Rejected {
             detail: format!("bad_request: {}", detail.unwrap_or_default()),
         }),
@@ -161,13 +183,18 @@ impl EstSession {
 
     /// `simpleenroll` on `server` with `key` for `unit_id` and `csr`; first, once per session,
     /// `cacerts`, which carries nothing secret and proves the pin before any key goes out.
+    /// `keys` (at most [`onboard_protocol::alternates::MAX_KEYS_PER_REQUEST`]): the first in HTTP Basic, the others as
+    /// alternates, tried by the server in order.
     pub(crate) async fn enroll(
         &mut self,
         server: &Server,
         unit_id: &UnitId,
-        key: &FirstAuthKey,
+        keys: &[&FirstAuthKey],
         csr: &str,
     ) -> Answer {
+        let Some((key, alternates)) = keys.split_first() else {
+            return Answer::KeysRefused(Vec::new());
+        };
         let base = base_url(server);
         // Later keys of the same pass reuse the client (and its connection, whose chain the same
         // verifier accepted; a new connection is verified again).
@@ -178,7 +205,7 @@ impl EstSession {
             };
             let status = cacerts.status();
             if status != StatusCode::OK {
-                return unexpected(status, cacerts).await;
+                return unexpected(status, cacerts, 0).await;
             }
             let _ = cacerts.bytes().await;
             self.proven = true;
@@ -191,31 +218,62 @@ impl EstSession {
             };
         };
         // Only now, over a connection whose chain the verifier accepted, the key.
-        let response = match self
+        let mut request = self
             .client
             .post(format!("{base}{EST_SIMPLEENROLL}"))
             .basic_auth(unit_id.as_str(), Some(key.expose_secret()))
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_PKCS10)
-            .body(csr.to_owned())
-            .send()
-            .await
-        {
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_PKCS10);
+        if !alternates.is_empty() {
+            request = request.header(
+                ALTERNATE_KEYS_HEADER,
+                encode_alternates(alternates.iter().copied()),
+            );
+        }
+        let response = match request.body(csr.to_owned()).send().await {
             Ok(response) => response,
             Err(error) => return transport_fault(&self.verifier, &error),
         };
         let status = response.status();
         if status == StatusCode::OK {
+            let key = response
+                .headers()
+                .get(KEY_INDEX_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<usize>().ok())
+                .filter(|index| *index < keys.len())
+                .unwrap_or(0);
+            let refused = listed_refusals(&response, keys.len()).unwrap_or_default();
             return match certificate_from(response).await {
-                Ok(der) => Answer::Certificate { der, ums_id },
+                Ok(der) => Answer::Certificate {
+                    der,
+                    ums_id,
+                    key,
+                    refused,
+                },
                 Err(detail) => Answer::Refused(Failure::Rejected { detail }),
             };
         }
-        unexpected(status, response).await
+        unexpected(status, response, keys.len()).await
     }
 }
 
+/// The refusals an answer lists (`X-Onboard-Keys-Refused`) of the `presented` keys, if it lists
+/// them readably.
+fn listed_refusals(
+    response: &reqwest::Response,
+    presented: usize,
+) -> Option<Vec<(usize, ProblemCode)>> {
+    let value = response.headers().get(KEYS_REFUSED_HEADER)?.to_str().ok()?;
+    let listed = decode_refused(value).ok()?;
+    listed
+        .iter()
+        .all(|(index, _)| *index < presented)
+        .then_some(listed)
+}
+
 /// What a non-200 answer means: a problem code to branch on, a fault to retry, or a rejection.
-async fn unexpected(status: StatusCode, response: reqwest::Response) -> Answer {
+async fn unexpected(status: StatusCode, response: reqwest::Response, presented: usize) -> Answer {
+    let listed = listed_refusals(&response, presented);
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -224,7 +282,7 @@ async fn unexpected(status: StatusCode, response: reqwest::Response) -> Answer {
         .map(Duration::from_secs);
     let body = response.bytes().await.unwrap_or_default();
     let problem: Option<Problem> = serde_json::from_slice(&body).ok();
-    answer_to_refusal(status, problem.as_ref(), retry_after)
+    answer_to_refusal(status, problem.as_ref(), retry_after, listed)
 }
 
 /// The problem body of a refusal, if it is one.
@@ -267,9 +325,10 @@ mod tests {
                 StatusCode::from_u16(status).unwrap(),
                 problem.as_ref(),
                 None,
+                None,
             ) {
                 Answer::Certificate { .. } => "certificate",
-                Answer::KeyRefused(_) => "next key",
+                Answer::KeysRefused(_) => "next key",
                 Answer::Refused(_) => "stop",
                 Answer::Fault { .. } => "retry",
                 Answer::Limited { .. } => "next key, then retry",
