@@ -100,9 +100,9 @@ impl Driver {
                 mismatch.get_or_insert(failure);
                 continue;
             }
-            let (fresh, refused) = enroller.candidates(state, source);
-            if fresh.is_empty() {
-                exhausted += refused;
+            let mut candidates = enroller.candidates(state, source);
+            if candidates.fill(state, source, 1) == 0 {
+                exhausted += candidates.refused;
                 continue;
             }
             match &state.phase {
@@ -117,7 +117,7 @@ impl Driver {
             }
             tracing::info!(key_file = %source.origin, servers = source.servers.len(), "enrolling");
             (self.on_pass)();
-            match enroller.pass(source, state).await? {
+            match enroller.pass(source, state, candidates).await? {
                 Pass::Issued { key } => {
                     self.faults = 0;
                     enroller.transition(state, Event::Issued)?;

@@ -205,46 +205,46 @@ impl Enroller {
     }
 
     /// The keys of `source` this device would present now, in order, without those refused
-    /// before; and how many were refused before.
-    pub fn candidates(&self, state: &mut AgentState, source: &KeySource) -> (Vec<usize>, usize) {
+    /// before: looked at only as far as they are needed, so that a stick of thousands of keys
+    /// does not cost a digest of each at every pass.
+    pub fn candidates(&self, state: &AgentState, source: &KeySource) -> Candidates {
         let pin = self
             .pin_for(state, &source.ums_id)
             .unwrap_or_else(|_| source.ums_id.clone());
-        let mut fresh = Vec::new();
-        let mut refused = 0;
-        for index in key_order(&source.keys, &self.unit_id) {
-            let digest = Self::digest(state, &pin, source.keys[index].key());
-            if state.is_refused(&digest, self.clock.now(), self.unknown_key_retry) {
-                refused += 1;
-            } else {
-                fresh.push(index);
-            }
+        let held = state
+            .refused_digests(self.clock.now(), self.unknown_key_retry)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        Candidates {
+            order: key_order(&source.keys, &self.unit_id).into(),
+            ahead: VecDeque::new(),
+            held,
+            pin,
+            refused: 0,
         }
-        (fresh, refused)
     }
 
-    /// One pass over the keys and servers of `source` (see the module documentation). `state`
-    /// is updated as it goes; its phase is the driver's to change.
+    /// `candidates` are what [`Enroller::candidates`] made of `source` (and may have looked into).
     pub(crate) async fn pass(
         &self,
         source: &KeySource,
         state: &mut AgentState,
+        mut candidates: Candidates,
     ) -> Result<Pass, EnrollError> {
         let pin = match self.pin_for(state, &source.ums_id) {
             Ok(pin) => pin,
             Err(failure) => return Ok(Pass::Refused(failure)),
         };
-        let (candidates, refused_before) = self.candidates(state, source);
-        if candidates.is_empty() {
+        if candidates.fill(state, source, 1) == 0 {
             return Ok(Pass::Refused(Failure::KeysExhausted {
-                refused: refused_before,
+                refused: candidates.refused,
             }));
         }
         let key = device_key::load_or_generate(&self.state_dir, self.key_algorithm)?;
         let csr = device_key::csr(&self.unit_id, &key, &self.state_dir)?;
         state.unit_id = Some(self.unit_id.clone());
         state.servers = source.servers.iter().map(ToString::to_string).collect();
-        let mut refused = refused_before;
         // Keys answered 429 by every server, and the longest wait asked for.
         let mut limited_keys = 0usize;
         let mut limited_wait: Option<Duration> = None;
@@ -252,8 +252,12 @@ impl Enroller {
         let mut sessions: Vec<Option<EstSession>> = source.servers.iter().map(|_| None).collect();
         // The keys still to present, in order; each request presents the next few at once
         // (onboard_protocol::alternates), and what the server did not try stays in front.
-        let mut queue: VecDeque<usize> = candidates.into();
-        while !queue.is_empty() {
+        loop {
+            candidates.fill(state, source, MAX_KEYS_PER_REQUEST);
+            let queue = &mut candidates.ahead;
+            if queue.is_empty() {
+                break;
+            }
             let batch: Vec<usize> = queue.iter().take(MAX_KEYS_PER_REQUEST).copied().collect();
             let keys: Vec<&FirstAuthKey> = batch
                 .iter()
@@ -310,7 +314,8 @@ impl Enroller {
                         }
                     }
                     Answer::KeysRefused(each) => {
-                        refused += self.remember(state, &pin, source, &batch, &each, server);
+                        candidates.refused +=
+                            self.remember(state, &pin, source, &batch, &each, server);
                         limited.extend(
                             each.iter()
                                 .filter(|(_, code)| *code == ProblemCode::RateLimited)
@@ -414,7 +419,9 @@ impl Enroller {
                 pin_refused: false,
             });
         }
-        Ok(Pass::Refused(Failure::KeysExhausted { refused }))
+        Ok(Pass::Refused(Failure::KeysExhausted {
+            refused: candidates.refused,
+        }))
     }
 
     /// Remembers the final refusals in `each` (positions in `batch`, keys of `source`) as if
@@ -501,6 +508,40 @@ impl Enroller {
             0o644,
         )?;
         Ok(())
+    }
+}
+
+/// The keys of one source a device would present, in order, checked against the refusals it
+/// remembers as they are needed ([`Enroller::candidates`]).
+#[derive(Debug)]
+pub struct Candidates {
+    /// Keys not looked at yet, in order.
+    order: VecDeque<usize>,
+    /// Keys looked at and not refused before: presented next.
+    ahead: VecDeque<usize>,
+    /// Digests of the refusals that held when the look began.
+    held: std::collections::HashSet<String>,
+    /// The pin their digests are scoped to.
+    pin: Pin,
+    /// How many keys looked at were refused (before, or during this pass).
+    pub refused: usize,
+}
+
+impl Candidates {
+    /// Looks further until `want` keys are ahead or none is left; how many are ahead.
+    pub fn fill(&mut self, state: &mut AgentState, source: &KeySource, want: usize) -> usize {
+        while self.ahead.len() < want {
+            let Some(index) = self.order.pop_front() else {
+                break;
+            };
+            let digest = Enroller::digest(state, &self.pin, source.keys[index].key());
+            if self.held.contains(&digest) {
+                self.refused += 1;
+            } else {
+                self.ahead.push_back(index);
+            }
+        }
+        self.ahead.len()
     }
 }
 

@@ -260,6 +260,19 @@ impl AgentState {
         hex(&hasher.finalize())
     }
 
+    /// The digests of the refusals that still hold at `now`, for checking many keys at once.
+    pub fn refused_digests(
+        &self,
+        now: time::OffsetDateTime,
+        unknown_for: std::time::Duration,
+    ) -> std::collections::HashSet<&str> {
+        self.refused_keys
+            .iter()
+            .filter(|refused| refusal_holds(refused.code, refused.at, now, unknown_for))
+            .map(|refused| refused.digest.as_str())
+            .collect()
+    }
+
     /// Whether a key with this digest was refused with a final code that still holds at `now`
     /// (`key_unknown` refusals for `unknown_for`).
     pub fn is_refused(
@@ -317,7 +330,13 @@ impl AgentState {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// An exclusive hold on the state directory (`dir/.lock`, an advisory lock released when the
@@ -644,5 +663,11 @@ mod tests {
         fs::write(&blocker, b"").unwrap();
         let error = write_atomically(&blocker.join("sub"), "x", b"", 0o600).unwrap_err();
         assert!(error.to_string().contains("file/sub"), "{error}");
+    }
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
     }
 }
