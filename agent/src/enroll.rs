@@ -2,7 +2,9 @@
 //! which of them this device presents now, and one [`Enroller::pass`] over them.
 //!
 //! A pass walks the keys this device may present (ARCHITECTURE §6 order, keys refused before
-//! skipped) and, for each, the servers of the key file in order:
+//! skipped), up to eight per request ([`onboard_protocol::alternates`]: the first in HTTP Basic,
+//! the others as alternates the server tries in order), and for each request the servers of the
+//! key file in order:
 //!
 //! 1. TLS with the pinned verifier; `GET cacerts` first, carrying nothing secret. A server whose
 //!    chain is not anchored in the pinned UMS ID is refused here, before any key is sent
@@ -15,9 +17,12 @@
 //!    stored; the state file follows with the driver's transition.
 //!
 //! A final refusal of a key (`key_unknown`, `key_inactive`, `key_used`,
-//! `key_bound_to_other_device`) is remembered by digest and the next key follows. Network faults,
-//! a refused pin, 5xx and 429 on every server end the pass with [`Pass::Fault`]: the caller backs
-//! off and retries the same key. `unit_id_conflict` and `bad_request` end it with
+//! `key_bound_to_other_device`), for each key the answer lists, is remembered by digest as if the
+//! key had been presented alone, and the next keys follow; keys a server did not try (one that
+//! takes only the Basic key) are presented next. Keys answered 429 (`rate_limited`) are not
+//! remembered: the next keys are tried, and only when no key is left but limited ones does the
+//! pass end in a fault. Network faults, a refused pin and 5xx on every server end the pass with
+//! [`Pass::Fault`]: the caller backs off and retries the same keys. `unit_id_conflict` and `bad_request` end it with
 //! [`Pass::Refused`]. A pass changes no phase: [`crate::driver`] makes every transition.
 
 use std::collections::VecDeque;
@@ -252,13 +257,16 @@ impl Enroller {
         let mut sessions: Vec<Option<EstSession>> = source.servers.iter().map(|_| None).collect();
         // The keys still to present, in order; each request presents the next few at once
         // (onboard_protocol::alternates), and what the server did not try stays in front.
+        // Once a server limits this device, it looks at the Basic key only: the keys are then
+        // presented one a request, so that a real key further down still goes through.
+        let mut per_request = MAX_KEYS_PER_REQUEST;
         loop {
-            candidates.fill(state, source, MAX_KEYS_PER_REQUEST);
+            candidates.fill(state, source, per_request);
             let queue = &mut candidates.ahead;
             if queue.is_empty() {
                 break;
             }
-            let batch: Vec<usize> = queue.iter().take(MAX_KEYS_PER_REQUEST).copied().collect();
+            let batch: Vec<usize> = queue.iter().take(per_request).copied().collect();
             let keys: Vec<&FirstAuthKey> = batch
                 .iter()
                 .map(|index| source.keys[*index].key())
@@ -268,7 +276,7 @@ impl Enroller {
             let mut pin_refused = false;
             // The batch positions the server answered for (refused, or limited).
             let mut answered: Option<Vec<usize>> = None;
-            let mut limited: Vec<usize> = Vec::new();
+            let mut limited: std::collections::BTreeSet<usize> = Default::default();
             let mut rejected: Option<Failure> = None;
             for (server, session) in source.servers.iter().zip(sessions.iter_mut()) {
                 for index in &batch {
@@ -316,11 +324,13 @@ impl Enroller {
                     Answer::KeysRefused(each) => {
                         candidates.refused +=
                             self.remember(state, &pin, source, &batch, &each, server);
-                        limited.extend(
-                            each.iter()
-                                .filter(|(_, code)| *code == ProblemCode::RateLimited)
-                                .map(|(position, _)| *position),
-                        );
+                        // This answer speaks for the keys it lists; a 429 from a server tried
+                        // before does not.
+                        limited = each
+                            .iter()
+                            .filter(|(_, code)| *code == ProblemCode::RateLimited)
+                            .map(|(position, _)| *position)
+                            .collect();
                         // Saved with the pass's outcome, not one fsync per refusal: a pass cut
                         // short presents these keys once more, and they are refused once more.
                         answered = Some(each.iter().map(|(position, _)| *position).collect());
@@ -356,10 +366,12 @@ impl Enroller {
                         retry_after: asked,
                         keys: positions,
                     } => {
-                        tracing::warn!(%server, keys = positions.len(), "rate limited");
-                        if answered.is_none() {
-                            limited = positions;
-                        }
+                        tracing::warn!(%server, "rate limited");
+                        // A limited server looks at the Basic key only: the others were not
+                        // tried, and come next, one a request.
+                        let _ = positions;
+                        limited.insert(0);
+                        per_request = 1;
                         retry_after = retry_after.max(asked);
                     }
                 }
@@ -376,7 +388,7 @@ impl Enroller {
                     limited_keys += limited.len();
                     limited_wait = limited_wait.max(retry_after);
                 }
-                if positions.is_empty() {
+                if positions.iter().all(|position| *position >= batch.len()) {
                     // Nothing answered for: never loop on the same batch.
                     queue.pop_front();
                 }
@@ -391,10 +403,7 @@ impl Enroller {
                         queue.retain(|queued| queued != index);
                     }
                 }
-                if limited
-                    .iter()
-                    .all(|position| batch.get(*position).is_none())
-                {
+                if limited.iter().all(|position| *position >= batch.len()) {
                     queue.pop_front();
                 }
                 limited_keys += limited.len();

@@ -224,10 +224,13 @@ impl EstSession {
             .basic_auth(unit_id.as_str(), Some(key.expose_secret()))
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_PKCS10);
         if !alternates.is_empty() {
-            request = request.header(
-                ALTERNATE_KEYS_HEADER,
-                encode_alternates(alternates.iter().copied()),
-            );
+            // Keys, like the Authorization header: marked so that no layer logs them.
+            let encoded = encode_alternates(alternates.iter().copied());
+            let Ok(mut value) = reqwest::header::HeaderValue::from_str(&encoded) else {
+                return Answer::KeysRefused(Vec::new());
+            };
+            value.set_sensitive(true);
+            request = request.header(ALTERNATE_KEYS_HEADER, value);
         }
         let response = match request.body(csr.to_owned()).send().await {
             Ok(response) => response,

@@ -222,31 +222,51 @@ async fn enroll(
         return Err(blocked.map_or_else(unknown, limited));
     };
     // Each key's lookup digest with its index in the request; the keys themselves go now.
+    let mut unknown_keys: Vec<(usize, ProblemCode)> = Vec::new();
     let mut keys: Vec<(usize, crate::vault::LookupDigest)> = std::iter::once(&key)
         .chain(&alternates)
         .map(|key| shared.stub.vault.lookup(key))
         .enumerate()
         .collect();
     drop((key, alternates));
-    // Once the source or unit ID has used up its guesses, only keys the store knows are tried:
-    // each unknown one is a guess, refused as rate limited without a write.
-    let mut limited_keys = Vec::new();
+    // Once the source or unit ID has used up its guesses, only the Basic key is looked at, and
+    // tried only if the store knows it (a guess is answered rate limited without a write); the
+    // alternates are not tried at all, so a limited source cannot test eight keys a request.
+    let mut untried = Vec::new();
     if let Some(wait) = limiter.blocked_for(source, unit, Instant::now()) {
+        untried.extend(
+            keys.drain(1..)
+                .map(|(index, _)| (index, ProblemCode::RateLimited)),
+        );
+        let known = match keys.first() {
+            Some((_, lookup)) => shared.stub.store.knows_key(lookup).await?,
+            None => false,
+        };
+        if !known {
+            limiter.guessed(source, unit, Instant::now());
+            if !several {
+                return Err(limited(wait));
+            }
+            untried.insert(0, (0, ProblemCode::RateLimited));
+            tracing::info!(%unit_id, %source, keys = untried.len(), "enrollment refused: rate limited");
+            return Ok(with_refused(limited(wait), &untried));
+        }
+    } else if several {
+        // Each unknown key is a guess, counted before any is tried: a request of eight keys
+        // spends eight guesses of the budget, and unknown keys cost no write.
         let mut known = Vec::with_capacity(keys.len());
         for (index, lookup) in keys {
             if shared.stub.store.knows_key(&lookup).await? {
                 known.push((index, lookup));
             } else {
                 limiter.guessed(source, unit, Instant::now());
-                limited_keys.push((index, ProblemCode::RateLimited));
+                unknown_keys.push((index, ProblemCode::KeyUnknown));
             }
         }
         if known.is_empty() {
-            return if several {
-                Ok(with_refused(limited(wait), &limited_keys))
-            } else {
-                Err(limited(wait))
-            };
+            tracing::info!(%unit_id, %source, keys = unknown_keys.len(), "enrollment refused: every key unknown");
+            let refusal = unknown();
+            return Ok(with_refused(refusal, &unknown_keys));
         }
         keys = known;
     }
@@ -272,7 +292,8 @@ async fn enroll(
     });
     // The store's indexes are of the keys it was given; the answer names the request's.
     let in_request = |refused: Vec<(usize, ProblemCode)>| -> Vec<(usize, ProblemCode)> {
-        let mut all = limited_keys.clone();
+        let mut all = untried.clone();
+        all.extend(unknown_keys.iter().copied());
         all.extend(
             refused
                 .into_iter()

@@ -243,10 +243,6 @@ impl PostgresStore {
                 let Some((key_id, kind, _, active, usage_count)) = key else {
                     return Err(self.corrupt("a consumption with no key".to_owned()));
                 };
-                let issue = issue.take().ok_or_else(|| {
-                    self.corrupt("a second consumption in one attempt".to_owned())
-                })?;
-                let issued = issue().map_err(StoreError::Issue)?;
                 let status = claim::status(kind, active, usage_count + 1);
                 // Second line of defence behind claim::decide, as in SQLite.
                 let consumed = tx
@@ -266,6 +262,11 @@ impl PostgresStore {
                     audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
                     return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
                 }
+                // Signed only once the key is consumed, as in SQLite.
+                let issue = issue.take().ok_or_else(|| {
+                    self.corrupt("a second consumption in one attempt".to_owned())
+                })?;
+                let issued = issue().map_err(StoreError::Issue)?;
                 let device = DeviceRecord {
                     unit_id: attempt.unit_id.clone(),
                     public_key: attempt.public_key.clone(),

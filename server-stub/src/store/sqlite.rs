@@ -702,10 +702,6 @@ fn enroll_in(
             let Some((key_id, kind, _, active, usage_count)) = key else {
                 return Err(corrupt("a consumption with no key".to_owned()));
             };
-            let issue = issue
-                .take()
-                .ok_or_else(|| corrupt("a second consumption in one attempt".to_owned()))?;
-            let issued = issue().map_err(StoreError::Issue)?;
             let status = claim::status(kind, active, usage_count + 1);
             // Second line of defence behind claim::decide: a one-time or device-bound key goes
             // from unused to used once, and an inactive key is never consumed, whatever a bug
@@ -726,6 +722,12 @@ fn enroll_in(
                 audit_in(tx, &audit).map_err(db)?;
                 return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
             }
+            // Signed only once the key is consumed: a guard refusal leaves the certificate to
+            // the next key of the attempt.
+            let issue = issue
+                .take()
+                .ok_or_else(|| corrupt("a second consumption in one attempt".to_owned()))?;
+            let issued = issue().map_err(StoreError::Issue)?;
             let device = DeviceRecord {
                 unit_id: attempt.unit_id.clone(),
                 public_key: attempt.public_key.clone(),
