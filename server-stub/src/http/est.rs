@@ -254,9 +254,11 @@ async fn enroll(
     } else if several {
         // Each unknown key is a guess, counted before any is tried: a request of eight keys
         // spends eight guesses of the budget, and unknown keys cost no write.
+        let lookups: Vec<_> = keys.iter().map(|(_, lookup)| *lookup).collect();
+        let found = shared.stub.store.known_keys(&lookups).await?;
         let mut known = Vec::with_capacity(keys.len());
-        for (index, lookup) in keys {
-            if shared.stub.store.knows_key(&lookup).await? {
+        for ((index, lookup), found) in keys.into_iter().zip(found) {
+            if found {
                 known.push((index, lookup));
             } else {
                 limiter.guessed(source, unit, Instant::now());

@@ -619,6 +619,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// key from a guess before deciding to spend a write on it.
     async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError>;
 
+    /// [`Store::knows_key`] for several digests in one read, in their order.
+    async fn known_keys(&self, lookups: &[LookupDigest]) -> Result<Vec<bool>, StoreError>;
+
     /// Decides an enrollment attempt through [`crate::claim::decide`] and applies the decision
     /// in one transaction with the certificate `issue` signs. Exactly once: a one-time key is
     /// consumed by one device however many attempts race, and a retry by the same unit ID with the

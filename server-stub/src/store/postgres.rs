@@ -962,6 +962,18 @@ impl Store for PostgresStore {
         Ok(!rows.is_empty())
     }
 
+    async fn known_keys(&self, lookups: &[LookupDigest]) -> Result<Vec<bool>, StoreError> {
+        let all: Vec<Vec<u8>> = lookups.iter().map(|lookup| lookup.to_vec()).collect();
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT lookup FROM keys WHERE lookup = ANY($1)", &[&all])
+            .await
+            .map_err(|e| self.db(e))?;
+        let found: std::collections::HashSet<Vec<u8>> =
+            rows.iter().map(|row| row.get::<_, Vec<u8>>(0)).collect();
+        Ok(all.iter().map(|lookup| found.contains(lookup)).collect())
+    }
+
     async fn enroll(
         &self,
         attempt: EnrollAttempt,

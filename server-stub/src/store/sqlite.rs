@@ -1192,6 +1192,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn known_keys(&self, lookups: &[LookupDigest]) -> Result<Vec<bool>, StoreError> {
+        let lookups = lookups.to_vec();
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection
+                .prepare_cached("SELECT 1 FROM keys WHERE lookup = ?1")
+                .map_err(|e| inner.db(e))?;
+            lookups
+                .iter()
+                .map(|lookup| {
+                    statement
+                        .query_row([&lookup[..]], |_| Ok(()))
+                        .optional()
+                        .map(|found| found.is_some())
+                        .map_err(|e| inner.db(e))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn enroll(
         &self,
         attempt: EnrollAttempt,

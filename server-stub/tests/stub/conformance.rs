@@ -791,6 +791,13 @@ async fn tries_alternates_in_order_and_consumes_at_most_one(store: Shared) {
     )
     .await
     .unwrap();
+    assert_eq!(
+        store
+            .known_keys(&[lookup(1), lookup(99), lookup(3)])
+            .await
+            .unwrap(),
+        [true, false, true]
+    );
     // Key 1 goes to another device first.
     let other = store
         .enroll(attempt(&unit(7), 1, b"other"), issue("dd00".to_owned()))
