@@ -55,6 +55,43 @@ fn key_file() -> String {
     KeyFile::new(servers, fingerprint, keys, None).write(Format::Xml)
 }
 
+/// Agent settings for a device `unit` whose one mount root is `root` (state in `root/state`).
+fn settings_for(root: &std::path::Path, unit: &str) -> onboard_agent::config::Settings {
+    RawConfig::default()
+        .validate(
+            None,
+            Overrides {
+                mount_roots: vec![root.to_owned()],
+                state_dir: Some(root.join("state")),
+                unit_id: Some(unit.parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap()
+}
+
+/// `run` in a task with `settings`; its observer, the sender that stops it, and the task.
+fn spawn_daemon(
+    settings: onboard_agent::config::Settings,
+) -> (
+    Observer,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let observer = Observer::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let observer = observer.clone();
+        async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            daemon::run(&settings, shutdown, observer).await.unwrap();
+        }
+    });
+    (observer, stop, task)
+}
+
 fn main() {
     let seconds: u64 = std::env::var("IDLE_SECS")
         .ok()
@@ -63,35 +100,15 @@ fn main() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("STICK")).unwrap();
     std::fs::write(root.path().join("STICK/icg.xml"), key_file()).unwrap();
-    let settings = RawConfig::default()
-        .validate(
-            None,
-            Overrides {
-                mount_roots: vec![root.path().to_owned()],
-                state_dir: Some(root.path().join("state")),
-                unit_id: Some("00E0C5540B8B".parse().unwrap()),
-                ..Overrides::default()
-            },
-        )
-        .unwrap();
+    let settings = settings_for(root.path(), "00E0C5540B8B");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let observer = Observer::new();
+        let (observer, stop, task) = spawn_daemon(settings);
         let mut scans = observer.subscribe();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let observer = observer.clone();
-            async move {
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                daemon::run(&settings, shutdown, observer).await.unwrap();
-            }
-        });
         scans.wait_for(Option::is_some).await.unwrap();
         // Let the blocking-pool thread of the first look finish and the log settle.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -160,35 +177,15 @@ fn connected(seconds: u64) {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("STICK")).unwrap();
         std::fs::write(root.path().join("STICK/icg.xml"), &stick).unwrap();
-        let mut settings = RawConfig::default()
-            .validate(
-                None,
-                Overrides {
-                    mount_roots: vec![root.path().to_owned()],
-                    state_dir: Some(root.path().join("state")),
-                    unit_id: Some(unit.parse().unwrap()),
-                    ..Overrides::default()
-                },
-            )
-            .unwrap();
+        let mut settings = settings_for(root.path(), unit);
         settings.connector_ping = Duration::from_secs(ping);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let observer = Observer::new();
+            let (observer, stop, task) = spawn_daemon(settings);
             let mut connected = observer.subscribe_connector();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn({
-                let observer = observer.clone();
-                async move {
-                    let shutdown = async {
-                        let _ = stopped.await;
-                    };
-                    daemon::run(&settings, shutdown, observer).await.unwrap();
-                }
-            });
             connected.wait_for(Option::is_some).await.unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
             let before = switches();
