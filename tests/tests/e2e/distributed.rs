@@ -32,14 +32,19 @@ fn cli(programs: &Programs, data: &Path, config: &Path, args: &[&str]) -> String
     String::from_utf8(output.stdout).unwrap()
 }
 
-#[test]
-fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
-    let cluster = PgCluster::start();
-    let url = cluster.database();
-    let programs = programs();
-    let root = tempfile::tempdir().unwrap();
-    let secret = root.path().join("cluster.secret");
-    let config = root.path().join("ums-stub.toml");
+/// Two `ums-stub serve` on the database `url`, sharing a cluster secret, with their data
+/// directories and config file under `root`.
+struct Pair {
+    config: std::path::PathBuf,
+    a_data: std::path::PathBuf,
+    b_data: std::path::PathBuf,
+    a: ServeProcess,
+    b: ServeProcess,
+}
+
+fn two_servers(programs: &Programs, root: &Path, url: &str) -> Pair {
+    let secret = root.join("cluster.secret");
+    let config = root.join("ums-stub.toml");
     std::fs::write(
         &config,
         format!(
@@ -48,9 +53,9 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
         ),
     )
     .unwrap();
-    let (a_data, b_data) = (root.path().join("a"), root.path().join("b"));
+    let (a_data, b_data) = (root.join("a"), root.join("b"));
     cli(
-        &programs,
+        programs,
         &a_data,
         &config,
         &[
@@ -60,8 +65,29 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
             secret.to_str().unwrap(),
         ],
     );
-    let a = ServeProcess::start(&programs, &a_data, "127.0.0.1:0", Some(&config)).unwrap();
-    let b = ServeProcess::start(&programs, &b_data, "127.0.0.1:0", Some(&config)).unwrap();
+    let a = ServeProcess::start(programs, &a_data, "127.0.0.1:0", Some(&config)).unwrap();
+    let b = ServeProcess::start(programs, &b_data, "127.0.0.1:0", Some(&config)).unwrap();
+    Pair {
+        config,
+        a_data,
+        b_data,
+        a,
+        b,
+    }
+}
+
+#[test]
+fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
+    let cluster = PgCluster::start();
+    let programs = programs();
+    let root = tempfile::tempdir().unwrap();
+    let Pair {
+        config,
+        a_data,
+        b_data,
+        a,
+        b,
+    } = two_servers(&programs, root.path(), &cluster.database());
 
     // 100 one-time keys on a stick naming A first, then B.
     cli(
@@ -186,32 +212,16 @@ fn a_command_sent_through_one_server_reaches_a_device_connected_to_the_other() {
     use crate::util::agent;
 
     let cluster = PgCluster::start();
-    let url = cluster.database();
     let programs = programs();
     let root = tempfile::tempdir().unwrap();
-    let secret = root.path().join("cluster.secret");
-    let config = root.path().join("ums-stub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "database = \"{url}\"\ncluster_secret_file = \"{}\"\n",
-            secret.display()
-        ),
-    )
-    .unwrap();
-    let (a_data, b_data) = (root.path().join("a"), root.path().join("b"));
+    let Pair {
+        config,
+        a_data,
+        b_data,
+        a,
+        b,
+    } = two_servers(&programs, root.path(), &cluster.database());
     let ums = |data: &Path, args: &[&str]| cli(&programs, data, &config, args);
-    ums(
-        &a_data,
-        &[
-            "cluster-secret",
-            "create",
-            "--out",
-            secret.to_str().unwrap(),
-        ],
-    );
-    let a = ServeProcess::start(&programs, &a_data, "127.0.0.1:0", Some(&config)).unwrap();
-    let b = ServeProcess::start(&programs, &b_data, "127.0.0.1:0", Some(&config)).unwrap();
     ums(&a_data, &["keys", "create", "mass"]);
     let media = root.path().join("media");
     let stick = media.join("STICK");
