@@ -20,9 +20,9 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
-    EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest,
-    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow, Store,
-    StoreError, StoredKey, TokenRow,
+    Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
+    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
+    SessionRow, Store, StoreError, StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -642,6 +642,19 @@ impl PostgresStore {
     }
 }
 
+/// Commits `tx`; a write that may wait for the next sync ([`Durability::Deferred`]) is committed
+/// with `synchronous_commit` off, so it does not wait for its WAL flush.
+async fn commit_with(
+    tx: deadpool_postgres::Transaction<'_>,
+    durability: Durability,
+) -> Result<(), tokio_postgres::Error> {
+    if durability == Durability::Deferred {
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await?;
+    }
+    tx.commit().await
+}
+
 /// Appends an audit line inside `tx`.
 async fn audit_in(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -1017,8 +1030,11 @@ impl Store for PostgresStore {
                 break;
             }
         }
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(done.unwrap_or_else(|| tries.finish()))
+        let outcome = done.unwrap_or_else(|| tries.finish());
+        commit_with(tx, outcome.durability())
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(outcome)
     }
 
     async fn renew(
@@ -1318,7 +1334,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        commit_with(tx, entry.durability())
+            .await
+            .map_err(|e| self.db(e))
     }
 
     async fn audit(

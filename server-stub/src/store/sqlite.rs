@@ -8,6 +8,7 @@
 mod accounts;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -20,9 +21,9 @@ use time::OffsetDateTime;
 
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
-    EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing, PageRequest,
-    Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow, Store,
-    StoreError, StoredKey, TokenRow,
+    Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
+    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
+    SessionRow, Store, StoreError, StoredKey, TokenRow,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -71,6 +72,8 @@ struct Inner {
     connection: Mutex<Connection>,
     /// The writer thread for enrollments and audit lines, started at the first of them.
     writer: OnceLock<std::sync::mpsc::Sender<WriterJob>>,
+    /// How many times the writer has synced the WAL file after a batch.
+    wal_syncs: Arc<AtomicU64>,
 }
 
 /// Work waiting for the writer thread, with where to send its answer.
@@ -97,21 +100,31 @@ enum Done {
     Record(
         tokio::sync::oneshot::Sender<Result<(), StoreError>>,
         Result<(), StoreError>,
+        Durability,
     ),
 }
 
 impl Done {
+    /// What this job's write needs ([`Durability`]); a failed job wrote nothing.
+    fn durability(&self) -> Durability {
+        match self {
+            Done::Enroll(_, Ok(outcome)) => outcome.durability(),
+            Done::Record(_, Ok(()), durability) => *durability,
+            Done::Enroll(_, Err(_)) | Done::Record(_, Err(_), _) => Durability::Deferred,
+        }
+    }
+
     fn answer(self) {
         match self {
             Done::Enroll(reply, outcome) => drop(reply.send(outcome)),
-            Done::Record(reply, outcome) => drop(reply.send(outcome)),
+            Done::Record(reply, outcome, _) => drop(reply.send(outcome)),
         }
     }
 
     fn fail(self, error: impl Fn() -> StoreError) {
         match self {
             Done::Enroll(reply, _) => drop(reply.send(Err(error()))),
-            Done::Record(reply, _) => drop(reply.send(Err(error()))),
+            Done::Record(reply, ..) => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -133,6 +146,7 @@ impl SqliteStore {
             path: path.to_owned(),
             connection: Mutex::new(connection),
             writer: OnceLock::new(),
+            wal_syncs: Arc::default(),
         };
         inner.migrate()?;
         Ok(Self {
@@ -185,15 +199,23 @@ impl SqliteStore {
         .await
     }
 
+    /// How many times the writer has flushed the WAL file after a batch that held a write which
+    /// must be on the disk before it is answered ([`Durability::Synced`]); for tests and
+    /// benchmarks.
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner.wal_syncs.load(Ordering::Relaxed)
+    }
+
     /// Hands `job` to the writer thread, starting it at the first job.
     fn send(&self, job: WriterJob) -> Result<(), StoreError> {
         let inner = &self.inner;
         let jobs = inner.writer.get_or_init(|| {
             let (sender, receiver) = std::sync::mpsc::channel();
             let path = inner.path.clone();
+            let syncs = inner.wal_syncs.clone();
             std::thread::Builder::new()
                 .name("ums-stub-writer".to_owned())
-                .spawn(move || writer(path, receiver))
+                .spawn(move || writer(path, receiver, syncs))
                 .expect("cannot start the database writer thread");
             sender
         });
@@ -480,12 +502,21 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// The writer: takes the enrollment attempts and audit lines waiting, does them all in one
-/// transaction (each in a savepoint, so one failure rolls back only itself), commits once (one
-/// fsync for the lot), then answers each. Refusals, whether decided here or before the store was
-/// asked, never cost an fsync of their own.
-fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
+/// transaction (each in a savepoint, so one failure rolls back only itself), commits once, then
+/// answers each.
+///
+/// Its connection commits with `synchronous = NORMAL`: a commit reaches the WAL file but is not
+/// flushed. When the batch holds a write that must be on the disk before it is answered
+/// ([`Durability::Synced`]: a key consumed, an export audited), the writer flushes the WAL file
+/// itself before answering, which carries every commit before it too. A batch of refusals only is
+/// answered without an fsync: refusals, whether decided here or before the store was asked, never
+/// cost an fsync of their own.
+fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<AtomicU64>) {
     let shown = path.display().to_string();
+    let wal = wal_file(&path);
     let mut connection: Option<Connection> = None;
+    // The WAL file's directory entry is flushed once, at the first sync.
+    let mut directory_synced = false;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -497,7 +528,12 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
         // (Re)open the connection for each batch until it works: a passing fault must not leave
         // enrollments failing until a restart.
         if connection.is_none() {
-            match connect(&path) {
+            match connect(&path).and_then(|opened| {
+                opened
+                    .execute_batch("PRAGMA synchronous = NORMAL")
+                    .map_err(|e| backend_error(&shown, e))?;
+                Ok(opened)
+            }) {
                 Ok(opened) => connection = Some(opened),
                 Err(error) => {
                     tracing::error!("the database writer cannot open the database: {error}")
@@ -542,7 +578,7 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
                     WriterJob::Record { entry, reply } => {
                         let outcome = audit_in(&savepoint, &entry).map_err(db);
                         let ok = outcome.is_ok();
-                        (Done::Record(reply, outcome), ok)
+                        (Done::Record(reply, outcome, entry.durability()), ok)
                     }
                 };
                 // Kept before anything else can fail, so that every job is answered.
@@ -554,7 +590,16 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
                     drop(savepoint);
                 }
             }
-            tx.commit().map_err(db)
+            tx.commit().map_err(db)?;
+            if Durability::of_all(done.iter().map(Done::durability)) == Durability::Synced {
+                sync_wal(&wal, !directory_synced).map_err(|source| StoreError::Backend {
+                    database: shown.clone(),
+                    source: Box::new(source),
+                })?;
+                directory_synced = true;
+                syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
         })();
         match committed {
             Ok(()) => done.into_iter().for_each(Done::answer),
@@ -586,6 +631,30 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>) {
             }
         }
     }
+}
+
+/// The WAL file SQLite keeps beside the database at `path`.
+fn wal_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Flushes the WAL file `wal` (and, when `directory`, the directory holding it) to the disk:
+/// every commit written to it so far survives a power cut.
+fn sync_wal(wal: &Path, directory: bool) -> std::io::Result<()> {
+    std::fs::File::open(wal)?.sync_data()?;
+    if directory {
+        if let Some(parent) = wal.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// Tries the keys of `attempt` in order inside `tx` ([`super::KeyTries`]).

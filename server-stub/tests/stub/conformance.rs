@@ -1009,6 +1009,124 @@ async fn the_sqlite_store_conforms() {
     .await;
 }
 
+/// SQLite's writer flushes its WAL file only for a write that must be on the disk before it is
+/// answered (`Durability`): a refusal, a repeated answer or a refusal's audit line costs no fsync
+/// of its own; a consumed key and an export's audit line each get theirs before the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let opened = path.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&opened))
+        .await
+        .unwrap()
+        .unwrap();
+    let store = Arc::new(store);
+    let shared = store.clone() as Shared;
+    insert(
+        &shared,
+        (1..=2)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let before = store.wal_syncs();
+
+    // Refusals: unknown keys, a key bound elsewhere, and audit lines of refusals decided before
+    // the store was asked.
+    for n in 0..20 {
+        let outcome = shared
+            .enroll(
+                attempt(&unit(n), 1000 + n as u64, b"pair"),
+                issue(format!("r{n}")),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, EnrollOutcome::Refused(ProblemCode::KeyUnknown)),
+            "{outcome:?}"
+        );
+        let mut line = AuditEntry::new("enroll", &Actor::cli());
+        line.outcome = ProblemCode::RateLimited.as_str().to_owned();
+        shared.record(line).await.unwrap();
+    }
+    assert_eq!(store.wal_syncs(), before, "refusals were synced");
+
+    // A key consumed: synced before the answer.
+    let unit_id = unit(100);
+    let first = shared
+        .enroll(attempt(&unit_id, 1, b"pair-a"), issue("aa01".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            first,
+            EnrollOutcome::Issued {
+                repeated: false,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert_eq!(
+        store.wal_syncs(),
+        before + 1,
+        "a consumed key was not synced"
+    );
+
+    // Its retry, answered from the stored device, and a refusal of the used key: no sync.
+    let again = shared
+        .enroll(attempt(&unit_id, 1, b"pair-a"), issue("aa02".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, EnrollOutcome::Issued { repeated: true, .. }),
+        "{again:?}"
+    );
+    let used = shared
+        .enroll(attempt(&unit(101), 1, b"pair-b"), issue("aa03".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(used, EnrollOutcome::Refused(ProblemCode::KeyUsed)),
+        "{used:?}"
+    );
+    assert_eq!(
+        store.wal_syncs(),
+        before + 1,
+        "a repeat or a refusal was synced"
+    );
+
+    // Something done, audited before it is shown: synced.
+    shared
+        .record(AuditEntry::new("keys.export", &Actor::cli()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.wal_syncs(),
+        before + 2,
+        "an export's audit line was not synced"
+    );
+
+    // Nothing written without a sync of its own was lost by closing: the refusals are all in the
+    // audit log, the key stays used.
+    drop(shared);
+    drop(store);
+    let reopened = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    let refusals = reopened
+        .audit(&Default::default(), &PageRequest::all())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|line| line.outcome != "ok")
+        .count();
+    assert_eq!(refusals, 41);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_postgres_store_conforms() {
     let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
