@@ -644,15 +644,13 @@ fn wal_file(path: &Path) -> PathBuf {
 /// every commit written to it so far survives a power cut.
 fn sync_wal(wal: &Path, directory: bool) -> std::io::Result<()> {
     std::fs::File::open(wal)?.sync_data()?;
-    if directory {
-        if let Some(parent) = wal.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            std::fs::File::open(parent)?.sync_all()?;
-        }
+    if directory && let Some(parent) = wal.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
 }
