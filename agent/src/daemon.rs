@@ -31,7 +31,9 @@ use crate::watcher::{StickWatcher, WatchError};
 use onboard_protocol::connector::Command;
 
 /// How long to let a burst of changes (a mount and the folders made for it, a file being copied)
-/// settle after the first hint before looking. Only ever waited after a hint, never while idle.
+/// settle after the first hint before looking again, when a look made at once found a key file
+/// still being written or none ([`sticks::Scan::whole`]). Only ever waited after a hint, never
+/// while idle.
 /// Short, because it is part of the time from a stick appearing to enrollment: a file still being
 /// copied fails to parse, and the event of its last write wakes another look anyway.
 pub const SETTLE: Duration = Duration::from_millis(30);
@@ -449,16 +451,24 @@ pub async fn run_in(
     let (stop_connector, connector_stop) = watch::channel(false);
     let (reports_to, mut reports) = tokio::sync::mpsc::channel::<Report>(16);
     let mut connector: Option<tokio::task::JoinHandle<()>> = None;
+    // A look made at once on a hint that may be acted on without settling (Scan::whole).
+    let mut looked: Option<sticks::Scan> = None;
     loop {
         if !work.state.phase.is_enrolled() {
-            let task = {
-                let roots = roots.clone();
-                tokio::task::spawn_blocking(move || sticks::scan_roots(&roots, &limits))
-            };
-            // A look at a stick that hangs (a dying device) must not keep the agent from stopping.
-            let scan = tokio::select! {
-                result = task => result,
-                () = &mut shutdown => break,
+            let scan = match looked.take() {
+                Some(scan) => Ok(scan),
+                None => {
+                    let task = {
+                        let roots = roots.clone();
+                        tokio::task::spawn_blocking(move || sticks::scan_roots(&roots, &limits))
+                    };
+                    // A look at a stick that hangs (a dying device) must not keep the agent from
+                    // stopping.
+                    tokio::select! {
+                        result = task => result,
+                        () = &mut shutdown => break,
+                    }
+                }
             };
             match scan {
                 Ok(scan) => {
@@ -549,6 +559,23 @@ pub async fn run_in(
         match wake {
             Some(wake) => {
                 tracing::debug!(?wake, "woken; looking again");
+                // A stick mounted appears whole: a look at once that finds key files and nothing
+                // it cannot read is acted on without waiting. Anything else (a file still being
+                // copied) waits for the burst to settle and is looked at again.
+                watcher.discard_pending().await;
+                watcher.rewatch();
+                let task = {
+                    let roots = roots.clone();
+                    tokio::task::spawn_blocking(move || sticks::scan_roots(&roots, &limits))
+                };
+                let early = tokio::select! {
+                    result = task => result.ok(),
+                    () = &mut shutdown => break,
+                };
+                if let Some(scan) = early.filter(sticks::Scan::whole) {
+                    looked = Some(scan);
+                    continue;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(SETTLE) => {}
                     () = &mut shutdown => break,

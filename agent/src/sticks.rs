@@ -53,6 +53,14 @@ impl Scan {
             .flat_map(|stick| &stick.problems)
             .chain(&self.problems)
     }
+
+    /// Whether a look made at once on a hint may be acted on without waiting for the burst of
+    /// changes to settle: it found a key file, and nothing it could not read. A stick mounted
+    /// appears whole, so this is the usual case; a key file still being copied reads as a
+    /// problem (or not at all), and then the agent settles and looks again.
+    pub fn whole(&self) -> bool {
+        self.key_files().next().is_some() && self.all_problems().next().is_none()
+    }
 }
 
 /// Looks for sticks under every root and reads their key files.
@@ -139,5 +147,75 @@ mod tests {
             .collect();
         assert_eq!(names, ["LABEL", "user/STICK1", "user/STICK2"]);
         assert!(stick_candidates(&root.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn only_a_look_with_key_files_and_no_problem_is_acted_on_before_settling() {
+        let whole_file = |stick: &str| -> FoundKeyFile {
+            FoundKeyFile {
+                path: PathBuf::from(format!("/media/{stick}/icg.xml")),
+                format: onboard_protocol::Format::Xml,
+                size: 1,
+                key_file: onboard_protocol::KeyFile {
+                    format_version: 1,
+                    exported_at: None,
+                    servers: Vec::new(),
+                    ums_id: onboard_protocol::Fingerprint::from_bytes([7; 32]),
+                    keys: Vec::new(),
+                },
+            }
+        };
+        let problem = |path: &str| Problem {
+            path: PathBuf::from(path),
+            problem: crate::discovery::FileProblem::SymbolicLink,
+            notable: false,
+        };
+        let stick = |name: &str, key_files: Vec<FoundKeyFile>, problems: Vec<Problem>| Stick {
+            path: PathBuf::from(format!("/media/{name}")),
+            key_files,
+            problems,
+        };
+        let table: Vec<(&str, Scan, bool)> = vec![
+            ("nothing found", Scan::default(), false),
+            (
+                "a key file, nothing else",
+                Scan {
+                    sticks: vec![stick("A", vec![whole_file("A")], vec![])],
+                    problems: vec![],
+                },
+                true,
+            ),
+            (
+                "a key file beside a file that cannot be read (it may still be copied)",
+                Scan {
+                    sticks: vec![stick(
+                        "A",
+                        vec![whole_file("A")],
+                        vec![problem("/media/A/keys.txt")],
+                    )],
+                    problems: vec![],
+                },
+                false,
+            ),
+            (
+                "a key file, and a problem on another folder",
+                Scan {
+                    sticks: vec![stick("A", vec![whole_file("A")], vec![])],
+                    problems: vec![problem("/media/B/icg.xml")],
+                },
+                false,
+            ),
+            (
+                "only problems",
+                Scan {
+                    sticks: vec![],
+                    problems: vec![problem("/media/B/icg.xml")],
+                },
+                false,
+            ),
+        ];
+        for (what, scan, whole) in table {
+            assert_eq!(scan.whole(), whole, "{what}");
+        }
     }
 }

@@ -2,15 +2,24 @@
 //! handshake rate of the same server in the same run.
 //!
 //! `cargo bench -p ums-stub --bench enroll` starts an in-process server on loopback (SQLite store
-//! in a temporary data directory, synchronous=FULL), creates one one-time key per device, and for
-//! concurrency 64 and 256: runs bare TLS handshakes (connect, handshake, close) and enrollments
-//! (connect, handshake, POST simpleenroll, certificate back), each over a fresh connection with TLS
-//! session resumption off. It prints the rates, p50 and p99 latency, errors, and the ratio of
-//! enrollments to handshakes, the physical ceiling. Client and server share the machine's cores.
+//! in a temporary data directory, its default durability), creates one one-time key per device, and
+//! for concurrency 64 and 256 runs, each over a fresh connection with TLS session resumption off:
+//! - bare TLS handshakes (connect, handshake, close), the physical ceiling;
+//! - enrollments (connect, handshake, POST simpleenroll, certificate back);
+//! - refusals (the same, presenting a key another device has used).
+//!
+//! The three alternate in rounds, so that the machine's noise falls on all of them alike. It prints
+//! the rates, p50 and p99 latency, errors, the ratio of enrollments to handshakes (flagged when under
+//! the 0.7 goal), and the refusal rate. Client and server share the machine's cores.
+//!
+//! Then, on the store alone (no TLS, no signing), one attempt at a time: the cost of one enrollment
+//! (decide, consume, record the device, commit, fsync) against one refusal (decide, audit line,
+//! commit, no fsync of its own), with the fsyncs the writer made for each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use onboard_protocol::KeyKind;
 use onboard_protocol::est;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -18,7 +27,10 @@ use tokio::sync::Semaphore;
 use ums_stub::config::Settings;
 use ums_stub::http::Shared;
 use ums_stub::rate_limit::{Limits, RateLimiter};
-use ums_stub::store::{Actor, PageRequest};
+use ums_stub::store::{
+    Actor, EnrollAttempt, EnrollOutcome, IssueOnce, IssuedCertificate, MakeKey, NewKey,
+    PageRequest, SqliteStore, Store,
+};
 use ums_stub::stub::Stub;
 
 const PER_RUN: usize = 2000;
@@ -39,12 +51,33 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
+/// The jobs of one kind over all rounds.
+#[derive(Default)]
 struct Run {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
     errors: usize,
 }
+
+impl Run {
+    fn add(&mut self, other: Run) {
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+        self.errors += other.errors;
+    }
+
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.latencies.sort();
+        percentile(&self.latencies, p)
+    }
+}
+
+/// Rounds each kind of job is split into, alternating.
+const ROUNDS: usize = 4;
 
 /// Runs `jobs` at `concurrency`; each job returns its latency or an error.
 async fn run<F, Fut>(jobs: usize, concurrency: usize, job: F) -> Run
@@ -80,13 +113,167 @@ where
     if let Some(error) = first_error {
         eprintln!("first error: {error}");
     }
-    latencies.sort();
     Run {
-        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&latencies, 0.50),
-        p99: percentile(&latencies, 0.99),
+        latencies,
+        elapsed,
         errors,
     }
+}
+
+type Csrs = Arc<Vec<(String, String, String)>>;
+
+/// A job enrolling device `offset + index` of `csrs` (under unit ID prefix `other`, when given, in
+/// place of its own), expecting HTTP `expect`.
+fn enroll(
+    http: reqwest::Client,
+    addr: std::net::SocketAddr,
+    csrs: Csrs,
+    offset: usize,
+    other: Option<&'static str>,
+    expect: u16,
+) -> impl Fn(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |index| {
+        let (http, csrs) = (http.clone(), csrs.clone());
+        Box::pin(async move {
+            let (unit, key, csr) = &csrs[offset + index];
+            let unit = match other {
+                Some(prefix) => format!("{prefix}{}", &unit[2..]),
+                None => unit.clone(),
+            };
+            let response = http
+                .post(format!(
+                    "https://localhost:{}/.well-known/est/simpleenroll",
+                    addr.port()
+                ))
+                .basic_auth(unit, Some(key))
+                .body(csr.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            if status != expect {
+                return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            }
+            if expect == 200 {
+                est::parse_certs_only(&est::decode_base64(&body).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Attempts on the store alone, one at a time: one enrollment against one refusal.
+const STORE_ATTEMPTS: usize = 300;
+
+/// Times [`STORE_ATTEMPTS`] enrollments and as many refusals, one at a time, on a SQLite store of
+/// its own at `database` (the server's default backend and durability), with the fsyncs its
+/// writer made for each kind.
+async fn store_costs(database: std::path::PathBuf) {
+    let sqlite = tokio::task::spawn_blocking(move || SqliteStore::open(&database))
+        .await
+        .unwrap()
+        .unwrap();
+    let sqlite = Arc::new(sqlite);
+    let store = sqlite.clone() as Arc<dyn Store>;
+    let lookup = |n: usize| {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        digest[31] = 0x5A;
+        digest
+    };
+    let make: MakeKey = Box::new(move |index| NewKey {
+        kind: KeyKind::OneTime,
+        lookup: lookup(index),
+        sealed: vec![0; 40],
+        unit_id: None,
+        comment: String::new(),
+        generated: true,
+    });
+    store
+        .insert_keys(STORE_ATTEMPTS, make, Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    let attempt = |n: usize, unit: &str| EnrollAttempt {
+        unit_id: format!("{unit}{n:010X}").parse().unwrap(),
+        lookup: lookup(n),
+        alternates: Vec::new(),
+        public_key: vec![n as u8; 65],
+        source: "192.0.2.1".to_owned(),
+        lapsed_before: time::OffsetDateTime::now_utc() - time::Duration::days(365),
+    };
+    let issue = |n: usize| -> IssueOnce {
+        Box::new(move || {
+            Ok(IssuedCertificate {
+                der: vec![n as u8; 600],
+                serial: format!("{n:016x}"),
+                not_after: time::OffsetDateTime::now_utc() + time::Duration::days(365),
+            })
+        })
+    };
+    let mut enrolled = Vec::with_capacity(STORE_ATTEMPTS);
+    let mut refused = Vec::with_capacity(STORE_ATTEMPTS);
+    let (mut enroll_syncs, mut refusal_syncs) = (0, 0);
+    for n in 0..STORE_ATTEMPTS {
+        let syncs = sqlite.wal_syncs();
+        let began = Instant::now();
+        let outcome = store.enroll(attempt(n, "0C"), issue(n)).await.unwrap();
+        enrolled.push(began.elapsed());
+        assert!(
+            matches!(
+                outcome,
+                EnrollOutcome::Issued {
+                    repeated: false,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        enroll_syncs += sqlite.wal_syncs() - syncs;
+        let syncs = sqlite.wal_syncs();
+        let began = Instant::now();
+        let outcome = store.enroll(attempt(n, "0D"), issue(n)).await.unwrap();
+        refused.push(began.elapsed());
+        assert!(matches!(outcome, EnrollOutcome::Refused(_)), "{outcome:?}");
+        refusal_syncs += sqlite.wal_syncs() - syncs;
+    }
+    enrolled.sort();
+    refused.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (enroll_p50, refuse_p50) = (
+        us(percentile(&enrolled, 0.5)),
+        us(percentile(&refused, 0.5)),
+    );
+    println!();
+    println!(
+        "store alone (no TLS, no signing), one attempt at a time, {STORE_ATTEMPTS} each, alternating:"
+    );
+    println!(
+        "{:>11} {:>10} {:>10} {:>14}",
+        "", "p50", "p99", "WAL fsyncs"
+    );
+    println!(
+        "{:>11} {:>7.0} us {:>7.0} us {:>14}",
+        "enrollment",
+        enroll_p50,
+        us(percentile(&enrolled, 0.99)),
+        enroll_syncs
+    );
+    println!(
+        "{:>11} {:>7.0} us {:>7.0} us {:>14}",
+        "refusal",
+        refuse_p50,
+        us(percentile(&refused, 0.99)),
+        refusal_syncs
+    );
+    println!(
+        "one refusal costs {:.2} of one enrollment (p50)",
+        refuse_p50 / enroll_p50
+    );
 }
 
 fn main() {
@@ -149,59 +336,49 @@ fn main() {
             .unwrap();
 
         if !quick {
-            println!("enrollment benchmark: {per_run} per run, new TLS connection each, loopback, 2 cores shared by client and server");
-            println!("{:>11} {:>14} {:>16} {:>9} {:>9} {:>7} {:>7}", "concurrency", "handshakes/s", "enrollments/s", "p50", "p99", "errors", "ratio");
+            println!("enrollment benchmark: {per_run} per run, new TLS connection each (resumption off), loopback, 2 cores shared by client and server, {ROUNDS} alternating rounds");
+            println!("{:>11} {:>13} {:>14} {:>8} {:>8} {:>11} {:>7} {:>7}", "concurrency", "handshakes/s", "enrollments/s", "p50", "p99", "refusals/s", "errors", "ratio");
         }
+        let chunk = per_run / ROUNDS;
         for (level_index, &concurrency) in levels.iter().enumerate() {
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
-            let handshakes = run(per_run, concurrency, move |_| {
-                let connector = connector.clone();
-                async move {
-                    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-                    let name = ServerName::try_from("localhost").unwrap();
-                    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
-                    drop(tls);
-                    Ok(())
-                }
-            })
-            .await;
-            let (http, csrs) = (http.clone(), csrs.clone());
-            let offset = level_index * per_run;
-            let enrollments = run(per_run, concurrency, move |index| {
-                let (http, csrs) = (http.clone(), csrs.clone());
-                async move {
-                    let (unit, key, csr) = &csrs[offset + index];
-                    let response = http
-                        .post(format!("https://localhost:{}/.well-known/est/simpleenroll", addr.port()))
-                        .basic_auth(unit, Some(key))
-                        .body(csr.clone())
-                        .send()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let status = response.status();
-                    let body = response.bytes().await.map_err(|e| e.to_string())?;
-                    if status != 200 {
-                        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+            let (mut handshakes, mut enrollments, mut refusals) = (Run::default(), Run::default(), Run::default());
+            for round in 0..ROUNDS {
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                handshakes.add(run(chunk, concurrency, move |_| {
+                    let connector = connector.clone();
+                    async move {
+                        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                        let name = ServerName::try_from("localhost").unwrap();
+                        let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+                        drop(tls);
+                        Ok(())
                     }
-                    est::parse_certs_only(&est::decode_base64(&body).map_err(|e| e.to_string())?)
-                        .map_err(|e| e.to_string())?;
-                    Ok(())
-                }
-            })
-            .await;
+                })
+                .await);
+                let offset = level_index * per_run + round * chunk;
+                enrollments.add(run(chunk, concurrency, enroll(http.clone(), addr, csrs.clone(), offset, None, 200)).await);
+                // The keys just used, presented again under other unit IDs: refused as used.
+                refusals.add(run(chunk, concurrency, enroll(http.clone(), addr, csrs.clone(), offset, Some("0B"), 403)).await);
+            }
             if !quick {
                 let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+                let ratio = enrollments.rate() / handshakes.rate();
                 println!(
-                    "{concurrency:>11} {:>14.0} {:>16.0} {:>9} {:>9} {:>7} {:>7.2}",
-                    handshakes.rate,
-                    enrollments.rate,
-                    ms(enrollments.p50),
-                    ms(enrollments.p99),
-                    enrollments.errors + handshakes.errors,
-                    enrollments.rate / handshakes.rate
+                    "{concurrency:>11} {:>13.0} {:>14.0} {:>8} {:>8} {:>11.0} {:>7} {:>7.2}{}",
+                    handshakes.rate(),
+                    enrollments.rate(),
+                    ms(enrollments.percentile(0.50)),
+                    ms(enrollments.percentile(0.99)),
+                    refusals.rate(),
+                    enrollments.errors + handshakes.errors + refusals.errors,
+                    ratio,
+                    if ratio < 0.7 { "  MISSES the 0.7 goal" } else { "  meets the 0.7 goal" },
                 );
             }
-            assert_eq!(enrollments.errors, 0, "enrollments failed");
+            assert_eq!(enrollments.errors + refusals.errors, 0, "enrollments or refusals failed");
+        }
+        if !quick {
+            store_costs(dir.path().join("store-costs.db")).await;
         }
         let _ = stop.send(());
         server.await.unwrap().unwrap();
