@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use onboard_protocol::{FirstAuthKey, KeyEntry, Server, UnitId};
+use tracing_subscriber::filter::Targets;
 
 use crate::config::{Overrides, Settings};
 use crate::daemon::{self, Environment, Observer};
@@ -223,15 +224,30 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
     }
 }
 
-/// Logs to standard error, at the level RUST_LOG says (default: info, and warn for the notify
-/// crate, whose info lines are about its own bookkeeping); colours only on a terminal.
+/// Logs to standard error, at the levels RUST_LOG gives as `level` and `target=level` items
+/// separated by commas (default: `info,notify=warn`: the notify crate's info lines are about its
+/// own bookkeeping); colours only on a terminal. A RUST_LOG that does not read that way is named
+/// on standard error and the default used.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    const DEFAULT: &str = "info,notify=warn";
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(text) => text.parse::<Targets>().unwrap_or_else(|error| {
+            eprintln!(
+                "onboard-agent: RUST_LOG={text:?} is not a log filter ({error}); using {DEFAULT}"
+            );
+            DEFAULT.parse().expect("the default log filter reads")
+        }),
+        Err(_) => DEFAULT.parse().expect("the default log filter reads"),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
         .init();
 }
 
