@@ -1,44 +1,117 @@
-//! The device's facts for the inventory report, gathered with sysinfo: host name, OS name and
-//! version, kernel, CPU model, memory, and the NICs with a hardware address.
+//! The device's facts for the inventory report, read from the files Linux keeps them in: host name
+//! and kernel from `/proc/sys/kernel`, OS name and version from `/etc/os-release`, the CPU model
+//! from `/proc/cpuinfo`, memory from `/proc/meminfo`, and the physical NICs from sysfs (the same
+//! reading the unit ID comes from, [`crate::nic::read_interfaces`]).
 //!
 //! What the system says is not trusted to fit: [`Inventory::fitted`] cuts it to the protocol's
 //! bounds before it is sent. Sending is [`crate::enroll::Enroller::report_inventory`].
 
-use onboard_protocol::{Inventory, Nic};
-use sysinfo::{CpuRefreshKind, MemoryRefreshKind, Networks, RefreshKind, System};
+use std::path::Path;
 
-/// Gathers the facts of this device. Blocking (reads /proc and /sys): call it off the runtime.
+use onboard_protocol::{Inventory, Nic};
+
+/// Gathers the facts of this device. Blocking (reads /proc, /etc and /sys): call it off the
+/// runtime.
 pub fn gather() -> Inventory {
-    let system = System::new_with_specifics(
-        RefreshKind::nothing()
-            .with_cpu(CpuRefreshKind::nothing())
-            .with_memory(MemoryRefreshKind::nothing().with_ram()),
-    );
-    let mut nics: Vec<Nic> = Networks::new_with_refreshed_list()
-        .iter()
-        .filter(|(_, data)| !data.mac_address().is_unspecified())
-        .map(|(name, data)| Nic {
-            name: name.clone(),
-            mac: data.mac_address().to_string().to_ascii_lowercase(),
+    gather_from(Path::new("/"))
+}
+
+/// Gathers the facts from the file system under `root` (`/` on a device). A file that is missing
+/// or unreadable leaves its fact out.
+pub fn gather_from(root: &Path) -> Inventory {
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).ok();
+    let first_line = |path: &str| {
+        read(path)
+            .and_then(|text| text.lines().next().map(|line| line.trim().to_owned()))
+            .filter(|line| !line.is_empty())
+    };
+    let os_release = read("etc/os-release").or_else(|| read("usr/lib/os-release"));
+    let field = |name: &str| {
+        os_release
+            .as_deref()
+            .and_then(|text| os_release_field(text, name))
+    };
+    let mut nics: Vec<Nic> = crate::nic::read_interfaces(&root.join("sys"))
+        .map(|found| found.nics)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|nic| Nic {
+            name: nic.name,
+            mac: mac_text(nic.mac.as_str()),
         })
         .collect();
     nics.sort_by(|a, b| a.name.cmp(&b.name));
-    let host_name = System::host_name()
-        .filter(|name| !name.trim().is_empty())
-        .unwrap_or_else(|| "unknown".to_owned());
     Inventory {
-        host_name,
-        os_name: System::name(),
-        os_version: System::os_version(),
-        kernel: System::kernel_version(),
-        cpu_model: system
-            .cpus()
-            .first()
-            .map(|cpu| cpu.brand().trim().to_owned()),
-        memory_bytes: system.total_memory(),
+        host_name: first_line("proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".to_owned()),
+        os_name: field("NAME"),
+        os_version: field("VERSION_ID"),
+        kernel: first_line("proc/sys/kernel/osrelease"),
+        cpu_model: read("proc/cpuinfo").and_then(|text| cpu_model(&text)),
+        memory_bytes: read("proc/meminfo")
+            .and_then(|text| memory_bytes(&text))
+            .unwrap_or(0),
         nics,
     }
     .fitted()
+}
+
+/// The value of `name` in an os-release file: `NAME="Debian GNU/Linux"` gives the text between the
+/// quotes (single, double or none), with its backslash escapes undone.
+fn os_release_field(text: &str, name: &str) -> Option<String> {
+    let value = text.lines().find_map(|line| {
+        let (key, value) = line.trim().split_once('=')?;
+        (key == name).then_some(value.trim())
+    })?;
+    let unquoted = match value.as_bytes() {
+        [b'"', .., b'"'] | [b'\'', .., b'\''] if value.len() >= 2 => &value[1..value.len() - 1],
+        _ => value,
+    };
+    let mut out = String::with_capacity(unquoted.len());
+    let mut chars = unquoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    Some(out).filter(|text| !text.trim().is_empty())
+}
+
+/// The CPU model from `/proc/cpuinfo`: `model name` (x86), else `Hardware` or `Model` (ARM
+/// boards), else `Processor`.
+fn cpu_model(text: &str) -> Option<String> {
+    ["model name", "Hardware", "Model", "Processor"]
+        .iter()
+        .find_map(|wanted| {
+            text.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == *wanted).then(|| value.trim().to_owned())
+            })
+        })
+        .filter(|model| !model.is_empty())
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+fn memory_bytes(text: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let amount: u64 = words.next()?.parse().ok()?;
+    let unit = match words.next() {
+        Some("kB") => 1024,
+        None => 1,
+        Some(_) => return None,
+    };
+    amount.checked_mul(unit)
+}
+
+/// A MAC held as a unit ID (`00E0C5A1B2C3`) as the inventory shows it: `00:e0:c5:a1:b2:c3`.
+fn mac_text(unit_id: &str) -> String {
+    let lower = unit_id.to_ascii_lowercase();
+    let pairs: Vec<&str> = (0..lower.len())
+        .step_by(2)
+        .filter_map(|at| lower.get(at..at + 2))
+        .collect();
+    pairs.join(":")
 }
 
 #[cfg(test)]
@@ -52,5 +125,97 @@ mod tests {
         assert!(!inventory.host_name.is_empty());
         assert!(inventory.memory_bytes > 0, "{inventory:?}");
         assert!(inventory.kernel.is_some(), "{inventory:?}");
+    }
+
+    #[test]
+    fn os_release_values_are_unquoted_and_unescaped() {
+        let text = "PRETTY_NAME=\"IGEL OS 12\"\nNAME=\"IGEL \\\"OS\\\"\"\nVERSION_ID='12.4'\nID=igel\nEMPTY=\"\"\n";
+        let table = [
+            ("NAME", Some("IGEL \"OS\"")),
+            ("VERSION_ID", Some("12.4")),
+            ("ID", Some("igel")),
+            ("EMPTY", None),
+            ("MISSING", None),
+        ];
+        for (name, value) in table {
+            assert_eq!(os_release_field(text, name).as_deref(), value, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_cpu_model_comes_from_the_first_line_that_names_it() {
+        let table = [
+            (
+                "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nmodel name\t: other\n",
+                Some("AMD EPYC 7B13"),
+            ),
+            (
+                "Processor\t: ARMv7 rev 4\nHardware\t: BCM2835\n",
+                Some("BCM2835"),
+            ),
+            (
+                "processor\t: 0\nModel\t\t: Raspberry Pi 4\n",
+                Some("Raspberry Pi 4"),
+            ),
+            ("Processor\t: ARMv7 rev 4\n", Some("ARMv7 rev 4")),
+            ("model name\t:   \n", None),
+            ("", None),
+        ];
+        for (text, model) in table {
+            assert_eq!(cpu_model(text).as_deref(), model, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn memory_is_mem_total_in_bytes() {
+        let table = [
+            (
+                "MemTotal:        8048576 kB\nMemFree: 1 kB\n",
+                Some(8_048_576 * 1024),
+            ),
+            ("MemFree: 1 kB\nMemTotal: 4 kB\n", Some(4096)),
+            ("MemTotal: 12\n", Some(12)),
+            ("MemTotal: 12 MB\n", None),
+            ("MemTotal: lots kB\n", None),
+            ("MemTotal: 18446744073709551615 kB\n", None),
+            ("", None),
+        ];
+        for (text, bytes) in table {
+            assert_eq!(memory_bytes(text), bytes, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_device_tree_gives_every_fact_and_missing_files_leave_theirs_out() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let bare = gather_from(root.path());
+        assert_eq!(bare.host_name, "unknown");
+        assert_eq!(bare.os_name, None);
+        assert_eq!(bare.kernel, None);
+        assert_eq!(bare.memory_bytes, 0);
+        assert!(bare.nics.is_empty());
+
+        write("proc/sys/kernel/hostname", "tc-0042\n");
+        write("proc/sys/kernel/osrelease", "6.6.0-igel\n");
+        write("etc/os-release", "NAME=\"IGEL OS\"\nVERSION_ID=12.4\n");
+        write("proc/cpuinfo", "model name\t: Intel Celeron J4105\n");
+        write("proc/meminfo", "MemTotal: 4 kB\n");
+        let facts = gather_from(root.path());
+        assert_eq!(facts.host_name, "tc-0042");
+        assert_eq!(facts.kernel.as_deref(), Some("6.6.0-igel"));
+        assert_eq!(facts.os_name.as_deref(), Some("IGEL OS"));
+        assert_eq!(facts.os_version.as_deref(), Some("12.4"));
+        assert_eq!(facts.cpu_model.as_deref(), Some("Intel Celeron J4105"));
+        assert_eq!(facts.memory_bytes, 4096);
+    }
+
+    #[test]
+    fn a_mac_is_shown_in_lower_case_pairs() {
+        assert_eq!(mac_text("00E0C5A1B2C3"), "00:e0:c5:a1:b2:c3");
     }
 }

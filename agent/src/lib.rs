@@ -24,7 +24,7 @@
 //!   of key file, the passes, backoff and every lifecycle transition.
 //! - [`enrolled`]: the enrolled side over mutual TLS: renewal, the inventory report and the
 //!   device connector.
-//! - [`inventory`]: the device's facts, gathered with sysinfo.
+//! - [`inventory`]: the device's facts, read from /proc, /etc/os-release and sysfs.
 //! - [`discovery`]: finding and safely reading the key files on one stick.
 //! - [`sticks`]: finding the sticks under the mount roots.
 //! - [`key_choice`]: which keys this device would present, in order.

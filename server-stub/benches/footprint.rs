@@ -104,7 +104,10 @@ const SOURCES: u8 = 8;
 
 /// Spawns `serve` on `data_dir` and waits for its first `cacerts` answer: the time it took, and
 /// the server, for the caller to stop.
-#[allow(clippy::zombie_processes, reason = "the caller stops the server it is handed")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "the caller stops the server it is handed"
+)]
 async fn time_to_ready(data_dir: &Path, http: &reqwest::Client) -> (Duration, Child) {
     let port = free_port();
     let url = format!("https://localhost:{port}/.well-known/est/cacerts");
