@@ -123,9 +123,11 @@ where
 type Csrs = Arc<Vec<(String, String, String)>>;
 
 /// A job enrolling device `offset + index` of `csrs` (under unit ID prefix `other`, when given, in
-/// place of its own), expecting HTTP `expect`.
+/// place of its own), expecting HTTP `expect`. It connects exactly as a bare handshake does (the
+/// same connector, an address, no name lookup) and speaks HTTP/1.1 with hyper's client, so the two
+/// differ only by the enrollment.
 fn enroll(
-    http: reqwest::Client,
+    connector: tokio_rustls::TlsConnector,
     addr: std::net::SocketAddr,
     csrs: Csrs,
     offset: usize,
@@ -135,26 +137,49 @@ fn enroll(
 + Send
 + Sync
 + 'static {
+    use base64::Engine as _;
+    use http_body_util::BodyExt as _;
     move |index| {
-        let (http, csrs) = (http.clone(), csrs.clone());
+        let (connector, csrs) = (connector.clone(), csrs.clone());
         Box::pin(async move {
             let (unit, key, csr) = &csrs[offset + index];
             let unit = match other {
                 Some(prefix) => format!("{prefix}{}", &unit[2..]),
                 None => unit.clone(),
             };
-            let response = http
-                .post(format!(
-                    "https://localhost:{}/.well-known/est/simpleenroll",
-                    addr.port()
-                ))
-                .basic_auth(unit, Some(key))
-                .body(csr.clone())
-                .send()
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let driving = tokio::spawn(connection);
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{unit}:{key}"));
+            let request = hyper::Request::post("/.well-known/est/simpleenroll")
+                .header(hyper::header::HOST, "localhost")
+                .header(hyper::header::AUTHORIZATION, format!("Basic {basic}"))
+                .header(hyper::header::CONTENT_TYPE, "application/pkcs10")
+                .body(http_body_util::Full::new(bytes::Bytes::from(csr.clone())))
+                .unwrap();
+            let response = sender
+                .send_request(request)
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status();
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            drop(sender);
+            let _ = driving.await;
             if status != expect {
                 return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
             }
@@ -309,7 +334,7 @@ fn main() {
         let hosts = vec!["localhost".to_owned()];
         let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts, Default::default(), time::Duration::days(365)).unwrap();
         let ums_id = stub.ums_id.certificate_der().to_vec();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = Limits { per_source: u32::MAX, per_unit: u32::MAX, window: Duration::from_secs(1) };
         let shared = Arc::new(Shared { stub, limiter: RateLimiter::new(limits), logins: RateLimiter::new(limits), certificate_lifetime: time::Duration::days(365), connector: ums_stub::connector::Sessions::new(Default::default(), ums_stub::connections::file_limit(), 4096) });
@@ -329,11 +354,6 @@ fn main() {
                 .collect(),
         );
         let config = client_config(&ums_id);
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured((*config).clone())
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
 
         if !quick {
             println!("enrollment benchmark: {per_run} per run, new TLS connection each (resumption off), loopback, 2 cores shared by client and server, {ROUNDS} alternating rounds");
@@ -356,9 +376,10 @@ fn main() {
                 })
                 .await);
                 let offset = level_index * per_run + round * chunk;
-                enrollments.add(run(chunk, concurrency, enroll(http.clone(), addr, csrs.clone(), offset, None, 200)).await);
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                enrollments.add(run(chunk, concurrency, enroll(connector.clone(), addr, csrs.clone(), offset, None, 200)).await);
                 // The keys just used, presented again under other unit IDs: refused as used.
-                refusals.add(run(chunk, concurrency, enroll(http.clone(), addr, csrs.clone(), offset, Some("0B"), 403)).await);
+                refusals.add(run(chunk, concurrency, enroll(connector, addr, csrs.clone(), offset, Some("0B"), 403)).await);
             }
             if !quick {
                 let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);

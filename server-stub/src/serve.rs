@@ -48,6 +48,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// Connections the kernel queues for the accept loop. Rust's and tokio's default is 128: hundreds
+/// of devices booting together overflow it, and each SYN dropped is retried only after a second.
+/// The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` with a queue of [`LISTEN_BACKLOG`] connections. Call it inside a tokio
+/// runtime.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves HTTPS on `listener` until `shutdown` completes, renewing the TLS leaf before it expires.
 pub async fn run(
     shared: Arc<Shared>,
@@ -118,16 +136,18 @@ pub async fn run(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let mut drain = draining.subscribe();
-        tokio::spawn(async move {
+        let task = async move {
             let _permit = permit;
             // The time-out covers the wait for a handshake slot and the handshake; a newer
             // connection from the same source at its cap may close this one meanwhile.
             let eviction = admitted.eviction();
+            // Each stage's future is boxed, so a connection holds only the stage it is at: the
+            // many waiting for their handshake do not each carry an HTTP connection's worth.
             let handshake = tokio::select! {
-                result = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                result = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                     let _slot = admitted.handshake_slot().await;
                     acceptor.accept(tcp).await
-                }) => Some(result),
+                })) => Some(result),
                 () = eviction => None,
             };
             let Some(handshake) = handshake else {
@@ -135,55 +155,60 @@ pub async fn run(
                 return;
             };
             admitted.handshake_done();
-            let tls = match handshake {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%addr, "TLS handshake failed: {error}");
-                    return;
+            // The HTTP stage, boxed: see the handshake above.
+            Box::pin(async move {
+                let tls = match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%addr, "TLS handshake failed: {error}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let client_certificate = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|cert| cert.as_ref().to_vec());
+                let service = ServiceBuilder::new()
+                    .layer(Extension(Peer {
+                        addr,
+                        client_certificate,
+                    }))
+                    .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                        axum::http::StatusCode::REQUEST_TIMEOUT,
+                        REQUEST_TIMEOUT,
+                    ))
+                    .service(app);
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEAD_BYTES)
+                    .max_headers(MAX_HEADERS)
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                    // The device connector's WebSocket; once upgraded, the session holds a slot of
+                    // its own budget and this connection's slot is given back.
+                    .with_upgrades();
+                let mut connection = Box::pin(connection);
+                let result = tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = async { let _ = drain.wait_for(|draining| *draining).await; } => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%addr, "connection ended: {error}");
                 }
-                Err(_) => {
-                    tracing::debug!(%addr, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let client_certificate = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|cert| cert.as_ref().to_vec());
-            let service = ServiceBuilder::new()
-                .layer(Extension(Peer {
-                    addr,
-                    client_certificate,
-                }))
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                ))
-                .service(app);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .max_headers(MAX_HEADERS)
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                // The device connector's WebSocket; once upgraded, the session holds a slot of
-                // its own budget and this connection's slot is given back.
-                .with_upgrades();
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = async { let _ = drain.wait_for(|draining| *draining).await; } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%addr, "connection ended: {error}");
-            }
-            drop(admitted);
-        });
+                drop(admitted);
+            })
+            .await;
+        };
+        tokio::spawn(task);
     }
     drop(listener);
     renewal.abort();

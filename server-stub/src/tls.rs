@@ -327,6 +327,11 @@ pub fn server_config(
         .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(server_leaf.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: devices make a handful of connections each and never resume (the
+    // agent turns it off), so tickets would be work and a cache memory for nothing; and every
+    // connection then shows its client certificate afresh to the verifier.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(ServerTls {
         config: Arc::new(config),
         leaf: server_leaf,

@@ -51,7 +51,7 @@ async fn server(
         settings.database = ums_stub::config::Database::parse(url).unwrap();
         settings.cluster_secret = Some(secret.to_owned());
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     ums_stub::serve::spawn(settings, listener).await.unwrap()
 }
 

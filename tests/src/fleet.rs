@@ -501,7 +501,7 @@ pub async fn own_server(
         settings.connections.per_source = usize::MAX;
         settings.connections.handshakes_per_source = usize::MAX;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = ums_stub::serve::listen("127.0.0.1:0".parse()?)?;
     let running = ums_stub::serve::spawn(settings, listener).await?;
     let admin = running.shared().stub.keys();
     let actor = ums_stub::store::Actor::cli();

@@ -265,9 +265,8 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     // below whatever that is.
     let files = crate::connections::raise_file_limit();
     let (shared, tls) = crate::serve::prepare(settings).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener =
+        crate::serve::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(
         listen = %bound,

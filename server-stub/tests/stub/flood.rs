@@ -144,3 +144,34 @@ async fn idle_connections_from_one_host_do_not_starve_a_device_elsewhere() {
     );
     assert!(logged.contains("open_files=1024"), "{logged}");
 }
+
+/// Hundreds of devices booting at once: their connections wait in the kernel's queue for the
+/// accept loop instead of having their SYN dropped and retried a second later. The listener
+/// `ums-stub serve` uses queues `LISTEN_BACKLOG` of them; with the default of 128 most of these
+/// would not connect within the deadline.
+#[tokio::test]
+async fn a_burst_of_connections_waits_in_the_listen_queue_rather_than_being_dropped() {
+    const BURST: usize = 600;
+    assert!(BURST < ums_stub::serve::LISTEN_BACKLOG as usize);
+    let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nothing accepts: every connection completes into the queue, or not at all.
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        connects.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_millis(900),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+        });
+    }
+    let mut connected = Vec::with_capacity(BURST);
+    while let Some(result) = connects.join_next().await {
+        if let Ok(Ok(stream)) = result.unwrap() {
+            connected.push(stream);
+        }
+    }
+    assert_eq!(connected.len(), BURST, "connections dropped by a full queue");
+    drop(listener);
+}
