@@ -15,6 +15,9 @@
 //! Then, on the store alone (no TLS, no signing), one attempt at a time: the cost of one enrollment
 //! (decide, consume, record the device, commit, fsync) against one refusal (decide, audit line,
 //! commit, no fsync of its own), with the fsyncs the writer made for each.
+//!
+//! `ONLY=handshakes`, `ONLY=enrollments` or `ONLY=refusals` times that kind alone, for a profile
+//! of it (`perf record`); `LEVELS=64` picks the concurrency levels.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -301,10 +304,24 @@ async fn store_costs(database: std::path::PathBuf) {
     );
 }
 
+/// Whether this run times `kind`: all of them, unless `ONLY` names one (to profile it alone with
+/// `perf record`; refusals need the enrollments before them).
+fn wants(kind: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| only == kind)
+}
+
 fn main() {
     let quick = !std::env::args().any(|arg| arg == "--bench");
     let per_run = if quick { 20 } else { PER_RUN };
-    let levels: &[usize] = if quick { &[8] } else { &[64, 256] };
+    let chosen: Vec<usize> = std::env::var("LEVELS")
+        .ok()
+        .map(|text| {
+            text.split(',')
+                .filter_map(|level| level.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![64, 256]);
+    let levels: &[usize] = if quick { &[8] } else { &chosen };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -364,7 +381,7 @@ fn main() {
             let (mut handshakes, mut enrollments, mut refusals) = (Run::default(), Run::default(), Run::default());
             for round in 0..ROUNDS {
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
-                handshakes.add(run(chunk, concurrency, move |_| {
+                if wants("handshakes") { handshakes.add(run(chunk, concurrency, move |_| {
                     let connector = connector.clone();
                     async move {
                         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -374,12 +391,12 @@ fn main() {
                         Ok(())
                     }
                 })
-                .await);
+                .await); }
                 let offset = level_index * per_run + round * chunk;
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
-                enrollments.add(run(chunk, concurrency, enroll(connector.clone(), addr, csrs.clone(), offset, None, 200)).await);
+                if wants("enrollments") || wants("refusals") { enrollments.add(run(chunk, concurrency, enroll(connector.clone(), addr, csrs.clone(), offset, None, 200)).await); }
                 // The keys just used, presented again under other unit IDs: refused as used.
-                refusals.add(run(chunk, concurrency, enroll(connector, addr, csrs.clone(), offset, Some("0B"), 403)).await);
+                if wants("refusals") { refusals.add(run(chunk, concurrency, enroll(connector, addr, csrs.clone(), offset, Some("0B"), 403)).await); }
             }
             if !quick {
                 let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);

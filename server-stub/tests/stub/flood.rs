@@ -172,6 +172,10 @@ async fn a_burst_of_connections_waits_in_the_listen_queue_rather_than_being_drop
             connected.push(stream);
         }
     }
-    assert_eq!(connected.len(), BURST, "connections dropped by a full queue");
+    assert_eq!(
+        connected.len(),
+        BURST,
+        "connections dropped by a full queue"
+    );
     drop(listener);
 }
