@@ -335,6 +335,10 @@ pub fn client_config(
         )?,
         None => builder.with_no_client_auth(),
     };
+    let mut config = config;
+    // Every connection makes a full handshake: the pin and the client certificate are checked
+    // afresh each time, and no ticket is kept (the server issues none either).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 
