@@ -231,16 +231,15 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    const DEFAULT: &str = "info,notify=warn";
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(text) => text.parse::<Targets>().unwrap_or_else(|error| {
+    let given = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter = log_filter(&given)
+        .parse::<Targets>()
+        .unwrap_or_else(|error| {
             eprintln!(
-                "onboard-agent: RUST_LOG={text:?} is not a log filter ({error}); using {DEFAULT}"
+                "onboard-agent: RUST_LOG={given:?} is not a log filter ({error}); using {DEFAULT_LOG}"
             );
-            DEFAULT.parse().expect("the default log filter reads")
-        }),
-        Err(_) => DEFAULT.parse().expect("the default log filter reads"),
-    };
+            DEFAULT_LOG.parse().expect("the default log filter reads")
+        });
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -249,6 +248,25 @@ pub fn init_logging() {
         )
         .with(filter)
         .init();
+}
+
+/// The log filter when RUST_LOG says nothing.
+const DEFAULT_LOG: &str = "info,notify=warn";
+
+/// The filter RUST_LOG's text `given` asks for: its items without the empty ones (a trailing
+/// comma; `Targets` would read an empty item as every target at trace), or [`DEFAULT_LOG`] when
+/// none is left.
+fn log_filter(given: &str) -> String {
+    let items: Vec<&str> = given
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect();
+    if items.is_empty() {
+        DEFAULT_LOG.to_owned()
+    } else {
+        items.join(",")
+    }
 }
 
 /// Runs the command; the exit code for what it found, or an error for `main` to print.
@@ -717,4 +735,24 @@ fn scan(settings: &Settings, args: &ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_drops_empty_items_and_falls_back_to_the_default() {
+        let table = [
+            ("", DEFAULT_LOG),
+            (" , ", DEFAULT_LOG),
+            ("info,", "info"),
+            ("a=warn,,info", "a=warn,info"),
+            (" debug , notify=warn ", "debug,notify=warn"),
+        ];
+        for (given, filter) in table {
+            assert_eq!(log_filter(given), filter, "{given:?}");
+            filter.parse::<Targets>().expect("every filter made reads");
+        }
+    }
 }

@@ -55,46 +55,60 @@ pub fn gather_from(root: &Path) -> Inventory {
     .fitted()
 }
 
-/// The value of `name` in an os-release file: `NAME="Debian GNU/Linux"` gives the text between the
-/// quotes (single, double or none), with its backslash escapes undone.
+/// The value of `name` in an os-release file, read as the shell would: the last assignment wins;
+/// `NAME="Debian GNU/Linux"` gives the text between the quotes with its backslash escapes undone,
+/// `NAME='a\b'` the text between single quotes as it stands.
 fn os_release_field(text: &str, name: &str) -> Option<String> {
-    let value = text.lines().find_map(|line| {
+    let value = text.lines().rev().find_map(|line| {
         let (key, value) = line.trim().split_once('=')?;
         (key == name).then_some(value.trim())
     })?;
-    let unquoted = match value.as_bytes() {
-        [b'"', .., b'"'] | [b'\'', .., b'\''] if value.len() >= 2 => &value[1..value.len() - 1],
-        _ => value,
-    };
-    let mut out = String::with_capacity(unquoted.len());
-    let mut chars = unquoted.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.extend(chars.next()),
-            c => out.push(c),
+    let value = match value.as_bytes() {
+        [b'\'', .., b'\''] if value.len() >= 2 => value[1..value.len() - 1].to_owned(),
+        [b'"', .., b'"'] if value.len() >= 2 => {
+            let mut out = String::with_capacity(value.len());
+            let mut chars = value[1..value.len() - 1].chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    c => out.push(c),
+                }
+            }
+            out
         }
-    }
-    Some(out).filter(|text| !text.trim().is_empty())
+        _ => value.to_owned(),
+    };
+    Some(value).filter(|text| !text.trim().is_empty())
 }
 
-/// The CPU model from `/proc/cpuinfo`: `model name` (x86), else `Hardware` or `Model` (ARM
-/// boards), else `Processor`.
+/// The CPU model from `/proc/cpuinfo`: `model name` (x86), else `Hardware` or `Processor` (older
+/// ARM kernels), else the implementer and part codes most AArch64 kernels give instead
+/// (`ARM implementer 0x41 part 0xd08`).
 fn cpu_model(text: &str) -> Option<String> {
-    ["model name", "Hardware", "Model", "Processor"]
-        .iter()
-        .find_map(|wanted| {
-            text.lines().find_map(|line| {
+    let field = |wanted: &str| {
+        text.lines()
+            .find_map(|line| {
                 let (key, value) = line.split_once(':')?;
-                (key.trim() == *wanted).then(|| value.trim().to_owned())
+                (key.trim() == wanted).then(|| value.trim().to_owned())
             })
+            .filter(|value| !value.is_empty())
+    };
+    ["model name", "Hardware", "Processor"]
+        .into_iter()
+        .find_map(field)
+        .or_else(|| {
+            let implementer = field("CPU implementer")?;
+            let part = field("CPU part").unwrap_or_else(|| "unknown".to_owned());
+            Some(format!("ARM implementer {implementer} part {part}"))
         })
-        .filter(|model| !model.is_empty())
 }
 
 /// `MemTotal` from `/proc/meminfo`, in bytes.
 fn memory_bytes(text: &str) -> Option<u64> {
-    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
-    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let rest = text
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?;
+    let mut words = rest.split_whitespace();
     let amount: u64 = words.next()?.parse().ok()?;
     let unit = match words.next() {
         Some("kB") => 1024,
@@ -129,11 +143,12 @@ mod tests {
 
     #[test]
     fn os_release_values_are_unquoted_and_unescaped() {
-        let text = "PRETTY_NAME=\"IGEL OS 12\"\nNAME=\"IGEL \\\"OS\\\"\"\nVERSION_ID='12.4'\nID=igel\nEMPTY=\"\"\n";
+        let text = "PRETTY_NAME=\"IGEL OS 12\"\nNAME=\"IGEL \\\"OS\\\"\"\nVERSION_ID='12.4'\nID=igel\nEMPTY=\"\"\nSINGLE='a\\b'\nID=igel-os\n";
         let table = [
             ("NAME", Some("IGEL \"OS\"")),
             ("VERSION_ID", Some("12.4")),
-            ("ID", Some("igel")),
+            ("ID", Some("igel-os")),
+            ("SINGLE", Some("a\\b")),
             ("EMPTY", None),
             ("MISSING", None),
         ];
@@ -154,8 +169,8 @@ mod tests {
                 Some("BCM2835"),
             ),
             (
-                "processor\t: 0\nModel\t\t: Raspberry Pi 4\n",
-                Some("Raspberry Pi 4"),
+                "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\nModel\t\t: Pi 4\n",
+                Some("ARM implementer 0x41 part 0xd08"),
             ),
             ("Processor\t: ARMv7 rev 4\n", Some("ARMv7 rev 4")),
             ("model name\t:   \n", None),
@@ -205,7 +220,25 @@ mod tests {
         write("etc/os-release", "NAME=\"IGEL OS\"\nVERSION_ID=12.4\n");
         write("proc/cpuinfo", "model name\t: Intel Celeron J4105\n");
         write("proc/meminfo", "MemTotal: 4 kB\n");
+        // A physical NIC (a device link) and a virtual one (none).
+        write("sys/devices/pci0000:00/0000:00:1f.6/vendor", "0x8086\n");
+        write("sys/class/net/eno1/address", "00:E0:C5:A1:B2:C3\n");
+        write("sys/class/net/eno1/type", "1\n");
+        std::os::unix::fs::symlink(
+            root.path().join("sys/devices/pci0000:00/0000:00:1f.6"),
+            root.path().join("sys/class/net/eno1/device"),
+        )
+        .unwrap();
+        write("sys/class/net/docker0/address", "02:42:ac:11:00:01\n");
+        write("sys/class/net/docker0/type", "1\n");
         let facts = gather_from(root.path());
+        assert_eq!(
+            facts.nics,
+            [Nic {
+                name: "eno1".to_owned(),
+                mac: "00:e0:c5:a1:b2:c3".to_owned(),
+            }]
+        );
         assert_eq!(facts.host_name, "tc-0042");
         assert_eq!(facts.kernel.as_deref(), Some("6.6.0-igel"));
         assert_eq!(facts.os_name.as_deref(), Some("IGEL OS"));

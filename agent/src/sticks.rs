@@ -55,11 +55,17 @@ impl Scan {
     }
 
     /// Whether a look made at once on a hint may be acted on without waiting for the burst of
-    /// changes to settle: it found a key file, and nothing it could not read. A stick mounted
-    /// appears whole, so this is the usual case; a key file still being copied reads as a
-    /// problem (or not at all), and then the agent settles and looks again.
+    /// changes to settle: it found a key file, every key file it found is XML (whose closing tag
+    /// proves it whole: a copy cut short does not parse), and nothing it could not read. A stick
+    /// mounted appears whole and UMS exports XML by default, so this is the usual case. A text or
+    /// HTML file cut short may still read as fewer keys, or a key cut short; then, as when a file
+    /// does not read at all, the agent settles and looks again.
     pub fn whole(&self) -> bool {
-        self.key_files().next().is_some() && self.all_problems().next().is_none()
+        self.key_files().next().is_some()
+            && self
+                .key_files()
+                .all(|file| file.format == onboard_protocol::Format::Xml)
+            && self.all_problems().next().is_none()
     }
 }
 
@@ -151,10 +157,10 @@ mod tests {
 
     #[test]
     fn only_a_look_with_key_files_and_no_problem_is_acted_on_before_settling() {
-        let whole_file = |stick: &str| -> FoundKeyFile {
+        let file_as = |stick: &str, format: onboard_protocol::Format| -> FoundKeyFile {
             FoundKeyFile {
-                path: PathBuf::from(format!("/media/{stick}/icg.xml")),
-                format: onboard_protocol::Format::Xml,
+                path: PathBuf::from(format!("/media/{stick}/{}", format.default_file_name())),
+                format,
                 size: 1,
                 key_file: onboard_protocol::KeyFile {
                     format_version: 1,
@@ -165,6 +171,7 @@ mod tests {
                 },
             }
         };
+        let whole_file = |stick: &str| file_as(stick, onboard_protocol::Format::Xml);
         let problem = |path: &str| Problem {
             path: PathBuf::from(path),
             problem: crate::discovery::FileProblem::SymbolicLink,
@@ -184,6 +191,33 @@ mod tests {
                     problems: vec![],
                 },
                 true,
+            ),
+            (
+                "a text key file: cut short, it may still read (fewer keys, a key cut short)",
+                Scan {
+                    sticks: vec![stick(
+                        "A",
+                        vec![file_as("A", onboard_protocol::Format::Text)],
+                        vec![],
+                    )],
+                    problems: vec![],
+                },
+                false,
+            ),
+            (
+                "an HTML key file beside an XML one",
+                Scan {
+                    sticks: vec![stick(
+                        "A",
+                        vec![
+                            whole_file("A"),
+                            file_as("A", onboard_protocol::Format::Html),
+                        ],
+                        vec![],
+                    )],
+                    problems: vec![],
+                },
+                false,
             ),
             (
                 "a key file beside a file that cannot be read (it may still be copied)",

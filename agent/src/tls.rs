@@ -328,14 +328,13 @@ pub fn client_config(
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let config = match identity {
+    let mut config = match identity {
         Some(identity) => builder.with_client_auth_cert(
             vec![CertificateDer::from(identity.certificate.clone())],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.private_key.clone())),
         )?,
         None => builder.with_no_client_auth(),
     };
-    let mut config = config;
     // Every connection makes a full handshake: the pin and the client certificate are checked
     // afresh each time, and no ticket is kept (the server issues none either).
     config.resumption = rustls::client::Resumption::disabled();

@@ -517,10 +517,16 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 /// cost an fsync of their own.
 fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<AtomicU64>) {
     let shown = path.display().to_string();
-    let wal = wal_file(&path);
     let mut connection: Option<Connection> = None;
+    // The WAL file SQLite writes (named from the database file it opened, a symbolic link
+    // followed), known once the connection is open.
+    let mut wal: Option<PathBuf> = None;
     // The WAL file's directory entry is flushed once, at the first sync.
     let mut directory_synced = false;
+    // A sync failed after its batch committed: what that batch wrote may not be on the disk, so
+    // every batch syncs until one sync succeeds (a retry answered from the stored device must not
+    // go out unsynced).
+    let mut unsynced = false;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -538,7 +544,10 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
                     .map_err(|e| backend_error(&shown, e))?;
                 Ok(opened)
             }) {
-                Ok(opened) => connection = Some(opened),
+                Ok(opened) => {
+                    wal = Some(wal_file(opened.path().map_or(path.as_path(), Path::new)));
+                    connection = Some(opened);
+                }
                 Err(error) => {
                     tracing::error!("the database writer cannot open the database: {error}")
                 }
@@ -595,11 +604,27 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
                 }
             }
             tx.commit().map_err(db)?;
-            if Durability::of_all(done.iter().map(Done::durability)) == Durability::Synced {
-                sync_wal(&wal, !directory_synced).map_err(|source| StoreError::Backend {
-                    database: shown.clone(),
-                    source: Box::new(source),
-                })?;
+            if unsynced
+                || Durability::of_all(done.iter().map(Done::durability)) == Durability::Synced
+            {
+                let wal = wal.as_deref().unwrap_or(path.as_path());
+                let directory = if directory_synced {
+                    Directory::Synced
+                } else {
+                    Directory::ToSync
+                };
+                if let Err(source) = sync_wal(wal, directory) {
+                    unsynced = true;
+                    return Err(StoreError::Backend {
+                        database: shown.clone(),
+                        source: format!(
+                            "committed, but {} could not be flushed to the disk: {source}",
+                            wal.display()
+                        )
+                        .into(),
+                    });
+                }
+                unsynced = false;
                 directory_synced = true;
                 syncs.fetch_add(1, Ordering::Relaxed);
             }
@@ -608,7 +633,7 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
         match committed {
             Ok(()) => done.into_iter().for_each(Done::answer),
             Err(error) => {
-                tracing::error!("the writer's transaction failed: {error:#}");
+                tracing::error!("the writer's batch failed: {error:#}");
                 let busy = matches!(error, StoreError::Unavailable(_));
                 let cause = std::error::Error::source(&error)
                     .map_or_else(|| error.to_string(), ToString::to_string);
@@ -618,7 +643,7 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
                     } else {
                         StoreError::Backend {
                             database: shown.clone(),
-                            source: format!("the transaction failed: {cause}").into(),
+                            source: format!("the batch failed: {cause}").into(),
                         }
                     }
                 };
@@ -644,11 +669,22 @@ fn wal_file(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Flushes the WAL file `wal` (and, when `directory`, the directory holding it) to the disk:
-/// every commit written to it so far survives a power cut.
-fn sync_wal(wal: &Path, directory: bool) -> std::io::Result<()> {
+/// Whether [`sync_wal`] also flushes the directory holding the WAL file (its entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Directory {
+    /// Flushed before: only the file.
+    Synced,
+    /// Not yet: the file and its directory.
+    ToSync,
+}
+
+/// Flushes the WAL file `wal` (and its directory when `directory` says so) to the disk: every
+/// commit written to it so far survives a power cut.
+fn sync_wal(wal: &Path, directory: Directory) -> std::io::Result<()> {
     std::fs::File::open(wal)?.sync_data()?;
-    if directory && let Some(parent) = wal.parent() {
+    if directory == Directory::ToSync
+        && let Some(parent) = wal.parent()
+    {
         let parent = if parent.as_os_str().is_empty() {
             Path::new(".")
         } else {

@@ -151,13 +151,25 @@ async fn idle_connections_from_one_host_do_not_starve_a_device_elsewhere() {
 /// would not connect within the deadline.
 #[tokio::test]
 async fn a_burst_of_connections_waits_in_the_listen_queue_rather_than_being_dropped() {
-    const BURST: usize = 600;
-    assert!(BURST < ums_stub::serve::LISTEN_BACKLOG as usize);
+    const BURST_MAX: usize = 600;
+    // The kernel caps the queue at net.core.somaxconn (4096 by default since Linux 5.4); a
+    // machine set below what the old queue held cannot tell the two apart.
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4096);
+    let burst = BURST_MAX
+        .min(cap)
+        .min(ums_stub::serve::LISTEN_BACKLOG as usize);
+    if burst <= 129 {
+        eprintln!("net.core.somaxconn is {cap}: the listen queue cannot be told apart; skipped");
+        return;
+    }
     let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     // Nothing accepts: every connection completes into the queue, or not at all.
     let mut connects = tokio::task::JoinSet::new();
-    for _ in 0..BURST {
+    for _ in 0..burst {
         connects.spawn(async move {
             tokio::time::timeout(
                 Duration::from_millis(900),
@@ -166,7 +178,7 @@ async fn a_burst_of_connections_waits_in_the_listen_queue_rather_than_being_drop
             .await
         });
     }
-    let mut connected = Vec::with_capacity(BURST);
+    let mut connected = Vec::with_capacity(burst);
     while let Some(result) = connects.join_next().await {
         if let Ok(Ok(stream)) = result.unwrap() {
             connected.push(stream);
@@ -174,7 +186,7 @@ async fn a_burst_of_connections_waits_in_the_listen_queue_rather_than_being_drop
     }
     assert_eq!(
         connected.len(),
-        BURST,
+        burst,
         "connections dropped by a full queue"
     );
     drop(listener);
