@@ -14,16 +14,16 @@
 //!
 //! `KEYS` changes the number of keys (for a quick look).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use onboard_protocol::est;
-use rcgen::{CertificateParams, KeyPair};
-use rustls::pki_types::CertificateDer;
 use ums_stub::config::Settings;
-use ums_stub::store::{Actor, PageRequest};
+use ums_stub::store::Actor;
 use ums_stub::stub::Stub;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ums-stub");
@@ -77,16 +77,8 @@ fn stop(mut child: Child) {
 
 /// A client trusting `ums_id`, its connections from `source` (any loopback address).
 fn client_from(ums_id: &[u8], source: std::net::IpAddr) -> reqwest::Client {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(ums_id.to_vec())).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
     reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+        .tls_backend_preconfigured(common::client_config(ums_id))
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(30))
         .local_address(source)
@@ -160,19 +152,7 @@ fn main() {
         let settings = Settings::load(full.clone(), None).unwrap();
         let stub = Stub::open(settings).await.unwrap();
         let admin = stub.keys();
-        let ids = admin
-            .create_one_time(ENROLLMENTS, "", Box::new(|_| {}), &Actor::cli())
-            .await
-            .unwrap();
-        let values: Vec<String> = admin
-            .list(&Default::default(), &PageRequest::all(), true)
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|view| ids.contains(&view.id))
-            .map(|view| view.key)
-            .collect();
+        let values = common::one_time_keys(&admin, ENROLLMENTS).await;
         let made = Instant::now();
         admin
             .create_one_time(keys - ENROLLMENTS.min(keys), "", Box::new(|_| {}), &Actor::cli())
@@ -227,20 +207,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let idle = peak_rss(child.id()).unwrap_or(0);
-        let requests: Arc<Vec<(String, String, String)>> = Arc::new(
-            values
-                .iter()
-                .enumerate()
-                .map(|(n, key)| {
-                    let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-                    let csr = CertificateParams::new(Vec::<String>::new())
-                        .unwrap()
-                        .serialize_request(&pair)
-                        .unwrap();
-                    (format!("0A{n:010X}"), key.clone(), est::encode_base64(csr.der()))
-                })
-                .collect(),
-        );
+        let requests = common::requests(&values);
         let clients: Arc<Vec<reqwest::Client>> = Arc::new(
             (0..SOURCES)
                 .map(|n| client_from(&ums_id, std::net::Ipv4Addr::new(127, 0, 0, 2 + n).into()))
