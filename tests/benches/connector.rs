@@ -97,12 +97,7 @@ fn main() {
     );
     let file = KeyFile::parse(&std::fs::read(&stick).unwrap(), &Limits::default()).unwrap();
     let source = KeySource::from_key_file("bench", &file);
-    let shm = Path::new("/dev/shm");
-    let states = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
+    let states = fleet::state_folder("connector-bench-").unwrap();
     let config = FleetConfig {
         devices,
         concurrency: 64,

@@ -24,12 +24,7 @@ async fn fleet_of(devices: usize, kind: KeyKind) -> Summary {
     let (running, source) = fleet::own_server(dir.path(), kind, keys, ServerLimits::Defaults)
         .await
         .unwrap();
-    let shm = std::path::Path::new("/dev/shm");
-    let states = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    };
+    let states = fleet::state_folder("fleet-bench-").unwrap();
     let config = FleetConfig {
         devices,
         concurrency: 64,

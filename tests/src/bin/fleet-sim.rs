@@ -124,15 +124,7 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|_| cli.first_unit.len() == 12)
         .context("--first-unit: expected 12 hex digits")?;
-    let shm = std::path::Path::new("/dev/shm");
-    let temp = if shm.is_dir() {
-        tempfile::Builder::new()
-            .prefix("fleet-sim-")
-            .tempdir_in(shm)
-    } else {
-        tempfile::Builder::new().prefix("fleet-sim-").tempdir()
-    }
-    .context("cannot make a temporary folder")?;
+    let temp = fleet::state_folder("fleet-sim-").context("cannot make a temporary folder")?;
     let state_root = cli
         .state_root
         .clone()
