@@ -398,12 +398,12 @@ async fn enroll_once(
                 anyhow::bail!("-s needs --fingerprint FP or --token PART3");
             };
             // A key typed for this device is presented as its own, whatever its kind on the server.
-            vec![KeySource {
-                origin: "the command line".to_owned(),
-                servers: vec![server],
-                ums_id: pin,
-                keys: vec![KeyEntry::mass(key)],
-            }]
+            vec![KeySource::new(
+                "the command line",
+                vec![server],
+                pin,
+                vec![KeyEntry::mass(key)],
+            )]
         }
         None => key_sources(settings, args.path.as_deref())?,
     };

@@ -39,7 +39,7 @@ use crate::clock::SharedClock;
 pub use crate::device_key::DeviceKeyAlgorithm;
 use crate::device_key::{self, DeviceKeyError};
 use crate::est_client::{Answer, EstSession};
-use crate::key_choice::key_order;
+use crate::key_choice::{KeyKinds, KeyWalk};
 use crate::lifecycle::{Event, Failure, InvalidTransition, rfc3339};
 use crate::pin::Pin;
 use crate::state::{self, AgentState, DEVICE_CERT_FILE, StateError, UMS_ID_CERT_FILE};
@@ -55,25 +55,53 @@ pub struct KeySource {
     /// The UMS ID the source names.
     pub ums_id: Pin,
     /// Its keys, in the source's order.
-    pub keys: Vec<KeyEntry>,
+    keys: Vec<KeyEntry>,
+    /// The same keys by type, for the devices' walks over them.
+    kinds: KeyKinds,
 }
 
 impl KeySource {
-    /// The servers, UMS ID and keys of a key file read from `origin`.
-    pub fn from_key_file(origin: impl Into<String>, file: &KeyFile) -> KeySource {
+    /// A source of `keys` for `servers` under `ums_id`, read from `origin`.
+    pub fn new(
+        origin: impl Into<String>,
+        servers: Vec<Server>,
+        ums_id: Pin,
+        keys: Vec<KeyEntry>,
+    ) -> KeySource {
         KeySource {
             origin: origin.into(),
+            servers,
+            ums_id,
+            kinds: KeyKinds::of(&keys),
+            keys,
+        }
+    }
+
+    /// The servers, UMS ID and keys of a key file read from `origin`.
+    pub fn from_key_file(origin: impl Into<String>, file: &KeyFile) -> KeySource {
+        KeySource::new(
+            origin,
             // A pass tries every server in turn: a file naming thousands must not make one pass
             // last for hours.
-            servers: file.servers.iter().take(MAX_SERVERS).cloned().collect(),
-            ums_id: Pin::Fingerprint(file.ums_id),
-            keys: file.keys.clone(),
-        }
+            file.servers.iter().take(MAX_SERVERS).cloned().collect(),
+            Pin::Fingerprint(file.ums_id),
+            file.keys.clone(),
+        )
+    }
+
+    /// Its keys, in the source's order.
+    pub fn keys(&self) -> &[KeyEntry] {
+        &self.keys
     }
 
     /// How many keys `unit_id` may present (bound to it, one-time, mass).
     pub fn usable_keys(&self, unit_id: &UnitId) -> usize {
-        key_order(&self.keys, unit_id).len()
+        self.walk(unit_id).len(&self.kinds)
+    }
+
+    /// The order `unit_id` would present these keys in, not walked yet.
+    fn walk(&self, unit_id: &UnitId) -> KeyWalk {
+        self.kinds.walk(&self.keys, unit_id)
     }
 }
 
@@ -222,7 +250,7 @@ impl Enroller {
             .map(str::to_owned)
             .collect();
         Candidates {
-            order: key_order(&source.keys, &self.unit_id).into(),
+            walk: source.walk(&self.unit_id),
             ahead: VecDeque::new(),
             held,
             pin,
@@ -524,8 +552,8 @@ impl Enroller {
 /// remembers as they are needed ([`Enroller::candidates`]).
 #[derive(Debug)]
 pub struct Candidates {
-    /// Keys not looked at yet, in order.
-    order: VecDeque<usize>,
+    /// Where this device is in its order: the keys not looked at yet.
+    walk: KeyWalk,
     /// Keys looked at and not refused before: presented next.
     ahead: VecDeque<usize>,
     /// Digests of the refusals that held when the look began.
@@ -540,7 +568,7 @@ impl Candidates {
     /// Looks further until `want` keys are ahead or none is left; how many are ahead.
     pub fn fill(&mut self, state: &mut AgentState, source: &KeySource, want: usize) -> usize {
         while self.ahead.len() < want {
-            let Some(index) = self.order.pop_front() else {
+            let Some(index) = self.walk.next(&source.kinds) else {
                 break;
             };
             let digest = Enroller::digest(state, &self.pin, source.keys[index].key());

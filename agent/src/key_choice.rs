@@ -14,33 +14,100 @@
 //! (linear probing's clusters), one refused request each; with a stride of its own it jumps out
 //! of them (as double hashing does). Both decide only the order, never whether a key is used, so
 //! changing them is harmless.
+//!
+//! A stick may carry thousands of keys, and a pass usually looks at a handful of them: the keys
+//! are sorted by type once per key file ([`KeyKinds`]), and each device walks its order lazily
+//! ([`KeyWalk`]), so that a look costs what it presents rather than the size of the file.
 
 use onboard_protocol::{KeyEntry, KeyKind, UnitId};
 
 /// The indexes (0-based, into `keys`) of the keys `unit_id` would present, in the order it would
 /// try them.
 pub fn key_order(keys: &[KeyEntry], unit_id: &UnitId) -> Vec<usize> {
-    let bound = keys.iter().enumerate().filter(|(_, entry)| {
-        entry.kind() == KeyKind::DeviceBound && entry.unit_id() == Some(unit_id)
-    });
-    let one_time: Vec<usize> = keys
-        .iter()
-        .enumerate()
-        .filter(|(_, entry)| entry.kind() == KeyKind::OneTime)
-        .map(|(index, _)| index)
-        .collect();
-    let count = one_time.len();
-    let offset = one_time_offset(unit_id, count);
-    let stride = one_time_stride(unit_id, count);
-    let mass = keys
-        .iter()
-        .enumerate()
-        .filter(|(_, entry)| entry.kind() == KeyKind::MassDeployment);
+    let kinds = KeyKinds::of(keys);
+    let mut walk = kinds.walk(keys, unit_id);
+    std::iter::from_fn(|| walk.next(&kinds)).collect()
+}
 
-    let mut order: Vec<usize> = bound.map(|(index, _)| index).collect();
-    order.extend((0..count).map(|step| one_time[(offset + step * stride) % count]));
-    order.extend(mass.map(|(index, _)| index));
-    order
+/// The keys of one key file by type, in file order: made once per file, and what every device's
+/// [`KeyWalk`] over that file is drawn from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyKinds {
+    /// Device-bound keys (to any unit).
+    bound: Vec<usize>,
+    one_time: Vec<usize>,
+    mass: Vec<usize>,
+}
+
+impl KeyKinds {
+    /// Sorts the indexes of `keys` by type.
+    pub fn of(keys: &[KeyEntry]) -> KeyKinds {
+        let mut kinds = KeyKinds::default();
+        for (index, entry) in keys.iter().enumerate() {
+            match entry.kind() {
+                KeyKind::DeviceBound => kinds.bound.push(index),
+                KeyKind::OneTime => kinds.one_time.push(index),
+                KeyKind::MassDeployment => kinds.mass.push(index),
+            }
+        }
+        kinds
+    }
+
+    /// The walk of `unit_id` over `keys`, which these kinds were made of.
+    pub fn walk(&self, keys: &[KeyEntry], unit_id: &UnitId) -> KeyWalk {
+        let count = self.one_time.len();
+        let offset = one_time_offset(unit_id, count);
+        KeyWalk {
+            bound: self
+                .bound
+                .iter()
+                .copied()
+                .filter(|index| keys[*index].unit_id() == Some(unit_id))
+                .collect(),
+            next_one_time: offset,
+            stride: one_time_stride(unit_id, count),
+            taken: 0,
+        }
+    }
+}
+
+/// One device's place in its order over a key file: its bound keys, then the one-time keys by
+/// its offset and stride, then the mass-deployment keys. It borrows nothing, so it can be kept
+/// beside the key file it walks; every call must pass the same [`KeyKinds`] it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWalk {
+    /// This unit's bound keys.
+    bound: Vec<usize>,
+    /// The position among the one-time keys the walk is at.
+    next_one_time: usize,
+    stride: usize,
+    /// How many keys the walk has given.
+    taken: usize,
+}
+
+impl KeyWalk {
+    /// The next key in the order, if any is left.
+    pub fn next(&mut self, kinds: &KeyKinds) -> Option<usize> {
+        let count = kinds.one_time.len();
+        let position = self.taken;
+        let index = if let Some(index) = self.bound.get(position) {
+            *index
+        } else if position - self.bound.len() < count {
+            let index = kinds.one_time[self.next_one_time];
+            // Below `count` both, so the sum cannot overflow.
+            self.next_one_time = (self.next_one_time + self.stride) % count;
+            index
+        } else {
+            *kinds.mass.get(position - self.bound.len() - count)?
+        };
+        self.taken += 1;
+        Some(index)
+    }
+
+    /// How many keys the whole walk gives (those given already included).
+    pub fn len(&self, kinds: &KeyKinds) -> usize {
+        self.bound.len() + kinds.one_time.len() + kinds.mass.len()
+    }
 }
 
 /// Where `unit_id` starts among `count` one-time keys: FNV-1a 64 of its text, modulo `count`
@@ -149,6 +216,32 @@ mod tests {
         for (spec, expected) in table {
             assert_eq!(&key_order(&keys(spec), &unit(ME)), expected, "{spec:?}");
         }
+    }
+
+    #[test]
+    fn a_walk_gives_the_order_one_key_at_a_time_and_then_nothing() {
+        let file = keys(&[
+            "o",
+            "b:00E0C5540B8C",
+            "m",
+            "o",
+            "b:00E0C5540B8B",
+            "o",
+            "o",
+            "m",
+        ]);
+        let kinds = KeyKinds::of(&file);
+        let mut walk = kinds.walk(&file, &unit(ME));
+        assert_eq!(walk.len(&kinds), 7, "all but the key bound to another unit");
+        let walked: Vec<usize> = std::iter::from_fn(|| walk.next(&kinds)).collect();
+        assert_eq!(walked.len(), 7);
+        assert_eq!(walked[0], 4, "my bound key first");
+        assert_eq!(&walked[5..], &[2, 7], "mass keys last, in file order");
+        let mut one_time = walked[1..5].to_vec();
+        one_time.sort_unstable();
+        assert_eq!(one_time, vec![0, 3, 5, 6]);
+        assert_eq!(walk.next(&kinds), None);
+        assert_eq!(walk.next(&kinds), None, "and stays done");
     }
 
     #[test]

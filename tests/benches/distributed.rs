@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use onboard_agent::enroll::KeySource;
 use onboard_agent::lifecycle::BackoffPolicy;
-use onboard_agent::pin::Pin;
 use onboard_tests::fleet::{self, DeviceRun, FleetConfig, Summary};
 use onboard_tests::postgres::PgCluster;
 use ums_stub::store::{Actor, PageRequest};
@@ -72,10 +71,7 @@ async fn stick(
         .export(ids, servers, running.ums_id_fingerprint())
         .await
         .unwrap();
-    KeySource {
-        ums_id: Pin::Fingerprint(file.ums_id),
-        ..KeySource::from_key_file("bench", &file)
-    }
+    KeySource::from_key_file("bench", &file)
 }
 
 /// Keys that more than one device recorded in the server's store.
@@ -181,12 +177,14 @@ async fn main() {
     let summary_b = Summary::of(&runs_b.0, &first_b, elapsed);
     let mut all: Vec<DeviceRun> = runs_a.0;
     all.extend(runs_b.0);
-    let mut keys = first_a.keys.clone();
-    keys.extend(first_b.keys.clone());
-    let both = KeySource {
+    let mut keys = first_a.keys().to_vec();
+    keys.extend_from_slice(first_b.keys());
+    let both = KeySource::new(
+        first_a.origin.clone(),
+        first_a.servers.clone(),
+        first_a.ums_id.clone(),
         keys,
-        ..first_a.clone()
-    };
+    );
     let mut distributed = Summary::of(&all, &both, elapsed);
     // Each half's keys are indexed from 0 in their own stick: count uses twice per half.
     distributed.keys_used_twice = summary_a

@@ -113,7 +113,7 @@ impl Summary {
             match &run.outcome {
                 Outcome::Enrolled { key } => {
                     latencies.push(run.latency);
-                    if source.keys[*key].kind() != KeyKind::MassDeployment {
+                    if source.keys()[*key].kind() != KeyKind::MassDeployment {
                         *uses.entry(*key).or_default() += 1;
                     }
                 }
@@ -536,10 +536,7 @@ pub async fn own_server(
     let file = admin
         .export(&ids, vec![server], running.ums_id_fingerprint())
         .await?;
-    let source = KeySource {
-        ums_id: Pin::Fingerprint(file.ums_id),
-        ..KeySource::from_key_file("the simulator's server", &file)
-    };
+    let source = KeySource::from_key_file("the simulator's server", &file);
     Ok((running, source))
 }
 
@@ -551,16 +548,16 @@ mod tests {
 
     fn source() -> KeySource {
         let key = |n: u64| FirstAuthKey::new(format!("{n:017}")).unwrap();
-        KeySource {
-            origin: "test".into(),
-            servers: vec![Server::new("127.0.0.1", 1).unwrap()],
-            ums_id: Pin::Fingerprint(Fingerprint::of_der(b"x")),
-            keys: vec![
+        KeySource::new(
+            "test",
+            vec![Server::new("127.0.0.1", 1).unwrap()],
+            Pin::Fingerprint(Fingerprint::of_der(b"x")),
+            vec![
                 KeyEntry::one_time(key(1)),
                 KeyEntry::one_time(key(2)),
                 KeyEntry::mass(key(3)),
             ],
-        }
+        )
     }
 
     fn run(n: usize, outcome: Outcome, faults: u32, ms: u64) -> DeviceRun {

@@ -163,7 +163,7 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
                 "fleet-sim: started a server on {} (UMS ID {}) with {} {kind} key(s), guess limits {}",
                 running.addr(),
                 running.ums_id_fingerprint().short(),
-                source.keys.len(),
+                source.keys().len(),
                 if cli.no_limits {
                     "off"
                 } else {
@@ -198,7 +198,7 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         "fleet-sim: {} devices, concurrency {}, from {} key(s) against {}",
         cli.devices,
         cli.concurrency,
-        source.keys.len(),
+        source.keys().len(),
         source
             .servers
             .iter()
