@@ -1304,20 +1304,27 @@ impl Store for SqliteStore {
     async fn known_keys(&self, lookups: &[LookupDigest]) -> Result<Vec<bool>, StoreError> {
         let lookups = lookups.to_vec();
         self.call(move |inner| {
-            let connection = inner.lock();
-            let mut statement = connection
-                .prepare_cached("SELECT 1 FROM keys WHERE lookup = ?1")
-                .map_err(|e| inner.db(e))?;
-            lookups
-                .iter()
-                .map(|lookup| {
-                    statement
-                        .query_row([&lookup[..]], |_| Ok(()))
-                        .optional()
-                        .map(|found| found.is_some())
-                        .map_err(|e| inner.db(e))
-                })
-                .collect()
+            let mut connection = inner.lock();
+            // One read transaction for all of them: one snapshot, and one WAL read lock taken
+            // rather than one a key (a statement outside a transaction takes its own).
+            let snapshot = connection.transaction().map_err(|e| inner.db(e))?;
+            let found = {
+                let mut statement = snapshot
+                    .prepare_cached("SELECT 1 FROM keys WHERE lookup = ?1")
+                    .map_err(|e| inner.db(e))?;
+                lookups
+                    .iter()
+                    .map(|lookup| {
+                        statement
+                            .query_row([&lookup[..]], |_| Ok(()))
+                            .optional()
+                            .map(|found| found.is_some())
+                            .map_err(|e| inner.db(e))
+                    })
+                    .collect::<Result<Vec<bool>, StoreError>>()?
+            };
+            snapshot.commit().map_err(|e| inner.db(e))?;
+            Ok(found)
         })
         .await
     }
