@@ -1127,6 +1127,112 @@ async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
     assert_eq!(refusals, 41);
 }
 
+/// A WAL file that cannot be flushed: the enrollment whose certificate was committed but not
+/// flushed is answered with an error naming the WAL file (never with the certificate), and from
+/// then on every batch is synced, the device's retry included, until a sync succeeds. The fault is
+/// the WAL file moved away under the running store (SQLite keeps writing to the file it holds
+/// open; the writer's flush opens it by name), then moved back.
+#[tokio::test]
+async fn a_failed_wal_sync_is_an_error_and_every_batch_syncs_until_one_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let opened = path.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&opened))
+        .await
+        .unwrap()
+        .unwrap();
+    let store = Arc::new(store);
+    let shared = store.clone() as Shared;
+    insert(
+        &shared,
+        (1..=3)
+            .map(|n| new_key(n, KeyKind::OneTime, None, true))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // A first enrollment opens the writer's connection and its WAL file, and is synced.
+    let first = shared
+        .enroll(attempt(&unit(1), 1, b"pair-1"), issue("bb01".to_owned()))
+        .await
+        .unwrap();
+    assert!(matches!(first, EnrollOutcome::Issued { .. }), "{first:?}");
+    let synced = store.wal_syncs();
+
+    let wal = dir.path().join("store.db-wal");
+    let away = dir.path().join("store.db-wal.away");
+    std::fs::rename(&wal, &away).unwrap();
+    let unit_id = unit(2);
+    let failed = shared
+        .enroll(attempt(&unit_id, 2, b"pair-2"), issue("bb02".to_owned()))
+        .await
+        .expect_err("a certificate that was not flushed must not be answered");
+    // The error and its causes, as a log line shows them.
+    let mut message = failed.to_string();
+    let mut cause = std::error::Error::source(&failed);
+    while let Some(error) = cause {
+        message.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    assert!(
+        message.contains(&wal.display().to_string()) && message.contains("flushed"),
+        "the error names the WAL file that could not be flushed: {message}"
+    );
+    assert_eq!(store.wal_syncs(), synced, "no sync succeeded");
+    std::fs::rename(&away, &wal).unwrap();
+
+    // The device retries: answered from the device stored by the failed batch (a repeat, which
+    // alone would not be synced), and synced before the answer.
+    let retried = shared
+        .enroll(attempt(&unit_id, 2, b"pair-2"), issue("bb03".to_owned()))
+        .await
+        .unwrap();
+    match &retried {
+        EnrollOutcome::Issued {
+            device,
+            repeated: true,
+            ..
+        } => assert_eq!(device.serial, "bb02", "the certificate committed before"),
+        other => panic!("expected the stored certificate again: {other:?}"),
+    }
+    assert_eq!(
+        store.wal_syncs(),
+        synced + 1,
+        "the batch after a failed sync was not synced"
+    );
+
+    // Once a sync has succeeded, a refusal is no longer synced.
+    let refused = shared
+        .enroll(attempt(&unit(3), 2, b"pair-3"), issue("bb04".to_owned()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, EnrollOutcome::Refused(ProblemCode::KeyUsed)),
+        "{refused:?}"
+    );
+    assert_eq!(store.wal_syncs(), synced + 1, "a refusal was synced");
+
+    // Nothing was lost: reopened, key 2 is used by the device that retried.
+    drop(shared);
+    drop(store);
+    let reopened = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    let again = reopened
+        .enroll(attempt(&unit_id, 2, b"pair-2"), issue("bb05".to_owned()))
+        .await
+        .unwrap();
+    match &again {
+        EnrollOutcome::Issued {
+            device,
+            repeated: true,
+            ..
+        } => assert_eq!(device.serial, "bb02"),
+        other => panic!("expected the stored certificate after reopening: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_postgres_store_conforms() {
     let cluster = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
