@@ -16,8 +16,10 @@
 //! changing them is harmless.
 //!
 //! A stick may carry thousands of keys, and a pass usually looks at a handful of them: the keys
-//! are sorted by type once per key file ([`KeyKinds`]), and each device walks its order lazily
-//! ([`KeyWalk`]), so that a look costs what it presents rather than the size of the file.
+//! are sorted by type once per key source ([`KeyKinds`], one pass over the file), and each device
+//! walks its order lazily ([`KeyWalk`]), so that a look costs what it presents rather than the
+//! size of the file. A fleet sharing one source (the simulator) sorts once for all its devices;
+//! making a walk still looks at every device-bound key, to find this unit's.
 
 use onboard_protocol::{KeyEntry, KeyKind, UnitId};
 
@@ -33,6 +35,8 @@ pub fn key_order(keys: &[KeyEntry], unit_id: &UnitId) -> Vec<usize> {
 /// [`KeyWalk`] over that file is drawn from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyKinds {
+    /// How many keys the file has, to catch a walk over another one.
+    keys: usize,
     /// Device-bound keys (to any unit).
     bound: Vec<usize>,
     one_time: Vec<usize>,
@@ -42,7 +46,10 @@ pub struct KeyKinds {
 impl KeyKinds {
     /// Sorts the indexes of `keys` by type.
     pub fn of(keys: &[KeyEntry]) -> KeyKinds {
-        let mut kinds = KeyKinds::default();
+        let mut kinds = KeyKinds {
+            keys: keys.len(),
+            ..KeyKinds::default()
+        };
         for (index, entry) in keys.iter().enumerate() {
             match entry.kind() {
                 KeyKind::DeviceBound => kinds.bound.push(index),
@@ -54,7 +61,8 @@ impl KeyKinds {
     }
 
     /// The walk of `unit_id` over `keys`, which these kinds were made of.
-    pub fn walk(&self, keys: &[KeyEntry], unit_id: &UnitId) -> KeyWalk {
+    pub(crate) fn walk(&self, keys: &[KeyEntry], unit_id: &UnitId) -> KeyWalk {
+        debug_assert_eq!(keys.len(), self.keys, "a walk over another key file");
         let count = self.one_time.len();
         let offset = one_time_offset(unit_id, count);
         KeyWalk {
@@ -87,7 +95,7 @@ pub struct KeyWalk {
 
 impl KeyWalk {
     /// The next key in the order, if any is left.
-    pub fn next(&mut self, kinds: &KeyKinds) -> Option<usize> {
+    pub(crate) fn next(&mut self, kinds: &KeyKinds) -> Option<usize> {
         let count = kinds.one_time.len();
         let position = self.taken;
         let index = if let Some(index) = self.bound.get(position) {
@@ -105,7 +113,7 @@ impl KeyWalk {
     }
 
     /// How many keys the whole walk gives (those given already included).
-    pub fn len(&self, kinds: &KeyKinds) -> usize {
+    pub(crate) fn len(&self, kinds: &KeyKinds) -> usize {
         self.bound.len() + kinds.one_time.len() + kinds.mass.len()
     }
 }
@@ -242,6 +250,26 @@ mod tests {
         assert_eq!(one_time, vec![0, 3, 5, 6]);
         assert_eq!(walk.next(&kinds), None);
         assert_eq!(walk.next(&kinds), None, "and stays done");
+    }
+
+    #[test]
+    fn the_one_time_walk_is_the_offset_stepped_by_the_stride() {
+        for count in [1usize, 2, 3, 10, 12, 97, 1000] {
+            for n in 0..20u32 {
+                let mac = unit(&format!("00E0C5{:06X}", 0x540B00 + n));
+                let (offset, stride) = (one_time_offset(&mac, count), one_time_stride(&mac, count));
+                // A mass key first and last, so the one-time keys sit at 1..=count.
+                let spec: Vec<&str> = std::iter::once("m")
+                    .chain(std::iter::repeat_n("o", count))
+                    .chain(std::iter::once("m"))
+                    .collect();
+                let expected: Vec<usize> = (0..count)
+                    .map(|step| 1 + (offset + step * stride) % count)
+                    .chain([0, count + 1])
+                    .collect();
+                assert_eq!(key_order(&keys(&spec), &mac), expected, "{count}, {n}");
+            }
+        }
     }
 
     #[test]

@@ -134,7 +134,9 @@ fn main() {
     let keys: usize = std::env::var("KEYS")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(if quick { 1000 } else { 1_000_000 });
+        .unwrap_or(if quick { 1000 } else { 1_000_000 })
+        // The enrollments' own keys are among them.
+        .max(ENROLLMENTS);
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|text| text.parse().ok())
@@ -161,8 +163,7 @@ fn main() {
                 .unwrap();
         }
         println!(
-            "{} one-time keys in the database (made in {:.1} s)",
-            keys.max(ENROLLMENTS),
+            "{keys} one-time keys in the database (made in {:.1} s)",
             made.elapsed().as_secs_f64()
         );
         let ums_id = stub.ums_id.certificate_der().to_vec();

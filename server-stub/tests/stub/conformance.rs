@@ -1131,11 +1131,15 @@ async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
 /// flushed is answered with an error naming the WAL file (never with the certificate), and from
 /// then on every batch is synced, the device's retry included, until a sync succeeds. The fault is
 /// the WAL file moved away under the running store (SQLite keeps writing to the file it holds
-/// open; the writer's flush opens it by name), then moved back.
+/// open; the writer's flush opens it by name), then moved back. This relies on no connection
+/// opening while the file is away: SQLite would make a new, empty WAL file by that name (the
+/// writer keeps its connection after a failed batch, and the enrollments here run one by one).
 #[tokio::test]
 async fn a_failed_wal_sync_is_an_error_and_every_batch_syncs_until_one_succeeds() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
+    // The writer names the WAL file from the path SQLite opened, links resolved.
+    let folder = std::fs::canonicalize(dir.path()).unwrap();
+    let path = folder.join("store.db");
     let opened = path.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&opened))
         .await
@@ -1159,8 +1163,8 @@ async fn a_failed_wal_sync_is_an_error_and_every_batch_syncs_until_one_succeeds(
     assert!(matches!(first, EnrollOutcome::Issued { .. }), "{first:?}");
     let synced = store.wal_syncs();
 
-    let wal = dir.path().join("store.db-wal");
-    let away = dir.path().join("store.db-wal.away");
+    let wal = folder.join("store.db-wal");
+    let away = folder.join("store.db-wal.away");
     std::fs::rename(&wal, &away).unwrap();
     let unit_id = unit(2);
     let failed = shared
