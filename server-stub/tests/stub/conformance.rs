@@ -1009,14 +1009,12 @@ async fn the_sqlite_store_conforms() {
     .await;
 }
 
-/// SQLite's writer flushes its WAL file only for a write that must be on the disk before it is
-/// answered (`Durability`): a refusal, a repeated answer or a refusal's audit line costs no fsync
-/// of its own; a consumed key and an export's audit line each get theirs before the answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    let opened = path.clone();
+/// A SQLite store at `path` holding one-time keys 1 to `keys`, and the same store as a `Store`.
+async fn sqlite_with_one_time_keys(
+    path: &std::path::Path,
+    keys: u64,
+) -> (Arc<SqliteStore>, Shared) {
+    let opened = path.to_owned();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&opened))
         .await
         .unwrap()
@@ -1025,12 +1023,23 @@ async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
     let shared = store.clone() as Shared;
     insert(
         &shared,
-        (1..=2)
+        (1..=keys)
             .map(|n| new_key(n, KeyKind::OneTime, None, true))
             .collect(),
     )
     .await
     .unwrap();
+    (store, shared)
+}
+
+/// SQLite's writer flushes its WAL file only for a write that must be on the disk before it is
+/// answered (`Durability`): a refusal, a repeated answer or a refusal's audit line costs no fsync
+/// of its own; a consumed key and an export's audit line each get theirs before the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let (store, shared) = sqlite_with_one_time_keys(&path, 2).await;
     let before = store.wal_syncs();
 
     // Refusals: unknown keys, a key bound elsewhere, and audit lines of refusals decided before
@@ -1140,21 +1149,7 @@ async fn a_failed_wal_sync_is_an_error_and_every_batch_syncs_until_one_succeeds(
     // The writer names the WAL file from the path SQLite opened, links resolved.
     let folder = std::fs::canonicalize(dir.path()).unwrap();
     let path = folder.join("store.db");
-    let opened = path.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&opened))
-        .await
-        .unwrap()
-        .unwrap();
-    let store = Arc::new(store);
-    let shared = store.clone() as Shared;
-    insert(
-        &shared,
-        (1..=3)
-            .map(|n| new_key(n, KeyKind::OneTime, None, true))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    let (store, shared) = sqlite_with_one_time_keys(&path, 3).await;
     // A first enrollment opens the writer's connection and its WAL file, and is synced.
     let first = shared
         .enroll(attempt(&unit(1), 1, b"pair-1"), issue("bb01".to_owned()))
