@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
+use crate::login_limit::DecoyCost;
 use crate::random;
 use crate::rights::{self, CredentialError, Rights};
 use crate::store::{
@@ -175,6 +176,17 @@ const ARGON2_AT_ONCE: usize = 4;
 fn argon2_permits() -> &'static tokio::sync::Semaphore {
     static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
     PERMITS.get_or_init(|| tokio::sync::Semaphore::new(ARGON2_AT_ONCE))
+}
+
+/// How long the last password check took, in microseconds (0 before the first).
+static CHECK_MICROS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// About as long as a password check takes: the last one's time, or 50 ms before the first.
+fn check_duration() -> std::time::Duration {
+    match CHECK_MICROS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::time::Duration::from_millis(50),
+        micros => std::time::Duration::from_micros(micros),
+    }
 }
 
 /// A hash no password was ever given for, verified against when the account does not exist so
@@ -425,12 +437,23 @@ impl AccountAdmin {
     }
 
     /// Checks a name and password and starts a session. A wrong name and a wrong password are
-    /// refused alike, in about the same time.
-    pub async fn login(&self, login: Login, actor: &Actor) -> Result<NewSession, AuthError> {
+    /// refused alike, in about the same time: a name with no account is checked against a decoy
+    /// hash, or, past the global bound on failed logins, waits about as long as a check takes
+    /// ([`DecoyCost`]).
+    pub async fn login(
+        &self,
+        login: Login,
+        actor: &Actor,
+        decoy: DecoyCost,
+    ) -> Result<NewSession, AuthError> {
         if login.password.chars().count() > rights::MAX_PASSWORD_CHARS {
             return Err(AuthError::Unauthorized);
         }
         let account = self.store.account(&login.name).await?;
+        if account.is_none() && decoy == DecoyCost::Wait {
+            tokio::time::sleep(check_duration()).await;
+            return Err(AuthError::Unauthorized);
+        }
         let hash = account
             .as_ref()
             .map_or_else(|| decoy_hash().to_owned(), |row| row.password_hash.clone());
@@ -440,9 +463,17 @@ impl AccountAdmin {
             .acquire()
             .await
             .map_err(|_| AuthError::Unauthorized)?;
-        let verified = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let verified = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let verified = verify_password(&password, &hash);
+            CHECK_MICROS.store(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            verified
+        })
+        .await
+        .unwrap_or(false);
         let Some(account) = account.filter(|_| verified) else {
             return Err(AuthError::Unauthorized);
         };

@@ -54,8 +54,9 @@
 //! cluster_secret_file = "/etc/ums-stub/cluster.secret"
 //! # How long a Web App login lasts, in hours. Default: 8.
 //! session_hours = 8
-//! # Failed logins allowed per account and per source address within failure_window_secs before
-//! # further logins get 429. Default: 10.
+//! # Failed logins allowed per account and source network (IPv4 address, IPv6 /64) within
+//! # failure_window_secs before that network's logins to that account get 429; a network gets
+//! # three times as many over all names. Successful logins never count. Default: 10.
 //! max_failed_logins = 10
 //! ```
 
@@ -190,8 +191,8 @@ pub struct Settings {
     /// CA certificates (PEM) the PostgreSQL server's TLS certificate must chain to; TLS to the
     /// database is used when this is set.
     pub database_ca: Option<PathBuf>,
-    /// Failed logins allowed per account (as "unit") and per source within the window.
-    pub login_limits: crate::rate_limit::Limits,
+    /// Failed-login limits (per account and source network, and the bounds that follow).
+    pub login_limits: crate::login_limit::LoginLimits,
 }
 
 impl Settings {
@@ -333,11 +334,10 @@ impl Settings {
         if !(1..=720).contains(&session_hours) {
             bail!("config file {shown}: session_hours must be from 1 to 720");
         }
-        let login_limits = crate::rate_limit::Limits {
-            per_source: guesses("max_failed_logins", raw.max_failed_logins, 10)?,
-            per_unit: guesses("max_failed_logins", raw.max_failed_logins, 10)?,
-            window: std::time::Duration::from_secs(window),
-        };
+        let login_limits = crate::login_limit::LoginLimits::new(
+            guesses("max_failed_logins", raw.max_failed_logins, 10)?,
+            std::time::Duration::from_secs(window),
+        );
         let hosts = raw
             .hosts
             .unwrap_or_else(|| vec![public_server.host().to_owned()]);

@@ -25,7 +25,10 @@
 //! - [`tls`]: the server's rustls configuration (leaf, chain, client certificates).
 //! - [`http`]: the HTTPS routes split by surface (EST, enrolled devices) and the one place errors
 //!   become HTTP answers.
-//! - [`rate_limit`]: failed-attempt limits per source and unit ID.
+//! - [`rate_limit`]: guess limits on enrollment, per source and unit ID, reserved before any
+//!   look-up.
+//! - [`login_limit`]: failed-login limits per account and source network, that nobody can use to
+//!   lock an administrator out.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
 //! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
@@ -47,6 +50,7 @@ pub mod devices;
 pub mod files;
 pub mod http;
 pub mod keys;
+pub mod login_limit;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;

@@ -345,7 +345,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
     let shared = Arc::new(Shared {
         connector,
         limiter: RateLimiter::new(settings.rate_limits),
-        logins: RateLimiter::new(settings.login_limits),
+        logins: crate::login_limit::LoginLimiter::new(settings.login_limits),
         certificate_lifetime: settings.certificate_lifetime,
         stub,
     });

@@ -17,11 +17,12 @@ use onboard_protocol::alternates::{
 };
 use onboard_protocol::est;
 use onboard_protocol::routes::{EST_CACERTS, EST_SIMPLEENROLL, EST_SIMPLEREENROLL};
-use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
+use onboard_protocol::{FirstAuthKey, KeyKind, Problem, ProblemCode, UnitId};
 
 use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
 use crate::ca::{Authority, CertificateRequest};
+use crate::rate_limit::Admission;
 use crate::renewal::Refusal;
 use crate::store::{
     Actor, AuditEntry, EnrollAttempt, EnrollOutcome, IssueOnce, RenewOutcome, RenewalRequest,
@@ -129,7 +130,10 @@ async fn simpleenroll(
                 tracing::warn!("cannot audit a malformed enrollment: {error}");
             }
         }
-        tracing::info!(unit_id = unit.unwrap_or("-"), %source, code = %problem.code, "enrollment refused");
+        // Rate-limited refusals were logged once a window where they were decided.
+        if problem.code != ProblemCode::RateLimited {
+            tracing::info!(unit_id = unit.unwrap_or("-"), %source, code = %problem.code, "enrollment refused");
+        }
     }
     response.into_response()
 }
@@ -158,9 +162,87 @@ fn limited(wait: std::time::Duration) -> ApiError {
     }
 }
 
-/// Enrolls one device. Guesses (malformed credentials, unknown keys) are counted; once the source
-/// or the unit ID has used up its guesses, a guess is answered `rate_limited` before anything is
-/// written, while a real key goes through whatever others did (see [`crate::rate_limit`]).
+/// Spends one guess of the budgets on a request that cannot be tried (malformed, or a key value no
+/// key can have): answered `refusal` while the budgets last, then `rate_limited`.
+async fn guess(
+    shared: &Shared,
+    source: IpAddr,
+    unit_id: Option<&UnitId>,
+    refusal: ApiError,
+) -> ApiError {
+    let unit = unit_id.map(UnitId::as_str);
+    match shared.limiter.admit(source, unit, 1, Instant::now()) {
+        // Counted, never refunded: a guess.
+        Admission::Reserved(_) => refusal,
+        Admission::Limited { wait, first } => {
+            limited_from(shared, source, unit_id, first).await;
+            limited(wait)
+        }
+    }
+}
+
+/// Notes a request refused because its source or unit ID used up its guesses: the first of each
+/// window is audited and logged at INFO, the rest only at DEBUG, so a flood of them is neither a
+/// flood of writes nor of log lines.
+async fn limited_from(shared: &Shared, source: IpAddr, unit_id: Option<&UnitId>, first: bool) {
+    let unit = unit_id.map_or("-", UnitId::as_str);
+    if !first {
+        tracing::debug!(unit_id = unit, %source, "enrollment refused: rate limited");
+        return;
+    }
+    tracing::info!(unit_id = unit, %source, "guesses used up: further guesses and mass-deployment keys from this source or unit ID are refused until the window ends");
+    let actor = match unit_id {
+        Some(unit_id) => Actor::device(unit_id, source),
+        None => Actor::anonymous(source),
+    };
+    let mut entry = AuditEntry::new("enroll", &actor);
+    entry.unit_id = unit_id.map(ToString::to_string);
+    entry.outcome = ProblemCode::RateLimited.as_str().to_owned();
+    entry.detail = format!(
+        "guesses used up (at most {} a source, {} a unit ID, in {} s): further guesses and \
+         mass-deployment keys are refused until the window ends",
+        shared.stub.settings.rate_limits.per_source,
+        shared.stub.settings.rate_limits.per_unit,
+        shared.stub.settings.rate_limits.window.as_secs(),
+    );
+    if let Err(error) = shared.stub.store.record(entry).await {
+        tracing::warn!("cannot audit a rate-limited source: {error}");
+    }
+}
+
+/// Audits the unknown keys of a request of several keys that the store was never asked about:
+/// one line for the request, listing their places in it.
+async fn audit_unknown_keys(
+    shared: &Shared,
+    source: IpAddr,
+    unit_id: &UnitId,
+    unknown: &[(usize, ProblemCode)],
+    presented: usize,
+) {
+    if unknown.is_empty() {
+        return;
+    }
+    let mut entry = AuditEntry::new("enroll", &Actor::device(unit_id, source));
+    entry.unit_id = Some(unit_id.to_string());
+    entry.outcome = ProblemCode::KeyUnknown.as_str().to_owned();
+    let places: Vec<String> = unknown.iter().map(|(index, _)| index.to_string()).collect();
+    entry.detail = format!(
+        "{} of the {presented} keys presented are unknown (places {} in the request; 0 is the Basic key)",
+        unknown.len(),
+        places.join(", ")
+    );
+    if let Err(error) = shared.stub.store.record(entry).await {
+        tracing::warn!("cannot audit unknown keys: {error}");
+    }
+}
+
+/// Enrolls one device.
+///
+/// Each key presented reserves a guess before anything is looked up, and the guess is refunded
+/// when the key turns out to be real ([`crate::rate_limit`]). Once the source or the unit ID has
+/// used up its guesses, only the Basic key is looked at, and only a random one-time or
+/// device-bound key goes through: a mass-deployment key, whose value may have been typed, is then
+/// refused exactly as an unknown key is, so a dictionary learns nothing more.
 async fn enroll(
     shared: &Arc<Shared>,
     source: IpAddr,
@@ -172,11 +254,7 @@ async fn enroll(
     let limiter = &shared.limiter;
     let (unit_id, key) = match basic_credentials(headers) {
         Ok(credentials) => credentials,
-        Err(malformed) => {
-            let blocked = limiter.blocked_for(source, None, Instant::now());
-            limiter.guessed(source, None, Instant::now());
-            return Err(blocked.map_or(malformed, limited));
-        }
+        Err(malformed) => return Err(guess(shared, source, None, malformed).await),
     };
     *unit_seen = Some(unit_id.clone());
     let unit = Some(unit_id.as_str());
@@ -184,11 +262,7 @@ async fn enroll(
     // up it is answered 429 without an audit line.
     let request = match csr_from_body(body) {
         Ok(request) => request,
-        Err(malformed) => {
-            let blocked = limiter.blocked_for(source, unit, Instant::now());
-            limiter.guessed(source, unit, Instant::now());
-            return Err(blocked.map_or(malformed, limited));
-        }
+        Err(malformed) => return Err(guess(shared, source, Some(&unit_id), malformed).await),
     };
     let unknown = || {
         ApiError::code(
@@ -207,71 +281,85 @@ async fn enroll(
                     Some(Err(error)) => format!("{ALTERNATE_KEYS_HEADER}: {error}"),
                     _ => format!("{ALTERNATE_KEYS_HEADER} is not text"),
                 };
-                let blocked = limiter.blocked_for(source, unit, Instant::now());
-                limiter.guessed(source, unit, Instant::now());
-                return Err(blocked
-                    .map_or_else(|| ApiError::code(ProblemCode::BadRequest, detail), limited));
+                let malformed = ApiError::code(ProblemCode::BadRequest, detail);
+                return Err(guess(shared, source, Some(&unit_id), malformed).await);
             }
         },
     };
     let several = !alternates.is_empty();
     let Some(key) = key else {
         // A value no key can have: a guess like any unknown key.
-        let blocked = limiter.blocked_for(source, unit, Instant::now());
-        limiter.guessed(source, unit, Instant::now());
-        return Err(blocked.map_or_else(unknown, limited));
+        return Err(guess(shared, source, Some(&unit_id), unknown()).await);
     };
     // Each key's lookup digest with its index in the request; the keys themselves go now.
-    let mut unknown_keys: Vec<(usize, ProblemCode)> = Vec::new();
     let mut keys: Vec<(usize, crate::vault::LookupDigest)> = std::iter::once(&key)
         .chain(&alternates)
         .map(|key| shared.stub.vault.lookup(key))
         .enumerate()
         .collect();
+    let presented = keys.len();
     drop((key, alternates));
-    // Once the source or unit ID has used up its guesses, only the Basic key is looked at, and
-    // tried only if the store knows it (a guess is answered rate limited without a write); the
-    // alternates are not tried at all, so a limited source cannot test eight keys a request.
-    let mut untried = Vec::new();
-    if let Some(wait) = limiter.blocked_for(source, unit, Instant::now()) {
-        untried.extend(
-            keys.drain(1..)
-                .map(|(index, _)| (index, ProblemCode::RateLimited)),
-        );
-        let known = match keys.first() {
-            Some((_, lookup)) => shared.stub.store.knows_key(lookup).await?,
-            None => false,
-        };
-        if !known {
-            limiter.guessed(source, unit, Instant::now());
-            if !several {
-                return Err(limited(wait));
+    // Keys not tried, by their index in the request, and unknown keys found before the store
+    // was asked to enroll.
+    let mut untried: Vec<(usize, ProblemCode)> = Vec::new();
+    let mut unknown_keys: Vec<(usize, ProblemCode)> = Vec::new();
+    // The guesses reserved before any await: none when the request is limited.
+    let reservation = match limiter.admit(source, unit, keys.len(), Instant::now()) {
+        Admission::Limited { wait, first } => {
+            limited_from(shared, source, Some(&unit_id), first).await;
+            untried.extend(
+                keys.drain(1..)
+                    .map(|(index, _)| (index, ProblemCode::RateLimited)),
+            );
+            let kind = match keys.first() {
+                Some((_, lookup)) => shared.stub.store.key_kind(lookup).await?,
+                None => None,
+            };
+            if !matches!(kind, Some(KeyKind::OneTime | KeyKind::DeviceBound)) {
+                // Unknown, or a mass-deployment key: the same answer either way.
+                if !several {
+                    return Err(limited(wait));
+                }
+                untried.insert(0, (0, ProblemCode::RateLimited));
+                return Ok(with_refused(limited(wait), &untried));
             }
-            untried.insert(0, (0, ProblemCode::RateLimited));
-            tracing::info!(%unit_id, %source, keys = untried.len(), "enrollment refused: rate limited");
-            return Ok(with_refused(limited(wait), &untried));
+            None
         }
-    } else if several {
-        // Each unknown key is a guess, counted before any is tried: a request of eight keys
-        // spends eight guesses of the budget, and unknown keys cost no write.
-        let lookups: Vec<_> = keys.iter().map(|(_, lookup)| *lookup).collect();
-        let found = shared.stub.store.known_keys(&lookups).await?;
-        let mut known = Vec::with_capacity(keys.len());
-        for ((index, lookup), found) in keys.into_iter().zip(found) {
-            if found {
-                known.push((index, lookup));
+        Admission::Reserved(reservation) => {
+            untried.extend(
+                keys.drain(reservation.keys()..)
+                    .map(|(index, _)| (index, ProblemCode::RateLimited)),
+            );
+            if keys.len() > 1 {
+                // Unknown keys are found in one read and cost no write; the real ones are
+                // refunded.
+                let lookups: Vec<_> = keys.iter().map(|(_, lookup)| *lookup).collect();
+                let found = shared.stub.store.known_keys(&lookups).await?;
+                let mut known = Vec::with_capacity(keys.len());
+                for ((index, lookup), found) in keys.into_iter().zip(found) {
+                    if found {
+                        known.push((index, lookup));
+                    } else {
+                        unknown_keys.push((index, ProblemCode::KeyUnknown));
+                    }
+                }
+                reservation.refund(limiter, known.len());
+                audit_unknown_keys(shared, source, &unit_id, &unknown_keys, presented).await;
+                if known.is_empty() {
+                    tracing::info!(%unit_id, %source, keys = unknown_keys.len(), "enrollment refused: every key unknown");
+                    let mut refused = unknown_keys.clone();
+                    refused.extend(untried.iter().copied());
+                    refused.sort_by_key(|(index, _)| *index);
+                    return Ok(with_refused(unknown(), &refused));
+                }
+                keys = known;
+                None
             } else {
-                limiter.guessed(source, unit, Instant::now());
-                unknown_keys.push((index, ProblemCode::KeyUnknown));
+                // One key: the store's answer tells whether it was a guess.
+                Some(reservation)
             }
         }
-        if known.is_empty() {
-            tracing::info!(%unit_id, %source, keys = unknown_keys.len(), "enrollment refused: every key unknown");
-            let refusal = unknown();
-            return Ok(with_refused(refusal, &unknown_keys));
-        }
-        keys = known;
-    }
+    };
     let indexes: Vec<usize> = keys.iter().map(|(index, _)| *index).collect();
     let mut lookups = keys.into_iter().map(|(_, lookup)| lookup);
     let Some(lookup) = lookups.next() else {
@@ -304,15 +392,34 @@ async fn enroll(
         all.sort_by_key(|(index, _)| *index);
         all
     };
+    // The store's refusals of keys it no longer knows are guesses; a single key's reserved guess
+    // is refunded unless it was one.
     let count_guesses = |refused: &[(usize, ProblemCode)]| {
-        for _ in refused
+        let unknown = refused
             .iter()
             .filter(|(_, code)| *code == ProblemCode::KeyUnknown)
-        {
-            limiter.guessed(source, unit, Instant::now());
+            .count();
+        match &reservation {
+            Some(reservation) => reservation.refund(limiter, 1 - unknown.min(1)),
+            None => {
+                for _ in 0..unknown {
+                    limiter.guessed(source, unit, Instant::now());
+                }
+            }
         }
     };
-    match shared.stub.store.enroll(attempt, issue).await? {
+    let outcome = shared.stub.store.enroll(attempt, issue).await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // Nothing was decided about the key: its guess is given back.
+            if let Some(reservation) = &reservation {
+                reservation.refund(limiter, 1);
+            }
+            return Err(error.into());
+        }
+    };
+    match outcome {
         EnrollOutcome::Issued {
             device,
             repeated,
@@ -336,9 +443,7 @@ async fn enroll(
             Ok(response)
         }
         EnrollOutcome::Refused(code) => {
-            if code == ProblemCode::KeyUnknown {
-                limiter.guessed(source, unit, Instant::now());
-            }
+            count_guesses(&[(0, code)]);
             let refusal = ApiError::code(code, refusal_detail(code));
             if several {
                 tracing::info!(%unit_id, %source, %code, "enrollment refused");

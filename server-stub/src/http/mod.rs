@@ -44,8 +44,8 @@ pub struct Shared {
     pub stub: Stub,
     /// Failure counters of enrollment.
     pub limiter: RateLimiter,
-    /// Failed-login counters, per account and address.
-    pub logins: RateLimiter,
+    /// Failed-login counters, per account and source network.
+    pub logins: crate::login_limit::LoginLimiter,
     /// Device certificate lifetime.
     pub certificate_lifetime: time::Duration,
     /// The device connector's sessions on this server.

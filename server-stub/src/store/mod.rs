@@ -668,11 +668,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes keys: all of them, or none if any ID is unknown.
     async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError>;
 
-    /// Whether some key has this look-up digest: a read that writes nothing, for telling a real
-    /// key from a guess before deciding to spend a write on it.
-    async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError>;
+    /// The type of the key with this look-up digest, if some key has it: a read that writes
+    /// nothing, for telling a real key from a guess (and a random key from one that may have been
+    /// typed) before deciding to spend a write on it.
+    async fn key_kind(&self, lookup: &LookupDigest) -> Result<Option<KeyKind>, StoreError>;
 
-    /// [`Store::knows_key`] for several digests in one read, in their order.
+    /// Whether some key has each of these look-up digests, in one read, in their order.
     async fn known_keys(&self, lookups: &[LookupDigest]) -> Result<Vec<bool>, StoreError>;
 
     /// Decides an enrollment attempt through [`crate::claim::decide`] and applies the decision

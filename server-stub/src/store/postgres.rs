@@ -965,14 +965,20 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError> {
+    async fn key_kind(&self, lookup: &LookupDigest) -> Result<Option<KeyKind>, StoreError> {
         let rows = self
             .rows(
-                "SELECT 1 FROM keys WHERE lookup = $1",
+                "SELECT kind FROM keys WHERE lookup = $1",
                 &vec![Box::new(lookup.to_vec())],
             )
             .await?;
-        Ok(!rows.is_empty())
+        rows.first()
+            .map(|row| {
+                let text: String = row.get(0);
+                text.parse()
+                    .map_err(|_| self.corrupt(format!("a key of the unknown type {text:?}")))
+            })
+            .transpose()
     }
 
     async fn known_keys(&self, lookups: &[LookupDigest]) -> Result<Vec<bool>, StoreError> {

@@ -1286,17 +1286,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn knows_key(&self, lookup: &LookupDigest) -> Result<bool, StoreError> {
+    async fn key_kind(&self, lookup: &LookupDigest) -> Result<Option<KeyKind>, StoreError> {
         let lookup = *lookup;
         self.call(move |inner| {
-            inner
+            let kind = inner
                 .lock()
-                .prepare_cached("SELECT 1 FROM keys WHERE lookup = ?1")
+                .prepare_cached("SELECT kind FROM keys WHERE lookup = ?1")
                 .map_err(|e| inner.db(e))?
-                .query_row([&lookup[..]], |_| Ok(()))
+                .query_row([&lookup[..]], |row| row.get::<_, String>(0))
                 .optional()
-                .map(|found| found.is_some())
-                .map_err(|e| inner.db(e))
+                .map_err(|e| inner.db(e))?;
+            kind.map(|text| {
+                text.parse()
+                    .map_err(|_| inner.corrupt(format!("a key of the unknown type {text:?}")))
+            })
+            .transpose()
         })
         .await
     }

@@ -888,6 +888,49 @@ async fn failed_logins_are_limited_per_account_with_the_default_settings() {
 }
 
 #[tokio::test]
+async fn nobody_can_lock_an_administrator_out_from_another_address() {
+    let server = TestServer::start_with(|_| {}).await;
+    accounts(&server)
+        .create(
+            NewAccount {
+                name: "admin".to_owned(),
+                password: "the real password".to_owned(),
+                rights: vec![Right::ServerAdmin],
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let login = |client: &reqwest::Client, password: &str| {
+        client
+            .post(server.ip_url("/api/v1/session"))
+            .json(&json!({"name": "admin", "password": password}))
+            .send()
+    };
+    // Fifty wrong logins for admin from 127.0.0.2: the first ten are checked, the rest refused.
+    let attacker = server.client_from("127.0.0.2".parse().unwrap());
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..50 {
+        let answer = login(&attacker, "guess guess guess").await.unwrap();
+        *statuses.entry(answer.status().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(401, 10), (429, 40)])
+    );
+    // The right password from 127.0.0.1 signs in at once, however often the account signed in.
+    let admin = server.client_from("127.0.0.1".parse().unwrap());
+    for _ in 0..12 {
+        let answer = login(&admin, "the real password").await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    // And the right password from the attacker's address is still refused for the window.
+    let answer = login(&attacker, "the real password").await.unwrap();
+    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy() {
     let server = TestServer::start_with(|settings| {
         settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
@@ -914,24 +957,25 @@ async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy()
             .json(&json!({"name": name, "password": password}))
             .send()
     };
-    // Ten guesses at one account, each from another address: the account is held.
+    // Ten guesses at one account from one client behind the proxy: that client is held for
+    // that account, even with the right password ...
     for n in 0..10 {
-        let answer = login("target", "guess guess guess", format!("198.51.100.{n}"))
+        let answer = login("target", "guess guess guess", "198.51.100.1".to_owned())
             .await
             .unwrap();
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "guess {n}");
     }
-    let held = login("target", "the real password", "198.51.100.200".to_owned())
+    let held = login("target", "the real password", "198.51.100.1".to_owned())
         .await
         .unwrap();
     assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS, "per account");
-    // Another account from a fresh address still signs in.
-    let other = login("other", "the real password", "203.0.113.7".to_owned())
+    // ... but the account's owner behind the same proxy is not: the client address counts.
+    let owner = login("target", "the real password", "198.51.100.200".to_owned())
         .await
         .unwrap();
-    assert_eq!(other.status(), StatusCode::OK);
-    // Ten guesses from one address at made-up names: the address is held, for every account.
-    for n in 0..10 {
+    assert_eq!(owner.status(), StatusCode::OK);
+    // Thirty guesses from one address at made-up names: the address is held, for every account.
+    for n in 0..30 {
         let name: &'static str = Box::leak(format!("nobody{n}").into_boxed_str());
         login(name, "guess guess guess", "192.0.2.9".to_owned())
             .await

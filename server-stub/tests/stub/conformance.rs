@@ -217,8 +217,11 @@ async fn filters_page_and_count(store: Shared) {
         vec![8u8; 40],
         "the seal comes back as stored"
     );
-    assert!(store.knows_key(&lookup(9)).await.unwrap());
-    assert!(!store.knows_key(&lookup(99)).await.unwrap());
+    assert_eq!(
+        store.key_kind(&lookup(9)).await.unwrap(),
+        Some(KeyKind::DeviceBound)
+    );
+    assert_eq!(store.key_kind(&lookup(99)).await.unwrap(), None);
 }
 
 async fn enrolls_exactly_once_under_races(store: Shared) {

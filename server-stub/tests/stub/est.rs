@@ -420,6 +420,10 @@ async fn guesses_are_rate_limited_without_slowing_others() {
         .await
         .try_into()
         .unwrap();
+    let [(_, one_time)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let guesser = Device::numbered(1);
     for _ in 0..3 {
         assert_eq!(
@@ -436,10 +440,17 @@ async fn guesses_are_rate_limited_without_slowing_others() {
     );
     let wait: u64 = limited.retry_after.unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
-    // The unit ID's guesses are used up, but a real key for it still goes through: its MAC alone
-    // cannot lock a device out.
+    // The unit ID's guesses are used up. A mass-deployment key (its value may have been typed)
+    // is now refused exactly as an unknown key is: a dictionary learns nothing from it.
+    let mass_refused = enroll(&client, &server, &guesser, &mass).await;
     assert_eq!(
-        enroll(&client, &server, &guesser, &mass).await.status,
+        (mass_refused.status, mass_refused.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    assert_eq!(mass_refused.problem, limited.problem);
+    // A random one-time key for it still goes through: its MAC alone cannot lock a device out.
+    assert_eq!(
+        enroll(&client, &server, &guesser, &one_time).await.status,
         StatusCode::OK
     );
     // Another unit ID from the same address is not slowed.

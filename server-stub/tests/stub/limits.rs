@@ -120,10 +120,10 @@ async fn ten_thousand_random_keys_from_one_address_are_refused_while_another_enr
     answers.sort_by_key(|(at, _)| *at);
     let count = |code: &str| answers.iter().filter(|(_, c)| c == code).count();
     let budget = Limits::default().per_source as usize;
-    // Guesses in flight together are checked before any of them is counted: the budget may be
-    // overshot by as many as were in flight, never more.
+    // Each guess reserves its place in the budget before it is looked up: however many are in
+    // flight together, exactly the budget is tested.
     let unknown = count("key_unknown");
-    assert!((budget..=budget + AT_ONCE).contains(&unknown), "{unknown}");
+    assert_eq!(unknown, budget);
     assert_eq!(count("rate_limited"), GUESSES - unknown);
     // 429 soon: every answer after the first few dozen is a 429.
     let first_limited = answers
@@ -131,15 +131,21 @@ async fn ten_thousand_random_keys_from_one_address_are_refused_while_another_enr
         .position(|(_, code)| code == "rate_limited")
         .unwrap();
     assert!(first_limited <= budget + AT_ONCE, "{first_limited}");
-    // The limited guesses wrote nothing: the audit log holds the budget's refusals and the
-    // enrollment.
-    let enrolls = server
+    // The limited guesses wrote one line between them: the audit log holds the budget's
+    // refusals, one line saying the address used up its guesses, and the enrollment.
+    let enrolls: Vec<_> = server
         .audit()
         .await
         .into_iter()
         .filter(|entry| entry.event == "enroll")
-        .count();
-    assert_eq!(enrolls, unknown + 1);
+        .collect();
+    assert_eq!(enrolls.len(), unknown + 2);
+    let limited: Vec<_> = enrolls
+        .iter()
+        .filter(|entry| entry.outcome == "rate_limited")
+        .collect();
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert_eq!(limited[0].source, "127.0.0.2");
 }
 
 #[tokio::test]
@@ -343,4 +349,110 @@ async fn several_keys_in_one_request_enroll_with_one_and_each_unknown_one_is_a_g
         "{detail}"
     );
     server.stop().await;
+}
+
+/// A typed mass-deployment key (long enough for the floor, but a phrase a dictionary could hold).
+const TYPED_MASS_KEY: &str = "correct-Horse-battery-Staple-42";
+
+#[tokio::test]
+async fn a_dictionary_from_one_address_never_reaches_a_typed_mass_key() {
+    const WORDS: usize = 300;
+    const REAL_AT: usize = 250;
+    let server = TestServer::start(Limits::default()).await;
+    server
+        .shared
+        .stub
+        .keys()
+        .create_mass(Some(TYPED_MASS_KEY), "typed", &Actor::cli())
+        .await
+        .unwrap();
+    // One address, one keep-alive connection, one request after another; one unit ID per word so
+    // the address's budget is the one that holds. The 251st word is the key.
+    let client = server.client_from(loopback(6));
+    let mut answers = Vec::with_capacity(WORDS);
+    for n in 0..WORDS {
+        let word = if n == REAL_AT {
+            TYPED_MASS_KEY.to_owned()
+        } else {
+            format!("dictionary-word-{n:03}-Summer")
+        };
+        let device = Device::numbered(20_000 + n);
+        answers.push(enroll_at(&client, &server, &device, &word, None).await);
+    }
+    let budget = Limits::default().per_source as usize;
+    for (n, answer) in answers.iter().enumerate() {
+        let expected = if n < budget {
+            "key_unknown"
+        } else {
+            "rate_limited"
+        };
+        assert_eq!(answer.code(), expected, "word {n}: {:?}", answer.problem);
+    }
+    // The answer to the real key is the answer to the words beside it: nothing tells them apart.
+    let real = &answers[REAL_AT];
+    for neighbour in [&answers[REAL_AT - 1], &answers[REAL_AT + 1]] {
+        assert_eq!(
+            (real.status, &real.problem),
+            (neighbour.status, &neighbour.problem)
+        );
+    }
+    // No certificate went out and nothing was enrolled; the audit log holds the budget's
+    // refusals and one line for the address, and no `ok`.
+    assert!(server.devices().await.is_empty());
+    let audit = server.audit().await;
+    let outcomes: Vec<&str> = audit
+        .iter()
+        .filter(|entry| entry.event == "enroll")
+        .map(|entry| entry.outcome.as_str())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "key_unknown").count(),
+        budget
+    );
+    assert_eq!(outcomes.iter().filter(|o| **o == "rate_limited").count(), 1);
+    assert_eq!(outcomes.len(), budget + 1, "{outcomes:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_requests_of_eight_keys_test_no_more_keys_than_the_budget() {
+    const REQUESTS: usize = 40;
+    const KEYS: usize = 8;
+    let server = std::sync::Arc::new(TestServer::start(Limits::default()).await);
+    let client = server.client_from(loopback(7));
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(REQUESTS));
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..REQUESTS {
+        let (client, server, start) = (client.clone(), server.clone(), start.clone());
+        requests.spawn(async move {
+            let keys: Vec<String> = (0..KEYS)
+                .map(|k| format!("{:017}", 30_000_000_000 + (n * KEYS + k) as u64))
+                .collect();
+            let alternates: Vec<&str> = keys[1..].iter().map(String::as_str).collect();
+            // A unit ID of its own each, so the address's budget is the one that holds.
+            let device = Device::numbered(40_000 + n);
+            start.wait().await;
+            let (answer, _, refused) =
+                enroll_several(&client, &server, &device, &keys[0], &alternates).await;
+            (answer, refused)
+        });
+    }
+    let mut tested = 0;
+    let mut untried = 0;
+    while let Some(done) = requests.join_next().await {
+        let (answer, refused) = done.unwrap();
+        assert_ne!(answer.status, StatusCode::OK);
+        let refused = refused.expect("every answer lists its keys");
+        assert_eq!(refused.split(',').count(), KEYS, "{refused}");
+        for entry in refused.split(',') {
+            match entry.split_once('=').unwrap().1 {
+                "key_unknown" => tested += 1,
+                "rate_limited" => untried += 1,
+                other => panic!("{other}"),
+            }
+        }
+    }
+    let budget = Limits::default().per_source as usize;
+    assert_eq!(tested, budget, "keys tested");
+    assert_eq!(untried, REQUESTS * KEYS - budget);
 }

@@ -1,9 +1,10 @@
 //! `/api/v1/session`: Web App login, the caller's identity, logout.
 //!
 //! A login sets the session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`) and answers with the
-//! CSRF token that writes made with the cookie carry in `X-CSRF-Token`. Every login attempt counts
-//! against the account and the client address before its password is checked; past the limit,
-//! logins get 429 for the window.
+//! CSRF token that writes made with the cookie carry in `X-CSRF-Token`. Failed logins are limited
+//! per account and source network ([`crate::login_limit`]): a failure is reserved before the
+//! password is checked and given back when it was right, so nobody can lock an administrator out
+//! from another network.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use onboard_protocol::{Problem, ProblemCode};
 use super::{Admin, Body, client_of};
 use crate::accounts::{Proof, SESSION_COOKIE};
 use crate::http::{ApiError, Shared};
+use crate::login_limit::LoginAdmission;
 use crate::rights::MAX_ACCOUNT_NAME_CHARS;
 use crate::store::{Actor, AuditEntry};
 
@@ -75,20 +77,38 @@ pub async fn login(
     let address = source
         .parse()
         .unwrap_or(std::net::Ipv6Addr::LOCALHOST.into());
-    let now = Instant::now();
-    if let Some(wait) = shared.logins.blocked_for(address, Some(&login.name), now) {
-        return Err(ApiError::Problem {
-            problem: Problem::new(ProblemCode::RateLimited)
-                .with_detail("too many failed logins for this account or address; retry later"),
-            retry_after: Some(wait),
-        });
-    }
-    // Every attempt counts before the password is checked, so parallel guesses cannot all slip
-    // under the limit while argon2 runs.
-    shared.logins.guessed(address, Some(&login.name), now);
+    // A failure is reserved before the password is checked, so parallel guesses cannot all slip
+    // under the limit while argon2 runs; a success gives it back (crate::login_limit).
+    let (ticket, decoy) = match shared.logins.admit(address, &login.name, Instant::now()) {
+        LoginAdmission::Refused { retry_after } => {
+            return Err(ApiError::Problem {
+                problem: Problem::new(ProblemCode::RateLimited).with_detail(
+                    "too many failed logins to this account from this network, or from this \
+                     network to any account; retry later",
+                ),
+                retry_after: Some(retry_after),
+            });
+        }
+        LoginAdmission::Check {
+            ticket,
+            wait,
+            decoy,
+        } => {
+            // An account guessed at from many networks: those that failed against it wait.
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            (ticket, decoy)
+        }
+    };
     let name = login.name.clone();
     let actor = Actor::admin(&name, &source);
-    match shared.stub.accounts().login(login, &actor).await {
+    let outcome = shared.stub.accounts().login(login, &actor, decoy).await;
+    if !matches!(outcome, Err(crate::accounts::AuthError::Unauthorized)) {
+        // Only wrong names and passwords are failures.
+        ticket.succeeded(&shared.logins);
+    }
+    match outcome {
         Ok(session) => {
             let max_age = shared.stub.settings.session_lifetime.whole_seconds();
             let mut response = axum::Json(session.caller.view()).into_response();
