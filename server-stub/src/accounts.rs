@@ -31,7 +31,7 @@ use crate::store::{
 pub const TOKEN_PREFIX: &str = "umst_";
 
 /// The name of the Web App's session cookie.
-pub const SESSION_COOKIE: &str = "ums_session";
+pub const SESSION_COOKIE: &str = "__Host-ums_session";
 
 /// Why an account or token operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -100,21 +100,52 @@ fn check_comment(comment: &str) -> Result<(), KeyError> {
 }
 
 /// Key operations over one store and the vault of the UMS ID.
+///
+/// Everything that shows a key in the clear (a shown list or key, a reveal, an export) is audited
+/// here, before the value is handed out, as the operations' actor ([`KeyAdmin::acting_as`];
+/// `cli` unless told otherwise): every surface (the admin API, the Web App, the local command
+/// line) leaves the same line, and a reveal that cannot be recorded is not made.
 #[derive(Debug, Clone)]
 pub struct KeyAdmin {
     store: Arc<dyn Store>,
     vault: Arc<KeyVault>,
     in_sync: bool,
+    actor: Actor,
 }
 
 impl KeyAdmin {
-    /// Operations on `store`, protecting values with `vault`.
+    /// Operations on `store`, protecting values with `vault`, by the local command line.
     pub fn new(store: Arc<dyn Store>, vault: Arc<KeyVault>) -> Self {
         Self {
             store,
             vault,
             in_sync: true,
+            actor: Actor::cli(),
         }
+    }
+
+    /// The same operations on behalf of `actor`, whom the audit lines of reveals and exports name.
+    pub fn acting_as(mut self, actor: &Actor) -> Self {
+        self.actor = actor.clone();
+        self
+    }
+
+    /// Audits that the keys `ids` are about to be shown in the clear (`keys.reveal`) or written to
+    /// a key file (`keys.export`, `how` saying how many and in what form).
+    async fn audit_shown(&self, event: &str, ids: &[KeyId], how: &str) -> Result<(), KeyError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut entry = store::AuditEntry::new(event, &self.actor);
+        entry.detail = if how.is_empty() {
+            format!("key(s) {}", id_ranges(ids))
+        } else {
+            format!("{how}: {}", id_ranges(ids))
+        };
+        if let [only] = ids {
+            entry.key_id = Some(*only);
+        }
+        Ok(self.store.record(entry).await?)
     }
 
     /// Operations that refuse every key read and write ([`KeyError::NotInSync`]): for a server
@@ -282,18 +313,27 @@ impl KeyAdmin {
     ) -> Result<Page<KeyView>, KeyError> {
         self.usable()?;
         let rows = self.store.keys(filter, &page.probe()).await?;
-        store::paged(rows, page.limit, |key| key.id, |key| self.view(key, show))
+        let listed = store::paged(rows, page.limit, |key| key.id, |key| self.view(key, show))?;
+        if show {
+            let ids: Vec<KeyId> = listed.items.iter().map(|key| key.id).collect();
+            self.audit_shown("keys.reveal", &ids, "").await?;
+        }
+        Ok(listed)
     }
 
-    /// One key, masked unless `show`.
+    /// One key, masked unless `show` (audited as a reveal).
     pub async fn get(&self, id: KeyId, show: bool) -> Result<KeyView, KeyError> {
         self.usable()?;
         let stored = self.one(id).await?;
-        self.view(stored, show)
+        let view = self.view(stored, show)?;
+        if show {
+            self.audit_shown("keys.reveal", &[id], "").await?;
+        }
+        Ok(view)
     }
 
     /// The keys named, in the clear: all of them, or [`StoreError::NotFound`] naming those that do
-    /// not exist. The caller audits the reveal.
+    /// not exist. Audited before they are returned.
     pub async fn reveal(&self, ids: &[KeyId]) -> Result<Vec<KeyView>, KeyError> {
         self.usable()?;
         let filter = KeyFilter {
@@ -309,7 +349,12 @@ impl KeyAdmin {
         if !missing.is_empty() {
             return Err(StoreError::NotFound(Missing::Keys(missing)).into());
         }
-        stored.into_iter().map(|key| self.view(key, true)).collect()
+        let shown = stored
+            .into_iter()
+            .map(|key| self.view(key, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.audit_shown("keys.reveal", ids, "").await?;
+        Ok(shown)
     }
 
     /// How many keys match `filter`.
@@ -359,8 +404,8 @@ impl KeyAdmin {
         Ok(self.export_listed(ids, servers, ums_id).await?.0)
     }
 
-    /// [`KeyAdmin::export`], with the IDs of the keys the file holds, in its order (for the audit
-    /// log).
+    /// [`KeyAdmin::export`], with the IDs of the keys the file holds, in its order. Audited before
+    /// the file is returned.
     pub async fn export_listed(
         &self,
         ids: &[KeyId],
@@ -411,6 +456,8 @@ impl KeyAdmin {
             });
         }
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).ok();
+        let how = format!("{} key(s) to a key file", listed.len());
+        self.audit_shown("keys.export", &listed, &how).await?;
         Ok((KeyFile::new(servers, ums_id, entries, now), listed))
     }
 }

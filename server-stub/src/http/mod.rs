@@ -215,11 +215,40 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ));
+    let admin = admin::router().layer(axum::middleware::from_fn_with_state(
+        shared.clone(),
+        admin::audit_forbidden,
+    ));
     Router::new()
         .merge(devices)
-        .merge(admin::router())
+        .merge(admin)
         .merge(web::router())
+        .layer(axum::middleware::from_fn(answer_headers))
         .with_state(shared)
+}
+
+/// How long browsers are told to reach this server only over HTTPS: a year.
+const HSTS: &str = "max-age=31536000";
+
+/// Headers on every answer: HSTS (the server speaks nothing but HTTPS) and `nosniff`; on admin API
+/// answers also `Cache-Control: no-store`, since they carry keys, tokens and the session's CSRF
+/// token that no cache may keep.
+async fn answer_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(HSTS),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if api {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 #[cfg(test)]

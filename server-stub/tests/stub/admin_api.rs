@@ -601,6 +601,7 @@ async fn no_list_carries_a_clear_key_and_every_reveal_is_audited() {
     let audit = server.audit().await;
     let reveal = audit
         .iter()
+        .rev()
         .find(|line| line.event == "keys.reveal")
         .expect("the reveal is audited");
     assert_eq!(reveal.actor, "revealer");
@@ -1790,5 +1791,97 @@ async fn keys_filter_by_comment_text_and_the_audit_log_pages_newest_first() {
     )
     .await;
     assert_eq!(audit_ids(&second), all[2..all.len().min(4)]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_answer_forbids_caching_sniffing_and_plain_http_and_the_cookie_is_host_only() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    accounts(&server)
+        .create(
+            NewAccount {
+                name: "web".to_owned(),
+                password: "the real password".to_owned(),
+                rights: vec![Right::KeysRead],
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    let token = account_with_token(&server, "reader", &[Right::KeysRead]).await;
+    let login = client
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"name": "web", "password": "the real password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-ums_session="), "{cookie}");
+    for part in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+    let mut answers = vec![("login", login)];
+    for (what, path, bearer) in [
+        ("a page of keys", "/api/v1/keys", Some(&token)),
+        ("a refusal", "/api/v1/keys", None),
+        ("the OpenAPI document", "/api/v1/openapi.json", None),
+        ("an unknown route", "/api/v1/nothing-here", Some(&token)),
+        ("the Web App", "/", None),
+    ] {
+        let mut request = client.get(server.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        answers.push((what, request.send().await.unwrap()));
+    }
+    for (what, answer) in &answers {
+        let headers = answer.headers();
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{what}"
+        );
+        let hsts = header("strict-transport-security").unwrap_or_default();
+        assert!(hsts.starts_with("max-age=31536000"), "{what}: {hsts}");
+        if *what != "the Web App" {
+            assert_eq!(
+                header("cache-control").as_deref(),
+                Some("no-store"),
+                "{what}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_admin_request_is_audited_with_who_and_what() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let token = account_with_token(&server, "reader", &[Right::KeysRead]).await;
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::DELETE,
+        "/api/v1/keys/7",
+        &Sent::None,
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let audit = server.audit().await;
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|line| line.event == "api.forbidden")
+        .collect();
+    assert_eq!(refused.len(), 1, "{audit:?}");
+    assert_eq!(refused[0].actor, "reader");
+    assert_eq!(refused[0].outcome, "forbidden");
+    assert_eq!(refused[0].detail, "DELETE /api/v1/keys/7");
+    assert!(!refused[0].detail.contains(&token));
     server.stop().await;
 }

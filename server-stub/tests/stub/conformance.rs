@@ -217,10 +217,13 @@ async fn filters_page_and_count(store: Shared) {
         vec![8u8; 40],
         "the seal comes back as stored"
     );
-    assert_eq!(
-        store.key_kind(&lookup(9)).await.unwrap(),
-        Some(KeyKind::DeviceBound)
-    );
+    for (n, kind) in [
+        (1, KeyKind::OneTime),
+        (8, KeyKind::DeviceBound),
+        (9, KeyKind::MassDeployment),
+    ] {
+        assert_eq!(store.key_kind(&lookup(n)).await.unwrap(), Some(kind));
+    }
     assert_eq!(store.key_kind(&lookup(99)).await.unwrap(), None);
 }
 

@@ -435,6 +435,33 @@ fn every_key_change_is_in_the_audit_log() {
 }
 
 #[test]
+fn local_reveals_and_exports_are_audited_before_anything_is_shown() {
+    let dir = DataDir::new();
+    dir.ok(&["keys", "create", "one-time", "--quantity", "3"]);
+    // A masked list shows nothing and leaves no line; a shown one and an export each leave one.
+    dir.list(&[]);
+    let shown = dir.list(&["--show"]);
+    let out = dir.scratch().join("stick.xml");
+    dir.ok(&["keys", "export", "2", "3", "--out", out.to_str().unwrap()]);
+    let log: Page<AuditEntryView> = serde_json::from_str(&dir.ok(&["audit", "--json"])).unwrap();
+    let lines: Vec<(&str, &str, &str)> = log
+        .items
+        .iter()
+        .filter(|e| e.event != "keys.create")
+        .map(|e| (e.event.as_str(), e.actor.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("keys.reveal", "cli", "key(s) 1 to 3"),
+            ("keys.export", "cli", "2 key(s) to a key file: 2, 3"),
+        ]
+    );
+    let text = serde_json::to_string(&log.items).unwrap();
+    assert!(shown.iter().all(|key| !text.contains(&key.key)));
+}
+
+#[test]
 fn lists_page_by_keyset_with_a_total() {
     let dir = DataDir::new();
     dir.ok(&["keys", "create", "one-time", "--quantity", "5"]);

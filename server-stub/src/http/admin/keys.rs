@@ -16,7 +16,7 @@ use onboard_protocol::{KeyKind, ProblemCode, UnitId};
 use super::{Admin, Body, Params, PathParam, page};
 use crate::http::{ApiError, Shared};
 use crate::rights::Operation;
-use crate::store::{AuditEntry, KeyFilter};
+use crate::store::KeyFilter;
 
 /// The key routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -321,19 +321,13 @@ pub async fn export(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    let (file, listed) = shared
+    // Audited by the use case before the file is made.
+    let file = shared
         .stub
         .keys()
-        .export_listed(&request.ids, servers, shared.stub.ums_id.fingerprint())
+        .acting_as(&admin.actor)
+        .export(&request.ids, servers, shared.stub.ums_id.fingerprint())
         .await?;
-    let mut entry = AuditEntry::new("keys.export", &admin.actor);
-    entry.detail = format!(
-        "{} key(s) as {}: {}",
-        file.keys.len(),
-        request.format,
-        crate::keys::id_ranges(&listed)
-    );
-    shared.stub.store.record(entry).await?;
     let body = file.write(request.format);
     let content_type = match request.format {
         onboard_protocol::Format::Xml => "application/xml",
@@ -367,14 +361,14 @@ pub async fn reveal(
 ) -> Result<Response, ApiError> {
     admin.may(Operation::RevealKeys)?;
     check_ids(&request.ids)?;
-    let shown = shared.stub.keys().reveal(&request.ids).await?;
-    let mut entry = AuditEntry::new("keys.reveal", &admin.actor);
-    entry.detail = format!("key(s) {}", crate::keys::id_ranges(&request.ids));
-    if let [only] = request.ids.as_slice() {
-        entry.key_id = Some(*only);
-    }
-    // Audited before anything is shown: a reveal that cannot be recorded is not made.
-    shared.stub.store.record(entry).await?;
+    // Audited by the use case before anything is shown: a reveal that cannot be recorded is not
+    // made.
+    let shown = shared
+        .stub
+        .keys()
+        .acting_as(&admin.actor)
+        .reveal(&request.ids)
+        .await?;
     let mut response = axum::Json(shown).into_response();
     response
         .headers_mut()

@@ -60,6 +60,47 @@ pub fn router() -> Router<Arc<Shared>> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
 }
 
+/// Where the [`Admin`] of a request puts its actor, for [`audit_forbidden`].
+#[derive(Debug, Clone, Default)]
+struct ActorSlot(Arc<std::sync::Mutex<Option<Actor>>>);
+
+/// Audits every admin request refused with 403: who (the authenticated actor), the method and
+/// path (never the query or body), and why.
+pub async fn audit_forbidden(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let slot = ActorSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let source = request.extensions().get::<Peer>().map_or_else(
+        || "local".to_owned(),
+        |peer| {
+            peer.client(request.headers(), &shared.stub.settings.trusted_proxies)
+                .to_string()
+        },
+    );
+    let response = next.run(request).await;
+    if response.status() != axum::http::StatusCode::FORBIDDEN {
+        return response;
+    }
+    let actor = slot
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    // A 403 before authentication (a cookie write without its CSRF token) names no account.
+    let actor = actor.unwrap_or_else(|| Actor::anonymous(source));
+    let mut entry = crate::store::AuditEntry::new("api.forbidden", &actor);
+    entry.outcome = ProblemCode::Forbidden.as_str().to_owned();
+    entry.detail = what;
+    if let Err(error) = shared.stub.store.record(entry).await {
+        tracing::warn!("cannot audit a refused admin request: {error}");
+    }
+    response
+}
+
 /// An authenticated administrator and where the request came from.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -184,6 +225,12 @@ impl FromRequestParts<Arc<Shared>> for Admin {
             return Err(unauthorized());
         };
         let actor = Actor::admin(&caller.account, client_of(parts, shared));
+        if let Some(slot) = parts.extensions.get::<ActorSlot>() {
+            *slot
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(actor.clone());
+        }
         Ok(Admin { caller, actor })
     }
 }
