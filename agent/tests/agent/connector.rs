@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use onboard_agent::device_key::DeviceKeyAlgorithm;
 use onboard_agent::lifecycle::Phase;
 use onboard_agent::state::AgentState;
 use onboard_protocol::connector::Command;
@@ -55,12 +56,23 @@ async fn wait_online(ums: &Ums, unit: &str, online: bool) {
 }
 
 async fn enrolled_agent(ums: &Ums, unit: &str) -> (Agent, tempfile::TempDir, tempfile::TempDir) {
+    enrolled_agent_with(ums, unit, DeviceKeyAlgorithm::P256).await
+}
+
+/// [`enrolled_agent`] with a device key pair of `algorithm`.
+async fn enrolled_agent_with(
+    ums: &Ums,
+    unit: &str,
+    algorithm: DeviceKeyAlgorithm,
+) -> (Agent, tempfile::TempDir, tempfile::TempDir) {
     let ids = ums.create(KeyKind::MassDeployment, 1, None).await;
     let key_file = ums.export(&ids, vec![ums.server()]).await;
     let root = tempfile::tempdir().unwrap();
     let state_dir = tempfile::tempdir().unwrap();
     plug_in(root.path(), &key_file);
-    let agent = Agent::start(settings(unit, root.path(), state_dir.path()));
+    let mut settings = settings(unit, root.path(), state_dir.path());
+    settings.device_key = algorithm;
+    let agent = Agent::start(settings);
     agent.wait_enrolled().await;
     (agent, root, state_dir)
 }
@@ -106,8 +118,40 @@ async fn an_enrolled_agent_stays_connected_and_comes_back_after_a_server_restart
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renew_now_renews_and_inventory_now_reports_through_the_connector() {
+    renews_and_reports_through_the_connector(DeviceKeyAlgorithm::P256).await;
+}
+
+/// The agent's other device key: a P-384 device enrolls, connects, renews and reports end to end,
+/// and the server certifies its P-384 key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p384_device_enrolls_connects_renews_and_reports() {
+    renews_and_reports_through_the_connector(DeviceKeyAlgorithm::P384).await;
+}
+
+/// The curve OID of the key a DER certificate certifies.
+fn certified_curve(der: &[u8]) -> String {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).unwrap();
+    let key = &certificate.tbs_certificate.subject_pki.algorithm;
+    key.parameters
+        .as_ref()
+        .and_then(|parameters| parameters.as_oid().ok())
+        .map(|oid| oid.to_id_string())
+        .unwrap_or_default()
+}
+
+async fn renews_and_reports_through_the_connector(algorithm: DeviceKeyAlgorithm) {
+    // secp256r1 and secp384r1.
+    let curve = match algorithm {
+        DeviceKeyAlgorithm::P256 => "1.2.840.10045.3.1.7",
+        DeviceKeyAlgorithm::P384 => "1.3.132.0.34",
+    };
     let ums = Ums::start().await;
-    let (agent, _root, _state) = enrolled_agent(&ums, UNIT).await;
+    let (agent, _root, _state) = enrolled_agent_with(&ums, UNIT, algorithm).await;
+    assert_eq!(
+        certified_curve(&ums.devices().await[0].certificate),
+        curve,
+        "{algorithm:?}"
+    );
     agent.wait_connected(true).await;
     wait_online(&ums, UNIT, true).await;
     let enrolled = agent.wait_enrolled().await;
@@ -138,6 +182,7 @@ async fn renew_now_renews_and_inventory_now_reports_through_the_connector() {
     let device = ums.devices().await.remove(0);
     assert_eq!(Some(device.serial.clone()), renewed.certificate_serial);
     assert_eq!(device.previous_serial, None, "the new certificate was seen");
+    assert_eq!(certified_curve(&device.certificate), curve, "{algorithm:?}");
 
     // Times are kept to the second: the next report must land in a later one.
     tokio::time::sleep(Duration::from_millis(1100)).await;

@@ -1,12 +1,16 @@
 //! A bounded mutation fuzzer over the parsers that read what strangers send: key files (all three
-//! formats), certificate requests, HTTP Basic credentials and the inventory body.
+//! formats), certificate requests, HTTP Basic credentials, the alternate-keys header, the inventory
+//! body, every admin JSON body, session cookies and Bearer headers, and the device connector's
+//! frames.
 //!
 //! No nightly toolchain is at hand for cargo-fuzz, so this is a small driver of its own: it starts
 //! from valid inputs, applies random byte-level mutations (flips, inserts, deletions, repeats,
 //! splices of another seed), and runs each target under `catch_unwind`. A target must never panic,
 //! and what it accepts must hold its promises (a parsed key file writes back to what parses the
 //! same; an accepted inventory is within its bounds; a refusal never quotes a key). Each target runs
-//! for `ONBOARD_FUZZ_SECONDS` (default 2) from a fixed seed, or `ONBOARD_FUZZ_SEED`.
+//! for `ONBOARD_FUZZ_SECONDS` (default 2) from a fixed seed, or `ONBOARD_FUZZ_SEED`, and must have
+//! run at least [`MIN_INPUTS`] inputs in that time: a run too short (or a machine too slow) to
+//! fuzz anything fails rather than passing with nothing tried.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
@@ -101,8 +105,13 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
     input.truncate(256 * 1024);
 }
 
+/// The fewest inputs a target must run for its test to pass (about a fifth of what the slowest
+/// target, the key-file readers, runs in 2 s of an unoptimised build on this project's CI).
+const MIN_INPUTS: u64 = 2_000;
+
 /// Runs `target` on mutations of `seeds` for the configured time; panics with the input (hex)
-/// that made the target panic or break a promise. Returns how many inputs it ran.
+/// that made the target panic or break a promise, or when fewer than [`MIN_INPUTS`] ran. Returns
+/// how many inputs it ran.
 fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> Result<(), String>) -> u64 {
     let seconds: u64 = std::env::var("ONBOARD_FUZZ_SECONDS")
         .ok()
@@ -133,6 +142,11 @@ fn fuzz(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> Result<(), St
         }
     }
     println!("fuzz {name}: {runs} inputs in {seconds} s, seed {seed}");
+    assert!(
+        runs >= MIN_INPUTS,
+        "fuzz {name}: only {runs} inputs ran in ONBOARD_FUZZ_SECONDS={seconds}; at least \
+         {MIN_INPUTS} are needed for the run to say anything"
+    );
     runs
 }
 
@@ -281,6 +295,194 @@ fn inventory_bodies_never_panic_and_accepted_ones_are_bounded() {
             if stored.len() > MAX_INVENTORY_BYTES * 2 {
                 return Err(format!("an accepted report stores {} bytes", stored.len()));
             }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn alternate_keys_headers_never_panic_and_accepted_ones_round_trip() {
+    use onboard_protocol::alternates::{
+        MAX_KEYS_PER_REQUEST, decode_alternates, encode_alternates,
+    };
+    let keys: Vec<FirstAuthKey> = [
+        "40512337860129621",
+        "77120954388310452",
+        "Rollout & <Spring>",
+    ]
+    .into_iter()
+    .map(|key| FirstAuthKey::new(key).unwrap())
+    .collect();
+    let seeds = vec![
+        encode_alternates(&keys).into_bytes(),
+        encode_alternates(&keys[..1]).into_bytes(),
+        b"c2VjcmV0,,".to_vec(),
+    ];
+    fuzz("alternate keys", seeds, |input| {
+        let Ok(text) = std::str::from_utf8(input) else {
+            return Ok(());
+        };
+        match decode_alternates(text) {
+            Ok(decoded) => {
+                if decoded.len() >= MAX_KEYS_PER_REQUEST {
+                    return Err(format!("accepted {} alternates", decoded.len()));
+                }
+                let again = decode_alternates(&encode_alternates(&decoded))
+                    .map_err(|error| format!("its own encoding is refused: {error}"))?;
+                if again
+                    .iter()
+                    .map(FirstAuthKey::expose_secret)
+                    .ne(decoded.iter().map(FirstAuthKey::expose_secret))
+                {
+                    return Err("its own encoding reads back differently".to_owned());
+                }
+            }
+            // The refusal is a fixed text with a number: nothing of the header comes back.
+            Err(error) => {
+                let said = error.to_string();
+                if said
+                    .chars()
+                    .any(|c| !(c.is_ascii_alphanumeric() || " -".contains(c)))
+                {
+                    return Err(format!("a refusal that quotes something: {said}"));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// Fuzzes the JSON body of one admin request type: it never panics, and what it accepts writes
+/// back to JSON that reads as the same request.
+fn admin_body<T>(name: &str, seeds: &[serde_json::Value])
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + PartialEq,
+{
+    let seeds = seeds
+        .iter()
+        .map(|seed| serde_json::to_vec(seed).unwrap())
+        .collect();
+    fuzz(name, seeds, |input| {
+        let Ok(body) = serde_json::from_slice::<T>(input) else {
+            return Ok(());
+        };
+        let written = serde_json::to_vec(&body).map_err(|error| error.to_string())?;
+        match serde_json::from_slice::<T>(&written) {
+            Ok(again) if again == body => Ok(()),
+            Ok(_) => Err("its JSON reads back as another request".to_owned()),
+            Err(error) => Err(format!("its own JSON is refused: {error}")),
+        }
+    });
+}
+
+#[test]
+fn admin_bodies_never_panic_and_accepted_ones_round_trip() {
+    use onboard_protocol::admin::{
+        CreateKeys, EditAccount, EditKey, ExportKeys, KeyIds, Login, NewAccount, NewToken,
+        SendCommand,
+    };
+    use serde_json::json;
+    admin_body::<CreateKeys>(
+        "admin body: create keys",
+        &[
+            json!({"type": "one-time", "quantity": 50, "comment": "lab"}),
+            json!({"type": "device-bound", "unit_ids": ["00E0C5540B8B"], "comment": ""}),
+            json!({"type": "mass", "password": "Rollout & <Spring> 2026 long", "comment": "x"}),
+        ],
+    );
+    admin_body::<EditKey>("admin body: edit key", &[json!({"comment": "spare"})]);
+    admin_body::<KeyIds>(
+        "admin body: key IDs",
+        &[json!({"ids": [1, 2, 9_007_199_254_740_993u64]})],
+    );
+    admin_body::<ExportKeys>(
+        "admin body: export",
+        &[
+            json!({"ids": [1], "servers": [{"host": "ums.example.com", "port": 8443}], "format": "xml"}),
+        ],
+    );
+    admin_body::<NewAccount>(
+        "admin body: new account",
+        &[
+            json!({"name": "alice", "password": "a long passphrase", "rights": ["keys:read", "server:admin"]}),
+        ],
+    );
+    admin_body::<EditAccount>(
+        "admin body: edit account",
+        &[
+            json!({"rights": ["audit:read"]}),
+            json!({"password": "another long one"}),
+        ],
+    );
+    admin_body::<NewToken>(
+        "admin body: new token",
+        &[json!({"account": "alice", "name": "rig", "rights": ["keys:read"], "expires_days": 30})],
+    );
+    admin_body::<Login>(
+        "admin body: login",
+        &[json!({"name": "alice", "password": "a long passphrase"})],
+    );
+    admin_body::<SendCommand>(
+        "admin body: device command",
+        &[json!({"command": "renew-now"})],
+    );
+}
+
+#[test]
+fn cookies_and_bearer_headers_never_panic_and_yield_only_what_they_hold() {
+    use ums_stub::http::admin::{bearer, session_cookie};
+    let cookie = ums_stub::accounts::SESSION_COOKIE;
+    let seeds = vec![
+        format!("{cookie}=dGhlIHNlc3Npb24gdmFsdWU").into_bytes(),
+        format!("theme=dark; {cookie}=abc; other=1").into_bytes(),
+        b"Bearer umst_17_c2VjcmV0LXRva2VuLXZhbHVl".to_vec(),
+        b"bearer   spaced-token  ".to_vec(),
+    ];
+    fuzz("cookies and bearer headers", seeds, |input| {
+        let Ok(value) = HeaderValue::from_bytes(input) else {
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(input).into_owned();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, value.clone());
+        headers.insert(header::AUTHORIZATION, value);
+        if let Some(found) = session_cookie(&headers)
+            && (!text.contains(found) || found.contains(';'))
+        {
+            return Err(format!(
+                "a cookie value that the header does not hold: {found:?}"
+            ));
+        }
+        if let Some(token) = bearer(&headers)
+            && (!text.contains(token) || token.trim() != token)
+        {
+            return Err(format!("a token that the header does not hold: {token:?}"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn connector_frames_never_panic_and_accepted_ones_are_commands() {
+    use onboard_protocol::connector::{Command, MAX_FRAME_BYTES, Push};
+    let seeds = Command::ALL
+        .iter()
+        .map(|command| serde_json::to_vec(&Push { command: *command }).unwrap())
+        .chain([br#"{"command":"reboot"}"#.to_vec()])
+        .collect();
+    fuzz("connector frames", seeds, |input| {
+        if input.len() > MAX_FRAME_BYTES {
+            return Ok(());
+        }
+        let Ok(push) = serde_json::from_slice::<Push>(input) else {
+            return Ok(());
+        };
+        if !Command::ALL.contains(&push.command) {
+            return Err(format!("an unknown command {:?}", push.command));
+        }
+        let frame = serde_json::to_string(&push).map_err(|error| error.to_string())?;
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err("a frame longer than a device accepts".to_owned());
         }
         Ok(())
     });

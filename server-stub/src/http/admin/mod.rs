@@ -147,7 +147,7 @@ fn unauthorized() -> ApiError {
 }
 
 /// The bearer token of `Authorization`, if the header is one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -156,7 +156,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The value of the session cookie, if sent.
-pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
