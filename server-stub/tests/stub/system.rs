@@ -72,7 +72,7 @@ fn run(program: &str, args: &[&str], dir: &Path) -> Vec<u8> {
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| panic!("{program} could not run ({e}); .ci/run installs it"));
+        .unwrap_or_else(|e| panic!("{program} could not run ({e}); scripts/test installs it"));
     assert!(
         output.status.success(),
         "{program} {args:?}: {}",
@@ -128,7 +128,7 @@ fn curl_enroll(work: &Path, port: u16, unit: &str, key: &str, name: &str) -> (u1
         ])
         .current_dir(work)
         .output()
-        .unwrap_or_else(|e| panic!("curl could not run ({e}); .ci/run installs it"));
+        .unwrap_or_else(|e| panic!("curl could not run ({e}); scripts/test installs it"));
     assert!(
         output.status.success(),
         "curl: {}",
