@@ -2,7 +2,7 @@
 //! `postgres` user when run as root), `pg_ctl start` on a free loopback port, a fresh database per
 //! store (`createdb`), stopped and removed when dropped. `ums-stub`'s own tests include this file.
 //!
-//! The server programs come from Debian's `postgresql` package (`.ci/run` installs it):
+//! The server programs come from Debian's `postgresql` package (`scripts/test` installs it):
 //! `$ONBOARD_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
 
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ fn bin_dir() -> PathBuf {
     found.sort();
     found.pop().unwrap_or_else(|| {
         panic!(
-            "no PostgreSQL server programs: install Debian's postgresql package (bash .ci/run \
+            "no PostgreSQL server programs: install Debian's postgresql package (scripts/test \
              does) or name their folder in ONBOARD_PG_BIN"
         )
     })

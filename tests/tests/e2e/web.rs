@@ -2,7 +2,7 @@
 //! Debian's chromium) against a real `ums-stub serve`.
 //!
 //! Needs Python with the packages of `tests/web/requirements.txt` (`$ONBOARD_PYTHON`, else
-//! `python3`) and chromium (`$ONBOARD_CHROMIUM`, else `/usr/bin/chromium`); `.ci/run` installs
+//! `python3`) and chromium (`$ONBOARD_CHROMIUM`, else `/usr/bin/chromium`); `scripts/test` installs
 //! them. Screenshots and downloads go to `$ONBOARD_WEB_OUT`, else `target/web-app/`.
 
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ fn the_web_app_works_in_chromium() {
         .unwrap_or_else(|error| {
             panic!(
                 "cannot run {python}: {error}; install Python with pip install -r \
-                 tests/web/requirements.txt and Debian's chromium (bash .ci/run does)"
+                 tests/web/requirements.txt and Debian's chromium (scripts/test does)"
             )
         });
     let stdout = String::from_utf8_lossy(&output.stdout);
