@@ -292,7 +292,7 @@ async fn idle_connections_from_twenty_hosts_do_not_starve_a_device_elsewhere() {
     // Up, and the server at its total, making room: stalled handshakes give way. Without that
     // rule the line never comes; the device is let try all the same.
     let making_room = flood
-        .wait(Duration::from_secs(10), |flood| {
+        .wait(Duration::from_secs(8), |flood| {
             flood.opened() >= IDLE && served.logged().contains("every connection slot is in use")
         })
         .await;
