@@ -29,13 +29,15 @@
 //! # Gateways or proxies in front of the server, by address or range: requests from them are
 //! # counted by the client address their X-Forwarded-For names. Default: none.
 //! trusted_proxies = ["10.0.0.5", "192.0.2.0/28"]
-//! # Connections one source may hold open (more are closed), and TLS handshakes it may have in
-//! # progress (more wait); trusted proxies are held only to the total. Defaults: 256, 64.
+//! # Connections one source may hold open (more are closed; never more than a sixteenth of the
+//! # total), and TLS handshakes it may have in progress (more wait); trusted proxies are held only
+//! # to the total. Defaults: 256, 64.
 //! max_connections_per_source = 256
 //! max_handshakes_per_source = 64
 //! # Device connector sessions (WebSockets of enrolled devices) held at once: a budget of their
 //! # own, apart from the connections above, so idle devices cannot starve enrollment or the admin
-//! # API. Lowered to what the file limit leaves. Default: 10000.
+//! # API. Lowered to what the file limit leaves; one source holds at most a sixteenth of it.
+//! # Default: 10000.
 //! max_device_sessions = 10000
 //! # A session that sends nothing (not even a ping) for this long is closed. Default: 300, more
 //! # than the agent's ping interval (120) plus its network time-out (30).

@@ -4,8 +4,12 @@
 //! - **A budget of its own**: a session holds a slot of [`SessionLimits::max`], not one of the
 //!   connection caps of [`crate::connections`] (the HTTP connection it was upgraded from gives its
 //!   slot back), so idle devices cannot starve enrollment or the admin API, nor the reverse.
+//! - **A share per source**: one source (an address or IPv6 /64) holds at most a sixteenth of the
+//!   budget ([`crate::admission::session_room`]), so a host holding a mass key cannot enroll and
+//!   connect units until every slot is its own; trusted proxies are held to the budget only.
 //! - **One session per device**: a device that connects again (after a network change, say)
-//!   replaces its old session, which is closed.
+//!   replaces its old session, which is closed; only once its certificate has been found current,
+//!   so a refused one (an old certificate of the unit) never touches the live session.
 //! - **Online and last seen live in the store** (several servers may hold sessions): a session
 //!   marks its device online on this server when it opens and offline, last seen then, when it ends.
 //! - **Commands** (`ums-stub devices send`) are queued in the store for the server holding the
@@ -18,6 +22,7 @@
 //!   for the sessions to end, within the server's drain bound.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -27,6 +32,7 @@ use onboard_protocol::UnitId;
 use onboard_protocol::connector::{Command, Push};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::rate_limit::source_group;
 use crate::store::{DISCONNECT, SessionRef, Store};
 
 /// How often a server takes the commands queued for its sessions.
@@ -63,6 +69,9 @@ pub struct Sessions {
     server: OnceLock<String>,
     max: usize,
     budget: Arc<Semaphore>,
+    trusted: Vec<ipnet::IpNet>,
+    /// Sessions held by source (trusted proxies not counted).
+    by_source: Mutex<HashMap<IpAddr, usize>>,
     idle: Duration,
     open: Mutex<HashMap<UnitId, Entry>>,
     next_id: AtomicU64,
@@ -77,8 +86,13 @@ struct Entry {
 
 impl Sessions {
     /// No sessions yet, under `limits`, the budget lowered to fit `file_limit` descriptors beside
-    /// `connections` HTTP connections.
-    pub fn new(limits: SessionLimits, file_limit: u64, connections: usize) -> Arc<Sessions> {
+    /// `connections` HTTP connections; `trusted` proxies are held to the budget only.
+    pub fn new(
+        limits: SessionLimits,
+        file_limit: u64,
+        connections: usize,
+        trusted: Vec<ipnet::IpNet>,
+    ) -> Arc<Sessions> {
         let room = file_limit
             .saturating_sub(connections as u64)
             .saturating_sub(64)
@@ -88,6 +102,8 @@ impl Sessions {
             server: OnceLock::new(),
             max,
             budget: Arc::new(Semaphore::new(max)),
+            trusted,
+            by_source: Mutex::new(HashMap::new()),
             idle: limits.idle,
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -115,12 +131,36 @@ impl Sessions {
         self.lock().len()
     }
 
-    /// A slot for one more session, unless the budget is spent or the server is stopping.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+    /// A slot for one more session from `source`, unless the budget or the source's share of it
+    /// is spent, or the server is stopping.
+    pub fn admit(self: &Arc<Self>, source: IpAddr) -> Result<SessionSlot, NoSession> {
         if *self.closing.borrow() {
-            return None;
+            return Err(NoSession::Stopping);
         }
-        self.budget.clone().try_acquire_owned().ok()
+        let source = source.to_canonical();
+        let trusted = self.trusted.iter().any(|net| net.contains(&source));
+        let group = (!trusted).then(|| source_group(source));
+        let mut by_source = self
+            .by_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = group.map_or(0, |group| by_source.get(&group).copied().unwrap_or(0));
+        if !crate::admission::session_room(held, self.max, trusted) {
+            return Err(NoSession::SourceShareSpent);
+        }
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NoSession::BudgetSpent)?;
+        if let Some(group) = group {
+            *by_source.entry(group).or_insert(0) += 1;
+        }
+        Ok(SessionSlot {
+            sessions: self.clone(),
+            group,
+            _permit: permit,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<UnitId, Entry>> {
@@ -129,11 +169,16 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a session of `unit_id`, replacing (and closing) one it held before. Register
-    /// before recording the session in the store, so that the old one, ending, clears nothing of
-    /// the new one's.
-    pub fn register(self: &Arc<Self>, unit_id: &UnitId) -> Registered {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// A number for a new session, to record it in the store under before [`Sessions::register`].
+    pub fn next_session(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers session `id` (from [`Sessions::next_session`]) of `unit_id`, replacing (and
+    /// closing) one it held before. Register only once the store has found the certificate
+    /// current and recorded session `id`: a refused certificate must not close the device's live
+    /// session, and the old one, ending, clears nothing of the new one's in the store.
+    pub fn register(self: &Arc<Self>, unit_id: &UnitId, id: u64) -> Registered {
         let (orders, received) = mpsc::channel(4);
         let old = self.lock().insert(unit_id.clone(), Entry { id, orders });
         if let Some(old) = old {
@@ -220,7 +265,7 @@ impl Sessions {
         mut socket: WebSocket,
         mut session: Registered,
         expires: tokio::time::Instant,
-        slot: OwnedSemaphorePermit,
+        slot: SessionSlot,
         store: Arc<dyn Store>,
     ) {
         let unit_id = session.unit_id.clone();
@@ -295,6 +340,43 @@ impl Sessions {
     }
 }
 
+/// Why no session slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSession {
+    /// The server holds as many sessions as it may.
+    BudgetSpent,
+    /// The source holds its share of the budget.
+    SourceShareSpent,
+    /// The server is stopping.
+    Stopping,
+}
+
+/// A session's slot of the budget and of its source's share; given back when dropped.
+#[derive(Debug)]
+pub struct SessionSlot {
+    sessions: Arc<Sessions>,
+    group: Option<IpAddr>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            let mut by_source = self
+                .sessions
+                .by_source
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(held) = by_source.get_mut(&group) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    by_source.remove(&group);
+                }
+            }
+        }
+    }
+}
+
 /// A session registered for a device, before and while it runs. Dropped unreleased (an upgrade
 /// that never happened), it forgets the registration.
 #[derive(Debug)]
@@ -352,5 +434,57 @@ pub async fn deliver_commands(sessions: Arc<Sessions>, store: Arc<dyn Store>) {
             }
             Err(error) => tracing::warn!("cannot take the queued device commands: {error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_source_holds_only_its_share_of_the_sessions() {
+        // A budget of 32: a sixteenth, 2, per source.
+        let sessions = Sessions::new(
+            SessionLimits {
+                max: 32,
+                idle: Duration::from_secs(60),
+            },
+            1 << 20,
+            4096,
+            vec!["10.0.0.1/32".parse().unwrap()],
+        );
+        let first = sessions.admit(ip("192.0.2.1")).unwrap();
+        // The same /64 of IPv6 is one source; IPv4 mapped is IPv4.
+        let second = sessions.admit(ip("::ffff:192.0.2.1")).unwrap();
+        assert_eq!(
+            sessions.admit(ip("192.0.2.1")).unwrap_err(),
+            NoSession::SourceShareSpent
+        );
+        let v6: Vec<_> = ["2001:db8::1", "2001:db8::2"]
+            .map(|address| sessions.admit(ip(address)).unwrap())
+            .into();
+        assert_eq!(
+            sessions.admit(ip("2001:db8::ffff")).unwrap_err(),
+            NoSession::SourceShareSpent
+        );
+        // Another host, and a trusted proxy up to the whole budget.
+        let elsewhere = sessions.admit(ip("192.0.2.2")).unwrap();
+        let proxied: Vec<_> = (0..27)
+            .map(|_| sessions.admit(ip("10.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(
+            sessions.admit(ip("10.0.0.1")).unwrap_err(),
+            NoSession::BudgetSpent
+        );
+        // A session ended gives its slot back to its source.
+        drop(first);
+        drop(proxied);
+        assert!(sessions.admit(ip("192.0.2.1")).is_ok());
+        drop((second, v6, elsewhere));
+        assert!(sessions.by_source.lock().unwrap().is_empty());
     }
 }

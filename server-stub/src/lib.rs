@@ -32,12 +32,15 @@
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
 //! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
+//! - [`admission`]: the admission rules, pure: which connection gets in and which stalled
+//!   handshake gives way, per-source caps, handshake time-outs under pressure, session shares.
 //! - [`connector`]: the device connector's sessions (WebSockets of enrolled devices), their
 //!   budget, commands and shutdown.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
 pub mod accounts;
+pub mod admission;
 pub mod audit;
 pub mod ca;
 pub mod claim;

@@ -34,19 +34,22 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 use crate::config::Settings;
-use crate::connections::Sources;
+use crate::connections::{Refused, Sources};
 use crate::http::{Peer, Shared, router};
 use crate::rate_limit::RateLimiter;
 use crate::stub::Stub;
 use crate::tls::ServerTls;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most bytes of request head hyper buffers, and the most header lines.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
+
+/// How often, at most, the server logs that every connection slot is in use (it makes room, or
+/// waits for it).
+const FULL_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// Connections the kernel queues for the accept loop. Rust's and tokio's default is 128: hundreds
 /// of devices booting together overflow it, and each SYN dropped is retried only after a second.
@@ -99,18 +102,18 @@ pub async fn run(
     let connector = shared.connector.clone();
     let store = shared.stub.store.clone();
     let limits = shared.stub.settings.connections;
+    let limits = crate::connections::ConnectionLimits {
+        total: limits.total_within(crate::connections::file_limit()),
+        ..limits
+    };
     let sources = Sources::new(limits, shared.stub.settings.trusted_proxies.clone());
-    let total = limits.total_within(crate::connections::file_limit());
     let app = router(shared);
     // Set once the server stops: each connection finishes its request in flight, then closes.
     let draining = tokio::sync::watch::channel(false).0;
-    let permits = Arc::new(tokio::sync::Semaphore::new(total));
+    // When the server last reported making room at the total, or waiting for it.
+    let mut reported_full: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => permit?,
-        };
+    'accepting: loop {
         let (tcp, addr) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -123,13 +126,37 @@ pub async fn run(
                 }
             },
         };
-        // Over its source's caps, a connection is closed before any TLS work.
-        let mut admitted = match sources.admit(addr.ip()) {
-            Ok(admitted) => admitted,
-            Err(refused) => {
-                tracing::debug!(%addr, ?refused, "connection closed: the source is at its cap");
-                drop(tcp);
-                continue;
+        // Over its source's caps, a connection is closed before any TLS work. At the total with
+        // nothing to close, a light source's waits (and those behind it in the listen queue)
+        // until one can make room; a crowding source's is closed.
+        let mut admitted = loop {
+            let admitted = sources.admit(addr.ip());
+            let at_total = match &admitted {
+                Ok(admitted) => admitted.made_room_at_total(),
+                Err(refused) => *refused == Refused::Full,
+            };
+            if at_total && reported_full.is_none_or(|at| at.elapsed() >= FULL_REPORT_EVERY) {
+                reported_full = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    connections = limits.total,
+                    "every connection slot is in use: handshakes stalled for over {:?} give way, \
+                     busiest source first; new connections wait while none has",
+                    limits.evict_after
+                );
+            }
+            match admitted {
+                Ok(admitted) => break admitted,
+                Err(Refused::TooManyConnections) => {
+                    tracing::debug!(%addr, "connection closed: the source holds its share");
+                    drop(tcp);
+                    continue 'accepting;
+                }
+                // A stalled handshake may come of age meanwhile: ask again now and then.
+                Err(Refused::Full) => tokio::select! {
+                    () = &mut shutdown => break 'accepting,
+                    () = sources.closed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                },
             }
         };
         let _ = tcp.set_nodelay(true);
@@ -137,21 +164,22 @@ pub async fn run(
         let app = app.clone();
         let mut drain = draining.subscribe();
         let task = async move {
-            let _permit = permit;
-            // The time-out covers the wait for a handshake slot and the handshake; a newer
-            // connection from the same source at its cap may close this one meanwhile.
+            // The time-out covers the wait for a handshake slot and the handshake, shorter the
+            // fuller the server; a newer connection may close this one meanwhile (from its own
+            // source at its cap, or from anywhere at the total when its source is the busiest).
+            let handshake_timeout = admitted.handshake_timeout();
             let eviction = admitted.eviction();
             // Each stage's future is boxed, so a connection holds only the stage it is at: the
             // many waiting for their handshake do not each carry an HTTP connection's worth.
             let handshake = tokio::select! {
-                result = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                result = Box::pin(tokio::time::timeout(handshake_timeout, async {
                     let _slot = admitted.handshake_slot().await;
                     acceptor.accept(tcp).await
                 })) => Some(result),
                 () = eviction => None,
             };
             let Some(handshake) = handshake else {
-                tracing::debug!(%addr, "connection closed: a newer one from its source needed the room");
+                tracing::debug!(%addr, "connection closed: a newer one needed the room");
                 return;
             };
             admitted.handshake_done();
@@ -218,9 +246,9 @@ pub async fn run(
     tracing::info!("shutting down: waiting for requests in flight");
     let requests = async {
         draining.send_replace(true);
-        // Every connection gives its slot back when it ends.
+        // Every connection is uncounted when it ends.
         let all_closed = async {
-            while permits.available_permits() < total {
+            while sources.open() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -341,6 +369,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         settings.device_sessions,
         crate::connections::file_limit(),
         connections,
+        settings.trusted_proxies.clone(),
     );
     let shared = Arc::new(Shared {
         connector,

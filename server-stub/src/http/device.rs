@@ -19,6 +19,7 @@ use onboard_protocol::routes::{DEVICE_CONNECT, DEVICE_INVENTORY};
 use onboard_protocol::{Inventory, ProblemCode, UnitId};
 
 use super::{ApiError, Peer, Shared};
+use crate::connector::NoSession;
 
 /// The routes of enrolled devices.
 pub fn router() -> Router<Arc<Shared>> {
@@ -121,27 +122,33 @@ async fn open_session(
         )
     })?;
     let sessions = shared.connector.clone();
-    let Some(slot) = sessions.admit() else {
-        return Err(ApiError::Problem {
-            problem: Problem::new(ProblemCode::Unavailable)
-                .with_detail("this server holds as many device sessions as it may; retry later"),
-            retry_after: Some(std::time::Duration::from_secs(60)),
-        });
+    let slot = match sessions.admit(peer.addr.ip()) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let detail = match refused {
+                NoSession::SourceShareSpent => {
+                    "this address holds as many device sessions as one source may; retry later"
+                }
+                NoSession::BudgetSpent | NoSession::Stopping => {
+                    "this server holds as many device sessions as it may; retry later"
+                }
+            };
+            return Err(ApiError::Problem {
+                problem: Problem::new(ProblemCode::Unavailable).with_detail(detail),
+                retry_after: Some(std::time::Duration::from_secs(60)),
+            });
+        }
     };
     let store = shared.stub.store.clone();
-    let mut session = sessions.register(&unit_id);
+    // The device's live session, if any, is replaced only once this certificate is found current.
+    let id = sessions.next_session();
     if !store
-        .touch_device(
-            &unit_id,
-            &serial,
-            None,
-            Some(sessions.session_ref(session.id)),
-        )
+        .touch_device(&unit_id, &serial, None, Some(sessions.session_ref(id)))
         .await?
     {
-        session.release();
         return Err(not_current());
     }
+    let session = sessions.register(&unit_id, id);
     // The session ends with its certificate's validity (a renewed device connects again).
     let left = (not_after - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO);
     let expires = tokio::time::Instant::now()

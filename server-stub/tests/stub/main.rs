@@ -19,13 +19,16 @@
 //! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
 //!   one address's flood does not slow another, trusted proxies.
 //! - `inventory`: the inventory report over mutual TLS, its refusals, and `devices list`.
+//! - `connector`: the device connector's sessions: one source's share, refused certificates.
 //! - `fuzz`: a bounded mutation fuzzer over key files, CSRs, Basic credentials, inventory bodies.
-//! - `flood`: 3,000 idle connections from one host against a server limited to 1024 open files.
+//! - `flood`: idle connections from one host against a server limited to 1024 open files, and
+//!   from twenty hosts against the caps of the systemd unit's limit.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod admin_api;
 mod cluster;
 mod conformance;
+mod connector;
 mod durability;
 mod est;
 mod flood;
