@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("sqlite/migrations/0005_accounts.sql")),
     (6, include_str!("sqlite/migrations/0006_cluster.sql")),
     (7, include_str!("sqlite/migrations/0007_connector.sql")),
+    (
+        8,
+        include_str!("sqlite/migrations/0008_row_macs_keys_export.sql"),
+    ),
 ];
 
 /// How many times a generated value is redrawn on a clash.
@@ -1775,6 +1779,13 @@ impl Store for SqliteStore {
         self.remove_account(name, actor).await
     }
 
+    async fn seal_admin_rows(
+        &self,
+        key: Arc<crate::row_mac::RowKey>,
+    ) -> Result<super::SealReport, StoreError> {
+        self.seal_rows(key).await
+    }
+
     async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError> {
         self.insert_token(token, actor).await
     }
@@ -1889,10 +1900,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         store.integrity_check().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -7,7 +7,7 @@ use onboard_protocol::admin::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use ums_stub::accounts::AccountAdmin;
+use ums_stub::accounts::{AccountAdmin, Granter};
 use ums_stub::rights::Operation;
 use ums_stub::store::{Actor, TokenRow};
 
@@ -182,7 +182,7 @@ async fn account_with_token(server: &TestServer, name: &str, rights: &[Right]) -
                 password: format!("{name} password 123"),
                 rights: rights.to_vec(),
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -194,7 +194,7 @@ async fn account_with_token(server: &TestServer, name: &str, rights: &[Right]) -
                 rights: None,
                 expires_days: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()
@@ -333,22 +333,23 @@ async fn expired_and_revoked_tokens_are_refused() {
         sha2::Sha256::digest(expired.as_bytes()).into()
     };
     let now = time::OffsetDateTime::now_utc();
+    // With a valid MAC: only its expiry refuses it.
+    let mut row = TokenRow {
+        id: "0123456789ab".to_owned(),
+        digest,
+        account: "ops".to_owned(),
+        name: "old".to_owned(),
+        rights: vec![Right::KeysRead],
+        created_at: now - time::Duration::days(31),
+        expires_at: Some(now - time::Duration::days(1)),
+        mac: None,
+    };
+    row.mac = Some(server.shared.stub.rows.token(&row));
     server
         .shared
         .stub
         .store
-        .create_token(
-            &TokenRow {
-                id: "0123456789ab".to_owned(),
-                digest,
-                account: "ops".to_owned(),
-                name: "old".to_owned(),
-                rights: vec![Right::KeysRead],
-                created_at: now - time::Duration::days(31),
-                expires_at: Some(now - time::Duration::days(1)),
-            },
-            &Actor::cli(),
-        )
+        .create_token(&row, &Actor::cli())
         .await
         .unwrap();
     let (status, answer) = send(
@@ -621,7 +622,7 @@ async fn tokens_and_passwords_are_stored_only_as_hashes() {
                 password: password.to_owned(),
                 rights: vec![Right::AuditRead],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -633,7 +634,7 @@ async fn tokens_and_passwords_are_stored_only_as_hashes() {
                 rights: None,
                 expires_days: Some(1),
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()
@@ -704,7 +705,7 @@ async fn a_session_needs_its_csrf_token_for_writes_and_ends_when_its_account_cha
                 password: "web password 123".to_owned(),
                 rights: vec![Right::KeysRead, Right::KeysWrite],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -792,7 +793,7 @@ async fn a_session_needs_its_csrf_token_for_writes_and_ends_when_its_account_cha
                 rights: Some(vec![Right::KeysRead]),
                 password: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -863,7 +864,7 @@ async fn failed_logins_are_limited_per_account_with_the_default_settings() {
                 password: "the real password".to_owned(),
                 rights: vec![Right::AuditRead],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -902,7 +903,7 @@ async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy()
                     password: "the real password".to_owned(),
                     rights: vec![Right::AuditRead],
                 },
-                &Actor::cli(),
+                &Granter::cli(),
             )
             .await
             .unwrap();

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use ums_stub::accounts::Granter;
 
 use onboard_protocol::admin::{Right, ServerView};
 use reqwest::StatusCode;
@@ -212,7 +213,7 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
                 password: "cluster root password".to_owned(),
                 rights: vec![Right::ServerAdmin],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -224,7 +225,7 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
                 rights: None,
                 expires_days: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()

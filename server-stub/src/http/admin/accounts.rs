@@ -85,7 +85,11 @@ pub async fn create(
     Body(request): Body<NewAccount>,
 ) -> Result<(StatusCode, axum::Json<AccountView>), ApiError> {
     admin.may(Operation::ManageAccounts)?;
-    let created = shared.stub.accounts().create(request, &admin.actor).await?;
+    let created = shared
+        .stub
+        .accounts()
+        .create(request, &admin.granter())
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -120,7 +124,7 @@ pub async fn edit(
     let edited = shared
         .stub
         .accounts()
-        .edit(&name, request, &admin.actor)
+        .edit(&name, request, &admin.granter())
         .await?;
     Ok(axum::Json(edited))
 }
@@ -175,7 +179,7 @@ pub async fn create_token(
     let created = shared
         .stub
         .accounts()
-        .create_token(request, &admin.actor)
+        .create_token(request, &admin.granter())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
