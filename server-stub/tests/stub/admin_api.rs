@@ -105,7 +105,7 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
             Method::POST,
             "/api/v1/accounts",
             Sent::Json(
-                json!({"name": "made-in-matrix", "password": "long enough secret", "rights": ["audit:read"]}),
+                json!({"name": "made-in-matrix", "password": "long enough secret", "rights": ["server:admin"]}),
             ),
             ManageAccounts,
         ),
@@ -400,7 +400,7 @@ async fn expired_and_revoked_tokens_are_refused() {
 async fn a_token_holds_only_rights_its_account_still_holds() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
-    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    let root = account_with_token(&server, "root", &Right::ALL).await;
     account_with_token(&server, "ops", &[Right::KeysRead, Right::AuditRead]).await;
 
     // A token cannot ask for more than its account holds.
@@ -949,7 +949,7 @@ async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy()
 async fn the_last_account_with_server_admin_cannot_be_demoted_or_deleted() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
-    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    let root = account_with_token(&server, "root", &[Right::ServerAdmin, Right::AuditRead]).await;
     for (method, body) in [
         (Method::PATCH, Sent::Json(json!({"rights": ["audit:read"]}))),
         (Method::DELETE, Sent::None),
@@ -977,6 +977,20 @@ async fn the_last_account_with_server_admin_cannot_be_demoted_or_deleted() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // The new password ended root's token; a fresh one from the server machine.
+    let root = accounts(&server)
+        .create_token(
+            NewToken {
+                account: "root".to_owned(),
+                name: "after".to_owned(),
+                rights: None,
+                expires_days: None,
+            },
+            &Granter::cli(),
+        )
+        .await
+        .unwrap()
+        .token;
     // With a second administrator, the first may go.
     account_with_token(&server, "deputy", &[Right::ServerAdmin]).await;
     let (status, _) = send(
@@ -1225,13 +1239,13 @@ async fn a_device_enrolls_with_a_key_exported_over_the_api() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
     // The first account comes from the server machine; the rig's account and token over the API.
-    let admin = account_with_token(&server, "admin", &[Right::ServerAdmin]).await;
+    let admin = account_with_token(&server, "admin", &Right::ALL).await;
     let (status, _) = send(
         &client,
         &server,
         Method::POST,
         "/api/v1/accounts",
-        &Sent::Json(json!({"name": "rig", "password": "rig password 1234", "rights": ["keys:read", "keys:write", "devices:read", "audit:read"]})),
+        &Sent::Json(json!({"name": "rig", "password": "rig password 1234", "rights": ["keys:read", "keys:write", "keys:export", "devices:read", "audit:read"]})),
         Some(&admin),
     )
     .await;
@@ -1486,7 +1500,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             "create",
             "root",
             "--rights",
-            "keys:read,keys:write,keys:reveal,server:admin",
+            "keys:read,keys:write,keys:reveal,keys:export,server:admin",
             "--password-stdin",
         ])
         .stdin(std::process::Stdio::piped())
