@@ -20,8 +20,8 @@ pub(super) enum AdminsCommand {
     Create {
         /// The account's name (letters, digits, . _ @ -).
         name: String,
-        /// Its rights, comma-separated: keys:read, keys:write, keys:reveal, devices:read,
-        /// devices:write, audit:read, server:admin.
+        /// Its rights, comma-separated: keys:read, keys:write, keys:reveal, keys:export,
+        /// devices:read, devices:write, audit:read, server:admin.
         #[arg(long, value_delimiter = ',', required = true, value_name = "RIGHT,...")]
         rights: Vec<Right>,
         /// Read the password (at least 12 characters) from the first line of standard input.

@@ -1971,6 +1971,60 @@ mod tests {
     }
 
     #[test]
+    fn accounts_that_could_export_still_can_and_old_rows_are_sealed_at_first_open() {
+        use onboard_protocol::admin::Right;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            // A database at schema version 7, as the release before keys:export left it.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+                     INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0);",
+                )
+                .unwrap();
+            for (_, migration) in &MIGRATIONS[..7] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "INSERT INTO accounts VALUES ('writer', '$argon2id$w', 'keys:read,keys:write', 0, 0),
+                                                 ('reader', '$argon2id$r', 'keys:read', 0, 0);
+                     INSERT INTO tokens VALUES ('0123456789ab', zeroblob(32), 'writer', 'rig', 'keys:write', 0, NULL);
+                     INSERT INTO sessions VALUES (zeroblob(32), 'reader', 0, 4102444800);",
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let writer = block(store.account("writer")).unwrap();
+        assert_eq!(
+            writer.rights,
+            [Right::KeysRead, Right::KeysWrite, Right::KeysExport]
+        );
+        assert_eq!(writer.mac, None);
+        assert_eq!(
+            block(store.account("reader")).unwrap().rights,
+            [Right::KeysRead]
+        );
+        assert_eq!(
+            block(store.token("0123456789ab")).unwrap().rights,
+            [Right::KeysWrite, Right::KeysExport]
+        );
+        assert_eq!(block(store.session(&[0; 32])), None, "sessions end");
+        let audit = block(store.audit(&AuditFilter::default(), &PageRequest::all()));
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert!(audit[0].detail.contains("account writer"), "{audit:?}");
+
+        // The first open by the server holding the key seals them.
+        let key = Arc::new(crate::row_mac::RowKey::derive(b"this UMS ID"));
+        let report = block(store.seal_admin_rows(key.clone()));
+        assert_eq!((report.accounts, report.tokens), (2, 1));
+        assert!(key.account_ok(&block(store.account("writer")).unwrap()));
+        assert!(key.token_ok(&block(store.token("0123456789ab")).unwrap()));
+    }
+
+    #[test]
     fn a_clash_redraws_generated_values_and_refuses_typed_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
