@@ -435,12 +435,15 @@ pub enum Right {
     /// List keys (masked), filter, page.
     #[serde(rename = "keys:read")]
     KeysRead,
-    /// Create, edit, activate, deactivate, delete and export keys.
+    /// Create, edit, activate, deactivate and delete keys.
     #[serde(rename = "keys:write")]
     KeysWrite,
     /// Show keys in the clear; every reveal is audited.
     #[serde(rename = "keys:reveal")]
     KeysReveal,
+    /// Export keys to a key file (a reveal to a file); every export is audited.
+    #[serde(rename = "keys:export")]
+    KeysExport,
     /// List enrolled devices.
     #[serde(rename = "devices:read")]
     DevicesRead,
@@ -457,10 +460,11 @@ pub enum Right {
 
 impl Right {
     /// Every right.
-    pub const ALL: [Right; 7] = [
+    pub const ALL: [Right; 8] = [
         Right::KeysRead,
         Right::KeysWrite,
         Right::KeysReveal,
+        Right::KeysExport,
         Right::DevicesRead,
         Right::DevicesWrite,
         Right::AuditRead,
@@ -473,6 +477,7 @@ impl Right {
             Right::KeysRead => "keys:read",
             Right::KeysWrite => "keys:write",
             Right::KeysReveal => "keys:reveal",
+            Right::KeysExport => "keys:export",
             Right::DevicesRead => "devices:read",
             Right::DevicesWrite => "devices:write",
             Right::AuditRead => "audit:read",
@@ -490,8 +495,8 @@ impl fmt::Display for Right {
 /// A text that names no right.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a right: expected keys:read, keys:write, keys:reveal, devices:read, \
-     devices:write, audit:read or server:admin"
+    "{0:?} is not a right: expected keys:read, keys:write, keys:reveal, keys:export, \
+     devices:read, devices:write, audit:read or server:admin"
 )]
 pub struct RightError(String);
 

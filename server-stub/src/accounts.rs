@@ -3,8 +3,12 @@
 //! token or a session cookie into a [`Caller`] with rights.
 //!
 //! Secrets never reach the store in the clear: passwords become argon2id PHC strings, tokens and
-//! session cookies their SHA-256. The rules (names, lengths, which rights a token holds, expiry)
-//! are [`crate::rights`]'; this module applies them.
+//! session cookies their SHA-256. The rules (names, lengths, which rights a token holds, which
+//! rights a caller may give, expiry) are [`crate::rights`]'; this module applies them.
+//!
+//! Every account, token and session row is written with its MAC and checked on every use
+//! ([`crate::row_mac`]): a row that fails the check grants nothing and is reported in a log line
+//! naming the row (never a secret). A server not in sync refuses logins and every change.
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +26,7 @@ use time::OffsetDateTime;
 use crate::login_limit::DecoyCost;
 use crate::random;
 use crate::rights::{self, CredentialError, Rights};
+use crate::row_mac::RowKey;
 use crate::store::{
     self, AccountChange, AccountRow, Actor, Missing, PageRequest, SessionRow, Store, StoreError,
     TokenRow,
@@ -45,6 +50,18 @@ pub enum AccountError {
     /// Hashing a password failed.
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    /// The account's row fails its MAC check: written or changed outside the server.
+    #[error(
+        "the account {0} was not written by a server of this database (its row fails the \
+         integrity check): delete it and create it again"
+    )]
+    Tampered(String),
+    /// The server is not in sync: it cannot tell an authentic row from a forged one.
+    #[error(
+        "this server is not in sync with the Main UMS ID (no or a wrong cluster secret): it \
+         changes no account or token; restart it with the cluster's secret"
+    )]
+    NotInSync,
 }
 
 /// Why a request carries no usable credentials. Deliberately says nothing more to the client.
@@ -53,6 +70,12 @@ pub enum AuthError {
     /// Unknown, expired, revoked or malformed credentials, or a wrong password.
     #[error("credentials missing or not valid")]
     Unauthorized,
+    /// The server is not in sync and logs nobody in.
+    #[error(
+        "this server is not in sync with the Main UMS ID (no or a wrong cluster secret): it logs \
+         nobody in; restart it with the cluster's secret"
+    )]
+    NotInSync,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -109,6 +132,31 @@ impl Caller {
             csrf_token,
             expires_at,
         }
+    }
+}
+
+/// Who makes an account or token change: the actor the audit log names, and the rights it holds,
+/// which bound what it may give ([`rights::check_grant`]).
+#[derive(Debug, Clone)]
+pub struct Granter {
+    /// Who, for the audit log.
+    pub actor: Actor,
+    /// The rights it holds now.
+    pub rights: Rights,
+}
+
+impl Granter {
+    /// The command line on the server machine: whoever runs it holds the data directory, and
+    /// with it every right.
+    pub fn cli() -> Self {
+        Self {
+            actor: Actor::cli(),
+            rights: Rights::all(),
+        }
+    }
+
+    fn check(&self, granted: Rights) -> Result<(), CredentialError> {
+        rights::check_grant(&self.actor.name, self.rights, granted)
     }
 }
 
@@ -230,37 +278,79 @@ async fn blocking<T: Send + 'static>(
 pub struct AccountAdmin {
     store: Arc<dyn Store>,
     session_lifetime: time::Duration,
+    rows: Arc<RowKey>,
+    in_sync: bool,
 }
 
 impl AccountAdmin {
-    /// Operations on `store`; sessions last `session_lifetime`.
-    pub fn new(store: Arc<dyn Store>, session_lifetime: time::Duration) -> Self {
+    /// Operations on `store`, its rows authenticated under `rows`; sessions last
+    /// `session_lifetime`.
+    pub fn new(store: Arc<dyn Store>, session_lifetime: time::Duration, rows: Arc<RowKey>) -> Self {
         Self {
             store,
             session_lifetime,
+            rows,
+            in_sync: true,
         }
     }
 
-    /// Creates an account.
+    /// The same, on a server not in sync: it refuses logins and every change.
+    pub fn refusing(mut self) -> Self {
+        self.in_sync = false;
+        self
+    }
+
+    fn usable(&self) -> Result<(), AccountError> {
+        if self.in_sync {
+            Ok(())
+        } else {
+            Err(AccountError::NotInSync)
+        }
+    }
+
+    /// The account named `name`, if its row passes its MAC check; a row that fails is reported
+    /// and taken as absent.
+    async fn verified_account(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
+        let Some(row) = self.store.account(name).await? else {
+            return Ok(None);
+        };
+        if self.rows.account_ok(&row) {
+            Ok(Some(row))
+        } else {
+            tracing::warn!(
+                account = %row.name,
+                "an account row fails its integrity check (written outside the server?): it grants nothing"
+            );
+            Ok(None)
+        }
+    }
+
+    /// Creates an account, with rights `by` holds itself.
     pub async fn create(
         &self,
         request: NewAccount,
-        actor: &Actor,
+        by: &Granter,
     ) -> Result<AccountView, AccountError> {
+        self.usable()?;
         rights::check_account_name(&request.name)?;
         rights::check_password(&request.password)?;
         let held = rights::account_rights(&request.rights)?;
+        by.check(held)?;
         let password = request.password;
         let password_hash = blocking(move || hash_password(&password)).await??;
         let now = self.store.clock().await?;
         let row = AccountRow {
+            mac: Some(
+                self.rows
+                    .account(&request.name, &password_hash, &held.to_vec()),
+            ),
             name: request.name,
             password_hash,
             rights: held.to_vec(),
             created_at: now,
             changed_at: now,
         };
-        self.store.create_account(&row, actor).await?;
+        self.store.create_account(&row, &by.actor).await?;
         Ok(account_view(row))
     }
 
@@ -289,94 +379,95 @@ impl AccountAdmin {
             .ok_or_else(|| StoreError::NotFound(Missing::Account(name.to_owned())).into())
     }
 
-    /// Changes an account's rights or password; its sessions end.
+    /// Changes an account's rights or password; its sessions end, and with a new password its
+    /// tokens too. `by` may add only rights it holds, and set the password only of an account
+    /// whose every right it holds ([`rights::granted_by_edit`]). The store refuses, atomically,
+    /// to take server:admin from the last account holding it.
     pub async fn edit(
         &self,
         name: &str,
         request: EditAccount,
-        actor: &Actor,
+        by: &Granter,
     ) -> Result<AccountView, AccountError> {
+        self.usable()?;
         if request.rights.is_none() && request.password.is_none() {
             return Err(CredentialError::NothingToChange.into());
         }
-        let rights = request
+        let after = request
             .rights
             .as_deref()
             .map(rights::account_rights)
-            .transpose()?
-            .map(Rights::to_vec);
-        if let Some(rights) = &rights {
-            self.keep_an_admin(name, Some(Rights::of(rights))).await?;
+            .transpose()?;
+        if let Some(password) = &request.password {
+            rights::check_password(password)?;
         }
+        let Some(account) = self.store.account(name).await? else {
+            return Err(StoreError::NotFound(Missing::Account(name.to_owned())).into());
+        };
+        // A change keeps the fields it does not name: from a forged row, it would launder them.
+        if !self.rows.account_ok(&account) {
+            tracing::warn!(account = %account.name, "an account row fails its integrity check: not changed");
+            return Err(AccountError::Tampered(account.name));
+        }
+        let before = Rights::of(&account.rights);
+        by.check(rights::granted_by_edit(
+            before,
+            after,
+            request.password.is_some(),
+        ))?;
         let password_hash = match request.password {
-            Some(password) => {
-                rights::check_password(&password)?;
-                Some(blocking(move || hash_password(&password)).await??)
-            }
+            Some(password) => Some(blocking(move || hash_password(&password)).await??),
             None => None,
         };
+        let rights = after.map(Rights::to_vec);
+        let mac = self.rows.account(
+            name,
+            password_hash.as_deref().unwrap_or(&account.password_hash),
+            rights.as_deref().unwrap_or(&account.rights),
+        );
         self.store
             .update_account(
                 name,
                 AccountChange {
                     rights,
                     password_hash,
+                    mac,
+                    previous: account.mac,
                 },
-                actor,
+                &by.actor,
             )
             .await?;
         self.get(name).await
     }
 
-    /// Deletes an account with its tokens and sessions.
+    /// Deletes an account with its tokens and sessions. The store refuses, atomically, to delete
+    /// the last account with server:admin.
     pub async fn delete(&self, name: &str, actor: &Actor) -> Result<(), AccountError> {
-        self.keep_an_admin(name, None).await?;
+        self.usable()?;
         Ok(self.store.delete_account(name, actor).await?)
     }
 
-    /// Refuses a change of `name` to `after` (`None`: its deletion) that would leave no account
-    /// with server:admin ([`rights::leaves_no_admin`]).
-    async fn keep_an_admin(&self, name: &str, after: Option<Rights>) -> Result<(), AccountError> {
-        let Some(account) = self.store.account(name).await? else {
-            return Ok(()); // The store answers not found.
-        };
-        let admin = onboard_protocol::admin::Right::ServerAdmin;
-        let before = Rights::of(&account.rights);
-        if !before.contains(admin) {
-            return Ok(());
-        }
-        let admins = self
-            .store
-            .accounts(&PageRequest::all())
-            .await?
-            .iter()
-            .filter(|row| Rights::of(&row.rights).contains(admin))
-            .count();
-        if rights::leaves_no_admin(before, after, admins) {
-            return Err(CredentialError::LastAdmin(name.to_owned()).into());
-        }
-        Ok(())
-    }
-
-    /// Creates a token for an account; the answer is the only time the token is shown.
+    /// Creates a token for an account, with rights `by` holds itself; the answer is the only
+    /// time the token is shown.
     pub async fn create_token(
         &self,
         request: NewToken,
-        actor: &Actor,
+        by: &Granter,
     ) -> Result<CreatedToken, AccountError> {
+        self.usable()?;
         rights::check_token_name(&request.name)?;
         let account = self
-            .store
-            .account(&request.account)
+            .verified_account(&request.account)
             .await?
             .ok_or_else(|| StoreError::NotFound(Missing::Account(request.account.clone())))?;
         let held = Rights::of(&account.rights);
         let asked = rights::new_token_rights(&account.name, held, request.rights.as_deref())?;
+        by.check(asked)?;
         let now = self.store.clock().await?;
         let expires_at = rights::token_expiry(now, request.expires_days)?;
         let id = hex(&random::bytes::<6>());
         let token = format!("{TOKEN_PREFIX}{id}_{}", base64url(&random::bytes::<32>()));
-        let row = TokenRow {
+        let mut row = TokenRow {
             id,
             digest: sha256(&token),
             account: account.name,
@@ -384,8 +475,10 @@ impl AccountAdmin {
             rights: asked.to_vec(),
             created_at: now,
             expires_at,
+            mac: None,
         };
-        self.store.create_token(&row, actor).await?;
+        row.mac = Some(self.rows.token(&row));
+        self.store.create_token(&row, &by.actor).await?;
         Ok(CreatedToken {
             token,
             view: token_view(row),
@@ -409,6 +502,7 @@ impl AccountAdmin {
 
     /// Revokes a token.
     pub async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), AccountError> {
+        self.usable()?;
         Ok(self.store.revoke_token(id, actor).await?)
     }
 
@@ -424,9 +518,12 @@ impl AccountAdmin {
         if !matches || !rights::live(now, row.expires_at) {
             return Err(AuthError::Unauthorized);
         }
+        if !self.rows.token_ok(&row) {
+            tracing::warn!(token = %row.id, account = %row.account, "a token row fails its integrity check (written outside the server?): refused");
+            return Err(AuthError::Unauthorized);
+        }
         let account = self
-            .store
-            .account(&row.account)
+            .verified_account(&row.account)
             .await?
             .ok_or(AuthError::Unauthorized)?;
         Ok(Caller {
@@ -446,10 +543,14 @@ impl AccountAdmin {
         actor: &Actor,
         decoy: DecoyCost,
     ) -> Result<NewSession, AuthError> {
+        if !self.in_sync {
+            return Err(AuthError::NotInSync);
+        }
         if login.password.chars().count() > rights::MAX_PASSWORD_CHARS {
             return Err(AuthError::Unauthorized);
         }
-        let account = self.store.account(&login.name).await?;
+        // A forged row (a password hash written by hand) is checked like a missing account.
+        let account = self.verified_account(&login.name).await?;
         if account.is_none() && decoy == DecoyCost::Wait {
             tokio::time::sleep(check_duration()).await;
             return Err(AuthError::Unauthorized);
@@ -479,12 +580,14 @@ impl AccountAdmin {
         };
         let cookie = base64url(&random::bytes::<32>());
         let now = self.store.clock().await?;
-        let row = SessionRow {
+        let mut row = SessionRow {
             digest: sha256(&cookie),
             account: account.name.clone(),
             created_at: now,
             expires_at: now + self.session_lifetime,
+            mac: None,
         };
+        row.mac = Some(self.rows.session(&row));
         let session_actor = Actor::admin(&account.name, &actor.source);
         match self
             .store
@@ -521,9 +624,12 @@ impl AccountAdmin {
         if !rights::live(now, Some(row.expires_at)) {
             return Err(AuthError::Unauthorized);
         }
+        if !self.rows.session_ok(&row) {
+            tracing::warn!(account = %row.account, "a session row fails its integrity check (written outside the server?): refused");
+            return Err(AuthError::Unauthorized);
+        }
         let account = self
-            .store
-            .account(&row.account)
+            .verified_account(&row.account)
             .await?
             .ok_or(AuthError::Unauthorized)?;
         Ok(Caller {

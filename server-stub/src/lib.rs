@@ -19,6 +19,8 @@
 //!   token holds, names, passwords, expiry, CSRF.
 //! - [`accounts`]: administrator accounts, API tokens and Web App sessions (argon2id, SHA-256),
 //!   and the checks that turn credentials into a caller with rights.
+//! - [`row_mac`]: the MACs account, token and session rows carry, under a key from the UMS ID
+//!   in use (on PostgreSQL: the Main UMS ID, opened by the cluster secret).
 //! - [`unit_ids`]: unit IDs typed one by one or imported from CSV.
 //! - [`stub`]: an opened data directory.
 //! - [`ca`]: device certificates from PKCS#10 requests, and the TLS leaf.
@@ -58,6 +60,7 @@ pub mod random;
 pub mod rate_limit;
 pub mod renewal;
 pub mod rights;
+pub mod row_mac;
 pub mod serve;
 pub mod servers;
 pub mod store;

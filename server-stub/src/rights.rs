@@ -1,7 +1,7 @@
 //! The administrator rules, pure: which right each admin operation needs, what a token holds,
-//! what an account name and password must be, when a session or token stops working, and which
-//! requests must carry the CSRF token. The admin API, the command line and every store backend
-//! apply these decisions; nothing else makes them.
+//! which rights a caller may give, what an account name and password must be, when a session or
+//! token stops working, and which requests must carry the CSRF token. The admin API, the command
+//! line and every store backend apply these decisions; nothing else makes them.
 
 use onboard_protocol::admin::{ACCOUNT_NAME_PATTERN, Right};
 use time::OffsetDateTime;
@@ -54,6 +54,16 @@ impl Rights {
         Rights(self.0 & other.0)
     }
 
+    /// The rights either set holds.
+    pub fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+
+    /// The rights this set holds and `other` does not.
+    pub fn difference(self, other: Rights) -> Rights {
+        Rights(self.0 & !other.0)
+    }
+
     /// Whether the set holds no right.
     pub fn is_empty(self) -> bool {
         self.0 == 0
@@ -85,7 +95,7 @@ pub enum Operation {
     DeactivateKeys,
     /// Delete keys.
     DeleteKeys,
-    /// Export keys as a key file.
+    /// Export keys as a key file: a reveal to a file.
     ExportKeys,
     /// Show keys in the clear.
     RevealKeys,
@@ -101,7 +111,8 @@ pub enum Operation {
     ReadAudit,
     /// Show the UMS ID and download its certificate.
     ShowUmsId,
-    /// List, show, create, edit and delete accounts; list, create and revoke any token.
+    /// List, show, create, edit and delete accounts; list, create and revoke any token. What
+    /// it may give is bounded by [`check_grant`].
     ManageAccounts,
 }
 
@@ -134,9 +145,9 @@ impl Operation {
             | Operation::EditKey
             | Operation::ActivateKeys
             | Operation::DeactivateKeys
-            | Operation::DeleteKeys
-            | Operation::ExportKeys => Right::KeysWrite,
+            | Operation::DeleteKeys => Right::KeysWrite,
             Operation::RevealKeys => Right::KeysReveal,
+            Operation::ExportKeys => Right::KeysExport,
             Operation::ListDevices | Operation::GetDevice => Right::DevicesRead,
             Operation::DeleteDevice | Operation::SendDeviceCommand => Right::DevicesWrite,
             Operation::ReadAudit => Right::AuditRead,
@@ -175,6 +186,14 @@ pub enum CredentialError {
     /// No right.
     #[error("rights: an account or token needs at least one right")]
     NoRights,
+    /// The caller would give a right it does not hold itself.
+    #[error("rights: the caller {caller} does not hold {right}, so it cannot give it")]
+    NotYours {
+        /// The calling account.
+        caller: String,
+        /// The right.
+        right: Right,
+    },
     /// A token asks for a right its account lacks.
     #[error("rights: the account {account} does not hold {right}, so its token cannot")]
     NotHeld {
@@ -200,6 +219,35 @@ pub enum CredentialError {
     TokenDays,
 }
 
+/// Checks that a caller holding `caller` may give `granted` (to a new or changed account, or to
+/// a token): nobody gives a right it does not hold itself, `server:admin` included. Without this,
+/// a caller holding only `server:admin` could make an account with every right and log in as it.
+pub fn check_grant(
+    caller_name: &str,
+    caller: Rights,
+    granted: Rights,
+) -> Result<(), CredentialError> {
+    match granted.difference(caller).to_vec().first() {
+        None => Ok(()),
+        Some(right) => Err(CredentialError::NotYours {
+            caller: caller_name.to_owned(),
+            right: *right,
+        }),
+    }
+}
+
+/// What an account change gives, for [`check_grant`]: the rights it adds, and with a new password
+/// every right the account holds before or after (whoever sets a password can log in with it).
+/// Taking rights away gives nothing.
+pub fn granted_by_edit(before: Rights, after: Option<Rights>, new_password: bool) -> Rights {
+    let after_or_same = after.unwrap_or(before);
+    if new_password {
+        before.union(after_or_same)
+    } else {
+        after_or_same.difference(before)
+    }
+}
+
 /// Checks an account name against [`ACCOUNT_NAME_PATTERN`].
 pub fn check_account_name(name: &str) -> Result<(), CredentialError> {
     let mut chars = name.chars();
@@ -216,6 +264,11 @@ pub fn check_account_name(name: &str) -> Result<(), CredentialError> {
         return Err(CredentialError::Reserved(name.to_owned()));
     }
     Ok(())
+}
+
+/// Whether a refusal is about the caller's own rights (403).
+pub fn is_forbidden(error: &CredentialError) -> bool {
+    matches!(error, CredentialError::NotYours { .. })
 }
 
 /// Whether a refusal depends on what exists (the account's rights, reserved names) rather than
@@ -304,12 +357,23 @@ pub fn live(now: OffsetDateTime, expires_at: Option<OffsetDateTime>) -> bool {
     expires_at.is_none_or(|end| now < end)
 }
 
-/// Whether a request must carry the session's CSRF token: a write (anything but GET, HEAD and
-/// OPTIONS) authenticated by the session cookie. A bearer token is not sent by browsers on their
-/// own, so it needs none.
-pub fn needs_csrf(method: &axum::http::Method, by_cookie: bool) -> bool {
+/// Whether a request may change something: anything but GET, HEAD and OPTIONS.
+pub fn is_write(method: &axum::http::Method) -> bool {
     use axum::http::Method;
-    by_cookie && ![Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
+    ![Method::GET, Method::HEAD, Method::OPTIONS].contains(method)
+}
+
+/// Whether a request must carry the session's CSRF token: a write authenticated by the session
+/// cookie. A bearer token is not sent by browsers on their own, so it needs none.
+pub fn needs_csrf(method: &axum::http::Method, by_cookie: bool) -> bool {
+    by_cookie && is_write(method)
+}
+
+/// Whether a server refuses an admin request outright: a server not in sync (no or a wrong
+/// cluster secret) refuses every write and every login, since it cannot tell an authentic
+/// account, token or session row from one written straight into the database.
+pub fn refused_out_of_sync(in_sync: bool, method: &axum::http::Method) -> bool {
+    !in_sync && is_write(method)
 }
 
 #[cfg(test)]
@@ -328,7 +392,7 @@ mod tests {
             (Operation::ActivateKeys, Right::KeysWrite),
             (Operation::DeactivateKeys, Right::KeysWrite),
             (Operation::DeleteKeys, Right::KeysWrite),
-            (Operation::ExportKeys, Right::KeysWrite),
+            (Operation::ExportKeys, Right::KeysExport),
             (Operation::RevealKeys, Right::KeysReveal),
             (Operation::ListDevices, Right::DevicesRead),
             (Operation::GetDevice, Right::DevicesRead),
@@ -513,6 +577,110 @@ mod tests {
                 leaves_no_admin(before, after, admins),
                 refused,
                 "{before:?} -> {after:?} with {admins}"
+            );
+        }
+    }
+
+    /// Every set of rights, as a caller's or as given.
+    fn every_set() -> impl Iterator<Item = Rights> {
+        let count = Right::ALL.len();
+        (0u16..1 << count).map(move |mask| {
+            let rights: Vec<Right> = (0..count)
+                .filter(|bit| mask & (1 << bit) != 0)
+                .map(|bit| Right::ALL[bit])
+                .collect();
+            Rights::of(&rights)
+        })
+    }
+
+    #[test]
+    fn a_caller_gives_only_rights_it_holds_for_every_pair() {
+        let mut pairs = 0;
+        for caller in every_set() {
+            for granted in every_set() {
+                pairs += 1;
+                let held = Right::ALL
+                    .into_iter()
+                    .all(|right| !granted.contains(right) || caller.contains(right));
+                let answer = check_grant("ops", caller, granted);
+                assert_eq!(answer.is_ok(), held, "{caller:?} gives {granted:?}");
+                if let Err(CredentialError::NotYours { right, .. }) = answer {
+                    assert!(granted.contains(right) && !caller.contains(right));
+                }
+            }
+        }
+        assert_eq!(pairs, 256 * 256);
+        // server:admin is no exception.
+        let admin = Rights::of(&[Right::ServerAdmin]);
+        assert_eq!(
+            check_grant("ops", admin, Rights::of(&[Right::KeysReveal])),
+            Err(CredentialError::NotYours {
+                caller: "ops".into(),
+                right: Right::KeysReveal
+            })
+        );
+        assert_eq!(check_grant("ops", admin, admin), Ok(()));
+    }
+
+    #[test]
+    fn an_edit_gives_what_it_adds_and_a_new_password_gives_the_whole_account() {
+        let read = Rights::of(&[Right::KeysRead]);
+        let reveal = Rights::of(&[Right::KeysReveal]);
+        let both = read.union(reveal);
+        let table = [
+            // before, after, new password => given
+            (read, Some(both), false, reveal),
+            (both, Some(read), false, Rights::NONE),
+            (both, None, false, Rights::NONE),
+            (both, None, true, both),
+            (read, Some(reveal), true, both),
+            (both, Some(read), true, both),
+            (read, Some(read), false, Rights::NONE),
+        ];
+        for (before, after, password, given) in table {
+            assert_eq!(
+                granted_by_edit(before, after, password),
+                given,
+                "{before:?} -> {after:?}, password {password}"
+            );
+        }
+        // Every pair: what an edit by a caller may do, as the admin API applies it.
+        for caller in every_set() {
+            for before in every_set() {
+                for after in [Some(read), Some(both), None] {
+                    let given = granted_by_edit(before, after, false);
+                    let allowed = check_grant("ops", caller, given).is_ok();
+                    let adds_unheld = after.is_some_and(|after| {
+                        !after.difference(before).difference(caller).is_empty()
+                    });
+                    assert_eq!(allowed, !adds_unheld, "{caller:?} {before:?} {after:?}");
+                    let by_password =
+                        check_grant("ops", caller, granted_by_edit(before, after, true)).is_ok();
+                    let whole = before.union(after.unwrap_or(before));
+                    assert_eq!(by_password, whole.difference(caller).is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_server_out_of_sync_refuses_every_write() {
+        let table = [
+            (true, Method::GET, false),
+            (true, Method::POST, false),
+            (true, Method::DELETE, false),
+            (false, Method::GET, false),
+            (false, Method::HEAD, false),
+            (false, Method::POST, true),
+            (false, Method::PATCH, true),
+            (false, Method::PUT, true),
+            (false, Method::DELETE, true),
+        ];
+        for (in_sync, method, refused) in table {
+            assert_eq!(
+                refused_out_of_sync(in_sync, &method),
+                refused,
+                "{method} in sync {in_sync}"
             );
         }
     }

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::devices::DeviceAdmin;
 use crate::files;
 use crate::keys::KeyAdmin;
+use crate::row_mac::{RowKey, Sealing};
 use crate::store::{self, KeyFilter, PageRequest, Store};
 use crate::ums_id::UmsId;
 use crate::vault::KeyVault;
@@ -34,6 +35,8 @@ pub struct Stub {
     pub store: Arc<dyn Store>,
     /// Keys derived from the UMS ID that protect key values.
     pub vault: Arc<KeyVault>,
+    /// The key derived from the UMS ID that account, token and session rows carry MACs under.
+    pub rows: Arc<RowKey>,
 }
 
 impl Stub {
@@ -50,8 +53,10 @@ impl Stub {
         let store = store::open(&settings).await?;
         let (ums_id, sync) = adopt(&*store, local, &settings).await?;
         let vault = Arc::new(KeyVault::derive(&ums_id.secret_material()));
+        let rows = Arc::new(RowKey::derive(&ums_id.secret_material()));
         if sync != SyncStatus::NotInSync {
             bind(&*store, &ums_id, &vault, &settings).await?;
+            seal_admin_rows(&*store, &rows).await?;
         }
         Ok(Self {
             settings,
@@ -60,6 +65,7 @@ impl Stub {
             sync,
             store,
             vault,
+            rows,
         })
     }
 
@@ -75,7 +81,16 @@ impl Stub {
 
     /// Administrator accounts, tokens and sessions.
     pub fn accounts(&self) -> AccountAdmin {
-        AccountAdmin::new(self.store.clone(), self.settings.session_lifetime)
+        let accounts = AccountAdmin::new(
+            self.store.clone(),
+            self.settings.session_lifetime,
+            self.rows.clone(),
+        );
+        if self.sync == SyncStatus::NotInSync {
+            accounts.refusing()
+        } else {
+            accounts
+        }
     }
 
     /// Enrolled devices.
@@ -176,6 +191,27 @@ async fn adopt(
              --cluster-secret FILE or cluster_secret_file in the config"
         ),
     }
+}
+
+/// Seals the account and token rows from before row MACs, once ([`crate::row_mac::sealing`]),
+/// and says what it found.
+async fn seal_admin_rows(store: &dyn Store, rows: &Arc<RowKey>) -> anyhow::Result<()> {
+    let report = store.seal_admin_rows(rows.clone()).await?;
+    match report.sealing {
+        Sealing::Seal if report.accounts + report.tokens > 0 => tracing::info!(
+            accounts = report.accounts,
+            tokens = report.tokens,
+            "sealed the account and token rows from before row MACs"
+        ),
+        Sealing::Leave if report.accounts + report.tokens > 0 => tracing::warn!(
+            accounts = report.accounts,
+            tokens = report.tokens,
+            "account or token rows without a MAC (written outside the server): they grant \
+             nothing; delete them and create them again"
+        ),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Binds `store` to `ums_id`. A database that records no UMS ID yet (new, or made before the

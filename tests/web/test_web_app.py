@@ -21,9 +21,12 @@ AGENT = os.environ["ONBOARD_AGENT_BIN"]
 OUT = os.environ.get("ONBOARD_WEB_OUT") or tempfile.mkdtemp(prefix="web-out-")
 CHROMIUM = os.environ.get("ONBOARD_CHROMIUM", "/usr/bin/chromium")
 
-ALL_RIGHTS = "keys:read,keys:write,keys:reveal,devices:read,devices:write,audit:read,server:admin"
+ALL_RIGHTS = (
+    "keys:read,keys:write,keys:reveal,keys:export,devices:read,devices:write,audit:read,server:admin"
+)
 ADMIN = ("admin", "admin password 2026")
 READER = ("reader", "reader password 2026")
+WRITER = ("writer", "writer password 2026")
 
 
 def stub(data_dir, *args, stdin=None):
@@ -46,6 +49,8 @@ def server():
          stdin=ADMIN[1] + "\n")
     stub(data_dir, "admins", "create", READER[0], "--rights", "keys:read", "--password-stdin",
          stdin=READER[1] + "\n")
+    stub(data_dir, "admins", "create", WRITER[0], "--rights", "keys:read,keys:write",
+         "--password-stdin", stdin=WRITER[1] + "\n")
     process = subprocess.Popen(
         [UMS_STUB, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0",
          "--host", "localhost", "--host", "127.0.0.1"],
@@ -255,6 +260,25 @@ def test_a_reader_sees_no_write_control_and_a_forced_write_is_refused(page, serv
                 method: 'POST',
                 headers: {'content-type': 'application/json', 'x-csrf-token': me.csrf_token},
                 body: JSON.stringify({type: 'one-time', quantity: 1}),
+            });
+            return [response.status, (await response.json()).code];
+        }"""
+    )
+    assert status == [403, "forbidden"]
+
+
+def test_export_is_offered_only_with_keys_export_and_refused_without(page, server):
+    # An export is a reveal to a file: keys:write alone offers no Export, and the server refuses one.
+    sign_in(page, server, WRITER)
+    expect(page.get_by_role("button", name="Create", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Export", exact=True)).to_have_count(0)
+    status = page.evaluate(
+        """async () => {
+            const me = await (await fetch('/api/v1/session')).json();
+            const response = await fetch('/api/v1/keys/export', {
+                method: 'POST',
+                headers: {'content-type': 'application/json', 'x-csrf-token': me.csrf_token},
+                body: JSON.stringify({format: 'text'}),
             });
             return [response.status, (await response.json()).code];
         }"""

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use onboard_protocol::admin::{EditAccount, NewAccount, NewToken, Right};
 
 use super::table::{self, DEFAULT_LIMIT, print_table};
+use crate::accounts::Granter;
 use crate::store::{Actor, PageRequest};
 use crate::stub::Stub;
 
@@ -19,8 +20,8 @@ pub(super) enum AdminsCommand {
     Create {
         /// The account's name (letters, digits, . _ @ -).
         name: String,
-        /// Its rights, comma-separated: keys:read, keys:write, keys:reveal, devices:read,
-        /// devices:write, audit:read, server:admin.
+        /// Its rights, comma-separated: keys:read, keys:write, keys:reveal, keys:export,
+        /// devices:read, devices:write, audit:read, server:admin.
         #[arg(long, value_delimiter = ',', required = true, value_name = "RIGHT,...")]
         rights: Vec<Right>,
         /// Read the password (at least 12 characters) from the first line of standard input.
@@ -134,7 +135,7 @@ pub(super) async fn run_admins(
                 password: password.clone(),
                 rights,
             };
-            let created = accounts.create(request, &cli).await?;
+            let created = accounts.create(request, &Granter::cli()).await?;
             writeln!(
                 out,
                 "Created account {} with {}.",
@@ -178,14 +179,16 @@ pub(super) async fn run_admins(
                 anyhow::bail!("name --rights, --password-stdin or both");
             }
             let password = password_stdin.then(read_password).transpose()?;
+            let new_password = password.is_some();
             let edited = accounts
-                .edit(&name, EditAccount { rights, password }, &cli)
+                .edit(&name, EditAccount { rights, password }, &Granter::cli())
                 .await?;
             writeln!(
                 out,
-                "Account {}: {}; its sessions ended.",
+                "Account {}: {}; its sessions{} ended.",
                 edited.name,
-                rights_text(&edited.rights)
+                rights_text(&edited.rights),
+                if new_password { " and tokens" } else { "" }
             )?;
         }
         AdminsCommand::Delete { name } => {
@@ -214,7 +217,7 @@ pub(super) async fn run_tokens(
                         rights: args.rights,
                         expires_days: args.expires_days,
                     },
-                    &cli,
+                    &Granter::cli(),
                 )
                 .await?;
             let view = &created.view;

@@ -21,6 +21,7 @@ pub use sqlite::SqliteStore;
 
 pub use crate::cluster::MainUmsId;
 use crate::config::{Database, Settings};
+use crate::row_mac::{RowKey, RowMac, Sealing};
 use crate::vault::LookupDigest;
 
 /// Who made a change and from where, as the audit log records it.
@@ -553,6 +554,8 @@ pub struct AccountRow {
     pub created_at: OffsetDateTime,
     /// When its rights or password last changed.
     pub changed_at: OffsetDateTime,
+    /// Its MAC ([`crate::row_mac`]); none on a row from before row MACs, or written by hand.
+    pub mac: Option<RowMac>,
 }
 
 impl fmt::Debug for AccountRow {
@@ -564,13 +567,18 @@ impl fmt::Debug for AccountRow {
     }
 }
 
-/// A change to an account; either part ends its sessions.
-#[derive(Clone, Default)]
+/// A change to an account; either part ends its sessions, a new password its tokens too.
+#[derive(Clone)]
 pub struct AccountChange {
     /// New rights.
     pub rights: Option<Vec<Right>>,
     /// A new password hash.
     pub password_hash: Option<String>,
+    /// The MAC of the account as changed.
+    pub mac: RowMac,
+    /// The MAC the account carries now: the change applies only to the row it was made from
+    /// (another change in between makes it a [`StoreError::Conflict`]).
+    pub previous: Option<RowMac>,
 }
 
 /// An API token as stored: only the SHA-256 of the token.
@@ -590,6 +598,8 @@ pub struct TokenRow {
     pub created_at: OffsetDateTime,
     /// When it stops working, if ever.
     pub expires_at: Option<OffsetDateTime>,
+    /// Its MAC ([`crate::row_mac`]).
+    pub mac: Option<RowMac>,
 }
 
 /// A Web App session as stored: only the SHA-256 of its cookie.
@@ -603,6 +613,19 @@ pub struct SessionRow {
     pub created_at: OffsetDateTime,
     /// When it ends.
     pub expires_at: OffsetDateTime,
+    /// Its MAC ([`crate::row_mac`]).
+    pub mac: Option<RowMac>,
+}
+
+/// What [`Store::seal_admin_rows`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealReport {
+    /// What the rule decided.
+    pub sealing: Sealing,
+    /// Account rows without a MAC: sealed, or left refused.
+    pub accounts: u64,
+    /// Token rows without a MAC: sealed, or left refused.
+    pub tokens: u64,
 }
 
 /// One server's heartbeat, as it records it.
@@ -777,7 +800,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The account named `name`.
     async fn account(&self, name: &str) -> Result<Option<AccountRow>, StoreError>;
 
-    /// Changes an account and ends its sessions, in one transaction.
+    /// Changes an account and ends its sessions (and with a new password its tokens), in one
+    /// transaction. Refuses with [`StoreError::Conflict`], in the same transaction, a change that
+    /// would leave no account with server:admin ([`crate::rights::leaves_no_admin`]).
     async fn update_account(
         &self,
         name: &str,
@@ -785,8 +810,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         actor: &Actor,
     ) -> Result<(), StoreError>;
 
-    /// Deletes an account with its tokens and sessions.
+    /// Deletes an account with its tokens and sessions. Refuses with [`StoreError::Conflict`], in
+    /// the same transaction, to delete the last account with server:admin.
     async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError>;
+
+    /// Seals the account and token rows that carry no MAC, once ([`crate::row_mac::sealing`]),
+    /// in one transaction.
+    async fn seal_admin_rows(&self, key: Arc<RowKey>) -> Result<SealReport, StoreError>;
 
     /// Stores a new token; [`StoreError::NotFound`] if its account is gone.
     async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError>;
@@ -864,6 +894,25 @@ pub async fn open(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
         }
     };
     Ok(store)
+}
+
+/// Applies [`crate::rights::leaves_no_admin`] for a backend: `before` is `name`'s rights and
+/// `admins` the number of accounts with server:admin, both read inside the transaction that
+/// changes `name` to `after` (`None`: deletes it), under a lock no other such change passes.
+pub(crate) fn keep_an_admin(
+    name: &str,
+    before: &[Right],
+    after: Option<&[Right]>,
+    admins: u64,
+) -> Result<(), StoreError> {
+    use crate::rights::{self, CredentialError, Rights};
+    let admins = usize::try_from(admins).unwrap_or(usize::MAX);
+    if rights::leaves_no_admin(Rights::of(before), after.map(Rights::of), admins) {
+        return Err(StoreError::Conflict(
+            CredentialError::LastAdmin(name.to_owned()).to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Turns rows fetched with one more than `limit` into a page: the extra row only says that a next

@@ -21,11 +21,12 @@ use tokio_postgres::types::ToSql;
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
     Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
-    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
-    SessionRow, Store, StoreError, StoredKey, TokenRow,
+    PageRequest, Progress, RenewOutcome, RenewalRequest, SealReport, ServerBeat, ServerRow,
+    SessionRef, SessionRow, Store, StoreError, StoredKey, TokenRow, keep_an_admin,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
+use crate::row_mac::{RowKey, RowMac, Sealing};
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -33,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("postgres/migrations/0001_schema.sql")),
     (2, include_str!("postgres/migrations/0002_cluster.sql")),
     (3, include_str!("postgres/migrations/0003_connector.sql")),
+    (
+        4,
+        include_str!("postgres/migrations/0004_row_macs_keys_export.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations run under (any constant shared by every server).
@@ -57,8 +62,18 @@ const META_UMS_ID: &str = "ums_id_fingerprint";
 const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
 const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory, previous_serial";
 const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outcome, detail";
-const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at";
-const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at";
+const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
+const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at, mac";
+
+/// The advisory lock every account change and deletion takes first, so that the last-admin rule
+/// reads and acts without another such change in between.
+const ACCOUNTS_LOCK: i64 = 0x756d_735f_6163_6374; // "ums_acct"
+
+/// The `store_meta` row marking the rows from before row MACs as sealed.
+const META_SEALED: &str = "admin_rows_sealed";
+
+/// Accounts holding server:admin, in SQL.
+const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
 
 /// A PostgreSQL database.
 #[derive(Clone)]
@@ -90,6 +105,28 @@ pub fn shown_url(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
+}
+
+/// Whether every host of `config` is this machine (a Unix socket or a loopback address): only
+/// then is a database link without TLS not worth a warning.
+fn only_local_hosts(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let named = config.get_hosts().iter().all(|host| match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|address| address.is_loopback())
+        }
+    });
+    let addressed = config
+        .get_hostaddrs()
+        .iter()
+        .all(std::net::IpAddr::is_loopback);
+    named && addressed
 }
 
 /// A TLS client configuration trusting the CA certificates in `path` only.
@@ -336,6 +373,15 @@ impl PostgresStore {
                 .into(),
         })?;
         let shown = Arc::new(shown_url(&config));
+        if ca_file.is_none() && !only_local_hosts(&config) {
+            // Account rows carry MACs, but passwords at login and key values in exports do not
+            // cross this link; the rows themselves and the server's queries do.
+            tracing::warn!(
+                database = %shown,
+                "the PostgreSQL database is on another host and reached without TLS: anyone on the \
+                 path reads and changes what the servers store; name its CA with database_ca_file"
+            );
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -544,6 +590,15 @@ impl PostgresStore {
             .collect()
     }
 
+    /// A stored MAC; the schema allows only 32 bytes or none.
+    fn mac(&self, mac: Option<Vec<u8>>) -> Result<Option<RowMac>, StoreError> {
+        mac.map(|mac| {
+            mac.try_into()
+                .map_err(|_| self.corrupt("a row MAC that is not 32 bytes".to_owned()))
+        })
+        .transpose()
+    }
+
     fn account_from_row(&self, row: &Row) -> Result<AccountRow, StoreError> {
         Ok(AccountRow {
             name: row.get(0),
@@ -551,7 +606,37 @@ impl PostgresStore {
             rights: self.parse_rights(row.get(2))?,
             created_at: self.time(row.get(3))?,
             changed_at: self.time(row.get(4))?,
+            mac: self.mac(row.get(5))?,
         })
+    }
+
+    /// Applies the last-admin rule to a change of `name` to `after` (`None`: its deletion), in
+    /// `tx`, which holds [`ACCOUNTS_LOCK`].
+    async fn guard_last_admin(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        name: &str,
+        after: Option<&[Right]>,
+    ) -> Result<(), StoreError> {
+        let before = tx
+            .query_opt("SELECT rights FROM accounts WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| self.db(e))?
+            .ok_or_else(|| StoreError::NotFound(Missing::Account(name.to_owned())))?;
+        let admins: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM accounts WHERE {IS_ADMIN}"),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .get(0);
+        keep_an_admin(
+            name,
+            &self.parse_rights(before.get(0))?,
+            after,
+            u64::try_from(admins).unwrap_or(0),
+        )
     }
 
     fn token_from_row(&self, row: &Row) -> Result<TokenRow, StoreError> {
@@ -569,6 +654,7 @@ impl PostgresStore {
                 .get::<_, Option<i64>>(6)
                 .map(|at| self.time(at))
                 .transpose()?,
+            mac: self.mac(row.get(7))?,
             id,
         })
     }
@@ -1385,7 +1471,7 @@ impl Store for PostgresStore {
         let inserted = tx
             .execute(
                 &format!(
-                    "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
                      ON CONFLICT (name) DO NOTHING"
                 ),
                 &[
@@ -1394,6 +1480,7 @@ impl Store for PostgresStore {
                     &rights_text(&account.rights),
                     &account.created_at.unix_timestamp(),
                     &account.changed_at.unix_timestamp(),
+                    &account.mac.map(|mac| mac.to_vec()),
                 ],
             )
             .await
@@ -1454,23 +1541,56 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
+            .await
+            .map_err(|e| self.db(e))?;
+        if change.rights.is_some() {
+            self.guard_last_admin(&tx, name, change.rights.as_deref())
+                .await?;
+        }
         let rights = change.rights.as_deref().map(rights_text);
         let changed = tx
             .execute(
                 "UPDATE accounts SET rights = coalesce($2, rights),
-                     password_hash = coalesce($3, password_hash), changed_at = $4
-                 WHERE name = $1",
-                &[&name, &rights, &change.password_hash, &now()],
+                     password_hash = coalesce($3, password_hash), changed_at = $4, mac = $5
+                 WHERE name = $1 AND mac IS NOT DISTINCT FROM $6",
+                &[
+                    &name,
+                    &rights,
+                    &change.password_hash,
+                    &now(),
+                    &change.mac.to_vec(),
+                    &change.previous.map(|mac| mac.to_vec()),
+                ],
             )
             .await
             .map_err(|e| self.db(e))?;
         if changed == 0 {
-            return Err(StoreError::NotFound(Missing::Account(name.to_owned())));
+            let exists = tx
+                .query_opt("SELECT 1 FROM accounts WHERE name = $1", &[&name])
+                .await
+                .map_err(|e| self.db(e))?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict(format!(
+                    "the account {name} changed meanwhile; read it again and retry"
+                ))
+            } else {
+                StoreError::NotFound(Missing::Account(name.to_owned()))
+            });
         }
         let ended = tx
             .execute("DELETE FROM sessions WHERE account = $1", &[&name])
             .await
             .map_err(|e| self.db(e))?;
+        // Whoever knew the old password may have made tokens with it.
+        let revoked = if change.password_hash.is_some() {
+            tx.execute("DELETE FROM tokens WHERE account = $1", &[&name])
+                .await
+                .map_err(|e| self.db(e))?
+        } else {
+            0
+        };
         let mut entry = AuditEntry::new("accounts.edit", actor);
         let mut parts = vec![format!("account {name}")];
         if let Some(rights) = &rights {
@@ -1480,6 +1600,9 @@ impl Store for PostgresStore {
             parts.push("new password".to_owned());
         }
         parts.push(format!("{ended} session(s) ended"));
+        if change.password_hash.is_some() {
+            parts.push(format!("{revoked} token(s) ended"));
+        }
         entry.detail = parts.join(", ");
         audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
@@ -1488,6 +1611,10 @@ impl Store for PostgresStore {
     async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
+            .await
+            .map_err(|e| self.db(e))?;
+        self.guard_last_admin(&tx, name, None).await?;
         let changed = tx
             .execute("DELETE FROM accounts WHERE name = $1", &[&name])
             .await
@@ -1519,7 +1646,9 @@ impl Store for PostgresStore {
             )));
         }
         tx.execute(
-            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            &format!(
+                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
             &[
                 &token.id,
                 &token.digest.to_vec(),
@@ -1528,6 +1657,7 @@ impl Store for PostgresStore {
                 &rights_text(&token.rights),
                 &token.created_at.unix_timestamp(),
                 &token.expires_at.map(OffsetDateTime::unix_timestamp),
+                &token.mac.map(|mac| mac.to_vec()),
             ],
         )
         .await
@@ -1601,14 +1731,15 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         let inserted = tx
             .execute(
-                "INSERT INTO sessions (digest, account, created_at, expires_at)
-                 SELECT $1, name, $3, $4 FROM accounts WHERE name = $2 AND password_hash = $5",
+                "INSERT INTO sessions (digest, account, created_at, expires_at, mac)
+                 SELECT $1, name, $3, $4, $6 FROM accounts WHERE name = $2 AND password_hash = $5",
                 &[
                     &session.digest.to_vec(),
                     &session.account,
                     &session.created_at.unix_timestamp(),
                     &session.expires_at.unix_timestamp(),
                     &verified,
+                    &session.mac.map(|mac| mac.to_vec()),
                 ],
             )
             .await
@@ -1627,7 +1758,7 @@ impl Store for PostgresStore {
     async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
         let rows = self
             .rows(
-                "SELECT account, created_at, expires_at FROM sessions WHERE digest = $1",
+                "SELECT account, created_at, expires_at, mac FROM sessions WHERE digest = $1",
                 &vec![Box::new(digest.to_vec())],
             )
             .await?;
@@ -1638,6 +1769,7 @@ impl Store for PostgresStore {
                     account: row.get(0),
                     created_at: self.time(row.get(1))?,
                     expires_at: self.time(row.get(2))?,
+                    mac: self.mac(row.get(3))?,
                 })
             })
             .transpose()
@@ -1659,6 +1791,83 @@ impl Store for PostgresStore {
                 .map_err(|e| self.db(e))?;
         }
         tx.commit().await.map_err(|e| self.db(e))
+    }
+
+    async fn seal_admin_rows(&self, key: Arc<RowKey>) -> Result<SealReport, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
+            .await
+            .map_err(|e| self.db(e))?;
+        let mark: Option<String> = tx
+            .query_opt(
+                "SELECT value FROM store_meta WHERE name = $1",
+                &[&META_SEALED],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .map(|row| row.get(0));
+        let expected = key.sealed_mark_text();
+        let any_sealed: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE mac IS NOT NULL)
+                     OR EXISTS (SELECT 1 FROM tokens WHERE mac IS NOT NULL)",
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?
+            .get(0);
+        let sealing = crate::row_mac::sealing(mark.as_deref() == Some(&expected), any_sealed);
+        let accounts = tx
+            .query(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL FOR UPDATE"),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let tokens = tx
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL FOR UPDATE"),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let report = SealReport {
+            sealing,
+            accounts: accounts.len() as u64,
+            tokens: tokens.len() as u64,
+        };
+        if sealing == Sealing::Leave {
+            return Ok(report);
+        }
+        for row in &accounts {
+            let row = self.account_from_row(row)?;
+            let mac = key.account(&row.name, &row.password_hash, &row.rights);
+            tx.execute(
+                "UPDATE accounts SET mac = $2 WHERE name = $1",
+                &[&row.name, &mac.to_vec()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        }
+        for row in &tokens {
+            let row = self.token_from_row(row)?;
+            tx.execute(
+                "UPDATE tokens SET mac = $2 WHERE id = $1",
+                &[&row.id, &key.token(&row).to_vec()],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        }
+        tx.execute(
+            "INSERT INTO store_meta (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&META_SEALED, &expected],
+        )
+        .await
+        .map_err(|e| self.db(e))?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(report)
     }
 
     async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
@@ -1913,13 +2122,16 @@ impl PostgresStore {
         progress(done);
         for account in &dump.accounts {
             tx.execute(
-                &format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+                &format!(
+                    "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+                ),
                 &[
                     &account.name,
                     &account.password_hash,
                     &rights_text(&account.rights),
                     &account.created_at.unix_timestamp(),
                     &account.changed_at.unix_timestamp(),
+                    &account.mac.map(|mac| mac.to_vec()),
                 ],
             )
             .await
@@ -1928,7 +2140,7 @@ impl PostgresStore {
         for token in &dump.tokens {
             tx.execute(
                 &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 ),
                 &[
                     &token.id,
@@ -1938,6 +2150,7 @@ impl PostgresStore {
                     &rights_text(&token.rights),
                     &token.created_at.unix_timestamp(),
                     &token.expires_at.map(OffsetDateTime::unix_timestamp),
+                    &token.mac.map(|mac| mac.to_vec()),
                 ],
             )
             .await
@@ -1978,5 +2191,29 @@ impl PostgresStore {
         );
         audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_local_hosts;
+
+    #[test]
+    fn only_a_database_on_this_machine_goes_without_tls_unwarned() {
+        let table = [
+            ("postgres://ums@localhost/ums", true),
+            ("postgres://ums@127.0.0.1:5432/ums", true),
+            ("postgres://ums@[::1]/ums", true),
+            ("postgres://ums@%2Frun%2Fpostgresql/ums", true),
+            ("host=/run/postgresql user=ums", true),
+            ("postgres://ums@db.example.org/ums", false),
+            ("postgres://ums@192.0.2.7/ums", false),
+            ("postgres://ums@localhost,db.example.org/ums", false),
+            ("host=localhost hostaddr=192.0.2.7 user=ums", false),
+        ];
+        for (url, local) in table {
+            let config: tokio_postgres::Config = url.parse().unwrap();
+            assert_eq!(only_local_hosts(&config), local, "{url}");
+        }
     }
 }

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("sqlite/migrations/0005_accounts.sql")),
     (6, include_str!("sqlite/migrations/0006_cluster.sql")),
     (7, include_str!("sqlite/migrations/0007_connector.sql")),
+    (
+        8,
+        include_str!("sqlite/migrations/0008_row_macs_keys_export.sql"),
+    ),
 ];
 
 /// How many times a generated value is redrawn on a clash.
@@ -1779,6 +1783,13 @@ impl Store for SqliteStore {
         self.remove_account(name, actor).await
     }
 
+    async fn seal_admin_rows(
+        &self,
+        key: Arc<crate::row_mac::RowKey>,
+    ) -> Result<super::SealReport, StoreError> {
+        self.seal_rows(key).await
+    }
+
     async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError> {
         self.insert_token(token, actor).await
     }
@@ -1893,10 +1904,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         drop(store);
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 7);
+        assert_eq!(store.schema_version().unwrap(), 8);
         store.integrity_check().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -1961,6 +1972,60 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("cli", "local"), ("00E0C5540B8B", "127.0.0.1")]
         );
+    }
+
+    #[test]
+    fn accounts_that_could_export_still_can_and_old_rows_are_sealed_at_first_open() {
+        use onboard_protocol::admin::Right;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            // A database at schema version 7, as the release before keys:export left it.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+                     INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0);",
+                )
+                .unwrap();
+            for (_, migration) in &MIGRATIONS[..7] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection
+                .execute_batch(
+                    "INSERT INTO accounts VALUES ('writer', '$argon2id$w', 'keys:read,keys:write', 0, 0),
+                                                 ('reader', '$argon2id$r', 'keys:read', 0, 0);
+                     INSERT INTO tokens VALUES ('0123456789ab', zeroblob(32), 'writer', 'rig', 'keys:write', 0, NULL);
+                     INSERT INTO sessions VALUES (zeroblob(32), 'reader', 0, 4102444800);",
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let writer = block(store.account("writer")).unwrap();
+        assert_eq!(
+            writer.rights,
+            [Right::KeysRead, Right::KeysWrite, Right::KeysExport]
+        );
+        assert_eq!(writer.mac, None);
+        assert_eq!(
+            block(store.account("reader")).unwrap().rights,
+            [Right::KeysRead]
+        );
+        assert_eq!(
+            block(store.token("0123456789ab")).unwrap().rights,
+            [Right::KeysWrite, Right::KeysExport]
+        );
+        assert_eq!(block(store.session(&[0; 32])), None, "sessions end");
+        let audit = block(store.audit(&AuditFilter::default(), &PageRequest::all()));
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        assert!(audit[0].detail.contains("account writer"), "{audit:?}");
+
+        // The first open by the server holding the key seals them.
+        let key = Arc::new(crate::row_mac::RowKey::derive(b"this UMS ID"));
+        let report = block(store.seal_admin_rows(key.clone()));
+        assert_eq!((report.accounts, report.tokens), (2, 1));
+        assert!(key.account_ok(&block(store.account("writer")).unwrap()));
+        assert!(key.token_ok(&block(store.token("0123456789ab")).unwrap()));
     }
 
     #[test]

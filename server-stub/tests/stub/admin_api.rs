@@ -7,7 +7,7 @@ use onboard_protocol::admin::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use ums_stub::accounts::AccountAdmin;
+use ums_stub::accounts::{AccountAdmin, Granter};
 use ums_stub::rights::Operation;
 use ums_stub::store::{Actor, TokenRow};
 
@@ -105,7 +105,7 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
             Method::POST,
             "/api/v1/accounts",
             Sent::Json(
-                json!({"name": "made-in-matrix", "password": "long enough secret", "rights": ["audit:read"]}),
+                json!({"name": "made-in-matrix", "password": "long enough secret", "rights": ["server:admin"]}),
             ),
             ManageAccounts,
         ),
@@ -182,7 +182,7 @@ async fn account_with_token(server: &TestServer, name: &str, rights: &[Right]) -
                 password: format!("{name} password 123"),
                 rights: rights.to_vec(),
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -194,7 +194,7 @@ async fn account_with_token(server: &TestServer, name: &str, rights: &[Right]) -
                 rights: None,
                 expires_days: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()
@@ -333,22 +333,23 @@ async fn expired_and_revoked_tokens_are_refused() {
         sha2::Sha256::digest(expired.as_bytes()).into()
     };
     let now = time::OffsetDateTime::now_utc();
+    // With a valid MAC: only its expiry refuses it.
+    let mut row = TokenRow {
+        id: "0123456789ab".to_owned(),
+        digest,
+        account: "ops".to_owned(),
+        name: "old".to_owned(),
+        rights: vec![Right::KeysRead],
+        created_at: now - time::Duration::days(31),
+        expires_at: Some(now - time::Duration::days(1)),
+        mac: None,
+    };
+    row.mac = Some(server.shared.stub.rows.token(&row));
     server
         .shared
         .stub
         .store
-        .create_token(
-            &TokenRow {
-                id: "0123456789ab".to_owned(),
-                digest,
-                account: "ops".to_owned(),
-                name: "old".to_owned(),
-                rights: vec![Right::KeysRead],
-                created_at: now - time::Duration::days(31),
-                expires_at: Some(now - time::Duration::days(1)),
-            },
-            &Actor::cli(),
-        )
+        .create_token(&row, &Actor::cli())
         .await
         .unwrap();
     let (status, answer) = send(
@@ -399,7 +400,7 @@ async fn expired_and_revoked_tokens_are_refused() {
 async fn a_token_holds_only_rights_its_account_still_holds() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
-    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    let root = account_with_token(&server, "root", &Right::ALL).await;
     account_with_token(&server, "ops", &[Right::KeysRead, Right::AuditRead]).await;
 
     // A token cannot ask for more than its account holds.
@@ -622,7 +623,7 @@ async fn tokens_and_passwords_are_stored_only_as_hashes() {
                 password: password.to_owned(),
                 rights: vec![Right::AuditRead],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -634,7 +635,7 @@ async fn tokens_and_passwords_are_stored_only_as_hashes() {
                 rights: None,
                 expires_days: Some(1),
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()
@@ -705,7 +706,7 @@ async fn a_session_needs_its_csrf_token_for_writes_and_ends_when_its_account_cha
                 password: "web password 123".to_owned(),
                 rights: vec![Right::KeysRead, Right::KeysWrite],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -793,7 +794,7 @@ async fn a_session_needs_its_csrf_token_for_writes_and_ends_when_its_account_cha
                 rights: Some(vec![Right::KeysRead]),
                 password: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -864,7 +865,7 @@ async fn failed_logins_are_limited_per_account_with_the_default_settings() {
                 password: "the real password".to_owned(),
                 rights: vec![Right::AuditRead],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -898,7 +899,7 @@ async fn nobody_can_lock_an_administrator_out_from_another_address() {
                 password: "the real password".to_owned(),
                 rights: vec![Right::ServerAdmin],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -946,7 +947,7 @@ async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy()
                     password: "the real password".to_owned(),
                     rights: vec![Right::AuditRead],
                 },
-                &Actor::cli(),
+                &Granter::cli(),
             )
             .await
             .unwrap();
@@ -993,7 +994,7 @@ async fn login_attempts_are_limited_per_account_and_per_address_behind_a_proxy()
 async fn the_last_account_with_server_admin_cannot_be_demoted_or_deleted() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
-    let root = account_with_token(&server, "root", &[Right::ServerAdmin]).await;
+    let root = account_with_token(&server, "root", &[Right::ServerAdmin, Right::AuditRead]).await;
     for (method, body) in [
         (Method::PATCH, Sent::Json(json!({"rights": ["audit:read"]}))),
         (Method::DELETE, Sent::None),
@@ -1021,6 +1022,20 @@ async fn the_last_account_with_server_admin_cannot_be_demoted_or_deleted() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // The new password ended root's token; a fresh one from the server machine.
+    let root = accounts(&server)
+        .create_token(
+            NewToken {
+                account: "root".to_owned(),
+                name: "after".to_owned(),
+                rights: None,
+                expires_days: None,
+            },
+            &Granter::cli(),
+        )
+        .await
+        .unwrap()
+        .token;
     // With a second administrator, the first may go.
     account_with_token(&server, "deputy", &[Right::ServerAdmin]).await;
     let (status, _) = send(
@@ -1269,13 +1284,13 @@ async fn a_device_enrolls_with_a_key_exported_over_the_api() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
     // The first account comes from the server machine; the rig's account and token over the API.
-    let admin = account_with_token(&server, "admin", &[Right::ServerAdmin]).await;
+    let admin = account_with_token(&server, "admin", &Right::ALL).await;
     let (status, _) = send(
         &client,
         &server,
         Method::POST,
         "/api/v1/accounts",
-        &Sent::Json(json!({"name": "rig", "password": "rig password 1234", "rights": ["keys:read", "keys:write", "devices:read", "audit:read"]})),
+        &Sent::Json(json!({"name": "rig", "password": "rig password 1234", "rights": ["keys:read", "keys:write", "keys:export", "devices:read", "audit:read"]})),
         Some(&admin),
     )
     .await;
@@ -1530,7 +1545,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
             "create",
             "root",
             "--rights",
-            "keys:read,keys:write,keys:reveal,server:admin",
+            "keys:read,keys:write,keys:reveal,keys:export,server:admin",
             "--password-stdin",
         ])
         .stdin(std::process::Stdio::piped())
@@ -1805,7 +1820,7 @@ async fn every_answer_forbids_caching_sniffing_and_plain_http_and_the_cookie_is_
                 password: "the real password".to_owned(),
                 rights: vec![Right::KeysRead],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();

@@ -1,12 +1,13 @@
 //! Distributed UMS, in process: several servers on one PostgreSQL database (a throwaway cluster)
 //! with the cluster secret: the first server's UMS ID becomes the Main one, the others adopt it,
-//! servers without the right secret are not in sync and refuse enrollments, every key is used
-//! once across servers, the status table shows every server, and the database alone reveals no
-//! key and no private key.
+//! servers without the right secret are not in sync and refuse enrollments, logins and admin
+//! writes (a token row they would write grants nothing), every key is used once across servers,
+//! the status table shows every server, and the database alone reveals no key and no private key.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use ums_stub::accounts::Granter;
 
 use onboard_protocol::admin::{Right, ServerView};
 use reqwest::StatusCode;
@@ -212,7 +213,7 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
                 password: "cluster root password".to_owned(),
                 rights: vec![Right::ServerAdmin],
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -224,7 +225,7 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
                 rights: None,
                 expires_days: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()
@@ -276,6 +277,66 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
         dump.contains("BEGIN CERTIFICATE"),
         "the dump reads the tables"
     );
+
+    // A server with another cluster's secret mints no token and logs nobody in; a token row it
+    // would write (its MAC under its Local UMS ID), put straight into the database, grants nothing
+    // on a server in sync.
+    let minted = wrong
+        .shared
+        .stub
+        .accounts()
+        .create_token(
+            onboard_protocol::admin::NewToken {
+                account: "root".to_owned(),
+                name: String::new(),
+                rights: None,
+                expires_days: None,
+            },
+            &Granter::cli(),
+        )
+        .await;
+    assert!(
+        matches!(minted, Err(ums_stub::accounts::AccountError::NotInSync)),
+        "{minted:?}"
+    );
+    let login = wrong
+        .client(None)
+        .post(wrong.url("/api/v1/session"))
+        .json(&serde_json::json!({"name": "root", "password": "cluster root password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let forged = "umst_00000000f00d_a-token-nobody-was-given";
+    let mut row = ums_stub::store::TokenRow {
+        id: "00000000f00d".to_owned(),
+        digest: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+            forged.as_bytes(),
+        ))
+        .into(),
+        account: "root".to_owned(),
+        name: "forged".to_owned(),
+        rights: vec![Right::ServerAdmin, Right::KeysReveal],
+        created_at: time::OffsetDateTime::now_utc(),
+        expires_at: None,
+        mac: None,
+    };
+    row.mac = Some(wrong.shared.stub.rows.token(&row));
+    wrong
+        .shared
+        .stub
+        .store
+        .create_token(&row, &Actor::cli())
+        .await
+        .unwrap();
+    let refused = a
+        .client(None)
+        .get(a.url("/api/v1/accounts"))
+        .bearer_auth(forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "a forged token");
 
     a.stop().await;
     b.stop().await;

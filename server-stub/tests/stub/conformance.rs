@@ -551,6 +551,7 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
         rights: vec![Right::KeysRead, Right::AuditRead],
         created_at: now,
         changed_at: now,
+        mac: Some([1; 32]),
     };
     store.create_account(&account, &Actor::cli()).await.unwrap();
     assert!(matches!(
@@ -567,6 +568,7 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
         rights: vec![Right::KeysRead],
         created_at: now,
         expires_at: Some(now + time::Duration::days(1)),
+        mac: Some([2; 32]),
     };
     store.create_token(&token, &Actor::cli()).await.unwrap();
     assert_eq!(
@@ -587,6 +589,7 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
         account: "jane".to_owned(),
         created_at: now,
         expires_at: now + time::Duration::hours(8),
+        mac: Some([3; 32]),
     };
     // Only while the account has the password the login checked.
     assert!(matches!(
@@ -603,23 +606,57 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
         store.session(&[9; 32]).await.unwrap(),
         Some(session.clone())
     );
-    // A change ends the account's sessions.
+    // A change ends the account's sessions, and carries the MAC of the row it makes.
     store
         .update_account(
             "jane",
             AccountChange {
                 rights: Some(vec![Right::AuditRead]),
                 password_hash: None,
+                mac: [4; 32],
+                previous: Some([1; 32]),
             },
             &Actor::cli(),
         )
         .await
         .unwrap();
     assert_eq!(store.session(&[9; 32]).await.unwrap(), None);
-    assert_eq!(
-        store.account("jane").await.unwrap().unwrap().rights,
-        vec![Right::AuditRead]
-    );
+    let changed = store.account("jane").await.unwrap().unwrap();
+    assert_eq!(changed.rights, vec![Right::AuditRead]);
+    assert_eq!(changed.mac, Some([4; 32]));
+    // A change made from a row that changed meanwhile is refused.
+    assert!(matches!(
+        store
+            .update_account(
+                "jane",
+                AccountChange {
+                    rights: Some(vec![Right::KeysRead]),
+                    password_hash: None,
+                    mac: [5; 32],
+                    previous: Some([1; 32]),
+                },
+                &Actor::cli(),
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A new password ends the account's tokens too.
+    assert!(store.token("0123456789ab").await.unwrap().is_some());
+    store
+        .update_account(
+            "jane",
+            AccountChange {
+                rights: None,
+                password_hash: Some("$argon2id$hash-two".to_owned()),
+                mac: [6; 32],
+                previous: Some([4; 32]),
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.token("0123456789ab").await.unwrap(), None);
+    store.create_token(&token, &Actor::cli()).await.unwrap();
     // Deleting the account takes its tokens.
     store.delete_account("jane", &Actor::cli()).await.unwrap();
     assert_eq!(store.token("0123456789ab").await.unwrap(), None);
@@ -627,6 +664,116 @@ async fn keeps_accounts_tokens_and_sessions(store: Shared) {
         store.revoke_token("0123456789ab", &Actor::cli()).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+fn admin_row(name: &str, mac: Option<[u8; 32]>) -> AccountRow {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    AccountRow {
+        name: name.to_owned(),
+        password_hash: format!("$argon2id${name}"),
+        rights: vec![Right::ServerAdmin, Right::KeysRead],
+        created_at: now,
+        changed_at: now,
+        mac,
+    }
+}
+
+/// The last-admin guard is atomic: two deletions racing for the last two accounts with
+/// server:admin leave one, every one of 100 times.
+async fn keeps_a_server_admin_under_racing_deletes(store: Shared) {
+    store
+        .create_account(&admin_row("admin-0", Some([1; 32])), &Actor::cli())
+        .await
+        .unwrap();
+    let mut survivor = "admin-0".to_owned();
+    for round in 1..=100 {
+        let newcomer = format!("admin-{round}");
+        store
+            .create_account(&admin_row(&newcomer, Some([1; 32])), &Actor::cli())
+            .await
+            .unwrap();
+        let deletions = [survivor.clone(), newcomer.clone()].map(|name| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let deleted = store.delete_account(&name, &Actor::cli()).await;
+                (name, deleted)
+            })
+        });
+        let mut kept = Vec::new();
+        for deletion in deletions {
+            let (name, deleted) = deletion.await.unwrap();
+            match deleted {
+                Ok(()) => {}
+                Err(StoreError::Conflict(detail)) => {
+                    assert!(
+                        detail.contains("last account with server:admin"),
+                        "{detail}"
+                    );
+                    kept.push(name);
+                }
+                Err(error) => panic!("round {round}: {error}"),
+            }
+        }
+        assert_eq!(kept.len(), 1, "round {round}: kept {kept:?}");
+        survivor = kept.remove(0);
+        assert!(store.account(&survivor).await.unwrap().is_some());
+        assert_eq!(store.count_accounts().await.unwrap(), 1, "round {round}");
+    }
+    // Taking server:admin away from the last account holding it is refused too.
+    assert!(matches!(
+        store
+            .update_account(
+                &survivor,
+                AccountChange {
+                    rights: Some(vec![Right::KeysRead]),
+                    password_hash: None,
+                    mac: [2; 32],
+                    previous: Some([1; 32]),
+                },
+                &Actor::cli(),
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+/// Rows from before row MACs are sealed once; a row without a MAC written after that stays
+/// unsealed.
+async fn seals_rows_from_before_row_macs_once(store: Shared) {
+    let key = Arc::new(ums_stub::row_mac::RowKey::derive(
+        b"the UMS ID's private key",
+    ));
+    store
+        .create_account(&admin_row("old", None), &Actor::cli())
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let token = TokenRow {
+        id: "0123456789ab".to_owned(),
+        digest: [7; 32],
+        account: "old".to_owned(),
+        name: "rig".to_owned(),
+        rights: vec![Right::KeysRead],
+        created_at: now,
+        expires_at: None,
+        mac: None,
+    };
+    store.create_token(&token, &Actor::cli()).await.unwrap();
+    let report = store.seal_admin_rows(key.clone()).await.unwrap();
+    assert_eq!(report.sealing, ums_stub::row_mac::Sealing::Seal);
+    assert_eq!((report.accounts, report.tokens), (1, 1));
+    assert!(key.account_ok(&store.account("old").await.unwrap().unwrap()));
+    assert!(key.token_ok(&store.token("0123456789ab").await.unwrap().unwrap()));
+
+    // Written by hand afterwards: never sealed, whoever starts.
+    store
+        .create_account(&admin_row("forged", None), &Actor::cli())
+        .await
+        .unwrap();
+    let report = store.seal_admin_rows(key.clone()).await.unwrap();
+    assert_eq!(report.sealing, ums_stub::row_mac::Sealing::Leave);
+    assert_eq!((report.accounts, report.tokens), (1, 0));
+    assert_eq!(store.account("forged").await.unwrap().unwrap().mac, None);
 }
 
 async fn tells_the_database_clock(store: Shared) {
@@ -989,6 +1136,8 @@ where
     case!(renews_and_tracks_contact);
     case!(keeps_the_audit_log_both_ways_and_prunes_it);
     case!(keeps_accounts_tokens_and_sessions);
+    case!(keeps_a_server_admin_under_racing_deletes);
+    case!(seals_rows_from_before_row_macs_once);
     case!(tells_the_database_clock);
     case!(tracks_connector_sessions_and_routes_commands);
     case!(tries_alternates_in_order_and_consumes_at_most_one);
@@ -1263,7 +1412,7 @@ async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     }))
     .await;
     for store in &opened {
-        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 3);
+        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 4);
     }
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -1320,7 +1469,7 @@ async fn the_postgres_store_speaks_tls_to_a_database_it_trusts_only() {
     std::fs::write(&ours, ca).unwrap();
     std::fs::write(&theirs, other_ca).unwrap();
     let store = PostgresStore::open_with(&url, Some(&ours)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     assert!(
         PostgresStore::open_with(&url, Some(&theirs)).await.is_err(),
         "a database whose certificate another CA issued is refused"

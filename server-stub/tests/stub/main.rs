@@ -12,6 +12,9 @@
 //! - `keys`: each key command's behaviour and refusals, and a round trip through an export.
 //! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
 //!   directory; nothing readable in a copy of the database.
+//! - `rights`: every pair (caller's right, right given) for accounts and tokens, `keys:export`
+//!   on every surface, tokens ending with a password, rows written straight into the database,
+//!   servers not in sync, the last-admin guard under racing deletions.
 //! - `schemathesis`: schemathesis over the served OpenAPI document with every check on, with an
 //!   all-rights and a read-only token.
 //! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
@@ -41,6 +44,7 @@ mod limits;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../tests/src/postgres.rs"]
 mod pg;
+mod rights;
 mod schemathesis;
 mod server;
 mod system;

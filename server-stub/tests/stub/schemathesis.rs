@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+use ums_stub::accounts::Granter;
 
 use onboard_protocol::admin::{NewAccount, NewToken, Right};
 use ums_stub::store::Actor;
@@ -33,7 +34,7 @@ async fn token_for(server: &TestServer, name: &str, rights: &[Right]) -> String 
                 password: "schemathesis password".to_owned(),
                 rights: rights.to_vec(),
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap();
@@ -45,7 +46,7 @@ async fn token_for(server: &TestServer, name: &str, rights: &[Right]) -> String 
                 rights: None,
                 expires_days: None,
             },
-            &Actor::cli(),
+            &Granter::cli(),
         )
         .await
         .unwrap()

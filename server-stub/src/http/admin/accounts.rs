@@ -1,5 +1,5 @@
 //! `/api/v1/accounts` and `/api/v1/tokens`: administrator accounts and API tokens, for
-//! `server:admin`.
+//! `server:admin`, which gives only rights its caller holds ([`crate::rights::check_grant`]).
 
 use std::sync::Arc;
 
@@ -75,7 +75,7 @@ pub async fn list(
 }
 
 /// Creates an account: a name, a password of at least 12 characters (stored as argon2id), and at
-/// least one right.
+/// least one right, each held by the caller (else 403).
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = NewAccount,
     responses((status = 201, description = "The account", body = AccountView),
         (status = 409, description = "The name is taken or reserved", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
@@ -85,7 +85,11 @@ pub async fn create(
     Body(request): Body<NewAccount>,
 ) -> Result<(StatusCode, axum::Json<AccountView>), ApiError> {
     admin.may(Operation::ManageAccounts)?;
-    let created = shared.stub.accounts().create(request, &admin.actor).await?;
+    let created = shared
+        .stub
+        .accounts()
+        .create(request, &admin.granter())
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
@@ -104,7 +108,8 @@ pub async fn one(
 }
 
 /// Changes an account's rights or password. Its sessions end; its tokens keep only the rights it
-/// still holds.
+/// still holds, and end with a new password. The caller may add only rights it holds, and set
+/// the password only of an account whose every right it holds (else 403).
 #[utoipa::path(patch, path = "/api/v1/accounts/{name}", tag = "accounts", request_body = EditAccount,
     params(("name" = String, Path, max_length = 64, description = "The account's name")),
     responses((status = 200, description = "The account", body = AccountView),
@@ -120,7 +125,7 @@ pub async fn edit(
     let edited = shared
         .stub
         .accounts()
-        .edit(&name, request, &admin.actor)
+        .edit(&name, request, &admin.granter())
         .await?;
     Ok(axum::Json(edited))
 }
@@ -160,8 +165,9 @@ pub async fn tokens(
     Ok(axum::Json(listed))
 }
 
-/// Creates an API token for an account, with a subset of its rights and an optional expiry. The
-/// answer is the only time the token is shown; the server keeps its SHA-256.
+/// Creates an API token for an account, with a subset of its rights, each held by the caller
+/// (else 403), and an optional expiry. The answer is the only time the token is shown; the server
+/// keeps its SHA-256.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
     responses((status = 201, description = "The token, shown once", body = CreatedToken),
         (status = 404, description = "No such account", body = onboard_protocol::Problem, content_type = "application/problem+json"),
@@ -175,7 +181,7 @@ pub async fn create_token(
     let created = shared
         .stub
         .accounts()
-        .create_token(request, &admin.actor)
+        .create_token(request, &admin.granter())
         .await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }

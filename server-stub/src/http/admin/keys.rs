@@ -291,6 +291,7 @@ pub async fn delete_many(
 
 /// The key file for a USB stick: the keys named (all active), or every active key, with the
 /// servers devices should contact and the UMS ID fingerprint. A download in the chosen format.
+/// Needs `keys:export`: an export is a reveal to a file.
 #[utoipa::path(post, path = "/api/v1/keys/export", tag = "keys", request_body = ExportKeys,
     responses((status = 200, description = "The key file",
             content((String = "application/xml"), (String = "text/html"), (String = "text/plain"))),

@@ -32,7 +32,9 @@ use onboard_protocol::ProblemCode;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, Peer, Shared};
-use crate::accounts::{AccountError, AuthError, Caller, Proof, SESSION_COOKIE, csrf_matches};
+use crate::accounts::{
+    AccountError, AuthError, Caller, Granter, Proof, SESSION_COOKIE, csrf_matches,
+};
 use crate::rights::{self, Operation};
 use crate::store::{Actor, PageRequest};
 
@@ -111,6 +113,14 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The caller as the one who gives rights in an account or token change.
+    pub fn granter(&self) -> Granter {
+        Granter {
+            actor: self.actor.clone(),
+            rights: self.caller.rights,
+        }
+    }
+
     /// Refuses with 403 unless the caller's rights allow `operation`.
     pub fn may(&self, operation: Operation) -> Result<(), ApiError> {
         if rights::allows(self.caller.rights, operation) {
@@ -137,6 +147,13 @@ pub(super) fn client_of(parts: &Parts, shared: &Shared) -> String {
                 .to_string()
         },
     )
+}
+
+fn not_in_sync(detail: String) -> ApiError {
+    ApiError::Problem {
+        problem: onboard_protocol::Problem::new(ProblemCode::ServerNotInSync).with_detail(detail),
+        retry_after: Some(std::time::Duration::from_secs(60)),
+    }
 }
 
 fn unauthorized() -> ApiError {
@@ -171,6 +188,7 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
             AuthError::Unauthorized => unauthorized(),
+            AuthError::NotInSync => not_in_sync(error.to_string()),
             AuthError::Store(error) => error.into(),
         }
     }
@@ -179,9 +197,14 @@ impl From<AuthError> for ApiError {
 impl From<AccountError> for ApiError {
     fn from(error: AccountError) -> Self {
         match error {
+            AccountError::Invalid(error) if rights::is_forbidden(&error) => {
+                ApiError::code(ProblemCode::Forbidden, error.to_string())
+            }
             AccountError::Invalid(error) if rights::is_conflict(&error) => {
                 ApiError::code(ProblemCode::Conflict, error.to_string())
             }
+            AccountError::Tampered(_) => ApiError::code(ProblemCode::Conflict, error.to_string()),
+            AccountError::NotInSync => not_in_sync(error.to_string()),
             AccountError::Invalid(error) => ApiError::code(ProblemCode::Invalid, error.to_string()),
             AccountError::Store(error) => error.into(),
             AccountError::Hash(_) => ApiError::Internal(error.into()),
@@ -196,6 +219,18 @@ impl FromRequestParts<Arc<Shared>> for Admin {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
+        // A server not in sync cannot tell an authentic account row from a forged one: it
+        // changes nothing, whoever asks.
+        if rights::refused_out_of_sync(
+            shared.stub.sync != crate::cluster::SyncStatus::NotInSync,
+            &parts.method,
+        ) {
+            return Err(not_in_sync(
+                "this server is not in sync with the Main UMS ID (no or a wrong cluster secret): \
+                 it refuses every admin change; restart it with the cluster's secret"
+                    .to_owned(),
+            ));
+        }
         let accounts = shared.stub.accounts();
         // Expiries by the database's clock, the same on every server sharing it.
         let now = shared.stub.store.clock().await?;

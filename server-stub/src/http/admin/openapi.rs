@@ -47,7 +47,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
     security(("bearer" = []), ("session" = [])),
     modifiers(&Refusals),
     tags(
-        (name = "keys", description = "First-authentication keys (keys:read, keys:write, keys:reveal)"),
+        (name = "keys", description = "First-authentication keys (keys:read, keys:write, keys:reveal, keys:export)"),
         (name = "devices", description = "Enrolled devices (devices:read, devices:write)"),
         (name = "audit", description = "The audit log (audit:read)"),
         (name = "ums-id", description = "The server's identity (server:admin)"),

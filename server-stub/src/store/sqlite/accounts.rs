@@ -1,18 +1,27 @@
-//! The SQLite side of administrator accounts, API tokens and Web App sessions (migration 0005).
-//! Only hashes are stored: argon2id for passwords, SHA-256 for tokens and session cookies.
+//! The SQLite side of administrator accounts, API tokens and Web App sessions (migrations 0005,
+//! 0008). Only hashes are stored: argon2id for passwords, SHA-256 for tokens and session cookies,
+//! each row with its MAC ([`crate::row_mac`]). The last-admin rule is applied inside the write
+//! transaction that changes or deletes an account, so two racing deletions cannot both pass it.
 
 use onboard_protocol::admin::Right;
 use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
+use crate::row_mac::{self, RowKey, RowMac, Sealing};
 use crate::store::{
-    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, ServerBeat,
-    ServerRow, SessionRow, StoreError, TokenRow,
+    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, SealReport,
+    ServerBeat, ServerRow, SessionRow, StoreError, TokenRow, keep_an_admin,
 };
 
-const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at";
-const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at";
+const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
+const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at, mac";
+
+/// The `store_meta` row marking the rows from before row MACs as sealed.
+const META_SEALED: &str = "admin_rows_sealed";
+
+/// Accounts holding server:admin, in SQL.
+const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
 
 /// Rights as stored: their names, comma-separated.
 fn rights_text(rights: &[Right]) -> String {
@@ -37,22 +46,41 @@ fn parse_rights(inner: &Inner, text: &str) -> Result<Vec<Right>, StoreError> {
         .collect()
 }
 
-type RawAccount = (String, String, String, i64, i64);
-type RawToken = (String, Vec<u8>, String, String, String, i64, Option<i64>);
+type RawAccount = (String, String, String, i64, i64, Option<Vec<u8>>);
+type RawToken = (
+    String,
+    Vec<u8>,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
+
+/// A stored MAC; the schema allows only 32 bytes or none.
+fn mac_from(inner: &Inner, mac: Option<Vec<u8>>) -> Result<Option<RowMac>, StoreError> {
+    mac.map(|mac| {
+        mac.try_into()
+            .map_err(|_| inner.corrupt("a row MAC that is not 32 bytes".to_owned()))
+    })
+    .transpose()
+}
 
 fn account_from(inner: &Inner, raw: RawAccount) -> Result<AccountRow, StoreError> {
-    let (name, password_hash, rights, created_at, changed_at) = raw;
+    let (name, password_hash, rights, created_at, changed_at, mac) = raw;
     Ok(AccountRow {
         rights: parse_rights(inner, &rights)?,
         created_at: time_at(inner, created_at)?,
         changed_at: time_at(inner, changed_at)?,
+        mac: mac_from(inner, mac)?,
         name,
         password_hash,
     })
 }
 
 fn token_from(inner: &Inner, raw: RawToken) -> Result<TokenRow, StoreError> {
-    let (id, digest, account, name, rights, created_at, expires_at) = raw;
+    let (id, digest, account, name, rights, created_at, expires_at, mac) = raw;
     Ok(TokenRow {
         digest: digest
             .try_into()
@@ -60,6 +88,7 @@ fn token_from(inner: &Inner, raw: RawToken) -> Result<TokenRow, StoreError> {
         rights: parse_rights(inner, &rights)?,
         created_at: time_at(inner, created_at)?,
         expires_at: expires_at.map(|at| time_at(inner, at)).transpose()?,
+        mac: mac_from(inner, mac)?,
         id,
         account,
         name,
@@ -73,6 +102,7 @@ fn raw_account(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawAccount> {
         row.get(2)?,
         row.get(3)?,
         row.get(4)?,
+        row.get(5)?,
     ))
 }
 
@@ -85,7 +115,37 @@ fn raw_token(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawToken> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
+}
+
+/// Applies the last-admin rule to a change of `name` to `after` (`None`: its deletion), reading
+/// inside the write transaction `tx` (IMMEDIATE: no other writer runs until it ends).
+fn guard_last_admin(
+    inner: &Inner,
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    after: Option<&[Right]>,
+) -> Result<(), StoreError> {
+    let before: Option<String> = tx
+        .query_row(
+            "SELECT rights FROM accounts WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| inner.db(e))?;
+    let Some(before) = before else {
+        return Err(StoreError::NotFound(Missing::Account(name.to_owned())));
+    };
+    let admins: i64 = tx
+        .query_row(
+            &format!("SELECT count(*) FROM accounts WHERE {IS_ADMIN}"),
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| inner.db(e))?;
+    keep_an_admin(name, &parse_rights(inner, &before)?, after, count(admins))
 }
 
 impl SqliteStore {
@@ -100,7 +160,7 @@ impl SqliteStore {
                 let inserted = tx
                     .execute(
                         &format!(
-                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                            "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                          ON CONFLICT (name) DO NOTHING"
                         ),
                         params![
@@ -109,6 +169,7 @@ impl SqliteStore {
                             rights_text(&account.rights),
                             account.created_at.unix_timestamp(),
                             account.changed_at.unix_timestamp(),
+                            account.mac.as_ref().map(|mac| &mac[..]),
                         ],
                     )
                     .map_err(|e| inner.db(e))?;
@@ -198,25 +259,50 @@ impl SqliteStore {
         let (name, actor) = (name.to_owned(), actor.clone());
         self.call(move |inner| {
             inner.write(|tx| {
+                if change.rights.is_some() {
+                    guard_last_admin(inner, tx, &name, change.rights.as_deref())?;
+                }
                 let changed = tx
                     .execute(
                         "UPDATE accounts SET rights = coalesce(?2, rights),
-                         password_hash = coalesce(?3, password_hash), changed_at = ?4
-                     WHERE name = ?1",
+                         password_hash = coalesce(?3, password_hash), changed_at = ?4, mac = ?5
+                     WHERE name = ?1 AND mac IS ?6",
                         params![
                             name,
                             change.rights.as_deref().map(rights_text),
                             change.password_hash,
                             super::now(),
+                            &change.mac[..],
+                            change.previous.as_ref().map(|mac| &mac[..]),
                         ],
                     )
                     .map_err(|e| inner.db(e))?;
                 if changed == 0 {
-                    return Err(StoreError::NotFound(Missing::Account(name)));
+                    let exists: bool = tx
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM accounts WHERE name = ?1)",
+                            [&name],
+                            |row| row.get(0),
+                        )
+                        .map_err(|e| inner.db(e))?;
+                    return Err(if exists {
+                        StoreError::Conflict(format!(
+                            "the account {name} changed meanwhile; read it again and retry"
+                        ))
+                    } else {
+                        StoreError::NotFound(Missing::Account(name))
+                    });
                 }
                 let ended = tx
                     .execute("DELETE FROM sessions WHERE account = ?1", [&name])
                     .map_err(|e| inner.db(e))?;
+                // Whoever knew the old password may have made tokens with it.
+                let revoked = if change.password_hash.is_some() {
+                    tx.execute("DELETE FROM tokens WHERE account = ?1", [&name])
+                        .map_err(|e| inner.db(e))?
+                } else {
+                    0
+                };
                 let mut entry = AuditEntry::new("accounts.edit", &actor);
                 let mut parts = vec![format!("account {name}")];
                 if let Some(rights) = &change.rights {
@@ -226,6 +312,9 @@ impl SqliteStore {
                     parts.push("new password".to_owned());
                 }
                 parts.push(format!("{ended} session(s) ended"));
+                if change.password_hash.is_some() {
+                    parts.push(format!("{revoked} token(s) ended"));
+                }
                 entry.detail = parts.join(", ");
                 audit_in(tx, &entry).map_err(|e| inner.db(e))?;
                 Ok(())
@@ -238,6 +327,7 @@ impl SqliteStore {
         let (name, actor) = (name.to_owned(), actor.clone());
         self.call(move |inner| {
             inner.write(|tx| {
+                guard_last_admin(inner, tx, &name, None)?;
                 // Tokens and sessions go with it (ON DELETE CASCADE).
                 let changed = tx
                     .execute("DELETE FROM accounts WHERE name = ?1", [&name])
@@ -274,7 +364,8 @@ impl SqliteStore {
                 }
                 tx.execute(
                     &format!(
-                        "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                        "INSERT INTO tokens ({TOKEN_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                     ),
                     params![
                         token.id,
@@ -284,6 +375,7 @@ impl SqliteStore {
                         rights_text(&token.rights),
                         token.created_at.unix_timestamp(),
                         token.expires_at.map(OffsetDateTime::unix_timestamp),
+                        token.mac.as_ref().map(|mac| &mac[..]),
                     ],
                 )
                 .map_err(|e| inner.db(e))?;
@@ -383,14 +475,15 @@ impl SqliteStore {
                 // Only while the account still has the password the login was checked against.
                 let inserted = tx
                     .execute(
-                        "INSERT INTO sessions (digest, account, created_at, expires_at)
-                     SELECT ?1, name, ?3, ?4 FROM accounts WHERE name = ?2 AND password_hash = ?5",
+                        "INSERT INTO sessions (digest, account, created_at, expires_at, mac)
+                     SELECT ?1, name, ?3, ?4, ?6 FROM accounts WHERE name = ?2 AND password_hash = ?5",
                         params![
                             &session.digest[..],
                             session.account,
                             session.created_at.unix_timestamp(),
                             session.expires_at.unix_timestamp(),
                             verified,
+                            session.mac.as_ref().map(|mac| &mac[..]),
                         ],
                     )
                     .map_err(|e| inner.db(e))?;
@@ -410,23 +503,25 @@ impl SqliteStore {
     ) -> Result<Option<SessionRow>, StoreError> {
         let digest = *digest;
         self.call(move |inner| {
-            let raw: Option<(String, i64, i64)> = inner
+            type RawSession = (String, i64, i64, Option<Vec<u8>>);
+            let raw: Option<RawSession> = inner
                 .lock()
                 .prepare_cached(
-                    "SELECT account, created_at, expires_at FROM sessions WHERE digest = ?1",
+                    "SELECT account, created_at, expires_at, mac FROM sessions WHERE digest = ?1",
                 )
                 .map_err(|e| inner.db(e))?
                 .query_row([&digest[..]], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                 })
                 .optional()
                 .map_err(|e| inner.db(e))?;
-            raw.map(|(account, created_at, expires_at)| {
+            raw.map(|(account, created_at, expires_at, mac)| {
                 Ok(SessionRow {
                     digest,
                     account,
                     created_at: time_at(inner, created_at)?,
                     expires_at: time_at(inner, expires_at)?,
+                    mac: mac_from(inner, mac)?,
                 })
             })
             .transpose()
@@ -468,6 +563,79 @@ impl SqliteStore {
                 )
                 .map_err(|e| inner.db(e))?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+
+    pub(super) async fn seal_rows(
+        &self,
+        key: std::sync::Arc<RowKey>,
+    ) -> Result<SealReport, StoreError> {
+        self.call(move |inner| {
+            inner.write(|tx| {
+                let mark: Option<String> = tx
+                    .query_row(
+                        "SELECT value FROM store_meta WHERE name = ?1",
+                        [META_SEALED],
+                        |row| row.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| inner.db(e))?;
+                let mark_valid = mark.is_some_and(|mark| mark == key.sealed_mark_text());
+                let any_sealed: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM accounts WHERE mac IS NOT NULL)
+                             OR EXISTS (SELECT 1 FROM tokens WHERE mac IS NOT NULL)",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .map_err(|e| inner.db(e))?;
+                let sealing = row_mac::sealing(mark_valid, any_sealed);
+                let accounts: Vec<RawAccount> = tx
+                    .prepare(&format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL"
+                    ))
+                    .and_then(|mut statement| statement.query_map([], raw_account)?.collect())
+                    .map_err(|e| inner.db(e))?;
+                let tokens: Vec<RawToken> = tx
+                    .prepare(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL"
+                    ))
+                    .and_then(|mut statement| statement.query_map([], raw_token)?.collect())
+                    .map_err(|e| inner.db(e))?;
+                let report = SealReport {
+                    sealing,
+                    accounts: accounts.len() as u64,
+                    tokens: tokens.len() as u64,
+                };
+                if sealing == Sealing::Leave {
+                    return Ok(report);
+                }
+                for raw in accounts {
+                    let row = account_from(inner, raw)?;
+                    let mac = key.account(&row.name, &row.password_hash, &row.rights);
+                    tx.execute(
+                        "UPDATE accounts SET mac = ?2 WHERE name = ?1",
+                        params![row.name, &mac[..]],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                }
+                for raw in tokens {
+                    let row = token_from(inner, raw)?;
+                    tx.execute(
+                        "UPDATE tokens SET mac = ?2 WHERE id = ?1",
+                        params![row.id, &key.token(&row)[..]],
+                    )
+                    .map_err(|e| inner.db(e))?;
+                }
+                tx.execute(
+                    "INSERT INTO store_meta (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    params![META_SEALED, key.sealed_mark_text()],
+                )
+                .map_err(|e| inner.db(e))?;
+                Ok(report)
+            })
         })
         .await
     }
