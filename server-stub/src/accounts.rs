@@ -84,8 +84,13 @@ pub enum AuthError {
 /// How a caller proved who it is. Its `Debug` never shows the CSRF token.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Proof {
-    /// An API token, by its public ID.
-    Token(String),
+    /// An API token, by its public ID, with its name.
+    Token {
+        /// Its public ID.
+        id: String,
+        /// Its name.
+        name: String,
+    },
     /// A Web App session.
     Session {
         /// SHA-256 of the cookie.
@@ -100,7 +105,7 @@ pub enum Proof {
 impl std::fmt::Debug for Proof {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Proof::Token(id) => write!(f, "Token({id})"),
+            Proof::Token { id, .. } => write!(f, "Token({id})"),
             Proof::Session { expires_at, .. } => write!(f, "Session(until {expires_at})"),
         }
     }
@@ -121,7 +126,7 @@ impl Caller {
     /// The view `GET /api/v1/session` answers with.
     pub fn view(&self) -> CallerView {
         let (csrf_token, expires_at) = match &self.proof {
-            Proof::Token(_) => (None, None),
+            Proof::Token { .. } => (None, None),
             Proof::Session {
                 csrf, expires_at, ..
             } => (Some(csrf.clone()), Some(*expires_at)),
@@ -529,7 +534,10 @@ impl AccountAdmin {
         Ok(Caller {
             rights: rights::token_rights(Rights::of(&account.rights), Rights::of(&row.rights)),
             account: account.name,
-            proof: Proof::Token(row.id),
+            proof: Proof::Token {
+                id: row.id,
+                name: row.name,
+            },
         })
     }
 

@@ -31,6 +31,8 @@ pub struct Actor {
     pub name: String,
     /// The source address, or `local` for the command line on the server machine.
     pub source: String,
+    /// The API token an administrator acted through (`rig (17)`: its name and public ID), if one.
+    pub via: Option<String>,
 }
 
 impl Actor {
@@ -39,6 +41,7 @@ impl Actor {
         Self {
             name: "cli".to_owned(),
             source: "local".to_owned(),
+            via: None,
         }
     }
 
@@ -47,6 +50,7 @@ impl Actor {
         Self {
             name: unit_id.to_string(),
             source: source.to_string(),
+            via: None,
         }
     }
 
@@ -55,7 +59,14 @@ impl Actor {
         Self {
             name: "-".to_owned(),
             source: source.to_string(),
+            via: None,
         }
+    }
+
+    /// The same actor, acting through the API token `name` with the public ID `id`.
+    pub fn via_token(mut self, name: &str, id: &str) -> Self {
+        self.via = Some(format!("{name} ({id})"));
+        self
     }
 
     /// An administrator's account, from `source`.
@@ -63,6 +74,7 @@ impl Actor {
         Self {
             name: name.into(),
             source: source.to_string(),
+            via: None,
         }
     }
 }
@@ -509,6 +521,9 @@ pub struct AuditEntry {
     pub outcome: String,
     /// More, for people (an ID range, a certificate serial).
     pub detail: String,
+    /// The API token the actor acted through ([`Actor::via`]); written into the stored detail
+    /// ([`AuditEntry::stored_detail`]), so a line read back has it there and `None` here.
+    pub via: Option<String>,
 }
 
 impl AuditEntry {
@@ -524,6 +539,16 @@ impl AuditEntry {
             key_id: None,
             outcome: "ok".to_owned(),
             detail: String::new(),
+            via: actor.via.clone(),
+        }
+    }
+
+    /// The detail as stored: with the token the actor acted through, when one.
+    pub fn stored_detail(&self) -> String {
+        match (&self.via, self.detail.is_empty()) {
+            (None, _) => self.detail.clone(),
+            (Some(token), true) => format!("via token {token}"),
+            (Some(token), false) => format!("{}; via token {token}", self.detail),
         }
     }
 }

@@ -568,6 +568,7 @@ impl PostgresStore {
             key_id: row.get(6),
             outcome: row.get(7),
             detail: row.get(8),
+            via: None,
         })
     }
 
@@ -757,7 +758,7 @@ async fn audit_in(
             &entry.unit_id,
             &entry.key_id,
             &entry.outcome,
-            &entry.detail,
+            &entry.stored_detail(),
         ],
     )
     .await

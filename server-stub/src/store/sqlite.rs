@@ -905,7 +905,7 @@ fn audit_in(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         entry.unit_id,
         entry.key_id,
         entry.outcome,
-        entry.detail
+        entry.stored_detail()
     ])?;
     Ok(())
 }
@@ -968,6 +968,7 @@ fn audit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         key_id: row.get(6)?,
         outcome: row.get(7)?,
         detail: row.get(8)?,
+        via: None,
     })
 }
 

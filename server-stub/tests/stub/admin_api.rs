@@ -1874,7 +1874,7 @@ async fn every_answer_forbids_caching_sniffing_and_plain_http_and_the_cookie_is_
 }
 
 #[tokio::test]
-async fn a_refused_admin_request_is_audited_with_who_and_what() {
+async fn a_refused_admin_request_and_every_token_s_change_are_audited_with_who_and_what() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
     let token = account_with_token(&server, "reader", &[Right::KeysRead]).await;
@@ -1896,7 +1896,40 @@ async fn a_refused_admin_request_is_audited_with_who_and_what() {
     assert_eq!(refused.len(), 1, "{audit:?}");
     assert_eq!(refused[0].actor, "reader");
     assert_eq!(refused[0].outcome, "forbidden");
-    assert_eq!(refused[0].detail, "DELETE /api/v1/keys/7");
+    // The token is public ID and secret: the line names the token by its name and public ID.
+    let id = token.split('_').nth(1).unwrap();
+    assert_eq!(
+        refused[0].detail,
+        format!("DELETE /api/v1/keys/7; via token test ({id})")
+    );
     assert!(!refused[0].detail.contains(&token));
+    // So does every other line a token's request writes.
+    let writer = account_with_token(&server, "writer", &[Right::KeysWrite]).await;
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "one-time", "quantity": 2})),
+        Some(&writer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let created = server
+        .audit()
+        .await
+        .into_iter()
+        .rev()
+        .find(|line| line.event == "keys.create")
+        .unwrap();
+    assert_eq!(created.actor, "writer");
+    assert!(
+        created.detail.ends_with(&format!(
+            "; via token test ({})",
+            writer.split('_').nth(1).unwrap()
+        )),
+        "{}",
+        created.detail
+    );
     server.stop().await;
 }

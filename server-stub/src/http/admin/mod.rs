@@ -259,7 +259,10 @@ impl FromRequestParts<Arc<Shared>> for Admin {
         } else {
             return Err(unauthorized());
         };
-        let actor = Actor::admin(&caller.account, client_of(parts, shared));
+        let mut actor = Actor::admin(&caller.account, client_of(parts, shared));
+        if let Proof::Token { id, name } = &caller.proof {
+            actor = actor.via_token(name, id);
+        }
         if let Some(slot) = parts.extensions.get::<ActorSlot>() {
             *slot
                 .0
