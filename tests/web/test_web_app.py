@@ -150,13 +150,13 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
 
     dialog = create(page, "Create mass-deployment key")
     dialog.get_by_label("Generate random mass key").uncheck()
-    dialog.get_by_label("Key", exact=True).fill("Rollout-2026")
+    dialog.get_by_label("Key", exact=True).fill("Rollout-2026-Berlin-Lab")
     dialog.get_by_role("button", name="Add").click()
     expect(key_rows(page)).to_have_count(8)
     # The same typed key again is refused, and the dialog says why.
     dialog = create(page, "Create mass-deployment key")
     dialog.get_by_label("Generate random mass key").uncheck()
-    dialog.get_by_label("Key", exact=True).fill("Rollout-2026")
+    dialog.get_by_label("Key", exact=True).fill("Rollout-2026-Berlin-Lab")
     dialog.get_by_role("button", name="Add").click()
     expect(page.locator("#create-error")).to_contain_text("Another key already has this key value")
     dialog.get_by_role("button", name="Cancel").click()
@@ -166,9 +166,9 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
     expect(keys.first).to_contain_text("*")
     page.get_by_role("button", name="Show keys").click()
     expect(page.get_by_role("button", name="Hide keys")).to_be_visible()
-    expect(page.locator("#keys-table td.key", has_text="Rollout-2026")).to_have_count(1)
+    expect(page.locator("#keys-table td.key", has_text="Rollout-2026-Berlin-Lab")).to_have_count(1)
     page.get_by_role("button", name="Hide keys").click()
-    expect(page.locator("#keys-table td.key", has_text="Rollout-2026")).to_have_count(0)
+    expect(page.locator("#keys-table td.key", has_text="Rollout-2026-Berlin-Lab")).to_have_count(0)
 
     # Deactivate key 1 and see its status; filter on it.
     page.get_by_label("Select key 1", exact=True).check()
