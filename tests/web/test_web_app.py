@@ -241,6 +241,29 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
     page.screenshot(path=os.path.join(OUT, "keys-page.png"))
 
 
+def test_a_typed_mass_key_below_the_floor_is_refused_saying_why(page, server):
+    sign_in(page, server, ADMIN)
+    posted = []
+    page.on("request", lambda request: request.method == "POST"
+            and request.url.endswith("/api/v1/keys") and posted.append(request.url))
+    dialog = create(page, "Create mass-deployment key")
+    dialog.get_by_label("Generate random mass key").uncheck()
+    # The rule is shown next to the field.
+    expect(page.locator("#create-password-rule")).to_contain_text("At least 16 characters")
+    # Too short: refused before anything is sent.
+    dialog.get_by_label("Key", exact=True).fill("password1234")
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.locator("#create-error")).to_contain_text("at least 16 characters")
+    assert posted == []
+    # Long enough but a common pattern: the server's reason, without the value.
+    dialog.get_by_label("Key", exact=True).fill("password12345678")
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.locator("#create-error")).to_contain_text("too guessable")
+    expect(page.locator("#create-error")).not_to_contain_text("password12345678")
+    assert len(posted) == 1
+    dialog.get_by_role("button", name="Cancel").click()
+
+
 def test_a_reader_sees_no_write_control_and_a_forced_write_is_refused(page, server):
     sign_in(page, server, READER)
     expect(page.locator("#keys-table tbody tr").first).to_be_visible()
