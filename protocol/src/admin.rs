@@ -271,6 +271,7 @@ pub enum CreateKeys {
     /// `quantity` one-time keys any one device may use.
     OneTime {
         /// How many.
+        #[serde(deserialize_with = "crate::whole_number::one")]
         #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
         quantity: usize,
         /// A comment for all of them.
@@ -290,13 +291,17 @@ pub enum CreateKeys {
     },
     /// One mass-deployment key: random, or the password typed here.
     Mass {
-        /// The value to use instead of a random one; no other key may have it. 1 to 128
-        /// characters, no control characters, no white space at either end.
+        /// The value to use instead of a random one; no other key may have it. 16 to 128
+        /// characters, no control characters, no white space at either end, and not too
+        /// guessable: the server estimates its strength (zxcvbn) and refuses common passwords,
+        /// words, names, keyboard rows, repeats and sequences with 422, saying why. The pattern
+        /// spells out Unicode's White_Space and control characters rather than `\s`, whose
+        /// meaning differs between regular-expression dialects.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(
             feature = "openapi",
             schema(
-                pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,126}[^\s\x00-\x1f\x7f-\x9f])?$"
+                pattern = r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]{14,126}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]$"
             )
         )]
         password: Option<String>,
@@ -364,6 +369,7 @@ pub const MAX_COMMENT_CHARS: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct KeyIds {
     /// The keys.
+    #[serde(deserialize_with = "crate::whole_number::list")]
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100000))]
     pub ids: Vec<KeyId>,
 }
@@ -377,7 +383,7 @@ pub const MAX_KEY_IDS: usize = 100_000;
 #[serde(deny_unknown_fields)]
 pub struct ExportKeys {
     /// The keys to export, all active; empty for every active key.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::list")]
     #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
     pub ids: Vec<KeyId>,
     /// The servers devices should contact, in order; empty for the server's configured public
@@ -396,15 +402,21 @@ pub struct ExportKeys {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportServer {
-    /// A host name or IP address (no brackets around IPv6): no white space, control characters
-    /// or `/ ? # @ \ < > " ' &`.
+    /// A host name or IP address (no brackets around IPv6): no white space (Unicode's
+    /// White_Space), control characters or `/ ? # @ \ < > " ' &`.
     #[cfg_attr(
         feature = "openapi",
-        schema(max_length = 253, pattern = r#"^[^\s\x00-\x1f\x7f-\x9f/?#@\\<>"'&]+$"#)
+        schema(
+            max_length = 253,
+            pattern = r#"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000/?#@\\<>"'&]+$"#
+        )
     )]
     pub host: String,
     /// The HTTPS port; 8443 when left out.
-    #[serde(default = "default_port")]
+    #[serde(
+        default = "default_port",
+        deserialize_with = "crate::whole_number::one"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
     pub port: u16,
 }
@@ -648,7 +660,11 @@ pub struct NewToken {
     #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub rights: Option<Vec<Right>>,
     /// Days until it expires; never when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole_number::option"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3650))]
     pub expires_days: Option<u32>,
 }

@@ -13,6 +13,7 @@
 //! - [`est`]: EST bodies: base64 transfer encoding and PKCS#7 certs-only.
 //! - [`inventory`]: [`Inventory`], the facts an enrolled device reports about itself, and their
 //!   bounds.
+//! - [`whole_number`]: integer members of JSON requests that also take whole-number floats.
 
 pub mod admin;
 pub mod alternates;
@@ -25,6 +26,7 @@ pub mod keyfile;
 pub mod problem;
 pub mod routes;
 pub mod unit_id;
+pub mod whole_number;
 
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use inventory::{Inventory, InventoryError, Nic};

@@ -38,6 +38,9 @@ pub enum KeyError {
     /// A typed password that cannot be a key value.
     #[error("the password cannot be a key: {0}")]
     Password(#[from] onboard_protocol::KeyValueError),
+    /// A typed mass-deployment key below the floor.
+    #[error(transparent)]
+    WeakMassKey(#[from] crate::mass_key_floor::WeakMassKey),
     /// Keys named for export that cannot go on a stick.
     #[error("key {id} is {status}; only active keys can be exported")]
     NotExportable {
@@ -244,7 +247,8 @@ impl KeyAdmin {
             .await?)
     }
 
-    /// Creates a mass-deployment key, random unless a password is given. Returns its ID and value.
+    /// Creates a mass-deployment key, random unless a password is given; a typed one must meet
+    /// [`crate::mass_key_floor`]. Returns its ID and value.
     pub async fn create_mass(
         &self,
         password: Option<&str>,
@@ -254,6 +258,9 @@ impl KeyAdmin {
         self.usable()?;
         check_comment(comment)?;
         let typed = password.map(FirstAuthKey::new).transpose()?;
+        if let Some(typed) = &typed {
+            crate::mass_key_floor::check(typed.expose_secret())?;
+        }
         let (vault, comment) = (self.vault.clone(), comment.to_owned());
         let make = Box::new(move |_| match &typed {
             Some(key) => Self::new_key(&vault, KeyKind::MassDeployment, key, None, &comment, false),

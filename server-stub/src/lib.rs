@@ -15,6 +15,8 @@
 //! - [`keys`], [`devices`], [`audit`]: the use cases the command line runs and the admin API will
 //!   serve (create, list, edit, activate, delete, export keys; list and delete devices; read the
 //!   audit log), answering with the typed views of `onboard_protocol::admin`.
+//! - [`mass_key_floor`]: the floor for a typed mass-deployment key, pure: its length and a
+//!   strength estimate.
 //! - [`rights`]: the administrator rules, pure: the right each admin operation needs, what a
 //!   token holds, names, passwords, expiry, CSRF.
 //! - [`accounts`]: administrator accounts, API tokens and Web App sessions (argon2id, SHA-256),
@@ -56,6 +58,7 @@ pub mod files;
 pub mod http;
 pub mod keys;
 pub mod login_limit;
+pub mod mass_key_floor;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;

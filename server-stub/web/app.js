@@ -322,6 +322,9 @@ $('key-delete').addEventListener('click', () => {
 });
 
 // Create: the three options of the UMS dialog.
+/** The fewest characters of a typed mass-deployment key (ums-stub's mass_key_floor). */
+const MIN_TYPED_MASS_KEY_CHARS = 16;
+
 function createKind() {
   return document.querySelector('input[name="create-kind"]:checked').value;
 }
@@ -407,6 +410,14 @@ async function createKeys() {
         const password = $('create-password').value;
         if (!password) {
           show(error, 'Key: type the key, or generate a random one.');
+          $('create-password').focus();
+          return;
+        }
+        // The server's floor for a typed mass key: the length is checked here, before anything
+        // is sent; how guessable it is only the server estimates, and its refusal says why.
+        if (Array.from(password).length < MIN_TYPED_MASS_KEY_CHARS) {
+          show(error, 'Key: a typed mass-deployment key has at least ' + MIN_TYPED_MASS_KEY_CHARS +
+            ' characters, or generate a random one.');
           $('create-password').focus();
           return;
         }

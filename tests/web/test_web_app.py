@@ -155,13 +155,13 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
 
     dialog = create(page, "Create mass-deployment key")
     dialog.get_by_label("Generate random mass key").uncheck()
-    dialog.get_by_label("Key", exact=True).fill("Rollout-2026")
+    dialog.get_by_label("Key", exact=True).fill("Rollout-2026-Berlin-Lab")
     dialog.get_by_role("button", name="Add").click()
     expect(key_rows(page)).to_have_count(8)
     # The same typed key again is refused, and the dialog says why.
     dialog = create(page, "Create mass-deployment key")
     dialog.get_by_label("Generate random mass key").uncheck()
-    dialog.get_by_label("Key", exact=True).fill("Rollout-2026")
+    dialog.get_by_label("Key", exact=True).fill("Rollout-2026-Berlin-Lab")
     dialog.get_by_role("button", name="Add").click()
     expect(page.locator("#create-error")).to_contain_text("Another key already has this key value")
     dialog.get_by_role("button", name="Cancel").click()
@@ -171,9 +171,9 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
     expect(keys.first).to_contain_text("*")
     page.get_by_role("button", name="Show keys").click()
     expect(page.get_by_role("button", name="Hide keys")).to_be_visible()
-    expect(page.locator("#keys-table td.key", has_text="Rollout-2026")).to_have_count(1)
+    expect(page.locator("#keys-table td.key", has_text="Rollout-2026-Berlin-Lab")).to_have_count(1)
     page.get_by_role("button", name="Hide keys").click()
-    expect(page.locator("#keys-table td.key", has_text="Rollout-2026")).to_have_count(0)
+    expect(page.locator("#keys-table td.key", has_text="Rollout-2026-Berlin-Lab")).to_have_count(0)
 
     # Deactivate key 1 and see its status; filter on it.
     page.get_by_label("Select key 1", exact=True).check()
@@ -244,6 +244,29 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
     expect(key_rows(page)).to_have_count(7)
     expect(page.locator("#keys-table tr[data-id='2']")).to_have_count(0)
     page.screenshot(path=os.path.join(OUT, "keys-page.png"))
+
+
+def test_a_typed_mass_key_below_the_floor_is_refused_saying_why(page, server):
+    sign_in(page, server, ADMIN)
+    posted = []
+    page.on("request", lambda request: request.method == "POST"
+            and request.url.endswith("/api/v1/keys") and posted.append(request.url))
+    dialog = create(page, "Create mass-deployment key")
+    dialog.get_by_label("Generate random mass key").uncheck()
+    # The rule is shown next to the field.
+    expect(page.locator("#create-password-rule")).to_contain_text("At least 16 characters")
+    # Too short: refused before anything is sent.
+    dialog.get_by_label("Key", exact=True).fill("password1234")
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.locator("#create-error")).to_contain_text("at least 16 characters")
+    assert posted == []
+    # Long enough but a common pattern: the server's reason, without the value.
+    dialog.get_by_label("Key", exact=True).fill("password12345678")
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.locator("#create-error")).to_contain_text("too guessable")
+    expect(page.locator("#create-error")).not_to_contain_text("password12345678")
+    assert len(posted) == 1
+    dialog.get_by_role("button", name="Cancel").click()
 
 
 def test_a_reader_sees_no_write_control_and_a_forced_write_is_refused(page, server):

@@ -738,9 +738,18 @@ async fn junk_sent_under_this_unit_id_cannot_hold_a_device_whose_good_key_comes_
 #[tokio::test]
 async fn a_key_refused_as_unknown_is_tried_again_by_itself_once_its_refusal_lapses() {
     let ums = Ums::start().await;
-    let ids = ums.create(KeyKind::OneTime, 1, None).await;
+    // A typed mass key: the value an administrator can type again below.
+    let value = "Rollout wave 3, hall B";
+    let (id, _) = ums
+        .running
+        .shared()
+        .stub
+        .keys()
+        .create_mass(Some(value), "", &ums_stub::store::Actor::cli())
+        .await
+        .unwrap();
+    let ids = [id];
     let key_file = ums.export(&ids, vec![ums.server()]).await;
-    let value = ums.key_value(ids[0]).await;
     // The server briefly "forgets" the key (pointed at the wrong database, say).
     ums.running
         .shared()
@@ -771,7 +780,7 @@ async fn a_key_refused_as_unknown_is_tried_again_by_itself_once_its_refusal_laps
         .shared()
         .stub
         .keys()
-        .create_mass(Some(&value), "restored", &ums_stub::store::Actor::cli())
+        .create_mass(Some(value), "restored", &ums_stub::store::Actor::cli())
         .await
         .unwrap();
     agent.wait_enrolled().await;

@@ -84,8 +84,9 @@ pub(super) enum CreateCommand {
     },
     /// A mass-deployment key any number of devices may use.
     Mass {
-        /// Use this password instead of a random key (no other key may have it). Other local
-        /// users can read a command line: prefer --password-stdin.
+        /// Use this password instead of a random key (no other key may have it): at least 16
+        /// characters and not easily guessed. Other local users can read a command line: prefer
+        /// --password-stdin.
         #[arg(long)]
         password: Option<String>,
         /// Read the password from the first line of standard input.

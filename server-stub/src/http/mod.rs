@@ -163,6 +163,7 @@ impl From<KeyError> for ApiError {
             KeyError::Quantity
             | KeyError::NoUnitIds
             | KeyError::Password(_)
+            | KeyError::WeakMassKey(_)
             | KeyError::Server(_)
             | KeyError::Comment => ApiError::code(ProblemCode::Invalid, error.to_string()),
             KeyError::NotExportable { .. } | KeyError::NothingToExport => {

@@ -15,7 +15,7 @@ use crate::server::{Device, TestServer, enroll};
 
 /// A body for a request.
 #[derive(Clone)]
-enum Sent {
+pub(crate) enum Sent {
     None,
     Json(Value),
     Csv(&'static str),
@@ -144,7 +144,7 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
 }
 
 /// A request with optional bearer token.
-async fn send(
+pub(crate) async fn send(
     client: &reqwest::Client,
     server: &TestServer,
     method: Method,
@@ -173,7 +173,11 @@ fn accounts(server: &TestServer) -> AccountAdmin {
 }
 
 /// An account with `rights` and a token for it.
-async fn account_with_token(server: &TestServer, name: &str, rights: &[Right]) -> String {
+pub(crate) async fn account_with_token(
+    server: &TestServer,
+    name: &str,
+    rights: &[Right],
+) -> String {
     let admin = accounts(server);
     admin
         .create(

@@ -88,7 +88,13 @@ fn commands_share_a_data_directory_another_process_is_writing() {
     // ...while an administrator lists, creates and edits.
     let listed = dir.list(&[]);
     assert!(!listed.is_empty());
-    dir.ok(&["keys", "create", "mass", "--password", "shared access"]);
+    dir.ok(&[
+        "keys",
+        "create",
+        "mass",
+        "--password",
+        "shared access for the lab",
+    ]);
     dir.ok(&["keys", "edit", "1", "--comment", "edited meanwhile"]);
     assert!(
         writer.wait().unwrap().success(),
@@ -97,7 +103,7 @@ fn commands_share_a_data_directory_another_process_is_writing() {
     let all = dir.list(&["--show", "--limit", "1000000"]);
     assert_eq!(all.len(), 100_002);
     assert_eq!(all[0].comment, "edited meanwhile");
-    assert!(all.iter().any(|k| k.key == "shared access"));
+    assert!(all.iter().any(|k| k.key == "shared access for the lab"));
 }
 
 #[test]

@@ -262,7 +262,13 @@ fn export_round_trips_through_the_protocol_readers() {
         "--unit-id",
         "00e0c5540b8b",
     ]);
-    dir.ok(&["keys", "create", "mass", "--password", "a & b <c>"]);
+    dir.ok(&[
+        "keys",
+        "create",
+        "mass",
+        "--password",
+        "a & b <c> lab rollout",
+    ]);
     dir.ok(&["keys", "deactivate", "2"]);
     let listed = dir.list(&["--show"]);
     let fingerprint = dir.fingerprint();

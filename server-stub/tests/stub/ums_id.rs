@@ -72,7 +72,13 @@ fn export_writes_the_certificate_whose_der_has_the_fingerprint() {
 fn backup_and_restore_move_the_identity_to_another_server() {
     let old = DataDir::new();
     let fingerprint = old.fingerprint();
-    old.ok(&["keys", "create", "mass", "--password", "moved along"]);
+    old.ok(&[
+        "keys",
+        "create",
+        "mass",
+        "--password",
+        "moved along to the new host",
+    ]);
     let backup = old.scratch().join("ums-id.backup");
     old.ok(&["ums-id", "backup", "--out", backup.to_str().unwrap()]);
     assert_eq!(mode(&backup), 0o600);
@@ -95,7 +101,7 @@ fn backup_and_restore_move_the_identity_to_another_server() {
     )
     .unwrap();
     let keys = new.list(&["--show"]);
-    assert_eq!(keys[0].key, "moved along");
+    assert_eq!(keys[0].key, "moved along to the new host");
 
     // A server with its own identity refuses another one without --force.
     let other = DataDir::new();

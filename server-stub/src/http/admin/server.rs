@@ -61,6 +61,7 @@ pub struct AuditQuery {
     /// Also count every line the filter matches (`total`).
     total: Option<bool>,
     /// `oldest` (the default) or `newest` first.
+    #[param(inline)]
     order: Option<AuditOrder>,
 }
 
