@@ -233,10 +233,24 @@ const HSTS: &str = "max-age=31536000";
 
 /// Headers on every answer: HSTS (the server speaks nothing but HTTPS) and `nosniff`; on admin API
 /// answers also `Cache-Control: no-store`, since they carry keys, tokens and the session's CSRF
-/// token that no cache may keep.
+/// token that no cache may keep, and `Connection: close` on a refusal of a request with a body.
 async fn answer_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let api = request.uri().path().starts_with("/api/");
+    let with_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
     let mut response = next.run(request).await;
+    // An admin request refused before its body was read (a wrong method, a missing right) ends
+    // its connection: hyper does not read a body nobody asked for, so it closes the connection
+    // anyway, and a client told so in advance sends its next request on a fresh one instead of
+    // losing it to the close.
+    if api && with_body && response.status().is_client_error() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let headers = response.headers_mut();
     headers.insert(
         header::STRICT_TRANSPORT_SECURITY,

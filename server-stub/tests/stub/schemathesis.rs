@@ -75,12 +75,6 @@ seed = {seed}
 workers = 1
 headers = {{ Authorization = "Bearer {token}" }}
 hooks = "{hooks}"
-# hyper closes a keep-alive connection after answering a request whose body it did not read (a
-# method probe refused with 405 before its body arrived), with no `Connection: close`. Browsers and
-# curl send a request lost that way once more on a fresh connection, and so does schemathesis,
-# but it does not recognise the loss under TLS ("EOF occurred in violation of protocol"): one
-# retry on a network failure. A server that fails twice still fails the run.
-request-retries = 1
 [warnings]
 fail-on = {fail_on}
 [cache]
