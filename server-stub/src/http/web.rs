@@ -60,10 +60,7 @@ fn page(body: &'static str, content_type: &'static str) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    // nosniff and HSTS come with every answer (crate::http::router).
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
