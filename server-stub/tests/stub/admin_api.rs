@@ -1937,3 +1937,65 @@ async fn a_refused_admin_request_and_every_token_s_change_are_audited_with_who_a
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_login_names_only_an_account_that_exists_and_a_csrf_refusal_names_its_session() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    accounts(&server)
+        .create(
+            NewAccount {
+                name: "admin".to_owned(),
+                password: "the real password".to_owned(),
+                rights: vec![Right::KeysRead, Right::KeysWrite],
+            },
+            &Granter::cli(),
+        )
+        .await
+        .unwrap();
+    let login = |name: &str, password: &str| {
+        client
+            .post(server.url("/api/v1/session"))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+    };
+    // A password typed into the name field (it would make a valid account name) is not recorded.
+    let answer = login("Winter2025", "admin").await.unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let answer = login("admin", "guess guess guess").await.unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    let failed: Vec<String> = server
+        .audit()
+        .await
+        .into_iter()
+        .filter(|line| line.event == "session.login")
+        .map(|line| line.detail)
+        .collect();
+    assert_eq!(failed, ["", "failed login as admin"]);
+
+    // A write with the session cookie but without its CSRF token: 403, audited as the account.
+    let session = login("admin", "the real password").await.unwrap();
+    assert_eq!(session.status(), StatusCode::OK);
+    let cookie = session.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let refused = client
+        .post(server.url("/api/v1/keys"))
+        .header("cookie", cookie)
+        .json(&json!({"type": "one-time", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let line = server
+        .audit()
+        .await
+        .into_iter()
+        .rev()
+        .find(|line| line.event == "api.forbidden")
+        .unwrap();
+    assert_eq!(
+        (line.actor.as_str(), line.detail.as_str()),
+        ("admin", "POST /api/v1/keys")
+    );
+    server.stop().await;
+}

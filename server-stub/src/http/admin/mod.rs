@@ -70,20 +70,15 @@ struct ActorSlot(Arc<std::sync::Mutex<Option<Actor>>>);
 /// path (never the query or body), and why.
 pub async fn audit_forbidden(
     axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
-    mut request: Request,
+    request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let slot = ActorSlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let what = format!("{} {}", request.method(), request.uri().path());
-    let source = request.extensions().get::<Peer>().map_or_else(
-        || "local".to_owned(),
-        |peer| {
-            peer.client(request.headers(), &shared.stub.settings.trusted_proxies)
-                .to_string()
-        },
-    );
-    let response = next.run(request).await;
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(slot.clone());
+    let what = format!("{} {}", parts.method, parts.uri.path());
+    let source = client_of(&parts, &shared);
+    let response = next.run(Request::from_parts(parts, body)).await;
     if response.status() != axum::http::StatusCode::FORBIDDEN {
         return response;
     }
@@ -92,7 +87,8 @@ pub async fn audit_forbidden(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
-    // A 403 before authentication (a cookie write without its CSRF token) names no account.
+    // A 403 that no credentials reached (none is made before authentication today) names the
+    // address only.
     let actor = actor.unwrap_or_else(|| Actor::anonymous(source));
     let mut entry = crate::store::AuditEntry::new("api.forbidden", &actor);
     entry.outcome = ProblemCode::Forbidden.as_str().to_owned();
@@ -238,6 +234,8 @@ impl FromRequestParts<Arc<Shared>> for Admin {
             accounts.bearer(token, now).await?
         } else if let Some(cookie) = session_cookie(&parts.headers) {
             let caller = accounts.session(cookie, now).await?;
+            // The session is genuine: a refusal for a missing CSRF token names its account.
+            fill_slot(parts, actor_of(&caller, parts, shared));
             if rights::needs_csrf(&parts.method, true) {
                 let Proof::Session { csrf, .. } = &caller.proof else {
                     return Err(unauthorized());
@@ -259,17 +257,29 @@ impl FromRequestParts<Arc<Shared>> for Admin {
         } else {
             return Err(unauthorized());
         };
-        let mut actor = Actor::admin(&caller.account, client_of(parts, shared));
-        if let Proof::Token { id, name } = &caller.proof {
-            actor = actor.via_token(name, id);
-        }
-        if let Some(slot) = parts.extensions.get::<ActorSlot>() {
-            *slot
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(actor.clone());
-        }
+        let actor = actor_of(&caller, parts, shared);
+        fill_slot(parts, actor.clone());
         Ok(Admin { caller, actor })
+    }
+}
+
+/// The audit log's actor for `caller`: its account, from the request's client address, through
+/// its token when it used one.
+fn actor_of(caller: &Caller, parts: &Parts, shared: &Shared) -> Actor {
+    let actor = Actor::admin(&caller.account, client_of(parts, shared));
+    match &caller.proof {
+        Proof::Token { id, name } => actor.via_token(name, id),
+        Proof::Session { .. } => actor,
+    }
+}
+
+/// Tells [`audit_forbidden`] who the request's caller is.
+fn fill_slot(parts: &Parts, actor: Actor) {
+    if let Some(slot) = parts.extensions.get::<ActorSlot>() {
+        *slot
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(actor);
     }
 }
 

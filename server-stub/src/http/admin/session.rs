@@ -118,11 +118,11 @@ pub async fn login(
             Ok(response)
         }
         Err(crate::accounts::AuthError::Unauthorized) => {
-            // The name typed is not an actor: it may be anything (a password typed in the wrong
-            // field, "cli"). It goes into the detail only when it could be an account's name.
+            // The name typed is not an actor: it may be anything, a password typed in the wrong
+            // field among them. It goes into the detail only when an account has it.
             let mut entry = AuditEntry::new("session.login", &Actor::anonymous(&source));
             entry.outcome = ProblemCode::Unauthorized.as_str().to_owned();
-            if crate::rights::check_account_name(&name).is_ok() {
+            if matches!(shared.stub.store.account(&name).await, Ok(Some(_))) {
                 entry.detail = format!("failed login as {name}");
             }
             if let Err(error) = shared.stub.store.record(entry).await {
