@@ -12,10 +12,12 @@
 //! - **Per source network**, whatever the name: after [`LoginLimits::per_source`] failures, every
 //!   login from it gets 429 (one address spraying names).
 //! - **Per account, from everywhere**: past [`LoginLimits::account_slows_after`] failures in a
-//!   window, logins to that account from networks that have already failed against it wait
-//!   before their password is checked, longer the more failures there were (at most
-//!   [`MAX_SLOWING`]). This slows a guesser spread over many networks and never refuses: a network
-//!   that has not failed against the account is not slowed at all.
+//!   window, logins to that account from networks that have already failed against it go one at a
+//!   time through the account's lane ([`LoginAdmission::Check::lane`]), each waiting before its
+//!   password is checked, longer the more failures there were (at most [`MAX_SLOWING`]). So a
+//!   guesser spread over many networks gets at most one check of that account per wait, however
+//!   many it sends at once, and is never refused: a network that has not failed against the
+//!   account is not slowed at all.
 //! - **Globally**: past [`LoginLimits::hashed_decoys`] failures in a window, a login naming no
 //!   account no longer costs an argon2 hash (run so that such a login takes as long as a real
 //!   one): it waits about as long instead ([`DecoyCost::Wait`]). A flood of made-up names costs
@@ -25,6 +27,7 @@
 //! the bounded two-generation maps of [`crate::rate_limit`]) and applies it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::rate_limit::{Counter, GENERATION, Window, source_group};
@@ -142,6 +145,9 @@ pub enum LoginAdmission {
         wait: Duration,
         /// What a login naming no account costs.
         decoy: DecoyCost,
+        /// For a slowed login, the lane of its account: held from before the wait until the
+        /// password is checked, so slowed logins to one account go one at a time.
+        lane: Option<Arc<tokio::sync::Mutex<()>>>,
     },
     /// Refused until the window ends.
     Refused {
@@ -171,6 +177,10 @@ impl LoginTicket {
     }
 }
 
+/// How many lanes slowed logins share out by account name: a fixed number, so they cost no memory
+/// per account (two slowed accounts may share one).
+const LANES: usize = 64;
+
 /// The failure counts of one server.
 #[derive(Debug)]
 pub struct LoginLimiter {
@@ -179,6 +189,7 @@ pub struct LoginLimiter {
     sources: Counter<IpAddr>,
     accounts: Counter<String>,
     all: Counter<()>,
+    lanes: Vec<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl LoginLimiter {
@@ -190,7 +201,19 @@ impl LoginLimiter {
             sources: Counter::new(GENERATION),
             accounts: Counter::new(GENERATION),
             all: Counter::new(1),
+            lanes: (0..LANES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
         }
+    }
+
+    /// The lane of the account `name`.
+    fn lane(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % LANES as u64).unwrap_or(0);
+        self.lanes[index].clone()
     }
 
     /// Decides a login to `name` from `source` now and, unless it is refused, reserves one failure
@@ -234,6 +257,7 @@ impl LoginLimiter {
                 self.sources.put(&mut sources, &group, by_source);
                 self.accounts.put(&mut accounts, &name, by_account);
                 self.all.put(&mut all, &(), by_all);
+                let lane = (!wait.is_zero()).then(|| self.lane(&name));
                 LoginAdmission::Check {
                     ticket: LoginTicket {
                         account_source: (pair, by_pair.started),
@@ -243,6 +267,7 @@ impl LoginLimiter {
                     },
                     wait,
                     decoy,
+                    lane,
                 }
             }
         }
@@ -335,6 +360,35 @@ mod tests {
         // The attacker's window ends.
         let later = now + Duration::from_secs(60);
         admitted(&limiter, attacker, "admin", later).succeeded(&limiter);
+    }
+
+    #[test]
+    fn slowed_logins_to_one_account_share_its_lane_and_clean_networks_skip_it() {
+        let limiter = LoginLimiter::new(LoginLimits::default());
+        let now = Instant::now();
+        // Fifty failures against admin from five networks, ten each.
+        for network in 1..=5u8 {
+            for _ in 0..10 {
+                let _failed = admitted(&limiter, IpAddr::from([192, 0, 2, network]), "admin", now);
+            }
+        }
+        let slowed = |source: IpAddr| match limiter.admit(source, "admin", now) {
+            LoginAdmission::Check { wait, lane, .. } => (wait, lane),
+            LoginAdmission::Refused { .. } => panic!("refused"),
+        };
+        // A sixth network fails once; its next login waits in the account's lane.
+        let sixth = IpAddr::from([198, 51, 100, 6]);
+        let _failed = admitted(&limiter, sixth, "admin", now);
+        let (wait, lane) = slowed(sixth);
+        assert!(wait > Duration::ZERO);
+        let lane = lane.expect("a slowed login takes the account's lane");
+        let seventh = IpAddr::from([198, 51, 100, 7]);
+        let _failed = admitted(&limiter, seventh, "admin", now);
+        let (_, other) = slowed(seventh);
+        assert!(Arc::ptr_eq(&lane, &other.unwrap()), "one lane an account");
+        // A network that never failed is neither slowed nor queued.
+        let (wait, lane) = slowed(IpAddr::from([203, 0, 113, 1]));
+        assert_eq!((wait, lane.is_none()), (Duration::ZERO, true));
     }
 
     #[test]

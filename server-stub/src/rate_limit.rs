@@ -7,13 +7,13 @@
 //!
 //! A request **reserves** one guess for each key it presents before anything is looked up
 //! ([`RateLimiter::admit`]), and the reservation is refunded for each key that turns out to be
-//! real ([`Reservation::refund`]). So requests in flight together cannot all pass the check before
+//! real ([`Reservation::settle`]). So requests in flight together cannot all pass the check before
 //! any of them is counted: however many arrive at once, no more keys are tested than the budget.
 //! A request with more keys than the budget has left may try as many as it has left.
 //!
 //! Once a source or a unit ID has used up its budget in a window, its requests are **limited**
 //! until the window ends: the HTTP layer then looks only at the Basic key and lets it through only
-//! if it is a random one-time or device-bound key (17 random digits: not guessable), so a site
+//! if it is a random one-time or device-bound key ([`passes_when_limited`]) (17 random digits: not guessable), so a site
 //! behind one NAT is not locked out by a neighbour's junk. A mass-deployment key is refused like
 //! any guess, with the same answer as an unknown key: its value may have been typed, and a
 //! dictionary must not go on being tested against it.
@@ -31,6 +31,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use onboard_protocol::KeyKind;
 
 /// Limits on guesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +202,12 @@ impl Reservation {
         self.keys as usize
     }
 
-    /// Gives back `real` of the reserved guesses: keys the store knows are not guesses.
-    pub fn refund(&self, limiter: &RateLimiter, real: usize) {
-        let real = u32::try_from(real).unwrap_or(u32::MAX).min(self.keys);
+    /// Settles the reservation once the request knows how many of its tried keys were
+    /// `guesses` (unknown to the store): those stay counted, the rest are given back. Taken by
+    /// value, so a reservation is settled once.
+    pub fn settle(self, limiter: &RateLimiter, guesses: usize) {
+        let guesses = u32::try_from(guesses).unwrap_or(u32::MAX);
+        let real = self.keys.saturating_sub(guesses);
         if real == 0 {
             return;
         }
@@ -211,6 +216,14 @@ impl Reservation {
             limiter.units.refund(unit, *started, real);
         }
     }
+}
+
+/// Whether a request that is limited may still try its (Basic) key, given the key's type (`None`:
+/// no key has that value). Only a random one-time or device-bound key passes: 17 random digits
+/// cannot be guessed, so a fleet behind one address is not locked out by a neighbour. A
+/// mass-deployment key may have been typed, and an unknown key is a guess: both are refused alike.
+pub fn passes_when_limited(kind: Option<KeyKind>) -> bool {
+    matches!(kind, Some(KeyKind::OneTime | KeyKind::DeviceBound))
 }
 
 /// The guess counters of one server.
@@ -430,7 +443,7 @@ mod tests {
         };
         assert_eq!(granted(&limiter, A, None, 1, start), None);
         // Seven of the eight were real keys: seven guesses come back, to the source and the unit.
-        reservation.refund(&limiter, 7);
+        reservation.settle(&limiter, 1);
         assert_eq!(granted(&limiter, A, Some("unit"), 8, start), Some(7));
         // A refund after the window ended gives nothing to the new window.
         let Admission::Reserved(late) = limiter.admit(B, None, 8, start) else {
@@ -438,8 +451,21 @@ mod tests {
         };
         let next = start + Duration::from_secs(61);
         assert_eq!(granted(&limiter, B, None, 8, next), Some(8));
-        late.refund(&limiter, 8);
+        late.settle(&limiter, 0);
         assert_eq!(granted(&limiter, B, None, 1, next), None);
+    }
+
+    #[test]
+    fn only_random_keys_pass_a_limited_source() {
+        let table = [
+            (None, false),
+            (Some(KeyKind::MassDeployment), false),
+            (Some(KeyKind::OneTime), true),
+            (Some(KeyKind::DeviceBound), true),
+        ];
+        for (kind, passes) in table {
+            assert_eq!(passes_when_limited(kind), passes, "{kind:?}");
+        }
     }
 
     #[test]

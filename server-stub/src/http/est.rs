@@ -17,7 +17,7 @@ use onboard_protocol::alternates::{
 };
 use onboard_protocol::est;
 use onboard_protocol::routes::{EST_CACERTS, EST_SIMPLEENROLL, EST_SIMPLEREENROLL};
-use onboard_protocol::{FirstAuthKey, KeyKind, Problem, ProblemCode, UnitId};
+use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
 
 use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
@@ -173,7 +173,10 @@ async fn guess(
     let unit = unit_id.map(UnitId::as_str);
     match shared.limiter.admit(source, unit, 1, Instant::now()) {
         // Counted, never refunded: a guess.
-        Admission::Reserved(_) => refusal,
+        Admission::Reserved(reservation) => {
+            reservation.settle(&shared.limiter, 1);
+            refusal
+        }
         Admission::Limited { wait, first } => {
             limited_from(shared, source, unit_id, first).await;
             limited(wait)
@@ -304,7 +307,7 @@ async fn enroll(
     let mut untried: Vec<(usize, ProblemCode)> = Vec::new();
     let mut unknown_keys: Vec<(usize, ProblemCode)> = Vec::new();
     // The guesses reserved before any await: none when the request is limited.
-    let reservation = match limiter.admit(source, unit, keys.len(), Instant::now()) {
+    let mut reservation = match limiter.admit(source, unit, keys.len(), Instant::now()) {
         Admission::Limited { wait, first } => {
             limited_from(shared, source, Some(&unit_id), first).await;
             untried.extend(
@@ -315,7 +318,7 @@ async fn enroll(
                 Some((_, lookup)) => shared.stub.store.key_kind(lookup).await?,
                 None => None,
             };
-            if !matches!(kind, Some(KeyKind::OneTime | KeyKind::DeviceBound)) {
+            if !crate::rate_limit::passes_when_limited(kind) {
                 // Unknown, or a mass-deployment key: the same answer either way.
                 if !several {
                     return Err(limited(wait));
@@ -334,7 +337,14 @@ async fn enroll(
                 // Unknown keys are found in one read and cost no write; the real ones are
                 // refunded.
                 let lookups: Vec<_> = keys.iter().map(|(_, lookup)| *lookup).collect();
-                let found = shared.stub.store.known_keys(&lookups).await?;
+                let found = match shared.stub.store.known_keys(&lookups).await {
+                    Ok(found) => found,
+                    Err(error) => {
+                        // Nothing was learnt of the keys: their guesses are given back.
+                        reservation.settle(limiter, 0);
+                        return Err(error.into());
+                    }
+                };
                 let mut known = Vec::with_capacity(keys.len());
                 for ((index, lookup), found) in keys.into_iter().zip(found) {
                     if found {
@@ -343,7 +353,7 @@ async fn enroll(
                         unknown_keys.push((index, ProblemCode::KeyUnknown));
                     }
                 }
-                reservation.refund(limiter, known.len());
+                reservation.settle(limiter, unknown_keys.len());
                 audit_unknown_keys(shared, source, &unit_id, &unknown_keys, presented).await;
                 if known.is_empty() {
                     tracing::info!(%unit_id, %source, keys = unknown_keys.len(), "enrollment refused: every key unknown");
@@ -394,13 +404,13 @@ async fn enroll(
     };
     // The store's refusals of keys it no longer knows are guesses; a single key's reserved guess
     // is refunded unless it was one.
-    let count_guesses = |refused: &[(usize, ProblemCode)]| {
+    let mut count_guesses = |refused: &[(usize, ProblemCode)]| {
         let unknown = refused
             .iter()
             .filter(|(_, code)| *code == ProblemCode::KeyUnknown)
             .count();
-        match &reservation {
-            Some(reservation) => reservation.refund(limiter, 1 - unknown.min(1)),
+        match reservation.take() {
+            Some(reservation) => reservation.settle(limiter, unknown),
             None => {
                 for _ in 0..unknown {
                     limiter.guessed(source, unit, Instant::now());
@@ -413,8 +423,8 @@ async fn enroll(
         Ok(outcome) => outcome,
         Err(error) => {
             // Nothing was decided about the key: its guess is given back.
-            if let Some(reservation) = &reservation {
-                reservation.refund(limiter, 1);
+            if let Some(reservation) = reservation.take() {
+                reservation.settle(limiter, 0);
             }
             return Err(error.into());
         }

@@ -388,12 +388,14 @@ async fn a_dictionary_from_one_address_never_reaches_a_typed_mass_key() {
         };
         assert_eq!(answer.code(), expected, "word {n}: {:?}", answer.problem);
     }
-    // The answer to the real key is the answer to the words beside it: nothing tells them apart.
+    // The answer to the real key is the answer to the words beside it: nothing tells them apart,
+    // the problem body nor the headers (their names and values, the date and the seconds to wait
+    // aside).
     let real = &answers[REAL_AT];
     for neighbour in [&answers[REAL_AT - 1], &answers[REAL_AT + 1]] {
         assert_eq!(
-            (real.status, &real.problem),
-            (neighbour.status, &neighbour.problem)
+            (real.status, &real.problem, &real.headers),
+            (neighbour.status, &neighbour.problem, &neighbour.headers)
         );
     }
     // No certificate went out and nothing was enrolled; the audit log holds the budget's

@@ -91,13 +91,11 @@ async fn a_caller_gives_no_right_it_does_not_hold_for_every_pair() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
     account(&server, "root", &Right::ALL, None).await;
-    let mut pairs = 0;
     for (i, held) in Right::ALL.into_iter().enumerate() {
         // The caller: server:admin (to reach the routes at all) and one more right.
         let caller = token(&server, "root", Some(&[Right::ServerAdmin, held])).await;
         let holds = |right: Right| right == held || right == Right::ServerAdmin;
         for (j, given) in Right::ALL.into_iter().enumerate() {
-            pairs += 1;
             let expect = |allowed: bool| {
                 if allowed {
                     [StatusCode::OK, StatusCode::CREATED]
@@ -192,7 +190,6 @@ async fn a_caller_gives_no_right_it_does_not_hold_for_every_pair() {
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{held}: a token like root's");
     }
-    assert_eq!(pairs, Right::ALL.len() * Right::ALL.len());
     server.stop().await;
 }
 

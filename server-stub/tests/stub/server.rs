@@ -171,6 +171,9 @@ pub(crate) struct Answer {
     pub(crate) certificate: Option<Vec<u8>>,
     pub(crate) problem: Option<serde_json::Value>,
     pub(crate) retry_after: Option<String>,
+    /// Every header by name and value, sorted; the date's and Retry-After's values left out (they
+    /// tell the second of the answer, not what it says).
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -184,6 +187,18 @@ impl Answer {
 
 pub(crate) async fn read_answer(response: reqwest::Response) -> Answer {
     let status = response.status();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let shown = match name.as_str() {
+                "date" | "retry-after" => String::new(),
+                _ => value.to_str().unwrap_or_default().to_owned(),
+            };
+            (name.as_str().to_owned(), shown)
+        })
+        .collect();
+    headers.sort();
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -203,6 +218,7 @@ pub(crate) async fn read_answer(response: reqwest::Response) -> Answer {
             certificate: certs.pop(),
             problem: None,
             retry_after,
+            headers,
         };
     }
     let problem = (content_type == "application/problem+json")
@@ -212,6 +228,7 @@ pub(crate) async fn read_answer(response: reqwest::Response) -> Answer {
         certificate: None,
         problem,
         retry_after,
+        headers,
     }
 }
 

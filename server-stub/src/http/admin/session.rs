@@ -79,7 +79,7 @@ pub async fn login(
         .unwrap_or(std::net::Ipv6Addr::LOCALHOST.into());
     // A failure is reserved before the password is checked, so parallel guesses cannot all slip
     // under the limit while argon2 runs; a success gives it back (crate::login_limit).
-    let (ticket, decoy) = match shared.logins.admit(address, &login.name, Instant::now()) {
+    let (ticket, decoy, _lane) = match shared.logins.admit(address, &login.name, Instant::now()) {
         LoginAdmission::Refused { retry_after } => {
             return Err(ApiError::Problem {
                 problem: Problem::new(ProblemCode::RateLimited).with_detail(
@@ -93,12 +93,18 @@ pub async fn login(
             ticket,
             wait,
             decoy,
+            lane,
         } => {
-            // An account guessed at from many networks: those that failed against it wait.
+            // An account guessed at from many networks: those that failed against it go one at a
+            // time through its lane, each waiting first, until its password is checked.
+            let held = match lane {
+                Some(lane) => Some(lane.lock_owned().await),
+                None => None,
+            };
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            (ticket, decoy)
+            (ticket, decoy, held)
         }
     };
     let name = login.name.clone();
