@@ -106,6 +106,9 @@ fn a_real_mount_is_noticed_through_the_mount_table() {
             "--target",
             &agent.pid().to_string(),
             "--mount",
+            // The agent's root too (entering a mount namespace resets it to the namespace's): the
+            // same as ours, unless the tests run in a chroot.
+            "--root",
             "--",
             "sh",
             "-c",
