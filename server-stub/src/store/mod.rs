@@ -689,7 +689,7 @@ impl UnsealedRows {
 
     /// The MACs to give these rows under `key`: accounts by name, tokens by ID. One computation
     /// for both backends, which write them in the transaction that read the rows.
-    pub(crate) fn macs(&self, key: &RowKey) -> (Vec<(String, RowMac)>, Vec<(String, RowMac)>) {
+    pub(crate) fn macs(&self, key: &RowKey) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
         let accounts = self
             .accounts
             .iter()
@@ -706,6 +706,9 @@ impl UnsealedRows {
         (accounts, tokens)
     }
 }
+
+/// A row's key (an account's name, a token's ID) and the MAC to give it.
+pub(crate) type KeyedMac = (String, RowMac);
 
 fn rights_list(rights: &[Right]) -> String {
     rights
