@@ -150,40 +150,31 @@ impl RowKey {
     pub fn session_ok(&self, row: &SessionRow) -> bool {
         self.verify(&Self::session_fields(row), row.mac.as_ref())
     }
-
-    /// The mark a database carries once its rows from before row MACs were sealed.
-    pub fn sealed_mark(&self) -> RowMac {
-        self.sign(&Fields::new("rows from before row MACs sealed"))
-    }
-
-    /// [`RowKey::sealed_mark`] as the store keeps it: hex.
-    pub fn sealed_mark_text(&self) -> String {
-        self.sealed_mark()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
-    }
 }
 
-/// What a server holding the key does at start with rows that carry no MAC (written before row
-/// MACs existed), given whether the database carries a valid [`RowKey::sealed_mark`] and whether
-/// any account or token row carries a MAC at all.
+/// What a server does at start with account and token rows that carry no MAC (written before
+/// row MACs existed, or by hand since).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealing {
-    /// Seal them (and set the mark): the database has never been sealed.
+    /// Seal them: this very open of the store applied the migration that added row MACs, so
+    /// every row without one is from before it.
     Seal,
-    /// Leave them refused: they were written after the first sealing, so not by a server.
+    /// Leave them: they grant nothing until an administrator on the server machine seals them
+    /// (`ums-stub admins seal`).
     Leave,
 }
 
-/// The sealing rule (pure). Rows are sealed once, at the first start after the upgrade, and
-/// never again: after that a row without a MAC was written by hand. A database without the mark
-/// but with sealed rows had its mark removed, so is not sealed either.
-pub fn sealing(mark_valid: bool, any_sealed_row: bool) -> Sealing {
-    if mark_valid || any_sealed_row {
-        Sealing::Leave
-    } else {
+/// The sealing rule (pure). Rows are sealed automatically only by the store open that applied
+/// the row-MAC migration itself (`migrated_now`, known to this process, not read from the
+/// database) and only with the key at hand (`key_available`: the server is in sync). Nothing the
+/// database holds (a mark, which rows carry MACs) takes part: all of it is forgeable by whoever
+/// can write the database, who could otherwise strip the MACs, change a row and have the next
+/// start sign it.
+pub fn sealing(migrated_now: bool, key_available: bool) -> Sealing {
+    if migrated_now && key_available {
         Sealing::Seal
+    } else {
+        Sealing::Leave
     }
 }
 
@@ -273,21 +264,25 @@ mod tests {
         let mut other = session.clone();
         other.account = "root".into();
         assert!(!key.session_ok(&other));
-        // A token's MAC is no session's, nor the mark.
-        assert_ne!(key.sealed_mark(), token.mac.unwrap());
     }
 
     #[test]
-    fn rows_without_a_mac_are_sealed_once() {
+    fn rows_without_a_mac_are_sealed_only_by_the_migrating_open_holding_the_key() {
         let table = [
-            // mark valid, any sealed row => what
-            (false, false, Sealing::Seal),
+            // migrated in this open, key available => what
+            (true, true, Sealing::Seal),
+            // Not in sync: the key is missing; an administrator seals later.
             (true, false, Sealing::Leave),
+            // Any later start: rows without a MAC were stripped or written by hand.
             (false, true, Sealing::Leave),
-            (true, true, Sealing::Leave),
+            (false, false, Sealing::Leave),
         ];
-        for (mark, sealed, expected) in table {
-            assert_eq!(sealing(mark, sealed), expected, "{mark} {sealed}");
+        for (migrated_now, key_available, expected) in table {
+            assert_eq!(
+                sealing(migrated_now, key_available),
+                expected,
+                "{migrated_now} {key_available}"
+            );
         }
     }
 }

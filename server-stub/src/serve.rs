@@ -354,6 +354,7 @@ async fn prune_audit(shared: Arc<Shared>) {
 /// lifetime of `settings`, and the TLS configuration for `settings.hosts`.
 pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerTls)> {
     let stub = Stub::open(settings).await?;
+    stub.warn_unsealed_rows().await?;
     let settings = &stub.settings;
     let tls = crate::tls::server_config(
         &settings.data_dir,

@@ -14,8 +14,8 @@ use crate::config::Settings;
 use crate::devices::DeviceAdmin;
 use crate::files;
 use crate::keys::KeyAdmin;
-use crate::row_mac::{RowKey, Sealing};
-use crate::store::{self, KeyFilter, PageRequest, Store};
+use crate::row_mac::{self, RowKey, Sealing};
+use crate::store::{self, Actor, KeyFilter, PageRequest, Store};
 use crate::ums_id::UmsId;
 use crate::vault::KeyVault;
 
@@ -56,8 +56,8 @@ impl Stub {
         let rows = Arc::new(RowKey::derive(&ums_id.secret_material()));
         if sync != SyncStatus::NotInSync {
             bind(&*store, &ums_id, &vault, &settings).await?;
-            seal_admin_rows(&*store, &rows).await?;
         }
+        seal_at_upgrade(&*store, &rows, sync).await?;
         Ok(Self {
             settings,
             ums_id,
@@ -101,6 +101,23 @@ impl Stub {
     /// The audit log.
     pub fn audit_log(&self) -> AuditLog {
         AuditLog::new(self.store.clone())
+    }
+
+    /// Logs one WARN when account or token rows carry no MAC: they grant nothing until an
+    /// administrator on this machine seals them. Names how many and the command, nothing else.
+    pub async fn warn_unsealed_rows(&self) -> anyhow::Result<()> {
+        let unsealed = self.store.unsealed_admin_rows().await?;
+        if !unsealed.is_empty() {
+            tracing::warn!(
+                accounts = unsealed.accounts.len(),
+                tokens = unsealed.tokens.len(),
+                "account or token rows without a MAC grant nothing (rows from before row MACs \
+                 that were not sealed at the upgrade, or rows written outside the server): check \
+                 them with `ums-stub admins seal --dry-run` and seal them with `ums-stub admins \
+                 seal`, or delete them"
+            );
+        }
+        Ok(())
     }
 
     /// The UMS ID as the UMS ID page shows it.
@@ -193,23 +210,25 @@ async fn adopt(
     }
 }
 
-/// Seals the account and token rows from before row MACs, once ([`crate::row_mac::sealing`]),
-/// and says what it found.
-async fn seal_admin_rows(store: &dyn Store, rows: &Arc<RowKey>) -> anyhow::Result<()> {
-    let report = store.seal_admin_rows(rows.clone()).await?;
-    match report.sealing {
-        Sealing::Seal if report.accounts + report.tokens > 0 => tracing::info!(
-            accounts = report.accounts,
-            tokens = report.tokens,
-            "sealed the account and token rows from before row MACs"
-        ),
-        Sealing::Leave if report.accounts + report.tokens > 0 => tracing::warn!(
-            accounts = report.accounts,
-            tokens = report.tokens,
-            "account or token rows without a MAC (written outside the server): they grant \
-             nothing; delete them and create them again"
-        ),
-        _ => {}
+/// Seals the account and token rows from before row MACs when [`row_mac::sealing`] says so: only
+/// in the open that applied the row-MAC migration, with the key at hand.
+async fn seal_at_upgrade(
+    store: &dyn Store,
+    rows: &Arc<RowKey>,
+    sync: SyncStatus,
+) -> anyhow::Result<()> {
+    let sealing = row_mac::sealing(store.migrated_row_macs_now(), sync != SyncStatus::NotInSync);
+    if sealing == Sealing::Seal {
+        let sealed = store
+            .seal_admin_rows(rows.clone(), "at the upgrade to row MACs", &Actor::cli())
+            .await?;
+        if !sealed.is_empty() {
+            tracing::info!(
+                accounts = sealed.accounts.len(),
+                tokens = sealed.tokens.len(),
+                "sealed the account and token rows from before row MACs"
+            );
+        }
     }
     Ok(())
 }

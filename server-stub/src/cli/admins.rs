@@ -50,6 +50,20 @@ pub(super) enum AdminsCommand {
         /// The account.
         name: String,
     },
+    /// Seal the account and token rows that carry no MAC, so that they grant what they say.
+    ///
+    /// Rows without a MAC grant nothing: rows from before row MACs that the upgrade did not seal
+    /// (the server that migrated the database was not in sync), or rows whoever can write the
+    /// database wrote or stripped. The server never seals them on its own after the upgrade.
+    /// This lists each row with its rights, then gives it a MAC, and writes an audit line naming
+    /// them all (admin-rows.seal). Check the list first with --dry-run: whatever it shows becomes
+    /// valid. Runs on the server machine only; it needs the data directory and, on PostgreSQL,
+    /// the cluster secret (--cluster-secret FILE).
+    Seal {
+        /// Only list the rows, seal nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +209,66 @@ pub(super) async fn run_admins(
             accounts.delete(&name, &cli).await?;
             writeln!(out, "Deleted account {name} with its tokens and sessions.")?;
         }
+        AdminsCommand::Seal { dry_run } => seal(&stub, dry_run, out).await?,
+    }
+    Ok(())
+}
+
+/// `admins seal`: lists the rows without a MAC and (unless `dry_run`) seals them.
+async fn seal(stub: &Stub, dry_run: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    if stub.sync == crate::cluster::SyncStatus::NotInSync {
+        anyhow::bail!(
+            "this server is not in sync with the Main UMS ID, so it does not hold the key rows are \
+             sealed under: run it with the cluster secret (--cluster-secret FILE)"
+        );
+    }
+    let rows = if dry_run {
+        stub.store.unsealed_admin_rows().await?
+    } else {
+        stub.store
+            .seal_admin_rows(stub.rows.clone(), "by ums-stub admins seal", &Actor::cli())
+            .await?
+    };
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "Every account and token row carries its MAC: nothing to seal."
+        )?;
+        return Ok(());
+    }
+    let mut table = vec![["Row", "Name", "Account", "Rights"].map(String::from)];
+    for account in &rows.accounts {
+        table.push([
+            "account".to_owned(),
+            account.name.clone(),
+            account.name.clone(),
+            rights_text(&account.rights),
+        ]);
+    }
+    for token in &rows.tokens {
+        table.push([
+            "token".to_owned(),
+            token.id.clone(),
+            token.account.clone(),
+            rights_text(&token.rights),
+        ]);
+    }
+    print_table(out, &table)?;
+    if dry_run {
+        writeln!(
+            out,
+            "{} account(s) and {} token(s) without a MAC grant nothing; `ums-stub admins seal` \
+             seals them.",
+            rows.accounts.len(),
+            rows.tokens.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Sealed {} account(s) and {} token(s); recorded in the audit log.",
+            rows.accounts.len(),
+            rows.tokens.len()
+        )?;
     }
     Ok(())
 }

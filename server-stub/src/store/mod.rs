@@ -21,7 +21,7 @@ pub use sqlite::SqliteStore;
 
 pub use crate::cluster::MainUmsId;
 use crate::config::{Database, Settings};
-use crate::row_mac::{RowKey, RowMac, Sealing};
+use crate::row_mac::{RowKey, RowMac};
 use crate::vault::LookupDigest;
 
 /// Who made a change and from where, as the audit log records it.
@@ -642,15 +642,80 @@ pub struct SessionRow {
     pub mac: Option<RowMac>,
 }
 
-/// What [`Store::seal_admin_rows`] found and did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SealReport {
-    /// What the rule decided.
-    pub sealing: Sealing,
-    /// Account rows without a MAC: sealed, or left refused.
-    pub accounts: u64,
-    /// Token rows without a MAC: sealed, or left refused.
-    pub tokens: u64,
+/// Account and token rows that carry no MAC ([`crate::row_mac`]): they grant nothing until
+/// sealed ([`Store::seal_admin_rows`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnsealedRows {
+    /// The accounts.
+    pub accounts: Vec<AccountRow>,
+    /// The tokens.
+    pub tokens: Vec<TokenRow>,
+}
+
+impl UnsealedRows {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.tokens.is_empty()
+    }
+
+    /// The audit line of sealing these rows (`why`: at the upgrade, or by command), naming each
+    /// with what it grants.
+    pub(crate) fn audit_entry(&self, why: &str, actor: &Actor) -> AuditEntry {
+        let accounts: Vec<String> = self
+            .accounts
+            .iter()
+            .map(|row| format!("{} ({})", row.name, rights_list(&row.rights)))
+            .collect();
+        let tokens: Vec<String> = self
+            .tokens
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} of {} ({})",
+                    row.id,
+                    row.account,
+                    rights_list(&row.rights)
+                )
+            })
+            .collect();
+        let mut entry = AuditEntry::new("admin-rows.seal", actor);
+        entry.detail = format!(
+            "{why}: accounts [{}], tokens [{}]",
+            accounts.join(", "),
+            tokens.join(", ")
+        );
+        entry
+    }
+
+    /// The MACs to give these rows under `key`: accounts by name, tokens by ID. One computation
+    /// for both backends, which write them in the transaction that read the rows.
+    pub(crate) fn macs(&self, key: &RowKey) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|row| {
+                let mac = key.account(&row.name, &row.password_hash, &row.rights);
+                (row.name.clone(), mac)
+            })
+            .collect();
+        let tokens = self
+            .tokens
+            .iter()
+            .map(|row| (row.id.clone(), key.token(row)))
+            .collect();
+        (accounts, tokens)
+    }
+}
+
+/// A row's key (an account's name, a token's ID) and the MAC to give it.
+pub(crate) type KeyedMac = (String, RowMac);
+
+fn rights_list(rights: &[Right]) -> String {
+    rights
+        .iter()
+        .map(|right| right.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One server's heartbeat, as it records it.
@@ -839,9 +904,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// the same transaction, to delete the last account with server:admin.
     async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError>;
 
-    /// Seals the account and token rows that carry no MAC, once ([`crate::row_mac::sealing`]),
-    /// in one transaction.
-    async fn seal_admin_rows(&self, key: Arc<RowKey>) -> Result<SealReport, StoreError>;
+    /// Whether this open of the store applied the migration that added row MACs (known to the
+    /// process that applied it, not read back from the database): the only open that may seal
+    /// rows without a MAC on its own ([`crate::row_mac::sealing`]).
+    fn migrated_row_macs_now(&self) -> bool;
+
+    /// The account and token rows that carry no MAC.
+    async fn unsealed_admin_rows(&self) -> Result<UnsealedRows, StoreError>;
+
+    /// Gives every account and token row that carries no MAC its MAC under `key` and writes the
+    /// audit line naming them ([`UnsealedRows::audit_entry`], `why` as its reason), in one
+    /// transaction; returns what it sealed. Whether to call it is the caller's decision.
+    async fn seal_admin_rows(
+        &self,
+        key: Arc<RowKey>,
+        why: &str,
+        actor: &Actor,
+    ) -> Result<UnsealedRows, StoreError>;
 
     /// Stores a new token; [`StoreError::NotFound`] if its account is gone.
     async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError>;

@@ -21,12 +21,12 @@ use tokio_postgres::types::ToSql;
 use super::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
     Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
-    PageRequest, Progress, RenewOutcome, RenewalRequest, SealReport, ServerBeat, ServerRow,
-    SessionRef, SessionRow, Store, StoreError, StoredKey, TokenRow, keep_an_admin,
+    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
+    SessionRow, Store, StoreError, StoredKey, TokenRow, UnsealedRows, keep_an_admin,
 };
 use crate::claim::{self, Decision};
 use crate::renewal;
-use crate::row_mac::{RowKey, RowMac, Sealing};
+use crate::row_mac::{RowKey, RowMac};
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -39,6 +39,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("postgres/migrations/0004_row_macs_keys_export.sql"),
     ),
 ];
+
+/// The migration that added row MACs ([`crate::row_mac`]).
+const ROW_MAC_MIGRATION: i64 = 4;
 
 /// The advisory lock key migrations run under (any constant shared by every server).
 const MIGRATION_LOCK: i64 = 0x756d_735f_7374_7562; // "ums_stub"
@@ -69,9 +72,6 @@ const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expi
 /// reads and acts without another such change in between.
 const ACCOUNTS_LOCK: i64 = 0x756d_735f_6163_6374; // "ums_acct"
 
-/// The `store_meta` row marking the rows from before row MACs as sealed.
-const META_SEALED: &str = "admin_rows_sealed";
-
 /// Accounts holding server:admin, in SQL.
 const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
 
@@ -81,6 +81,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// The URL without its password, for messages.
     shown: Arc<String>,
+    /// Whether this open applied the row-MAC migration ([`Store::migrated_row_macs_now`]).
+    migrated_row_macs: bool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -416,8 +418,12 @@ impl PostgresStore {
                 database: shown.to_string(),
                 source: Box::new(error),
             })?;
-        let store = Self { pool, shown };
-        store.migrate().await?;
+        let mut store = Self {
+            pool,
+            shown,
+            migrated_row_macs: false,
+        };
+        store.migrated_row_macs = store.migrate().await?;
         Ok(store)
     }
 
@@ -458,7 +464,9 @@ impl PostgresStore {
         Ok(row.get(0))
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies pending migrations in one transaction, under a lock every server takes; says
+    /// whether the row-MAC one was among them (so only one server's open ever applied it).
+    async fn migrate(&self) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -494,7 +502,43 @@ impl PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         }
-        tx.commit().await.map_err(|e| self.db(e))
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(current < ROW_MAC_MIGRATION)
+    }
+
+    /// The account and token rows without a MAC, read through `client` (`lock`: a locking
+    /// clause, inside the transaction that seals them).
+    async fn unsealed_in(
+        &self,
+        client: &deadpool_postgres::Transaction<'_>,
+        lock: &str,
+    ) -> Result<UnsealedRows, StoreError> {
+        let accounts = client
+            .query(
+                &format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL ORDER BY name{lock}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        let tokens = client
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL ORDER BY id{lock}"),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db(e))?;
+        Ok(UnsealedRows {
+            accounts: accounts
+                .iter()
+                .map(|row| self.account_from_row(row))
+                .collect::<Result<_, _>>()?,
+            tokens: tokens
+                .iter()
+                .map(|row| self.token_from_row(row))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     fn kind(&self, id: KeyId, text: &str) -> Result<KeyKind, StoreError> {
@@ -1794,81 +1838,53 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| self.db(e))
     }
 
-    async fn seal_admin_rows(&self, key: Arc<RowKey>) -> Result<SealReport, StoreError> {
+    fn migrated_row_macs_now(&self) -> bool {
+        self.migrated_row_macs
+    }
+
+    async fn unsealed_admin_rows(&self) -> Result<UnsealedRows, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.db(e))?;
+        self.unsealed_in(&tx, "").await
+    }
+
+    async fn seal_admin_rows(
+        &self,
+        key: Arc<RowKey>,
+        why: &str,
+        actor: &Actor,
+    ) -> Result<UnsealedRows, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
             .await
             .map_err(|e| self.db(e))?;
-        let mark: Option<String> = tx
-            .query_opt(
-                "SELECT value FROM store_meta WHERE name = $1",
-                &[&META_SEALED],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .map(|row| row.get(0));
-        let expected = key.sealed_mark_text();
-        let any_sealed: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM accounts WHERE mac IS NOT NULL)
-                     OR EXISTS (SELECT 1 FROM tokens WHERE mac IS NOT NULL)",
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .get(0);
-        let sealing = crate::row_mac::sealing(mark.as_deref() == Some(&expected), any_sealed);
-        let accounts = tx
-            .query(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL FOR UPDATE"),
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let tokens = tx
-            .query(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL FOR UPDATE"),
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let report = SealReport {
-            sealing,
-            accounts: accounts.len() as u64,
-            tokens: tokens.len() as u64,
-        };
-        if sealing == Sealing::Leave {
-            return Ok(report);
+        let unsealed = self.unsealed_in(&tx, " FOR UPDATE").await?;
+        if unsealed.is_empty() {
+            return Ok(unsealed);
         }
-        for row in &accounts {
-            let row = self.account_from_row(row)?;
-            let mac = key.account(&row.name, &row.password_hash, &row.rights);
+        let (accounts, tokens) = unsealed.macs(&key);
+        for (name, mac) in accounts {
             tx.execute(
                 "UPDATE accounts SET mac = $2 WHERE name = $1",
-                &[&row.name, &mac.to_vec()],
+                &[&name, &mac.to_vec()],
             )
             .await
             .map_err(|e| self.db(e))?;
         }
-        for row in &tokens {
-            let row = self.token_from_row(row)?;
+        for (id, mac) in tokens {
             tx.execute(
                 "UPDATE tokens SET mac = $2 WHERE id = $1",
-                &[&row.id, &key.token(&row).to_vec()],
+                &[&id, &mac.to_vec()],
             )
             .await
             .map_err(|e| self.db(e))?;
         }
-        tx.execute(
-            "INSERT INTO store_meta (name, value) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            &[&META_SEALED, &expected],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
+        audit_in(&tx, &unsealed.audit_entry(why, actor))
+            .await
+            .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(report)
+        Ok(unsealed)
     }
 
     async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {

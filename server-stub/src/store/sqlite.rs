@@ -29,6 +29,9 @@ use crate::claim::{self, Decision};
 use crate::renewal;
 use crate::vault::LookupDigest;
 
+/// The migration that added row MACs ([`crate::row_mac`]).
+const ROW_MAC_MIGRATION: i64 = 8;
+
 /// Migrations, applied in order; a database records the highest it has.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sqlite/migrations/0001_keys.sql")),
@@ -69,6 +72,8 @@ const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outc
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// Whether this open applied the row-MAC migration ([`Store::migrated_row_macs_now`]).
+    migrated_row_macs: bool,
 }
 
 struct Inner {
@@ -152,9 +157,10 @@ impl SqliteStore {
             writer: OnceLock::new(),
             wal_syncs: Arc::default(),
         };
-        inner.migrate()?;
+        let migrated_row_macs = inner.migrate()?;
         Ok(Self {
             inner: Arc::new(inner),
+            migrated_row_macs,
         })
     }
 
@@ -280,7 +286,9 @@ impl Inner {
         }
     }
 
-    fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies pending migrations in one transaction; says whether the row-MAC one was among
+    /// them.
+    fn migrate(&self) -> Result<bool, StoreError> {
         let mut connection = self.lock();
         let tx = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -311,7 +319,8 @@ impl Inner {
             .map_err(|e| self.db(e))?;
         }
         self.fill_statuses(&tx)?;
-        tx.commit().map_err(|e| self.db(e))
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(current < ROW_MAC_MIGRATION)
     }
 
     /// Gives keys from before the status column the status [`claim::status`] decides.
@@ -1784,11 +1793,21 @@ impl Store for SqliteStore {
         self.remove_account(name, actor).await
     }
 
+    fn migrated_row_macs_now(&self) -> bool {
+        self.migrated_row_macs
+    }
+
+    async fn unsealed_admin_rows(&self) -> Result<super::UnsealedRows, StoreError> {
+        self.unsealed_rows().await
+    }
+
     async fn seal_admin_rows(
         &self,
         key: Arc<crate::row_mac::RowKey>,
-    ) -> Result<super::SealReport, StoreError> {
-        self.seal_rows(key).await
+        why: &str,
+        actor: &Actor,
+    ) -> Result<super::UnsealedRows, StoreError> {
+        self.seal_rows(key, why, actor).await
     }
 
     async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError> {
@@ -1976,7 +1995,7 @@ mod tests {
     }
 
     #[test]
-    fn accounts_that_could_export_still_can_and_old_rows_are_sealed_at_first_open() {
+    fn accounts_that_could_export_still_can_and_the_migrating_open_may_seal_old_rows() {
         use onboard_protocol::admin::Right;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
@@ -2021,12 +2040,16 @@ mod tests {
         assert_eq!(audit.len(), 1, "{audit:?}");
         assert!(audit[0].detail.contains("account writer"), "{audit:?}");
 
-        // The first open by the server holding the key seals them.
+        // This open applied the row-MAC migration: it may seal them, and seals them all.
+        assert!(store.migrated_row_macs_now());
         let key = Arc::new(crate::row_mac::RowKey::derive(b"this UMS ID"));
-        let report = block(store.seal_admin_rows(key.clone()));
-        assert_eq!((report.accounts, report.tokens), (2, 1));
+        let sealed = block(store.seal_admin_rows(key.clone(), "at the upgrade", &Actor::cli()));
+        assert_eq!((sealed.accounts.len(), sealed.tokens.len()), (2, 1));
         assert!(key.account_ok(&block(store.account("writer")).unwrap()));
         assert!(key.token_ok(&block(store.token("0123456789ab")).unwrap()));
+        // Any later open did not migrate: it seals nothing on its own.
+        drop(store);
+        assert!(!SqliteStore::open(&path).unwrap().migrated_row_macs_now());
     }
 
     #[test]

@@ -737,12 +737,13 @@ async fn keeps_a_server_admin_under_racing_deletes(store: Shared) {
     ));
 }
 
-/// Rows from before row MACs are sealed once; a row without a MAC written after that stays
-/// unsealed.
-async fn seals_rows_from_before_row_macs_once(store: Shared) {
+/// Rows without a MAC are listed, and sealed only when asked, with an audit line naming them.
+async fn seals_rows_without_a_mac_when_told_and_audits(store: Shared) {
     let key = Arc::new(ums_stub::row_mac::RowKey::derive(
         b"the UMS ID's private key",
     ));
+    // A new database: this open applied every migration, the row-MAC one included.
+    assert!(store.migrated_row_macs_now());
     store
         .create_account(&admin_row("old", None), &Actor::cli())
         .await
@@ -759,21 +760,49 @@ async fn seals_rows_from_before_row_macs_once(store: Shared) {
         mac: None,
     };
     store.create_token(&token, &Actor::cli()).await.unwrap();
-    let report = store.seal_admin_rows(key.clone()).await.unwrap();
-    assert_eq!(report.sealing, ums_stub::row_mac::Sealing::Seal);
-    assert_eq!((report.accounts, report.tokens), (1, 1));
-    assert!(key.account_ok(&store.account("old").await.unwrap().unwrap()));
-    assert!(key.token_ok(&store.token("0123456789ab").await.unwrap().unwrap()));
-
-    // Written by hand afterwards: never sealed, whoever starts.
-    store
-        .create_account(&admin_row("forged", None), &Actor::cli())
+    let unsealed = store.unsealed_admin_rows().await.unwrap();
+    assert_eq!(
+        (unsealed.accounts.len(), unsealed.tokens.len()),
+        (1, 1),
+        "{unsealed:?}"
+    );
+    // Listing seals nothing.
+    assert_eq!(store.account("old").await.unwrap().unwrap().mac, None);
+    let sealed = store
+        .seal_admin_rows(key.clone(), "by command", &Actor::cli())
         .await
         .unwrap();
-    let report = store.seal_admin_rows(key.clone()).await.unwrap();
-    assert_eq!(report.sealing, ums_stub::row_mac::Sealing::Leave);
-    assert_eq!((report.accounts, report.tokens), (1, 0));
-    assert_eq!(store.account("forged").await.unwrap().unwrap().mac, None);
+    assert_eq!(sealed, unsealed);
+    assert!(key.account_ok(&store.account("old").await.unwrap().unwrap()));
+    assert!(key.token_ok(&store.token("0123456789ab").await.unwrap().unwrap()));
+    assert!(store.unsealed_admin_rows().await.unwrap().is_empty());
+    let seals = |log: &[AuditEntry]| {
+        log.iter()
+            .filter(|entry| entry.event == "admin-rows.seal")
+            .map(|entry| entry.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    let log = store
+        .audit(&AuditFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        seals(&log),
+        [
+            "by command: accounts [old (server:admin,keys:read)], tokens [0123456789ab of old (keys:read)]"
+        ]
+    );
+    // Nothing left: nothing sealed, no further line.
+    let again = store
+        .seal_admin_rows(key.clone(), "by command", &Actor::cli())
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    let log = store
+        .audit(&AuditFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(seals(&log).len(), 1);
 }
 
 async fn tells_the_database_clock(store: Shared) {
@@ -1137,7 +1166,7 @@ where
     case!(keeps_the_audit_log_both_ways_and_prunes_it);
     case!(keeps_accounts_tokens_and_sessions);
     case!(keeps_a_server_admin_under_racing_deletes);
-    case!(seals_rows_from_before_row_macs_once);
+    case!(seals_rows_without_a_mac_when_told_and_audits);
     case!(tells_the_database_clock);
     case!(tracks_connector_sessions_and_routes_commands);
     case!(tries_alternates_in_order_and_consumes_at_most_one);
@@ -1414,6 +1443,20 @@ async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     for store in &opened {
         assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 4);
     }
+    // Exactly one open applied the row-MAC migration, so only it may seal rows on its own.
+    assert_eq!(
+        opened
+            .iter()
+            .filter(|store| store.as_ref().unwrap().migrated_row_macs_now())
+            .count(),
+        1
+    );
+    assert!(
+        !PostgresStore::open(&url)
+            .await
+            .unwrap()
+            .migrated_row_macs_now()
+    );
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();

@@ -461,6 +461,146 @@ async fn rows_written_straight_into_the_database_grant_nothing() {
     server.stop().await;
 }
 
+/// Someone who can write the database strips every MAC, gives an account every right, puts a
+/// password hash they know on another, deletes whatever marks the database as sealed, and waits
+/// for a restart: the restarted server signs none of it. Only `admins seal` on the server
+/// machine does, listing each row and writing an audit line.
+#[tokio::test]
+async fn a_restart_seals_no_row_stripped_of_its_mac_and_only_the_seal_command_does() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("data");
+    let start = || {
+        let data = data.clone();
+        TestServer::start_with(move |settings| settings.data_dir = data)
+    };
+    let server = start().await;
+    let ops = account(&server, "ops", &[Right::KeysRead], None).await;
+    let _root = account(&server, "root", &Right::ALL, None).await;
+    let _mole = account(&server, "mole", &[Right::AuditRead], None).await;
+    let file = server.shared.stub.settings.database_file();
+    server.stop().await;
+    {
+        let database = rusqlite::Connection::open(&file).unwrap();
+        database
+            .execute_batch(
+                "UPDATE accounts SET mac = NULL;
+                 UPDATE tokens SET mac = NULL;
+                 UPDATE sessions SET mac = NULL;
+                 UPDATE accounts SET rights = 'keys:read,keys:write,keys:reveal,keys:export,devices:read,devices:write,audit:read,server:admin'
+                     WHERE name = 'ops';
+                 UPDATE accounts SET password_hash = (SELECT password_hash FROM accounts WHERE name = 'mole')
+                     WHERE name = 'root';
+                 DELETE FROM store_meta WHERE name <> 'ums_id_fingerprint';",
+            )
+            .unwrap();
+    }
+
+    let server = start().await;
+    let client = server.client(None);
+    assert_eq!(
+        login(&client, &server, "ops").await,
+        StatusCode::UNAUTHORIZED,
+        "an account given every right by hand"
+    );
+    let root_with_moles_password = client
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"name": "root", "password": "mole password 123"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        root_with_moles_password,
+        StatusCode::UNAUTHORIZED,
+        "an account with a password hash put there by hand"
+    );
+    let (status, _) = call(&client, &server, Method::GET, "/api/v1/keys", None, &ops).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a token stripped of its MAC"
+    );
+    let unsealed = server
+        .shared
+        .stub
+        .store
+        .unsealed_admin_rows()
+        .await
+        .unwrap();
+    assert_eq!(
+        (unsealed.accounts.len(), unsealed.tokens.len()),
+        (3, 3),
+        "the start sealed nothing"
+    );
+    server.stop().await;
+
+    // The administrator on the server machine looks, then seals: now the rows are what the
+    // database says, by an audited decision.
+    let seal = |args: &[&str]| {
+        let output = std::process::Command::new(crate::util::BIN)
+            .env_remove("UMS_STUB_DATA_DIR")
+            .env_remove("UMS_STUB_CONFIG")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["admins", "seal"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = seal(&["--dry-run"]);
+    assert!(
+        listed.contains("ops") && listed.contains("server:admin") && listed.contains("mole"),
+        "{listed}"
+    );
+    assert!(listed.contains("3 account(s) and 3 token(s)"), "{listed}");
+    let sealed = seal(&[]);
+    assert!(
+        sealed.contains("Sealed 3 account(s) and 3 token(s)"),
+        "{sealed}"
+    );
+    assert!(seal(&[]).contains("nothing to seal"));
+
+    let server = start().await;
+    let client = server.client(None);
+    assert_eq!(login(&client, &server, "ops").await, StatusCode::OK);
+    let (status, _) = call(&client, &server, Method::GET, "/api/v1/keys", None, &ops).await;
+    assert_eq!(status, StatusCode::OK);
+    let log = server
+        .shared
+        .stub
+        .store
+        .audit(
+            &ums_stub::store::AuditFilter::default(),
+            &ums_stub::store::PageRequest::all(),
+        )
+        .await
+        .unwrap();
+    let seals: Vec<_> = log
+        .iter()
+        .filter(|entry| entry.event == "admin-rows.seal")
+        .collect();
+    assert_eq!(seals.len(), 1, "{seals:?}");
+    assert_eq!(
+        (seals[0].actor.as_str(), seals[0].source.as_str()),
+        ("cli", "local")
+    );
+    assert!(
+        seals[0]
+            .detail
+            .starts_with("by ums-stub admins seal: accounts [mole (audit:read), ops (")
+            && seals[0].detail.contains("root ("),
+        "{}",
+        seals[0].detail
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_server_not_in_sync_refuses_logins_and_admin_writes() {
     let folder = tempfile::tempdir().unwrap();

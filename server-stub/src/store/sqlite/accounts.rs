@@ -8,17 +8,14 @@ use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
-use crate::row_mac::{self, RowKey, RowMac, Sealing};
+use crate::row_mac::{RowKey, RowMac};
 use crate::store::{
-    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, SealReport,
-    ServerBeat, ServerRow, SessionRow, StoreError, TokenRow, keep_an_admin,
+    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, ServerBeat,
+    ServerRow, SessionRow, StoreError, TokenRow, UnsealedRows, keep_an_admin,
 };
 
 const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
 const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at, mac";
-
-/// The `store_meta` row marking the rows from before row MACs as sealed.
-const META_SEALED: &str = "admin_rows_sealed";
 
 /// Accounts holding server:admin, in SQL.
 const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
@@ -44,6 +41,36 @@ fn parse_rights(inner: &Inner, text: &str) -> Result<Vec<Right>, StoreError> {
                 .map_err(|_| inner.corrupt(format!("an unknown right {name:?}")))
         })
         .collect()
+}
+
+/// The account and token rows without a MAC, read on `connection` (inside a write transaction
+/// when they are to be sealed).
+fn unsealed_in(
+    inner: &Inner,
+    connection: &rusqlite::Connection,
+) -> Result<UnsealedRows, StoreError> {
+    let accounts: Vec<RawAccount> = connection
+        .prepare(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL ORDER BY name"
+        ))
+        .and_then(|mut statement| statement.query_map([], raw_account)?.collect())
+        .map_err(|e| inner.db(e))?;
+    let tokens: Vec<RawToken> = connection
+        .prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL ORDER BY id"
+        ))
+        .and_then(|mut statement| statement.query_map([], raw_token)?.collect())
+        .map_err(|e| inner.db(e))?;
+    Ok(UnsealedRows {
+        accounts: accounts
+            .into_iter()
+            .map(|raw| account_from(inner, raw))
+            .collect::<Result<_, _>>()?,
+        tokens: tokens
+            .into_iter()
+            .map(|raw| token_from(inner, raw))
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 type RawAccount = (String, String, String, i64, i64, Option<Vec<u8>>);
@@ -567,74 +594,41 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn unsealed_rows(&self) -> Result<UnsealedRows, StoreError> {
+        self.call(move |inner| unsealed_in(inner, &inner.lock()))
+            .await
+    }
+
     pub(super) async fn seal_rows(
         &self,
         key: std::sync::Arc<RowKey>,
-    ) -> Result<SealReport, StoreError> {
+        why: &str,
+        actor: &Actor,
+    ) -> Result<UnsealedRows, StoreError> {
+        let (why, actor) = (why.to_owned(), actor.clone());
         self.call(move |inner| {
             inner.write(|tx| {
-                let mark: Option<String> = tx
-                    .query_row(
-                        "SELECT value FROM store_meta WHERE name = ?1",
-                        [META_SEALED],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                    .map_err(|e| inner.db(e))?;
-                let mark_valid = mark.is_some_and(|mark| mark == key.sealed_mark_text());
-                let any_sealed: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM accounts WHERE mac IS NOT NULL)
-                             OR EXISTS (SELECT 1 FROM tokens WHERE mac IS NOT NULL)",
-                        [],
-                        |row| row.get(0),
-                    )
-                    .map_err(|e| inner.db(e))?;
-                let sealing = row_mac::sealing(mark_valid, any_sealed);
-                let accounts: Vec<RawAccount> = tx
-                    .prepare(&format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL"
-                    ))
-                    .and_then(|mut statement| statement.query_map([], raw_account)?.collect())
-                    .map_err(|e| inner.db(e))?;
-                let tokens: Vec<RawToken> = tx
-                    .prepare(&format!(
-                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL"
-                    ))
-                    .and_then(|mut statement| statement.query_map([], raw_token)?.collect())
-                    .map_err(|e| inner.db(e))?;
-                let report = SealReport {
-                    sealing,
-                    accounts: accounts.len() as u64,
-                    tokens: tokens.len() as u64,
-                };
-                if sealing == Sealing::Leave {
-                    return Ok(report);
+                let unsealed = unsealed_in(inner, tx)?;
+                if unsealed.is_empty() {
+                    return Ok(unsealed);
                 }
-                for raw in accounts {
-                    let row = account_from(inner, raw)?;
-                    let mac = key.account(&row.name, &row.password_hash, &row.rights);
+                let (accounts, tokens) = unsealed.macs(&key);
+                for (name, mac) in accounts {
                     tx.execute(
                         "UPDATE accounts SET mac = ?2 WHERE name = ?1",
-                        params![row.name, &mac[..]],
+                        params![name, &mac[..]],
                     )
                     .map_err(|e| inner.db(e))?;
                 }
-                for raw in tokens {
-                    let row = token_from(inner, raw)?;
+                for (id, mac) in tokens {
                     tx.execute(
                         "UPDATE tokens SET mac = ?2 WHERE id = ?1",
-                        params![row.id, &key.token(&row)[..]],
+                        params![id, &mac[..]],
                     )
                     .map_err(|e| inner.db(e))?;
                 }
-                tx.execute(
-                    "INSERT INTO store_meta (name, value) VALUES (?1, ?2)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    params![META_SEALED, key.sealed_mark_text()],
-                )
-                .map_err(|e| inner.db(e))?;
-                Ok(report)
+                audit_in(tx, &unsealed.audit_entry(&why, &actor)).map_err(|e| inner.db(e))?;
+                Ok(unsealed)
             })
         })
         .await
