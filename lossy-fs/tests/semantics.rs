@@ -31,7 +31,11 @@ fn a_synced_write_survives_a_cut_and_a_later_one_is_lost() {
     file.write_all(b"synced").unwrap();
     file.sync_data().unwrap();
     file.write_all(b" and not").unwrap();
-    assert_eq!(read(&path), b"synced and not", "every write is seen at once");
+    assert_eq!(
+        read(&path),
+        b"synced and not",
+        "every write is seen at once"
+    );
     drop(file);
     let cut = fs.cut();
     assert_eq!(read(&path), b"synced");
@@ -49,7 +53,11 @@ fn fsync_and_fdatasync_keep_the_length_too() {
     file.set_len(10).unwrap();
     drop(file);
     fs.cut();
-    assert_eq!(read(&path), vec![7u8; 40_000], "the truncation was not synced");
+    assert_eq!(
+        read(&path),
+        vec![7u8; 40_000],
+        "the truncation was not synced"
+    );
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(10).unwrap();
     file.sync_data().unwrap();
@@ -127,10 +135,7 @@ fn a_durable_copy_is_what_a_cut_leaves_and_changes_nothing() {
     file.write_all(b"ONE").unwrap();
     drop(file);
     let mut now = String::new();
-    File::open(&path)
-        .unwrap()
-        .read_to_string(&mut now)
-        .unwrap();
+    File::open(&path).unwrap().read_to_string(&mut now).unwrap();
     assert_eq!(now, "ONE two");
     drop(dir);
 }
@@ -164,8 +169,10 @@ fn sqlite_keeps_what_it_committed_with_synchronous_full_and_loses_what_it_did_no
     };
     let db = rusqlite::Connection::open(&path).unwrap();
     setup(&db);
-    db.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);")
-        .unwrap();
+    db.execute_batch(
+        "PRAGMA synchronous = FULL; CREATE TABLE t (n INTEGER); INSERT INTO t VALUES (1);",
+    )
+    .unwrap();
     // The database file itself was created without a directory sync (SQLite leaves that to the
     // application); the WAL file's entry SQLite syncs itself.
     sync_dir(fs.path());
@@ -187,5 +194,9 @@ fn sqlite_keeps_what_it_committed_with_synchronous_full_and_loses_what_it_did_no
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(rows, [1], "the unsynced commit is lost, the synced one kept");
+    assert_eq!(
+        rows,
+        [1],
+        "the unsynced commit is lost, the synced one kept"
+    );
 }
