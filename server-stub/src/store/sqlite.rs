@@ -527,7 +527,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 /// ([`Durability::Synced`]: a key consumed, an export audited), the writer flushes the WAL file
 /// itself before answering, which carries every commit before it too. A batch of refusals only is
 /// answered without an fsync: refusals, whether decided here or before the store was asked, never
-/// cost an fsync of their own.
+/// cost an fsync of their own. The first batch after the connection opens is synced whatever it
+/// holds: commits of a process killed before its sync may still be only in the operating system's
+/// cache, and a retry answered from them must not go out before they are on the disk.
 fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<AtomicU64>) {
     let shown = path.display().to_string();
     let mut connection: Option<Connection> = None;
@@ -536,10 +538,12 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
     let mut wal: Option<PathBuf> = None;
     // The WAL file's directory entry is flushed once, at the first sync.
     let mut directory_synced = false;
-    // A sync failed after its batch committed: what that batch wrote may not be on the disk, so
-    // every batch syncs until one sync succeeds (a retry answered from the stored device must not
-    // go out unsynced).
-    let mut unsynced = false;
+    // The WAL file may hold commits that are not on the disk: every batch syncs until one sync
+    // succeeds, so that a retry answered from the stored device never goes out unsynced. True
+    // after a sync failed once its batch had committed, and whenever the connection is (re)opened:
+    // a process killed between a commit and its sync left that commit in the operating system's
+    // cache, readable and not yet on the disk, and this writer cannot tell.
+    let mut unsynced = true;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
@@ -560,6 +564,7 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
                 Ok(opened) => {
                     wal = Some(wal_file(opened.path().map_or(path.as_path(), Path::new)));
                     connection = Some(opened);
+                    unsynced = true;
                 }
                 Err(error) => {
                     tracing::error!("the database writer cannot open the database: {error}")

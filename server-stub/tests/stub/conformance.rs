@@ -18,6 +18,8 @@ use ums_stub::store::{
     RenewalRequest, SessionRow, SqliteStore, Store, StoreError, TokenRow,
 };
 
+use lossy_fs::LossyFs;
+
 use crate::pg::PgCluster;
 
 type Shared = Arc<dyn Store>;
@@ -1216,37 +1218,96 @@ async fn sqlite_with_one_time_keys(
     (store, shared)
 }
 
+/// The SQLite store at `store.db` on a lossy filesystem mounted on `dir`, with `keys` one-time
+/// keys, its set-up on the disk. Fails, saying why, where FUSE cannot run.
+async fn sqlite_on_lossy_fs(
+    dir: &std::path::Path,
+    keys: u64,
+) -> (LossyFs, Arc<SqliteStore>, Shared) {
+    let fs = LossyFs::mount(dir).expect("the power-cut tests need FUSE");
+    let (store, shared) = sqlite_with_one_time_keys(&fs.path().join("store.db"), keys).await;
+    // The database file's directory entry: SQLite leaves it to whoever made the file (a server's
+    // data directory is made long before any cut).
+    fs.sync_all();
+    (fs, store, shared)
+}
+
+/// What a power cut now would leave of `fs`'s `store.db`, opened (its integrity checked) from a
+/// copy; the copy's folder is returned with it.
+async fn after_a_cut(fs: &LossyFs) -> (tempfile::TempDir, Shared) {
+    let copy = tempfile::tempdir().unwrap();
+    fs.durable_copy(copy.path()).unwrap();
+    let path = copy.path().join("store.db");
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        .await
+        .unwrap()
+        .unwrap();
+    store.integrity_check().unwrap();
+    (copy, Arc::new(store))
+}
+
+/// The serial of the certificate `unit_id` holds in `store`, if any, and whether key `key` of
+/// [`sqlite_with_one_time_keys`] shows used.
+async fn device_and_key(store: &Shared, unit_id: &UnitId, key: u64) -> (Option<String>, bool) {
+    let device = store.device(unit_id).await.unwrap();
+    let used = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap()
+        .iter()
+        .any(|stored| stored.comment == format!("key {key}") && stored.usage_count == 1);
+    (device.map(|device| device.serial), used)
+}
+
 /// SQLite's writer flushes its WAL file only for a write that must be on the disk before it is
-/// answered (`Durability`): a refusal, a repeated answer or a refusal's audit line costs no fsync
-/// of its own; a consumed key and an export's audit line each get theirs before the answer.
+/// answered (`Durability`), and such a write is on the disk when it is answered: a refusal, a
+/// repeated answer or a refusal's audit line costs no fsync of its own; a consumed key and an
+/// export's audit line each get theirs, and survive a power cut right after the answer. Both are
+/// seen from the filesystem, not counted by the writer: the syncs the lossy filesystem served,
+/// and what a cut would leave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.db");
-    let (store, shared) = sqlite_with_one_time_keys(&path, 2).await;
-    let before = store.wal_syncs();
+    let (fs, store, shared) = sqlite_on_lossy_fs(dir.path(), 2).await;
+    let path = fs.path().join("store.db");
+    let wal = std::path::Path::new("store.db-wal");
+    let wal_syncs = || fs.syncs(wal).expect("the WAL file exists");
+    let refuse = |n: usize| {
+        let shared = shared.clone();
+        async move {
+            let outcome = shared
+                .enroll(
+                    attempt(&unit(n), 1000 + n as u64, b"pair"),
+                    issue(format!("r{n}")),
+                )
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, EnrollOutcome::Refused(ProblemCode::KeyUnknown)),
+                "{outcome:?}"
+            );
+            let mut line = AuditEntry::new("enroll", &Actor::cli());
+            line.outcome = ProblemCode::RateLimited.as_str().to_owned();
+            shared.record(line).await.unwrap();
+        }
+    };
+    // The writer's first batch is synced whatever it holds (a process killed before may have left
+    // commits unsynced).
+    let before = wal_syncs();
+    refuse(0).await;
+    assert_eq!(
+        wal_syncs(),
+        before + 1,
+        "the writer's first batch was not synced"
+    );
 
-    // Refusals: unknown keys, a key bound elsewhere, and audit lines of refusals decided before
-    // the store was asked.
-    for n in 0..20 {
-        let outcome = shared
-            .enroll(
-                attempt(&unit(n), 1000 + n as u64, b"pair"),
-                issue(format!("r{n}")),
-            )
-            .await
-            .unwrap();
-        assert!(
-            matches!(outcome, EnrollOutcome::Refused(ProblemCode::KeyUnknown)),
-            "{outcome:?}"
-        );
-        let mut line = AuditEntry::new("enroll", &Actor::cli());
-        line.outcome = ProblemCode::RateLimited.as_str().to_owned();
-        shared.record(line).await.unwrap();
+    // Refusals: unknown keys, and audit lines of refusals decided before the store was asked.
+    for n in 1..20 {
+        refuse(n).await;
     }
-    assert_eq!(store.wal_syncs(), before, "refusals were synced");
+    assert_eq!(wal_syncs(), before + 1, "refusals were synced");
 
-    // A key consumed: synced before the answer.
+    // A key consumed: synced before the answer, so a power cut right after it keeps it.
     let unit_id = unit(100);
     let first = shared
         .enroll(attempt(&unit_id, 1, b"pair-a"), issue("aa01".to_owned()))
@@ -1262,10 +1323,12 @@ async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
         ),
         "{first:?}"
     );
+    assert_eq!(wal_syncs(), before + 2, "a consumed key was not synced");
+    let (_copy, cut) = after_a_cut(&fs).await;
     assert_eq!(
-        store.wal_syncs(),
-        before + 1,
-        "a consumed key was not synced"
+        device_and_key(&cut, &unit_id, 1).await,
+        (Some("aa01".to_owned()), true),
+        "an answered certificate would not survive a power cut"
     );
 
     // Its retry, answered from the stored device, and a refusal of the used key: no sync.
@@ -1285,21 +1348,29 @@ async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
         matches!(used, EnrollOutcome::Refused(ProblemCode::KeyUsed)),
         "{used:?}"
     );
-    assert_eq!(
-        store.wal_syncs(),
-        before + 1,
-        "a repeat or a refusal was synced"
-    );
+    assert_eq!(wal_syncs(), before + 2, "a repeat or a refusal was synced");
 
-    // Something done, audited before it is shown: synced.
+    // Something done, audited before it is shown: synced, and kept by a cut.
     shared
         .record(AuditEntry::new("keys.export", &Actor::cli()))
         .await
         .unwrap();
     assert_eq!(
-        store.wal_syncs(),
-        before + 2,
+        wal_syncs(),
+        before + 3,
         "an export's audit line was not synced"
+    );
+    let (_copy, cut) = after_a_cut(&fs).await;
+    let exports = cut
+        .audit(&Default::default(), &PageRequest::all())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|line| line.event == "keys.export")
+        .count();
+    assert_eq!(
+        exports, 1,
+        "an audited export would not survive a power cut"
     );
 
     // Nothing written without a sync of its own was lost by closing: the refusals are all in the
@@ -1318,6 +1389,71 @@ async fn the_sqlite_writer_syncs_only_what_must_be_on_the_disk() {
         .filter(|line| line.outcome != "ok")
         .count();
     assert_eq!(refusals, 41);
+}
+
+/// The gap across a restart: a process commits a consumed key and dies before its sync (here the
+/// disk fails the sync, and the process closes without one reaching it), so the device row is
+/// in the operating system's cache only. The next process answers the device's retry from that
+/// row, `repeated`; the answer must not go out before the row is on the disk, or a power cut
+/// leaves the device holding a certificate the database does not know and its key unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_answered_after_a_crash_is_on_the_disk_before_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, store, shared) = sqlite_on_lossy_fs(dir.path(), 2).await;
+    let path = fs.path().join("store.db");
+    let unit_id = unit(7);
+
+    // The first process: committed, never synced, never answered.
+    fs.fail_syncs(true);
+    shared
+        .enroll(attempt(&unit_id, 1, b"pair"), issue("cc01".to_owned()))
+        .await
+        .expect_err("a certificate that was not flushed must not be answered");
+    drop(shared);
+    drop(store);
+    // Its connections close while the disk still fails (closing checkpoints, which syncs first).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs.open_handles() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    fs.fail_syncs(false);
+    let (_copy, cut) = after_a_cut(&fs).await;
+    assert_eq!(
+        device_and_key(&cut, &unit_id, 1).await,
+        (None, false),
+        "the first process's commit is not on the disk"
+    );
+
+    // The next process: the device's retry, answered from the row the first one committed.
+    let opened = path.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&opened))
+        .await
+        .unwrap()
+        .unwrap();
+    let shared: Shared = Arc::new(store);
+    let again = shared
+        .enroll(attempt(&unit_id, 1, b"pair"), issue("cc02".to_owned()))
+        .await
+        .unwrap();
+    match &again {
+        EnrollOutcome::Issued {
+            device,
+            repeated: true,
+            ..
+        } => assert_eq!(device.serial, "cc01"),
+        other => panic!("expected the stored certificate again: {other:?}"),
+    }
+    // A power cut now: the device holds cc01.
+    let (_copy, cut) = after_a_cut(&fs).await;
+    assert_eq!(
+        device_and_key(&cut, &unit_id, 1).await,
+        (Some("cc01".to_owned()), true),
+        "a certificate answered after a restart would not survive a power cut"
+    );
 }
 
 /// A WAL file that cannot be flushed: the enrollment whose certificate was committed but not
