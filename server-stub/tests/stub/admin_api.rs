@@ -1597,19 +1597,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     let der = pem::parse(std::fs::read(&crt).unwrap())
         .unwrap()
         .into_contents();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(der))
-        .unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap();
+    let client = crate::server::pinned_client(&der, None);
 
     let mass = "Mass-Secret-Value-4711";
     let bearer = |method: Method, path: &str| {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::CertificateDer;
 use tokio::io::AsyncReadExt;
 
 use crate::server::{Answer, Device, read_answer};
@@ -94,20 +93,7 @@ impl Served {
 
     /// Enrolls a device from 127.0.0.1 on a new connection: the answer and how long it took.
     async fn enroll_a_device(&self) -> (Answer, Duration) {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ums_id.clone()))
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .local_address("127.0.0.1".parse::<IpAddr>().unwrap())
-            .build()
-            .unwrap();
+        let client = crate::server::pinned_client(&self.ums_id, Some("127.0.0.1".parse().unwrap()));
         let device = Device::numbered(1);
         let started = Instant::now();
         let response = client

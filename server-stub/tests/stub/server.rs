@@ -90,20 +90,7 @@ impl TestServer {
     /// A client without a certificate whose connections come from `local` (127.0.0.2 and the
     /// like: other hosts on loopback), for [`TestServer::ip_url`].
     pub(crate) fn client_from(&self, local: std::net::IpAddr) -> reqwest::Client {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ums_id_der.clone()))
-            .unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .local_address(local)
-            .build()
-            .unwrap()
+        pinned_client(&self.ums_id_der, Some(local))
     }
 
     /// The URL of `path` by the server's IPv4 loopback address (for clients bound to one).
@@ -248,4 +235,23 @@ pub(crate) async fn enroll(
         .await
         .unwrap();
     read_answer(response).await
+}
+
+/// A client without a certificate that trusts only the UMS ID `ums_id_der`, its connections coming
+/// from `local` when given.
+pub(crate) fn pinned_client(ums_id_der: &[u8], local: Option<std::net::IpAddr>) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ums_id_der.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(ums_stub::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = reqwest::Client::builder().tls_backend_preconfigured(config);
+    if let Some(local) = local {
+        builder = builder.local_address(local);
+    }
+    builder.build().unwrap()
 }
