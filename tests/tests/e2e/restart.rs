@@ -60,6 +60,8 @@ fn an_agent_killed_while_enrolling_and_restarted_enrolls_once() {
     let root = tempfile::tempdir().unwrap();
     let media = root.path().join("media");
     ums.one_time_stick(3, &media.join("STICK"), None);
+    // What the last run says on standard error, to show when it does not stop cleanly.
+    let said = root.path().join("agent.stderr");
     let run = |n| {
         agent(
             &ums.programs,
@@ -68,7 +70,7 @@ fn an_agent_killed_while_enrolling_and_restarted_enrolls_once() {
             &["run", "--mount-root", media.to_str().unwrap()],
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&said).unwrap())
         .spawn()
         .unwrap()
     };
@@ -93,7 +95,11 @@ fn an_agent_killed_while_enrolling_and_restarted_enrolls_once() {
     }
     signal(child.id(), "TERM");
     let stopped = wait_with_deadline(&mut child, Duration::from_secs(10)).unwrap();
-    assert!(stopped.success());
+    assert!(
+        stopped.success(),
+        "{stopped}: {}",
+        std::fs::read_to_string(&said).unwrap_or_default()
+    );
     let used: u64 = ums.keys().iter().map(|key| key.usage_count).sum();
     assert_eq!(used, 1, "one key in all");
     assert_eq!(ums.devices().len(), 1);
