@@ -15,12 +15,12 @@ use aws_lc_rs::{hkdf, hmac};
 use onboard_protocol::admin::Right;
 
 use crate::rights::Rights;
-use crate::store::{AccountRow, SessionRow, TokenRow};
+use crate::store::rows::{AccountRow, RowMac, SessionRow, TokenRow, UnsealedRows};
 
 const SALT: &[u8] = b"ums-stub admin rows v1";
 
-/// The MAC a row carries.
-pub type RowMac = [u8; 32];
+/// A row's key (an account's name, a token's ID) and the MAC to give it.
+pub(crate) type KeyedMac = (String, RowMac);
 
 /// The key account, token and session rows are authenticated under.
 pub struct RowKey {
@@ -133,6 +133,25 @@ impl RowKey {
     /// The MAC of a session row.
     pub fn session(&self, session: &SessionRow) -> RowMac {
         self.sign(&Self::session_fields(session))
+    }
+
+    /// The MACs to give `rows` under this key: accounts by name, tokens by ID. One computation
+    /// for both backends, which write them in the transaction that read the rows.
+    pub(crate) fn macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
+        let accounts = rows
+            .accounts
+            .iter()
+            .map(|row| {
+                let mac = self.account(&row.name, &row.password_hash, &row.rights);
+                (row.name.clone(), mac)
+            })
+            .collect();
+        let tokens = rows
+            .tokens
+            .iter()
+            .map(|row| (row.id.clone(), self.token(row)))
+            .collect();
+        (accounts, tokens)
     }
 
     /// Whether an account row is one a holder of this key wrote.

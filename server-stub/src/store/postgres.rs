@@ -18,15 +18,21 @@ use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{
-    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
-    Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
-    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
-    SessionRow, Store, StoreError, StoredKey, TokenRow, UnsealedRows, keep_an_admin,
+use super::apply::keep_an_admin;
+use super::durability::Durability;
+use super::error::{Missing, StoreError};
+use super::interface::Store;
+use super::query::{AuditFilter, KeyFilter, PageRequest};
+use super::rows::{
+    AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, ServerBeat,
+    ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
+use crate::ca::IssueOnce;
 use crate::claim::{self, Decision};
+use crate::cluster::MainUmsId;
 use crate::renewal;
-use crate::row_mac::{RowKey, RowMac};
+use crate::row_mac::RowKey;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -92,7 +98,7 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// `url` as it may be shown: user, host, port and database, never a password.
-pub fn shown_url(config: &tokio_postgres::Config) -> String {
+pub(super) fn shown_url(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()
@@ -975,9 +981,9 @@ impl Store for PostgresStore {
             let mut attempts = 0;
             while !pending.is_empty() {
                 attempts += 1;
-                let keys: Vec<(usize, super::NewKey)> =
+                let keys: Vec<(usize, NewKey)> =
                     pending.iter().map(|&index| (index, make(index))).collect();
-                let column = |f: &dyn Fn(&super::NewKey) -> String| -> Vec<String> {
+                let column = |f: &dyn Fn(&NewKey) -> String| -> Vec<String> {
                     keys.iter().map(|(_, key)| f(key)).collect()
                 };
                 let kinds = column(&|key| key.kind.as_str().to_owned());
@@ -1158,7 +1164,7 @@ impl Store for PostgresStore {
             .map_err(|e| self.db(e))?;
         }
         let mut issue = Some(issue);
-        let (mut tries, lookups) = super::KeyTries::new(&attempt);
+        let (mut tries, lookups) = super::apply::KeyTries::new(&attempt);
         let mut done = None;
         for (index, lookup) in lookups {
             let outcome = self.enroll_one(&tx, &attempt, lookup, &mut issue).await?;
@@ -1863,7 +1869,7 @@ impl Store for PostgresStore {
         if unsealed.is_empty() {
             return Ok(unsealed);
         }
-        let (accounts, tokens) = unsealed.macs(&key);
+        let (accounts, tokens) = key.macs(&unsealed);
         for (name, mac) in accounts {
             tx.execute(
                 "UPDATE accounts SET mac = $2 WHERE name = $1",

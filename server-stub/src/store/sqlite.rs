@@ -19,13 +19,18 @@ use rusqlite::{
 };
 use time::OffsetDateTime;
 
-use super::{
-    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
-    Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
-    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
-    SessionRow, Store, StoreError, StoredKey, TokenRow,
+use super::durability::Durability;
+use super::error::{Missing, StoreError};
+use super::interface::Store;
+use super::query::{AuditFilter, KeyFilter, PageRequest};
+use super::rows::{
+    AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, MakeKey, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow,
+    SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
+use crate::ca::IssueOnce;
 use crate::claim::{self, Decision};
+use crate::cluster::MainUmsId;
 use crate::renewal;
 use crate::vault::LookupDigest;
 
@@ -713,7 +718,7 @@ fn sync_wal(wal: &Path, directory: Directory) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Tries the keys of `attempt` in order inside `tx` ([`super::KeyTries`]).
+/// Tries the keys of `attempt` in order inside `tx` ([`super::apply::KeyTries`]).
 fn enroll_keys(
     tx: &mut rusqlite::Savepoint<'_>,
     attempt: &EnrollAttempt,
@@ -721,7 +726,7 @@ fn enroll_keys(
     shown: &str,
 ) -> Result<EnrollOutcome, StoreError> {
     let mut issue = Some(issue);
-    let (mut tries, lookups) = super::KeyTries::new(attempt);
+    let (mut tries, lookups) = super::apply::KeyTries::new(attempt);
     for (index, lookup) in lookups {
         let outcome = enroll_in(tx, attempt, lookup, &mut issue, shown)?;
         if let Some(done) = tries.take(index, outcome) {
@@ -1802,7 +1807,7 @@ impl Store for SqliteStore {
         self.migrated_row_macs
     }
 
-    async fn unsealed_admin_rows(&self) -> Result<super::UnsealedRows, StoreError> {
+    async fn unsealed_admin_rows(&self) -> Result<UnsealedRows, StoreError> {
         self.unsealed_rows().await
     }
 
@@ -1811,7 +1816,7 @@ impl Store for SqliteStore {
         key: Arc<crate::row_mac::RowKey>,
         why: &str,
         actor: &Actor,
-    ) -> Result<super::UnsealedRows, StoreError> {
+    ) -> Result<UnsealedRows, StoreError> {
         self.seal_rows(key, why, actor).await
     }
 
@@ -1890,8 +1895,8 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn key(lookup: u8, kind: KeyKind, generated: bool) -> super::super::NewKey {
-        super::super::NewKey {
+    fn key(lookup: u8, kind: KeyKind, generated: bool) -> super::super::rows::NewKey {
+        super::super::rows::NewKey {
             kind,
             lookup: [lookup; 32],
             sealed: vec![lookup],

@@ -8,10 +8,14 @@ use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
-use crate::row_mac::{RowKey, RowMac};
-use crate::store::{
-    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, ServerBeat,
-    ServerRow, SessionRow, StoreError, TokenRow, UnsealedRows, keep_an_admin,
+use crate::cluster::MainUmsId;
+use crate::row_mac::RowKey;
+use crate::store::apply::keep_an_admin;
+use crate::store::error::{Missing, StoreError};
+use crate::store::query::PageRequest;
+use crate::store::rows::{
+    AccountChange, AccountRow, Actor, AuditEntry, RowMac, ServerBeat, ServerRow, SessionRow,
+    TokenRow, UnsealedRows,
 };
 
 const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
@@ -612,7 +616,7 @@ impl SqliteStore {
                 if unsealed.is_empty() {
                     return Ok(unsealed);
                 }
-                let (accounts, tokens) = unsealed.macs(&key);
+                let (accounts, tokens) = key.macs(&unsealed);
                 for (name, mac) in accounts {
                     tx.execute(
                         "UPDATE accounts SET mac = ?2 WHERE name = ?1",
