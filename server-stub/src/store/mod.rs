@@ -24,6 +24,7 @@ mod postgres;
 pub mod query;
 pub mod rows;
 mod sqlite;
+mod tx;
 
 pub use database::{Database, DatabaseUrl, open};
 pub use durability::Durability;

@@ -13,25 +13,24 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use onboard_protocol::admin::{KeyId, KeyStatus, Right};
-use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
+use onboard_protocol::{Fingerprint, KeyKind, UnitId};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::apply::keep_an_admin;
+use super::apply::{self, KeyEdit, keep_an_admin};
 use super::durability::Durability;
 use super::error::{Missing, StoreError};
 use super::interface::Store;
 use super::query::{AuditFilter, KeyFilter, PageRequest};
 use super::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, ServerBeat,
-    ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
+    AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
+    MakeKey, Progress, RenewOutcome, RenewalRequest, RowMac, ServerBeat, ServerRow, SessionRef,
+    SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
-use crate::ca::IssueOnce;
-use crate::claim::{self, Decision};
+use super::tx::{KeyChange, KeyForChange, KeyForClaim, KeyInsert, Seen, Tx};
+use crate::ca::{IssueOnce, IssuedCertificate};
 use crate::cluster::MainUmsId;
-use crate::renewal;
 use crate::row_mac::RowKey;
 use crate::vault::LookupDigest;
 
@@ -51,9 +50,6 @@ const ROW_MAC_MIGRATION: i64 = 4;
 
 /// The advisory lock key migrations run under (any constant shared by every server).
 const MIGRATION_LOCK: i64 = 0x756d_735f_7374_7562; // "ums_stub"
-
-/// How many times a generated value is redrawn on a clash.
-const GENERATE_ATTEMPTS: usize = 16;
 
 /// Keys inserted per statement.
 const INSERT_CHUNK: usize = 1000;
@@ -190,178 +186,7 @@ fn rights_text(rights: &[Right]) -> String {
         .join(",")
 }
 
-fn id_list(ids: &[KeyId]) -> String {
-    match ids {
-        [] => String::new(),
-        [first, .., last] if ids.len() > 8 => format!("{} keys, IDs {first} to {last}", ids.len()),
-        _ => format!(
-            "IDs {}",
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 impl PostgresStore {
-    /// One key of an enrollment attempt inside `tx`: the key row locked, [`claim::decide`], and
-    /// the decision applied and audited (the certificate taken from `issue` on a consumption).
-    async fn enroll_one(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        attempt: &EnrollAttempt,
-        lookup: &LookupDigest,
-        issue: &mut Option<IssueOnce>,
-    ) -> Result<EnrollOutcome, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut audit =
-            AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
-        audit.at = now;
-        audit.unit_id = Some(attempt.unit_id.to_string());
-        let key = tx
-            .query_opt(
-                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
-                &[&lookup.to_vec()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let key = match key {
-            Some(row) => {
-                let id: KeyId = row.get(0);
-                let kind = self.kind(id, row.get(1))?;
-                let bound_to = row
-                    .get::<_, Option<String>>(2)
-                    .map(|text| text.parse::<UnitId>())
-                    .transpose()
-                    .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
-                Some((id, kind, bound_to, row.get::<_, bool>(3), count(row.get(4))))
-            }
-            None => None,
-        };
-        let device = tx
-            .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
-                &[&attempt.unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .map(|row| self.device_from_row(&row))
-            .transpose()?;
-        let decision = claim::decide(
-            claim::Attempt {
-                unit_id: &attempt.unit_id,
-                public_key: &attempt.public_key,
-            },
-            key.as_ref()
-                .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
-                    id: *id,
-                    kind: *kind,
-                    bound_to: bound_to.as_ref(),
-                    active: *active,
-                    usage_count: *usage_count,
-                }),
-            device.as_ref().map(|device| claim::DeviceRow {
-                public_key: &device.public_key,
-                key_id: device.key_id,
-                lapsed: device.not_after < attempt.lapsed_before,
-            }),
-        );
-        audit.key_id = key.as_ref().map(|(id, ..)| *id);
-        let outcome = match decision {
-            Decision::Refuse(code) => {
-                audit.outcome = code.as_str().to_owned();
-                EnrollOutcome::Refused(code)
-            }
-            Decision::Repeat => {
-                let device =
-                    device.ok_or_else(|| self.corrupt("a repeat with no device".to_owned()))?;
-                audit.detail = format!("repeated answer, certificate {}", device.serial);
-                EnrollOutcome::Issued {
-                    device: Box::new(device),
-                    repeated: true,
-                    key: 0,
-                    refused: Vec::new(),
-                }
-            }
-            Decision::Consume => {
-                let Some((key_id, kind, _, active, usage_count)) = key else {
-                    return Err(self.corrupt("a consumption with no key".to_owned()));
-                };
-                let status = claim::status(kind, active, usage_count + 1);
-                // Second line of defence behind claim::decide, as in SQLite.
-                let consumed = tx
-                    .execute(
-                        "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
-                         WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
-                        &[&now.unix_timestamp(), &status.as_str(), &key_id],
-                    )
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if consumed != 1 {
-                    tracing::error!(
-                        key_id,
-                        "the consume guard refused a key the claim rule allowed; refusing it as used"
-                    );
-                    audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
-                    audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
-                    return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
-                }
-                // Signed only once the key is consumed, as in SQLite.
-                let issue = issue.take().ok_or_else(|| {
-                    self.corrupt("a second consumption in one attempt".to_owned())
-                })?;
-                let issued = issue().map_err(StoreError::Issue)?;
-                let device = DeviceRecord {
-                    unit_id: attempt.unit_id.clone(),
-                    public_key: attempt.public_key.clone(),
-                    certificate: issued.der,
-                    serial: issued.serial,
-                    not_after: issued.not_after,
-                    key_id: Some(key_id),
-                    key_kind: kind,
-                    enrolled_at: now,
-                    last_seen: now,
-                    inventory: None,
-                    previous_serial: None,
-                    online_server: None,
-                };
-                tx.execute(
-                    &format!(
-                        "INSERT INTO devices ({DEVICE_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
-                         ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
-                           certificate = excluded.certificate, serial = excluded.serial,
-                           not_after = excluded.not_after, key_id = excluded.key_id,
-                           key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
-                           last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
-                    ),
-                    &[
-                        &device.unit_id.as_str(),
-                        &device.public_key,
-                        &device.certificate,
-                        &device.serial,
-                        &device.not_after.unix_timestamp(),
-                        &key_id,
-                        &kind.as_str(),
-                        &now.unix_timestamp(),
-                        &now.unix_timestamp(),
-                    ],
-                )
-                .await
-                .map_err(|e| self.db(e))?;
-                audit.detail = format!("certificate {}", device.serial);
-                EnrollOutcome::Issued {
-                    device: Box::new(device),
-                    repeated: false,
-                    key: 0,
-                    refused: Vec::new(),
-                }
-            }
-        };
-        audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
-        Ok(outcome)
-    }
     /// Connects to the database at `url` (in plain TCP) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Self::open_with(url, None).await
@@ -710,50 +535,21 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `change` for each of `ids` in one transaction (all, or none when one is unknown) and
-    /// audits it as `event`.
-    async fn change_each(
+    /// The row operations of `tx`, a transaction on this database.
+    fn tx<'t, 'c>(&'t self, tx: &'t deadpool_postgres::Transaction<'c>) -> PgTx<'t, 'c> {
+        PgTx { tx, store: self }
+    }
+
+    /// Applies `edit` to the keys `ids` in one transaction ([`apply::change_keys`]).
+    async fn change_keys(
         &self,
         ids: &[KeyId],
+        edit: KeyEdit,
         actor: &Actor,
-        event: &str,
-        change: impl Fn(KeyKind, u64) -> Option<(String, Values<'static>)>,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let rows = tx
-            .query(
-                "SELECT id, kind, usage_count FROM keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let found: HashMap<KeyId, (String, i64)> = rows
-            .iter()
-            .map(|row| (row.get(0), (row.get(1), row.get(2))))
-            .collect();
-        let missing: Vec<KeyId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !found.contains_key(id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(StoreError::NotFound(Missing::Keys(missing)));
-        }
-        for &id in ids {
-            let (kind, usage_count) = &found[&id];
-            let kind = self.kind(id, kind)?;
-            if let Some((sql, mut values)) = change(kind, count(*usage_count)) {
-                values.push(Box::new(id));
-                tx.execute(&sql, &refs(&values))
-                    .await
-                    .map_err(|e| self.db(e))?;
-            }
-        }
-        let mut entry = AuditEntry::new(event, actor);
-        entry.key_id = (ids.len() == 1).then(|| ids[0]);
-        entry.detail = id_list(ids);
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        apply::change_keys(&mut self.tx(&tx), ids, &edit, actor).await?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -776,6 +572,306 @@ impl PostgresStore {
             .rows(&format!("SELECT count(*) FROM {table}{condition}"), &values)
             .await?;
         Ok(count(rows[0].get(0)))
+    }
+}
+
+/// The row operations of an open PostgreSQL transaction for the flows of `apply.rs`: every row
+/// read for a change is locked (`FOR UPDATE`) until the commit.
+struct PgTx<'t, 'c> {
+    tx: &'t deadpool_postgres::Transaction<'c>,
+    store: &'t PostgresStore,
+}
+
+impl Tx for PgTx<'_, '_> {
+    fn corrupt(&self, reason: String) -> StoreError {
+        self.store.corrupt(reason)
+    }
+
+    async fn key_for_claim(
+        &mut self,
+        lookup: &LookupDigest,
+    ) -> Result<Option<KeyForClaim>, StoreError> {
+        let store = self.store;
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
+                &[&lookup.to_vec()],
+            )
+            .await
+            .map_err(|e| store.db(e))?;
+        row.map(|row| {
+            let id: KeyId = row.get(0);
+            Ok(KeyForClaim {
+                id,
+                kind: store.kind(id, row.get(1))?,
+                bound_to: row
+                    .get::<_, Option<String>>(2)
+                    .map(|text| text.parse::<UnitId>())
+                    .transpose()
+                    .map_err(|_| store.corrupt(format!("key {id} with a malformed unit ID")))?,
+                active: row.get(3),
+                usage_count: count(row.get(4)),
+            })
+        })
+        .transpose()
+    }
+
+    async fn device_for_update(
+        &mut self,
+        unit_id: &UnitId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let store = self.store;
+        self.tx
+            .query_opt(
+                &format!(
+                    "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"
+                ),
+                &[&unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| store.db(e))?
+            .map(|row| store.device_from_row(&row))
+            .transpose()
+    }
+
+    async fn consume_key(
+        &mut self,
+        id: KeyId,
+        status: KeyStatus,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let consumed = self
+            .tx
+            .execute(
+                "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
+                 WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
+                &[&at.unix_timestamp(), &status.as_str(), &id],
+            )
+            .await
+            .map_err(|e| self.store.db(e))?;
+        Ok(consumed == 1)
+    }
+
+    async fn put_device(&mut self, device: &DeviceRecord) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                &format!(
+                    "INSERT INTO devices ({DEVICE_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
+                     ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
+                       certificate = excluded.certificate, serial = excluded.serial,
+                       not_after = excluded.not_after, key_id = excluded.key_id,
+                       key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
+                       last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
+                ),
+                &[
+                    &device.unit_id.as_str(),
+                    &device.public_key,
+                    &device.certificate,
+                    &device.serial,
+                    &device.not_after.unix_timestamp(),
+                    &device.key_id,
+                    &device.key_kind.as_str(),
+                    &device.enrolled_at.unix_timestamp(),
+                    &device.last_seen.unix_timestamp(),
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.store.db(e))
+    }
+
+    async fn replace_certificate(
+        &mut self,
+        unit_id: &UnitId,
+        public_key: &[u8],
+        issued: &IssuedCertificate,
+        previous_serial: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE devices SET public_key = $1, certificate = $2, serial = $3, not_after = $4,
+                   last_seen = $5, previous_serial = $6
+                 WHERE unit_id = $7",
+                &[
+                    &public_key,
+                    &issued.der,
+                    &issued.serial,
+                    &issued.not_after.unix_timestamp(),
+                    &at.unix_timestamp(),
+                    &previous_serial,
+                    &unit_id.as_str(),
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.store.db(e))
+    }
+
+    async fn seen(&mut self, unit_id: &UnitId, seen: Seen<'_>) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "UPDATE devices SET last_seen = $1, inventory = coalesce($2, inventory),
+                   previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END,
+                   online_server = coalesce($5, online_server),
+                   online_session = coalesce($6, online_session)
+                 WHERE unit_id = $4",
+                &[
+                    &seen.at.unix_timestamp(),
+                    &seen.inventory,
+                    &seen.forget_previous,
+                    &unit_id.as_str(),
+                    &seen.session.map(|session| session.server),
+                    &seen.session.map(|session| session.id),
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.store.db(e))
+    }
+
+    async fn insert_keys(
+        &mut self,
+        keys: &[KeyInsert],
+        created_at: OffsetDateTime,
+    ) -> Result<Vec<Option<KeyId>>, StoreError> {
+        let store = self.store;
+        let statement = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
+                                      $6::bigint[], $7::text[])
+                 ON CONFLICT (lookup) DO NOTHING RETURNING id, lookup",
+            )
+            .await
+            .map_err(|e| store.db(e))?;
+        let column =
+            |f: &dyn Fn(&KeyInsert) -> String| -> Vec<String> { keys.iter().map(f).collect() };
+        let kinds = column(&|insert| insert.key.kind.as_str().to_owned());
+        let lookups: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|insert| insert.key.lookup.to_vec())
+            .collect();
+        let sealed: Vec<&[u8]> = keys
+            .iter()
+            .map(|insert| insert.key.sealed.as_slice())
+            .collect();
+        let units: Vec<Option<String>> = keys
+            .iter()
+            .map(|insert| insert.key.unit_id.as_ref().map(ToString::to_string))
+            .collect();
+        let comments = column(&|insert| insert.key.comment.clone());
+        let times = vec![created_at.unix_timestamp(); keys.len()];
+        let statuses = column(&|insert| insert.status.as_str().to_owned());
+        let rows = self
+            .tx
+            .query(
+                &statement,
+                &[
+                    &kinds, &lookups, &sealed, &units, &comments, &times, &statuses,
+                ],
+            )
+            .await
+            .map_err(|e| store.db(e))?;
+        let mut inserted: HashMap<Vec<u8>, KeyId> = rows
+            .iter()
+            .map(|row| (row.get::<_, Vec<u8>>(1), row.get::<_, KeyId>(0)))
+            .collect();
+        // A digest twice in `keys`: the first has the row, the second clashed with it.
+        Ok(lookups
+            .iter()
+            .map(|lookup| inserted.remove(lookup))
+            .collect())
+    }
+
+    async fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        audit_in(self.tx, entry).await.map_err(|e| self.store.db(e))
+    }
+
+    async fn delete_device(
+        &mut self,
+        unit_id: &UnitId,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(
+                "DELETE FROM devices WHERE unit_id = $1 RETURNING online_server",
+                &[&unit_id.as_str()],
+            )
+            .await
+            .map_err(|e| self.store.db(e))?
+            .map(|row| row.get(0)))
+    }
+
+    async fn queue_command(
+        &mut self,
+        server: &str,
+        unit_id: &UnitId,
+        command: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .execute(
+                "INSERT INTO device_commands (server, unit_id, command, queued_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[&server, &unit_id.as_str(), &command, &at.unix_timestamp()],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.store.db(e))
+    }
+
+    async fn keys_for_change(&mut self, ids: &[KeyId]) -> Result<Vec<KeyForChange>, StoreError> {
+        let store = self.store;
+        let rows = self
+            .tx
+            .query(
+                "SELECT id, kind, usage_count FROM keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await
+            .map_err(|e| store.db(e))?;
+        rows.iter()
+            .map(|row| {
+                let id: KeyId = row.get(0);
+                Ok(KeyForChange {
+                    id,
+                    kind: store.kind(id, row.get(1))?,
+                    usage_count: count(row.get(2)),
+                })
+            })
+            .collect()
+    }
+
+    async fn change_key(&mut self, id: KeyId, change: KeyChange<'_>) -> Result<(), StoreError> {
+        match change {
+            KeyChange::Comment(comment) => {
+                self.tx
+                    .execute(
+                        "UPDATE keys SET comment = $1 WHERE id = $2",
+                        &[&comment, &id],
+                    )
+                    .await
+            }
+            KeyChange::Active { active, status } => {
+                self.tx
+                    .execute(
+                        "UPDATE keys SET active = $1, status = $2 WHERE id = $3",
+                        &[&active, &status.as_str(), &id],
+                    )
+                    .await
+            }
+            KeyChange::Delete => {
+                self.tx
+                    .execute("DELETE FROM keys WHERE id = $1", &[&id])
+                    .await
+            }
+        }
+        .map(drop)
+        .map_err(|e| self.store.db(e))
     }
 }
 
@@ -962,86 +1058,15 @@ impl Store for PostgresStore {
     ) -> Result<Vec<KeyId>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
-                                      $6::bigint[], $7::text[])
-                 ON CONFLICT (lookup) DO NOTHING RETURNING id, lookup",
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let created_at = now();
-        let mut ids: Vec<KeyId> = Vec::with_capacity(count);
-        let mut start = 0;
-        while start < count {
-            let end = (start + INSERT_CHUNK).min(count);
-            let mut pending: Vec<usize> = (start..end).collect();
-            let mut chunk_ids: HashMap<usize, KeyId> = HashMap::with_capacity(pending.len());
-            let mut attempts = 0;
-            while !pending.is_empty() {
-                attempts += 1;
-                let keys: Vec<(usize, NewKey)> =
-                    pending.iter().map(|&index| (index, make(index))).collect();
-                let column = |f: &dyn Fn(&NewKey) -> String| -> Vec<String> {
-                    keys.iter().map(|(_, key)| f(key)).collect()
-                };
-                let kinds = column(&|key| key.kind.as_str().to_owned());
-                let lookups: Vec<Vec<u8>> =
-                    keys.iter().map(|(_, key)| key.lookup.to_vec()).collect();
-                let sealed: Vec<Vec<u8>> = keys.iter().map(|(_, key)| key.sealed.clone()).collect();
-                let units: Vec<Option<String>> = keys
-                    .iter()
-                    .map(|(_, key)| key.unit_id.as_ref().map(ToString::to_string))
-                    .collect();
-                let comments = column(&|key| key.comment.clone());
-                let times = vec![created_at; keys.len()];
-                let statuses = column(&|key| claim::status(key.kind, true, 0).as_str().to_owned());
-                let rows = tx
-                    .query(
-                        &statement,
-                        &[
-                            &kinds, &lookups, &sealed, &units, &comments, &times, &statuses,
-                        ],
-                    )
-                    .await
-                    .map_err(|e| self.db(e))?;
-                let inserted: HashMap<Vec<u8>, KeyId> = rows
-                    .iter()
-                    .map(|row| (row.get::<_, Vec<u8>>(1), row.get::<_, KeyId>(0)))
-                    .collect();
-                let mut clashed = Vec::new();
-                for (index, key) in &keys {
-                    match inserted.get(key.lookup.as_slice()) {
-                        Some(id) => {
-                            chunk_ids.insert(*index, *id);
-                        }
-                        None if key.generated => clashed.push(*index),
-                        None => {
-                            return Err(StoreError::Conflict(
-                                "another key already has this value; choose another".to_owned(),
-                            ));
-                        }
-                    }
-                }
-                if !clashed.is_empty() && attempts >= GENERATE_ATTEMPTS {
-                    return Err(StoreError::Conflict(format!(
-                        "could not generate a unique key value after {attempts} attempts"
-                    )));
-                }
-                pending = clashed;
-            }
-            // Ids in the order the keys were asked for, as SQLite gives them.
-            let mut ordered: Vec<(usize, KeyId)> = chunk_ids.into_iter().collect();
-            ordered.sort_unstable();
-            ids.extend(ordered.into_iter().map(|(_, id)| id));
-            progress(end as u64);
-            start = end;
-        }
-        let mut entry = AuditEntry::new("keys.create", actor);
-        entry.key_id = (ids.len() == 1).then(|| ids[0]);
-        entry.detail = id_list(&ids);
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let ids = apply::insert_keys(
+            &mut self.tx(&tx),
+            count,
+            &mut make,
+            &progress,
+            actor,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(ids)
     }
@@ -1064,14 +1089,8 @@ impl Store for PostgresStore {
     }
 
     async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError> {
-        let comment = comment.to_owned();
-        self.change_each(&[id], actor, "keys.edit", move |_, _| {
-            Some((
-                "UPDATE keys SET comment = $1 WHERE id = $2".to_owned(),
-                vec![Box::new(comment.clone())],
-            ))
-        })
-        .await
+        self.change_keys(&[id], KeyEdit::Comment(comment.to_owned()), actor)
+            .await
     }
 
     async fn set_active(
@@ -1080,26 +1099,11 @@ impl Store for PostgresStore {
         active: bool,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let event = if active {
-            "keys.activate"
-        } else {
-            "keys.deactivate"
-        };
-        self.change_each(ids, actor, event, move |kind, usage_count| {
-            let status = claim::status(kind, active, usage_count);
-            Some((
-                "UPDATE keys SET active = $1, status = $2 WHERE id = $3".to_owned(),
-                vec![Box::new(active), Box::new(status.as_str().to_owned())],
-            ))
-        })
-        .await
+        self.change_keys(ids, KeyEdit::Active(active), actor).await
     }
 
     async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError> {
-        self.change_each(ids, actor, "keys.delete", |_, _| {
-            Some(("DELETE FROM keys WHERE id = $1".to_owned(), Vec::new()))
-        })
-        .await
+        self.change_keys(ids, KeyEdit::Delete, actor).await
     }
 
     async fn key_kind(&self, lookup: &LookupDigest) -> Result<Option<KeyKind>, StoreError> {
@@ -1163,17 +1167,13 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         }
-        let mut issue = Some(issue);
-        let (mut tries, lookups) = super::apply::KeyTries::new(&attempt);
-        let mut done = None;
-        for (index, lookup) in lookups {
-            let outcome = self.enroll_one(&tx, &attempt, lookup, &mut issue).await?;
-            if let Some(outcome) = tries.take(index, outcome) {
-                done = Some(outcome);
-                break;
-            }
-        }
-        let outcome = done.unwrap_or_else(|| tries.finish());
+        let outcome = apply::enroll(
+            &mut self.tx(&tx),
+            &attempt,
+            issue,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
         commit_with(tx, outcome.durability())
             .await
             .map_err(|e| self.db(e))?;
@@ -1188,79 +1188,10 @@ impl Store for PostgresStore {
     ) -> Result<RenewOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let device = tx
-            .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
-                &[&request.unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .map(|row| self.device_from_row(&row))
-            .transpose()?;
-        let Some(mut device) = device else {
-            return Ok(RenewOutcome::Refused(renewal::Refusal::NotCurrent));
-        };
         let now = OffsetDateTime::now_utc();
-        let decision = renewal::decide(
-            renewal::Presented {
-                serial: &request.serial,
-                not_after: request.not_after,
-            },
-            &request.public_key,
-            &renewal::Record {
-                serial: &device.serial,
-                previous_serial: device.previous_serial.as_deref(),
-                public_key: &device.public_key,
-            },
-            request.grace,
-            now,
-        );
-        let mut entry = AuditEntry::new("reenroll", actor);
-        entry.at = now;
-        entry.unit_id = Some(request.unit_id.to_string());
-        let previous = match decision {
-            renewal::Renewal::Refuse(refusal) => return Ok(RenewOutcome::Refused(refusal)),
-            renewal::Renewal::Repeat => {
-                entry.detail = format!(
-                    "repeated answer, certificate {} (presented {})",
-                    device.serial, request.serial
-                );
-                audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-                tx.commit().await.map_err(|e| self.db(e))?;
-                return Ok(RenewOutcome::Repeated(device));
-            }
-            renewal::Renewal::Issue { previous } => previous,
-        };
-        let issued = issue().map_err(StoreError::Issue)?;
-        tx.execute(
-            "UPDATE devices SET public_key = $1, certificate = $2, serial = $3, not_after = $4,
-               last_seen = $5, previous_serial = $6
-             WHERE unit_id = $7",
-            &[
-                &request.public_key,
-                &issued.der,
-                &issued.serial,
-                &issued.not_after.unix_timestamp(),
-                &now.unix_timestamp(),
-                &previous,
-                &request.unit_id.as_str(),
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        entry.detail = format!(
-            "certificate {} replaces {} (presented {})",
-            issued.serial, device.serial, request.serial
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let outcome = apply::renew(&mut self.tx(&tx), request, actor, issue, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
-        device.public_key = request.public_key;
-        device.certificate = issued.der;
-        device.serial = issued.serial;
-        device.not_after = issued.not_after;
-        device.previous_serial = Some(previous);
-        device.last_seen = now;
-        Ok(RenewOutcome::Renewed(device))
+        Ok(outcome)
     }
 
     async fn touch_device(
@@ -1270,52 +1201,13 @@ impl Store for PostgresStore {
         inventory: Option<&str>,
         session: Option<SessionRef<'_>>,
     ) -> Result<bool, StoreError> {
-        let (server, session_id) = (
-            session.map(|session| session.server),
-            session.map(|session| session.id),
-        );
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let row = tx
-            .query_opt(
-                "SELECT serial, previous_serial FROM devices WHERE unit_id = $1 FOR UPDATE",
-                &[&unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let (current, previous): (String, Option<String>) = (row.get(0), row.get(1));
-        let record = renewal::Record {
-            serial: &current,
-            previous_serial: previous.as_deref(),
-            public_key: &[],
-        };
-        let forget_previous = match renewal::held(serial, &record) {
-            renewal::Held::Current => true,
-            renewal::Held::Previous => false,
-            renewal::Held::Neither => return Ok(false),
-        };
-        tx.execute(
-            "UPDATE devices SET last_seen = $1, inventory = coalesce($2, inventory),
-               previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END,
-               online_server = coalesce($5, online_server),
-               online_session = coalesce($6, online_session)
-             WHERE unit_id = $4",
-            &[
-                &now(),
-                &inventory,
-                &forget_previous,
-                &unit_id.as_str(),
-                &server,
-                &session_id,
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        let held =
+            apply::touch(&mut self.tx(&tx), unit_id, serial, inventory, session, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(true)
+        Ok(held)
     }
 
     async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
@@ -1393,33 +1285,8 @@ impl Store for PostgresStore {
     ) -> Result<Option<String>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let row = tx
-            .query_opt(
-                "SELECT online_server FROM devices WHERE unit_id = $1 FOR SHARE",
-                &[&unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
-        };
-        let online: Option<String> = row.get(0);
-        if let Some(server) = &online {
-            tx.execute(
-                "INSERT INTO device_commands (server, unit_id, command, queued_at)
-                 VALUES ($1, $2, $3, $4)",
-                &[server, &unit_id.as_str(), &command, &now()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        let mut entry = AuditEntry::new("devices.command", actor);
-        entry.unit_id = Some(unit_id.to_string());
-        if online.is_none() {
-            "offline".clone_into(&mut entry.outcome);
-        }
-        command.clone_into(&mut entry.detail);
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        let online = apply::queue_command(&mut self.tx(&tx), unit_id, command, actor, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(online)
     }
@@ -1447,29 +1314,8 @@ impl Store for PostgresStore {
     async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let deleted = tx
-            .query_opt(
-                "DELETE FROM devices WHERE unit_id = $1 RETURNING online_server",
-                &[&unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(deleted) = deleted else {
-            return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
-        };
-        // The session of a deleted device is closed by the server holding it.
-        if let Some(server) = deleted.get::<_, Option<String>>(0) {
-            tx.execute(
-                "INSERT INTO device_commands (server, unit_id, command, queued_at)
-                 VALUES ($1, $2, $3, $4)",
-                &[&server, &unit_id.as_str(), &DISCONNECT, &now()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        let mut entry = AuditEntry::new("devices.delete", actor);
-        entry.unit_id = Some(unit_id.to_string());
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        apply::delete_device(&mut self.tx(&tx), unit_id, actor, now).await?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 

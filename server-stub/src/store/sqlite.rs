@@ -13,25 +13,26 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
-use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
+use onboard_protocol::{Fingerprint, KeyKind, UnitId};
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
 use time::OffsetDateTime;
 
+use super::apply::{self, KeyEdit};
 use super::durability::Durability;
-use super::error::{Missing, StoreError};
+use super::error::StoreError;
 use super::interface::Store;
 use super::query::{AuditFilter, KeyFilter, PageRequest};
 use super::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, MakeKey, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow,
-    SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
+    AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
+    MakeKey, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow,
+    StoredKey, TokenRow, UnsealedRows,
 };
-use crate::ca::IssueOnce;
-use crate::claim::{self, Decision};
+use super::tx::{KeyChange, KeyForChange, KeyForClaim, KeyInsert, Seen, Tx, ready};
+use crate::ca::{IssueOnce, IssuedCertificate};
+use crate::claim;
 use crate::cluster::MainUmsId;
-use crate::renewal;
 use crate::vault::LookupDigest;
 
 /// The migration that added row MACs ([`crate::row_mac`]).
@@ -58,9 +59,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-/// How many times a generated value is redrawn on a clash.
-const GENERATE_ATTEMPTS: usize = 16;
-
 /// The most attempts decided in one transaction.
 const GROUP_COMMIT_MAX: usize = 128;
 
@@ -70,6 +68,8 @@ const META_UMS_ID: &str = "ums_id_fingerprint";
 const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
 
 const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory, previous_serial";
+
+const DEVICE_BY_UNIT_ID: &str = "SELECT unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory, previous_serial, online_server FROM devices WHERE unit_id = ?1";
 
 const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outcome, detail";
 
@@ -83,6 +83,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// The path as messages show it.
+    shown: String,
     connection: Mutex<Connection>,
     /// The writer thread for enrollments and audit lines, started at the first of them.
     writer: OnceLock<std::sync::mpsc::Sender<WriterJob>>,
@@ -158,6 +160,7 @@ impl SqliteStore {
         restrict_permissions(path);
         let inner = Inner {
             path: path.to_owned(),
+            shown: path.display().to_string(),
             connection: Mutex::new(connection),
             writer: OnceLock::new(),
             wal_syncs: Arc::default(),
@@ -214,6 +217,20 @@ impl SqliteStore {
         .await
     }
 
+    /// Applies `edit` to the keys `ids` in one transaction ([`apply::change_keys`]).
+    async fn change_keys(
+        &self,
+        ids: Vec<KeyId>,
+        edit: KeyEdit,
+        actor: &Actor,
+    ) -> Result<(), StoreError> {
+        let actor = actor.clone();
+        self.call(move |inner| {
+            inner.write(|tx| ready(apply::change_keys(&mut inner.tx(tx), &ids, &edit, &actor)))
+        })
+        .await
+    }
+
     /// How many times the writer has flushed the WAL file after a batch that held a write which
     /// must be on the disk before it is answered ([`Durability::Synced`]); for tests and
     /// benchmarks.
@@ -262,11 +279,16 @@ impl Inner {
     }
 
     fn shown(&self) -> String {
-        self.path.display().to_string()
+        self.shown.clone()
+    }
+
+    /// The row operations of the transaction `tx` opened on this database.
+    fn tx<'a>(&'a self, tx: &'a Connection) -> SqliteTx<'a> {
+        SqliteTx::new(tx, &self.shown)
     }
 
     fn db(&self, source: rusqlite::Error) -> StoreError {
-        backend_error(&self.shown(), source)
+        backend_error(&self.shown, source)
     }
 
     /// Runs `work` in one IMMEDIATE transaction and commits it: all of it, or nothing when `work`
@@ -358,55 +380,6 @@ impl Inner {
     fn kind(&self, id: KeyId, text: &str) -> Result<KeyKind, StoreError> {
         text.parse()
             .map_err(|_| self.corrupt(format!("key {id} with an unknown kind")))
-    }
-
-    /// Runs `change` (given the key's kind and usage count) for each of `ids` in one transaction,
-    /// and audits it as `event` (listing the IDs when `list_ids`): all of them, or none when one ID
-    /// is unknown.
-    fn change_each(
-        &self,
-        ids: &[KeyId],
-        actor: &Actor,
-        event: &str,
-        list_ids: bool,
-        mut change: impl FnMut(&Transaction<'_>, KeyId, KeyKind, u64) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut connection = self.lock();
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
-        let mut missing = Vec::new();
-        let mut found = Vec::with_capacity(ids.len());
-        {
-            let mut select = tx
-                .prepare_cached("SELECT kind, usage_count FROM keys WHERE id = ?1")
-                .map_err(|e| self.db(e))?;
-            for &id in ids {
-                let row: Option<(String, i64)> = select
-                    .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-                    .map_err(|e| self.db(e))?;
-                match row {
-                    Some((kind, usage_count)) => {
-                        found.push((id, self.kind(id, &kind)?, count(usage_count)))
-                    }
-                    None => missing.push(id),
-                }
-            }
-        }
-        if !missing.is_empty() {
-            return Err(StoreError::NotFound(Missing::Keys(missing)));
-        }
-        for (id, kind, usage_count) in found {
-            change(&tx, id, kind, usage_count)?;
-        }
-        let mut entry = AuditEntry::new(event, actor);
-        entry.key_id = (ids.len() == 1).then(|| ids[0]);
-        if list_ids {
-            entry.detail = id_list(ids);
-        }
-        audit_in(&tx, &entry).map_err(|e| self.db(e))?;
-        tx.commit().map_err(|e| self.db(e))
     }
 
     fn key_from_row(&self, row: &rusqlite::Row<'_>) -> Result<StoredKey, StoreError> {
@@ -607,7 +580,12 @@ fn writer(path: PathBuf, jobs: std::sync::mpsc::Receiver<WriterJob>, syncs: Arc<
                         issue,
                         reply,
                     } => {
-                        let outcome = enroll_keys(&mut savepoint, &attempt, issue, &shown);
+                        let outcome = ready(apply::enroll(
+                            &mut SqliteTx::new(&savepoint, &shown),
+                            &attempt,
+                            issue,
+                            OffsetDateTime::now_utc(),
+                        ));
                         let ok = outcome.is_ok();
                         (Done::Enroll(reply, outcome), ok)
                     }
@@ -718,195 +696,278 @@ fn sync_wal(wal: &Path, directory: Directory) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Tries the keys of `attempt` in order inside `tx` ([`super::apply::KeyTries`]).
-fn enroll_keys(
-    tx: &mut rusqlite::Savepoint<'_>,
-    attempt: &EnrollAttempt,
-    issue: IssueOnce,
-    shown: &str,
-) -> Result<EnrollOutcome, StoreError> {
-    let mut issue = Some(issue);
-    let (mut tries, lookups) = super::apply::KeyTries::new(attempt);
-    for (index, lookup) in lookups {
-        let outcome = enroll_in(tx, attempt, lookup, &mut issue, shown)?;
-        if let Some(done) = tries.take(index, outcome) {
-            return Ok(done);
-        }
-    }
-    Ok(tries.finish())
+/// The row operations of an open SQLite transaction (or savepoint) for the flows of `apply.rs`.
+/// SQLite locks the whole database for a write transaction (IMMEDIATE), so no row is locked
+/// apart; every statement is prepared once per connection (parsing SQL was a visible share of an
+/// enrollment's CPU).
+pub(super) struct SqliteTx<'a> {
+    connection: &'a Connection,
+    shown: &'a str,
 }
 
-/// Reads the rows of the key `lookup` and of the attempt's device inside `tx`, asks
-/// [`claim::decide`], and applies the decision: a refusal is audited, a repeat answered from the
-/// device row, a consumption counts one use and records the device with a fresh certificate
-/// (taken from `issue`).
-fn enroll_in(
-    tx: &mut rusqlite::Savepoint<'_>,
-    attempt: &EnrollAttempt,
-    lookup: &LookupDigest,
-    issue: &mut Option<IssueOnce>,
-    shown: &str,
-) -> Result<EnrollOutcome, StoreError> {
-    let db = |source| backend_error(shown, source);
-    let corrupt = |reason: String| StoreError::Corrupt {
-        database: shown.to_owned(),
-        reason,
-    };
-    let now = OffsetDateTime::now_utc();
-    let mut audit = AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
-    audit.at = now;
-    audit.unit_id = Some(attempt.unit_id.to_string());
-    let key: Option<(KeyId, String, Option<String>, bool, i64)> = tx
-        .prepare_cached("SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1")
-        .map_err(db)?
-        .query_row([&lookup[..]], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
-        })
-        .optional()
-        .map_err(db)?;
-    let key = match key {
-        Some((id, kind, bound_to, active, usage_count)) => {
-            let kind: KeyKind = kind
-                .parse()
-                .map_err(|_| corrupt(format!("key {id} with an unknown kind")))?;
-            let bound_to = bound_to
-                .map(|text| text.parse::<UnitId>())
-                .transpose()
-                .map_err(|_| corrupt(format!("key {id} with a malformed unit ID")))?;
-            Some((id, kind, bound_to, active, count(usage_count)))
+impl<'a> SqliteTx<'a> {
+    /// The row operations of the transaction open on `connection`, on the database `shown`.
+    pub(super) fn new(connection: &'a Connection, shown: &'a str) -> Self {
+        Self { connection, shown }
+    }
+
+    fn db(&self, source: rusqlite::Error) -> StoreError {
+        backend_error(self.shown, source)
+    }
+
+    fn execute(&self, sql: &str, values: impl rusqlite::Params) -> Result<usize, StoreError> {
+        self.connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(values))
+            .map_err(|e| self.db(e))
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            database: self.shown.to_owned(),
+            reason,
         }
-        None => None,
-    };
-    let device = tx
-        .prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = ?1"
-        ))
-        .map_err(db)?
-        .query_row([attempt.unit_id.as_str()], device_from_row)
-        .optional()
-        .map_err(db)?;
-    let decision = claim::decide(
-        claim::Attempt {
-            unit_id: &attempt.unit_id,
-            public_key: &attempt.public_key,
-        },
-        key.as_ref()
-            .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
-                id: *id,
-                kind: *kind,
-                bound_to: bound_to.as_ref(),
-                active: *active,
-                usage_count: *usage_count,
-            }),
-        device.as_ref().map(|device| claim::DeviceRow {
-            public_key: &device.public_key,
-            key_id: device.key_id,
-            lapsed: device.not_after < attempt.lapsed_before,
-        }),
-    );
-    audit.key_id = key.as_ref().map(|(id, ..)| *id);
-    match decision {
-        Decision::Refuse(code) => {
-            audit.outcome = code.as_str().to_owned();
-            audit_in(tx, &audit).map_err(db)?;
-            Ok(EnrollOutcome::Refused(code))
-        }
-        Decision::Repeat => {
-            let device = device.ok_or_else(|| corrupt("a repeat with no device".to_owned()))?;
-            audit.detail = format!("repeated answer, certificate {}", device.serial);
-            audit_in(tx, &audit).map_err(db)?;
-            Ok(EnrollOutcome::Issued {
-                device: Box::new(device),
-                repeated: true,
-                key: 0,
-                refused: Vec::new(),
+    }
+
+    async fn key_for_claim(
+        &mut self,
+        lookup: &LookupDigest,
+    ) -> Result<Option<KeyForClaim>, StoreError> {
+        let row: Option<(KeyId, String, Option<String>, bool, i64)> = self
+            .connection
+            .prepare_cached(
+                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = ?1",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row([&lookup[..]], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
+                    })
+                    .optional()
             })
-        }
-        Decision::Consume => {
-            let Some((key_id, kind, _, active, usage_count)) = key else {
-                return Err(corrupt("a consumption with no key".to_owned()));
-            };
-            let status = claim::status(kind, active, usage_count + 1);
-            // Second line of defence behind claim::decide: a one-time or device-bound key goes
-            // from unused to used once, and an inactive key is never consumed, whatever a bug
-            // above may have let through.
-            // Prepared once per connection, as every statement of an enrollment: parsing SQL was a
-            // visible share of an enrollment's CPU.
-            let consumed = tx
-                .prepare_cached(
-                    "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1, status = ?2
-                     WHERE id = ?3 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
-                )
-                .and_then(|mut update| {
-                    update.execute(params![now.unix_timestamp(), status.as_str(), key_id])
-                })
-                .map_err(db)?;
-            if consumed != 1 {
-                tracing::error!(
-                    key_id,
-                    "the consume guard refused a key the claim rule allowed; refusing it as used"
-                );
-                audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
-                audit_in(tx, &audit).map_err(db)?;
-                return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
-            }
-            // Signed only once the key is consumed: a guard refusal leaves the certificate to
-            // the next key of the attempt.
-            let issue = issue
-                .take()
-                .ok_or_else(|| corrupt("a second consumption in one attempt".to_owned()))?;
-            let issued = issue().map_err(StoreError::Issue)?;
-            let device = DeviceRecord {
-                unit_id: attempt.unit_id.clone(),
-                public_key: attempt.public_key.clone(),
-                certificate: issued.der,
-                serial: issued.serial,
-                not_after: issued.not_after,
-                key_id: Some(key_id),
-                key_kind: kind,
-                enrolled_at: now,
-                last_seen: now,
-                inventory: None,
-                previous_serial: None,
-                online_server: None,
-            };
-            // A lapsed record of the unit ID (claim.rs let the attempt through) is replaced whole.
-            tx.prepare_cached(&format!(
-                "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)
+            .map_err(|e| self.db(e))?;
+        row.map(|(id, kind, bound_to, active, usage_count)| {
+            Ok(KeyForClaim {
+                id,
+                kind: kind
+                    .parse()
+                    .map_err(|_| self.corrupt(format!("key {id} with an unknown kind")))?,
+                bound_to: bound_to
+                    .map(|text| text.parse::<UnitId>())
+                    .transpose()
+                    .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?,
+                active,
+                usage_count: count(usage_count),
+            })
+        })
+        .transpose()
+    }
+
+    async fn device_for_update(
+        &mut self,
+        unit_id: &UnitId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        self.connection
+            .prepare_cached(DEVICE_BY_UNIT_ID)
+            .and_then(|mut select| {
+                select
+                    .query_row([unit_id.as_str()], device_from_row)
+                    .optional()
+            })
+            .map_err(|e| self.db(e))
+    }
+
+    async fn consume_key(
+        &mut self,
+        id: KeyId,
+        status: KeyStatus,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let consumed = self.execute(
+            "UPDATE keys SET usage_count = usage_count + 1, usage_date = ?1, status = ?2
+             WHERE id = ?3 AND active = 1 AND (kind = 'mass' OR usage_count = 0)",
+            params![at.unix_timestamp(), status.as_str(), id],
+        )?;
+        Ok(consumed == 1)
+    }
+
+    async fn put_device(&mut self, device: &DeviceRecord) -> Result<(), StoreError> {
+        self.execute(
+            &format!(
+                "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)
                  ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
                    certificate = excluded.certificate, serial = excluded.serial,
                    not_after = excluded.not_after, key_id = excluded.key_id,
                    key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
                    last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
-            ))
-            .and_then(|mut insert| insert.execute(params![
-                    device.unit_id.as_str(),
-                    device.public_key,
-                    device.certificate,
-                    device.serial,
-                    device.not_after.unix_timestamp(),
-                    key_id,
-                    kind.as_str(),
-                    now.unix_timestamp(),
-                    now.unix_timestamp(),
-                    device.inventory
-                ]))
-            .map_err(db)?;
-            audit.detail = format!("certificate {}", device.serial);
-            audit_in(tx, &audit).map_err(db)?;
-            Ok(EnrollOutcome::Issued {
-                device: Box::new(device),
-                repeated: false,
-                key: 0,
-                refused: Vec::new(),
+            ),
+            params![
+                device.unit_id.as_str(),
+                device.public_key,
+                device.certificate,
+                device.serial,
+                device.not_after.unix_timestamp(),
+                device.key_id,
+                device.key_kind.as_str(),
+                device.enrolled_at.unix_timestamp(),
+                device.last_seen.unix_timestamp(),
+            ],
+        )
+        .map(drop)
+    }
+
+    async fn replace_certificate(
+        &mut self,
+        unit_id: &UnitId,
+        public_key: &[u8],
+        issued: &IssuedCertificate,
+        previous_serial: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4,
+               last_seen = ?5, previous_serial = ?6
+             WHERE unit_id = ?7",
+            params![
+                public_key,
+                issued.der,
+                issued.serial,
+                issued.not_after.unix_timestamp(),
+                at.unix_timestamp(),
+                previous_serial,
+                unit_id.as_str()
+            ],
+        )
+        .map(drop)
+    }
+
+    async fn seen(&mut self, unit_id: &UnitId, seen: Seen<'_>) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory),
+               previous_serial = CASE WHEN ?3 THEN NULL ELSE previous_serial END,
+               online_server = coalesce(?5, online_server),
+               online_session = coalesce(?6, online_session)
+             WHERE unit_id = ?4",
+            params![
+                seen.at.unix_timestamp(),
+                seen.inventory,
+                seen.forget_previous,
+                unit_id.as_str(),
+                seen.session.map(|session| session.server),
+                seen.session.map(|session| session.id)
+            ],
+        )
+        .map(drop)
+    }
+
+    async fn insert_keys(
+        &mut self,
+        keys: &[KeyInsert],
+        created_at: OffsetDateTime,
+    ) -> Result<Vec<Option<KeyId>>, StoreError> {
+        let mut insert = self
+            .connection
+            .prepare_cached(
+                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (lookup) DO NOTHING",
+            )
+            .map_err(|e| self.db(e))?;
+        keys.iter()
+            .map(|KeyInsert { key, status }| {
+                let inserted = insert
+                    .execute(params![
+                        key.kind.as_str(),
+                        &key.lookup[..],
+                        key.sealed,
+                        key.unit_id.as_ref().map(UnitId::as_str),
+                        key.comment,
+                        created_at.unix_timestamp(),
+                        status.as_str(),
+                    ])
+                    .map_err(|e| self.db(e))?;
+                Ok((inserted == 1).then(|| self.connection.last_insert_rowid()))
             })
+            .collect()
+    }
+
+    async fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        audit_in(self.connection, entry).map_err(|e| self.db(e))
+    }
+
+    async fn delete_device(
+        &mut self,
+        unit_id: &UnitId,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        self.connection
+            .prepare_cached("DELETE FROM devices WHERE unit_id = ?1 RETURNING online_server")
+            .and_then(|mut delete| {
+                delete
+                    .query_row([unit_id.as_str()], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.db(e))
+    }
+
+    async fn queue_command(
+        &mut self,
+        server: &str,
+        unit_id: &UnitId,
+        command: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO device_commands (server, unit_id, command, queued_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![server, unit_id.as_str(), command, at.unix_timestamp()],
+        )
+        .map(drop)
+    }
+
+    async fn keys_for_change(&mut self, ids: &[KeyId]) -> Result<Vec<KeyForChange>, StoreError> {
+        let mut select = self
+            .connection
+            .prepare_cached("SELECT kind, usage_count FROM keys WHERE id = ?1")
+            .map_err(|e| self.db(e))?;
+        let mut found = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let row: Option<(String, i64)> = select
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+                .map_err(|e| self.db(e))?;
+            if let Some((kind, usage_count)) = row {
+                found.push(KeyForChange {
+                    id,
+                    kind: kind
+                        .parse()
+                        .map_err(|_| self.corrupt(format!("key {id} with an unknown kind")))?,
+                    usage_count: count(usage_count),
+                });
+            }
         }
+        Ok(found)
+    }
+
+    async fn change_key(&mut self, id: KeyId, change: KeyChange<'_>) -> Result<(), StoreError> {
+        match change {
+            KeyChange::Comment(comment) => self.execute(
+                "UPDATE keys SET comment = ?1 WHERE id = ?2",
+                params![comment, id],
+            ),
+            KeyChange::Active { active, status } => self.execute(
+                "UPDATE keys SET active = ?1, status = ?2 WHERE id = ?3",
+                params![active, status.as_str(), id],
+            ),
+            KeyChange::Delete => self.execute("DELETE FROM keys WHERE id = ?1", [id]),
+        }
+        .map(drop)
     }
 }
 
@@ -927,20 +988,6 @@ fn audit_in(tx: &Connection, entry: &AuditEntry) -> rusqlite::Result<()> {
         entry.stored_detail()
     ])?;
     Ok(())
-}
-
-fn id_list(ids: &[KeyId]) -> String {
-    match ids {
-        [] => String::new(),
-        [first, .., last] if ids.len() > 8 => format!("{} keys, IDs {first} to {last}", ids.len()),
-        _ => format!(
-            "IDs {}",
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
 }
 
 fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
@@ -1168,64 +1215,16 @@ impl Store for SqliteStore {
     ) -> Result<Vec<KeyId>, StoreError> {
         let actor = actor.clone();
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let mut ids = Vec::with_capacity(count);
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (lookup) DO NOTHING",
-                    )
-                    .map_err(|e| inner.db(e))?;
-                let created_at = now();
-                for index in 0..count {
-                    let mut attempts = 0;
-                    loop {
-                        let key = make(index);
-                        let status = claim::status(key.kind, true, 0);
-                        let inserted = insert
-                            .execute(params![
-                                key.kind.as_str(),
-                                &key.lookup[..],
-                                key.sealed,
-                                key.unit_id.as_ref().map(UnitId::as_str),
-                                key.comment,
-                                created_at,
-                                status.as_str(),
-                            ])
-                            .map_err(|e| inner.db(e))?;
-                        if inserted == 1 {
-                            ids.push(tx.last_insert_rowid());
-                            break;
-                        }
-                        if !key.generated {
-                            return Err(StoreError::Conflict(
-                                "another key already has this value; two keys cannot share a password"
-                                    .to_owned(),
-                            ));
-                        }
-                        attempts += 1;
-                        if attempts >= GENERATE_ATTEMPTS {
-                            return Err(StoreError::Conflict(format!(
-                                "could not generate a unique key value after {attempts} attempts"
-                            )));
-                        }
-                    }
-                    if index % 1024 == 1023 {
-                        progress(index as u64 + 1);
-                    }
-                }
-            }
-            let mut entry = AuditEntry::new("keys.create", &actor);
-            entry.key_id = (ids.len() == 1).then(|| ids[0]);
-            entry.detail = id_list(&ids);
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))?;
-            progress(count as u64);
-            Ok(ids)
+            inner.write(|tx| {
+                ready(apply::insert_keys(
+                    &mut inner.tx(tx),
+                    count,
+                    &mut make,
+                    &progress,
+                    &actor,
+                    OffsetDateTime::now_utc(),
+                ))
+            })
         })
         .await
     }
@@ -1256,19 +1255,8 @@ impl Store for SqliteStore {
     }
 
     async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError> {
-        let comment = comment.to_owned();
-        let actor = actor.clone();
-        self.call(move |inner| {
-            inner.change_each(&[id], &actor, "keys.edit", false, |tx, id, _, _| {
-                tx.execute(
-                    "UPDATE keys SET comment = ?1 WHERE id = ?2",
-                    params![comment, id],
-                )
-                .map(drop)
-                .map_err(|e| inner.db(e))
-            })
-        })
-        .await
+        self.change_keys(vec![id], KeyEdit::Comment(comment.to_owned()), actor)
+            .await
     }
 
     async fn set_active(
@@ -1277,37 +1265,12 @@ impl Store for SqliteStore {
         active: bool,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let ids = ids.to_vec();
-        let actor = actor.clone();
-        let event = if active {
-            "keys.activate"
-        } else {
-            "keys.deactivate"
-        };
-        self.call(move |inner| {
-            inner.change_each(&ids, &actor, event, true, |tx, id, kind, usage_count| {
-                let status = claim::status(kind, active, usage_count);
-                tx.prepare_cached("UPDATE keys SET active = ?1, status = ?2 WHERE id = ?3")
-                    .and_then(|mut update| update.execute(params![active, status.as_str(), id]))
-                    .map(drop)
-                    .map_err(|e| inner.db(e))
-            })
-        })
-        .await
+        self.change_keys(ids.to_vec(), KeyEdit::Active(active), actor)
+            .await
     }
 
     async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError> {
-        let ids = ids.to_vec();
-        let actor = actor.clone();
-        self.call(move |inner| {
-            inner.change_each(&ids, &actor, "keys.delete", true, |tx, id, _, _| {
-                tx.prepare_cached("DELETE FROM keys WHERE id = ?1")
-                    .and_then(|mut delete| delete.execute([id]))
-                    .map(drop)
-                    .map_err(|e| inner.db(e))
-            })
-        })
-        .await
+        self.change_keys(ids.to_vec(), KeyEdit::Delete, actor).await
     }
 
     async fn key_kind(&self, lookup: &LookupDigest) -> Result<Option<KeyKind>, StoreError> {
@@ -1379,84 +1342,15 @@ impl Store for SqliteStore {
     ) -> Result<RenewOutcome, StoreError> {
         let actor = actor.clone();
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let device = tx
-                .prepare_cached(&format!(
-                    "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = ?1"
+            inner.write(|tx| {
+                ready(apply::renew(
+                    &mut inner.tx(tx),
+                    request,
+                    &actor,
+                    issue,
+                    OffsetDateTime::now_utc(),
                 ))
-                .map_err(|e| inner.db(e))?
-                .query_row([request.unit_id.as_str()], device_from_row)
-                .optional()
-                .map_err(|e| inner.db(e))?;
-            let Some(mut device) = device else {
-                return Ok(RenewOutcome::Refused(renewal::Refusal::NotCurrent));
-            };
-            let now = OffsetDateTime::now_utc();
-            let decision = renewal::decide(
-                renewal::Presented {
-                    serial: &request.serial,
-                    not_after: request.not_after,
-                },
-                &request.public_key,
-                &renewal::Record {
-                    serial: &device.serial,
-                    previous_serial: device.previous_serial.as_deref(),
-                    public_key: &device.public_key,
-                },
-                request.grace,
-                now,
-            );
-            let previous = match decision {
-                renewal::Renewal::Refuse(refusal) => return Ok(RenewOutcome::Refused(refusal)),
-                renewal::Renewal::Repeat => {
-                    let mut entry = AuditEntry::new("reenroll", &actor);
-                    entry.at = now;
-                    entry.unit_id = Some(request.unit_id.to_string());
-                    entry.detail = format!(
-                        "repeated answer, certificate {} (presented {})",
-                        device.serial, request.serial
-                    );
-                    audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-                    tx.commit().map_err(|e| inner.db(e))?;
-                    return Ok(RenewOutcome::Repeated(device));
-                }
-                renewal::Renewal::Issue { previous } => previous,
-            };
-            let issued = issue().map_err(StoreError::Issue)?;
-            tx.execute(
-                "UPDATE devices SET public_key = ?1, certificate = ?2, serial = ?3, not_after = ?4,
-                   last_seen = ?5, previous_serial = ?6
-                 WHERE unit_id = ?7",
-                params![
-                    request.public_key,
-                    issued.der,
-                    issued.serial,
-                    issued.not_after.unix_timestamp(),
-                    now.unix_timestamp(),
-                    previous,
-                    request.unit_id.as_str()
-                ],
-            )
-            .map_err(|e| inner.db(e))?;
-            let mut entry = AuditEntry::new("reenroll", &actor);
-            entry.at = now;
-            entry.unit_id = Some(request.unit_id.to_string());
-            entry.detail = format!(
-                "certificate {} replaces {} (presented {})",
-                issued.serial, device.serial, request.serial
-            );
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))?;
-            device.public_key = request.public_key;
-            device.certificate = issued.der;
-            device.serial = issued.serial;
-            device.not_after = issued.not_after;
-            device.previous_serial = Some(previous);
-            device.last_seen = now;
-            Ok(RenewOutcome::Renewed(device))
+            })
         })
         .await
     }
@@ -1473,54 +1367,21 @@ impl Store for SqliteStore {
             serial.to_owned(),
             inventory.map(str::to_owned),
         );
-        let (server, session) = (
-            session.map(|session| session.server.to_owned()),
-            session.map(|session| session.id),
-        );
+        let session = session.map(|session| (session.server.to_owned(), session.id));
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let row: Option<(String, Option<String>)> = tx
-                .query_row(
-                    "SELECT serial, previous_serial FROM devices WHERE unit_id = ?1",
-                    [unit_id.as_str()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-                .map_err(|e| inner.db(e))?;
-            let Some((current, previous)) = row else {
-                return Ok(false);
-            };
-            let record = renewal::Record {
-                serial: &current,
-                previous_serial: previous.as_deref(),
-                public_key: &[],
-            };
-            let forget_previous = match renewal::held(&serial, &record) {
-                renewal::Held::Current => true,
-                renewal::Held::Previous => false,
-                renewal::Held::Neither => return Ok(false),
-            };
-            tx.execute(
-                "UPDATE devices SET last_seen = ?1, inventory = coalesce(?2, inventory),
-                   previous_serial = CASE WHEN ?3 THEN NULL ELSE previous_serial END,
-                   online_server = coalesce(?5, online_server),
-                   online_session = coalesce(?6, online_session)
-                 WHERE unit_id = ?4",
-                params![
-                    now(),
-                    inventory,
-                    forget_previous,
-                    unit_id.as_str(),
-                    server,
-                    session
-                ],
-            )
-            .map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))?;
-            Ok(true)
+            inner.write(|tx| {
+                let session = session
+                    .as_ref()
+                    .map(|(server, id)| SessionRef { server, id: *id });
+                ready(apply::touch(
+                    &mut inner.tx(tx),
+                    &unit_id,
+                    &serial,
+                    inventory.as_deref(),
+                    session,
+                    OffsetDateTime::now_utc(),
+                ))
+            })
         })
         .await
     }
@@ -1622,33 +1483,13 @@ impl Store for SqliteStore {
         let (unit_id, command, actor) = (unit_id.clone(), command.to_owned(), actor.clone());
         self.call(move |inner| {
             inner.write(|tx| {
-                let online: Option<Option<String>> = tx
-                    .query_row(
-                        "SELECT online_server FROM devices WHERE unit_id = ?1",
-                        [unit_id.as_str()],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                    .map_err(|e| inner.db(e))?;
-                let Some(online) = online else {
-                    return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
-                };
-                if let Some(server) = &online {
-                    tx.execute(
-                        "INSERT INTO device_commands (server, unit_id, command, queued_at)
-                         VALUES (?1, ?2, ?3, ?4)",
-                        params![server, unit_id.as_str(), command, now()],
-                    )
-                    .map_err(|e| inner.db(e))?;
-                }
-                let mut entry = AuditEntry::new("devices.command", &actor);
-                entry.unit_id = Some(unit_id.to_string());
-                if online.is_none() {
-                    "offline".clone_into(&mut entry.outcome);
-                }
-                entry.detail = command.clone();
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
-                Ok(online)
+                ready(apply::queue_command(
+                    &mut inner.tx(tx),
+                    &unit_id,
+                    &command,
+                    &actor,
+                    OffsetDateTime::now_utc(),
+                ))
             })
         })
         .await
@@ -1698,34 +1539,14 @@ impl Store for SqliteStore {
     async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
         let (unit_id, actor) = (unit_id.clone(), actor.clone());
         self.call(move |inner| {
-            let mut connection = inner.lock();
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| inner.db(e))?;
-            let online: Option<Option<String>> = tx
-                .query_row(
-                    "DELETE FROM devices WHERE unit_id = ?1 RETURNING online_server",
-                    [unit_id.as_str()],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(|e| inner.db(e))?;
-            let Some(online) = online else {
-                return Err(StoreError::NotFound(Missing::Device(unit_id)));
-            };
-            // The session of a deleted device is closed by the server holding it.
-            if let Some(server) = online {
-                tx.execute(
-                    "INSERT INTO device_commands (server, unit_id, command, queued_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![server, unit_id.as_str(), DISCONNECT, now()],
-                )
-                .map_err(|e| inner.db(e))?;
-            }
-            let mut entry = AuditEntry::new("devices.delete", &actor);
-            entry.unit_id = Some(unit_id.to_string());
-            audit_in(&tx, &entry).map_err(|e| inner.db(e))?;
-            tx.commit().map_err(|e| inner.db(e))
+            inner.write(|tx| {
+                ready(apply::delete_device(
+                    &mut inner.tx(tx),
+                    &unit_id,
+                    &actor,
+                    OffsetDateTime::now_utc(),
+                ))
+            })
         })
         .await
     }
@@ -1894,9 +1715,11 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::error::Missing;
+    use crate::store::rows::NewKey;
 
-    fn key(lookup: u8, kind: KeyKind, generated: bool) -> super::super::rows::NewKey {
-        super::super::rows::NewKey {
+    fn key(lookup: u8, kind: KeyKind, generated: bool) -> NewKey {
+        NewKey {
             kind,
             lookup: [lookup; 32],
             sealed: vec![lookup],
