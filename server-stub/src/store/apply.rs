@@ -24,6 +24,8 @@ use crate::renewal;
 use crate::vault::LookupDigest;
 
 #[cfg(test)]
+mod fake;
+#[cfg(test)]
 mod tests;
 
 /// Keys inserted per call of [`Tx::insert_keys`] (one statement on PostgreSQL).
