@@ -12,17 +12,11 @@ use crate::cluster::MainUmsId;
 use crate::row_mac::RowKey;
 use crate::store::apply::keep_an_admin;
 use crate::store::error::{Missing, StoreError};
-use crate::store::query::PageRequest;
+use crate::store::query::{self, ACCOUNT_COLUMNS, Dialect, IS_ADMIN, PageRequest, TOKEN_COLUMNS};
 use crate::store::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, RowMac, ServerBeat, ServerRow, SessionRow,
     TokenRow, UnsealedRows,
 };
-
-const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
-const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at, mac";
-
-/// Accounts holding server:admin, in SQL.
-const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
 
 /// Rights as stored: their names, comma-separated.
 fn rights_text(rights: &[Right]) -> String {
@@ -227,38 +221,17 @@ impl SqliteStore {
         &self,
         page: &PageRequest<String>,
     ) -> Result<Vec<AccountRow>, StoreError> {
-        let page = page.clone();
-        self.call(move |inner| {
-            let connection = inner.lock();
-            let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name > ?1 ORDER BY name LIMIT ?2"
-                ))
-                .map_err(|e| inner.db(e))?;
-            let rows = statement
-                .query_map(
-                    params![page.after.unwrap_or_default(), super::limit(page.limit)],
-                    raw_account,
-                )
-                .map_err(|e| inner.db(e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| inner.db(e))?;
-            rows.into_iter()
-                .map(|raw| account_from(inner, raw))
-                .collect()
-        })
-        .await
+        let raw = self
+            .select(query::accounts_page(Dialect::Sqlite, page), raw_account)
+            .await?;
+        raw.into_iter()
+            .map(|raw| account_from(&self.inner, raw))
+            .collect()
     }
 
     pub(super) async fn count_account_rows(&self) -> Result<u64, StoreError> {
-        self.call(|inner| {
-            let counted: i64 = inner
-                .lock()
-                .query_row("SELECT count(*) FROM accounts", [], |row| row.get(0))
-                .map_err(|e| inner.db(e))?;
-            Ok(count(counted))
-        })
-        .await
+        self.count_of(query::count_all(Dialect::Sqlite, "accounts"))
+            .await
     }
 
     pub(super) async fn select_account(
@@ -429,30 +402,15 @@ impl SqliteStore {
         account: Option<&str>,
         page: &PageRequest<String>,
     ) -> Result<Vec<TokenRow>, StoreError> {
-        let (account, page) = (account.map(str::to_owned), page.clone());
-        self.call(move |inner| {
-            let connection = inner.lock();
-            let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id > ?1
-                     AND (?2 IS NULL OR account = ?2) ORDER BY id LIMIT ?3"
-                ))
-                .map_err(|e| inner.db(e))?;
-            let rows = statement
-                .query_map(
-                    params![
-                        page.after.unwrap_or_default(),
-                        account,
-                        super::limit(page.limit)
-                    ],
-                    raw_token,
-                )
-                .map_err(|e| inner.db(e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| inner.db(e))?;
-            rows.into_iter().map(|raw| token_from(inner, raw)).collect()
-        })
-        .await
+        let raw = self
+            .select(
+                query::tokens_page(Dialect::Sqlite, account, page),
+                raw_token,
+            )
+            .await?;
+        raw.into_iter()
+            .map(|raw| token_from(&self.inner, raw))
+            .collect()
     }
 
     pub(super) async fn select_token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
