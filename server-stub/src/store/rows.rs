@@ -381,7 +381,7 @@ impl UnsealedRows {
         let accounts: Vec<String> = self
             .accounts
             .iter()
-            .map(|row| format!("{} ({})", row.name, rights_list(&row.rights)))
+            .map(|row| format!("{} ({})", row.name, rights_text(&row.rights)))
             .collect();
         let tokens: Vec<String> = self
             .tokens
@@ -391,7 +391,7 @@ impl UnsealedRows {
                     "{} of {} ({})",
                     row.id,
                     row.account,
-                    rights_list(&row.rights)
+                    rights_text(&row.rights)
                 )
             })
             .collect();
@@ -405,7 +405,8 @@ impl UnsealedRows {
     }
 }
 
-fn rights_list(rights: &[Right]) -> String {
+/// Rights as stored and audited: their names, comma-separated.
+pub(crate) fn rights_text(rights: &[Right]) -> String {
     rights
         .iter()
         .map(|right| right.as_str())
@@ -431,4 +432,69 @@ pub struct ServerRow {
     pub beat: ServerBeat,
     /// Whether its last heartbeat is recent, by the database's clock.
     pub running: bool,
+}
+
+/// The audit lines of changes to accounts and tokens, alike on both backends.
+impl AccountRow {
+    /// The line of creating this account.
+    pub(crate) fn created_entry(&self, actor: &Actor) -> AuditEntry {
+        let mut entry = AuditEntry::new("accounts.create", actor);
+        entry.detail = format!("account {} with {}", self.name, rights_text(&self.rights));
+        entry
+    }
+
+    /// The line of deleting the account `name`.
+    pub(crate) fn deleted_entry(name: &str, actor: &Actor) -> AuditEntry {
+        let mut entry = AuditEntry::new("accounts.delete", actor);
+        entry.detail = format!("account {name}");
+        entry
+    }
+}
+
+impl AccountChange {
+    /// The line of this change to the account `name`, which ended `ended` sessions and
+    /// `revoked` tokens.
+    pub(crate) fn audit_entry(
+        &self,
+        name: &str,
+        ended: u64,
+        revoked: u64,
+        actor: &Actor,
+    ) -> AuditEntry {
+        let mut entry = AuditEntry::new("accounts.edit", actor);
+        let mut parts = vec![format!("account {name}")];
+        if let Some(rights) = &self.rights {
+            parts.push(format!("rights {}", rights_text(rights)));
+        }
+        if self.password_hash.is_some() {
+            parts.push("new password".to_owned());
+        }
+        parts.push(format!("{ended} session(s) ended"));
+        if self.password_hash.is_some() {
+            parts.push(format!("{revoked} token(s) ended"));
+        }
+        entry.detail = parts.join(", ");
+        entry
+    }
+}
+
+impl TokenRow {
+    /// The line of creating this token.
+    pub(crate) fn created_entry(&self, actor: &Actor) -> AuditEntry {
+        let mut entry = AuditEntry::new("tokens.create", actor);
+        entry.detail = format!(
+            "token {} for account {} with {}",
+            self.id,
+            self.account,
+            rights_text(&self.rights)
+        );
+        entry
+    }
+
+    /// The line of revoking the token `id` of `account`.
+    pub(crate) fn revoked_entry(id: &str, account: &str, actor: &Actor) -> AuditEntry {
+        let mut entry = AuditEntry::new("tokens.revoke", actor);
+        entry.detail = format!("token {id} of account {account}");
+        entry
+    }
 }

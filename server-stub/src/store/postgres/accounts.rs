@@ -17,21 +17,12 @@ use crate::store::error::{Missing, StoreError};
 use crate::store::query::{self, ACCOUNT_COLUMNS, Dialect, IS_ADMIN, PageRequest, TOKEN_COLUMNS};
 use crate::store::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, RowMac, ServerBeat, ServerRow, SessionRow,
-    TokenRow, UnsealedRows,
+    TokenRow, UnsealedRows, rights_text,
 };
 
 /// The advisory lock every account change and deletion takes first, so that the last-admin rule
 /// reads and acts without another such change in between.
 const ACCOUNTS_LOCK: i64 = 0x756d_735f_6163_6374; // "ums_acct"
-
-/// Rights as stored: their names, comma-separated.
-pub(super) fn rights_text(rights: &[Right]) -> String {
-    rights
-        .iter()
-        .map(|right| right.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 impl PostgresStore {
     /// The account and token rows without a MAC, read through `client` (`lock`: a locking
@@ -187,13 +178,9 @@ impl PostgresStore {
                 account.name
             )));
         }
-        let mut entry = AuditEntry::new("accounts.create", actor);
-        entry.detail = format!(
-            "account {} with {}",
-            account.name,
-            rights_text(&account.rights)
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        audit_in(&tx, &account.created_entry(actor))
+            .await
+            .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -285,19 +272,7 @@ impl PostgresStore {
         } else {
             0
         };
-        let mut entry = AuditEntry::new("accounts.edit", actor);
-        let mut parts = vec![format!("account {name}")];
-        if let Some(rights) = &rights {
-            parts.push(format!("rights {rights}"));
-        }
-        if change.password_hash.is_some() {
-            parts.push("new password".to_owned());
-        }
-        parts.push(format!("{ended} session(s) ended"));
-        if change.password_hash.is_some() {
-            parts.push(format!("{revoked} token(s) ended"));
-        }
-        entry.detail = parts.join(", ");
+        let entry = change.audit_entry(name, ended, revoked, actor);
         audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
@@ -316,9 +291,9 @@ impl PostgresStore {
         if changed == 0 {
             return Err(StoreError::NotFound(Missing::Account(name.to_owned())));
         }
-        let mut entry = AuditEntry::new("accounts.delete", actor);
-        entry.detail = format!("account {name}");
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        audit_in(&tx, &AccountRow::deleted_entry(name, actor))
+            .await
+            .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -405,14 +380,9 @@ impl PostgresStore {
         )
         .await
         .map_err(|e| self.db(e))?;
-        let mut entry = AuditEntry::new("tokens.create", actor);
-        entry.detail = format!(
-            "token {} for account {} with {}",
-            token.id,
-            token.account,
-            rights_text(&token.rights)
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        audit_in(&tx, &token.created_entry(actor))
+            .await
+            .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -448,9 +418,9 @@ impl PostgresStore {
             return Err(StoreError::NotFound(Missing::Token(id.to_owned())));
         };
         let account: String = row.get(0);
-        let mut entry = AuditEntry::new("tokens.revoke", actor);
-        entry.detail = format!("token {id} of account {account}");
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        audit_in(&tx, &TokenRow::revoked_entry(id, &account, actor))
+            .await
+            .map_err(|e| self.db(e))?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 

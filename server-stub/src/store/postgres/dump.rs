@@ -4,7 +4,6 @@
 use onboard_protocol::Fingerprint;
 use time::OffsetDateTime;
 
-use super::accounts::rights_text;
 use super::{META_UMS_ID, PostgresStore, audit_in};
 use crate::cluster::MainUmsId;
 use crate::store::apply::INSERT_CHUNK;
@@ -13,7 +12,7 @@ use crate::store::query::{
     ACCOUNT_COLUMNS, AUDIT_COLUMNS, DEVICE_COLUMNS, KEY_COLUMNS, TOKEN_COLUMNS,
 };
 use crate::store::rows::{
-    AccountRow, Actor, AuditEntry, DeviceRecord, Progress, StoredKey, TokenRow,
+    AccountRow, Actor, AuditEntry, DeviceRecord, Progress, StoredKey, TokenRow, rights_text,
 };
 
 /// Everything a store holds, for [`PostgresStore::import`]: keys stay sealed.

@@ -15,17 +15,8 @@ use crate::store::error::{Missing, StoreError};
 use crate::store::query::{self, ACCOUNT_COLUMNS, Dialect, IS_ADMIN, PageRequest, TOKEN_COLUMNS};
 use crate::store::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, RowMac, ServerBeat, ServerRow, SessionRow,
-    TokenRow, UnsealedRows,
+    TokenRow, UnsealedRows, rights_text,
 };
-
-/// Rights as stored: their names, comma-separated.
-fn rights_text(rights: &[Right]) -> String {
-    rights
-        .iter()
-        .map(|right| right.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 fn time_at(inner: &Inner, seconds: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(seconds)
@@ -204,13 +195,7 @@ impl SqliteStore {
                         account.name
                     )));
                 }
-                let mut entry = AuditEntry::new("accounts.create", &actor);
-                entry.detail = format!(
-                    "account {} with {}",
-                    account.name,
-                    rights_text(&account.rights)
-                );
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &account.created_entry(&actor)).map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -307,19 +292,7 @@ impl SqliteStore {
                 } else {
                     0
                 };
-                let mut entry = AuditEntry::new("accounts.edit", &actor);
-                let mut parts = vec![format!("account {name}")];
-                if let Some(rights) = &change.rights {
-                    parts.push(format!("rights {}", rights_text(rights)));
-                }
-                if change.password_hash.is_some() {
-                    parts.push("new password".to_owned());
-                }
-                parts.push(format!("{ended} session(s) ended"));
-                if change.password_hash.is_some() {
-                    parts.push(format!("{revoked} token(s) ended"));
-                }
-                entry.detail = parts.join(", ");
+                let entry = change.audit_entry(&name, ended as u64, revoked as u64, &actor);
                 audit_in(tx, &entry).map_err(|e| inner.db(e))?;
                 Ok(())
             })
@@ -339,9 +312,7 @@ impl SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound(Missing::Account(name)));
                 }
-                let mut entry = AuditEntry::new("accounts.delete", &actor);
-                entry.detail = format!("account {name}");
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &AccountRow::deleted_entry(&name, &actor)).map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -383,14 +354,7 @@ impl SqliteStore {
                     ],
                 )
                 .map_err(|e| inner.db(e))?;
-                let mut entry = AuditEntry::new("tokens.create", &actor);
-                entry.detail = format!(
-                    "token {} for account {} with {}",
-                    token.id,
-                    token.account,
-                    rights_text(&token.rights)
-                );
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &token.created_entry(&actor)).map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -443,9 +407,8 @@ impl SqliteStore {
                 let Some(account) = account else {
                     return Err(StoreError::NotFound(Missing::Token(id)));
                 };
-                let mut entry = AuditEntry::new("tokens.revoke", &actor);
-                entry.detail = format!("token {id} of account {account}");
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &TokenRow::revoked_entry(&id, &account, &actor))
+                    .map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
