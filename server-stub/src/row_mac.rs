@@ -15,12 +15,11 @@ use aws_lc_rs::{hkdf, hmac};
 use onboard_protocol::admin::Right;
 
 use crate::rights::Rights;
-use crate::store::rows::{AccountRow, RowMac, SessionRow, TokenRow, UnsealedRows};
+use crate::store::rows::{
+    AccountRow, KeyedMac, RowMac, RowSealer, SessionRow, TokenRow, UnsealedRows,
+};
 
 const SALT: &[u8] = b"ums-stub admin rows v1";
-
-/// A row's key (an account's name, a token's ID) and the MAC to give it.
-pub(crate) type KeyedMac = (String, RowMac);
 
 /// The key account, token and session rows are authenticated under.
 pub struct RowKey {
@@ -135,9 +134,8 @@ impl RowKey {
         self.sign(&Self::session_fields(session))
     }
 
-    /// The MACs to give `rows` under this key: accounts by name, tokens by ID. One computation
-    /// for both backends, which write them in the transaction that read the rows.
-    pub(crate) fn macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
+    /// The MACs to give `rows` under this key: accounts by name, tokens by ID.
+    fn rows_macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
         let accounts = rows
             .accounts
             .iter()
@@ -194,6 +192,13 @@ pub fn sealing(migrated_now: bool, key_available: bool) -> Sealing {
         Sealing::Seal
     } else {
         Sealing::Leave
+    }
+}
+
+/// One computation for both backends, which write the MACs in the transaction that read the rows.
+impl RowSealer for RowKey {
+    fn macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
+        self.rows_macs(rows)
     }
 }
 

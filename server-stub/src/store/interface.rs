@@ -11,12 +11,11 @@ use super::error::StoreError;
 use super::query::{AuditFilter, KeyFilter, PageRequest};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    MakeKey, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow,
-    StoredKey, TokenRow, UnsealedRows,
+    MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
+    SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
 use crate::cluster::MainUmsId;
-use crate::row_mac::RowKey;
 use crate::vault::LookupDigest;
 
 /// What the server needs from a database.
@@ -198,7 +197,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// transaction; returns what it sealed. Whether to call it is the caller's decision.
     async fn seal_admin_rows(
         &self,
-        key: Arc<RowKey>,
+        key: Arc<dyn RowSealer>,
         why: &str,
         actor: &Actor,
     ) -> Result<UnsealedRows, StoreError>;

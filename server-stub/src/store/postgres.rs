@@ -24,12 +24,11 @@ use super::interface::Store;
 use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    MakeKey, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow,
-    StoredKey, TokenRow, UnsealedRows,
+    MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
+    SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
 use crate::cluster::MainUmsId;
-use crate::row_mac::RowKey;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -864,7 +863,7 @@ impl Store for PostgresStore {
 
     async fn seal_admin_rows(
         &self,
-        key: Arc<RowKey>,
+        key: Arc<dyn RowSealer>,
         why: &str,
         actor: &Actor,
     ) -> Result<UnsealedRows, StoreError> {

@@ -359,6 +359,16 @@ pub struct SessionRow {
     pub mac: Option<RowMac>,
 }
 
+/// A row's key (an account's name, a token's ID) and the MAC to give it.
+pub type KeyedMac = (String, RowMac);
+
+/// What gives account and token rows their MACs (the row MAC key of the UMS ID in use), for
+/// [`Store::seal_admin_rows`](super::Store::seal_admin_rows): the store computes no MAC itself.
+pub trait RowSealer: Send + Sync + fmt::Debug {
+    /// The MACs to give `rows`: accounts by name, tokens by ID.
+    fn macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>);
+}
+
 /// Account and token rows that carry no MAC ([`crate::row_mac`]): they grant nothing until
 /// sealed ([`Store::seal_admin_rows`](super::Store::seal_admin_rows)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -30,8 +30,8 @@ use super::interface::Store;
 use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    MakeKey, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef, SessionRow,
-    StoredKey, TokenRow, UnsealedRows,
+    MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
+    SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use super::tx::ready;
 use crate::ca::IssueOnce;
@@ -1010,7 +1010,7 @@ impl Store for SqliteStore {
 
     async fn seal_admin_rows(
         &self,
-        key: Arc<crate::row_mac::RowKey>,
+        key: Arc<dyn RowSealer>,
         why: &str,
         actor: &Actor,
     ) -> Result<UnsealedRows, StoreError> {

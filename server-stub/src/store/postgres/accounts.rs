@@ -11,13 +11,12 @@ use tokio_postgres::Row;
 
 use super::{PostgresStore, audit_in, now};
 use crate::cluster::MainUmsId;
-use crate::row_mac::RowKey;
 use crate::store::apply::keep_an_admin;
 use crate::store::error::{Missing, StoreError};
 use crate::store::query::{self, ACCOUNT_COLUMNS, Dialect, IS_ADMIN, PageRequest, TOKEN_COLUMNS};
 use crate::store::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, RowMac, ServerBeat, ServerRow, SessionRow,
-    TokenRow, UnsealedRows, rights_text,
+    AccountChange, AccountRow, Actor, AuditEntry, RowMac, RowSealer, ServerBeat, ServerRow,
+    SessionRow, TokenRow, UnsealedRows, rights_text,
 };
 
 /// The advisory lock every account change and deletion takes first, so that the last-admin rule
@@ -305,7 +304,7 @@ impl PostgresStore {
 
     pub(super) async fn seal_rows(
         &self,
-        key: Arc<RowKey>,
+        key: Arc<dyn RowSealer>,
         why: &str,
         actor: &Actor,
     ) -> Result<UnsealedRows, StoreError> {

@@ -9,13 +9,12 @@ use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
 use crate::cluster::MainUmsId;
-use crate::row_mac::RowKey;
 use crate::store::apply::keep_an_admin;
 use crate::store::error::{Missing, StoreError};
 use crate::store::query::{self, ACCOUNT_COLUMNS, Dialect, IS_ADMIN, PageRequest, TOKEN_COLUMNS};
 use crate::store::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, RowMac, ServerBeat, ServerRow, SessionRow,
-    TokenRow, UnsealedRows, rights_text,
+    AccountChange, AccountRow, Actor, AuditEntry, RowMac, RowSealer, ServerBeat, ServerRow,
+    SessionRow, TokenRow, UnsealedRows, rights_text,
 };
 
 fn time_at(inner: &Inner, seconds: i64) -> Result<OffsetDateTime, StoreError> {
@@ -526,7 +525,7 @@ impl SqliteStore {
 
     pub(super) async fn seal_rows(
         &self,
-        key: std::sync::Arc<RowKey>,
+        key: std::sync::Arc<dyn RowSealer>,
         why: &str,
         actor: &Actor,
     ) -> Result<UnsealedRows, StoreError> {
