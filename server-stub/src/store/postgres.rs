@@ -1,9 +1,12 @@
 //! The PostgreSQL store, for several servers sharing one database (`database = "postgres://…"`).
 //!
-//! The same [`Store`] as SQLite, over a pool of tokio-postgres connections. Every server is
-//! active: exactly-once holds across them because an enrollment locks its unit ID (a transaction
-//! advisory lock) and its key row (`SELECT … FOR UPDATE`) before asking [`crate::claim::decide`],
-//! and the guarded `UPDATE` stays behind that as in SQLite. Migrations
+//! The same [`Store`] as SQLite, over a pool of tokio-postgres connections. The flows that apply
+//! a decision are the store's own (`apply.rs`); this backend gives them their row operations
+//! (`postgres/transaction.rs`) and how it begins, locks and commits. Every server is active:
+//! exactly-once holds across them because an enrollment locks its unit ID (a transaction
+//! advisory lock) and its key rows (`SELECT … FOR UPDATE`) before [`crate::claim::decide`] is
+//! asked, and the guarded `UPDATE` stays behind that as in SQLite. A write that may wait for the
+//! next sync ([`Durability`]) commits with `synchronous_commit` off. Migrations
 //! (`postgres/migrations/*.sql`) run once, under an advisory lock, and a schema newer than this
 //! program is refused. Times are seconds since the epoch, as in SQLite, so the two copy into each
 //! other unchanged.

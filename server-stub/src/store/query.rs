@@ -1,6 +1,6 @@
 //! What the lists of the store ask for (the filters of keys and audit lines, keyset pages) and
 //! the SQL text both backends list with: the column lists, the filters and the keyset pages,
-//! written once and numbered in each backend's parameter style ([`Dialect`]).
+//! written once and numbered in each backend's parameter style (`Dialect`).
 
 use onboard_protocol::KeyKind;
 use onboard_protocol::UnitId;

@@ -2,8 +2,10 @@
 //! a running server can share it, numbered migrations (`sqlite/migrations/*.sql`) applied at open.
 //!
 //! rusqlite is blocking, so every call crosses one bridge ([`SqliteStore::call`]) onto tokio's
-//! blocking pool. Enrollments go to one writer thread that decides every attempt waiting in one
-//! transaction (group commit): one fsync is shared by many devices.
+//! blocking pool. Enrollments go to one writer thread (`sqlite/writer.rs`) that applies every
+//! attempt waiting in one transaction (group commit): one fsync is shared by many devices. The
+//! flows that apply a decision are the store's own (`apply.rs`), run over this backend's row
+//! operations (`sqlite/transaction.rs`), which never wait ([`ready`]).
 
 mod accounts;
 mod transaction;
@@ -186,7 +188,7 @@ impl SqliteStore {
     }
 
     /// How many times the writer has flushed the WAL file after a batch that held a write which
-    /// must be on the disk before it is answered ([`Durability::Synced`]); for tests and
+    /// must be on the disk before it is answered ([`Durability::Synced`](super::Durability::Synced)); for tests and
     /// benchmarks.
     pub fn wal_syncs(&self) -> u64 {
         self.inner.wal_syncs.load(Ordering::Relaxed)
