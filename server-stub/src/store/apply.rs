@@ -31,7 +31,7 @@ mod tests;
 /// Keys inserted per call of [`Tx::insert_keys`] (one statement on PostgreSQL).
 pub(crate) const INSERT_CHUNK: usize = 1000;
 
-/// Decides an enrollment attempt and applies it: its keys tried in order ([`KeyTries`]), each
+/// Applies an enrollment attempt: its keys tried in order ([`KeyTries`]), each decided
 /// with [`claim::decide`] over the key row and the device row read inside `tx`; the certificate
 /// `issue` signs is taken only once a key is consumed.
 pub(crate) async fn enroll<T: Tx>(
