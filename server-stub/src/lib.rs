@@ -34,6 +34,8 @@
 //! - [`login_limit`]: failed-login limits per account and source network, that nobody can use to
 //!   lock an administrator out.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
+//! - [`metrics`]: counters, gauges and histograms for Prometheus, and `/livez` and `/readyz`,
+//!   on a listener of their own.
 //! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
 //! - [`admission`]: the admission rules, pure: which connection gets in and which stalled
@@ -59,6 +61,7 @@ pub mod http;
 pub mod keys;
 pub mod login_limit;
 pub mod mass_key_floor;
+pub mod metrics;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;

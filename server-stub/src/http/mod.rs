@@ -50,6 +50,8 @@ pub struct Shared {
     pub certificate_lifetime: time::Duration,
     /// The device connector's sessions on this server.
     pub connector: Arc<crate::connector::Sessions>,
+    /// What the requests count for the metrics listener.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Facts about the connection a request arrived on.
