@@ -11,6 +11,7 @@
 //! - [`identity`]: the unit ID: configured, else persisted, else detected and persisted.
 //! - [`state`]: the state directory: atomic writes, the state file, the device key and
 //!   certificates.
+//! - [`monitoring`]: the state as Prometheus text (`status --prometheus`, `metrics_textfile`).
 //! - [`lifecycle`]: the phases and their named transitions, and the backoff policy (pure).
 //! - [`clock`]: the device clock, injectable, and whether it can be believed.
 //! - [`pin`]: the UMS ID a device trusts, as a fingerprint or a communication token, and the
@@ -48,6 +49,7 @@ pub mod inspect;
 pub mod inventory;
 pub mod key_choice;
 pub mod lifecycle;
+pub mod monitoring;
 pub mod nic;
 pub mod pin;
 pub mod state;

@@ -449,10 +449,7 @@ pub async fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<
         ),
         None => None,
     };
-    let metrics_addr = metrics
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
+    let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
     let (shared, tls) = prepare(settings).await?;
     let leaf = tls.leaf.clone();
     let (stop, stopped) = oneshot::channel::<()>();
