@@ -22,7 +22,7 @@ use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
 use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
 use crate::ca::{Authority, CertificateRequest};
-use crate::key_admission::{self, Budget, Guesses, LookUp, Looked};
+use crate::key_admission::{self, Budget, Decision, Guesses, LookUp, Looked};
 use crate::rate_limit::{Admission, Reservation};
 use crate::renewal::Refusal;
 use crate::store::{
@@ -240,6 +240,23 @@ async fn audit_unknown_keys(
     }
 }
 
+/// The keys of [`ALTERNATE_KEYS_HEADER`], none without it.
+fn alternate_keys(headers: &HeaderMap) -> Result<Vec<FirstAuthKey>, ApiError> {
+    let Some(value) = headers.get(ALTERNATE_KEYS_HEADER) else {
+        return Ok(Vec::new());
+    };
+    match value.to_str().ok().map(decode_alternates) {
+        Some(Ok(keys)) => Ok(keys),
+        refused => {
+            let detail = match refused {
+                Some(Err(error)) => format!("{ALTERNATE_KEYS_HEADER}: {error}"),
+                _ => format!("{ALTERNATE_KEYS_HEADER} is not text"),
+            };
+            Err(ApiError::code(ProblemCode::BadRequest, detail))
+        }
+    }
+}
+
 /// Counts the guesses among the store's `refused` keys: the reservation kept for its answer is
 /// settled with them, or, with none kept, each is counted apart.
 fn count_guesses(
@@ -293,19 +310,9 @@ async fn enroll(
     };
     // Several keys in one request (onboard_protocol::alternates): a malformed list is a
     // malformed request, a guess like any.
-    let alternates = match headers.get(ALTERNATE_KEYS_HEADER) {
-        None => Vec::new(),
-        Some(value) => match value.to_str().ok().map(decode_alternates) {
-            Some(Ok(keys)) => keys,
-            refused => {
-                let detail = match refused {
-                    Some(Err(error)) => format!("{ALTERNATE_KEYS_HEADER}: {error}"),
-                    _ => format!("{ALTERNATE_KEYS_HEADER} is not text"),
-                };
-                let malformed = ApiError::code(ProblemCode::BadRequest, detail);
-                return Err(guess(shared, source, Some(&unit_id), malformed).await);
-            }
-        },
+    let alternates = match alternate_keys(headers) {
+        Ok(alternates) => alternates,
+        Err(malformed) => return Err(guess(shared, source, Some(&unit_id), malformed).await),
     };
     let several = !alternates.is_empty();
     let Some(key) = key else {
@@ -400,8 +407,26 @@ async fn enroll(
         }
     };
     // The store's refusals of keys it no longer knows are guesses; a single key's reserved guess
-    // is refunded unless it was one. The store's indexes are of the keys it was given; the answer
-    // names the request's places.
+    // is refunded unless it was one.
+    let refused = match &outcome {
+        EnrollOutcome::Issued { refused, .. } | EnrollOutcome::RefusedEach(refused) => {
+            refused.clone()
+        }
+        EnrollOutcome::Refused(code) => vec![(0, *code)],
+    };
+    count_guesses(shared, reservation, &refused, source, unit);
+    enrolled(outcome, &decision, several, source, &unit_id)
+}
+
+/// The answer to a request the store decided: the store's indexes are of the keys it was given,
+/// the answer names the request's places (when it presented several).
+fn enrolled(
+    outcome: EnrollOutcome,
+    decision: &Decision,
+    several: bool,
+    source: IpAddr,
+    unit_id: &UnitId,
+) -> Result<Response, ApiError> {
     match outcome {
         EnrollOutcome::Issued {
             device,
@@ -409,7 +434,6 @@ async fn enroll(
             key,
             refused,
         } => {
-            count_guesses(shared, reservation, &refused, source, unit);
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");
             let mut response = pkcs7_response(&[&device.certificate]);
             if several {
@@ -425,7 +449,6 @@ async fn enroll(
             Ok(response)
         }
         EnrollOutcome::Refused(code) => {
-            count_guesses(shared, reservation, &[(0, code)], source, unit);
             let refusal = ApiError::code(code, refusal_detail(code));
             if several {
                 tracing::info!(%unit_id, %source, %code, "enrollment refused");
@@ -435,7 +458,6 @@ async fn enroll(
             }
         }
         EnrollOutcome::RefusedEach(refused) => {
-            count_guesses(shared, reservation, &refused, source, unit);
             let code = refused
                 .last()
                 .map_or(ProblemCode::KeyUnknown, |(_, code)| *code);
