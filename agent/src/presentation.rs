@@ -1,6 +1,6 @@
 //! The presentation state of one enrollment pass, pure: how many keys go in one request, what
 //! the servers' answers to a request ([`Round`]) do to the keys still to present, which keys were
-//! limited, and when the pass ends and how ([`Presentation`]). [`crate::enroll::Enroller::pass`]
+//! limited, and when the pass ends and how ([`Presentation`]). `Enroller::pass` ([`crate::enroll`])
 //! talks to the servers, remembers refusals and applies this; nothing else decides these.
 //!
 //! Why it is so:
