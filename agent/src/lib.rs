@@ -21,6 +21,8 @@
 //! - [`tls`]: the pinned verifier and the HTTPS clients built on it.
 //! - [`est_client`]: the EST client: `cacerts` before any key, `simpleenroll`, what answers mean.
 //! - [`enroll`]: where keys come from, which this device presents, and one pass over them.
+//! - [`presentation`]: the pure state of a pass: keys a request, what answers do to the keys
+//!   left, which were limited, and when the pass ends.
 //! - [`driver`]: the enrollment driver `run`, `enroll` and the fleet simulator share: the choice
 //!   of key file, the passes, backoff and every lifecycle transition.
 //! - [`enrolled`]: the enrolled side over mutual TLS: renewal, the inventory report and the
@@ -52,6 +54,7 @@ pub mod lifecycle;
 pub mod monitoring;
 pub mod nic;
 pub mod pin;
+pub mod presentation;
 pub mod state;
 pub mod sticks;
 pub mod tls;

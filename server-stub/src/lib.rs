@@ -30,7 +30,9 @@
 //! - [`http`]: the HTTPS routes split by surface (EST, enrolled devices) and the one place errors
 //!   become HTTP answers.
 //! - [`rate_limit`]: guess limits on enrollment, per source and unit ID, reserved before any
-//!   look-up.
+//!   look-up; the budget rule is pure.
+//! - [`key_admission`]: which keys of an enrollment request are tried and what the others are
+//!   answered, pure, from the budget's answer and one read of the store.
 //! - [`login_limit`]: failed-login limits per account and source network, that nobody can use to
 //!   lock an administrator out.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
@@ -58,6 +60,7 @@ pub mod connector;
 pub mod devices;
 pub mod files;
 pub mod http;
+pub mod key_admission;
 pub mod keys;
 pub mod login_limit;
 pub mod mass_key_floor;

@@ -14,6 +14,8 @@
 //!   written as whole-number floats, the floor for typed mass keys (API and command line).
 //! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
 //!   directory; nothing readable in a copy of the database.
+//! - `shown`: reveals and exports audited before any key is shown, on the command line and the
+//!   Web App's session; nothing shown when the line cannot be written.
 //! - `rights`: every pair (caller's right, right given) for accounts and tokens, `keys:export`
 //!   on every surface, tokens ending with a password, rows written straight into the database,
 //!   servers not in sync, the last-admin guard under racing deletions.
@@ -50,6 +52,7 @@ mod pg;
 mod rights;
 mod schemathesis;
 mod server;
+mod shown;
 mod system;
 mod ums_id;
 mod util;
