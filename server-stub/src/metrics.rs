@@ -53,6 +53,8 @@ pub enum Outcome {
     Repeated,
     /// Refused with a problem code.
     Refused,
+    /// Failed inside the server (an internal error, the store unreachable).
+    Failed,
 }
 
 impl Outcome {
@@ -61,6 +63,7 @@ impl Outcome {
             Outcome::Issued => "issued",
             Outcome::Repeated => "repeated",
             Outcome::Refused => "refused",
+            Outcome::Failed => "error",
         }
     }
 }
@@ -68,19 +71,16 @@ impl Outcome {
 /// Which limit turned a request away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitScope {
-    /// Guesses from one source address (an IPv6 /64).
-    Source,
-    /// Guesses at one unit ID.
-    UnitId,
-    /// Failed logins of one account from one network, or of one network overall.
+    /// The guess limits of enrollment (a source address or an IPv6 /64, or a unit ID).
+    Enrollment,
+    /// The failed-login limits (an account from one network, or one network overall).
     Login,
 }
 
 impl LimitScope {
     fn label(self) -> &'static str {
         match self {
-            LimitScope::Source => "source",
-            LimitScope::UnitId => "unit_id",
+            LimitScope::Enrollment => "enrollment",
             LimitScope::Login => "login",
         }
     }
@@ -343,6 +343,44 @@ fn request_labels(
     }
 }
 
+/// What a device's request came to, put in its response's extensions where it is decided, so
+/// that one place ([`Metrics::count_enrollment`], [`Metrics::count_renewal`]) counts every answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    /// Issued or repeated.
+    pub outcome: Outcome,
+    /// The type of the key the device enrolled with, where known.
+    pub kind: Option<KeyKind>,
+}
+
+impl Metrics {
+    /// Counts an enrollment's `response`: as [`Answered`] says, else by the problem code the
+    /// error answer carries (see [`crate::http::ApiError`]), else as an internal failure.
+    pub fn count_enrollment(&self, response: &Response) {
+        let (outcome, code, kind) = classify(response);
+        self.enrollment(outcome, code, kind);
+        if code == Some(ProblemCode::RateLimited) {
+            self.rate_limited(LimitScope::Enrollment);
+        }
+    }
+
+    /// Counts a renewal's `response`, as [`Metrics::count_enrollment`] does.
+    pub fn count_renewal(&self, response: &Response) {
+        let (outcome, code, _) = classify(response);
+        self.renewal(outcome, code);
+    }
+}
+
+fn classify(response: &Response) -> (Outcome, Option<ProblemCode>, Option<KeyKind>) {
+    if let Some(answered) = response.extensions().get::<Answered>() {
+        return (answered.outcome, None, answered.kind);
+    }
+    match response.extensions().get::<ProblemCode>() {
+        Some(code) => (Outcome::Refused, Some(*code), None),
+        None => (Outcome::Failed, None, None),
+    }
+}
+
 /// What the listener reads at each request: the running server's live state.
 #[derive(Clone)]
 pub struct Live {
@@ -489,7 +527,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.enrollment(Outcome::Issued, None, Some(KeyKind::OneTime));
         metrics.enrollment(Outcome::Refused, Some(ProblemCode::KeyUnknown), None);
-        metrics.rate_limited(LimitScope::Source);
+        metrics.rate_limited(LimitScope::Enrollment);
         metrics.login(LoginResult::Refused);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
@@ -506,7 +544,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"ums_stub_rate_limited_total{scope="source"} 1"#),
+            text.contains(r#"ums_stub_rate_limited_total{scope="enrollment"} 1"#),
             "{text}"
         );
         assert!(

@@ -23,6 +23,7 @@ use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
 use crate::ca::{Authority, CertificateRequest};
 use crate::key_admission::{self, Budget, Decision, Guesses, LookUp, Looked};
+use crate::metrics::{Answered, Outcome};
 use crate::rate_limit::{Admission, Reservation};
 use crate::renewal::Refusal;
 use crate::store::{
@@ -107,9 +108,22 @@ async fn simpleenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let source = peer.client(&headers, &shared.stub.settings.trusted_proxies);
+    let started = Instant::now();
+    let response = answer_enrollment(&shared, &peer, &headers, &body).await;
+    shared.metrics.enrollment_took(started.elapsed());
+    shared.metrics.count_enrollment(&response);
+    response
+}
+
+async fn answer_enrollment(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let source = peer.client(headers, &shared.stub.settings.trusted_proxies);
     let mut unit_seen: Option<UnitId> = None;
-    let result = enroll(&shared, source, &headers, &body, &mut unit_seen).await;
+    let result = enroll(shared, source, headers, body, &mut unit_seen).await;
     let response = match result {
         Ok(response) => return response,
         Err(error) => error,
@@ -396,7 +410,10 @@ async fn enroll(
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
         authority.device_certificate(subject.as_str(), &request, lifetime)
     });
-    let outcome = match shared.stub.store.enroll(attempt, issue).await {
+    let asked = Instant::now();
+    let outcome = shared.stub.store.enroll(attempt, issue).await;
+    shared.metrics.store_took("enroll", asked.elapsed());
+    let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
             // Nothing was decided about the key: its guess is given back.
@@ -436,6 +453,14 @@ fn enrolled(
         } => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");
             let mut response = pkcs7_response(&[&device.certificate]);
+            response.extensions_mut().insert(Answered {
+                outcome: if repeated {
+                    Outcome::Repeated
+                } else {
+                    Outcome::Issued
+                },
+                kind: Some(device.key_kind),
+            });
             if several {
                 let headers = response.headers_mut();
                 headers.insert(KEY_INDEX_HEADER, HeaderValue::from(decision.place(key)));
@@ -498,10 +523,12 @@ async fn simplereenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match reenroll(&shared, &peer, &headers, &body).await {
+    let response = match reenroll(&shared, &peer, &headers, &body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    shared.metrics.count_renewal(&response);
+    response
 }
 
 async fn reenroll(
@@ -529,14 +556,25 @@ async fn reenroll(
         public_key,
         grace: shared.stub.settings.renewal_grace,
     };
-    match shared.stub.store.renew(renewal, &actor, issue).await? {
+    let asked = Instant::now();
+    let outcome = shared.stub.store.renew(renewal, &actor, issue).await;
+    shared.metrics.store_took("renew", asked.elapsed());
+    let answered = |device: &crate::store::DeviceRecord, outcome| {
+        let mut response = pkcs7_response(&[&device.certificate]);
+        response.extensions_mut().insert(Answered {
+            outcome,
+            kind: None,
+        });
+        response
+    };
+    match outcome? {
         RenewOutcome::Renewed(device) => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate renewed");
-            Ok(pkcs7_response(&[&device.certificate]))
+            Ok(answered(&device, Outcome::Issued))
         }
         RenewOutcome::Repeated(device) => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate sent again");
-            Ok(pkcs7_response(&[&device.certificate]))
+            Ok(answered(&device, Outcome::Repeated))
         }
         RenewOutcome::Refused(Refusal::NotCurrent) => Err(not_current()),
         RenewOutcome::Refused(Refusal::Lapsed) => Err(ApiError::code(

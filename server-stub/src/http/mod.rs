@@ -191,6 +191,8 @@ impl IntoResponse for ApiError {
                     StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
                 let body = serde_json::to_vec(&problem).unwrap_or_default();
                 let mut response = (status, body).into_response();
+                // For the metrics: the code, counted where the answer is sent.
+                response.extensions_mut().insert(problem.code);
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,

@@ -25,6 +25,8 @@
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
 //! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
 //!   one address's flood does not slow another, trusted proxies.
+//! - `metrics`: the metrics and health listener: a scrape after a fleet against the store's
+//!   counts, no identifier in a label, `/readyz` while PostgreSQL is stopped and started again.
 //! - `inventory`: the inventory report over mutual TLS, its refusals, and `devices list`.
 //! - `connector`: the device connector's sessions: one source's share, refused certificates.
 //! - `fuzz`: a bounded mutation fuzzer over key files, CSRs, Basic credentials, inventory bodies.
@@ -44,6 +46,7 @@ mod help;
 mod inventory;
 mod keys;
 mod limits;
+mod metrics;
 mod openapi_constraints;
 // The throwaway PostgreSQL cluster lives with the end-to-end pieces; shared here as a file.
 #[allow(unreachable_pub, dead_code)]
