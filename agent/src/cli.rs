@@ -175,8 +175,13 @@ struct EnrollArgs {
 struct StatusArgs {
     /// Print JSON: phase, unit_id, server, ums_id_fingerprint, certificate_not_after,
     /// last_error, and more.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prometheus")]
     json: bool,
+    /// Print the state as Prometheus text (phase, failure and last refusal codes, certificate
+    /// expiry), for a node exporter's textfile collector; the daemon can write it itself
+    /// (metrics_textfile in the config).
+    #[arg(long)]
+    prometheus: bool,
 }
 
 #[derive(Debug, Args)]
@@ -604,7 +609,9 @@ fn status(settings: &Settings, args: &StatusArgs) -> anyhow::Result<ExitCode> {
         inventory_reported_at: state.inventory_reported_at.clone(),
         renewed_at: state.renewed_at.clone(),
     };
-    if args.json {
+    if args.prometheus {
+        print!("{}", crate::monitoring::exposition(&state, None));
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());

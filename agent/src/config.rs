@@ -65,6 +65,11 @@
 //! # default); a pong missing 30 seconds after a ping, or a lost connection, makes it reconnect
 //! # with backoff. Default: 120.
 //! connector_ping_seconds = 120
+//!
+//! # A file the daemon writes its state to as Prometheus text at every change (phase, failure
+//! # and last refusal codes, certificate expiry, device connector), for a node exporter's
+//! # textfile collector. An absolute path ending in .prom; default: none.
+//! metrics_textfile = "/var/lib/prometheus/node-exporter/onboard-agent.prom"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -125,6 +130,8 @@ pub struct RawConfig {
     pub unknown_key_retry_seconds: Option<u64>,
     /// The device connector's ping interval, in seconds.
     pub connector_ping_seconds: Option<u64>,
+    /// Where the daemon writes its state as Prometheus text.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// What the command line says, which wins over the file.
@@ -167,6 +174,8 @@ pub struct Settings {
     pub unknown_key_retry: Duration,
     /// How often the device connector pings (`connector_ping_seconds`).
     pub connector_ping: Duration,
+    /// Where the daemon writes its state as Prometheus text (`metrics_textfile`), if anywhere.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// Why the settings cannot be had. Messages name the file and the field.
@@ -390,6 +399,19 @@ impl RawConfig {
             120,
             10..=240,
         )?);
+        if let Some(path) = &self.metrics_textfile
+            && (!path.is_absolute() || path.extension().is_none_or(|ext| ext != "prom"))
+        {
+            return Err(invalid(
+                true,
+                "metrics_textfile",
+                format!(
+                    "{} is not an absolute path ending in .prom (the textfile collector reads \
+                     only those)",
+                    path.display()
+                ),
+            ));
+        }
         let timeouts = Timeouts {
             connect: Duration::from_secs(ranged(
                 "connect_timeout_seconds",
@@ -417,6 +439,7 @@ impl RawConfig {
             timeouts,
             unknown_key_retry,
             connector_ping,
+            metrics_textfile: self.metrics_textfile,
         })
     }
 }
@@ -469,6 +492,7 @@ mod tests {
                 timeouts: Timeouts::default(),
                 unknown_key_retry: crate::state::DEFAULT_UNKNOWN_KEY_RETRY,
                 connector_ping: Duration::from_secs(120),
+                metrics_textfile: None,
             }
         );
     }
@@ -532,6 +556,14 @@ mod tests {
                 &["agent.toml", "max_key_file_bytes"],
             ),
             ("state_dir = \"state\"\n", &["state_dir", "absolute"]),
+            (
+                "metrics_textfile = \"agent.prom\"\n",
+                &["metrics_textfile", "absolute"],
+            ),
+            (
+                "metrics_textfile = \"/var/lib/agent.txt\"\n",
+                &["metrics_textfile", ".prom"],
+            ),
             ("pin = \"12345\"\n", &["agent.toml", "pin", "64 hex digits"]),
             ("device_key = \"rsa\"\n", &["device_key", "p256"]),
             (

@@ -172,6 +172,50 @@ impl Observer {
     }
 }
 
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes the state as Prometheus text to `path` ([`crate::monitoring`]) now and at every change
+/// of the state or of the device connector, until the watches close.
+async fn keep_textfile(
+    path: std::path::PathBuf,
+    mut states: watch::Receiver<Option<Arc<AgentState>>>,
+    mut connected: watch::Receiver<Option<String>>,
+) {
+    let mut failing = false;
+    loop {
+        let state = states.borrow_and_update().clone();
+        let holds_session = connected.borrow_and_update().is_some();
+        if let Some(state) = state {
+            let text = crate::monitoring::exposition(&state, Some(holds_session));
+            let target = path.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                crate::monitoring::write_textfile(&target, &text)
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => failing = false,
+                // Said once per run of failures, not at every change.
+                Ok(Err(error)) if !failing => {
+                    failing = true;
+                    tracing::warn!("cannot write the metrics textfile: {error}");
+                }
+                _ => {}
+            }
+        }
+        tokio::select! {
+            changed = states.changed() => if changed.is_err() { return },
+            changed = connected.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Catches SIGINT and SIGTERM; the future completes on the first one. Must be called inside a
 /// tokio runtime.
 pub fn stop_signals() -> Result<impl Future<Output = ()>, RunError> {
@@ -412,6 +456,14 @@ pub async fn run_in(
     let _lock = crate::state::lock(&settings.state_dir)?;
     let state = AgentState::load(&settings.state_dir)?;
     observer.publish(&state);
+    // Aborted when this returns, however it returns.
+    let _textfile = settings.metrics_textfile.clone().map(|path| {
+        AbortOnDrop(tokio::spawn(keep_textfile(
+            path,
+            observer.subscribe_state(),
+            observer.subscribe_connector(),
+        )))
+    });
     let mut work = Enrollment {
         settings: settings.clone(),
         environment,

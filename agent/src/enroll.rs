@@ -18,10 +18,9 @@
 //!
 //! A final refusal of a key (`key_unknown`, `key_inactive`, `key_used`,
 //! `key_bound_to_other_device`), for each key the answer lists, is remembered by digest as if the
-//! key had been presented alone, and the next keys follow; keys a server did not try (one that
-//! takes only the Basic key) are presented next. Keys answered 429 (`rate_limited`) are not
-//! remembered: the next keys are tried, and only when no key is left but limited ones does the
-//! pass end in a fault. Network faults, a refused pin and 5xx on every server end the pass with
+//! key had been presented alone. Which keys come next, how many a request, what 429s
+//! (`rate_limited`, never remembered) and faults do to the pass is [`crate::presentation`]'s
+//! rule, applied here. Network faults, a refused pin and 5xx on every server end the pass with
 //! [`Pass::Fault`]: the caller backs off and retries the same keys. `unit_id_conflict` and `bad_request` end it with
 //! [`Pass::Refused`]. A pass changes no phase: [`crate::driver`] makes every transition.
 
@@ -30,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onboard_protocol::alternates::MAX_KEYS_PER_REQUEST;
 use onboard_protocol::{
     Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, ProblemCode, Server, UnitId,
 };
@@ -42,6 +40,7 @@ use crate::est_client::{Answer, EstSession};
 use crate::key_choice::{KeyKinds, KeyWalk};
 use crate::lifecycle::{Event, Failure, InvalidTransition, rfc3339};
 use crate::pin::Pin;
+use crate::presentation::{Presentation, Round};
 use crate::state::{self, AgentState, DEVICE_CERT_FILE, StateError, UMS_ID_CERT_FILE};
 use crate::tls::Timeouts;
 
@@ -278,34 +277,24 @@ impl Enroller {
         let csr = device_key::csr(&self.unit_id, &key, &self.state_dir)?;
         state.unit_id = Some(self.unit_id.clone());
         state.servers = source.servers.iter().map(ToString::to_string).collect();
-        // Keys answered 429 by every server, and the longest wait asked for.
-        let mut limited_keys = 0usize;
-        let mut limited_wait: Option<Duration> = None;
+        // The batch size, the keys limited and when the pass ends: crate::presentation.
+        let mut presentation = Presentation::new();
         // One client per server for the whole pass: one handshake, one cacerts.
         let mut sessions: Vec<Option<EstSession>> = source.servers.iter().map(|_| None).collect();
-        // The keys still to present, in order; each request presents the next few at once
-        // (onboard_protocol::alternates), and what the server did not try stays in front.
-        // Once a server limits this device, it looks at the Basic key only: the keys are then
-        // presented one a request, so that a real key further down still goes through.
-        let mut per_request = MAX_KEYS_PER_REQUEST;
         loop {
+            let per_request = presentation.per_request();
             candidates.fill(state, source, per_request);
-            let queue = &mut candidates.ahead;
-            if queue.is_empty() {
-                break;
+            if candidates.ahead.is_empty() {
+                return Ok(presentation.finish(candidates.refused));
             }
-            let batch: Vec<usize> = queue.iter().take(per_request).copied().collect();
+            // The keys still to present, in order; each request presents the next few at once
+            // (onboard_protocol::alternates).
+            let batch: Vec<usize> = candidates.ahead.iter().take(per_request).copied().collect();
             let keys: Vec<&FirstAuthKey> = batch
                 .iter()
                 .map(|index| source.keys[*index].key())
                 .collect();
-            let mut faults = Vec::new();
-            let mut retry_after: Option<Duration> = None;
-            let mut pin_refused = false;
-            // The batch positions the server answered for (refused, or limited).
-            let mut answered: Option<Vec<usize>> = None;
-            let mut limited: std::collections::BTreeSet<usize> = Default::default();
-            let mut rejected: Option<Failure> = None;
+            let mut round = Round::default();
             for (server, session) in source.servers.iter().zip(sessions.iter_mut()) {
                 for index in &batch {
                     let entry = &source.keys[*index];
@@ -350,25 +339,16 @@ impl Enroller {
                         }
                     }
                     Answer::KeysRefused(each) => {
-                        candidates.refused +=
-                            self.remember(state, &pin, source, &batch, &each, server);
-                        // This answer speaks for the keys it lists; a 429 from a server tried
-                        // before does not.
-                        limited = each
-                            .iter()
-                            .filter(|(_, code)| *code == ProblemCode::RateLimited)
-                            .map(|(position, _)| *position)
-                            .collect();
                         // Saved with the pass's outcome, not one fsync per refusal: a pass cut
                         // short presents these keys once more, and they are refused once more.
-                        answered = Some(each.iter().map(|(position, _)| *position).collect());
+                        candidates.refused +=
+                            self.remember(state, &pin, source, &batch, &each, server);
+                        round.refused(&each);
                         break;
                     }
                     Answer::Refused(Failure::Rejected { detail }) => {
-                        // One server's odd answer (a 404 from the wrong service) does not
-                        // speak for the others: they are tried first.
                         tracing::error!(%server, %detail, "server rejected the request");
-                        rejected.get_or_insert(Failure::Rejected {
+                        round.rejected(Failure::Rejected {
                             detail: format!("{server}: {detail}"),
                         });
                     }
@@ -377,88 +357,29 @@ impl Enroller {
                         return Ok(Pass::Refused(failure));
                     }
                     Answer::Fault {
-                        retry_after: asked,
+                        retry_after,
                         detail,
-                        pin_refused: refused_pin,
+                        pin_refused,
                     } => {
-                        if refused_pin {
+                        if pin_refused {
                             tracing::error!(%server, %detail, "server refused: not the pinned UMS ID; the key was not sent");
                         } else {
                             tracing::warn!(%server, %detail, "server unavailable");
                         }
-                        pin_refused |= refused_pin;
-                        retry_after = retry_after.max(asked);
-                        faults.push(format!("{server}: {detail}"));
+                        round.fault(format!("{server}: {detail}"), retry_after, pin_refused);
                     }
-                    Answer::Limited {
-                        retry_after: asked,
-                        keys: positions,
-                    } => {
-                        tracing::warn!(%server, "rate limited");
+                    Answer::Limited { retry_after } => {
                         // A limited server looks at the Basic key only: the others were not
-                        // tried, and come next, one a request.
-                        let _ = positions;
-                        limited.insert(0);
-                        per_request = 1;
-                        retry_after = retry_after.max(asked);
+                        // tried.
+                        tracing::warn!(%server, "rate limited");
+                        round.limited(retry_after);
                     }
                 }
             }
-            if let Some(positions) = answered {
-                // What the server tried leaves the queue; what it did not (a server that takes
-                // only the Basic key) is presented next.
-                for position in &positions {
-                    if let Some(index) = batch.get(*position) {
-                        queue.retain(|queued| queued != index);
-                    }
-                }
-                if !limited.is_empty() {
-                    limited_keys += limited.len();
-                    limited_wait = limited_wait.max(retry_after);
-                }
-                if positions.iter().all(|position| *position >= batch.len()) {
-                    // Nothing answered for: never loop on the same batch.
-                    queue.pop_front();
-                }
-                continue;
+            if let Some(end) = presentation.after(round, &batch, &mut candidates.ahead) {
+                return Ok(end);
             }
-            if !limited.is_empty() && faults.is_empty() && rejected.is_none() {
-                // Not remembered: the keys may be real once the budget refills. The next keys are
-                // tried now, so that junk sent under this unit ID cannot hold a device with a good
-                // key further down its list; only when every key drew 429 does the device wait.
-                for position in &limited {
-                    if let Some(index) = batch.get(*position) {
-                        queue.retain(|queued| queued != index);
-                    }
-                }
-                if limited.iter().all(|position| *position >= batch.len()) {
-                    queue.pop_front();
-                }
-                limited_keys += limited.len();
-                limited_wait = limited_wait.max(retry_after);
-                continue;
-            }
-            if faults.is_empty()
-                && let Some(failure) = rejected
-            {
-                return Ok(Pass::Refused(failure));
-            }
-            return Ok(Pass::Fault {
-                retry_after,
-                detail: faults.join("; "),
-                pin_refused,
-            });
         }
-        if limited_keys > 0 {
-            return Ok(Pass::Fault {
-                retry_after: limited_wait,
-                detail: format!("rate limited (429) on {limited_keys} key(s)"),
-                pin_refused: false,
-            });
-        }
-        Ok(Pass::Refused(Failure::KeysExhausted {
-            refused: candidates.refused,
-        }))
     }
 
     /// Remembers the final refusals in `each` (positions in `batch`, keys of `source`) as if

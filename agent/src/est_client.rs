@@ -44,12 +44,10 @@ pub(crate) enum Answer {
         pin_refused: bool,
     },
     /// 429: the server took this key for a guess while the budget of this unit ID or address was
-    /// used up (by someone else's junk, perhaps). The next key may still be real.
-    Limited {
-        retry_after: Option<Duration>,
-        /// The keys it limited, by index (the Basic one when the answer does not say).
-        keys: Vec<usize>,
-    },
+    /// used up (by someone else's junk, perhaps). The next key may still be real. A limited
+    /// server looks at the Basic key only: whatever it lists of the others, they were not tried
+    /// ([`crate::presentation`]).
+    Limited { retry_after: Option<Duration> },
 }
 
 /// What a refusal means, from its status and problem body: final for the key, final for the
@@ -61,13 +59,7 @@ pub(crate) fn answer_to_refusal(
     retry_after: Option<Duration>,
     listed: Option<Vec<(usize, ProblemCode)>>,
 ) -> Answer {
-    let limited = |listed: Option<Vec<(usize, ProblemCode)>>| Answer::Limited {
-        retry_after,
-        keys: listed.map_or_else(
-            || vec![0],
-            |listed| listed.into_iter().map(|(index, _)| index).collect(),
-        ),
-    };
+    let limited = Answer::Limited { retry_after };
     let detail = problem
         .and_then(|problem| problem.detail.as_deref())
         .map(clean_detail);
@@ -76,8 +68,8 @@ pub(crate) fn answer_to_refusal(
             Answer::KeysRefused(listed.unwrap_or_else(|| vec![(0, code)]))
         }
         Some(ProblemCode::UnitIdConflict) => Answer::Refused(Failure::UnitIdConflict),
-        Some(ProblemCode::RateLimited) => limited(listed),
-        None if status == StatusCode::TOO_MANY_REQUESTS => limited(listed),
+        Some(ProblemCode::RateLimited) => limited,
+        None if status == StatusCode::TOO_MANY_REQUESTS => limited,
         Some(ProblemCode::BadRequest) => Answer::Refused(Failure::Rejected {
             detail: format!("bad_request: {}", detail.unwrap_or_default()),
         }),

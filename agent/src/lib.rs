@@ -11,6 +11,7 @@
 //! - [`identity`]: the unit ID: configured, else persisted, else detected and persisted.
 //! - [`state`]: the state directory: atomic writes, the state file, the device key and
 //!   certificates.
+//! - [`monitoring`]: the state as Prometheus text (`status --prometheus`, `metrics_textfile`).
 //! - [`lifecycle`]: the phases and their named transitions, and the backoff policy (pure).
 //! - [`clock`]: the device clock, injectable, and whether it can be believed.
 //! - [`pin`]: the UMS ID a device trusts, as a fingerprint or a communication token, and the
@@ -20,6 +21,8 @@
 //! - [`tls`]: the pinned verifier and the HTTPS clients built on it.
 //! - [`est_client`]: the EST client: `cacerts` before any key, `simpleenroll`, what answers mean.
 //! - [`enroll`]: where keys come from, which this device presents, and one pass over them.
+//! - [`presentation`]: the pure state of a pass: keys a request, what answers do to the keys
+//!   left, which were limited, and when the pass ends.
 //! - [`driver`]: the enrollment driver `run`, `enroll` and the fleet simulator share: the choice
 //!   of key file, the passes, backoff and every lifecycle transition.
 //! - [`enrolled`]: the enrolled side over mutual TLS: renewal, the inventory report and the
@@ -48,8 +51,10 @@ pub mod inspect;
 pub mod inventory;
 pub mod key_choice;
 pub mod lifecycle;
+pub mod monitoring;
 pub mod nic;
 pub mod pin;
+pub mod presentation;
 pub mod state;
 pub mod sticks;
 pub mod tls;

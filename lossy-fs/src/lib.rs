@@ -14,6 +14,10 @@
 //! leave into an ordinary folder without touching the running filesystem, to check a running
 //! process's promises. [`LossyFs::fail_syncs`] makes every sync fail with `EIO`, durable nothing.
 //!
+//! With `LOSSY_FS_TRACE=FILE` in its environment, the serving process writes a line to `FILE` for
+//! every write (inode, offset, length), truncation, sync, creation, removal, rename and cut: to
+//! see what a program made durable and when. It never writes the bytes.
+//!
 //! Metadata other than lengths and directory entries (modes, owners, times) is kept as written and
 //! never lost. Hard links, symbolic links and extended attributes are not supported.
 //!

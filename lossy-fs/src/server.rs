@@ -31,6 +31,23 @@ const CHUNK: usize = 16 * 1024;
 /// Attributes and entries are never cached by the kernel: after a cut, it must ask again.
 const TTL: Duration = Duration::ZERO;
 
+/// Where `LOSSY_FS_TRACE` asks for a line per write, sync, creation, removal, rename and cut
+/// (inode numbers, offsets and lengths; never the bytes): to see what a program made durable.
+static TRACE: std::sync::OnceLock<Option<Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+
+fn trace(line: std::fmt::Arguments<'_>) {
+    let trace = TRACE.get_or_init(|| {
+        let path = std::env::var_os("LOSSY_FS_TRACE")?;
+        std::fs::File::create(path).ok().map(Mutex::new)
+    });
+    if let Some(file) = trace {
+        let mut file = file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = writeln!(file, "{line}");
+    }
+}
+
 /// Mounts the filesystem on `mountpoint`, says `ready` on standard output, then answers the
 /// commands read from standard input (see [`crate::LossyFs`]) until it closes; then unmounts
 /// (lazily: files still open keep working until closed) and returns.
@@ -169,6 +186,10 @@ impl Mounted {
             }
             state.handles.clear();
             state.collect();
+            trace(format_args!(
+                "cut {} {} {}",
+                cut.files, cut.bytes, cut.entries
+            ));
             let inodes: Vec<u64> = state.nodes.keys().copied().collect();
             (cut, inodes, gone)
         };
@@ -602,7 +623,10 @@ impl fuser::Filesystem for Served {
         };
         if let Some(size) = size {
             match &mut node.body {
-                Body::File { data, .. } => data.set_len(size),
+                Body::File { data, .. } => {
+                    trace(format_args!("truncate {} {size}", ino.0));
+                    data.set_len(size);
+                }
                 Body::Dir { .. } => return reply.error(Errno::EISDIR),
             }
         }
@@ -679,6 +703,7 @@ impl fuser::Filesystem for Served {
                 return Err(Errno::EISDIR);
             }
             state.entries_of(parent.0)?.remove(name);
+            trace(format_args!("unlink {} {name:?} {ino}", parent.0));
             Ok(())
         });
         state.collect();
@@ -740,6 +765,10 @@ impl fuser::Filesystem for Served {
             state
                 .entries_of(newparent.0)?
                 .insert(newname.to_owned(), ino);
+            trace(format_args!(
+                "rename {} {name:?} {} {newname:?} {ino}",
+                parent.0, newparent.0
+            ));
             Ok(())
         })();
         state.collect();
@@ -793,6 +822,7 @@ impl fuser::Filesystem for Served {
         match state.nodes.get_mut(&ino.0) {
             Some(node) => match &mut node.body {
                 Body::File { data, .. } => {
+                    trace(format_args!("write {} {offset} {}", ino.0, bytes.len()));
                     data.write(offset, bytes);
                     node.changed = SystemTime::now();
                     reply.written(bytes.len() as u32);
@@ -836,6 +866,7 @@ impl fuser::Filesystem for Served {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        trace(format_args!("fsync {}", ino.0));
         match self.state().sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
@@ -905,6 +936,7 @@ impl fuser::Filesystem for Served {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        trace(format_args!("fsync {}", ino.0));
         match self.state().sync(ino.0) {
             Ok(()) => reply.ok(),
             Err(error) => reply.error(error),
@@ -942,6 +974,7 @@ impl fuser::Filesystem for Served {
         );
         let created = state
             .add(parent.0, name, node)
+            .inspect(|ino| trace(format_args!("create {} {name:?} {ino}", parent.0)))
             .and_then(|ino| Ok((ino, state.open(ino)?)));
         match created {
             Ok((ino, handle)) => match state.attr(ino) {

@@ -60,6 +60,11 @@
 //! # failure_window_secs before that network's logins to that account get 429; a network gets
 //! # three times as many over all names. Successful logins never count. Default: 10.
 //! max_failed_logins = 10
+//! # Metrics (/metrics, Prometheus) and health (/livez, /readyz) over plain HTTP on a listener of
+//! # their own: "HOST:PORT", or a port alone for loopback. Default: off. `--metrics-listen`
+//! # overrides it. Anyone who reaches it reads the figures: keep it on loopback or a private
+//! # network.
+//! metrics_listen = "127.0.0.1:9464"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -102,6 +107,7 @@ struct RawConfig {
     max_failed_logins: Option<u32>,
     cluster_secret_file: Option<PathBuf>,
     database_ca_file: Option<PathBuf>,
+    metrics_listen: Option<String>,
 }
 
 /// Validated settings.
@@ -144,6 +150,8 @@ pub struct Settings {
     pub database_ca: Option<PathBuf>,
     /// Failed-login limits (per account and source network, and the bounds that follow).
     pub login_limits: crate::login_limit::LoginLimits,
+    /// Where the metrics and health listener listens, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -289,6 +297,13 @@ impl Settings {
             guesses("max_failed_logins", raw.max_failed_logins, 10)?,
             std::time::Duration::from_secs(window),
         );
+        let metrics_listen = match raw.metrics_listen.as_deref() {
+            None => None,
+            Some(text) => Some(
+                metrics_address(text)
+                    .with_context(|| format!("config file {shown}: metrics_listen"))?,
+            ),
+        };
         let hosts = raw
             .hosts
             .unwrap_or_else(|| vec![public_server.host().to_owned()]);
@@ -312,6 +327,7 @@ impl Settings {
             cluster_secret: raw.cluster_secret_file,
             database_ca: raw.database_ca_file,
             login_limits,
+            metrics_listen,
         })
     }
 
@@ -319,6 +335,16 @@ impl Settings {
     pub fn database_file(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
     }
+}
+
+/// The metrics listener's address: `HOST:PORT`, or a port alone for loopback (`127.0.0.1`).
+pub fn metrics_address(text: &str) -> anyhow::Result<std::net::SocketAddr> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| {
+        anyhow::anyhow!("expected an address and port (127.0.0.1:9464) or a port, not {text:?}")
+    })
 }
 
 /// The kernel's host name, or `localhost` when it cannot be read.

@@ -32,10 +32,14 @@
 //! - [`http`]: the HTTPS routes split by surface (EST, enrolled devices) and the one place errors
 //!   become HTTP answers.
 //! - [`rate_limit`]: guess limits on enrollment, per source and unit ID, reserved before any
-//!   look-up.
+//!   look-up; the budget rule is pure.
+//! - [`key_admission`]: which keys of an enrollment request are tried and what the others are
+//!   answered, pure, from the budget's answer and one read of the store.
 //! - [`login_limit`]: failed-login limits per account and source network, that nobody can use to
 //!   lock an administrator out.
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
+//! - [`metrics`]: counters, gauges and histograms for Prometheus, and `/livez` and `/readyz`,
+//!   on a listener of their own.
 //! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
 //! - [`admission`]: the admission rules, pure: which connection gets in and which stalled
@@ -58,9 +62,11 @@ pub mod connector;
 pub mod devices;
 pub mod files;
 pub mod http;
+pub mod key_admission;
 pub mod keys;
 pub mod login_limit;
 pub mod mass_key_floor;
+pub mod metrics;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;

@@ -12,14 +12,18 @@
 //! A request with more keys than the budget has left may try as many as it has left.
 //!
 //! Once a source or a unit ID has used up its budget in a window, its requests are **limited**
-//! until the window ends: the HTTP layer then looks only at the Basic key and lets it through only
-//! if it is a random one-time or device-bound key ([`passes_when_limited`]) (17 random digits: not guessable), so a site
-//! behind one NAT is not locked out by a neighbour's junk. A mass-deployment key is refused like
+//! until the window ends: then only the Basic key is looked at, and it goes through only if it is
+//! a random one-time or device-bound key ([`passes_when_limited`]; 17 random digits are not
+//! guessable), so a site behind one NAT is not locked out by a neighbour's junk. A mass-deployment key is refused like
 //! any guess, with the same answer as an unknown key: its value may have been typed, and a
 //! dictionary must not go on being tested against it.
 //!
 //! The per-source connection caps of `serve` bound how many requests one address can have in
 //! flight.
+//!
+//! The budget rule is [`decide`], a pure function of the two windows; [`RateLimiter`] keeps the
+//! windows and applies it. Which keys of a request are then tried, and what is answered for the
+//! others, is [`crate::key_admission`].
 //!
 //! A source is an IPv4 address or an IPv6 /64 (one site's prefix). Counters live in two
 //! generations of bounded maps: each failure is O(1) work, memory is bounded however many
@@ -226,6 +230,65 @@ pub fn passes_when_limited(kind: Option<KeyKind>) -> bool {
     matches!(kind, Some(KeyKind::OneTime | KeyKind::DeviceBound))
 }
 
+/// What [`decide`] says of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// This many of its keys may be tried, the first ones (at least one): a guess reserved for
+    /// each, from both budgets.
+    Grant(u32),
+    /// Limited: a budget has no guess left.
+    Limit {
+        /// Until the later of the used-up windows ends.
+        wait: Duration,
+        /// Whether no request was refused yet in a used-up window (the refusal to audit).
+        first: bool,
+        /// The source's budget is used up (its window is marked refused).
+        source: bool,
+        /// The unit ID's budget is used up (its window is marked refused).
+        unit: bool,
+    },
+}
+
+/// The rule: how many of a request's `keys` may be tried, given the windows of its source and of
+/// its unit ID (when known) now. As many as both budgets have left, at most the keys, and at
+/// least one for a request of none (a malformed request is a guess too); none left in either
+/// budget limits the request until that window ends.
+pub(crate) fn decide(
+    source: &Window,
+    unit: Option<&Window>,
+    keys: usize,
+    limits: &Limits,
+    now: Instant,
+) -> Verdict {
+    let left = |entry: &Window, max: u32| max.saturating_sub(entry.guesses);
+    let source_left = left(source, limits.per_source);
+    let unit_left = unit.map(|entry| left(entry, limits.per_unit));
+    let wanted = u32::try_from(keys.max(1)).unwrap_or(u32::MAX);
+    let granted = source_left.min(wanted).min(unit_left.unwrap_or(u32::MAX));
+    if granted > 0 {
+        return Verdict::Grant(granted);
+    }
+    let ends = |entry: &Window| (entry.started + limits.window).saturating_duration_since(now);
+    let source_spent = source_left == 0;
+    let unit_spent = unit_left == Some(0);
+    let mut wait = Duration::ZERO;
+    let mut first = false;
+    if source_spent {
+        wait = wait.max(ends(source));
+        first |= !source.refused;
+    }
+    if let (true, Some(entry)) = (unit_spent, unit) {
+        wait = wait.max(ends(entry));
+        first |= !entry.refused;
+    }
+    Verdict::Limit {
+        wait,
+        first,
+        source: source_spent,
+        unit: unit_spent,
+    }
+}
+
 /// The guess counters of one server.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -250,8 +313,8 @@ impl RateLimiter {
 
     /// Reserves one guess for each of a request's `keys` (at least one) from `source` (for
     /// `unit_id`, when known), as many as both budgets have left; or says the request is limited
-    /// when either has none left. The check and the reservation are one step: requests in flight
-    /// together never test more keys than the budget.
+    /// when either has none left ([`decide`]). The check and the reservation are one step:
+    /// requests in flight together never test more keys than the budget.
     pub fn admit(
         &self,
         source: IpAddr,
@@ -269,46 +332,41 @@ impl RateLimiter {
         let mut by_unit = unit
             .as_ref()
             .map(|unit| Counter::peek(&units, unit, window, now));
-        let left = |entry: &Window, max: u32| max.saturating_sub(entry.guesses);
-        let mut granted = left(&by_source, self.limits.per_source)
-            .min(u32::try_from(keys.max(1)).unwrap_or(u32::MAX));
-        if let Some(entry) = &by_unit {
-            granted = granted.min(left(entry, self.limits.per_unit));
-        }
-        if granted == 0 {
-            let mut wait = Duration::ZERO;
-            let mut first = false;
-            if left(&by_source, self.limits.per_source) == 0 {
-                wait = wait.max(by_source.started + window - now);
-                first |= !by_source.refused;
-                by_source.refused = true;
+        match decide(&by_source, by_unit.as_ref(), keys, &self.limits, now) {
+            Verdict::Limit {
+                wait,
+                first,
+                source: source_spent,
+                unit: unit_spent,
+            } => {
+                if source_spent {
+                    by_source.refused = true;
+                    self.sources.put(&mut sources, &group, by_source);
+                }
+                if let (true, Some(unit), Some(mut entry)) = (unit_spent, &unit, by_unit) {
+                    entry.refused = true;
+                    self.units.put(&mut units, unit, entry);
+                }
+                Admission::Limited { wait, first }
+            }
+            Verdict::Grant(granted) => {
+                by_source.guesses += granted;
                 self.sources.put(&mut sources, &group, by_source);
+                let unit = match (unit, by_unit.as_mut()) {
+                    (Some(unit), Some(entry)) => {
+                        entry.guesses += granted;
+                        self.units.put(&mut units, &unit, *entry);
+                        Some((unit, entry.started))
+                    }
+                    _ => None,
+                };
+                Admission::Reserved(Reservation {
+                    keys: granted,
+                    source: (group, by_source.started),
+                    unit,
+                })
             }
-            if let (Some(unit), Some(mut entry)) = (&unit, by_unit)
-                && left(&entry, self.limits.per_unit) == 0
-            {
-                wait = wait.max(entry.started + window - now);
-                first |= !entry.refused;
-                entry.refused = true;
-                self.units.put(&mut units, unit, entry);
-            }
-            return Admission::Limited { wait, first };
         }
-        by_source.guesses += granted;
-        self.sources.put(&mut sources, &group, by_source);
-        let unit = match (unit, by_unit.as_mut()) {
-            (Some(unit), Some(entry)) => {
-                entry.guesses += granted;
-                self.units.put(&mut units, &unit, *entry);
-                Some((unit, entry.started))
-            }
-            _ => None,
-        };
-        Admission::Reserved(Reservation {
-            keys: granted,
-            source: (group, by_source.started),
-            unit,
-        })
     }
 
     /// Counts a guess that was not reserved: a key the store stopped knowing between the look-up
@@ -431,6 +489,56 @@ mod tests {
                 .map(|keys| granted(&limiter, A, Some("00E0C5540B8B"), *keys, now))
                 .collect();
             assert_eq!(&got, expected, "{per_source} {per_unit} {requests:?}");
+        }
+    }
+
+    #[test]
+    fn the_rule_grants_what_both_budgets_have_left_or_limits_until_a_window_ends() {
+        let limits = limits(5, 3, 60);
+        let start = Instant::now();
+        // Later than any window's start the table names.
+        let now = start + Duration::from_secs(100);
+        let window = |guesses: u32, refused: bool, age: u64| Window {
+            started: now - Duration::from_secs(age),
+            guesses,
+            refused,
+        };
+        let grant = Verdict::Grant;
+        let limit = |wait: u64, first: bool, source: bool, unit: bool| Verdict::Limit {
+            wait: Duration::from_secs(wait),
+            first,
+            source,
+            unit,
+        };
+        // (source window, unit window, keys) -> verdict.
+        type Row = (Window, Option<Window>, usize, Verdict);
+        #[rustfmt::skip]
+        let table: &[Row] = &[
+            // Fresh budgets: every key, the one of a malformed request (no key) counted too.
+            (window(0, false, 0), None, 4, grant(4)),
+            (window(0, false, 0), None, 0, grant(1)),
+            (window(0, false, 0), Some(window(0, false, 0)), 8, grant(3)),
+            // As many as the smaller budget has left.
+            (window(3, false, 10), None, 8, grant(2)),
+            (window(3, false, 10), Some(window(2, false, 10)), 8, grant(1)),
+            // The source used up: limited until its window ends; its first refusal is the one
+            // to audit.
+            (window(5, false, 15), None, 1, limit(45, true, true, false)),
+            (window(5, true, 15), None, 1, limit(45, false, true, false)),
+            (window(7, true, 15), Some(window(0, false, 0)), 1, limit(45, false, true, false)),
+            // The unit ID used up, from a fresh source: limited as long as the unit's window runs.
+            (window(0, false, 0), Some(window(3, false, 50)), 2, limit(10, true, false, true)),
+            (window(0, false, 0), Some(window(3, true, 50)), 2, limit(10, false, false, true)),
+            // Both used up: the later window, first if either was not refused yet.
+            (window(5, true, 55), Some(window(3, false, 30)), 1, limit(30, true, true, true)),
+            (window(5, true, 5), Some(window(3, true, 30)), 1, limit(55, false, true, true)),
+        ];
+        for (row, (source, unit, keys, verdict)) in table.iter().enumerate() {
+            assert_eq!(
+                decide(source, unit.as_ref(), *keys, &limits, now),
+                *verdict,
+                "row {row}"
+            );
         }
     }
 

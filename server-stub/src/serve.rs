@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Extension;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -70,10 +71,30 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves HTTPS on `listener` until `shutdown` completes, renewing the TLS leaf before it expires.
+/// Serves HTTPS on `listener` until `shutdown` completes, renewing the TLS leaf before it expires;
+/// and metrics and health on `metrics_listen` of the settings, if set.
 pub async fn run(
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls: ServerTls,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = match shared.stub.settings.metrics_listen {
+        Some(addr) => Some(
+            listen(addr)
+                .with_context(|| format!("cannot listen on {addr} for metrics (metrics_listen)"))?,
+        ),
+        None => None,
+    };
+    run_with_metrics(shared, listener, metrics, tls, shutdown).await
+}
+
+/// [`run`], with the metrics and health routes ([`crate::metrics`]) on `metrics` if given (bound
+/// by the caller, which may want to say where).
+pub async fn run_with_metrics(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
     tls: ServerTls,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -108,6 +129,21 @@ pub async fn run(
         ..limits
     };
     let sources = Sources::new(limits, shared.stub.settings.trusted_proxies.clone());
+    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let observing = metrics.map(|metrics| {
+        let counted = sources.clone();
+        tokio::spawn(crate::metrics::serve(
+            metrics,
+            crate::metrics::Live {
+                metrics: shared.metrics.clone(),
+                store: shared.stub.store.clone(),
+                connector: shared.connector.clone(),
+                connections: Arc::new(move || counted.open()),
+                sync: shared.stub.sync,
+                shutting_down: shutting_down.clone(),
+            },
+        ))
+    });
     let app = router(shared);
     // Set once the server stops: each connection finishes its request in flight, then closes.
     let draining = tokio::sync::watch::channel(false).0;
@@ -240,6 +276,7 @@ pub async fn run(
         tokio::spawn(task);
     }
     drop(listener);
+    shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
     renewal.abort();
     pruning.abort();
     beating.abort();
@@ -264,6 +301,9 @@ pub async fn run(
     // Every device this server held is offline now, recorded at once rather than one by one.
     if let Err(error) = store.release_devices(connector.server(), true).await {
         tracing::warn!("cannot record this server's devices offline: {error}");
+    }
+    if let Some(observing) = observing {
+        observing.abort();
     }
     Ok(())
 }
@@ -373,6 +413,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         logins: crate::login_limit::LoginLimiter::new(settings.login_limits),
         certificate_lifetime: settings.certificate_lifetime,
         stub,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     Ok((shared, tls))
 }
@@ -383,6 +424,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
 /// [`stop`]: Running::stop
 pub struct Running {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     leaf: Arc<crate::tls::ServerLeaf>,
     stop: oneshot::Sender<()>,
@@ -395,15 +437,30 @@ pub struct Running {
 /// creates the UMS ID) and the server accepts connections.
 pub async fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    let metrics = match settings.metrics_listen {
+        Some(at) => Some(
+            listen(at)
+                .with_context(|| format!("cannot listen on {at} for metrics (metrics_listen)"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
     let (shared, tls) = prepare(settings).await?;
     let leaf = tls.leaf.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     // A dropped sender also ends the wait: dropping Running shuts the server down.
-    let task = tokio::spawn(run(shared.clone(), listener, tls, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run_with_metrics(
+        shared.clone(),
+        listener,
+        metrics,
+        tls,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Ok(Running {
         addr,
+        metrics_addr,
         shared,
         leaf,
         stop,
@@ -424,6 +481,11 @@ impl Running {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where its metrics and health listener listens, when `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The port it listens on.

@@ -17,6 +17,8 @@ pub struct PgCluster {
     data: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The server's options (`pg_ctl -o`), for starting it again.
+    options: String,
     _root: tempfile::TempDir,
 }
 
@@ -80,11 +82,12 @@ impl PgCluster {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             bin,
             data,
             port,
             as_postgres,
+            options: String::new(),
             _root: root,
         };
         cluster.run(
@@ -126,21 +129,43 @@ impl PgCluster {
             .unwrap();
             options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
-        let log = cluster.data.join("server.log");
-        cluster.run(
+        cluster.options = options;
+        cluster.start_again();
+        cluster
+    }
+
+    /// Starts the cluster (again, after [`PgCluster::stop`]) with its options, and waits until it
+    /// takes connections.
+    pub fn start_again(&self) {
+        let log = self.data.join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                cluster.data.to_str().unwrap(),
+                self.data.to_str().unwrap(),
                 "-o",
-                &options,
+                &self.options,
                 "-l",
                 log.to_str().unwrap(),
                 "-w",
                 "start",
             ],
         );
-        cluster
+    }
+
+    /// Stops the cluster (fast: connections are closed), as an outage would; the data stays.
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        );
     }
 
     fn run(&self, program: &str, args: &[&str]) {

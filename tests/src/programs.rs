@@ -1,7 +1,7 @@
 //! The two programs as processes: `ums-stub` and `onboard-agent`.
 //!
 //! The end-to-end tests run the real binaries, which `cargo test --workspace` builds beside the
-//! test executable ([`Programs::built`] builds them when they are missing). `onboard-demo` carries
+//! test executable ([`Programs::built`] brings them up to date). `onboard-demo` carries
 //! both programs itself, so that one `cargo run` builds everything it needs: started as
 //! `onboard-demo ums-stub ...` or `onboard-demo onboard-agent ...` it is that program, through the
 //! same library entry points as the real binaries' thin `main`s ([`run_carried`]).
@@ -30,8 +30,11 @@ pub enum Programs {
 
 impl Programs {
     /// The real binaries of this build: beside the running executable (or one folder up, from
-    /// `deps/`), else built with cargo for the same profile.
+    /// `deps/`). Under cargo (`cargo test -p onboard-tests` builds no other package's binaries)
+    /// they are brought up to date once per test process, so that a test never runs a binary
+    /// older than the code it tests; run by hand, they are built only when missing.
     pub fn built() -> anyhow::Result<Programs> {
+        static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
         let exe = std::env::current_exe().context("cannot find the running executable")?;
         let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
         if dir.ends_with("deps") {
@@ -39,29 +42,12 @@ impl Programs {
         }
         let agent = dir.join("onboard-agent");
         let ums_stub = dir.join("ums-stub");
-        if !(agent.exists() && ums_stub.exists()) {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let mut build = Command::new(cargo);
-            build.args([
-                "build",
-                "-q",
-                "-p",
-                "onboard-agent",
-                "-p",
-                "ums-stub",
-                "--bins",
-            ]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .context("cannot run cargo to build onboard-agent and ums-stub")?;
-            anyhow::ensure!(
-                status.success(),
-                "building onboard-agent and ums-stub failed"
-            );
+        let under_cargo = std::env::var_os("CARGO").is_some();
+        if under_cargo || !(agent.exists() && ums_stub.exists()) {
+            BUILT
+                .get_or_init(|| build_binaries(&dir).map_err(|error| format!("{error:#}")))
+                .clone()
+                .map_err(anyhow::Error::msg)?;
         }
         Ok(Programs::Binaries { agent, ums_stub })
     }
@@ -96,6 +82,34 @@ impl Programs {
             }
         }
     }
+}
+
+/// Builds `onboard-agent` and `ums-stub` with cargo into the target folder `dir` belongs to, for
+/// the same profile.
+fn build_binaries(dir: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "-q",
+        "-p",
+        "onboard-agent",
+        "-p",
+        "ums-stub",
+        "--bins",
+    ]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("cannot run cargo to build onboard-agent and ums-stub")?;
+    anyhow::ensure!(
+        status.success(),
+        "building onboard-agent and ums-stub failed"
+    );
+    Ok(())
 }
 
 /// When this process was started as `EXE onboard-agent ARGS` or `EXE ums-stub ARGS`, runs that

@@ -145,6 +145,10 @@ struct ServeArgs {
     /// more [default: hosts in the config, or public_host].
     #[arg(long = "host", value_name = "NAME")]
     hosts: Vec<String>,
+    /// Serve metrics (/metrics) and health (/livez, /readyz) over plain HTTP on ADDR:PORT, or on
+    /// loopback at PORT [default: metrics_listen in the config, or off].
+    #[arg(long, value_name = "ADDR:PORT|PORT", value_parser = crate::config::metrics_address)]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The whole program for the arguments `args` (the first is the program's name): parses them,
@@ -260,6 +264,9 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     if !args.hosts.is_empty() {
         settings.hosts = args.hosts;
     }
+    if args.metrics_listen.is_some() {
+        settings.metrics_listen = args.metrics_listen;
+    }
     let listen = settings.listen;
     // Every connection is a file descriptor: take what the hard limit allows, and cap connections
     // below whatever that is.
@@ -276,10 +283,21 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         connections = shared.stub.settings.connections.total_within(files),
         "serving EST enrollment"
     );
+    let metrics = match shared.stub.settings.metrics_listen {
+        Some(addr) => Some(crate::serve::listen(addr).with_context(|| {
+            format!("cannot listen on {addr} for metrics (metrics_listen, --metrics-listen)")
+        })?),
+        None => None,
+    };
     // Printed for scripts and tests that listen on port 0.
     println!("listening on {bound}");
+    if let Some(metrics) = &metrics {
+        let at = metrics.local_addr()?;
+        tracing::info!(listen = %at, "serving metrics and health (/metrics, /livez, /readyz)");
+        println!("metrics on {at}");
+    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    crate::serve::run(shared, listener, tls, shutdown_signal()).await?;
+    crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown_signal()).await?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopped");
     Ok(())

@@ -22,7 +22,9 @@ use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
 use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
 use crate::ca::{Authority, CertificateRequest, IssueOnce};
-use crate::rate_limit::Admission;
+use crate::key_admission::{self, Budget, Decision, Guesses, LookUp, Looked};
+use crate::metrics::{Answered, Outcome};
+use crate::rate_limit::{Admission, Reservation};
 use crate::renewal::Refusal;
 use crate::store::{Actor, AuditEntry, EnrollAttempt, EnrollOutcome, RenewOutcome, RenewalRequest};
 
@@ -104,9 +106,22 @@ async fn simpleenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let source = peer.client(&headers, &shared.stub.settings.trusted_proxies);
+    let started = Instant::now();
+    let response = answer_enrollment(&shared, &peer, &headers, &body).await;
+    shared.metrics.enrollment_took(started.elapsed());
+    shared.metrics.count_enrollment(&response);
+    response
+}
+
+async fn answer_enrollment(
+    shared: &Arc<Shared>,
+    peer: &Peer,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let source = peer.client(headers, &shared.stub.settings.trusted_proxies);
     let mut unit_seen: Option<UnitId> = None;
-    let result = enroll(&shared, source, &headers, &body, &mut unit_seen).await;
+    let result = enroll(shared, source, headers, body, &mut unit_seen).await;
     let response = match result {
         Ok(response) => return response,
         Err(error) => error,
@@ -217,7 +232,7 @@ async fn audit_unknown_keys(
     shared: &Shared,
     source: IpAddr,
     unit_id: &UnitId,
-    unknown: &[(usize, ProblemCode)],
+    unknown: &[usize],
     presented: usize,
 ) {
     if unknown.is_empty() {
@@ -226,7 +241,7 @@ async fn audit_unknown_keys(
     let mut entry = AuditEntry::new("enroll", &Actor::device(unit_id, source));
     entry.unit_id = Some(unit_id.to_string());
     entry.outcome = ProblemCode::KeyUnknown.as_str().to_owned();
-    let places: Vec<String> = unknown.iter().map(|(index, _)| index.to_string()).collect();
+    let places: Vec<String> = unknown.iter().map(ToString::to_string).collect();
     entry.detail = format!(
         "{} of the {presented} keys presented are unknown (places {} in the request; 0 is the Basic key)",
         unknown.len(),
@@ -237,13 +252,48 @@ async fn audit_unknown_keys(
     }
 }
 
+/// The keys of [`ALTERNATE_KEYS_HEADER`], none without it.
+fn alternate_keys(headers: &HeaderMap) -> Result<Vec<FirstAuthKey>, ApiError> {
+    let Some(value) = headers.get(ALTERNATE_KEYS_HEADER) else {
+        return Ok(Vec::new());
+    };
+    match value.to_str().ok().map(decode_alternates) {
+        Some(Ok(keys)) => Ok(keys),
+        refused => {
+            let detail = match refused {
+                Some(Err(error)) => format!("{ALTERNATE_KEYS_HEADER}: {error}"),
+                _ => format!("{ALTERNATE_KEYS_HEADER} is not text"),
+            };
+            Err(ApiError::code(ProblemCode::BadRequest, detail))
+        }
+    }
+}
+
+/// Counts the guesses among the store's `refused` keys: the reservation kept for its answer is
+/// settled with them, or, with none kept, each is counted apart.
+fn count_guesses(
+    shared: &Shared,
+    reservation: Option<Reservation>,
+    refused: &[(usize, ProblemCode)],
+    source: IpAddr,
+    unit: Option<&str>,
+) {
+    let guesses = key_admission::guesses(refused);
+    match reservation {
+        Some(reservation) => reservation.settle(&shared.limiter, guesses),
+        None => {
+            for _ in 0..guesses {
+                shared.limiter.guessed(source, unit, Instant::now());
+            }
+        }
+    }
+}
+
 /// Enrolls one device.
 ///
 /// Each key presented reserves a guess before anything is looked up, and the guess is refunded
-/// when the key turns out to be real ([`crate::rate_limit`]). Once the source or the unit ID has
-/// used up its guesses, only the Basic key is looked at, and only a random one-time or
-/// device-bound key goes through: a mass-deployment key, whose value may have been typed, is then
-/// refused exactly as an unknown key is, so a dictionary learns nothing more.
+/// when the key turns out to be real ([`crate::rate_limit`]); which keys are then tried, and what
+/// the others are answered, is [`crate::key_admission`]'s decision, applied here.
 async fn enroll(
     shared: &Arc<Shared>,
     source: IpAddr,
@@ -252,7 +302,6 @@ async fn enroll(
     unit_seen: &mut Option<UnitId>,
 ) -> Result<Response, ApiError> {
     not_in_sync(shared)?;
-    let limiter = &shared.limiter;
     let (unit_id, key) = match basic_credentials(headers) {
         Ok(credentials) => credentials,
         Err(malformed) => return Err(guess(shared, source, None, malformed).await),
@@ -273,110 +322,81 @@ async fn enroll(
     };
     // Several keys in one request (onboard_protocol::alternates): a malformed list is a
     // malformed request, a guess like any.
-    let alternates = match headers.get(ALTERNATE_KEYS_HEADER) {
-        None => Vec::new(),
-        Some(value) => match value.to_str().ok().map(decode_alternates) {
-            Some(Ok(keys)) => keys,
-            refused => {
-                let detail = match refused {
-                    Some(Err(error)) => format!("{ALTERNATE_KEYS_HEADER}: {error}"),
-                    _ => format!("{ALTERNATE_KEYS_HEADER} is not text"),
-                };
-                let malformed = ApiError::code(ProblemCode::BadRequest, detail);
-                return Err(guess(shared, source, Some(&unit_id), malformed).await);
-            }
-        },
+    let alternates = match alternate_keys(headers) {
+        Ok(alternates) => alternates,
+        Err(malformed) => return Err(guess(shared, source, Some(&unit_id), malformed).await),
     };
     let several = !alternates.is_empty();
     let Some(key) = key else {
         // A value no key can have: a guess like any unknown key.
         return Err(guess(shared, source, Some(&unit_id), unknown()).await);
     };
-    // Each key's lookup digest with its index in the request; the keys themselves go now.
-    let mut keys: Vec<(usize, crate::vault::LookupDigest)> = std::iter::once(&key)
+    // Each key's lookup digest, in the request's order; the keys themselves go now.
+    let lookups: Vec<crate::vault::LookupDigest> = std::iter::once(&key)
         .chain(&alternates)
         .map(|key| shared.stub.vault.lookup(key))
-        .enumerate()
         .collect();
-    let presented = keys.len();
+    let presented = lookups.len();
     drop((key, alternates));
-    // Keys not tried, by their index in the request, and unknown keys found before the store
-    // was asked to enroll.
-    let mut untried: Vec<(usize, ProblemCode)> = Vec::new();
-    let mut unknown_keys: Vec<(usize, ProblemCode)> = Vec::new();
     // The guesses reserved before any await: none when the request is limited.
-    let mut reservation = match limiter.admit(source, unit, keys.len(), Instant::now()) {
-        Admission::Limited { wait, first } => {
-            limited_from(shared, source, Some(&unit_id), first).await;
-            untried.extend(
-                keys.drain(1..)
-                    .map(|(index, _)| (index, ProblemCode::RateLimited)),
-            );
-            let kind = match keys.first() {
-                Some((_, lookup)) => shared.stub.store.key_kind(lookup).await?,
-                None => None,
-            };
-            if !crate::rate_limit::passes_when_limited(kind) {
-                // Unknown, or a mass-deployment key: the same answer either way.
-                if !several {
-                    return Err(limited(wait));
-                }
-                untried.insert(0, (0, ProblemCode::RateLimited));
-                return Ok(with_refused(limited(wait), &untried));
+    let (budget, wait, mut reservation) =
+        match shared
+            .limiter
+            .admit(source, unit, presented, Instant::now())
+        {
+            Admission::Limited { wait, first } => {
+                limited_from(shared, source, Some(&unit_id), first).await;
+                (Budget::Limited, wait, None)
             }
-            None
-        }
-        Admission::Reserved(reservation) => {
-            untried.extend(
-                keys.drain(reservation.keys()..)
-                    .map(|(index, _)| (index, ProblemCode::RateLimited)),
-            );
-            if keys.len() > 1 {
-                // Unknown keys are found in one read and cost no write; the real ones are
-                // refunded.
-                let lookups: Vec<_> = keys.iter().map(|(_, lookup)| *lookup).collect();
-                let found = match shared.stub.store.known_keys(&lookups).await {
-                    Ok(found) => found,
-                    Err(error) => {
-                        // Nothing was learnt of the keys: their guesses are given back.
-                        reservation.settle(limiter, 0);
-                        return Err(error.into());
-                    }
-                };
-                let mut known = Vec::with_capacity(keys.len());
-                for ((index, lookup), found) in keys.into_iter().zip(found) {
-                    if found {
-                        known.push((index, lookup));
-                    } else {
-                        unknown_keys.push((index, ProblemCode::KeyUnknown));
-                    }
+            Admission::Reserved(reservation) => (
+                Budget::Granted(reservation.keys()),
+                std::time::Duration::ZERO,
+                Some(reservation),
+            ),
+        };
+    let looked = match key_admission::look_up(budget, presented) {
+        LookUp::Nothing => Looked::Nothing,
+        LookUp::BasicKind => Looked::BasicKind(shared.stub.store.key_kind(&lookups[0]).await?),
+        // Unknown keys are found in one read and cost no write.
+        LookUp::Known { keys } => match shared.stub.store.known_keys(&lookups[..keys]).await {
+            Ok(found) => Looked::Known(found),
+            Err(error) => {
+                // Nothing was learnt of the keys: their guesses are given back.
+                if let Some(reservation) = reservation.take() {
+                    reservation.settle(&shared.limiter, 0);
                 }
-                reservation.settle(limiter, unknown_keys.len());
-                audit_unknown_keys(shared, source, &unit_id, &unknown_keys, presented).await;
-                if known.is_empty() {
-                    tracing::info!(%unit_id, %source, keys = unknown_keys.len(), "enrollment refused: every key unknown");
-                    let mut refused = unknown_keys.clone();
-                    refused.extend(untried.iter().copied());
-                    refused.sort_by_key(|(index, _)| *index);
-                    return Ok(with_refused(unknown(), &refused));
-                }
-                keys = known;
-                None
-            } else {
-                // One key: the store's answer tells whether it was a guess.
-                Some(reservation)
+                return Err(error.into());
             }
-        }
+        },
     };
-    let indexes: Vec<usize> = keys.iter().map(|(index, _)| *index).collect();
-    let mut lookups = keys.into_iter().map(|(_, lookup)| lookup);
-    let Some(lookup) = lookups.next() else {
+    let decision = key_admission::decide(budget, presented, &looked);
+    if let Guesses::SettleNow(guesses) = decision.guesses
+        && let Some(reservation) = reservation.take()
+    {
+        reservation.settle(&shared.limiter, guesses);
+    }
+    audit_unknown_keys(shared, source, &unit_id, &decision.unknown, presented).await;
+    if let Some(code) = decision.refusal {
+        let refusal = if code == ProblemCode::RateLimited {
+            limited(wait)
+        } else {
+            tracing::info!(%unit_id, %source, keys = decision.unknown.len(), "enrollment refused: every key unknown");
+            unknown()
+        };
+        return if several {
+            Ok(with_refused(refusal, &decision.answered))
+        } else {
+            Err(refusal)
+        };
+    }
+    let mut tried = decision.tried.iter().map(|place| lookups[*place]);
+    let Some(lookup) = tried.next() else {
         return Err(unknown());
     };
     let attempt = EnrollAttempt {
         unit_id: unit_id.clone(),
         lookup,
-        alternates: lookups.collect(),
+        alternates: tried.collect(),
         public_key: request.public_key.clone(),
         source: source.to_string(),
         lapsed_before: time::OffsetDateTime::now_utc() - shared.stub.settings.renewal_grace,
@@ -388,45 +408,40 @@ async fn enroll(
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
         authority.device_certificate(subject.as_str(), &request, lifetime)
     });
-    // The store's indexes are of the keys it was given; the answer names the request's.
-    let in_request = |refused: Vec<(usize, ProblemCode)>| -> Vec<(usize, ProblemCode)> {
-        let mut all = untried.clone();
-        all.extend(unknown_keys.iter().copied());
-        all.extend(
-            refused
-                .into_iter()
-                .map(|(index, code)| (indexes.get(index).copied().unwrap_or(index), code)),
-        );
-        all.sort_by_key(|(index, _)| *index);
-        all
-    };
-    // The store's refusals of keys it no longer knows are guesses; a single key's reserved guess
-    // is refunded unless it was one.
-    let mut count_guesses = |refused: &[(usize, ProblemCode)]| {
-        let unknown = refused
-            .iter()
-            .filter(|(_, code)| *code == ProblemCode::KeyUnknown)
-            .count();
-        match reservation.take() {
-            Some(reservation) => reservation.settle(limiter, unknown),
-            None => {
-                for _ in 0..unknown {
-                    limiter.guessed(source, unit, Instant::now());
-                }
-            }
-        }
-    };
+    let asked = Instant::now();
     let outcome = shared.stub.store.enroll(attempt, issue).await;
+    shared.metrics.store_took("enroll", asked.elapsed());
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
             // Nothing was decided about the key: its guess is given back.
             if let Some(reservation) = reservation.take() {
-                reservation.settle(limiter, 0);
+                reservation.settle(&shared.limiter, 0);
             }
             return Err(error.into());
         }
     };
+    // The store's refusals of keys it no longer knows are guesses; a single key's reserved guess
+    // is refunded unless it was one.
+    let refused = match &outcome {
+        EnrollOutcome::Issued { refused, .. } | EnrollOutcome::RefusedEach(refused) => {
+            refused.clone()
+        }
+        EnrollOutcome::Refused(code) => vec![(0, *code)],
+    };
+    count_guesses(shared, reservation, &refused, source, unit);
+    enrolled(outcome, &decision, several, source, &unit_id)
+}
+
+/// The answer to a request the store decided: the store's indexes are of the keys it was given,
+/// the answer names the request's places (when it presented several).
+fn enrolled(
+    outcome: EnrollOutcome,
+    decision: &Decision,
+    several: bool,
+    source: IpAddr,
+    unit_id: &UnitId,
+) -> Result<Response, ApiError> {
     match outcome {
         EnrollOutcome::Issued {
             device,
@@ -434,14 +449,20 @@ async fn enroll(
             key,
             refused,
         } => {
-            count_guesses(&refused);
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, repeated, key_type = %device.key_kind, "device enrolled");
             let mut response = pkcs7_response(&[&device.certificate]);
+            response.extensions_mut().insert(Answered {
+                outcome: if repeated {
+                    Outcome::Repeated
+                } else {
+                    Outcome::Issued
+                },
+                kind: Some(device.key_kind),
+            });
             if several {
-                let key = indexes.get(key).copied().unwrap_or(key);
                 let headers = response.headers_mut();
-                headers.insert(KEY_INDEX_HEADER, HeaderValue::from(key));
-                let refused = in_request(refused);
+                headers.insert(KEY_INDEX_HEADER, HeaderValue::from(decision.place(key)));
+                let refused = decision.in_request(&refused);
                 if !refused.is_empty()
                     && let Ok(value) = HeaderValue::from_str(&encode_refused(&refused))
                 {
@@ -451,23 +472,21 @@ async fn enroll(
             Ok(response)
         }
         EnrollOutcome::Refused(code) => {
-            count_guesses(&[(0, code)]);
             let refusal = ApiError::code(code, refusal_detail(code));
             if several {
                 tracing::info!(%unit_id, %source, %code, "enrollment refused");
-                Ok(with_refused(refusal, &in_request(vec![(0, code)])))
+                Ok(with_refused(refusal, &decision.in_request(&[(0, code)])))
             } else {
                 Err(refusal)
             }
         }
         EnrollOutcome::RefusedEach(refused) => {
-            count_guesses(&refused);
             let code = refused
                 .last()
                 .map_or(ProblemCode::KeyUnknown, |(_, code)| *code);
             let refusal = ApiError::code(code, refusal_detail(code));
             tracing::info!(%unit_id, %source, %code, keys = refused.len(), "enrollment refused");
-            Ok(with_refused(refusal, &in_request(refused)))
+            Ok(with_refused(refusal, &decision.in_request(&refused)))
         }
     }
 }
@@ -502,10 +521,12 @@ async fn simplereenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match reenroll(&shared, &peer, &headers, &body).await {
+    let response = match reenroll(&shared, &peer, &headers, &body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    shared.metrics.count_renewal(&response);
+    response
 }
 
 async fn reenroll(
@@ -533,14 +554,25 @@ async fn reenroll(
         public_key,
         grace: shared.stub.settings.renewal_grace,
     };
-    match shared.stub.store.renew(renewal, &actor, issue).await? {
+    let asked = Instant::now();
+    let outcome = shared.stub.store.renew(renewal, &actor, issue).await;
+    shared.metrics.store_took("renew", asked.elapsed());
+    let answered = |device: &crate::store::DeviceRecord, outcome| {
+        let mut response = pkcs7_response(&[&device.certificate]);
+        response.extensions_mut().insert(Answered {
+            outcome,
+            kind: None,
+        });
+        response
+    };
+    match outcome? {
         RenewOutcome::Renewed(device) => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate renewed");
-            Ok(pkcs7_response(&[&device.certificate]))
+            Ok(answered(&device, Outcome::Issued))
         }
         RenewOutcome::Repeated(device) => {
             tracing::info!(unit_id = %device.unit_id, serial = %device.serial, "device certificate sent again");
-            Ok(pkcs7_response(&[&device.certificate]))
+            Ok(answered(&device, Outcome::Repeated))
         }
         RenewOutcome::Refused(Refusal::NotCurrent) => Err(not_current()),
         RenewOutcome::Refused(Refusal::Lapsed) => Err(ApiError::code(

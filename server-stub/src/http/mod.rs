@@ -50,6 +50,8 @@ pub struct Shared {
     pub certificate_lifetime: time::Duration,
     /// The device connector's sessions on this server.
     pub connector: Arc<crate::connector::Sessions>,
+    /// What the requests count for the metrics listener.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -189,6 +191,8 @@ impl IntoResponse for ApiError {
                     StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
                 let body = serde_json::to_vec(&problem).unwrap_or_default();
                 let mut response = (status, body).into_response();
+                // For the metrics: the code, counted where the answer is sent.
+                response.extensions_mut().insert(problem.code);
                 let headers = response.headers_mut();
                 headers.insert(
                     header::CONTENT_TYPE,

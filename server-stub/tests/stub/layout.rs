@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["serve"],
     &["http"],
-    &["servers"],
+    &["servers", "metrics"],
     &["stub"],
     &["accounts", "config"],
     &["devices", "audit", "keys", "connector", "row_mac"],
@@ -29,7 +29,13 @@ const LAYERS: &[&[&str]] = &[
     &["store::interface", "store::tx", "store::durability"],
     &["store::rows", "store::query", "store::error"],
     &["tls"],
-    &["connections", "cluster", "ca", "login_limit"],
+    &[
+        "connections",
+        "cluster",
+        "ca",
+        "login_limit",
+        "key_admission",
+    ],
     &[
         "rights",
         "unit_ids",

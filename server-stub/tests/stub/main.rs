@@ -15,6 +15,8 @@
 //!   written as whole-number floats, the floor for typed mass keys (API and command line).
 //! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
 //!   directory; nothing readable in a copy of the database.
+//! - `shown`: reveals and exports audited before any key is shown, on the command line and the
+//!   Web App's session; nothing shown when the line cannot be written.
 //! - `rights`: every pair (caller's right, right given) for accounts and tokens, `keys:export`
 //!   on every surface, tokens ending with a password, rows written straight into the database,
 //!   servers not in sync, the last-admin guard under racing deletions.
@@ -24,6 +26,8 @@
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
 //! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
 //!   one address's flood does not slow another, trusted proxies.
+//! - `metrics`: the metrics and health listener: a scrape after a fleet against the store's
+//!   counts, no identifier in a label, `/readyz` while PostgreSQL is stopped and started again.
 //! - `inventory`: the inventory report over mutual TLS, its refusals, and `devices list`.
 //! - `connector`: the device connector's sessions: one source's share, refused certificates.
 //! - `fuzz`: a bounded mutation fuzzer over key files, CSRs, Basic credentials, inventory bodies.
@@ -44,6 +48,7 @@ mod inventory;
 mod keys;
 mod layout;
 mod limits;
+mod metrics;
 mod openapi_constraints;
 // The throwaway PostgreSQL cluster lives with the end-to-end pieces; shared here as a file.
 #[allow(unreachable_pub, dead_code)]
@@ -52,6 +57,7 @@ mod pg;
 mod rights;
 mod schemathesis;
 mod server;
+mod shown;
 mod system;
 mod ums_id;
 mod util;

@@ -10,6 +10,9 @@
 //! - `limits`: 500 devices behind one address with the default guess limits (in-process fleet).
 //! - `soak`: a fleet on one-time keys while the server is SIGKILLed again and again; devices per
 //!   key and the integrity check read from the database.
+//! - `power_cut`: the server's data directory on the lossy filesystem, a fleet enrolling, the
+//!   server SIGKILLed and its unsynced writes dropped again and again; the database knows every
+//!   certificate a device holds.
 //! - `mitm`: a TLS server with another UMS ID on the server's address never sees a key.
 //! - `web`: the Web App in Debian's chromium, driven by Playwright for Python.
 //! - `util`: the server as a process, keys through its command line, agents in parallel.
@@ -19,6 +22,7 @@ mod distributed;
 mod fleet;
 mod limits;
 mod mitm;
+mod power_cut;
 mod restart;
 mod soak;
 mod util;

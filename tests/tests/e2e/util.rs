@@ -22,27 +22,37 @@ pub(crate) fn programs() -> Programs {
 pub(crate) struct Ums {
     pub(crate) programs: Programs,
     pub(crate) dir: tempfile::TempDir,
+    /// The data directory: `data` in `dir` unless the test put it elsewhere.
+    data: PathBuf,
     pub(crate) serve: Option<ServeProcess>,
 }
 
 impl Ums {
     /// A server on a free loopback port.
     pub(crate) fn start() -> Ums {
-        let programs = programs();
-        let dir = tempfile::tempdir().unwrap();
-        // The limits an administrator gets: a fleet behind one address makes no guesses.
-        std::fs::write(dir.path().join("ums-stub.toml"), "").unwrap();
-        let mut ums = Ums {
-            programs,
-            dir,
-            serve: None,
-        };
+        let mut ums = Ums::unstarted(None);
         ums.serve_on("127.0.0.1:0");
         ums
     }
 
+    /// A server's config (the defaults) and data directory, not yet serving; the data directory
+    /// is `data` if given (on a filesystem the test chose), else one of its own.
+    pub(crate) fn unstarted(data: Option<PathBuf>) -> Ums {
+        let programs = programs();
+        let dir = tempfile::tempdir().unwrap();
+        // The limits an administrator gets: a fleet behind one address makes no guesses.
+        std::fs::write(dir.path().join("ums-stub.toml"), "").unwrap();
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
+        Ums {
+            programs,
+            dir,
+            data,
+            serve: None,
+        }
+    }
+
     pub(crate) fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// Serves the data directory on `listen`.

@@ -6,6 +6,7 @@
 //! password is checked and given back when it was right, so nobody can lock an administrator out
 //! from another network.
 
+use crate::metrics::{LimitScope, LoginResult};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,6 +82,8 @@ pub async fn login(
     // under the limit while argon2 runs; a success gives it back (crate::login_limit).
     let (ticket, decoy, _lane) = match shared.logins.admit(address, &login.name, Instant::now()) {
         LoginAdmission::Refused { retry_after } => {
+            shared.metrics.login(LoginResult::Limited);
+            shared.metrics.rate_limited(LimitScope::Login);
             return Err(ApiError::Problem {
                 problem: Problem::new(ProblemCode::RateLimited).with_detail(
                     "too many failed logins to this account from this network, or from this \
@@ -116,6 +119,7 @@ pub async fn login(
     }
     match outcome {
         Ok(session) => {
+            shared.metrics.login(LoginResult::Ok);
             let max_age = shared.stub.settings.session_lifetime.whole_seconds();
             let mut response = axum::Json(session.caller.view()).into_response();
             let headers = response.headers_mut();
@@ -124,6 +128,7 @@ pub async fn login(
             Ok(response)
         }
         Err(crate::accounts::AuthError::Unauthorized) => {
+            shared.metrics.login(LoginResult::Refused);
             // The name typed is not an actor: it may be anything, a password typed in the wrong
             // field among them. It goes into the detail only when an account has it.
             let mut entry = AuditEntry::new("session.login", &Actor::anonymous(&source));
