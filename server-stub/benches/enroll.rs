@@ -29,13 +29,11 @@ use onboard_protocol::KeyKind;
 use onboard_protocol::est;
 use rustls::pki_types::ServerName;
 use tokio::sync::Semaphore;
+use ums_stub::ca::{IssueOnce, IssuedCertificate};
 use ums_stub::config::Settings;
 use ums_stub::http::Shared;
 use ums_stub::rate_limit::{Limits, RateLimiter};
-use ums_stub::store::{
-    Actor, EnrollAttempt, EnrollOutcome, IssueOnce, IssuedCertificate, MakeKey, NewKey,
-    SqliteStore, Store,
-};
+use ums_stub::store::{Actor, EnrollAttempt, EnrollOutcome, MakeKey, NewKey, SqliteStore, Store};
 use ums_stub::stub::Stub;
 
 const PER_RUN: usize = 2000;

@@ -29,7 +29,44 @@
 
 use std::time::Duration;
 
-use crate::connections::ConnectionLimits;
+/// File descriptors kept free for the database, its WAL, the TLS files and logging.
+const RESERVED_FILES: u64 = 64;
+
+/// Caps on connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open in all (lowered to what the file limit allows).
+    pub total: usize,
+    /// Connections one source may hold open (at most a sixteenth of the total:
+    /// [`per_source_cap`]).
+    pub per_source: usize,
+    /// TLS handshakes one source may have in progress.
+    pub handshakes_per_source: usize,
+    /// How long a connection must have been in its handshake before a newer one (from its source,
+    /// or from anywhere at the total) may close it to make room: a device's own handshake takes
+    /// milliseconds and is never cut.
+    pub evict_after: std::time::Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            total: 4096,
+            per_source: 256,
+            handshakes_per_source: 64,
+            evict_after: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The total, lowered so that open connections never use the last [`RESERVED_FILES`] of a
+    /// soft limit of `file_limit` descriptors.
+    pub fn total_within(&self, file_limit: u64) -> usize {
+        let room = file_limit.saturating_sub(RESERVED_FILES).max(1);
+        self.total.min(usize::try_from(room).unwrap_or(usize::MAX))
+    }
+}
 
 /// The fewest sources that can fill a total: a source's cap is at most this share of it.
 pub const FAIR_SHARES: usize = 16;

@@ -16,8 +16,22 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::prelude::FromDer;
 
-use crate::store::IssuedCertificate;
 use crate::ums_id::UmsId;
+
+/// A device certificate just signed.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Its serial number, hex.
+    pub serial: String,
+    /// Its expiry.
+    pub not_after: OffsetDateTime,
+}
+
+/// Signs the certificate for an enrollment or renewal; called inside the transaction, only when
+/// the request is good, and may run on a backend's writer thread.
+pub type IssueOnce = Box<dyn FnOnce() -> Result<IssuedCertificate, String> + Send>;
 
 /// Why a certificate request was refused. Shown to the device as the problem detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

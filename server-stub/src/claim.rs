@@ -17,7 +17,9 @@
 //! - a record whose certificate lapsed (expired past the renewal grace period) gives way to the
 //!   same key pair, or to a device-bound key naming the unit, enrolling with a key as if the unit ID
 //!   were new (the record is replaced); to anyone else it is still a conflict, so that a key copied
-//!   onto many sticks cannot take over a shelved device's unit ID.
+//!   onto many sticks cannot take over a shelved device's unit ID;
+//! - no two keys share a value (a password): a generated value that another key has is drawn
+//!   again, at most [`DRAWS`] times for one key, and a typed one is refused ([`after_clash`]).
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
@@ -84,6 +86,35 @@ pub fn status(kind: KeyKind, active: bool, usage_count: u64) -> KeyStatus {
 /// Whether a key with `status` may be exported to a stick: only keys a device could still use.
 pub fn exportable(status: KeyStatus) -> bool {
     status == KeyStatus::Active
+}
+
+/// The most times one new key's value is drawn when generated values clash with existing keys.
+pub const DRAWS: u32 = 16;
+
+/// Why a new key is refused: its value is another key's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Clash {
+    /// The value was typed: two keys with one password would each enroll as the other, and which
+    /// one a device used could not be told.
+    #[error("another key already has this value; two keys cannot share a password")]
+    Typed,
+    /// Every draw of a generated value clashed (the random source is broken, or the key space
+    /// nearly full).
+    #[error("could not generate a unique key value after {0} attempts")]
+    Exhausted(u32),
+}
+
+/// What a new key comes to when its value, drawn for the `draws`th time (1: the first value),
+/// is another key's: a generated value is drawn again, up to [`DRAWS`] times for each key; a
+/// typed one is refused.
+pub fn after_clash(generated: bool, draws: u32) -> Result<(), Clash> {
+    if !generated {
+        Err(Clash::Typed)
+    } else if draws >= DRAWS {
+        Err(Clash::Exhausted(draws))
+    } else {
+        Ok(())
+    }
 }
 
 /// Decides an enrollment attempt from the key presented (`None`: no key has that value) and the
@@ -395,5 +426,33 @@ mod tests {
         ] {
             assert_eq!(decide(attempt, None, device), Decision::Refuse(KeyUnknown));
         }
+    }
+
+    #[test]
+    fn a_clashing_value_is_drawn_again_if_generated_and_refused_if_typed() {
+        // generated, draws so far => what comes of the clash
+        let table = [
+            (true, 1, Ok(())),
+            (true, 2, Ok(())),
+            (true, DRAWS - 1, Ok(())),
+            (true, DRAWS, Err(Clash::Exhausted(DRAWS))),
+            (false, 1, Err(Clash::Typed)),
+            (false, DRAWS, Err(Clash::Typed)),
+        ];
+        for (generated, draws, expected) in table {
+            assert_eq!(
+                after_clash(generated, draws),
+                expected,
+                "{generated} {draws}"
+            );
+        }
+        assert_eq!(
+            Clash::Typed.to_string(),
+            "another key already has this value; two keys cannot share a password"
+        );
+        assert_eq!(
+            Clash::Exhausted(DRAWS).to_string(),
+            "could not generate a unique key value after 16 attempts"
+        );
     }
 }

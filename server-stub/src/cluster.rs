@@ -22,6 +22,12 @@ use zeroize::Zeroizing;
 
 use crate::ums_id::UmsId;
 
+/// How often a server records that it runs (its heartbeat in the database).
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A server whose last heartbeat is older than this is shown `Not running`.
+pub const RUNNING_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The first line of a cluster secret file.
 const SECRET_HEADER: &str =
     "# ums-stub cluster secret: give this file to every server of the cluster, mode 0600";

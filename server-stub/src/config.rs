@@ -73,6 +73,8 @@ use anyhow::{Context, bail};
 use onboard_protocol::Server;
 use onboard_protocol::routes::DEFAULT_PORT;
 
+use crate::store::Database;
+
 /// Where the server keeps its state unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/ums-stub";
 
@@ -106,59 +108,6 @@ struct RawConfig {
     cluster_secret_file: Option<PathBuf>,
     database_ca_file: Option<PathBuf>,
     metrics_listen: Option<String>,
-}
-
-/// Which database backend holds the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    /// SQLite in the data directory ([`DATABASE_FILE`]): the embedded default.
-    Sqlite,
-    /// A PostgreSQL database several servers may share.
-    Postgres(DatabaseUrl),
-}
-
-/// A database URL, which may hold a password: its `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// The URL itself, for connecting.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.parse::<tokio_postgres::Config>() {
-            Ok(config) => f.write_str(&crate::store::postgres_shown_url(&config)),
-            Err(_) => f.write_str("postgres://(unreadable URL)"),
-        }
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({self})")
-    }
-}
-
-impl Database {
-    /// Reads the `database` setting: `sqlite`, or a `postgres://` URL.
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        if text.eq_ignore_ascii_case("sqlite") {
-            return Ok(Database::Sqlite);
-        }
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            if text.parse::<tokio_postgres::Config>().is_err() {
-                // The text is not echoed: a URL may hold a password.
-                bail!("not a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)");
-            }
-            return Ok(Database::Postgres(DatabaseUrl(text.to_owned())));
-        }
-        // The text is not echoed: a URL may hold a password.
-        bail!("expected \"sqlite\" or a postgres:// URL")
-    }
 }
 
 /// Validated settings.

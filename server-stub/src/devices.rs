@@ -65,7 +65,7 @@ impl DeviceAdmin {
     async fn running(&self) -> Result<HashSet<String>, StoreError> {
         Ok(self
             .store
-            .servers(crate::serve::RUNNING_WITHIN)
+            .servers(crate::cluster::RUNNING_WITHIN)
             .await?
             .into_iter()
             .filter(|server| server.running)

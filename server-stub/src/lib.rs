@@ -5,13 +5,15 @@
 //! - [`ums_id`]: the server's identity (P-256 key pair, self-signed CA), its files, backup, restore.
 //! - [`vault`]: look-up digests and sealing of key values, derived from the UMS ID.
 //! - [`claim`]: the key rules, pure: a key's status, what may be exported, what one enrollment
-//!   attempt comes to. Every backend applies them; nothing else decides one.
+//!   attempt comes to, what a clash of a new key's value comes to. The store applies them once
+//!   for both backends; nothing else decides one.
 //! - [`cluster`]: Distributed UMS: the cluster secret, the Main UMS ID sealed under it, and the
 //!   pure rule of which UMS ID a server uses at start.
 //! - [`renewal`]: the device-certificate rules, pure: the previous certificate honoured until
 //!   the new one is seen, expired ones renewed within a grace period, lapsed records.
-//! - [`store`]: the async [`store::Store`] interface, its errors and rows, and the SQLite backend
-//!   (the one module that owns the database).
+//! - [`store`]: the async [`store::Store`] interface over SQLite and PostgreSQL, its rows and
+//!   errors, and the flows that apply a decision written once for both backends (the one module
+//!   that owns the database).
 //! - [`keys`], [`devices`], [`audit`]: the use cases the command line runs and the admin API will
 //!   serve (create, list, edit, activate, delete, export keys; list and delete devices; read the
 //!   audit log), answering with the typed views of `onboard_protocol::admin`.

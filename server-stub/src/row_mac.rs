@@ -15,12 +15,11 @@ use aws_lc_rs::{hkdf, hmac};
 use onboard_protocol::admin::Right;
 
 use crate::rights::Rights;
-use crate::store::{AccountRow, SessionRow, TokenRow};
+use crate::store::rows::{
+    AccountRow, KeyedMac, RowMac, RowSealer, SessionRow, TokenRow, UnsealedRows,
+};
 
 const SALT: &[u8] = b"ums-stub admin rows v1";
-
-/// The MAC a row carries.
-pub type RowMac = [u8; 32];
 
 /// The key account, token and session rows are authenticated under.
 pub struct RowKey {
@@ -135,6 +134,24 @@ impl RowKey {
         self.sign(&Self::session_fields(session))
     }
 
+    /// The MACs to give `rows` under this key: accounts by name, tokens by ID.
+    fn rows_macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
+        let accounts = rows
+            .accounts
+            .iter()
+            .map(|row| {
+                let mac = self.account(&row.name, &row.password_hash, &row.rights);
+                (row.name.clone(), mac)
+            })
+            .collect();
+        let tokens = rows
+            .tokens
+            .iter()
+            .map(|row| (row.id.clone(), self.token(row)))
+            .collect();
+        (accounts, tokens)
+    }
+
     /// Whether an account row is one a holder of this key wrote.
     pub fn account_ok(&self, row: &AccountRow) -> bool {
         let fields = Self::account_fields(&row.name, &row.password_hash, &row.rights);
@@ -175,6 +192,13 @@ pub fn sealing(migrated_now: bool, key_available: bool) -> Sealing {
         Sealing::Seal
     } else {
         Sealing::Leave
+    }
+}
+
+/// One computation for both backends, which write the MACs in the transaction that read the rows.
+impl RowSealer for RowKey {
+    fn macs(&self, rows: &UnsealedRows) -> (Vec<KeyedMac>, Vec<KeyedMac>) {
+        self.rows_macs(rows)
     }
 }
 

@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
+use crate::cluster::HEARTBEAT_EVERY;
 use crate::config::Settings;
 use crate::connections::{Refused, Sources};
 use crate::http::{Peer, Shared, router};
@@ -333,12 +334,6 @@ async fn renew_leaf(shared: Arc<Shared>, tls: ServerTls) {
 
 /// How often a running server deletes audit lines past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
-
-/// How often a server records that it runs.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
-
-/// A server whose last heartbeat is older than this is shown `Not running`.
-pub const RUNNING_WITHIN: Duration = Duration::from_secs(30);
 
 /// Records this server's heartbeat (its name, UMS ID and sync status) at start and every
 /// [`HEARTBEAT_EVERY`], against the database's clock.

@@ -8,7 +8,7 @@ use crate::stub::Stub;
 /// One row per server that ever beat, by name. A server that has not beaten yet (a command line
 /// on a server machine, a server just started) shows itself.
 pub async fn list(stub: &Stub) -> Result<Vec<ServerView>, StoreError> {
-    let rows = stub.store.servers(crate::serve::RUNNING_WITHIN).await?;
+    let rows = stub.store.servers(crate::cluster::RUNNING_WITHIN).await?;
     let mut views: Vec<ServerView> = rows
         .into_iter()
         .map(|row| ServerView {

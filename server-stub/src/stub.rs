@@ -9,12 +9,12 @@ use onboard_protocol::admin::UmsIdView;
 use crate::accounts::AccountAdmin;
 use crate::audit::AuditLog;
 use crate::cluster::{self, ClusterSecret, SyncStatus};
-use crate::config::Database;
 use crate::config::Settings;
 use crate::devices::DeviceAdmin;
 use crate::files;
 use crate::keys::KeyAdmin;
 use crate::row_mac::{self, RowKey, Sealing};
+use crate::store::Database;
 use crate::store::{self, Actor, KeyFilter, PageRequest, Store};
 use crate::ums_id::UmsId;
 use crate::vault::KeyVault;
@@ -50,7 +50,12 @@ impl Stub {
                 .await?
                 .context("UMS ID")?;
         let local_fingerprint = local.fingerprint();
-        let store = store::open(&settings).await?;
+        let store = store::open(
+            &settings.database,
+            &settings.database_file(),
+            settings.database_ca.as_deref(),
+        )
+        .await?;
         let (ums_id, sync) = adopt(&*store, local, &settings).await?;
         let vault = Arc::new(KeyVault::derive(&ums_id.secret_material()));
         let rows = Arc::new(RowKey::derive(&ums_id.secret_material()));

@@ -47,7 +47,7 @@ async fn server(
     let mut settings = ums_stub::config::Settings::load(dir.to_owned(), None).unwrap();
     settings.hosts = vec!["127.0.0.1".to_owned()];
     if let Some((url, secret)) = database {
-        settings.database = ums_stub::config::Database::parse(url).unwrap();
+        settings.database = ums_stub::store::Database::parse(url).unwrap();
         settings.cluster_secret = Some(secret.to_owned());
     }
     let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -115,9 +115,9 @@ pub(super) async fn run_database(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let DatabaseCommand::Copy { to } = command;
-    let target = match crate::config::Database::parse(&to).context("--to")? {
-        crate::config::Database::Postgres(url) => url,
-        crate::config::Database::Sqlite => {
+    let target = match crate::store::Database::parse(&to).context("--to")? {
+        crate::store::Database::Postgres(url) => url,
+        crate::store::Database::Sqlite => {
             anyhow::bail!("--to: name a postgres:// URL; the embedded database is the source")
         }
     };
@@ -130,7 +130,7 @@ pub(super) async fn run_database(
     let store = &stub.store;
     // A server still enrolling on the source would use keys the copy already read as unused.
     let running: Vec<String> = store
-        .servers(crate::serve::RUNNING_WITHIN)
+        .servers(crate::cluster::RUNNING_WITHIN)
         .await?
         .into_iter()
         .filter(|server| server.running)
@@ -141,7 +141,7 @@ pub(super) async fn run_database(
             "a server still runs on this database ({}): stop ums-stub serve first, wait {} s, \
              and copy again",
             running.join(", "),
-            crate::serve::RUNNING_WITHIN.as_secs()
+            crate::cluster::RUNNING_WITHIN.as_secs()
         );
     }
     use crate::store::PageRequest;

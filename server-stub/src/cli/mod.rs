@@ -182,7 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let mut settings = Settings::load(cli.data_dir, cli.config.as_deref())?;
     if let Some(database) = &cli.database {
-        settings.database = crate::config::Database::parse(database).context("--database")?;
+        settings.database = crate::store::Database::parse(database).context("--database")?;
     }
     if let Some(secret) = &cli.cluster_secret {
         settings.cluster_secret = Some(secret.clone());

@@ -81,7 +81,12 @@ pub(super) async fn run(
         // adopting it at its next start.
         if let Some(secret) = &settings.cluster_secret {
             let secret = crate::cluster::ClusterSecret::load(secret)?;
-            let store = crate::store::open(&settings).await?;
+            let store = crate::store::open(
+                &settings.database,
+                &settings.database_file(),
+                settings.database_ca.as_deref(),
+            )
+            .await?;
             // The keys stay sealed under the UMS ID the database is bound to: only that one may
             // be the Main UMS ID.
             if let Some(bound) = store.ums_id().await?

@@ -21,14 +21,12 @@ use onboard_protocol::{FirstAuthKey, Problem, ProblemCode, UnitId};
 
 use super::device::{device_identity, not_current};
 use super::{ApiError, Peer, Shared};
-use crate::ca::{Authority, CertificateRequest};
+use crate::ca::{Authority, CertificateRequest, IssueOnce};
 use crate::key_admission::{self, Budget, Decision, Guesses, LookUp, Looked};
 use crate::metrics::{Answered, Outcome};
 use crate::rate_limit::{Admission, Reservation};
 use crate::renewal::Refusal;
-use crate::store::{
-    Actor, AuditEntry, EnrollAttempt, EnrollOutcome, IssueOnce, RenewOutcome, RenewalRequest,
-};
+use crate::store::{Actor, AuditEntry, EnrollAttempt, EnrollOutcome, RenewOutcome, RenewalRequest};
 
 /// The EST routes.
 pub fn router() -> Router<Arc<Shared>> {

@@ -1,32 +1,37 @@
 //! The PostgreSQL store, for several servers sharing one database (`database = "postgres://…"`).
 //!
-//! The same [`Store`] as SQLite, over a pool of tokio-postgres connections. Every server is
-//! active: exactly-once holds across them because an enrollment locks its unit ID (a transaction
-//! advisory lock) and its key row (`SELECT … FOR UPDATE`) before asking [`crate::claim::decide`],
-//! and the guarded `UPDATE` stays behind that as in SQLite. Migrations
+//! The same [`Store`] as SQLite, over a pool of tokio-postgres connections. The flows that apply
+//! a decision are the store's own (`apply.rs`); this backend gives them their row operations
+//! (`postgres/transaction.rs`) and how it begins, locks and commits. Every server is active:
+//! exactly-once holds across them because an enrollment locks its unit ID (a transaction
+//! advisory lock) and its key rows (`SELECT … FOR UPDATE`) before [`crate::claim::decide`] is
+//! asked, and the guarded `UPDATE` stays behind that as in SQLite. A write that may wait for the
+//! next sync ([`Durability`]) commits with `synchronous_commit` off. Migrations
 //! (`postgres/migrations/*.sql`) run once, under an advisory lock, and a schema newer than this
 //! program is refused. Times are seconds since the epoch, as in SQLite, so the two copy into each
 //! other unchanged.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use onboard_protocol::admin::{KeyId, KeyStatus, Right};
-use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
+use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Fingerprint, KeyKind, UnitId};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{
-    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DISCONNECT, DeviceRecord,
-    Durability, EnrollAttempt, EnrollOutcome, IssueOnce, KeyFilter, MainUmsId, MakeKey, Missing,
-    PageRequest, Progress, RenewOutcome, RenewalRequest, ServerBeat, ServerRow, SessionRef,
-    SessionRow, Store, StoreError, StoredKey, TokenRow, UnsealedRows, keep_an_admin,
+use super::apply::{self, KeyEdit};
+use super::durability::Durability;
+use super::error::StoreError;
+use super::interface::Store;
+use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
+use super::rows::{
+    AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
+    MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
+    SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
-use crate::claim::{self, Decision};
-use crate::renewal;
-use crate::row_mac::{RowKey, RowMac};
+use crate::ca::IssueOnce;
+use crate::cluster::MainUmsId;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -46,12 +51,6 @@ const ROW_MAC_MIGRATION: i64 = 4;
 /// The advisory lock key migrations run under (any constant shared by every server).
 const MIGRATION_LOCK: i64 = 0x756d_735f_7374_7562; // "ums_stub"
 
-/// How many times a generated value is redrawn on a clash.
-const GENERATE_ATTEMPTS: usize = 16;
-
-/// Keys inserted per statement.
-const INSERT_CHUNK: usize = 1000;
-
 /// How long to wait for the database (a connection, or one from the pool) before answering
 /// `unavailable`.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -62,18 +61,12 @@ const POOL_SIZE: usize = 16;
 /// The `store_meta` row naming the UMS ID the database belongs to.
 const META_UMS_ID: &str = "ums_id_fingerprint";
 
-const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
-const DEVICE_COLUMNS: &str = "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, last_seen, inventory, previous_serial";
-const AUDIT_COLUMNS: &str = "id, at, event, actor, source, unit_id, key_id, outcome, detail";
-const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
-const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at, mac";
+mod accounts;
+mod dump;
+mod transaction;
 
-/// The advisory lock every account change and deletion takes first, so that the last-admin rule
-/// reads and acts without another such change in between.
-const ACCOUNTS_LOCK: i64 = 0x756d_735f_6163_6374; // "ums_acct"
-
-/// Accounts holding server:admin, in SQL.
-const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
+pub use dump::Dump;
+use transaction::PgTx;
 
 /// A PostgreSQL database.
 #[derive(Clone)]
@@ -92,7 +85,7 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// `url` as it may be shown: user, host, port and database, never a password.
-pub fn shown_url(config: &tokio_postgres::Config) -> String {
+pub(super) fn shown_url(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()
@@ -172,190 +165,7 @@ fn count(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
 
-fn limit(page_limit: usize) -> i64 {
-    i64::try_from(page_limit).unwrap_or(i64::MAX)
-}
-
-fn rights_text(rights: &[Right]) -> String {
-    rights
-        .iter()
-        .map(|right| right.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn id_list(ids: &[KeyId]) -> String {
-    match ids {
-        [] => String::new(),
-        [first, .., last] if ids.len() > 8 => format!("{} keys, IDs {first} to {last}", ids.len()),
-        _ => format!(
-            "IDs {}",
-            ids.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
 impl PostgresStore {
-    /// One key of an enrollment attempt inside `tx`: the key row locked, [`claim::decide`], and
-    /// the decision applied and audited (the certificate taken from `issue` on a consumption).
-    async fn enroll_one(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        attempt: &EnrollAttempt,
-        lookup: &LookupDigest,
-        issue: &mut Option<IssueOnce>,
-    ) -> Result<EnrollOutcome, StoreError> {
-        let now = OffsetDateTime::now_utc();
-        let mut audit =
-            AuditEntry::new("enroll", &Actor::device(&attempt.unit_id, &attempt.source));
-        audit.at = now;
-        audit.unit_id = Some(attempt.unit_id.to_string());
-        let key = tx
-            .query_opt(
-                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
-                &[&lookup.to_vec()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let key = match key {
-            Some(row) => {
-                let id: KeyId = row.get(0);
-                let kind = self.kind(id, row.get(1))?;
-                let bound_to = row
-                    .get::<_, Option<String>>(2)
-                    .map(|text| text.parse::<UnitId>())
-                    .transpose()
-                    .map_err(|_| self.corrupt(format!("key {id} with a malformed unit ID")))?;
-                Some((id, kind, bound_to, row.get::<_, bool>(3), count(row.get(4))))
-            }
-            None => None,
-        };
-        let device = tx
-            .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
-                &[&attempt.unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .map(|row| self.device_from_row(&row))
-            .transpose()?;
-        let decision = claim::decide(
-            claim::Attempt {
-                unit_id: &attempt.unit_id,
-                public_key: &attempt.public_key,
-            },
-            key.as_ref()
-                .map(|(id, kind, bound_to, active, usage_count)| claim::KeyRow {
-                    id: *id,
-                    kind: *kind,
-                    bound_to: bound_to.as_ref(),
-                    active: *active,
-                    usage_count: *usage_count,
-                }),
-            device.as_ref().map(|device| claim::DeviceRow {
-                public_key: &device.public_key,
-                key_id: device.key_id,
-                lapsed: device.not_after < attempt.lapsed_before,
-            }),
-        );
-        audit.key_id = key.as_ref().map(|(id, ..)| *id);
-        let outcome = match decision {
-            Decision::Refuse(code) => {
-                audit.outcome = code.as_str().to_owned();
-                EnrollOutcome::Refused(code)
-            }
-            Decision::Repeat => {
-                let device =
-                    device.ok_or_else(|| self.corrupt("a repeat with no device".to_owned()))?;
-                audit.detail = format!("repeated answer, certificate {}", device.serial);
-                EnrollOutcome::Issued {
-                    device: Box::new(device),
-                    repeated: true,
-                    key: 0,
-                    refused: Vec::new(),
-                }
-            }
-            Decision::Consume => {
-                let Some((key_id, kind, _, active, usage_count)) = key else {
-                    return Err(self.corrupt("a consumption with no key".to_owned()));
-                };
-                let status = claim::status(kind, active, usage_count + 1);
-                // Second line of defence behind claim::decide, as in SQLite.
-                let consumed = tx
-                    .execute(
-                        "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
-                         WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
-                        &[&now.unix_timestamp(), &status.as_str(), &key_id],
-                    )
-                    .await
-                    .map_err(|e| self.db(e))?;
-                if consumed != 1 {
-                    tracing::error!(
-                        key_id,
-                        "the consume guard refused a key the claim rule allowed; refusing it as used"
-                    );
-                    audit.outcome = ProblemCode::KeyUsed.as_str().to_owned();
-                    audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
-                    return Ok(EnrollOutcome::Refused(ProblemCode::KeyUsed));
-                }
-                // Signed only once the key is consumed, as in SQLite.
-                let issue = issue.take().ok_or_else(|| {
-                    self.corrupt("a second consumption in one attempt".to_owned())
-                })?;
-                let issued = issue().map_err(StoreError::Issue)?;
-                let device = DeviceRecord {
-                    unit_id: attempt.unit_id.clone(),
-                    public_key: attempt.public_key.clone(),
-                    certificate: issued.der,
-                    serial: issued.serial,
-                    not_after: issued.not_after,
-                    key_id: Some(key_id),
-                    key_kind: kind,
-                    enrolled_at: now,
-                    last_seen: now,
-                    inventory: None,
-                    previous_serial: None,
-                    online_server: None,
-                };
-                tx.execute(
-                    &format!(
-                        "INSERT INTO devices ({DEVICE_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
-                         ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
-                           certificate = excluded.certificate, serial = excluded.serial,
-                           not_after = excluded.not_after, key_id = excluded.key_id,
-                           key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
-                           last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
-                    ),
-                    &[
-                        &device.unit_id.as_str(),
-                        &device.public_key,
-                        &device.certificate,
-                        &device.serial,
-                        &device.not_after.unix_timestamp(),
-                        &key_id,
-                        &kind.as_str(),
-                        &now.unix_timestamp(),
-                        &now.unix_timestamp(),
-                    ],
-                )
-                .await
-                .map_err(|e| self.db(e))?;
-                audit.detail = format!("certificate {}", device.serial);
-                EnrollOutcome::Issued {
-                    device: Box::new(device),
-                    repeated: false,
-                    key: 0,
-                    refused: Vec::new(),
-                }
-            }
-        };
-        audit_in(tx, &audit).await.map_err(|e| self.db(e))?;
-        Ok(outcome)
-    }
     /// Connects to the database at `url` (in plain TCP) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Self::open_with(url, None).await
@@ -506,41 +316,6 @@ impl PostgresStore {
         Ok(current < ROW_MAC_MIGRATION)
     }
 
-    /// The account and token rows without a MAC, read through `client` (`lock`: a locking
-    /// clause, inside the transaction that seals them).
-    async fn unsealed_in(
-        &self,
-        client: &deadpool_postgres::Transaction<'_>,
-        lock: &str,
-    ) -> Result<UnsealedRows, StoreError> {
-        let accounts = client
-            .query(
-                &format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE mac IS NULL ORDER BY name{lock}"
-                ),
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let tokens = client
-            .query(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE mac IS NULL ORDER BY id{lock}"),
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        Ok(UnsealedRows {
-            accounts: accounts
-                .iter()
-                .map(|row| self.account_from_row(row))
-                .collect::<Result<_, _>>()?,
-            tokens: tokens
-                .iter()
-                .map(|row| self.token_from_row(row))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
     fn kind(&self, id: KeyId, text: &str) -> Result<KeyKind, StoreError> {
         text.parse()
             .map_err(|_| self.corrupt(format!("key {id} with an unknown kind")))
@@ -616,138 +391,21 @@ impl PostgresStore {
         })
     }
 
-    fn main_from_row(&self, row: &Row) -> Result<MainUmsId, StoreError> {
-        Ok(MainUmsId {
-            fingerprint: row.get::<_, String>(0).parse().map_err(|_| {
-                self.corrupt("a Main UMS ID with a malformed fingerprint".to_owned())
-            })?,
-            certificate_pem: row.get(1),
-            sealed: row.get(2),
-        })
+    /// The row operations of `tx`, a transaction on this database.
+    fn tx<'t, 'c>(&'t self, tx: &'t deadpool_postgres::Transaction<'c>) -> PgTx<'t, 'c> {
+        PgTx { tx, store: self }
     }
 
-    fn parse_rights(&self, text: &str) -> Result<Vec<Right>, StoreError> {
-        text.split(',')
-            .map(|name| {
-                name.parse()
-                    .map_err(|_| self.corrupt(format!("an unknown right {name:?}")))
-            })
-            .collect()
-    }
-
-    /// A stored MAC; the schema allows only 32 bytes or none.
-    fn mac(&self, mac: Option<Vec<u8>>) -> Result<Option<RowMac>, StoreError> {
-        mac.map(|mac| {
-            mac.try_into()
-                .map_err(|_| self.corrupt("a row MAC that is not 32 bytes".to_owned()))
-        })
-        .transpose()
-    }
-
-    fn account_from_row(&self, row: &Row) -> Result<AccountRow, StoreError> {
-        Ok(AccountRow {
-            name: row.get(0),
-            password_hash: row.get(1),
-            rights: self.parse_rights(row.get(2))?,
-            created_at: self.time(row.get(3))?,
-            changed_at: self.time(row.get(4))?,
-            mac: self.mac(row.get(5))?,
-        })
-    }
-
-    /// Applies the last-admin rule to a change of `name` to `after` (`None`: its deletion), in
-    /// `tx`, which holds [`ACCOUNTS_LOCK`].
-    async fn guard_last_admin(
-        &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        name: &str,
-        after: Option<&[Right]>,
-    ) -> Result<(), StoreError> {
-        let before = tx
-            .query_opt("SELECT rights FROM accounts WHERE name = $1", &[&name])
-            .await
-            .map_err(|e| self.db(e))?
-            .ok_or_else(|| StoreError::NotFound(Missing::Account(name.to_owned())))?;
-        let admins: i64 = tx
-            .query_one(
-                &format!("SELECT count(*) FROM accounts WHERE {IS_ADMIN}"),
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .get(0);
-        keep_an_admin(
-            name,
-            &self.parse_rights(before.get(0))?,
-            after,
-            u64::try_from(admins).unwrap_or(0),
-        )
-    }
-
-    fn token_from_row(&self, row: &Row) -> Result<TokenRow, StoreError> {
-        let id: String = row.get(0);
-        Ok(TokenRow {
-            digest: row
-                .get::<_, Vec<u8>>(1)
-                .try_into()
-                .map_err(|_| self.corrupt(format!("token {id} with a malformed digest")))?,
-            account: row.get(2),
-            name: row.get(3),
-            rights: self.parse_rights(row.get(4))?,
-            created_at: self.time(row.get(5))?,
-            expires_at: row
-                .get::<_, Option<i64>>(6)
-                .map(|at| self.time(at))
-                .transpose()?,
-            mac: self.mac(row.get(7))?,
-            id,
-        })
-    }
-
-    /// Runs `change` for each of `ids` in one transaction (all, or none when one is unknown) and
-    /// audits it as `event`.
-    async fn change_each(
+    /// Applies `edit` to the keys `ids` in one transaction ([`apply::change_keys`]).
+    async fn change_keys(
         &self,
         ids: &[KeyId],
+        edit: KeyEdit,
         actor: &Actor,
-        event: &str,
-        change: impl Fn(KeyKind, u64) -> Option<(String, Values<'static>)>,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let rows = tx
-            .query(
-                "SELECT id, kind, usage_count FROM keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let found: HashMap<KeyId, (String, i64)> = rows
-            .iter()
-            .map(|row| (row.get(0), (row.get(1), row.get(2))))
-            .collect();
-        let missing: Vec<KeyId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !found.contains_key(id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(StoreError::NotFound(Missing::Keys(missing)));
-        }
-        for &id in ids {
-            let (kind, usage_count) = &found[&id];
-            let kind = self.kind(id, kind)?;
-            if let Some((sql, mut values)) = change(kind, count(*usage_count)) {
-                values.push(Box::new(id));
-                tx.execute(&sql, &refs(&values))
-                    .await
-                    .map_err(|e| self.db(e))?;
-            }
-        }
-        let mut entry = AuditEntry::new(event, actor);
-        entry.key_id = (ids.len() == 1).then(|| ids[0]);
-        entry.detail = id_list(ids);
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        apply::change_keys(&mut self.tx(&tx), ids, &edit, actor).await?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -760,16 +418,14 @@ impl PostgresStore {
             .map_err(|e| self.db(e))
     }
 
-    async fn count_where(
-        &self,
-        table: &str,
-        filter: (String, Values<'_>),
-    ) -> Result<u64, StoreError> {
-        let (condition, values) = filter;
-        let rows = self
-            .rows(&format!("SELECT count(*) FROM {table}{condition}"), &values)
-            .await?;
-        Ok(count(rows[0].get(0)))
+    /// The rows a `SELECT` of a list (its text and values, [`query`]) gives.
+    async fn select(&self, (sql, values): (String, Vec<Value>)) -> Result<Vec<Row>, StoreError> {
+        self.rows(&sql, &bind(values)).await
+    }
+
+    /// The count a `SELECT count(*)` (its text and values, [`query`]) gives.
+    async fn count_of(&self, select: (String, Vec<Value>)) -> Result<u64, StoreError> {
+        Ok(count(self.select(select).await?[0].get(0)))
     }
 }
 
@@ -809,94 +465,18 @@ async fn audit_in(
     .map(drop)
 }
 
-/// A WHERE clause builder with numbered parameters.
-struct Where {
-    sql: String,
-    values: Values<'static>,
-}
-
-impl Where {
-    fn new() -> Self {
-        Self {
-            sql: String::from(" WHERE TRUE"),
-            values: Vec::new(),
-        }
-    }
-
-    fn and(&mut self, clause: &str, value: Box<dyn ToSql + Sync + Send>) {
-        self.values.push(value);
-        let clause = clause.replace('?', &format!("${}", self.values.len()));
-        self.sql.push_str(" AND ");
-        self.sql.push_str(&clause);
-    }
-
-    fn done(self) -> (String, Values<'static>) {
-        (self.sql, self.values)
-    }
-}
-
-fn key_where(filter: &KeyFilter) -> Where {
-    let mut clause = Where::new();
-    if let Some(kind) = filter.kind {
-        clause.and("kind = ?", Box::new(kind.as_str().to_owned()));
-    }
-    if let Some(status) = filter.status {
-        clause.and("status = ?", Box::new(status.as_str().to_owned()));
-    }
-    if let Some(unit_id) = &filter.unit_id {
-        clause.and("unit_id = ?", Box::new(unit_id.as_str().to_owned()));
-    }
-    if let Some(text) = &filter.comment {
-        clause.and(
-            "strpos(lower(comment), lower(?)) > 0",
-            Box::new(text.clone()),
-        );
-    }
-    if let Some(ids) = &filter.ids {
-        clause.and("id = ANY(?)", Box::new(ids.clone()));
-    }
-    clause
-}
-
-fn audit_where(filter: &AuditFilter) -> Where {
-    let mut clause = Where::new();
-    if let Some(since) = filter.since {
-        clause.and("at >= ?", Box::new(since.unix_timestamp()));
-    }
-    if let Some(unit_id) = &filter.unit_id {
-        clause.and("unit_id = ?", Box::new(unit_id.as_str().to_owned()));
-    }
-    if let Some(outcome) = &filter.outcome {
-        clause.and("outcome = ?", Box::new(outcome.clone()));
-    }
-    if let Some(actor) = &filter.actor {
-        clause.and("actor = ?", Box::new(actor.clone()));
-    }
-    clause
-}
-
-/// One page of `table` by `id` after (or, descending, before) `page.after`.
-fn keyset_select(
-    columns: &str,
-    table: &str,
-    mut clause: Where,
-    page: &PageRequest<i64>,
-    descending: bool,
-) -> (String, Values<'static>) {
-    if let Some(after) = page.after {
-        clause.and(
-            if descending { "id < ?" } else { "id > ?" },
-            Box::new(after),
-        );
-    }
-    clause.values.push(Box::new(limit(page.limit)));
-    let sql = format!(
-        "SELECT {columns} FROM {table}{} ORDER BY id{} LIMIT ${}",
-        clause.sql,
-        if descending { " DESC" } else { "" },
-        clause.values.len()
-    );
-    (sql, clause.values)
+/// The values of a list's parameters as tokio-postgres binds them.
+fn bind(values: Vec<Value>) -> Values<'static> {
+    values
+        .into_iter()
+        .map(|value| -> Box<dyn ToSql + Sync + Send> {
+            match value {
+                Value::Int(number) => Box::new(number),
+                Value::Text(text) => Box::new(text),
+                Value::Ids(ids) => Box::new(ids),
+            }
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -956,86 +536,15 @@ impl Store for PostgresStore {
     ) -> Result<Vec<KeyId>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
-                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
-                                      $6::bigint[], $7::text[])
-                 ON CONFLICT (lookup) DO NOTHING RETURNING id, lookup",
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let created_at = now();
-        let mut ids: Vec<KeyId> = Vec::with_capacity(count);
-        let mut start = 0;
-        while start < count {
-            let end = (start + INSERT_CHUNK).min(count);
-            let mut pending: Vec<usize> = (start..end).collect();
-            let mut chunk_ids: HashMap<usize, KeyId> = HashMap::with_capacity(pending.len());
-            let mut attempts = 0;
-            while !pending.is_empty() {
-                attempts += 1;
-                let keys: Vec<(usize, super::NewKey)> =
-                    pending.iter().map(|&index| (index, make(index))).collect();
-                let column = |f: &dyn Fn(&super::NewKey) -> String| -> Vec<String> {
-                    keys.iter().map(|(_, key)| f(key)).collect()
-                };
-                let kinds = column(&|key| key.kind.as_str().to_owned());
-                let lookups: Vec<Vec<u8>> =
-                    keys.iter().map(|(_, key)| key.lookup.to_vec()).collect();
-                let sealed: Vec<Vec<u8>> = keys.iter().map(|(_, key)| key.sealed.clone()).collect();
-                let units: Vec<Option<String>> = keys
-                    .iter()
-                    .map(|(_, key)| key.unit_id.as_ref().map(ToString::to_string))
-                    .collect();
-                let comments = column(&|key| key.comment.clone());
-                let times = vec![created_at; keys.len()];
-                let statuses = column(&|key| claim::status(key.kind, true, 0).as_str().to_owned());
-                let rows = tx
-                    .query(
-                        &statement,
-                        &[
-                            &kinds, &lookups, &sealed, &units, &comments, &times, &statuses,
-                        ],
-                    )
-                    .await
-                    .map_err(|e| self.db(e))?;
-                let inserted: HashMap<Vec<u8>, KeyId> = rows
-                    .iter()
-                    .map(|row| (row.get::<_, Vec<u8>>(1), row.get::<_, KeyId>(0)))
-                    .collect();
-                let mut clashed = Vec::new();
-                for (index, key) in &keys {
-                    match inserted.get(key.lookup.as_slice()) {
-                        Some(id) => {
-                            chunk_ids.insert(*index, *id);
-                        }
-                        None if key.generated => clashed.push(*index),
-                        None => {
-                            return Err(StoreError::Conflict(
-                                "another key already has this value; choose another".to_owned(),
-                            ));
-                        }
-                    }
-                }
-                if !clashed.is_empty() && attempts >= GENERATE_ATTEMPTS {
-                    return Err(StoreError::Conflict(format!(
-                        "could not generate a unique key value after {attempts} attempts"
-                    )));
-                }
-                pending = clashed;
-            }
-            // Ids in the order the keys were asked for, as SQLite gives them.
-            let mut ordered: Vec<(usize, KeyId)> = chunk_ids.into_iter().collect();
-            ordered.sort_unstable();
-            ids.extend(ordered.into_iter().map(|(_, id)| id));
-            progress(end as u64);
-            start = end;
-        }
-        let mut entry = AuditEntry::new("keys.create", actor);
-        entry.key_id = (ids.len() == 1).then(|| ids[0]);
-        entry.detail = id_list(&ids);
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let ids = apply::insert_keys(
+            &mut self.tx(&tx),
+            count,
+            &mut make,
+            &progress,
+            actor,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(ids)
     }
@@ -1045,8 +554,7 @@ impl Store for PostgresStore {
         filter: &KeyFilter,
         page: &PageRequest<KeyId>,
     ) -> Result<Vec<StoredKey>, StoreError> {
-        let (sql, values) = keyset_select(KEY_COLUMNS, "keys", key_where(filter), page, false);
-        self.rows(&sql, &values)
+        self.select(query::keys_page(Dialect::Postgres, filter, page))
             .await?
             .iter()
             .map(|row| self.key_from_row(row))
@@ -1054,18 +562,13 @@ impl Store for PostgresStore {
     }
 
     async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError> {
-        self.count_where("keys", key_where(filter).done()).await
+        self.count_of(query::keys_count(Dialect::Postgres, filter))
+            .await
     }
 
     async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError> {
-        let comment = comment.to_owned();
-        self.change_each(&[id], actor, "keys.edit", move |_, _| {
-            Some((
-                "UPDATE keys SET comment = $1 WHERE id = $2".to_owned(),
-                vec![Box::new(comment.clone())],
-            ))
-        })
-        .await
+        self.change_keys(&[id], KeyEdit::Comment(comment.to_owned()), actor)
+            .await
     }
 
     async fn set_active(
@@ -1074,26 +577,11 @@ impl Store for PostgresStore {
         active: bool,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let event = if active {
-            "keys.activate"
-        } else {
-            "keys.deactivate"
-        };
-        self.change_each(ids, actor, event, move |kind, usage_count| {
-            let status = claim::status(kind, active, usage_count);
-            Some((
-                "UPDATE keys SET active = $1, status = $2 WHERE id = $3".to_owned(),
-                vec![Box::new(active), Box::new(status.as_str().to_owned())],
-            ))
-        })
-        .await
+        self.change_keys(ids, KeyEdit::Active(active), actor).await
     }
 
     async fn delete_keys(&self, ids: &[KeyId], actor: &Actor) -> Result<(), StoreError> {
-        self.change_each(ids, actor, "keys.delete", |_, _| {
-            Some(("DELETE FROM keys WHERE id = $1".to_owned(), Vec::new()))
-        })
-        .await
+        self.change_keys(ids, KeyEdit::Delete, actor).await
     }
 
     async fn key_kind(&self, lookup: &LookupDigest) -> Result<Option<KeyKind>, StoreError> {
@@ -1157,17 +645,13 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         }
-        let mut issue = Some(issue);
-        let (mut tries, lookups) = super::KeyTries::new(&attempt);
-        let mut done = None;
-        for (index, lookup) in lookups {
-            let outcome = self.enroll_one(&tx, &attempt, lookup, &mut issue).await?;
-            if let Some(outcome) = tries.take(index, outcome) {
-                done = Some(outcome);
-                break;
-            }
-        }
-        let outcome = done.unwrap_or_else(|| tries.finish());
+        let outcome = apply::enroll(
+            &mut self.tx(&tx),
+            &attempt,
+            issue,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
         commit_with(tx, outcome.durability())
             .await
             .map_err(|e| self.db(e))?;
@@ -1182,79 +666,10 @@ impl Store for PostgresStore {
     ) -> Result<RenewOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let device = tx
-            .query_opt(
-                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"),
-                &[&request.unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .map(|row| self.device_from_row(&row))
-            .transpose()?;
-        let Some(mut device) = device else {
-            return Ok(RenewOutcome::Refused(renewal::Refusal::NotCurrent));
-        };
         let now = OffsetDateTime::now_utc();
-        let decision = renewal::decide(
-            renewal::Presented {
-                serial: &request.serial,
-                not_after: request.not_after,
-            },
-            &request.public_key,
-            &renewal::Record {
-                serial: &device.serial,
-                previous_serial: device.previous_serial.as_deref(),
-                public_key: &device.public_key,
-            },
-            request.grace,
-            now,
-        );
-        let mut entry = AuditEntry::new("reenroll", actor);
-        entry.at = now;
-        entry.unit_id = Some(request.unit_id.to_string());
-        let previous = match decision {
-            renewal::Renewal::Refuse(refusal) => return Ok(RenewOutcome::Refused(refusal)),
-            renewal::Renewal::Repeat => {
-                entry.detail = format!(
-                    "repeated answer, certificate {} (presented {})",
-                    device.serial, request.serial
-                );
-                audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-                tx.commit().await.map_err(|e| self.db(e))?;
-                return Ok(RenewOutcome::Repeated(device));
-            }
-            renewal::Renewal::Issue { previous } => previous,
-        };
-        let issued = issue().map_err(StoreError::Issue)?;
-        tx.execute(
-            "UPDATE devices SET public_key = $1, certificate = $2, serial = $3, not_after = $4,
-               last_seen = $5, previous_serial = $6
-             WHERE unit_id = $7",
-            &[
-                &request.public_key,
-                &issued.der,
-                &issued.serial,
-                &issued.not_after.unix_timestamp(),
-                &now.unix_timestamp(),
-                &previous,
-                &request.unit_id.as_str(),
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        entry.detail = format!(
-            "certificate {} replaces {} (presented {})",
-            issued.serial, device.serial, request.serial
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let outcome = apply::renew(&mut self.tx(&tx), request, actor, issue, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
-        device.public_key = request.public_key;
-        device.certificate = issued.der;
-        device.serial = issued.serial;
-        device.not_after = issued.not_after;
-        device.previous_serial = Some(previous);
-        device.last_seen = now;
-        Ok(RenewOutcome::Renewed(device))
+        Ok(outcome)
     }
 
     async fn touch_device(
@@ -1264,64 +679,18 @@ impl Store for PostgresStore {
         inventory: Option<&str>,
         session: Option<SessionRef<'_>>,
     ) -> Result<bool, StoreError> {
-        let (server, session_id) = (
-            session.map(|session| session.server),
-            session.map(|session| session.id),
-        );
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let row = tx
-            .query_opt(
-                "SELECT serial, previous_serial FROM devices WHERE unit_id = $1 FOR UPDATE",
-                &[&unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let (current, previous): (String, Option<String>) = (row.get(0), row.get(1));
-        let record = renewal::Record {
-            serial: &current,
-            previous_serial: previous.as_deref(),
-            public_key: &[],
-        };
-        let forget_previous = match renewal::held(serial, &record) {
-            renewal::Held::Current => true,
-            renewal::Held::Previous => false,
-            renewal::Held::Neither => return Ok(false),
-        };
-        tx.execute(
-            "UPDATE devices SET last_seen = $1, inventory = coalesce($2, inventory),
-               previous_serial = CASE WHEN $3 THEN NULL ELSE previous_serial END,
-               online_server = coalesce($5, online_server),
-               online_session = coalesce($6, online_session)
-             WHERE unit_id = $4",
-            &[
-                &now(),
-                &inventory,
-                &forget_previous,
-                &unit_id.as_str(),
-                &server,
-                &session_id,
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        let held =
+            apply::touch(&mut self.tx(&tx), unit_id, serial, inventory, session, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(true)
+        Ok(held)
     }
 
     async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
-        let after = page.after.as_ref().map(|unit| unit.as_str().to_owned());
         let rows = self
-            .rows(
-                &format!(
-                    "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE ($1::text IS NULL OR unit_id > $1)
-                     ORDER BY unit_id LIMIT $2"
-                ),
-                &vec![Box::new(after), Box::new(limit(page.limit))],
-            )
+            .select(query::devices_page(Dialect::Postgres, page))
             .await?;
         rows.iter().map(|row| self.device_from_row(row)).collect()
     }
@@ -1329,7 +698,7 @@ impl Store for PostgresStore {
     async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError> {
         let rows = self
             .rows(
-                &format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1"),
+                concat!(device_select!(), " WHERE unit_id = $1"),
                 &vec![Box::new(unit_id.as_str().to_owned())],
             )
             .await?;
@@ -1339,7 +708,7 @@ impl Store for PostgresStore {
     }
 
     async fn count_devices(&self) -> Result<u64, StoreError> {
-        self.count_where("devices", (String::new(), Vec::new()))
+        self.count_of(query::count_all(Dialect::Postgres, "devices"))
             .await
     }
 
@@ -1387,33 +756,8 @@ impl Store for PostgresStore {
     ) -> Result<Option<String>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let row = tx
-            .query_opt(
-                "SELECT online_server FROM devices WHERE unit_id = $1 FOR SHARE",
-                &[&unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
-        };
-        let online: Option<String> = row.get(0);
-        if let Some(server) = &online {
-            tx.execute(
-                "INSERT INTO device_commands (server, unit_id, command, queued_at)
-                 VALUES ($1, $2, $3, $4)",
-                &[server, &unit_id.as_str(), &command, &now()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        let mut entry = AuditEntry::new("devices.command", actor);
-        entry.unit_id = Some(unit_id.to_string());
-        if online.is_none() {
-            "offline".clone_into(&mut entry.outcome);
-        }
-        command.clone_into(&mut entry.detail);
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        let online = apply::queue_command(&mut self.tx(&tx), unit_id, command, actor, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(online)
     }
@@ -1441,29 +785,8 @@ impl Store for PostgresStore {
     async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let deleted = tx
-            .query_opt(
-                "DELETE FROM devices WHERE unit_id = $1 RETURNING online_server",
-                &[&unit_id.as_str()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(deleted) = deleted else {
-            return Err(StoreError::NotFound(Missing::Device(unit_id.clone())));
-        };
-        // The session of a deleted device is closed by the server holding it.
-        if let Some(server) = deleted.get::<_, Option<String>>(0) {
-            tx.execute(
-                "INSERT INTO device_commands (server, unit_id, command, queued_at)
-                 VALUES ($1, $2, $3, $4)",
-                &[&server, &unit_id.as_str(), &DISCONNECT, &now()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        let mut entry = AuditEntry::new("devices.delete", actor);
-        entry.unit_id = Some(unit_id.to_string());
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
+        let now = OffsetDateTime::now_utc();
+        apply::delete_device(&mut self.tx(&tx), unit_id, actor, now).await?;
         tx.commit().await.map_err(|e| self.db(e))
     }
 
@@ -1481,14 +804,7 @@ impl Store for PostgresStore {
         filter: &AuditFilter,
         page: &PageRequest<i64>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let (sql, values) = keyset_select(
-            AUDIT_COLUMNS,
-            "audit",
-            audit_where(filter),
-            page,
-            filter.newest_first,
-        );
-        self.rows(&sql, &values)
+        self.select(query::audit_page(Dialect::Postgres, filter, page))
             .await?
             .iter()
             .map(|row| self.audit_from_row(row))
@@ -1496,7 +812,8 @@ impl Store for PostgresStore {
     }
 
     async fn count_audit(&self, filter: &AuditFilter) -> Result<u64, StoreError> {
-        self.count_where("audit", audit_where(filter).done()).await
+        self.count_of(query::audit_count(Dialect::Postgres, filter))
+            .await
     }
 
     async fn prune_audit(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
@@ -1511,71 +828,19 @@ impl Store for PostgresStore {
     }
 
     async fn create_account(&self, account: &AccountRow, actor: &Actor) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (name) DO NOTHING"
-                ),
-                &[
-                    &account.name,
-                    &account.password_hash,
-                    &rights_text(&account.rights),
-                    &account.created_at.unix_timestamp(),
-                    &account.changed_at.unix_timestamp(),
-                    &account.mac.map(|mac| mac.to_vec()),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        if inserted == 0 {
-            return Err(StoreError::Conflict(format!(
-                "an account named {:?} exists",
-                account.name
-            )));
-        }
-        let mut entry = AuditEntry::new("accounts.create", actor);
-        entry.detail = format!(
-            "account {} with {}",
-            account.name,
-            rights_text(&account.rights)
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.insert_account(account, actor).await
     }
 
     async fn accounts(&self, page: &PageRequest<String>) -> Result<Vec<AccountRow>, StoreError> {
-        let rows = self
-            .rows(
-                &format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name > $1 ORDER BY name LIMIT $2"
-                ),
-                &vec![
-                    Box::new(page.after.clone().unwrap_or_default()),
-                    Box::new(limit(page.limit)),
-                ],
-            )
-            .await?;
-        rows.iter().map(|row| self.account_from_row(row)).collect()
+        self.select_accounts(page).await
     }
 
     async fn count_accounts(&self) -> Result<u64, StoreError> {
-        self.count_where("accounts", (String::new(), Vec::new()))
-            .await
+        self.count_account_rows().await
     }
 
     async fn account(&self, name: &str) -> Result<Option<AccountRow>, StoreError> {
-        let rows = self
-            .rows(
-                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
-                &vec![Box::new(name.to_owned())],
-            )
-            .await?;
-        rows.first()
-            .map(|row| self.account_from_row(row))
-            .transpose()
+        self.select_account(name).await
     }
 
     async fn update_account(
@@ -1584,138 +849,32 @@ impl Store for PostgresStore {
         change: AccountChange,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
-            .await
-            .map_err(|e| self.db(e))?;
-        if change.rights.is_some() {
-            self.guard_last_admin(&tx, name, change.rights.as_deref())
-                .await?;
-        }
-        let rights = change.rights.as_deref().map(rights_text);
-        let changed = tx
-            .execute(
-                "UPDATE accounts SET rights = coalesce($2, rights),
-                     password_hash = coalesce($3, password_hash), changed_at = $4, mac = $5
-                 WHERE name = $1 AND mac IS NOT DISTINCT FROM $6",
-                &[
-                    &name,
-                    &rights,
-                    &change.password_hash,
-                    &now(),
-                    &change.mac.to_vec(),
-                    &change.previous.map(|mac| mac.to_vec()),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        if changed == 0 {
-            let exists = tx
-                .query_opt("SELECT 1 FROM accounts WHERE name = $1", &[&name])
-                .await
-                .map_err(|e| self.db(e))?
-                .is_some();
-            return Err(if exists {
-                StoreError::Conflict(format!(
-                    "the account {name} changed meanwhile; read it again and retry"
-                ))
-            } else {
-                StoreError::NotFound(Missing::Account(name.to_owned()))
-            });
-        }
-        let ended = tx
-            .execute("DELETE FROM sessions WHERE account = $1", &[&name])
-            .await
-            .map_err(|e| self.db(e))?;
-        // Whoever knew the old password may have made tokens with it.
-        let revoked = if change.password_hash.is_some() {
-            tx.execute("DELETE FROM tokens WHERE account = $1", &[&name])
-                .await
-                .map_err(|e| self.db(e))?
-        } else {
-            0
-        };
-        let mut entry = AuditEntry::new("accounts.edit", actor);
-        let mut parts = vec![format!("account {name}")];
-        if let Some(rights) = &rights {
-            parts.push(format!("rights {rights}"));
-        }
-        if change.password_hash.is_some() {
-            parts.push("new password".to_owned());
-        }
-        parts.push(format!("{ended} session(s) ended"));
-        if change.password_hash.is_some() {
-            parts.push(format!("{revoked} token(s) ended"));
-        }
-        entry.detail = parts.join(", ");
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.change_account(name, change, actor).await
     }
 
     async fn delete_account(&self, name: &str, actor: &Actor) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
-            .await
-            .map_err(|e| self.db(e))?;
-        self.guard_last_admin(&tx, name, None).await?;
-        let changed = tx
-            .execute("DELETE FROM accounts WHERE name = $1", &[&name])
-            .await
-            .map_err(|e| self.db(e))?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(Missing::Account(name.to_owned())));
-        }
-        let mut entry = AuditEntry::new("accounts.delete", actor);
-        entry.detail = format!("account {name}");
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.remove_account(name, actor).await
+    }
+
+    fn migrated_row_macs_now(&self) -> bool {
+        self.migrated_row_macs
+    }
+
+    async fn unsealed_admin_rows(&self) -> Result<UnsealedRows, StoreError> {
+        self.unsealed_rows().await
+    }
+
+    async fn seal_admin_rows(
+        &self,
+        key: Arc<dyn RowSealer>,
+        why: &str,
+        actor: &Actor,
+    ) -> Result<UnsealedRows, StoreError> {
+        self.seal_rows(key, why, actor).await
     }
 
     async fn create_token(&self, token: &TokenRow, actor: &Actor) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        // The account row, locked, so a deletion cannot slip in between.
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM accounts WHERE name = $1 FOR UPDATE",
-                &[&token.account],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .is_some();
-        if !exists {
-            return Err(StoreError::NotFound(Missing::Account(
-                token.account.clone(),
-            )));
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ),
-            &[
-                &token.id,
-                &token.digest.to_vec(),
-                &token.account,
-                &token.name,
-                &rights_text(&token.rights),
-                &token.created_at.unix_timestamp(),
-                &token.expires_at.map(OffsetDateTime::unix_timestamp),
-                &token.mac.map(|mac| mac.to_vec()),
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        let mut entry = AuditEntry::new("tokens.create", actor);
-        entry.detail = format!(
-            "token {} for account {} with {}",
-            token.id,
-            token.account,
-            rights_text(&token.rights)
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.insert_token(token, actor).await
     }
 
     async fn tokens(
@@ -1723,47 +882,15 @@ impl Store for PostgresStore {
         account: Option<&str>,
         page: &PageRequest<String>,
     ) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = self
-            .rows(
-                &format!(
-                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id > $1
-                     AND ($2::text IS NULL OR account = $2) ORDER BY id LIMIT $3"
-                ),
-                &vec![
-                    Box::new(page.after.clone().unwrap_or_default()),
-                    Box::new(account.map(str::to_owned)),
-                    Box::new(limit(page.limit)),
-                ],
-            )
-            .await?;
-        rows.iter().map(|row| self.token_from_row(row)).collect()
+        self.select_tokens(account, page).await
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-        let rows = self
-            .rows(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
-                &vec![Box::new(id.to_owned())],
-            )
-            .await?;
-        rows.first().map(|row| self.token_from_row(row)).transpose()
+        self.select_token(id).await
     }
 
     async fn revoke_token(&self, id: &str, actor: &Actor) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let row = tx
-            .query_opt("DELETE FROM tokens WHERE id = $1 RETURNING account", &[&id])
-            .await
-            .map_err(|e| self.db(e))?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound(Missing::Token(id.to_owned())));
-        };
-        let account: String = row.get(0);
-        let mut entry = AuditEntry::new("tokens.revoke", actor);
-        entry.detail = format!("token {id} of account {account}");
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.delete_token(id, actor).await
     }
 
     async fn create_session(
@@ -1772,130 +899,19 @@ impl Store for PostgresStore {
         verified: &str,
         actor: &Actor,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO sessions (digest, account, created_at, expires_at, mac)
-                 SELECT $1, name, $3, $4, $6 FROM accounts WHERE name = $2 AND password_hash = $5",
-                &[
-                    &session.digest.to_vec(),
-                    &session.account,
-                    &session.created_at.unix_timestamp(),
-                    &session.expires_at.unix_timestamp(),
-                    &verified,
-                    &session.mac.map(|mac| mac.to_vec()),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        if inserted == 0 {
-            return Err(StoreError::NotFound(Missing::Account(
-                session.account.clone(),
-            )));
-        }
-        audit_in(&tx, &AuditEntry::new("session.login", actor))
-            .await
-            .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.insert_session(session, verified, actor).await
     }
 
     async fn session(&self, digest: &[u8; 32]) -> Result<Option<SessionRow>, StoreError> {
-        let rows = self
-            .rows(
-                "SELECT account, created_at, expires_at, mac FROM sessions WHERE digest = $1",
-                &vec![Box::new(digest.to_vec())],
-            )
-            .await?;
-        rows.first()
-            .map(|row| {
-                Ok(SessionRow {
-                    digest: *digest,
-                    account: row.get(0),
-                    created_at: self.time(row.get(1))?,
-                    expires_at: self.time(row.get(2))?,
-                    mac: self.mac(row.get(3))?,
-                })
-            })
-            .transpose()
+        self.select_session(digest).await
     }
 
     async fn end_session(&self, digest: &[u8; 32], actor: &Actor) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let ended = tx
-            .execute(
-                "DELETE FROM sessions WHERE digest = $1",
-                &[&digest.to_vec()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        if ended > 0 {
-            audit_in(&tx, &AuditEntry::new("session.logout", actor))
-                .await
-                .map_err(|e| self.db(e))?;
-        }
-        tx.commit().await.map_err(|e| self.db(e))
-    }
-
-    fn migrated_row_macs_now(&self) -> bool {
-        self.migrated_row_macs
-    }
-
-    async fn unsealed_admin_rows(&self) -> Result<UnsealedRows, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        self.unsealed_in(&tx, "").await
-    }
-
-    async fn seal_admin_rows(
-        &self,
-        key: Arc<RowKey>,
-        why: &str,
-        actor: &Actor,
-    ) -> Result<UnsealedRows, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ACCOUNTS_LOCK])
-            .await
-            .map_err(|e| self.db(e))?;
-        let unsealed = self.unsealed_in(&tx, " FOR UPDATE").await?;
-        if unsealed.is_empty() {
-            return Ok(unsealed);
-        }
-        let (accounts, tokens) = unsealed.macs(&key);
-        for (name, mac) in accounts {
-            tx.execute(
-                "UPDATE accounts SET mac = $2 WHERE name = $1",
-                &[&name, &mac.to_vec()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        for (id, mac) in tokens {
-            tx.execute(
-                "UPDATE tokens SET mac = $2 WHERE id = $1",
-                &[&id, &mac.to_vec()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        audit_in(&tx, &unsealed.audit_entry(why, actor))
-            .await
-            .map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))?;
-        Ok(unsealed)
+        self.delete_session(digest, actor).await
     }
 
     async fn prune_sessions(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM sessions WHERE expires_at <= $1",
-                &[&now.unix_timestamp()],
-            )
-            .await
-            .map_err(|e| self.db(e))
+        self.delete_ended_sessions(now).await
     }
 
     async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
@@ -1909,305 +925,23 @@ impl Store for PostgresStore {
     }
 
     async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {
-        let rows = self
-            .rows(
-                "SELECT fingerprint, certificate_pem, sealed FROM main_ums_id",
-                &Vec::new(),
-            )
-            .await?;
-        rows.first().map(|row| self.main_from_row(row)).transpose()
+        self.select_main_ums_id().await
     }
 
     async fn offer_main_ums_id(&self, main: &MainUmsId) -> Result<MainUmsId, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO main_ums_id (fingerprint, certificate_pem, sealed) VALUES ($1, $2, $3)
-                 ON CONFLICT (one) DO NOTHING",
-                &[
-                    &main.fingerprint.to_string(),
-                    &main.certificate_pem,
-                    &main.sealed,
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        drop(client);
-        self.main_ums_id()
-            .await?
-            .ok_or_else(|| self.corrupt("no Main UMS ID after offering one".to_owned()))
+        self.offer_main(main).await
     }
 
     async fn replace_main_ums_id(&self, main: &MainUmsId, actor: &Actor) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        tx.execute(
-            "INSERT INTO main_ums_id (fingerprint, certificate_pem, sealed) VALUES ($1, $2, $3)
-             ON CONFLICT (one) DO UPDATE SET fingerprint = excluded.fingerprint,
-               certificate_pem = excluded.certificate_pem, sealed = excluded.sealed",
-            &[
-                &main.fingerprint.to_string(),
-                &main.certificate_pem,
-                &main.sealed,
-            ],
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        let mut entry = AuditEntry::new("ums-id.restore", actor);
-        entry.detail = format!("Main UMS ID {}", main.fingerprint.short());
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.put_main_ums_id(main, actor).await
     }
 
     async fn heartbeat(&self, beat: &ServerBeat) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO servers (name, fingerprint, status, heartbeat_at)
-                 VALUES ($1, $2, $3, extract(epoch FROM now())::bigint)
-                 ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint,
-                   status = excluded.status, heartbeat_at = excluded.heartbeat_at",
-                &[
-                    &beat.name,
-                    &beat.fingerprint.to_string(),
-                    &beat.status.label(),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        Ok(())
+        self.put_heartbeat(beat).await
     }
 
     async fn servers(&self, within: std::time::Duration) -> Result<Vec<ServerRow>, StoreError> {
-        let within = i64::try_from(within.as_secs()).unwrap_or(i64::MAX);
-        let rows = self
-            .rows(
-                "SELECT name, fingerprint, status,
-                        heartbeat_at >= extract(epoch FROM now())::bigint - $1
-                 FROM servers ORDER BY name",
-                &vec![Box::new(within)],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.get(2);
-                Ok(ServerRow {
-                    beat: ServerBeat {
-                        name: row.get(0),
-                        fingerprint: row.get::<_, String>(1).parse().map_err(|_| {
-                            self.corrupt("a server row with a malformed fingerprint".to_owned())
-                        })?,
-                        status: crate::cluster::SyncStatus::from_label(&status).ok_or_else(
-                            || self.corrupt(format!("a server row with status {status:?}")),
-                        )?,
-                    },
-                    running: row.get(3),
-                })
-            })
-            .collect()
-    }
-}
-
-/// Everything a store holds, for [`PostgresStore::import`]: keys stay sealed.
-#[derive(Debug, Default)]
-pub struct Dump {
-    /// The UMS ID the keys were sealed under (the source's binding).
-    pub ums_id: Option<Fingerprint>,
-    /// The Main UMS ID to record.
-    pub main: Option<MainUmsId>,
-    /// Every key.
-    pub keys: Vec<StoredKey>,
-    /// Every enrolled device.
-    pub devices: Vec<DeviceRecord>,
-    /// The whole audit log.
-    pub audit: Vec<AuditEntry>,
-    /// Every account.
-    pub accounts: Vec<AccountRow>,
-    /// Every API token.
-    pub tokens: Vec<TokenRow>,
-}
-
-impl PostgresStore {
-    /// Copies `dump` into this database, which must hold no key, device, account or audit line
-    /// yet: all of it in one transaction, numbers kept, so an export made before the copy still
-    /// names the same keys. `progress` is told how many rows are done.
-    pub async fn import(&self, dump: &Dump, progress: &Progress) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let used: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM keys) OR EXISTS (SELECT 1 FROM devices)
-                   OR EXISTS (SELECT 1 FROM accounts) OR EXISTS (SELECT 1 FROM audit)
-                   OR EXISTS (SELECT 1 FROM main_ums_id)",
-                &[],
-            )
-            .await
-            .map_err(|e| self.db(e))?
-            .get(0);
-        if used {
-            return Err(StoreError::Conflict(format!(
-                "the database {} is not empty: copy into a new database",
-                self.shown
-            )));
-        }
-        let mut done = 0u64;
-        for chunk in dump.keys.chunks(INSERT_CHUNK) {
-            let ids: Vec<i64> = chunk.iter().map(|key| key.id).collect();
-            let kinds: Vec<&str> = chunk.iter().map(|key| key.kind.as_str()).collect();
-            let lookups: Vec<Vec<u8>> = chunk.iter().map(|key| key.lookup.to_vec()).collect();
-            let sealed: Vec<&[u8]> = chunk.iter().map(|key| key.sealed.as_slice()).collect();
-            let units: Vec<Option<String>> = chunk
-                .iter()
-                .map(|key| key.unit_id.as_ref().map(ToString::to_string))
-                .collect();
-            let active: Vec<bool> = chunk.iter().map(|key| key.active).collect();
-            let statuses: Vec<&str> = chunk.iter().map(|key| key.status.as_str()).collect();
-            let counts: Vec<i64> = chunk
-                .iter()
-                .map(|key| i64::try_from(key.usage_count).unwrap_or(i64::MAX))
-                .collect();
-            let dates: Vec<Option<i64>> = chunk
-                .iter()
-                .map(|key| key.usage_date.map(OffsetDateTime::unix_timestamp))
-                .collect();
-            let comments: Vec<&str> = chunk.iter().map(|key| key.comment.as_str()).collect();
-            let created: Vec<i64> = chunk
-                .iter()
-                .map(|key| key.created_at.unix_timestamp())
-                .collect();
-            tx.execute(
-                &format!(
-                    "INSERT INTO keys ({KEY_COLUMNS})
-                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[],
-                        $5::text[], $6::boolean[], $7::text[], $8::bigint[], $9::bigint[],
-                        $10::text[], $11::bigint[])"
-                ),
-                &[
-                    &ids, &kinds, &lookups, &sealed, &units, &active, &statuses, &counts, &dates,
-                    &comments, &created,
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-            done += chunk.len() as u64;
-            progress(done);
-        }
-        for device in &dump.devices {
-            tx.execute(
-                &format!(
-                    "INSERT INTO devices ({DEVICE_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ),
-                &[
-                    &device.unit_id.as_str(),
-                    &device.public_key,
-                    &device.certificate,
-                    &device.serial,
-                    &device.not_after.unix_timestamp(),
-                    &device.key_id,
-                    &device.key_kind.as_str(),
-                    &device.enrolled_at.unix_timestamp(),
-                    &device.last_seen.unix_timestamp(),
-                    &device.inventory,
-                    &device.previous_serial,
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-            done += 1;
-        }
-        progress(done);
-        for entry in &dump.audit {
-            tx.execute(
-                &format!("INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-                &[
-                    &entry.id,
-                    &entry.at.unix_timestamp(),
-                    &entry.event,
-                    &entry.actor,
-                    &entry.source,
-                    &entry.unit_id,
-                    &entry.key_id,
-                    &entry.outcome,
-                    &entry.detail,
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-            done += 1;
-        }
-        progress(done);
-        for account in &dump.accounts {
-            tx.execute(
-                &format!(
-                    "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-                ),
-                &[
-                    &account.name,
-                    &account.password_hash,
-                    &rights_text(&account.rights),
-                    &account.created_at.unix_timestamp(),
-                    &account.changed_at.unix_timestamp(),
-                    &account.mac.map(|mac| mac.to_vec()),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        for token in &dump.tokens {
-            tx.execute(
-                &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ),
-                &[
-                    &token.id,
-                    &token.digest.to_vec(),
-                    &token.account,
-                    &token.name,
-                    &rights_text(&token.rights),
-                    &token.created_at.unix_timestamp(),
-                    &token.expires_at.map(OffsetDateTime::unix_timestamp),
-                    &token.mac.map(|mac| mac.to_vec()),
-                ],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        // New rows are numbered after the copied ones.
-        tx.batch_execute(
-            "SELECT setval('keys_id_seq', coalesce((SELECT max(id) FROM keys), 0) + 1, false);
-             SELECT setval('audit_id_seq', coalesce((SELECT max(id) FROM audit), 0) + 1, false);",
-        )
-        .await
-        .map_err(|e| self.db(e))?;
-        if let Some(ums_id) = dump.ums_id {
-            tx.execute(
-                "INSERT INTO store_meta (name, value) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                &[&META_UMS_ID, &ums_id.to_string()],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        if let Some(main) = &dump.main {
-            tx.execute(
-                "INSERT INTO main_ums_id (fingerprint, certificate_pem, sealed) VALUES ($1, $2, $3)",
-                &[&main.fingerprint.to_string(), &main.certificate_pem, &main.sealed],
-            )
-            .await
-            .map_err(|e| self.db(e))?;
-        }
-        let mut entry = AuditEntry::new("database.copy", &Actor::cli());
-        entry.detail = format!(
-            "{} keys, {} devices, {} audit lines, {} accounts, {} tokens copied in",
-            dump.keys.len(),
-            dump.devices.len(),
-            dump.audit.len(),
-            dump.accounts.len(),
-            dump.tokens.len()
-        );
-        audit_in(&tx, &entry).await.map_err(|e| self.db(e))?;
-        tx.commit().await.map_err(|e| self.db(e))
+        self.select_servers(within).await
     }
 }
 

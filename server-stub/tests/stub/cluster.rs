@@ -11,8 +11,8 @@ use ums_stub::accounts::Granter;
 
 use onboard_protocol::admin::{Right, ServerView};
 use reqwest::StatusCode;
-use ums_stub::config::Database;
 use ums_stub::store::Actor;
+use ums_stub::store::Database;
 
 use crate::pg::PgCluster;
 use crate::server::{Device, TestServer, enroll};

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use onboard_protocol::admin::{KeyStatus, Right};
 use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
+use ums_stub::ca::{IssueOnce, IssuedCertificate};
 use ums_stub::store::{
     AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, EnrollAttempt, EnrollOutcome,
-    IssuedCertificate, KeyFilter, MakeKey, NewKey, PageRequest, PostgresStore, RenewOutcome,
-    RenewalRequest, SessionRow, SqliteStore, Store, StoreError, TokenRow,
+    KeyFilter, MakeKey, NewKey, PageRequest, PostgresStore, RenewOutcome, RenewalRequest,
+    SessionRow, SqliteStore, Store, StoreError, TokenRow,
 };
 
 use lossy_fs::LossyFs;
@@ -46,7 +47,7 @@ fn unit(n: usize) -> UnitId {
     format!("00E0C5{n:06X}").parse().unwrap()
 }
 
-fn issue(serial: String) -> ums_stub::store::IssueOnce {
+fn issue(serial: String) -> IssueOnce {
     Box::new(move || {
         Ok(IssuedCertificate {
             der: serial.as_bytes().to_vec(),

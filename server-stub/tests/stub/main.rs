@@ -10,6 +10,7 @@
 //! - `ums_id`: creation at first use, show, export, backup and restore; survival of database loss
 //!   and host name changes.
 //! - `keys`: each key command's behaviour and refusals, and a round trip through an export.
+//! - `layout`: the layers of `src`, held against its imports: none runs back up.
 //! - `openapi_constraints`: what the OpenAPI document states, as the server applies it: integers
 //!   written as whole-number floats, the floor for typed mass keys (API and command line).
 //! - `durability`: SIGKILL in the middle of a large creation; several processes on one data
@@ -45,6 +46,7 @@ mod fuzz;
 mod help;
 mod inventory;
 mod keys;
+mod layout;
 mod limits;
 mod metrics;
 mod openapi_constraints;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use onboard_protocol::KeyKind;
 use onboard_protocol::admin::KeyStatus;
-use ums_stub::config::Database;
+use ums_stub::store::Database;
 use ums_stub::store::{Actor, KeyFilter, PageRequest};
 
 use crate::pg::PgCluster;

@@ -8,26 +8,14 @@ use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::{Inner, SqliteStore, audit_in, count};
-use crate::row_mac::{RowKey, RowMac};
-use crate::store::{
-    AccountChange, AccountRow, Actor, AuditEntry, MainUmsId, Missing, PageRequest, ServerBeat,
-    ServerRow, SessionRow, StoreError, TokenRow, UnsealedRows, keep_an_admin,
+use crate::cluster::MainUmsId;
+use crate::store::apply::keep_an_admin;
+use crate::store::error::{Missing, StoreError};
+use crate::store::query::{self, ACCOUNT_COLUMNS, Dialect, IS_ADMIN, PageRequest, TOKEN_COLUMNS};
+use crate::store::rows::{
+    AccountChange, AccountRow, Actor, AuditEntry, RowMac, RowSealer, ServerBeat, ServerRow,
+    SessionRow, TokenRow, UnsealedRows, rights_text,
 };
-
-const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
-const TOKEN_COLUMNS: &str = "id, digest, account, name, rights, created_at, expires_at, mac";
-
-/// Accounts holding server:admin, in SQL.
-const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
-
-/// Rights as stored: their names, comma-separated.
-fn rights_text(rights: &[Right]) -> String {
-    rights
-        .iter()
-        .map(|right| right.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 fn time_at(inner: &Inner, seconds: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(seconds)
@@ -206,13 +194,7 @@ impl SqliteStore {
                         account.name
                     )));
                 }
-                let mut entry = AuditEntry::new("accounts.create", &actor);
-                entry.detail = format!(
-                    "account {} with {}",
-                    account.name,
-                    rights_text(&account.rights)
-                );
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &account.created_entry(&actor)).map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -223,38 +205,17 @@ impl SqliteStore {
         &self,
         page: &PageRequest<String>,
     ) -> Result<Vec<AccountRow>, StoreError> {
-        let page = page.clone();
-        self.call(move |inner| {
-            let connection = inner.lock();
-            let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name > ?1 ORDER BY name LIMIT ?2"
-                ))
-                .map_err(|e| inner.db(e))?;
-            let rows = statement
-                .query_map(
-                    params![page.after.unwrap_or_default(), super::limit(page.limit)],
-                    raw_account,
-                )
-                .map_err(|e| inner.db(e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| inner.db(e))?;
-            rows.into_iter()
-                .map(|raw| account_from(inner, raw))
-                .collect()
-        })
-        .await
+        let raw = self
+            .select(query::accounts_page(Dialect::Sqlite, page), raw_account)
+            .await?;
+        raw.into_iter()
+            .map(|raw| account_from(&self.inner, raw))
+            .collect()
     }
 
     pub(super) async fn count_account_rows(&self) -> Result<u64, StoreError> {
-        self.call(|inner| {
-            let counted: i64 = inner
-                .lock()
-                .query_row("SELECT count(*) FROM accounts", [], |row| row.get(0))
-                .map_err(|e| inner.db(e))?;
-            Ok(count(counted))
-        })
-        .await
+        self.count_of(query::count_all(Dialect::Sqlite, "accounts"))
+            .await
     }
 
     pub(super) async fn select_account(
@@ -330,19 +291,7 @@ impl SqliteStore {
                 } else {
                     0
                 };
-                let mut entry = AuditEntry::new("accounts.edit", &actor);
-                let mut parts = vec![format!("account {name}")];
-                if let Some(rights) = &change.rights {
-                    parts.push(format!("rights {}", rights_text(rights)));
-                }
-                if change.password_hash.is_some() {
-                    parts.push("new password".to_owned());
-                }
-                parts.push(format!("{ended} session(s) ended"));
-                if change.password_hash.is_some() {
-                    parts.push(format!("{revoked} token(s) ended"));
-                }
-                entry.detail = parts.join(", ");
+                let entry = change.audit_entry(&name, ended as u64, revoked as u64, &actor);
                 audit_in(tx, &entry).map_err(|e| inner.db(e))?;
                 Ok(())
             })
@@ -362,9 +311,7 @@ impl SqliteStore {
                 if changed == 0 {
                     return Err(StoreError::NotFound(Missing::Account(name)));
                 }
-                let mut entry = AuditEntry::new("accounts.delete", &actor);
-                entry.detail = format!("account {name}");
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &AccountRow::deleted_entry(&name, &actor)).map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -406,14 +353,7 @@ impl SqliteStore {
                     ],
                 )
                 .map_err(|e| inner.db(e))?;
-                let mut entry = AuditEntry::new("tokens.create", &actor);
-                entry.detail = format!(
-                    "token {} for account {} with {}",
-                    token.id,
-                    token.account,
-                    rights_text(&token.rights)
-                );
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &token.created_entry(&actor)).map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -425,30 +365,15 @@ impl SqliteStore {
         account: Option<&str>,
         page: &PageRequest<String>,
     ) -> Result<Vec<TokenRow>, StoreError> {
-        let (account, page) = (account.map(str::to_owned), page.clone());
-        self.call(move |inner| {
-            let connection = inner.lock();
-            let mut statement = connection
-                .prepare_cached(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE id > ?1
-                     AND (?2 IS NULL OR account = ?2) ORDER BY id LIMIT ?3"
-                ))
-                .map_err(|e| inner.db(e))?;
-            let rows = statement
-                .query_map(
-                    params![
-                        page.after.unwrap_or_default(),
-                        account,
-                        super::limit(page.limit)
-                    ],
-                    raw_token,
-                )
-                .map_err(|e| inner.db(e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| inner.db(e))?;
-            rows.into_iter().map(|raw| token_from(inner, raw)).collect()
-        })
-        .await
+        let raw = self
+            .select(
+                query::tokens_page(Dialect::Sqlite, account, page),
+                raw_token,
+            )
+            .await?;
+        raw.into_iter()
+            .map(|raw| token_from(&self.inner, raw))
+            .collect()
     }
 
     pub(super) async fn select_token(&self, id: &str) -> Result<Option<TokenRow>, StoreError> {
@@ -481,9 +406,8 @@ impl SqliteStore {
                 let Some(account) = account else {
                     return Err(StoreError::NotFound(Missing::Token(id)));
                 };
-                let mut entry = AuditEntry::new("tokens.revoke", &actor);
-                entry.detail = format!("token {id} of account {account}");
-                audit_in(tx, &entry).map_err(|e| inner.db(e))?;
+                audit_in(tx, &TokenRow::revoked_entry(&id, &account, &actor))
+                    .map_err(|e| inner.db(e))?;
                 Ok(())
             })
         })
@@ -601,7 +525,7 @@ impl SqliteStore {
 
     pub(super) async fn seal_rows(
         &self,
-        key: std::sync::Arc<RowKey>,
+        key: std::sync::Arc<dyn RowSealer>,
         why: &str,
         actor: &Actor,
     ) -> Result<UnsealedRows, StoreError> {
@@ -612,7 +536,7 @@ impl SqliteStore {
                 if unsealed.is_empty() {
                     return Ok(unsealed);
                 }
-                let (accounts, tokens) = unsealed.macs(&key);
+                let (accounts, tokens) = key.macs(&unsealed);
                 for (name, mac) in accounts {
                     tx.execute(
                         "UPDATE accounts SET mac = ?2 WHERE name = ?1",

@@ -1,0 +1,447 @@
+//! What the lists of the store ask for (the filters of keys and audit lines, keyset pages) and
+//! the SQL text both backends list with: the column lists, the filters and the keyset pages,
+//! written once and numbered in each backend's parameter style (`Dialect`).
+
+use onboard_protocol::KeyKind;
+use onboard_protocol::UnitId;
+use onboard_protocol::admin::{KeyId, KeyStatus};
+use time::OffsetDateTime;
+
+/// Which keys to list. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    /// Only this kind.
+    pub kind: Option<KeyKind>,
+    /// Only this status.
+    pub status: Option<KeyStatus>,
+    /// Only keys bound to this unit ID.
+    pub unit_id: Option<UnitId>,
+    /// Only these keys.
+    pub ids: Option<Vec<KeyId>>,
+    /// Only keys whose comment holds this text (case ignored for ASCII letters).
+    pub comment: Option<String>,
+}
+
+/// Which audit lines to list. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only lines at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only lines about this unit ID.
+    pub unit_id: Option<UnitId>,
+    /// Only lines with this outcome (`ok` or a problem code).
+    pub outcome: Option<String>,
+    /// Only lines by this actor.
+    pub actor: Option<String>,
+    /// Newest first (pages then start after the line named, going back in time).
+    pub newest_first: bool,
+}
+
+/// Where a page of a list starts and how long it is (keyset paging: rows after `after`, in list
+/// order). A limit of 0 gives an empty page with no next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest<A> {
+    /// The most rows to return.
+    pub limit: usize,
+    /// Start after this row (its ID, or unit ID for devices); `None` for the first page.
+    pub after: Option<A>,
+}
+
+impl<A> PageRequest<A> {
+    /// The first `limit` rows.
+    pub fn first(limit: usize) -> Self {
+        Self { limit, after: None }
+    }
+
+    /// Every row: for callers that need the whole list (an export, a test).
+    pub fn all() -> Self {
+        Self {
+            limit: usize::MAX,
+            after: None,
+        }
+    }
+}
+
+/// Turns rows fetched with one more than `limit` into a page: the extra row only says that a next
+/// page exists, which starts after the last row kept.
+pub(crate) fn paged<R, T, A, E>(
+    mut rows: Vec<R>,
+    limit: usize,
+    cursor: impl Fn(&R) -> A,
+    view: impl FnMut(R) -> Result<T, E>,
+) -> Result<onboard_protocol::admin::Page<T, A>, E> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_after = if more { rows.last().map(cursor) } else { None };
+    Ok(onboard_protocol::admin::Page {
+        items: rows.into_iter().map(view).collect::<Result<_, _>>()?,
+        next_after,
+        total: None,
+    })
+}
+
+impl<A: Clone> PageRequest<A> {
+    /// The same page asking for one row more, so [`paged`] can tell whether another page follows.
+    pub(crate) fn probe(&self) -> Self {
+        Self {
+            limit: self.limit.saturating_add(1),
+            after: self.after.clone(),
+        }
+    }
+}
+
+macro_rules! device_columns {
+    () => {
+        "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, \
+         last_seen, inventory, previous_serial"
+    };
+}
+
+/// `SELECT` of every column a device is read with (its own, and the server holding its
+/// session) `FROM devices`, as a literal for `concat!`.
+macro_rules! device_select {
+    () => {
+        concat!(
+            "SELECT ",
+            $crate::store::query::device_columns!(),
+            ", online_server FROM devices"
+        )
+    };
+}
+
+pub(crate) use {device_columns, device_select};
+
+/// A key row's columns, in the order the backends read and copy them.
+pub(crate) const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
+
+/// A device row's own columns, in the order the backends write and read them (a read adds
+/// `online_server`: [`device_select`]).
+pub(crate) const DEVICE_COLUMNS: &str = device_columns!();
+
+/// An audit line's columns.
+pub(crate) const AUDIT_COLUMNS: &str =
+    "id, at, event, actor, source, unit_id, key_id, outcome, detail";
+
+/// An account row's columns.
+pub(crate) const ACCOUNT_COLUMNS: &str = "name, password_hash, rights, created_at, changed_at, mac";
+
+/// A token row's columns.
+pub(crate) const TOKEN_COLUMNS: &str =
+    "id, digest, account, name, rights, created_at, expires_at, mac";
+
+/// The accounts holding server:admin, as a condition.
+pub(crate) const IS_ADMIN: &str = "',' || rights || ',' LIKE '%,server:admin,%'";
+
+/// Where the two backends' SQL differs in the lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Parameters `?1`, `?2`…; JSON for lists of values.
+    Sqlite,
+    /// Parameters `$1`, `$2`…; arrays for lists of values.
+    Postgres,
+}
+
+/// A value bound to a parameter of a list's SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// An integer.
+    Int(i64),
+    /// A text.
+    Text(String),
+    /// Key numbers (a JSON array on SQLite, an array on PostgreSQL).
+    Ids(Vec<KeyId>),
+}
+
+/// A `SELECT` being written: its text and the values of its parameters, in order.
+#[derive(Debug)]
+pub(crate) struct Select {
+    dialect: Dialect,
+    sql: String,
+    values: Vec<Value>,
+    conditions: usize,
+}
+
+impl Select {
+    /// `SELECT {what} FROM {table}`, to be narrowed.
+    pub(crate) fn new(dialect: Dialect, what: &str, table: &str) -> Self {
+        Self {
+            dialect,
+            sql: format!("SELECT {what} FROM {table}"),
+            values: Vec::new(),
+            conditions: 0,
+        }
+    }
+
+    /// Narrows it by `clause`, whose one `?` is `value`.
+    pub(crate) fn and(&mut self, clause: &str, value: Value) {
+        self.values.push(value);
+        let parameter = match self.dialect {
+            Dialect::Sqlite => format!("?{}", self.values.len()),
+            Dialect::Postgres => format!("${}", self.values.len()),
+        };
+        self.sql.push_str(if self.conditions == 0 {
+            " WHERE "
+        } else {
+            " AND "
+        });
+        self.sql.push_str(&clause.replacen('?', &parameter, 1));
+        self.conditions += 1;
+    }
+
+    /// The rows after `after` (before it when `descending`) by `column`, in that order, at most
+    /// `limit` of them.
+    pub(crate) fn page(
+        mut self,
+        column: &str,
+        after: Option<Value>,
+        descending: bool,
+        limit: usize,
+    ) -> (String, Vec<Value>) {
+        if let Some(after) = after {
+            let clause = format!("{column} {} ?", if descending { "<" } else { ">" });
+            self.and(&clause, after);
+        }
+        self.values
+            .push(Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let parameter = match self.dialect {
+            Dialect::Sqlite => format!("?{}", self.values.len()),
+            Dialect::Postgres => format!("${}", self.values.len()),
+        };
+        let order = if descending { " DESC" } else { "" };
+        self.sql
+            .push_str(&format!(" ORDER BY {column}{order} LIMIT {parameter}"));
+        (self.sql, self.values)
+    }
+
+    /// The text and values as they are.
+    pub(crate) fn done(self) -> (String, Vec<Value>) {
+        (self.sql, self.values)
+    }
+
+    /// Narrowed by a key filter.
+    fn keys(mut self, filter: &KeyFilter) -> Self {
+        if let Some(kind) = filter.kind {
+            self.and("kind = ?", Value::Text(kind.as_str().to_owned()));
+        }
+        if let Some(status) = filter.status {
+            self.and("status = ?", Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(unit_id) = &filter.unit_id {
+            self.and("unit_id = ?", Value::Text(unit_id.as_str().to_owned()));
+        }
+        if let Some(text) = &filter.comment {
+            let clause = match self.dialect {
+                Dialect::Sqlite => "instr(lower(comment), lower(?)) > 0",
+                Dialect::Postgres => "strpos(lower(comment), lower(?)) > 0",
+            };
+            self.and(clause, Value::Text(text.clone()));
+        }
+        if let Some(ids) = &filter.ids {
+            // Any number of IDs is one parameter.
+            let clause = match self.dialect {
+                Dialect::Sqlite => "id IN (SELECT value FROM json_each(?))",
+                Dialect::Postgres => "id = ANY(?)",
+            };
+            self.and(clause, Value::Ids(ids.clone()));
+        }
+        self
+    }
+
+    /// Narrowed by an audit filter.
+    fn audit(mut self, filter: &AuditFilter) -> Self {
+        if let Some(since) = filter.since {
+            self.and("at >= ?", Value::Int(since.unix_timestamp()));
+        }
+        if let Some(unit_id) = &filter.unit_id {
+            self.and("unit_id = ?", Value::Text(unit_id.as_str().to_owned()));
+        }
+        if let Some(outcome) = &filter.outcome {
+            self.and("outcome = ?", Value::Text(outcome.clone()));
+        }
+        if let Some(actor) = &filter.actor {
+            self.and("actor = ?", Value::Text(actor.clone()));
+        }
+        self
+    }
+}
+
+/// One page of the keys `filter` matches, by ID.
+pub(crate) fn keys_page(
+    dialect: Dialect,
+    filter: &KeyFilter,
+    page: &PageRequest<KeyId>,
+) -> (String, Vec<Value>) {
+    Select::new(dialect, KEY_COLUMNS, "keys").keys(filter).page(
+        "id",
+        page.after.map(Value::Int),
+        false,
+        page.limit,
+    )
+}
+
+/// How many keys `filter` matches.
+pub(crate) fn keys_count(dialect: Dialect, filter: &KeyFilter) -> (String, Vec<Value>) {
+    Select::new(dialect, "count(*)", "keys").keys(filter).done()
+}
+
+/// One page of the audit lines `filter` matches, by number (newest first when it says so).
+pub(crate) fn audit_page(
+    dialect: Dialect,
+    filter: &AuditFilter,
+    page: &PageRequest<i64>,
+) -> (String, Vec<Value>) {
+    Select::new(dialect, AUDIT_COLUMNS, "audit")
+        .audit(filter)
+        .page(
+            "id",
+            page.after.map(Value::Int),
+            filter.newest_first,
+            page.limit,
+        )
+}
+
+/// How many audit lines `filter` matches.
+pub(crate) fn audit_count(dialect: Dialect, filter: &AuditFilter) -> (String, Vec<Value>) {
+    Select::new(dialect, "count(*)", "audit")
+        .audit(filter)
+        .done()
+}
+
+/// One page of the devices, by unit ID. The condition is there only with a start, so the
+/// planner seeks the primary key to it.
+pub(crate) fn devices_page(dialect: Dialect, page: &PageRequest<UnitId>) -> (String, Vec<Value>) {
+    Select::new(
+        dialect,
+        concat!(device_columns!(), ", online_server"),
+        "devices",
+    )
+    .page(
+        "unit_id",
+        page.after
+            .as_ref()
+            .map(|unit| Value::Text(unit.as_str().to_owned())),
+        false,
+        page.limit,
+    )
+}
+
+/// One page of the accounts, by name.
+pub(crate) fn accounts_page(dialect: Dialect, page: &PageRequest<String>) -> (String, Vec<Value>) {
+    Select::new(dialect, ACCOUNT_COLUMNS, "accounts").page(
+        "name",
+        page.after.clone().map(Value::Text),
+        false,
+        page.limit,
+    )
+}
+
+/// One page of the tokens (of `account`, or all), by ID.
+pub(crate) fn tokens_page(
+    dialect: Dialect,
+    account: Option<&str>,
+    page: &PageRequest<String>,
+) -> (String, Vec<Value>) {
+    let mut select = Select::new(dialect, TOKEN_COLUMNS, "tokens");
+    if let Some(account) = account {
+        select.and("account = ?", Value::Text(account.to_owned()));
+    }
+    select.page("id", page.after.clone().map(Value::Text), false, page.limit)
+}
+
+/// How many rows `table` has.
+pub(crate) fn count_all(dialect: Dialect, table: &str) -> (String, Vec<Value>) {
+    Select::new(dialect, "count(*)", table).done()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_list_reads_alike_on_both_backends_but_for_its_parameters() {
+        let filter = KeyFilter {
+            kind: Some(KeyKind::OneTime),
+            status: None,
+            unit_id: None,
+            ids: Some(vec![4, 5]),
+            comment: Some("Shelf".to_owned()),
+        };
+        let page = PageRequest {
+            limit: 10,
+            after: Some(3),
+        };
+        let (sqlite, values) = keys_page(Dialect::Sqlite, &filter, &page);
+        assert_eq!(
+            sqlite,
+            format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE kind = ?1 AND instr(lower(comment), \
+                 lower(?2)) > 0 AND id IN (SELECT value FROM json_each(?3)) AND id > ?4 \
+                 ORDER BY id LIMIT ?5"
+            )
+        );
+        assert_eq!(
+            values,
+            [
+                Value::Text("one-time".to_owned()),
+                Value::Text("Shelf".to_owned()),
+                Value::Ids(vec![4, 5]),
+                Value::Int(3),
+                Value::Int(10)
+            ]
+        );
+        let (postgres, same) = keys_page(Dialect::Postgres, &filter, &page);
+        assert_eq!(same, values);
+        assert_eq!(
+            postgres,
+            format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE kind = $1 AND strpos(lower(comment), \
+                 lower($2)) > 0 AND id = ANY($3) AND id > $4 ORDER BY id LIMIT $5"
+            )
+        );
+    }
+
+    #[test]
+    fn pages_go_back_in_time_when_asked_and_every_row_has_no_limit_to_overflow() {
+        let newest = AuditFilter {
+            actor: Some("cli".to_owned()),
+            newest_first: true,
+            ..AuditFilter::default()
+        };
+        let (sql, values) = audit_page(
+            Dialect::Postgres,
+            &newest,
+            &PageRequest {
+                limit: 2,
+                after: Some(9),
+            },
+        );
+        assert_eq!(
+            sql,
+            format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE actor = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            )
+        );
+        assert_eq!(values[1..], [Value::Int(9), Value::Int(2)]);
+        let (sql, values) = devices_page(Dialect::Sqlite, &PageRequest::all());
+        assert_eq!(
+            sql,
+            format!(
+                "SELECT {DEVICE_COLUMNS}, online_server FROM devices ORDER BY unit_id LIMIT ?1"
+            )
+        );
+        assert_eq!(values, [Value::Int(i64::MAX)]);
+        let (sql, _) = tokens_page(Dialect::Sqlite, Some("ops"), &PageRequest::first(5));
+        assert_eq!(
+            sql,
+            format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE account = ?1 ORDER BY id LIMIT ?2")
+        );
+        assert_eq!(
+            keys_count(Dialect::Sqlite, &KeyFilter::default()).0,
+            "SELECT count(*) FROM keys"
+        );
+        assert_eq!(
+            device_select!(),
+            format!("SELECT {DEVICE_COLUMNS}, online_server FROM devices")
+        );
+    }
+}
