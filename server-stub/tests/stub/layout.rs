@@ -30,7 +30,13 @@ const LAYERS: &[&[&str]] = &[
     &["store::interface", "store::tx", "store::durability"],
     &["store::rows", "store::query", "store::error"],
     &["tls"],
-    &["connections", "cluster", "ca", "login_limit", "key_admission"],
+    &[
+        "connections",
+        "cluster",
+        "ca",
+        "login_limit",
+        "key_admission",
+    ],
     &[
         "rights",
         "unit_ids",
