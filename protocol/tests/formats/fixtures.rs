@@ -115,16 +115,17 @@ fn a_hand_copied_ums_clipboard_text_reads() {
     assert_eq!(file.exported_at, None);
 }
 
-/// The README shows one example per format; each must parse to the fixture model, so the README
-/// cannot drift from the formats.
+/// `docs/key-files.md` shows one example per format; each must parse to the fixture model, so the
+/// documentation cannot drift from the formats.
 #[test]
 fn readme_examples_parse_to_the_fixture_model() {
-    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/key-files.md")).unwrap();
     let section = readme
         .split("<!-- key-file examples: begin -->")
         .nth(1)
         .and_then(|rest| rest.split("<!-- key-file examples: end -->").next())
-        .expect("README has a key-file examples section");
+        .expect("docs/key-files.md has a key-file examples section");
     let mut found = Vec::new();
     let mut lines = section.lines();
     while let Some(line) = lines.next() {
@@ -138,18 +139,18 @@ fn readme_examples_parse_to_the_fixture_model() {
         let text = body.join("\n") + "\n";
         let format: Format = tag.parse().unwrap();
         let parsed = KeyFile::parse(text.as_bytes(), &Limits::default())
-            .unwrap_or_else(|e| panic!("README {tag} example: {e}"));
-        assert_eq!(parsed, fixture_model(), "README {tag} example");
+            .unwrap_or_else(|e| panic!("docs/key-files.md {tag} example: {e}"));
+        assert_eq!(parsed, fixture_model(), "docs/key-files.md {tag} example");
         assert_eq!(
             text,
             fixture_model().write(format),
-            "README {tag} example is not the writer's output"
+            "docs/key-files.md {tag} example is not the writer's output"
         );
         found.push(format);
     }
     assert_eq!(
         found,
         Format::ALL,
-        "one README example per format, in order"
+        "one docs/key-files.md example per format, in order"
     );
 }

@@ -1,7 +1,7 @@
 //! Key-file formats end to end: fixtures, round trips, hostile input and secrecy.
 //!
 //! - `fixtures`: the committed example files (and their CRLF, BOM and UTF-16 variants) read back to
-//!   the expected model, the writers reproduce them byte for byte, and the README's examples parse.
+//!   the expected model, the writers reproduce them byte for byte, and the examples in docs/key-files.md parse.
 //! - `roundtrip`: property tests, write then read gives back the same model, in every format.
 //! - `hostile`: a table of hostile inputs, each refused with the expected reason and position, and
 //!   arbitrary bytes never panic.

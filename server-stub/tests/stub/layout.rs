@@ -16,8 +16,9 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["serve"],
     &["http"],
-    &["servers", "metrics"],
-    &["stub"],
+    &["servers"],
+    // The metrics listener reads the store, the connector and the UMS ID's sync status.
+    &["stub", "metrics"],
     &["accounts", "config"],
     &["devices", "audit", "keys", "connector", "row_mac"],
     // The store: its root (what the rest of the server imports), the database choice, the

@@ -66,8 +66,22 @@ fn a_hundred_keys_for_a_hundred_and_fifty_devices_leave_fifty_exhausted_without_
     let exhausted: Vec<usize> = (0..150)
         .filter(|&n| outputs[n].status.code() == Some(3))
         .collect();
-    assert_eq!(enrolled, 100);
-    assert_eq!(exhausted.len(), 50, "the others exit 3: no key left");
+    let others: Vec<String> = (0..150)
+        .filter(|&n| !matches!(outputs[n].status.code(), Some(0 | 3)))
+        .map(|n| {
+            format!(
+                "device {n}: {}: {}",
+                outputs[n].status,
+                String::from_utf8_lossy(&outputs[n].stderr)
+            )
+        })
+        .collect();
+    assert_eq!(enrolled, 100, "{others:#?}");
+    assert_eq!(
+        exhausted.len(),
+        50,
+        "the others exit 3: no key left; {others:#?}"
+    );
     for &n in &exhausted {
         let said = String::from_utf8_lossy(&outputs[n].stderr);
         assert!(

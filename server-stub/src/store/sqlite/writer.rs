@@ -102,7 +102,7 @@ pub(super) fn writer(
     // after a sync failed once its batch had committed, and whenever the connection is (re)opened:
     // a process killed between a commit and its sync left that commit in the operating system's
     // cache, readable and not yet on the disk, and this writer cannot tell.
-    let mut unsynced = false;
+    let mut unsynced = true;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_MAX {
