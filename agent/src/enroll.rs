@@ -107,26 +107,8 @@ impl KeySource {
 /// The most servers of one key file a device tries.
 pub const MAX_SERVERS: usize = 16;
 
-/// How one pass ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pass {
-    /// Enrolled; the certificates and the state are stored.
-    Issued {
-        /// The index (into the source's keys) of the key that enrolled it.
-        key: usize,
-    },
-    /// No server answered usefully: back off and retry the same key.
-    Fault {
-        /// The longest `Retry-After` a server asked for.
-        retry_after: Option<Duration>,
-        /// What went wrong on each server (never a key).
-        detail: String,
-        /// Whether a server was refused because its chain is not the pinned UMS ID.
-        pin_refused: bool,
-    },
-    /// Nothing more can be done with this source.
-    Refused(Failure),
-}
+/// How one pass ended (decided in [`crate::presentation`]).
+pub use crate::presentation::Pass;
 
 /// Something on the device itself failed: the state directory, the device key pair, or the
 /// agent's own bookkeeping.

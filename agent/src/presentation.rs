@@ -24,8 +24,28 @@ use std::time::Duration;
 use onboard_protocol::ProblemCode;
 use onboard_protocol::alternates::MAX_KEYS_PER_REQUEST;
 
-use crate::enroll::Pass;
 use crate::lifecycle::Failure;
+
+/// How one pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    /// Enrolled; the certificates and the state are stored.
+    Issued {
+        /// The index (into the source's keys) of the key that enrolled it.
+        key: usize,
+    },
+    /// No server answered usefully: back off and retry the same key.
+    Fault {
+        /// The longest `Retry-After` a server asked for.
+        retry_after: Option<Duration>,
+        /// What went wrong on each server (never a key).
+        detail: String,
+        /// Whether a server was refused because its chain is not the pinned UMS ID.
+        pin_refused: bool,
+    },
+    /// Nothing more can be done with this source.
+    Refused(Failure),
+}
 
 /// What the servers said of one request, gathered answer by answer, each server in turn.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
