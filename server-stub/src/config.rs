@@ -61,7 +61,7 @@
 //! # three times as many over all names. Successful logins never count. Default: 10.
 //! max_failed_logins = 10
 //! # Metrics (/metrics, Prometheus) and health (/livez, /readyz) over plain HTTP on a listener of
-//! # their own: "HOST:PORT", or a port alone for loopback. Default: off. `--metrics-listen`
+//! # their own: "ADDRESS:PORT" (an IP address), or a port alone for loopback. Default: off. `--metrics-listen`
 //! # overrides it. Anyone who reaches it reads the figures: keep it on loopback or a private
 //! # network.
 //! metrics_listen = "127.0.0.1:9464"

@@ -53,7 +53,7 @@ pub enum Outcome {
     Repeated,
     /// Refused with a problem code.
     Refused,
-    /// Failed inside the server (an internal error, the store unreachable).
+    /// Failed inside the server: an internal error, or the store unreachable (`unavailable`).
     Failed,
 }
 
@@ -284,7 +284,7 @@ impl Metrics {
         self.enrollment_seconds.observe(took.as_secs_f64());
     }
 
-    /// Records how long the store took for `operation` (`enroll`, `renew`, `touch`).
+    /// Records how long the store took for `operation` (`enroll`, `renew`).
     pub fn store_took(&self, operation: &'static str, took: Duration) {
         self.store_seconds
             .get_or_create(&OperationLabels { operation })
@@ -296,21 +296,24 @@ impl Metrics {
         self.connections.set(gauge(live.connections()));
         self.connector_sessions
             .set(gauge(live.connector.connected()));
-        for kind in [
-            KeyKind::OneTime,
-            KeyKind::DeviceBound,
-            KeyKind::MassDeployment,
-        ] {
-            for status in [KeyStatus::Active, KeyStatus::Inactive, KeyStatus::Used] {
-                let filter = KeyFilter {
-                    kind: Some(kind),
-                    status: Some(status),
-                    ..KeyFilter::default()
-                };
-                // A store that does not answer leaves the last figures; /readyz says why.
-                if let Ok(Ok(count)) =
-                    tokio::time::timeout(STORE_PROBE_TIMEOUT, live.store.count_keys(&filter)).await
-                {
+        // One time-out over all the counts, so a scrape answers within a Prometheus scrape
+        // time-out even when the store is slow; a store that does not answer leaves the last
+        // figures (/readyz says why).
+        let counting = async {
+            for kind in [
+                KeyKind::OneTime,
+                KeyKind::DeviceBound,
+                KeyKind::MassDeployment,
+            ] {
+                for status in [KeyStatus::Active, KeyStatus::Inactive, KeyStatus::Used] {
+                    let filter = KeyFilter {
+                        kind: Some(kind),
+                        status: Some(status),
+                        ..KeyFilter::default()
+                    };
+                    let Ok(count) = live.store.count_keys(&filter).await else {
+                        return;
+                    };
                     self.keys
                         .get_or_create(&KeyLabels {
                             key_type: kind.as_str(),
@@ -319,7 +322,8 @@ impl Metrics {
                         .set(i64::try_from(count).unwrap_or(i64::MAX));
                 }
             }
-        }
+        };
+        let _ = tokio::time::timeout(STORE_PROBE_TIMEOUT, counting).await;
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -376,8 +380,17 @@ fn classify(response: &Response) -> (Outcome, Option<ProblemCode>, Option<KeyKin
         return (answered.outcome, None, answered.kind);
     }
     match response.extensions().get::<ProblemCode>() {
-        Some(code) => (Outcome::Refused, Some(*code), None),
+        Some(code) => (outcome_of(*code), Some(*code), None),
         None => (Outcome::Failed, None, None),
+    }
+}
+
+/// What an answer with a problem code counts as: the server's own failure when the store did not
+/// answer (an alert on `outcome="error"` must see an outage), a refusal otherwise.
+pub fn outcome_of(code: ProblemCode) -> Outcome {
+    match code {
+        ProblemCode::Unavailable => Outcome::Failed,
+        _ => Outcome::Refused,
     }
 }
 
@@ -519,6 +532,20 @@ mod tests {
                 reasons,
                 "{store} {sync:?} {stopping}"
             );
+        }
+    }
+
+    #[test]
+    fn an_unreachable_store_is_an_error_and_other_codes_refusals() {
+        assert_eq!(outcome_of(ProblemCode::Unavailable), Outcome::Failed);
+        for code in [
+            ProblemCode::KeyUnknown,
+            ProblemCode::KeyUsed,
+            ProblemCode::RateLimited,
+            ProblemCode::ServerNotInSync,
+            ProblemCode::BadRequest,
+        ] {
+            assert_eq!(outcome_of(code), Outcome::Refused, "{code:?}");
         }
     }
 

@@ -71,6 +71,16 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The metrics and health listener on `addr` (`metrics_listen`), if set.
+pub fn listen_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    addr.map(|addr| {
+        listen(addr).with_context(|| {
+            format!("cannot listen on {addr} for metrics (metrics_listen, --metrics-listen)")
+        })
+    })
+    .transpose()
+}
+
 /// Serves HTTPS on `listener` until `shutdown` completes, renewing the TLS leaf before it expires;
 /// and metrics and health on `metrics_listen` of the settings, if set.
 pub async fn run(
@@ -79,13 +89,7 @@ pub async fn run(
     tls: ServerTls,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let metrics = match shared.stub.settings.metrics_listen {
-        Some(addr) => Some(
-            listen(addr)
-                .with_context(|| format!("cannot listen on {addr} for metrics (metrics_listen)"))?,
-        ),
-        None => None,
-    };
+    let metrics = listen_metrics(shared.stub.settings.metrics_listen)?;
     run_with_metrics(shared, listener, metrics, tls, shutdown).await
 }
 
@@ -437,13 +441,7 @@ pub struct Running {
 /// creates the UMS ID) and the server accepts connections.
 pub async fn spawn(settings: Settings, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let metrics = match settings.metrics_listen {
-        Some(at) => Some(
-            listen(at)
-                .with_context(|| format!("cannot listen on {at} for metrics (metrics_listen)"))?,
-        ),
-        None => None,
-    };
+    let metrics = listen_metrics(settings.metrics_listen)?;
     let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
     let (shared, tls) = prepare(settings).await?;
     let leaf = tls.leaf.clone();

@@ -283,12 +283,7 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         connections = shared.stub.settings.connections.total_within(files),
         "serving EST enrollment"
     );
-    let metrics = match shared.stub.settings.metrics_listen {
-        Some(addr) => Some(crate::serve::listen(addr).with_context(|| {
-            format!("cannot listen on {addr} for metrics (metrics_listen, --metrics-listen)")
-        })?),
-        None => None,
-    };
+    let metrics = crate::serve::listen_metrics(shared.stub.settings.metrics_listen)?;
     // Printed for scripts and tests that listen on port 0.
     println!("listening on {bound}");
     if let Some(metrics) = &metrics {

@@ -162,7 +162,13 @@ fn a_fleet_enrolls_through_power_cuts_and_the_database_knows_every_certificate()
         });
         let mut done = 0;
         let mut crashes = 0;
-        while done < cuts && !fleet.is_finished() {
+        // Kills that landed while devices were still enrolling (a fast machine may finish the
+        // fleet before the last ones; the checks after those still hold).
+        let mut during = 0;
+        while done < cuts {
+            if !fleet.is_finished() {
+                during += 1;
+            }
             // Let the fleet come back and enroll a few more, then kill at a different point of
             // the enrollments each time.
             let before = certified(&state_root).len();
@@ -202,6 +208,7 @@ fn a_fleet_enrolls_through_power_cuts_and_the_database_knows_every_certificate()
             }
             ums.serve_on(&addr.to_string());
         }
+        assert!(during > 0, "no kill landed while the fleet enrolled");
         (fleet.join().unwrap(), done)
     });
     let took = started.elapsed();
@@ -223,7 +230,6 @@ fn a_fleet_enrolls_through_power_cuts_and_the_database_knows_every_certificate()
     fs.durable_copy(copy.path()).unwrap();
     let known = check(&copy.path().join("data"), &held, "after the last cut");
     assert_eq!(known, devices, "the database knows every device, no more");
-    assert_eq!(done, cuts, "the fleet finished before {cuts} cuts");
     assert_eq!(summary.enrolled, devices, "{summary:?}");
     // Not asserted: which key a device *reports* it enrolled with. A retry answered `repeated`
     // through another key of its request (the rule in server-stub/src/claim.rs: answered, not
