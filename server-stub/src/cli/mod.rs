@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{DEFAULT_DATA_DIR, Settings};
 use crate::stub::Stub;
@@ -145,6 +145,13 @@ struct ServeArgs {
     /// more [default: hosts in the config, or public_host].
     #[arg(long = "host", value_name = "NAME")]
     hosts: Vec<String>,
+}
+
+/// The command line's definition, for what is generated from it outside the program: the manual
+/// pages and shell completions of the packages (`cargo xtask package`). `ums-stub` itself never
+/// calls it.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// The whole program for the arguments `args` (the first is the program's name): parses them,
