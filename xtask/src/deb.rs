@@ -115,3 +115,25 @@ pub(crate) fn package(
         .with_context(|| format!("cargo deb printed no package path: {printed}"))?;
     Ok(PathBuf::from(deb))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The changelog's newest entry is the version cargo-deb gives the package (revision 1).
+    #[test]
+    fn each_changelog_names_the_workspace_version() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for name in [SERVER, AGENT] {
+            let changelog = root.join("packaging").join(name).join("changelog");
+            let text = std::fs::read_to_string(&changelog).unwrap();
+            let first = text.lines().next().unwrap();
+            let expected = format!("{name} ({}-1) ", env!("CARGO_PKG_VERSION"));
+            assert!(
+                first.starts_with(&expected),
+                "{}: {first:?} should start with {expected:?}",
+                changelog.display()
+            );
+        }
+    }
+}

@@ -99,7 +99,27 @@ pub(crate) fn build(workspace: &Workspace, deb: &Path, out: &Path) -> anyhow::Re
             ]),
     )?;
     run::status(umoci().args(["gc", "--layout"]).arg(&layout))?;
+    // umoci writes its blobs private (0600); nothing in them is secret, and whoever loads the
+    // image (skopeo, podman) need not be the one who built it.
+    readable(&layout)?;
     Ok(layout)
+}
+
+/// Makes the files under `dir` readable by all (0644, folders 0755).
+fn readable(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let mode = if path.is_dir() {
+            readable(&path)?;
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn umoci() -> Command {

@@ -47,7 +47,9 @@ fn the_systemd_unit_is_valid_and_commented() {
     )
     .unwrap();
     let output = Command::new("systemd-analyze")
-        .args(["verify", copy.to_str().unwrap()])
+        // The manual pages Documentation= names come with the package (whose test verifies the
+        // installed unit, pages and all); here they are not installed.
+        .args(["verify", "--man=no", copy.to_str().unwrap()])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stderr);

@@ -472,7 +472,9 @@ fn the_systemd_unit_verifies() {
     let copy = dir.path().join("ums-stub.service");
     std::fs::write(&copy, unit.replace("/usr/bin/ums-stub", crate::util::BIN)).unwrap();
     let output = Command::new("systemd-analyze")
-        .args(["verify", copy.to_str().unwrap()])
+        // The manual pages Documentation= names come with the package (whose test verifies the
+        // installed unit, pages and all); here they are not installed.
+        .args(["verify", "--man=no", copy.to_str().unwrap()])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stderr);
