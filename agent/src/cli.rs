@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use onboard_protocol::{FirstAuthKey, KeyEntry, Server, UnitId};
 use tracing_subscriber::filter::Targets;
 
@@ -212,6 +212,13 @@ struct ScanArgs {
     /// never persists it).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSFS_ROOT)]
     sysfs_root: PathBuf,
+}
+
+/// The command line's definition, for what is generated from it outside the program: the manual
+/// pages and shell completions of the packages (`cargo xtask package`). `onboard-agent` itself never
+/// calls it.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// The whole program for the arguments `args` (the first is the program's name): parses them,

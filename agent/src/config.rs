@@ -475,6 +475,89 @@ mod tests {
         })
     }
 
+    /// The commented config file the Debian package installs as /etc/onboard-agent/agent.toml.
+    const PACKAGED: &str = include_str!("../../packaging/onboard-agent/agent.toml");
+
+    /// `text` with its commented-out settings (`#name = value`) made settings again; prose
+    /// comments (`# ...`) stay. `except` stay commented out.
+    fn uncomment(text: &str, except: &[&str]) -> String {
+        text.lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with(|c: char| c.is_ascii_lowercase())
+                        && !except
+                            .iter()
+                            .any(|name| rest.starts_with(&format!("{name} ="))) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_packaged_config_file_names_every_setting_with_its_default() {
+        // As installed, every setting is commented out: the agent runs on its defaults.
+        let shipped: RawConfig = toml::from_str(PACKAGED).unwrap();
+        assert_eq!(shipped, RawConfig::default());
+
+        // Uncommented, every setting is there under its name. The pattern names every field, so
+        // a new setting does not compile here until it is added to the test and the file.
+        let raw: RawConfig = toml::from_str(&uncomment(PACKAGED, &[])).unwrap();
+        let RawConfig {
+            unit_id,
+            mount_roots,
+            max_key_file_bytes,
+            state_dir,
+            pin,
+            device_key,
+            backoff_first_ms,
+            backoff_max_seconds,
+            connect_timeout_seconds,
+            request_timeout_seconds,
+            unknown_key_retry_seconds,
+            connector_ping_seconds,
+            metrics_textfile,
+        } = raw.clone();
+        let present = [
+            ("unit_id", unit_id.is_some()),
+            ("mount_roots", mount_roots.is_some()),
+            ("max_key_file_bytes", max_key_file_bytes.is_some()),
+            ("state_dir", state_dir.is_some()),
+            ("pin", pin.is_some()),
+            ("device_key", device_key.is_some()),
+            ("backoff_first_ms", backoff_first_ms.is_some()),
+            ("backoff_max_seconds", backoff_max_seconds.is_some()),
+            ("connect_timeout_seconds", connect_timeout_seconds.is_some()),
+            ("request_timeout_seconds", request_timeout_seconds.is_some()),
+            (
+                "unknown_key_retry_seconds",
+                unknown_key_retry_seconds.is_some(),
+            ),
+            ("connector_ping_seconds", connector_ping_seconds.is_some()),
+            ("metrics_textfile", metrics_textfile.is_some()),
+        ];
+        for (name, present) in present {
+            assert!(present, "the packaged config file lacks {name}");
+        }
+        // The values shown are accepted...
+        raw.validate(None, Overrides::default()).unwrap();
+        // ...and, but for the examples (settings with no default), they are the defaults.
+        let stated: RawConfig = toml::from_str(&uncomment(
+            PACKAGED,
+            &["unit_id", "pin", "metrics_textfile"],
+        ))
+        .unwrap();
+        assert_eq!(
+            stated.validate(None, Overrides::default()).unwrap(),
+            RawConfig::default()
+                .validate(None, Overrides::default())
+                .unwrap()
+        );
+    }
+
     #[test]
     fn a_missing_default_file_gives_every_default() {
         let settings = load(None, Overrides::default()).unwrap();

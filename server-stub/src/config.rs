@@ -360,6 +360,111 @@ fn machine_host_name() -> String {
 mod tests {
     use super::*;
 
+    /// The commented config file the Debian package installs as /etc/ums-stub/ums-stub.toml.
+    const PACKAGED: &str = include_str!("../../packaging/ums-stub/ums-stub.toml");
+
+    /// `text` with its commented-out settings (`#name = value`) made settings again; prose
+    /// comments (`# ...`) stay.
+    fn uncomment(text: &str) -> String {
+        text.lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_packaged_config_file_names_every_setting_with_its_default() {
+        // As installed, every setting is commented out: the server runs on its defaults.
+        let shipped: RawConfig = toml::from_str(PACKAGED).unwrap();
+        assert_eq!(
+            format!("{shipped:?}"),
+            format!("{:?}", RawConfig::default())
+        );
+
+        // Uncommented, every setting is there under its name. The pattern names every field, so
+        // a new setting does not compile here until it is added to the test and the file.
+        let raw: RawConfig = toml::from_str(&uncomment(PACKAGED)).unwrap();
+        let RawConfig {
+            public_host,
+            public_port,
+            listen,
+            hosts,
+            certificate_days,
+            renewal_grace_days,
+            max_failures_per_source,
+            max_failures_per_unit,
+            failure_window_secs,
+            database,
+            audit_retention_days,
+            trusted_proxies,
+            max_connections_per_source,
+            max_handshakes_per_source,
+            max_device_sessions,
+            device_session_idle_secs,
+            session_hours,
+            max_failed_logins,
+            cluster_secret_file,
+            database_ca_file,
+            metrics_listen,
+        } = raw;
+        let present = [
+            ("public_host", public_host.is_some()),
+            ("public_port", public_port.is_some()),
+            ("listen", listen.is_some()),
+            ("hosts", hosts.is_some()),
+            ("certificate_days", certificate_days.is_some()),
+            ("renewal_grace_days", renewal_grace_days.is_some()),
+            ("max_failures_per_source", max_failures_per_source.is_some()),
+            ("max_failures_per_unit", max_failures_per_unit.is_some()),
+            ("failure_window_secs", failure_window_secs.is_some()),
+            ("database", database.is_some()),
+            ("audit_retention_days", audit_retention_days.is_some()),
+            ("trusted_proxies", trusted_proxies.is_some()),
+            (
+                "max_connections_per_source",
+                max_connections_per_source.is_some(),
+            ),
+            (
+                "max_handshakes_per_source",
+                max_handshakes_per_source.is_some(),
+            ),
+            ("max_device_sessions", max_device_sessions.is_some()),
+            (
+                "device_session_idle_secs",
+                device_session_idle_secs.is_some(),
+            ),
+            ("session_hours", session_hours.is_some()),
+            ("max_failed_logins", max_failed_logins.is_some()),
+            ("cluster_secret_file", cluster_secret_file.is_some()),
+            ("database_ca_file", database_ca_file.is_some()),
+            ("metrics_listen", metrics_listen.is_some()),
+        ];
+        for (name, present) in present {
+            assert!(present, "the packaged config file lacks {name}");
+        }
+
+        // The values shown are accepted, and where the file states a default it is the real one.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ums-stub.toml");
+        std::fs::write(&file, uncomment(PACKAGED)).unwrap();
+        let stated = Settings::load(dir.path().to_owned(), Some(&file)).unwrap();
+        let defaults = Settings::load(dir.path().join("empty"), None).unwrap();
+        assert_eq!(stated.public_server.port(), defaults.public_server.port());
+        assert_eq!(stated.listen, defaults.listen);
+        assert_eq!(stated.certificate_lifetime, defaults.certificate_lifetime);
+        assert_eq!(stated.renewal_grace, defaults.renewal_grace);
+        assert_eq!(stated.rate_limits, defaults.rate_limits);
+        assert_eq!(stated.database, defaults.database);
+        assert_eq!(stated.audit_retention, defaults.audit_retention);
+        assert_eq!(stated.connections, defaults.connections);
+        assert_eq!(stated.device_sessions, defaults.device_sessions);
+        assert_eq!(stated.session_lifetime, defaults.session_lifetime);
+        assert_eq!(stated.login_limits, defaults.login_limits);
+    }
+
     #[test]
     fn reads_the_file_in_the_data_dir_and_fills_defaults() {
         let dir = tempfile::tempdir().unwrap();

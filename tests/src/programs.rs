@@ -150,16 +150,22 @@ impl ServeProcess {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        command.args([
+            "serve",
+            "--listen",
+            listen,
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+        ]);
+        ServeProcess::spawn(command)
+    }
+
+    /// Starts `command`, a whole `ums-stub ... serve ...` command line (an installed unit's, for
+    /// example), and waits until it listens.
+    pub fn spawn(mut command: Command) -> anyhow::Result<ServeProcess> {
         let mut child = command
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--host",
-                "127.0.0.1",
-                "--host",
-                "localhost",
-            ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

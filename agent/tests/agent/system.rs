@@ -16,7 +16,7 @@ fn the_systemd_unit_is_valid_and_commented() {
         "Wants=network-online.target",
         "StateDirectory=onboard-agent",
         "Restart=on-failure",
-        "ExecStart=/usr/local/bin/onboard-agent run",
+        "ExecStart=/usr/bin/onboard-agent run",
     ] {
         assert!(
             unit.lines().any(|l| l.trim() == line),
@@ -43,11 +43,13 @@ fn the_systemd_unit_is_valid_and_commented() {
     let copy = dir.path().join("onboard-agent.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/local/bin/onboard-agent", crate::util::BIN),
+        unit.replace("/usr/bin/onboard-agent", crate::util::BIN),
     )
     .unwrap();
     let output = Command::new("systemd-analyze")
-        .args(["verify", copy.to_str().unwrap()])
+        // The manual pages Documentation= names come with the package (whose test verifies the
+        // installed unit, pages and all); here they are not installed.
+        .args(["verify", "--man=no", copy.to_str().unwrap()])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stderr);

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{DEFAULT_DATA_DIR, Settings};
 use crate::stub::Stub;
@@ -149,6 +149,13 @@ struct ServeArgs {
     /// loopback at PORT [default: metrics_listen in the config, or off].
     #[arg(long, value_name = "ADDR:PORT|PORT", value_parser = crate::config::metrics_address)]
     metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// The command line's definition, for what is generated from it outside the program: the manual
+/// pages and shell completions of the packages (`cargo xtask package`). `ums-stub` itself never
+/// calls it.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// The whole program for the arguments `args` (the first is the program's name): parses them,
