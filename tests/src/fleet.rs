@@ -97,8 +97,10 @@ pub struct Summary {
     pub p50_ms: f64,
     /// 99th percentile latency of the enrolled devices, in milliseconds.
     pub p99_ms: f64,
-    /// One-time and device-bound keys that more than one device enrolled with (their indexes):
-    /// must be empty.
+    /// One-time and device-bound keys that more than one device reports enrolling with (their
+    /// indexes): empty unless answers were lost. After a lost answer, a retry answered
+    /// `repeated` through another key of its request names that key, which another device may
+    /// then consume; the server's database is what says which key serves which device.
     pub keys_used_twice: Vec<usize>,
 }
 

@@ -80,7 +80,14 @@ fn a_fleet_enrolls_through_repeated_sigkills_with_no_key_serving_two_devices() {
     assert_eq!(killed, kills, "the fleet finished before {kills} kills");
     assert_eq!(summary.enrolled, devices, "{summary:?}");
     assert_eq!(summary.gave_up, 0);
-    assert!(summary.keys_used_twice.is_empty(), "{summary:?}");
+    // Not asserted: which key a device *reports* it enrolled with. After an answer lost to a
+    // kill, a retry answered `repeated` through another key of its request names that key
+    // (server-stub/src/claim.rs answers it without consuming it), which another device may then
+    // consume. The database, counted below, says which key serves which device.
+    println!(
+        "keys two devices report enrolling with: {}",
+        summary.keys_used_twice.len()
+    );
 
     // Counted in the database itself, with the server stopped.
     ums.serve.take().unwrap().stop(false).unwrap();
