@@ -46,6 +46,17 @@ Exit codes:
   6  no server could be reached (or each answered 5xx or 429) on every try
   7  the server rejected the request (bad_request, or an answer that is not EST)";
 
+/// Exit codes of `check`.
+pub const CHECK_EXIT_CODES: &str = "\
+Exit codes:
+  0  at least one key would be accepted, by at least one of the key file's servers
+  1  the command failed (the path cannot be read, no unit ID); the message says why
+  2  the command line is wrong
+  3  no key would be accepted: each server refused every key, refused the pin, or could not be
+     reached (the table says which)
+  4  no valid key file: the file is not one (the message names the line and the problem), or
+     the folder holds none";
+
 /// Exit codes of `status`.
 pub const STATUS_EXIT_CODES: &str = "\
 Exit codes:
@@ -120,6 +131,16 @@ enum Command {
     /// and which keys this device would present, in order.
     #[command(after_help = SCAN_EXIT_CODES)]
     Scan(ScanArgs),
+    /// Check a stick before the rollout: ask each server of its key file, pinned to the file's
+    /// UMS ID, whether each key would be accepted for this unit ID (or --unit-id), using none up.
+    ///
+    /// Prints a table per server and key (keys by number, masked): accepted, or the code
+    /// enrollment would answer (key_used, key_unknown, key_inactive, key_bound_to_other_device,
+    /// unit_id_conflict, rate_limited). A server whose chain is not anchored in the file's UMS ID
+    /// is reported as such and gets no key. Unknown keys count against the server's guess limit,
+    /// as in an enrollment. Nothing is written on this device.
+    #[command(after_help = CHECK_EXIT_CODES)]
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +230,20 @@ struct ScanArgs {
     #[arg(long)]
     json: bool,
     /// Where sysfs is mounted (to detect the unit ID when none is configured or persisted; scan
+    /// never persists it).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSFS_ROOT)]
+    sysfs_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// A key file, or a folder read as a stick (its top and one level of folders).
+    path: PathBuf,
+    /// Print JSON: unit_id, key_files (path, fingerprint, keys masked, servers with status and
+    /// per-key results), keys_accepted.
+    #[arg(long)]
+    json: bool,
+    /// Where sysfs is mounted (to detect the unit ID when none is configured or persisted; check
     /// never persists it).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SYSFS_ROOT)]
     sysfs_root: PathBuf,
@@ -307,6 +342,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reset(args) => reset(&settings, &args),
         Command::UnitId(args) => unit_id(&settings, &args),
         Command::Scan(args) => scan(&settings, &args),
+        Command::Check(args) => check(&settings, &args),
     }
 }
 
@@ -749,6 +785,85 @@ fn scan(settings: &Settings, args: &ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What `check` ended with, as its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckExit {
+    /// At least one key would be accepted by at least one server.
+    Accepted = 0,
+    /// No key would be accepted.
+    NoneAccepted = 3,
+    /// No valid key file.
+    NoKeyFile = 4,
+}
+
+fn check(settings: &Settings, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let meta = std::fs::symlink_metadata(&args.path)
+        .with_context(|| format!("cannot look at {}", args.path.display()))?;
+    let limits = settings.key_file_limits();
+    let discovery = if meta.is_dir() {
+        crate::discovery::discover(&args.path, &limits)
+    } else {
+        let mut discovery = crate::discovery::Discovery::default();
+        match crate::discovery::read_key_file(&args.path, None, &limits) {
+            Ok(found) => discovery.key_files.push(found),
+            Err(problem) => discovery.problems.push(problem),
+        }
+        discovery
+    };
+    for problem in discovery.problems.iter().filter(|problem| problem.notable) {
+        eprintln!("onboard-agent: skipped {problem}");
+    }
+    if discovery.key_files.is_empty() {
+        eprintln!(
+            "onboard-agent: no valid key file at {}",
+            args.path.display()
+        );
+        return Ok(ExitCode::from(CheckExit::NoKeyFile as u8));
+    }
+    let unit_id = identity::resolve(
+        settings.unit_id.as_ref(),
+        &settings.state_dir,
+        &args.sysfs_root,
+        Persist::No,
+    )
+    .context("cannot tell which unit ID to check the keys for; give one with --unit-id")?
+    .unit_id;
+    let runtime = runtime()?;
+    let report = runtime.block_on(async {
+        let mut files = Vec::new();
+        for found in &discovery.key_files {
+            let mut file = crate::check::FileCheck::new(found);
+            let pin = Pin::Fingerprint(found.key_file.ums_id);
+            for server in &found.key_file.servers {
+                file.servers.push(
+                    crate::check::check_server(
+                        server,
+                        &pin,
+                        &unit_id,
+                        &found.key_file.keys,
+                        crate::clock::system(),
+                        &crate::check::CHECK_TIMEOUTS,
+                    )
+                    .await,
+                );
+            }
+            files.push(file);
+        }
+        crate::check::CheckReport::new(unit_id.clone(), files)
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(ExitCode::from(if report.keys_accepted > 0 {
+        CheckExit::Accepted
+    } else {
+        CheckExit::NoneAccepted
+    } as u8))
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! renewal and the inventory report over mutual TLS.
 //!
 //! # Layout
-//! - [`cli`]: the command line (`run`, `enroll`, `status`, `reset`, `unit-id`, `scan`) and what
-//!   each command prints.
+//! - [`cli`]: the command line (`run`, `enroll`, `status`, `reset`, `unit-id`, `scan`, `check`)
+//!   and what each command prints.
 //! - [`config`]: the optional TOML file and the global options, validated into
 //!   [`config::Settings`]; every option and its default is documented there.
 //! - [`nic`]: the network interfaces sysfs shows, and the IGEL OS 12 rule that picks one.
@@ -32,10 +32,13 @@
 //! - [`sticks`]: finding the sticks under the mount roots.
 //! - [`key_choice`]: which keys this device would present, in order.
 //! - [`inspect`]: the `scan` report: a key file's contents (keys masked) and the order.
+//! - [`check`]: the `check` report: each server of a stick asked, pinned, whether each key would
+//!   be accepted, consuming none.
 //! - [`watcher`]: waiting without polling for mount-table changes and file events.
 //! - [`daemon`]: `run`: look, step the driver, wait, look again; once enrolled renew, report and
 //!   stay connected; stop on SIGINT or SIGTERM.
 
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

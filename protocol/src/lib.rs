@@ -9,6 +9,8 @@
 //! - [`keyfile`]: [`KeyFile`], the export on the USB stick, with a reader and writer for each
 //!   [`Format`] (XML, HTML, the UMS clipboard text).
 //! - [`problem`]: [`ProblemCode`] and the RFC 9457 [`Problem`] body of enrollment refusals.
+//! - [`alternates`]: several keys in one enrollment request.
+//! - [`check`]: checking keys before a rollout: the answer of the device route.
 //! - [`routes`]: endpoint paths, content types and the default port.
 //! - [`est`]: EST bodies: base64 transfer encoding and PKCS#7 certs-only.
 //! - [`inventory`]: [`Inventory`], the facts an enrolled device reports about itself, and their
@@ -17,6 +19,7 @@
 
 pub mod admin;
 pub mod alternates;
+pub mod check;
 pub mod connector;
 pub mod est;
 pub mod fingerprint;

@@ -17,6 +17,11 @@ pub const EST_SIMPLEREENROLL: &str = "/.well-known/est/simplereenroll";
 /// Answers 204 No Content; refusals are problem+json with code `bad_request`.
 pub const DEVICE_INVENTORY: &str = "/device/v1/inventory";
 
+/// Checking keys before a rollout ([`crate::check`]): `POST` with the keys as enrollment presents
+/// them and an empty body (or a base64 PKCS#10); answers a JSON [`crate::check::KeyCheckAnswer`]
+/// and consumes nothing.
+pub const DEVICE_CHECK_KEYS: &str = "/device/v1/check-keys";
+
 /// The device connector: a WebSocket over mutual TLS that an enrolled device keeps open.
 pub const DEVICE_CONNECT: &str = "/device/v1/connect";
 

@@ -153,7 +153,7 @@ async fn answer_enrollment(
 
 /// Refuses to issue certificates while this server could not adopt the Main UMS ID: devices pinned
 /// to it would refuse them. Another server of the cluster, or this one restarted, will do.
-fn not_in_sync(shared: &Shared) -> Result<(), ApiError> {
+pub(super) fn not_in_sync(shared: &Shared) -> Result<(), ApiError> {
     if shared.stub.sync == crate::cluster::SyncStatus::NotInSync {
         return Err(ApiError::Problem {
             problem: Problem::new(ProblemCode::ServerNotInSync).with_detail(
@@ -167,7 +167,7 @@ fn not_in_sync(shared: &Shared) -> Result<(), ApiError> {
 }
 
 /// The refusal of a guess from a source or unit ID that has used up its guesses.
-fn limited(wait: std::time::Duration) -> ApiError {
+pub(super) fn limited(wait: std::time::Duration) -> ApiError {
     ApiError::Problem {
         problem: Problem::new(ProblemCode::RateLimited)
             .with_detail("too many unknown keys or malformed requests; retry later"),
@@ -176,9 +176,11 @@ fn limited(wait: std::time::Duration) -> ApiError {
 }
 
 /// Spends one guess of the budgets on a request that cannot be tried (malformed, or a key value no
-/// key can have): answered `refusal` while the budgets last, then `rate_limited`.
-async fn guess(
+/// key can have): answered `refusal` while the budgets last, then `rate_limited`. `event` names
+/// the request in the audit log (`enroll`, `check`).
+pub(super) async fn guess(
     shared: &Shared,
+    event: &str,
     source: IpAddr,
     unit_id: Option<&UnitId>,
     refusal: ApiError,
@@ -191,19 +193,25 @@ async fn guess(
             refusal
         }
         Admission::Limited { wait, first } => {
-            limited_from(shared, source, unit_id, first).await;
+            limited_from(shared, event, source, unit_id, first).await;
             limited(wait)
         }
     }
 }
 
 /// Notes a request refused because its source or unit ID used up its guesses: the first of each
-/// window is audited and logged at INFO, the rest only at DEBUG, so a flood of them is neither a
-/// flood of writes nor of log lines.
-async fn limited_from(shared: &Shared, source: IpAddr, unit_id: Option<&UnitId>, first: bool) {
+/// window is audited (as `event`) and logged at INFO, the rest only at DEBUG, so a flood of them is
+/// neither a flood of writes nor of log lines.
+async fn limited_from(
+    shared: &Shared,
+    event: &str,
+    source: IpAddr,
+    unit_id: Option<&UnitId>,
+    first: bool,
+) {
     let unit = unit_id.map_or("-", UnitId::as_str);
     if !first {
-        tracing::debug!(unit_id = unit, %source, "enrollment refused: rate limited");
+        tracing::debug!(unit_id = unit, %source, event, "refused: rate limited");
         return;
     }
     tracing::info!(unit_id = unit, %source, "guesses used up: further guesses and mass-deployment keys from this source or unit ID are refused until the window ends");
@@ -211,7 +219,7 @@ async fn limited_from(shared: &Shared, source: IpAddr, unit_id: Option<&UnitId>,
         Some(unit_id) => Actor::device(unit_id, source),
         None => Actor::anonymous(source),
     };
-    let mut entry = AuditEntry::new("enroll", &actor);
+    let mut entry = AuditEntry::new(event, &actor);
     entry.unit_id = unit_id.map(ToString::to_string);
     entry.outcome = ProblemCode::RateLimited.as_str().to_owned();
     entry.detail = format!(
@@ -253,7 +261,7 @@ async fn audit_unknown_keys(
 }
 
 /// The keys of [`ALTERNATE_KEYS_HEADER`], none without it.
-fn alternate_keys(headers: &HeaderMap) -> Result<Vec<FirstAuthKey>, ApiError> {
+pub(super) fn alternate_keys(headers: &HeaderMap) -> Result<Vec<FirstAuthKey>, ApiError> {
     let Some(value) = headers.get(ALTERNATE_KEYS_HEADER) else {
         return Ok(Vec::new());
     };
@@ -271,7 +279,7 @@ fn alternate_keys(headers: &HeaderMap) -> Result<Vec<FirstAuthKey>, ApiError> {
 
 /// Counts the guesses among the store's `refused` keys: the reservation kept for its answer is
 /// settled with them, or, with none kept, each is counted apart.
-fn count_guesses(
+pub(super) fn count_guesses(
     shared: &Shared,
     reservation: Option<Reservation>,
     refused: &[(usize, ProblemCode)],
@@ -289,63 +297,38 @@ fn count_guesses(
     }
 }
 
-/// Enrolls one device.
-///
-/// Each key presented reserves a guess before anything is looked up, and the guess is refunded
-/// when the key turns out to be real ([`crate::rate_limit`]); which keys are then tried, and what
-/// the others are answered, is [`crate::key_admission`]'s decision, applied here.
-async fn enroll(
-    shared: &Arc<Shared>,
+/// What the guess budget and the read it names made of a request's keys ([`admit_keys`]).
+pub(super) struct Admitted {
+    /// Which keys are tried, and the answers for the others.
+    pub(super) decision: Decision,
+    /// The guesses still reserved, to settle with the answer of the keys tried; `None` when
+    /// settled already or when nothing was reserved (a limited request).
+    pub(super) reservation: Option<Reservation>,
+    /// How long a limited request is told to wait.
+    pub(super) wait: std::time::Duration,
+}
+
+/// Admits a request presenting the keys `lookups` (at least one) from `source` for `unit_id`, as
+/// every route that takes keys does (enrollment and the check, so that neither is a way around
+/// the other's budget): reserves a guess for each key before anything is looked up, reads what
+/// [`key_admission::look_up`] names, and applies [`key_admission::decide`]. `event` names the
+/// request in the audit line of a source that used up its guesses.
+pub(super) async fn admit_keys(
+    shared: &Shared,
+    event: &str,
     source: IpAddr,
-    headers: &HeaderMap,
-    body: &[u8],
-    unit_seen: &mut Option<UnitId>,
-) -> Result<Response, ApiError> {
-    not_in_sync(shared)?;
-    let (unit_id, key) = match basic_credentials(headers) {
-        Ok(credentials) => credentials,
-        Err(malformed) => return Err(guess(shared, source, None, malformed).await),
-    };
-    *unit_seen = Some(unit_id.clone());
-    let unit = Some(unit_id.as_str());
-    // A device never sends a malformed request: it counts as a guess, and once the budget is used
-    // up it is answered 429 without an audit line.
-    let request = match csr_from_body(body) {
-        Ok(request) => request,
-        Err(malformed) => return Err(guess(shared, source, Some(&unit_id), malformed).await),
-    };
-    let unknown = || {
-        ApiError::code(
-            ProblemCode::KeyUnknown,
-            refusal_detail(ProblemCode::KeyUnknown),
-        )
-    };
-    // Several keys in one request (onboard_protocol::alternates): a malformed list is a
-    // malformed request, a guess like any.
-    let alternates = match alternate_keys(headers) {
-        Ok(alternates) => alternates,
-        Err(malformed) => return Err(guess(shared, source, Some(&unit_id), malformed).await),
-    };
-    let several = !alternates.is_empty();
-    let Some(key) = key else {
-        // A value no key can have: a guess like any unknown key.
-        return Err(guess(shared, source, Some(&unit_id), unknown()).await);
-    };
-    // Each key's lookup digest, in the request's order; the keys themselves go now.
-    let lookups: Vec<crate::vault::LookupDigest> = std::iter::once(&key)
-        .chain(&alternates)
-        .map(|key| shared.stub.vault.lookup(key))
-        .collect();
+    unit_id: &UnitId,
+    lookups: &[crate::vault::LookupDigest],
+) -> Result<Admitted, ApiError> {
     let presented = lookups.len();
-    drop((key, alternates));
     // The guesses reserved before any await: none when the request is limited.
     let (budget, wait, mut reservation) =
         match shared
             .limiter
-            .admit(source, unit, presented, Instant::now())
+            .admit(source, Some(unit_id.as_str()), presented, Instant::now())
         {
             Admission::Limited { wait, first } => {
-                limited_from(shared, source, Some(&unit_id), first).await;
+                limited_from(shared, event, source, Some(unit_id), first).await;
                 (Budget::Limited, wait, None)
             }
             Admission::Reserved(reservation) => (
@@ -375,6 +358,71 @@ async fn enroll(
     {
         reservation.settle(&shared.limiter, guesses);
     }
+    Ok(Admitted {
+        decision,
+        reservation,
+        wait,
+    })
+}
+
+/// Enrolls one device.
+///
+/// Each key presented reserves a guess before anything is looked up, and the guess is refunded
+/// when the key turns out to be real ([`crate::rate_limit`]); which keys are then tried, and what
+/// the others are answered, is [`crate::key_admission`]'s decision, applied here.
+async fn enroll(
+    shared: &Arc<Shared>,
+    source: IpAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+    unit_seen: &mut Option<UnitId>,
+) -> Result<Response, ApiError> {
+    not_in_sync(shared)?;
+    let (unit_id, key) = match basic_credentials(headers) {
+        Ok(credentials) => credentials,
+        Err(malformed) => return Err(guess(shared, "enroll", source, None, malformed).await),
+    };
+    *unit_seen = Some(unit_id.clone());
+    let unit = Some(unit_id.as_str());
+    // A device never sends a malformed request: it counts as a guess, and once the budget is used
+    // up it is answered 429 without an audit line.
+    let request = match csr_from_body(body) {
+        Ok(request) => request,
+        Err(malformed) => {
+            return Err(guess(shared, "enroll", source, Some(&unit_id), malformed).await);
+        }
+    };
+    let unknown = || {
+        ApiError::code(
+            ProblemCode::KeyUnknown,
+            refusal_detail(ProblemCode::KeyUnknown),
+        )
+    };
+    // Several keys in one request (onboard_protocol::alternates): a malformed list is a
+    // malformed request, a guess like any.
+    let alternates = match alternate_keys(headers) {
+        Ok(alternates) => alternates,
+        Err(malformed) => {
+            return Err(guess(shared, "enroll", source, Some(&unit_id), malformed).await);
+        }
+    };
+    let several = !alternates.is_empty();
+    let Some(key) = key else {
+        // A value no key can have: a guess like any unknown key.
+        return Err(guess(shared, "enroll", source, Some(&unit_id), unknown()).await);
+    };
+    // Each key's lookup digest, in the request's order; the keys themselves go now.
+    let lookups: Vec<crate::vault::LookupDigest> = std::iter::once(&key)
+        .chain(&alternates)
+        .map(|key| shared.stub.vault.lookup(key))
+        .collect();
+    let presented = lookups.len();
+    drop((key, alternates));
+    let Admitted {
+        decision,
+        mut reservation,
+        wait,
+    } = admit_keys(shared, "enroll", source, &unit_id, &lookups).await?;
     audit_unknown_keys(shared, source, &unit_id, &decision.unknown, presented).await;
     if let Some(code) = decision.refusal {
         let refusal = if code == ProblemCode::RateLimited {
@@ -501,7 +549,7 @@ fn with_refused(refusal: ApiError, refused: &[(usize, ProblemCode)]) -> Response
 }
 
 /// What a device is told when its key is refused.
-fn refusal_detail(code: ProblemCode) -> &'static str {
+pub(super) fn refusal_detail(code: ProblemCode) -> &'static str {
     match code {
         ProblemCode::KeyUnknown => "no such first-authentication key",
         ProblemCode::KeyInactive => "the key is deactivated; an administrator can activate it",

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`est`]: EST enrollment and renewal (`/.well-known/est/...`), for devices.
+//! - [`check`]: checking keys before a rollout (`/device/v1/check-keys`), admitted as enrollment.
 //! - [`device`]: what enrolled devices send over mutual TLS (`/device/v1/...`).
 //! - [`admin`]: the admin API (`/api/v1/...`) for administrators, scripts and the Web App.
 //! - [`web`]: the Web App's pages (`/`, `/app/`), embedded, calling the admin API.
@@ -12,6 +13,7 @@
 //! log line.
 
 pub mod admin;
+pub mod check;
 pub mod device;
 pub mod est;
 pub mod web;
@@ -216,6 +218,7 @@ impl IntoResponse for ApiError {
 pub fn router(shared: Arc<Shared>) -> Router {
     let devices = Router::new()
         .merge(est::router())
+        .merge(check::router())
         .merge(device::router())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,

@@ -1,6 +1,6 @@
 //! The flows that apply a decision, written once for both backends over the row operations of
 //! one transaction ([`Tx`]): enroll (the keys of an attempt in order, [`claim::decide`] for each),
-//! renew ([`renewal::decide`]), touch ([`renewal::held`]), delete a device, queue a command,
+//! check keys (the same decision, read-only: nothing applied), renew ([`renewal::decide`]), touch ([`renewal::held`]), delete a device, queue a command,
 //! change keys (statuses by [`claim::status`]) and insert keys (clashes by
 //! [`claim::after_clash`]). Each reads rows, asks the rule, writes what it decided and the audit
 //! line; the backend opened the transaction, holds its locks and commits it. Nothing here decides
@@ -14,10 +14,10 @@ use time::OffsetDateTime;
 
 use super::error::{Missing, StoreError};
 use super::rows::{
-    Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt, EnrollOutcome, MakeKey, Progress,
-    RenewOutcome, RenewalRequest, SessionRef,
+    Actor, AuditEntry, CheckedKey, DISCONNECT, DeviceRecord, EnrollAttempt, EnrollOutcome,
+    KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, SessionRef,
 };
-use super::tx::{KeyChange, KeyInsert, Seen, Tx};
+use super::tx::{KeyChange, KeyForClaim, KeyInsert, Seen, Tx};
 use crate::ca::IssueOnce;
 use crate::claim::{self, Decision};
 use crate::renewal;
@@ -51,6 +51,50 @@ pub(crate) async fn enroll<T: Tx>(
     Ok(tries.finish())
 }
 
+/// The claim rule over the rows read: the one call of [`claim::decide`], for an enrollment and
+/// for a check alike, so both always answer the same.
+fn decide(
+    attempt: claim::Attempt<'_>,
+    key: Option<&KeyForClaim>,
+    device: Option<&DeviceRecord>,
+    lapsed_before: OffsetDateTime,
+) -> Decision {
+    claim::decide(
+        attempt,
+        key.map(KeyForClaim::row),
+        device.map(|device| claim::DeviceRow {
+            public_key: &device.public_key,
+            key_id: device.key_id,
+            lapsed: device.not_after < lapsed_before,
+        }),
+    )
+}
+
+/// Checks keys (a dry run of an enrollment): each key row and the device row read inside `tx`,
+/// each key decided as an enrollment presenting it alone would be ([`decide`]), and nothing
+/// applied: no key consumed, no device recorded, no audit line (the caller writes one line for
+/// the whole check). The backend opens `tx` read-only and takes no row locks, so a check never
+/// holds up an enrollment.
+pub(crate) async fn check<T: Tx>(
+    tx: &mut T,
+    check: &KeyCheck,
+) -> Result<Vec<CheckedKey>, StoreError> {
+    let device = tx.device_for_update(&check.unit_id).await?;
+    let attempt = claim::Attempt {
+        unit_id: &check.unit_id,
+        public_key: &check.public_key,
+    };
+    let mut checked = Vec::with_capacity(check.lookups.len());
+    for lookup in &check.lookups {
+        let key = tx.key_for_claim(lookup).await?;
+        checked.push(CheckedKey {
+            key_id: key.as_ref().map(|key| key.id),
+            decision: decide(attempt, key.as_ref(), device.as_ref(), check.lapsed_before),
+        });
+    }
+    Ok(checked)
+}
+
 /// One key of an attempt: the rows read, [`claim::decide`], and the decision applied and audited.
 /// A refusal writes only its audit line; a repeat answers from the device row; a consumption
 /// counts one use through the consume guard, and only then signs and records the device (a
@@ -67,17 +111,14 @@ async fn enroll_key<T: Tx>(
     audit.unit_id = Some(attempt.unit_id.to_string());
     let key = tx.key_for_claim(lookup).await?;
     let device = tx.device_for_update(&attempt.unit_id).await?;
-    let decision = claim::decide(
+    let decision = decide(
         claim::Attempt {
             unit_id: &attempt.unit_id,
             public_key: &attempt.public_key,
         },
-        key.as_ref().map(|key| key.row()),
-        device.as_ref().map(|device| claim::DeviceRow {
-            public_key: &device.public_key,
-            key_id: device.key_id,
-            lapsed: device.not_after < attempt.lapsed_before,
-        }),
+        key.as_ref(),
+        device.as_ref(),
+        attempt.lapsed_before,
     );
     audit.key_id = key.as_ref().map(|key| key.id);
     let outcome = match decision {

@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use super::error::StoreError;
 use super::query::{AuditFilter, KeyFilter, PageRequest};
 use super::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
+    AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
     SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
@@ -79,6 +79,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         attempt: EnrollAttempt,
         issue: IssueOnce,
     ) -> Result<EnrollOutcome, StoreError>;
+
+    /// Whether each key of `check` would be accepted for its unit ID now (a dry run of an
+    /// enrollment): reads the key rows and the device row in one read-only snapshot and decides
+    /// each key through [`crate::claim::decide`] as [`Store::enroll`] would, presented alone.
+    /// Writes nothing and locks no row: no key is consumed, no use counted, nothing audited (the
+    /// caller audits the check).
+    async fn check_keys(&self, check: &KeyCheck) -> Result<Vec<CheckedKey>, StoreError>;
 
     /// Decides a renewal through [`crate::renewal::decide`] and applies it in one transaction
     /// with the certificate `issue` signs.

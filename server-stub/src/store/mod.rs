@@ -11,7 +11,8 @@
 //!   [`error`]: what goes wrong; [`durability`]: which writes must be synced before an answer.
 //! - [`interface`]: the [`Store`] trait the server holds.
 //! - `tx.rs` and `apply.rs`: the row operations of one transaction and the flows written once
-//!   over them (enroll, renew, touch, delete a device, queue a command, change keys, insert keys).
+//!   over them (enroll, check keys, renew, touch, delete a device, queue a command, change keys,
+//!   insert keys).
 //! - `sqlite.rs`, `postgres.rs`: the backends, each only how it begins, locks and commits, and its
 //!   SQL; [`database`]: which one the settings name, and [`open`].
 
@@ -34,8 +35,8 @@ pub use postgres::{Dump, PostgresStore};
 pub(crate) use query::paged;
 pub use query::{AuditFilter, KeyFilter, PageRequest};
 pub use rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
+    AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DISCONNECT, DeviceRecord,
+    EnrollAttempt, EnrollOutcome, KeyCheck, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
     ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 pub use sqlite::SqliteStore;

@@ -26,7 +26,8 @@ use super::error::StoreError;
 use super::interface::Store;
 use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
 use super::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
+    AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, KeyCheck,
     MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
     SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
@@ -393,7 +394,11 @@ impl PostgresStore {
 
     /// The row operations of `tx`, a transaction on this database.
     fn tx<'t, 'c>(&'t self, tx: &'t deadpool_postgres::Transaction<'c>) -> PgTx<'t, 'c> {
-        PgTx { tx, store: self }
+        PgTx {
+            tx,
+            store: self,
+            locks: true,
+        }
     }
 
     /// Applies `edit` to the keys `ids` in one transaction ([`apply::change_keys`]).
@@ -656,6 +661,28 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         Ok(outcome)
+    }
+
+    async fn check_keys(&self, check: &KeyCheck) -> Result<Vec<CheckedKey>, StoreError> {
+        let mut client = self.client().await?;
+        // Read-only and one snapshot for the keys and the device; no row is locked, so a check
+        // neither waits for an enrollment nor holds one up (and the database itself refuses any
+        // write in it).
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(|e| self.db(e))?;
+        let mut reader = PgTx {
+            tx: &tx,
+            store: self,
+            locks: false,
+        };
+        let checked = apply::check(&mut reader, check).await?;
+        tx.commit().await.map_err(|e| self.db(e))?;
+        Ok(checked)
     }
 
     async fn renew(

@@ -139,6 +139,31 @@ pub struct EnrollAttempt {
     pub lapsed_before: OffsetDateTime,
 }
 
+/// A dry run of an enrollment (`onboard-agent check`), as the store sees it: whether each key
+/// would be accepted for the unit ID now. Nothing is consumed, locked or written.
+#[derive(Debug, Clone)]
+pub struct KeyCheck {
+    /// The unit ID the keys are checked for.
+    pub unit_id: UnitId,
+    /// The digests of the keys, in the request's order (at most
+    /// [`onboard_protocol::alternates::MAX_KEYS_PER_REQUEST`]).
+    pub lookups: Vec<LookupDigest>,
+    /// The DER SubjectPublicKeyInfo of the device's key pair, when the check carried a
+    /// certificate request; empty for a device that would enroll with a new key pair.
+    pub public_key: Vec<u8>,
+    /// As [`EnrollAttempt::lapsed_before`].
+    pub lapsed_before: OffsetDateTime,
+}
+
+/// What a check found for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedKey {
+    /// The key with that value, if one has it.
+    pub key_id: Option<KeyId>,
+    /// What an enrollment with it would come to now ([`crate::claim::decide`]).
+    pub decision: crate::claim::Decision,
+}
+
 /// A renewal request, as the store sees it.
 #[derive(Debug, Clone)]
 pub struct RenewalRequest {

@@ -31,7 +31,8 @@ use super::error::StoreError;
 use super::interface::Store;
 use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
 use super::rows::{
-    AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
+    AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
+    EnrollOutcome, KeyCheck,
     MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
     SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
@@ -744,6 +745,20 @@ impl Store for SqliteStore {
             reply,
         })?;
         answer.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn check_keys(&self, check: &KeyCheck) -> Result<Vec<CheckedKey>, StoreError> {
+        let check = check.clone();
+        self.call(move |inner| {
+            let mut connection = inner.lock();
+            // A read transaction (deferred, never upgraded: the check only reads): one snapshot
+            // of the keys and the device, on the readers' connection, never the writer's.
+            let snapshot = connection.transaction().map_err(|e| inner.db(e))?;
+            let checked = ready(apply::check(&mut inner.tx(&snapshot), &check))?;
+            snapshot.commit().map_err(|e| inner.db(e))?;
+            Ok(checked)
+        })
+        .await
     }
 
     async fn renew(

@@ -105,7 +105,7 @@ pub(crate) trait Tx {
     fn corrupt(&self, reason: String) -> StoreError;
 
     /// The key with look-up digest `lookup`, if one has it; locked until the end of the
-    /// transaction where the backend locks rows.
+    /// transaction where the backend locks rows (not in a read-only one: a check).
     async fn key_for_claim(
         &mut self,
         lookup: &LookupDigest,

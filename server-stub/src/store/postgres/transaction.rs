@@ -15,10 +15,25 @@ use crate::store::tx::{KeyChange, KeyForChange, KeyForClaim, KeyInsert, Seen, Tx
 use crate::vault::LookupDigest;
 
 /// The row operations of an open PostgreSQL transaction for the flows of `apply.rs`: every row
-/// read for a change is locked (`FOR UPDATE`) until the commit.
+/// read for a change is locked (`FOR UPDATE`) until the commit, unless the transaction only reads.
 pub(super) struct PgTx<'t, 'c> {
     pub(super) tx: &'t deadpool_postgres::Transaction<'c>,
     pub(super) store: &'t PostgresStore,
+    /// Whether rows read for a change are locked: false in a read-only transaction (a check of
+    /// keys), where `FOR UPDATE` is refused and no change follows.
+    pub(super) locks: bool,
+}
+
+impl PgTx<'_, '_> {
+    /// `sql`, a read of a row for a change ending in ` FOR UPDATE`, as this transaction runs it:
+    /// without the lock when it only reads.
+    fn for_change<'s>(&self, sql: &'s str) -> &'s str {
+        if self.locks {
+            sql
+        } else {
+            sql.strip_suffix(" FOR UPDATE").unwrap_or(sql)
+        }
+    }
 }
 
 impl Tx for PgTx<'_, '_> {
@@ -34,7 +49,9 @@ impl Tx for PgTx<'_, '_> {
         let row = self
             .tx
             .query_opt(
+                self.for_change(
                 "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
+                ),
                 &[&lookup.to_vec()],
             )
             .await
@@ -63,9 +80,9 @@ impl Tx for PgTx<'_, '_> {
         let store = self.store;
         self.tx
             .query_opt(
-                &format!(
+                self.for_change(&format!(
                     "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE unit_id = $1 FOR UPDATE"
-                ),
+                )),
                 &[&unit_id.as_str()],
             )
             .await
