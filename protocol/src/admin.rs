@@ -421,6 +421,71 @@ pub struct ExportServer {
     pub port: u16,
 }
 
+/// What an export would write, checked before it is made (`POST /api/v1/keys/export/check`,
+/// the export dialog's check): each server as reached from the server itself, and each key's
+/// status. The request is the [`ExportKeys`] the dialog is about to send (its format is ignored).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportCheck {
+    /// The UMS ID fingerprint the key file would pin (64 hex digits).
+    pub fingerprint: Fingerprint,
+    /// The servers the key file would name, in its order: those requested, or the server's
+    /// configured public address when none is.
+    pub servers: Vec<ExportServerCheck>,
+    /// The keys the request names, in its order, each with whether it can go on a stick; empty
+    /// when it names none (every active key).
+    pub keys: Vec<ExportKeyCheck>,
+    /// How many keys the file would hold (0: the export would be refused).
+    pub exportable: u64,
+    /// How many keys named cannot be exported (the export would be refused while one is named).
+    pub refused: u64,
+}
+
+/// One server of an export, as reached from the server itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportServerCheck {
+    /// The host name or address the file would name.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// What a short TCP connect and TLS handshake found.
+    pub reach: ServerReach,
+    /// The same for people: the error, or what the chain held.
+    pub detail: String,
+}
+
+/// What a probe of a server found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ServerReach {
+    /// Reached, and its TLS chain holds the UMS ID the file pins: devices would accept it.
+    Ok,
+    /// Reached, but its chain does not hold that UMS ID: devices would refuse it.
+    PinMismatch,
+    /// A TCP connection, but no TLS handshake (not a TLS server there).
+    TlsFailed,
+    /// No connection: the name does not resolve, nothing listens, or no answer in time.
+    Unreachable,
+}
+
+/// One key named in an export, checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportKeyCheck {
+    /// The key.
+    pub id: KeyId,
+    /// Its status; absent when no key has this ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<KeyStatus>,
+    /// Whether it can go on a stick.
+    pub exportable: bool,
+    /// Why not, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 fn default_port() -> u16 {
     crate::routes::DEFAULT_PORT
 }

@@ -469,6 +469,74 @@ impl KeyAdmin {
     }
 }
 
+/// What an export of some keys would hold, checked before it is made ([`KeyAdmin::export_check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportKeysCheck {
+    /// Each key named, in order, with whether it can go on a stick (empty when none is named).
+    pub keys: Vec<onboard_protocol::admin::ExportKeyCheck>,
+    /// How many keys the file would hold.
+    pub exportable: u64,
+    /// How many keys named cannot be exported.
+    pub refused: u64,
+}
+
+impl KeyAdmin {
+    /// What [`KeyAdmin::export`] of `ids` (none: every active key) would hold, by the same rule
+    /// ([`claim::exportable`]), without opening, showing or auditing any key: IDs and statuses
+    /// only, as the key list shows them.
+    pub async fn export_check(&self, ids: &[KeyId]) -> Result<ExportKeysCheck, KeyError> {
+        use onboard_protocol::admin::ExportKeyCheck;
+        self.usable()?;
+        if ids.is_empty() {
+            let filter = KeyFilter {
+                // The one status the claim rule lets onto a stick, as the export filters.
+                status: KeyStatus::ALL.into_iter().find(|s| claim::exportable(*s)),
+                ..KeyFilter::default()
+            };
+            return Ok(ExportKeysCheck {
+                keys: Vec::new(),
+                exportable: self.store.count_keys(&filter).await?,
+                refused: 0,
+            });
+        }
+        let filter = KeyFilter {
+            ids: Some(ids.to_vec()),
+            ..KeyFilter::default()
+        };
+        let stored = self.store.keys(&filter, &PageRequest::all()).await?;
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<ExportKeyCheck> = ids
+            .iter()
+            .filter(|id| seen.insert(**id))
+            .map(|id| match stored.iter().find(|key| key.id == *id) {
+                None => ExportKeyCheck {
+                    id: *id,
+                    status: None,
+                    exportable: false,
+                    reason: Some("no such key".to_owned()),
+                },
+                Some(key) => {
+                    let exportable = claim::exportable(key.status);
+                    ExportKeyCheck {
+                        id: *id,
+                        status: Some(key.status),
+                        exportable,
+                        reason: (!exportable).then(|| {
+                            format!("the key is {}: only active keys go on a stick", key.status)
+                        }),
+                    }
+                }
+            })
+            .collect();
+        let exportable = keys.iter().filter(|key| key.exportable).count() as u64;
+        Ok(ExportKeysCheck {
+            refused: keys.len() as u64 - exportable,
+            exportable,
+            keys,
+        })
+    }
+}
+
 /// `HOST`, `HOST:PORT` or `[IPV6]:PORT`.
 pub fn parse_server(text: &str) -> Result<Server, KeyError> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {

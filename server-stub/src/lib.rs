@@ -40,6 +40,8 @@
 //! - [`serve`]: the accept loop with timeouts and graceful shutdown.
 //! - [`metrics`]: counters, gauges and histograms for Prometheus, and `/livez` and `/readyz`,
 //!   on a listener of their own.
+//! - [`probe`]: whether a server a key file would name is reachable from here, and whether its
+//!   TLS chain holds the UMS ID the file pins (the export dialog's check).
 //! - [`servers`]: the UMS ID status table from the servers' heartbeats.
 //! - [`connections`]: caps on connections in all and per source, and the open-files limit.
 //! - [`admission`]: the admission rules, pure: which connection gets in and which stalled
@@ -67,6 +69,7 @@ pub mod keys;
 pub mod login_limit;
 pub mod mass_key_floor;
 pub mod metrics;
+pub mod probe;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;

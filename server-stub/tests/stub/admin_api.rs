@@ -59,6 +59,12 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
             Sent::Json(json!({"format": "text"})),
             ExportKeys,
         ),
+        (
+            Method::POST,
+            "/api/v1/keys/export/check",
+            Sent::Json(json!({"servers": [{"host": "127.0.0.1", "port": 1}]})),
+            ExportKeys,
+        ),
         (Method::POST, "/api/v1/keys/reveal", ids(), RevealKeys),
         (
             Method::POST,

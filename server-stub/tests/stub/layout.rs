@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     // The metrics listener reads the store, the connector and the UMS ID's sync status.
     &["stub", "metrics"],
     &["accounts", "config"],
-    &["devices", "audit", "keys", "connector", "row_mac"],
+    &["devices", "audit", "keys", "connector", "row_mac", "probe"],
     // The store: its root (what the rest of the server imports), the database choice, the
     // backends, the flows applied once, the interfaces, and its rows.
     &["store"],

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onboard_protocol::admin::{
-    CreateKeys, CreatedKeys, EditKey, ExportKeys, KeyId, KeyIds, KeyStatus, KeyView, MAX_KEY_IDS,
+    CreateKeys, CreatedKeys, EditKey, ExportCheck, ExportKeys, ExportServerCheck, KeyId, KeyIds, KeyStatus, KeyView, MAX_KEY_IDS,
     MAX_KEYS_PER_REQUEST, Page,
 };
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
@@ -28,6 +28,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/keys/deactivate", post(deactivate))
         .route("/api/v1/keys/delete", post(delete_many))
         .route("/api/v1/keys/export", post(export))
+        .route("/api/v1/keys/export/check", post(export_check))
         .route("/api/v1/keys/reveal", post(reveal))
 }
 
@@ -309,19 +310,7 @@ pub async fn export(
             format!("ids: at most {MAX_KEY_IDS} keys"),
         ));
     }
-    let servers = if request.servers.is_empty() {
-        vec![shared.stub.settings.public_server.clone()]
-    } else {
-        request
-            .servers
-            .iter()
-            .map(|server| {
-                onboard_protocol::Server::new(&server.host, server.port).map_err(|error| {
-                    ApiError::code(ProblemCode::Invalid, format!("servers: {error}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let servers = export_servers(&shared, &request)?;
     // Audited by the use case before the file is made.
     let file = shared
         .stub
@@ -348,6 +337,90 @@ pub async fn export(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The servers an export names: those requested, or the configured public address.
+fn export_servers(
+    shared: &Shared,
+    request: &ExportKeys,
+) -> Result<Vec<onboard_protocol::Server>, ApiError> {
+    if request.servers.is_empty() {
+        return Ok(vec![shared.stub.settings.public_server.clone()]);
+    }
+    request
+        .servers
+        .iter()
+        .map(|server| {
+            onboard_protocol::Server::new(&server.host, server.port)
+                .map_err(|error| ApiError::code(ProblemCode::Invalid, format!("servers: {error}")))
+        })
+        .collect()
+}
+
+/// What the export the request describes would write, checked before it is made (the export
+/// dialog's check): each server probed from this server (TCP and TLS within a few seconds, and
+/// whether its chain holds the UMS ID the file would pin), and each key named with whether it can
+/// go on a stick. Shows and audits no key. Needs `keys:export`, as the export itself.
+#[utoipa::path(post, path = "/api/v1/keys/export/check", tag = "keys", request_body = ExportKeys,
+    responses((status = 200, description = "The servers as reached from here, and the keys' statuses", body = ExportCheck),
+        (status = 422, description = "A field cannot be used", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn export_check(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    Body(request): Body<ExportKeys>,
+) -> Result<axum::Json<ExportCheck>, ApiError> {
+    admin.may(Operation::ExportKeys)?;
+    if request.ids.len() > MAX_KEY_IDS {
+        return Err(ApiError::code(
+            ProblemCode::Invalid,
+            format!("ids: at most {MAX_KEY_IDS} keys"),
+        ));
+    }
+    let servers = export_servers(&shared, &request)?;
+    let fingerprint = shared.stub.ums_id.fingerprint();
+    // Every server at once: the dialog waits for the slowest, at most the probe's time-out.
+    let mut probes = tokio::task::JoinSet::new();
+    for (index, server) in servers.iter().enumerate() {
+        let server = server.clone();
+        probes.spawn(async move {
+            let found = crate::probe::probe(
+                server.host(),
+                server.port(),
+                &fingerprint,
+                crate::probe::PROBE_TIMEOUT,
+            )
+            .await;
+            (index, server, found)
+        });
+    }
+    let mut checked: Vec<(usize, ExportServerCheck)> = Vec::with_capacity(servers.len());
+    while let Some(joined) = probes.join_next().await {
+        let (index, server, found) =
+            joined.map_err(|error| ApiError::Internal(anyhow::anyhow!(error)))?;
+        checked.push((
+            index,
+            ExportServerCheck {
+                host: server.host().to_owned(),
+                port: server.port(),
+                reach: found.reach,
+                detail: found.detail,
+            },
+        ));
+    }
+    checked.sort_by_key(|(index, _)| *index);
+    let keys = shared
+        .stub
+        .keys()
+        .acting_as(&admin.actor)
+        .export_check(&request.ids)
+        .await?;
+    Ok(axum::Json(ExportCheck {
+        fingerprint,
+        servers: checked.into_iter().map(|(_, server)| server).collect(),
+        keys: keys.keys,
+        exportable: keys.exportable,
+        refused: keys.refused,
+    }))
 }
 
 /// The keys named, in the clear (IGEL's "Show keys"). Needs `keys:reveal`; every reveal is
