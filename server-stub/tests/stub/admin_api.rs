@@ -1993,3 +1993,158 @@ async fn a_failed_login_names_only_an_account_that_exists_and_a_csrf_refusal_nam
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_export_check_probes_each_server_from_here_and_says_which_keys_can_go() {
+    use onboard_protocol::admin::{ExportCheck, ServerReach};
+    let server = TestServer::start_with(|_| {}).await;
+    let other = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let token = account_with_token(&server, "exporter", &[Right::KeysExport]).await;
+    let admin = server.shared.stub.keys();
+    let ids = admin
+        .create_one_time(4, "", Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    let used = admin.get(ids[1], true).await.unwrap().key;
+    assert_eq!(
+        enroll(&client, &server, &Device::numbered(1), &used)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    admin.deactivate(&ids[2..3], &Actor::cli()).await.unwrap();
+    // A port that takes the connection and closes it: TCP, but no TLS.
+    let not_tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let not_tls_port = not_tls.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = not_tls.accept().await {
+            drop(stream);
+        }
+    });
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let audit_before = server.audit().await.len();
+
+    let request = json!({
+        "ids": [ids[0], ids[1], ids[2], 999_999],
+        "servers": [
+            {"host": "localhost", "port": server.port},
+            {"host": "127.0.0.1", "port": closed_port},
+            {"host": "127.0.0.1", "port": other.port},
+            {"host": "127.0.0.1", "port": not_tls_port},
+            {"host": "no-such-host.invalid", "port": 8443},
+        ],
+    });
+    let started = std::time::Instant::now();
+    let (status, body) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys/export/check",
+        &Sent::Json(request),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "probes run at once, each bounded"
+    );
+    let check: ExportCheck = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(check.fingerprint, server.running().ums_id_fingerprint());
+    let reach: Vec<(String, u16, ServerReach)> = check
+        .servers
+        .iter()
+        .map(|server| (server.host.clone(), server.port, server.reach))
+        .collect();
+    assert_eq!(
+        reach,
+        [
+            ("localhost".to_owned(), server.port, ServerReach::Ok),
+            ("127.0.0.1".to_owned(), closed_port, ServerReach::Unreachable),
+            ("127.0.0.1".to_owned(), other.port, ServerReach::PinMismatch),
+            ("127.0.0.1".to_owned(), not_tls_port, ServerReach::TlsFailed),
+            ("no-such-host.invalid".to_owned(), 8443, ServerReach::Unreachable),
+        ],
+        "{body}"
+    );
+    assert!(check.servers[1].detail.contains("refused"), "{body}");
+    assert!(
+        check.servers[2].detail.contains(&check.fingerprint.short()),
+        "{body}"
+    );
+    let keys: Vec<(i64, Option<&str>, bool)> = check
+        .keys
+        .iter()
+        .map(|key| (key.id, key.status.map(|s| s.as_str()), key.exportable))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (ids[0], Some("active"), true),
+            (ids[1], Some("used"), false),
+            (ids[2], Some("inactive"), false),
+            (999_999, None, false),
+        ]
+    );
+    assert!(check.keys[1].reason.as_deref().unwrap().contains("used"));
+    assert_eq!((check.exportable, check.refused), (1, 3));
+    // No key was shown, so nothing is audited as a reveal or an export; and no key value is in
+    // the answer.
+    let audit = server.audit().await;
+    assert_eq!(audit.len(), audit_before, "{audit:#?}");
+    for id in &ids {
+        let value = admin.get(*id, true).await.unwrap().key;
+        assert!(!body.to_string().contains(&value));
+    }
+
+    // No IDs: every active key, counted; no servers: the configured public address.
+    let (status, body) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys/export/check",
+        &Sent::Json(json!({})),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let check: ExportCheck = serde_json::from_value(body.clone()).unwrap();
+    assert!(check.keys.is_empty());
+    assert_eq!((check.exportable, check.refused), (2, 0), "{body}");
+    let public = &server.shared.stub.settings.public_server;
+    assert_eq!(check.servers.len(), 1);
+    assert_eq!(
+        (check.servers[0].host.as_str(), check.servers[0].port),
+        (public.host(), public.port())
+    );
+    // A server field that cannot be written is refused, naming the field.
+    let (status, body) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys/export/check",
+        &Sent::Json(json!({"servers": [{"host": "a b"}]})),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("servers"), "{body}");
+    // keys:read alone may not ask.
+    let reader = account_with_token(&server, "reader", &[Right::KeysRead]).await;
+    let (status, _) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys/export/check",
+        &Sent::Json(json!({})),
+        Some(&reader),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    other.stop().await;
+    server.stop().await;
+}

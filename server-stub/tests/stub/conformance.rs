@@ -3,7 +3,7 @@
 //!
 //! Covered: the UMS ID binding, key creation in order with redraws and typed clashes, all-or-none
 //! batch changes, filters, paging and counts, enrollment exactly once under races, the repeat
-//! after a lost answer, unit ID conflicts, renewal and device contact, the audit log both ways
+//! after a lost answer, unit ID conflicts, checks of keys that read only, renewal and device contact, the audit log both ways
 //! and its pruning, accounts, tokens and sessions.
 
 use std::collections::HashSet;
@@ -423,6 +423,141 @@ async fn repeats_after_a_lost_answer_and_refuses_another_key_pair(store: Shared)
             "key_inactive"
         ]
     );
+}
+
+/// Every key row the store holds, as (id, usage count, status), by ID.
+async fn key_rows(store: &Shared) -> Vec<(i64, u64, KeyStatus)> {
+    store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap()
+        .iter()
+        .map(|key| (key.id, key.usage_count, key.status))
+        .collect()
+}
+
+async fn checks_keys_reading_only(store: Shared) {
+    use ums_stub::claim::Decision;
+    let ids = insert(
+        &store,
+        vec![
+            new_key(1, KeyKind::OneTime, None, true),
+            new_key(2, KeyKind::OneTime, None, true),
+            new_key(3, KeyKind::DeviceBound, Some("00E0C5000007"), true),
+            new_key(4, KeyKind::MassDeployment, None, false),
+            new_key(5, KeyKind::OneTime, None, true),
+        ],
+    )
+    .await
+    .unwrap();
+    // Key 2 used by another unit, key 5 deactivated.
+    store
+        .enroll(attempt(&unit(1), 2, b"pair-1"), issue("cc01".to_owned()))
+        .await
+        .unwrap();
+    store
+        .set_active(&ids[4..5], false, &Actor::cli())
+        .await
+        .unwrap();
+    let rows_before = key_rows(&store).await;
+    let audit_before = store
+        .count_audit(&AuditFilter::default())
+        .await
+        .unwrap();
+    let check = |unit_id: UnitId, keys: &[u64], public_key: &[u8]| ums_stub::store::KeyCheck {
+        unit_id,
+        lookups: keys.iter().map(|n| lookup(*n)).collect(),
+        public_key: public_key.to_vec(),
+        lapsed_before: OffsetDateTime::now_utc() - time::Duration::days(365),
+    };
+    let decisions = |checked: Vec<ums_stub::store::CheckedKey>| {
+        checked
+            .iter()
+            .map(|key| (key.key_id, key.decision))
+            .collect::<Vec<_>>()
+    };
+    // Unit 7 is not enrolled: each key as its enrollment would go.
+    let checked = store
+        .check_keys(&check(unit(7), &[1, 2, 3, 4, 5, 99], b""))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(checked),
+        [
+            (Some(ids[0]), Decision::Consume),
+            (Some(ids[1]), Decision::Refuse(ProblemCode::KeyUsed)),
+            (Some(ids[2]), Decision::Consume),
+            (Some(ids[3]), Decision::Consume),
+            (Some(ids[4]), Decision::Refuse(ProblemCode::KeyInactive)),
+            (None, Decision::Refuse(ProblemCode::KeyUnknown)),
+        ]
+    );
+    // Unit 1 is enrolled with pair-1 (through key 2): a new pair conflicts, its own pair repeats.
+    let checked = store
+        .check_keys(&check(unit(1), &[1, 2, 99], b""))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(checked),
+        [
+            (Some(ids[0]), Decision::Refuse(ProblemCode::UnitIdConflict)),
+            (Some(ids[1]), Decision::Refuse(ProblemCode::UnitIdConflict)),
+            (None, Decision::Refuse(ProblemCode::KeyUnknown)),
+        ]
+    );
+    let checked = store
+        .check_keys(&check(unit(1), &[2, 1, 3], b"pair-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        decisions(checked),
+        [
+            (Some(ids[1]), Decision::Repeat),
+            (Some(ids[0]), Decision::Repeat),
+            (Some(ids[2]), Decision::Refuse(ProblemCode::KeyBoundToOtherDevice)),
+        ]
+    );
+    // Nothing changed: no key used, no device recorded, no audit line (the caller writes it).
+    assert_eq!(key_rows(&store).await, rows_before);
+    assert_eq!(store.count_devices().await.unwrap(), 1);
+    assert_eq!(
+        store.count_audit(&AuditFilter::default()).await.unwrap(),
+        audit_before
+    );
+    // Checks racing enrollments of one one-time key: still one device, and the checks either
+    // see the key free or used by that device's unit.
+    let racers = futures_join_all((0..16).map(|n| {
+        let store = store.clone();
+        async move {
+            if n % 2 == 0 {
+                let outcome = store
+                    .enroll(
+                        attempt(&unit(100 + n), 1, format!("pair-{n}").as_bytes()),
+                        issue(format!("dd{n:02}")),
+                    )
+                    .await
+                    .unwrap();
+                matches!(outcome, EnrollOutcome::Issued { .. })
+            } else {
+                let checked = store
+                    .check_keys(&ums_stub::store::KeyCheck {
+                        unit_id: unit(100 + n),
+                        lookups: vec![lookup(1)],
+                        public_key: Vec::new(),
+                        lapsed_before: OffsetDateTime::now_utc() - time::Duration::days(365),
+                    })
+                    .await
+                    .unwrap();
+                assert!(matches!(
+                    checked[0].decision,
+                    Decision::Consume | Decision::Refuse(ProblemCode::KeyUsed)
+                ));
+                false
+            }
+        }
+    }))
+    .await;
+    assert_eq!(racers.iter().filter(|issued| **issued).count(), 1);
 }
 
 async fn renews_and_tracks_contact(store: Shared) {
@@ -1174,6 +1309,7 @@ where
     case!(tracks_connector_sessions_and_routes_commands);
     case!(tries_alternates_in_order_and_consumes_at_most_one);
     case!(enrolls_exactly_once_with_alternates_under_races);
+    case!(checks_keys_reading_only);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

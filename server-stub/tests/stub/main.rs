@@ -23,6 +23,8 @@
 //! - `schemathesis`: schemathesis over the served OpenAPI document with every check on, with an
 //!   all-rights and a read-only token.
 //! - `server`: an in-process server on port 0 and an EST client (shared by the next modules).
+//! - `check`: the key check route: every code, nothing consumed, one guess budget with
+//!   enrollment, the same refusal once spent, audit lines with key IDs only.
 //! - `est`: EST enrollment rules, problem codes, bad input, lost answers, races, renewal, audit.
 //! - `limits`: guess limits with the default settings: only guesses count, real keys go through,
 //!   one address's flood does not slow another, trusted proxies.
@@ -36,6 +38,7 @@
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod admin_api;
+mod check;
 mod cluster;
 mod conformance;
 mod connector;
