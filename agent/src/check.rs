@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use onboard_protocol::alternates::{ALTERNATE_KEYS_HEADER, MAX_KEYS_PER_REQUEST, encode_alternates};
+use onboard_protocol::alternates::{
+    ALTERNATE_KEYS_HEADER, MAX_KEYS_PER_REQUEST, encode_alternates,
+};
 use onboard_protocol::check::KeyCheckAnswer;
 use onboard_protocol::routes::{DEVICE_CHECK_KEYS, EST_CACERTS};
 use onboard_protocol::{KeyEntry, KeyKind, Problem, ProblemCode, Server, UnitId};
@@ -160,8 +162,8 @@ pub fn key_results(numbers: &[usize], answer: &KeyCheckAnswer) -> Vec<KeyResult>
     numbers
         .iter()
         .enumerate()
-        .map(|(place, number)| {
-            match answer.keys.iter().find(|key| key.place == place) {
+        .map(
+            |(place, number)| match answer.keys.iter().find(|key| key.place == place) {
                 Some(key) if key.accepted => KeyResult {
                     number: *number,
                     accepted: true,
@@ -183,8 +185,8 @@ pub fn key_results(numbers: &[usize], answer: &KeyCheckAnswer) -> Vec<KeyResult>
                     code: None,
                     retry_after: None,
                 },
-            }
-        })
+            },
+        )
         .collect()
 }
 
@@ -346,7 +348,10 @@ pub async fn check_server(
         }
         Ok(response) => {
             report.status = ServerStatus::Failed;
-            report.detail = Some(format!("cacerts answered HTTP {}", response.status().as_u16()));
+            report.detail = Some(format!(
+                "cacerts answered HTTP {}",
+                response.status().as_u16()
+            ));
             return report;
         }
         Err(error) => {
@@ -359,7 +364,8 @@ pub async fn check_server(
         report.detail = Some("the pinned handshake was not seen".to_owned());
         return report;
     }
-    let numbered: Vec<(usize, &KeyEntry)> = keys.iter().enumerate().map(|(i, k)| (i + 1, k)).collect();
+    let numbered: Vec<(usize, &KeyEntry)> =
+        keys.iter().enumerate().map(|(i, k)| (i + 1, k)).collect();
     for chunk in numbered.chunks(MAX_KEYS_PER_REQUEST) {
         let numbers: Vec<usize> = chunk.iter().map(|(number, _)| *number).collect();
         let Some(((_, first), rest)) = chunk.split_first() else {
@@ -511,7 +517,13 @@ mod tests {
         assert_eq!(report.keys_accepted, 2);
         let text = report.to_text();
         assert!(text.contains("2 of 3 keys would be accepted"), "{text}");
-        assert!(text.contains("key_used: a one-time key already used"), "{text}");
-        assert!(text.contains("*************1234"), "keys are shown masked: {text}");
+        assert!(
+            text.contains("key_used: a one-time key already used"),
+            "{text}"
+        );
+        assert!(
+            text.contains("*************1234"),
+            "keys are shown masked: {text}"
+        );
     }
 }

@@ -37,6 +37,25 @@ fn scan_help_documents_its_exit_codes() {
 }
 
 #[test]
+fn check_help_says_what_it_does_and_documents_its_exit_codes() {
+    let text = help(&["check", "--help"]);
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "pinned to the file's UMS ID",
+        "using none up",
+        "--unit-id",
+        "--json",
+        "Exit codes:",
+        "0 at least one key would be accepted",
+        "3 no key would be accepted",
+        "4 no valid key file",
+    ] {
+        assert!(flat.contains(words), "{words:?} not in\n{text}");
+    }
+    assert!(help(&["--help"]).contains("check"));
+}
+
+#[test]
 fn run_help_says_what_the_daemon_does() {
     let text = help(&["run", "--help"]);
     // Help is wrapped to the terminal's width: compare with the line breaks taken out.

@@ -5,6 +5,8 @@
 //! - `connector`: the device connector: online, restarts, commands, deletion, shutdown.
 //! - `discovery`: key files on one stick: order, links, FIFOs, folders, sizes, damage, vanishing.
 //! - `watch`: `run` in-process: sticks appearing and going after start, no wake-up while idle.
+//! - `check`: `check STICK_OR_FILE` against real servers: per server and key, a wrong pin, a
+//!   server down, nothing consumed, keys masked, exit codes.
 //! - `scan`: `scan PATH`: contents masked, this device's key order, exit codes, config errors.
 //! - `run`: `run` as a process: log lines, SIGTERM and SIGINT, a real mount in a namespace.
 //! - `enroll`: enrollment in-process against a real `ums-stub`: key types, refusals, pins, a
@@ -16,6 +18,7 @@
 //! - `system`: the systemd unit, checked by `systemd-analyze verify`.
 //! - `util`: key files, fake sysfs, sandboxes and waiting with deadlines.
 
+mod check;
 mod connector;
 mod discovery;
 mod enroll;

@@ -11,8 +11,8 @@ use super::error::StoreError;
 use super::query::{AuditFilter, KeyFilter, PageRequest};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
-    SessionRow, StoredKey, TokenRow, UnsealedRows,
+    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
+    ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
 use crate::cluster::MainUmsId;

@@ -36,7 +36,8 @@ pub(crate) use query::paged;
 pub use query::{AuditFilter, KeyFilter, PageRequest};
 pub use rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DISCONNECT, DeviceRecord,
-    EnrollAttempt, EnrollOutcome, KeyCheck, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
-    ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
+    EnrollAttempt, EnrollOutcome, KeyCheck, MakeKey, NewKey, Progress, RenewOutcome,
+    RenewalRequest, RowMac, RowSealer, ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey,
+    TokenRow, UnsealedRows,
 };
 pub use sqlite::SqliteStore;

@@ -32,9 +32,8 @@ use super::interface::Store;
 use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, KeyCheck,
-    MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
-    SessionRow, StoredKey, TokenRow, UnsealedRows,
+    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
+    ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use super::tx::ready;
 use crate::ca::IssueOnce;

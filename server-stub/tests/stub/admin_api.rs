@@ -2064,10 +2064,18 @@ async fn the_export_check_probes_each_server_from_here_and_says_which_keys_can_g
         reach,
         [
             ("localhost".to_owned(), server.port, ServerReach::Ok),
-            ("127.0.0.1".to_owned(), closed_port, ServerReach::Unreachable),
+            (
+                "127.0.0.1".to_owned(),
+                closed_port,
+                ServerReach::Unreachable
+            ),
             ("127.0.0.1".to_owned(), other.port, ServerReach::PinMismatch),
             ("127.0.0.1".to_owned(), not_tls_port, ServerReach::TlsFailed),
-            ("no-such-host.invalid".to_owned(), 8443, ServerReach::Unreachable),
+            (
+                "no-such-host.invalid".to_owned(),
+                8443,
+                ServerReach::Unreachable
+            ),
         ],
         "{body}"
     );
@@ -2132,7 +2140,10 @@ async fn the_export_check_probes_each_server_from_here_and_says_which_keys_can_g
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("servers"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("servers"),
+        "{body}"
+    );
     // keys:read alone may not ask.
     let reader = account_with_token(&server, "reader", &[Right::KeysRead]).await;
     let (status, _) = send(

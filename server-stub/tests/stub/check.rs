@@ -67,10 +67,10 @@ async fn usage(server: &TestServer, id: i64) -> (u64, String) {
 }
 
 /// What a check answered.
-struct Checked {
-    status: StatusCode,
-    body: Value,
-    retry_after: Option<u64>,
+pub(crate) struct Checked {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Checked {
@@ -97,14 +97,14 @@ impl Checked {
             .collect()
     }
 
-    fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
 }
 
 /// Checks `keys` for `unit_id` (the first in HTTP Basic, the others as alternates), with the
 /// certificate request `csr` as the body when given.
-async fn check(
+pub(crate) async fn check(
     client: &reqwest::Client,
     server: &TestServer,
     unit_id: &str,
@@ -196,7 +196,10 @@ async fn each_key_gets_the_answer_its_enrollment_would_get() {
     let device = Device::new(UNIT);
     for (key, expected) in presented.iter().zip(expected) {
         if expected != "accepted" {
-            assert_eq!(enroll(&client, &server, &device, key).await.code(), expected);
+            assert_eq!(
+                enroll(&client, &server, &device, key).await.code(),
+                expected
+            );
         }
     }
     assert_eq!(
@@ -307,9 +310,15 @@ async fn a_check_consumes_nothing_and_is_audited_by_key_id() {
     );
     assert_eq!(usage(&server, one_time_id).await, (1, "used".to_owned()));
     assert_eq!(
-        check(&client, &server, &Device::numbered(3).unit_id, &[&one_time], None)
-            .await
-            .results(),
+        check(
+            &client,
+            &server,
+            &Device::numbered(3).unit_id,
+            &[&one_time],
+            None
+        )
+        .await
+        .results(),
         ["key_used"]
     );
     server.stop().await;
@@ -328,7 +337,14 @@ async fn unknown_keys_in_checks_spend_the_enrollment_budget_and_enrollments_spen
     let (_, mass) = one(keys(&server, KeyKind::MassDeployment, 1, None).await);
     let (one_time_id, one_time) = one(keys(&server, KeyKind::OneTime, 1, None).await);
     // Two unknown keys in one check are two guesses; one more makes three.
-    let answer = check(&client, &server, UNIT, &[UNKNOWN, "00000000000000001"], None).await;
+    let answer = check(
+        &client,
+        &server,
+        UNIT,
+        &[UNKNOWN, "00000000000000001"],
+        None,
+    )
+    .await;
     assert_eq!(answer.results(), ["key_unknown", "key_unknown"]);
     let answer = check(&client, &server, UNIT, &["00000000000000002"], None).await;
     assert_eq!(answer.results(), ["key_unknown"]);

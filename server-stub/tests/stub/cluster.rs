@@ -188,6 +188,19 @@ async fn servers_on_one_database_share_the_main_ums_id_and_use_each_key_once() {
     let answer = enroll(&client, &wrong, &Device::numbered(1), &values[0]).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.code(), "server_not_in_sync");
+    // Nor does it say a key would be accepted, for the same reason.
+    let checked = crate::check::check(
+        &client,
+        &wrong,
+        &Device::numbered(1).unit_id,
+        &[&values[0]],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (checked.status, checked.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "server_not_in_sync")
+    );
     // Nor does it read or write keys: its vault is not the cluster's.
     let written = wrong
         .shared

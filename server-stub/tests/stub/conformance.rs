@@ -460,10 +460,7 @@ async fn checks_keys_reading_only(store: Shared) {
         .await
         .unwrap();
     let rows_before = key_rows(&store).await;
-    let audit_before = store
-        .count_audit(&AuditFilter::default())
-        .await
-        .unwrap();
+    let audit_before = store.count_audit(&AuditFilter::default()).await.unwrap();
     let check = |unit_id: UnitId, keys: &[u64], public_key: &[u8]| ums_stub::store::KeyCheck {
         unit_id,
         lookups: keys.iter().map(|n| lookup(*n)).collect(),
@@ -514,7 +511,10 @@ async fn checks_keys_reading_only(store: Shared) {
         [
             (Some(ids[1]), Decision::Repeat),
             (Some(ids[0]), Decision::Repeat),
-            (Some(ids[2]), Decision::Refuse(ProblemCode::KeyBoundToOtherDevice)),
+            (
+                Some(ids[2]),
+                Decision::Refuse(ProblemCode::KeyBoundToOtherDevice)
+            ),
         ]
     );
     // Nothing changed: no key used, no device recorded, no audit line (the caller writes it).

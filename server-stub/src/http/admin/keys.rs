@@ -8,8 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onboard_protocol::admin::{
-    CreateKeys, CreatedKeys, EditKey, ExportCheck, ExportKeys, ExportServerCheck, KeyId, KeyIds, KeyStatus, KeyView, MAX_KEY_IDS,
-    MAX_KEYS_PER_REQUEST, Page,
+    CreateKeys, CreatedKeys, EditKey, ExportCheck, ExportKeys, ExportServerCheck, KeyId, KeyIds,
+    KeyStatus, KeyView, MAX_KEY_IDS, MAX_KEYS_PER_REQUEST, Page,
 };
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
 
