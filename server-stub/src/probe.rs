@@ -190,3 +190,40 @@ async fn handshake(host: &str, port: u16, pin: &Fingerprint) -> Probe {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Authority;
+    use crate::ums_id::UmsId;
+
+    fn leaf(ums_id: &UmsId) -> Vec<u8> {
+        Authority::new(ums_id)
+            .unwrap()
+            .server_leaf(&["ums.example".to_owned()], time::Duration::days(30))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_chain_holds_the_pin_only_with_the_pinned_certificate_and_a_leaf_it_signed() {
+        let ours = UmsId::generate().unwrap();
+        let theirs = UmsId::generate().unwrap();
+        let pin = ours.fingerprint();
+        let (our_leaf, their_leaf) = (leaf(&ours), leaf(&theirs));
+        let (our_ca, their_ca) = (ours.certificate_der(), theirs.certificate_der());
+        // leaf, intermediates => holds the pin
+        let table: [(&[u8], &[&[u8]], bool); 6] = [
+            (&our_leaf, &[our_ca], true),
+            (our_ca, &[], true),
+            (&our_leaf, &[], false),
+            (&their_leaf, &[their_ca], false),
+            // A machine in the middle sending the pinned certificate after its own leaf.
+            (&their_leaf, &[our_ca], false),
+            (&their_leaf, &[their_ca, our_ca], false),
+        ];
+        for (n, (leaf, intermediates, holds)) in table.into_iter().enumerate() {
+            assert_eq!(chain_holds(&pin, leaf, intermediates), holds, "row {n}");
+        }
+    }
+}
