@@ -2,8 +2,8 @@
 //!
 //! Exit codes: 0 success (for `scan`: usable keys found; for `status`: enrolled); 1 the command
 //! failed, or `scan` found nothing usable (the message says why); 2 the command line is wrong
-//! (clap's usage errors); `enroll` and `status` add the codes in [`EnrollExit`] and
-//! [`STATUS_EXIT_CODES`].
+//! (clap's usage errors); `enroll`, `status` and `check` add the codes in [`EnrollExit`],
+//! [`STATUS_EXIT_CODES`] and [`CheckExit`].
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};

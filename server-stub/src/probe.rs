@@ -212,8 +212,9 @@ mod tests {
         let pin = ours.fingerprint();
         let (our_leaf, their_leaf) = (leaf(&ours), leaf(&theirs));
         let (our_ca, their_ca) = (ours.certificate_der(), theirs.certificate_der());
-        // leaf, intermediates => holds the pin
-        let table: [(&[u8], &[&[u8]], bool); 6] = [
+        /// The leaf, the certificates after it, whether the chain holds the pin.
+        type Row<'a> = (&'a [u8], &'a [&'a [u8]], bool);
+        let table: [Row<'_>; 6] = [
             (&our_leaf, &[our_ca], true),
             (our_ca, &[], true),
             (&our_leaf, &[], false),
