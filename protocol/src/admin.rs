@@ -433,7 +433,8 @@ pub struct ExportCheck {
     /// configured public address when none is.
     pub servers: Vec<ExportServerCheck>,
     /// The keys the request names, in its order, each with whether it can go on a stick; empty
-    /// when it names none (every active key).
+    /// when it names none (every active key). An ID no key has is refused (404), as the export
+    /// refuses it.
     pub keys: Vec<ExportKeyCheck>,
     /// How many keys the file would hold (0: the export would be refused).
     pub exportable: u64,
@@ -476,9 +477,8 @@ pub enum ServerReach {
 pub struct ExportKeyCheck {
     /// The key.
     pub id: KeyId,
-    /// Its status; absent when no key has this ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<KeyStatus>,
+    /// Its status.
+    pub status: KeyStatus,
     /// Whether it can go on a stick.
     pub exportable: bool,
     /// Why not, for people.

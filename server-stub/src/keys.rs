@@ -483,7 +483,7 @@ pub struct ExportKeysCheck {
 impl KeyAdmin {
     /// What [`KeyAdmin::export`] of `ids` (none: every active key) would hold, by the same rule
     /// ([`claim::exportable`]), without opening, showing or auditing any key: IDs and statuses
-    /// only, as the key list shows them.
+    /// only, as the key list shows them. An ID no key has is refused as the export refuses it.
     pub async fn export_check(&self, ids: &[KeyId]) -> Result<ExportKeysCheck, KeyError> {
         use onboard_protocol::admin::ExportKeyCheck;
         self.usable()?;
@@ -504,27 +504,29 @@ impl KeyAdmin {
             ..KeyFilter::default()
         };
         let stored = self.store.keys(&filter, &PageRequest::all()).await?;
+        // An ID no key has is refused as the export refuses it (404, naming them).
+        let missing: Vec<KeyId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !stored.iter().any(|key| key.id == *id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::NotFound(Missing::Keys(missing)).into());
+        }
         let mut seen = std::collections::HashSet::new();
         let keys: Vec<ExportKeyCheck> = ids
             .iter()
             .filter(|id| seen.insert(**id))
-            .map(|id| match stored.iter().find(|key| key.id == *id) {
-                None => ExportKeyCheck {
-                    id: *id,
-                    status: None,
-                    exportable: false,
-                    reason: Some("no such key".to_owned()),
-                },
-                Some(key) => {
-                    let exportable = claim::exportable(key.status);
-                    ExportKeyCheck {
-                        id: *id,
-                        status: Some(key.status),
-                        exportable,
-                        reason: (!exportable).then(|| {
-                            format!("the key is {}: only active keys go on a stick", key.status)
-                        }),
-                    }
+            .filter_map(|id| stored.iter().find(|key| key.id == *id))
+            .map(|key| {
+                let exportable = claim::exportable(key.status);
+                ExportKeyCheck {
+                    id: key.id,
+                    status: key.status,
+                    exportable,
+                    reason: (!exportable).then(|| {
+                        format!("the key is {}: only active keys go on a stick", key.status)
+                    }),
                 }
             })
             .collect();

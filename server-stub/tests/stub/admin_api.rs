@@ -2029,7 +2029,7 @@ async fn the_export_check_probes_each_server_from_here_and_says_which_keys_can_g
     let audit_before = server.audit().await.len();
 
     let request = json!({
-        "ids": [ids[0], ids[1], ids[2], 999_999],
+        "ids": [ids[0], ids[1], ids[2], ids[0]],
         "servers": [
             {"host": "localhost", "port": server.port},
             {"host": "127.0.0.1", "port": closed_port},
@@ -2084,22 +2084,22 @@ async fn the_export_check_probes_each_server_from_here_and_says_which_keys_can_g
         check.servers[2].detail.contains(&check.fingerprint.short()),
         "{body}"
     );
-    let keys: Vec<(i64, Option<&str>, bool)> = check
+    // Each key once, in the request's order.
+    let keys: Vec<(i64, &str, bool)> = check
         .keys
         .iter()
-        .map(|key| (key.id, key.status.map(|s| s.as_str()), key.exportable))
+        .map(|key| (key.id, key.status.as_str(), key.exportable))
         .collect();
     assert_eq!(
         keys,
         [
-            (ids[0], Some("active"), true),
-            (ids[1], Some("used"), false),
-            (ids[2], Some("inactive"), false),
-            (999_999, None, false),
+            (ids[0], "active", true),
+            (ids[1], "used", false),
+            (ids[2], "inactive", false),
         ]
     );
     assert!(check.keys[1].reason.as_deref().unwrap().contains("used"));
-    assert_eq!((check.exportable, check.refused), (1, 3));
+    assert_eq!((check.exportable, check.refused), (1, 2));
     // No key was shown, so nothing is audited as a reveal or an export; and no key value is in
     // the answer.
     let audit = server.audit().await;
@@ -2128,6 +2128,21 @@ async fn the_export_check_probes_each_server_from_here_and_says_which_keys_can_g
     assert_eq!(
         (check.servers[0].host.as_str(), check.servers[0].port),
         (public.host(), public.port())
+    );
+    // An ID no key has is refused as the export refuses it, naming it.
+    let (status, body) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys/export/check",
+        &Sent::Json(json!({"ids": [ids[0], 999_999]})),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("999999"),
+        "{body}"
     );
     // A server field that cannot be written is refused, naming the field.
     let (status, body) = send(

@@ -360,9 +360,11 @@ fn export_servers(
 /// What the export the request describes would write, checked before it is made (the export
 /// dialog's check): each server probed from this server (TCP and TLS within a few seconds, and
 /// whether its chain holds the UMS ID the file would pin), and each key named with whether it can
-/// go on a stick. Shows and audits no key. Needs `keys:export`, as the export itself.
+/// go on a stick (an ID no key has is refused, 404, as the export refuses it). Shows and audits
+/// no key. Needs `keys:export`, as the export itself.
 #[utoipa::path(post, path = "/api/v1/keys/export/check", tag = "keys", request_body = ExportKeys,
     responses((status = 200, description = "The servers as reached from here, and the keys' statuses", body = ExportCheck),
+        (status = 404, description = "A key named does not exist", body = onboard_protocol::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field cannot be used", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn export_check(
     State(shared): State<Arc<Shared>>,
