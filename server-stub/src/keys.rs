@@ -6,14 +6,17 @@
 
 use std::sync::Arc;
 
-use onboard_protocol::admin::{KeyId, KeyStatus, KeyView, MAX_COMMENT_CHARS, Page};
+use onboard_protocol::admin::{
+    KeyAction, KeyId, KeyStatus, KeyView, KeysChanged, MAX_COMMENT_CHARS, Page,
+};
 use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
 use time::OffsetDateTime;
 
 use crate::claim;
 use crate::random;
 use crate::store::{
-    self, Actor, KeyFilter, Missing, NewKey, PageRequest, Progress, Store, StoreError, StoredKey,
+    self, Actor, KeyFilter, KeyListing, Missing, NewKey, PageRequest, Progress, Store, StoreError,
+    StoredKey,
 };
 use crate::vault::{KeyVault, SealBroken};
 
@@ -466,6 +469,85 @@ impl KeyAdmin {
         let how = format!("{} key(s) to a key file", listed.len());
         self.audit_shown("keys.export", &listed, &how).await?;
         Ok((KeyFile::new(servers, ums_id, entries, now), listed))
+    }
+}
+
+/// The Web App's key table: sorted, offset-paged lists, and changes to every key a filter
+/// matches, each saying what it did.
+impl KeyAdmin {
+    /// `offset` rows into the keys `listing` matches, at most `limit`, masked.
+    pub async fn listing(
+        &self,
+        listing: &KeyListing,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<KeyView>, KeyError> {
+        self.usable()?;
+        self.store
+            .key_listing(listing, offset, limit)
+            .await?
+            .into_iter()
+            .map(|key| self.view(key, false))
+            .collect()
+    }
+
+    /// How many keys `listing` matches.
+    pub async fn count_listing(&self, listing: &KeyListing) -> Result<u64, KeyError> {
+        self.usable()?;
+        Ok(self.store.count_key_listing(listing).await?)
+    }
+
+    /// The IDs of every key `listing` matches, in its order.
+    pub async fn matching(&self, listing: &KeyListing) -> Result<Vec<KeyId>, KeyError> {
+        self.usable()?;
+        Ok(self
+            .store
+            .key_listing(listing, 0, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|key| key.id)
+            .collect())
+    }
+
+    /// Applies `action` to the keys `ids` (all of them, or none when one is unknown) and says
+    /// what it did ([`crate::key_changes::summarize`]).
+    pub async fn change(
+        &self,
+        action: KeyAction,
+        ids: &[KeyId],
+        actor: &Actor,
+    ) -> Result<KeysChanged, KeyError> {
+        self.usable()?;
+        let before = self.statuses(ids).await?;
+        if !ids.is_empty() {
+            match action {
+                KeyAction::Activate => self.activate(ids, actor).await?,
+                KeyAction::Deactivate => self.deactivate(ids, actor).await?,
+                KeyAction::Delete => self.delete(ids, actor).await?,
+            }
+        }
+        let after = self.statuses(ids).await?;
+        Ok(crate::key_changes::summarize(action, &before, &after))
+    }
+
+    async fn statuses(
+        &self,
+        ids: &[KeyId],
+    ) -> Result<std::collections::HashMap<KeyId, KeyStatus>, KeyError> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let filter = KeyFilter {
+            ids: Some(ids.to_vec()),
+            ..KeyFilter::default()
+        };
+        Ok(self
+            .store
+            .keys(&filter, &PageRequest::all())
+            .await?
+            .into_iter()
+            .map(|key| (key.id, key.status))
+            .collect())
     }
 }
 

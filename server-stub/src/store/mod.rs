@@ -32,7 +32,7 @@ pub use error::{Missing, StoreError};
 pub use interface::Store;
 pub use postgres::{Dump, PostgresStore};
 pub(crate) use query::paged;
-pub use query::{AuditFilter, KeyFilter, PageRequest};
+pub use query::{AuditFilter, KeyFilter, KeyListing, KeySort, PageRequest};
 pub use rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
     EnrollOutcome, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
