@@ -91,7 +91,10 @@ pub fn certificate_refusal(sync: SyncStatus) -> Option<&'static str> {
 /// The servers a key export names unless told otherwise: this server by its configured public
 /// name, else by the name its heartbeat records (this machine's host name and the port it
 /// listens on, never a default port); then every other running server in sync.
-pub async fn export_servers(stub: &Stub, own_name: &str) -> Result<ExportServers, StoreError> {
+pub async fn export_servers(
+    stub: &Stub,
+    own_name: Option<&str>,
+) -> Result<ExportServers, StoreError> {
     let rows = stub.store.servers(crate::cluster::RUNNING_WITHIN).await?;
     let others: Vec<(String, bool, SyncStatus)> = rows
         .into_iter()
@@ -107,12 +110,13 @@ pub async fn export_servers(stub: &Stub, own_name: &str) -> Result<ExportServers
     })
 }
 
-/// [`export_servers`]' rule (pure): `configured` first, else `own` (a heartbeat's `HOST:PORT`);
+/// [`export_servers`]' rule (pure): `configured` first, else `own` (a heartbeat's `HOST:PORT`,
+/// unknown before the server listens);
 /// then each running server in sync of `table` (name, running, status) once; `fallback` alone if
 /// that leaves none.
 pub fn suggest(
     configured: Option<&onboard_protocol::Server>,
-    own: &str,
+    own: Option<&str>,
     table: &[(String, bool, SyncStatus)],
     fallback: &onboard_protocol::Server,
 ) -> Vec<ExportServer> {
@@ -120,10 +124,10 @@ pub fn suggest(
     let mut candidates: Vec<onboard_protocol::Server> = Vec::new();
     match configured {
         Some(server) => candidates.push(server.clone()),
-        None => candidates.extend(parse(own)),
+        None => candidates.extend(own.and_then(parse)),
     }
     for (name, running, status) in table {
-        if *running && *status != SyncStatus::NotInSync && name != own {
+        if *running && *status != SyncStatus::NotInSync && Some(name.as_str()) != own {
             candidates.extend(parse(name));
         }
     }
@@ -162,20 +166,20 @@ mod tests {
             ("c.example.com:8443".to_owned(), false, SyncStatus::InSync),
             ("d.example.com:8443".to_owned(), true, SyncStatus::NotInSync),
         ];
-        let cases: &[(Option<&Server>, &str, &[(String, bool, SyncStatus)], &[&str])] = &[
+        let cases: &[(Option<&Server>, Option<&str>, &[(String, bool, SyncStatus)], &[&str])] = &[
             // Configured: that name first; this server's own heartbeat name is not repeated.
-            (Some(&public), "vm:41234", &table, &["ums.example.com:443", "b.example.com:8443"]),
+            (Some(&public), Some("vm:41234"), &table, &["ums.example.com:443", "b.example.com:8443"]),
             // Not configured: the port it listens on, never the default port.
-            (None, "vm:41234", &table, &["vm:41234", "b.example.com:8443"]),
-            (None, "localhost:5000", &[], &["localhost:5000"]),
+            (None, Some("vm:41234"), &table, &["vm:41234", "b.example.com:8443"]),
+            (None, Some("localhost:5000"), &[], &["localhost:5000"]),
             // Nothing known (no listener yet): the fallback.
-            (None, "-", &[], &["vm:8443"]),
+            (None, None, &[], &["vm:8443"]),
         ];
         for (configured, own, table, expected) in cases {
             assert_eq!(
-                names(&suggest(*configured, own, table, &fallback)),
+                names(&suggest(*configured, *own, table, &fallback)),
                 *expected,
-                "{configured:?} {own}"
+                "{configured:?} {own:?}"
             );
         }
     }

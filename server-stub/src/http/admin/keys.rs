@@ -584,5 +584,9 @@ pub async fn export_servers(
     admin: Admin,
 ) -> Result<axum::Json<ExportServers>, ApiError> {
     admin.may(Operation::ExportKeys)?;
-    Ok(axum::Json(crate::servers::export_servers(&shared.stub, &shared.connector.server()).await?))
+    // The connector is named once the server listens ("-" before).
+    let own = Some(shared.connector.server()).filter(|name| *name != "-");
+    Ok(axum::Json(
+        crate::servers::export_servers(&shared.stub, own).await?,
+    ))
 }
