@@ -894,7 +894,7 @@ function renderDevices(items) {
     cell(row, device.folder || '-', 'wrap folder');
     cell(row, minute(device.enrolled_at));
     cell(row, minute(device.not_after));
-    cell(row, device.online ? 'Now (' + minute(device.last_seen) + ')' : minute(device.last_seen), 'last-seen');
+    cell(row, device.online ? 'Now (' + time(device.last_seen) + ')' : minute(device.last_seen), 'last-seen');
     const actions = cell(row, '', 'actions');
     if (may('devices:write')) {
       actions.appendChild(commandButton(device, 'renew-now', 'Send renew-now'));
