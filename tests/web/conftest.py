@@ -58,7 +58,7 @@ def server():
     stub(data_dir, "admins", "create", WRITER[0], "--rights", "keys:read,keys:write",
          "--password-stdin", stdin=WRITER[1] + "\n")
     process, url = start_server(data_dir)
-    yield {"url": url, "data_dir": data_dir, "folder": folder.name}
+    yield {"url": url, "data_dir": data_dir, "folder": folder.name, "out": OUT}
     process.terminate()
     process.wait(timeout=30)
     folder.cleanup()
