@@ -36,12 +36,10 @@ pub fn summarize(
         unchanged: unchanged
             .into_iter()
             .filter_map(|(rank, count)| {
-                KeyStatus::ALL
-                    .get(rank)
-                    .map(|status| KeysUnchanged {
-                        status: *status,
-                        count,
-                    })
+                KeyStatus::ALL.get(rank).map(|status| KeysUnchanged {
+                    status: *status,
+                    count,
+                })
             })
             .collect(),
     }
@@ -58,11 +56,35 @@ mod tests {
 
     #[test]
     fn a_change_counts_what_changed_and_names_what_stayed_by_status() {
-        let table: &[(KeyAction, &[(KeyId, KeyStatus)], &[(KeyId, KeyStatus)], u64, &[(KeyStatus, u64)])] = &[
+        let table: &[(
+            KeyAction,
+            &[(KeyId, KeyStatus)],
+            &[(KeyId, KeyStatus)],
+            u64,
+            &[(KeyStatus, u64)],
+        )] = &[
             // Deactivating three used keys does nothing, and says why.
-            (KeyAction::Deactivate, &[(1, Used), (2, Used), (3, Used)], &[(1, Used), (2, Used), (3, Used)], 0, &[(Used, 3)]),
-            (KeyAction::Deactivate, &[(1, Active), (2, Inactive), (3, Used)], &[(1, Inactive), (2, Inactive), (3, Used)], 1, &[(Inactive, 1), (Used, 1)]),
-            (KeyAction::Activate, &[(1, Inactive), (2, Active)], &[(1, Active), (2, Active)], 1, &[(Active, 1)]),
+            (
+                KeyAction::Deactivate,
+                &[(1, Used), (2, Used), (3, Used)],
+                &[(1, Used), (2, Used), (3, Used)],
+                0,
+                &[(Used, 3)],
+            ),
+            (
+                KeyAction::Deactivate,
+                &[(1, Active), (2, Inactive), (3, Used)],
+                &[(1, Inactive), (2, Inactive), (3, Used)],
+                1,
+                &[(Inactive, 1), (Used, 1)],
+            ),
+            (
+                KeyAction::Activate,
+                &[(1, Inactive), (2, Active)],
+                &[(1, Active), (2, Active)],
+                1,
+                &[(Active, 1)],
+            ),
             // Deleted keys are gone afterwards: all changed.
             (KeyAction::Delete, &[(1, Used), (2, Active)], &[], 2, &[]),
             (KeyAction::Activate, &[], &[], 0, &[]),

@@ -166,11 +166,26 @@ mod tests {
             ("c.example.com:8443".to_owned(), false, SyncStatus::InSync),
             ("d.example.com:8443".to_owned(), true, SyncStatus::NotInSync),
         ];
-        let cases: &[(Option<&Server>, Option<&str>, &[(String, bool, SyncStatus)], &[&str])] = &[
+        let cases: &[(
+            Option<&Server>,
+            Option<&str>,
+            &[(String, bool, SyncStatus)],
+            &[&str],
+        )] = &[
             // Configured: that name first; this server's own heartbeat name is not repeated.
-            (Some(&public), Some("vm:41234"), &table, &["ums.example.com:443", "b.example.com:8443"]),
+            (
+                Some(&public),
+                Some("vm:41234"),
+                &table,
+                &["ums.example.com:443", "b.example.com:8443"],
+            ),
             // Not configured: the port it listens on, never the default port.
-            (None, Some("vm:41234"), &table, &["vm:41234", "b.example.com:8443"]),
+            (
+                None,
+                Some("vm:41234"),
+                &table,
+                &["vm:41234", "b.example.com:8443"],
+            ),
             (None, Some("localhost:5000"), &[], &["localhost:5000"]),
             // Nothing known (no listener yet): the fallback.
             (None, None, &[], &["vm:8443"]),

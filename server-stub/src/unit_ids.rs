@@ -146,7 +146,9 @@ pub fn prefix(text: &str) -> Result<String, String> {
         }
     }
     if out.len() > 18 {
-        return Err("longer than any unit ID (12 hex digits, or an 18-character serial)".to_owned());
+        return Err(
+            "longer than any unit ID (12 hex digits, or an 18-character serial)".to_owned(),
+        );
     }
     Ok(out)
 }
@@ -221,6 +223,10 @@ mod tests {
         }
         assert!(prefix("00E0%").unwrap_err().contains("'%'"));
         assert!(prefix("00_E0").unwrap_err().contains("'_'"));
-        assert!(prefix("0123456789ABCDEFGHIJ").unwrap_err().contains("longer"));
+        assert!(
+            prefix("0123456789ABCDEFGHIJ")
+                .unwrap_err()
+                .contains("longer")
+        );
     }
 }

@@ -50,7 +50,11 @@ pub async fn list(
     admin.may(Operation::ListDevices)?;
     let devices = shared.stub.devices();
     super::bounded("search", query.search.as_ref(), 64)?;
-    if let Some(search) = query.search.as_deref().filter(|text| !text.trim().is_empty()) {
+    if let Some(search) = query
+        .search
+        .as_deref()
+        .filter(|text| !text.trim().is_empty())
+    {
         return Ok(axum::Json(
             devices
                 .search(search, &page(query.limit, query.after)?)

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use onboard_protocol::{ProblemCode, UnitId};
 use onboard_protocol::admin::{AuditEntryView, Page, ServerView, UmsIdView};
+use onboard_protocol::{ProblemCode, UnitId};
 use time::OffsetDateTime;
 
 use super::{Admin, Params, bounded, page};
