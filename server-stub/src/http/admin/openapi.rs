@@ -34,7 +34,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         super::keys::list, super::keys::create, super::keys::import, super::keys::one,
         super::keys::edit, super::keys::delete_one, super::keys::activate,
         super::keys::deactivate, super::keys::delete_many, super::keys::export,
-        super::keys::reveal,
+        super::keys::reveal, super::keys::change, super::keys::export_servers,
         super::devices::list, super::devices::one, super::devices::delete, super::devices::send,
         super::server::audit, super::server::ums_id, super::server::certificate,
         super::server::servers,
