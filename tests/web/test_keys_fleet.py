@@ -90,6 +90,18 @@ def test_ten_thousand_keys_matching_a_filter_are_selected_exported_and_changed_i
     page.locator("#confirm-yes").click()
     expect(page.locator("#keys-status-text")).to_have_text(
         "Deactivated 0 of 10,000: 10,000 keys were already inactive.")
+    # Nothing matching is active now: the server refuses an export of them rather than write
+    # every other active key, and the dialog offers none of them.
+    refused = page.evaluate("""async () => {
+        const me = await (await fetch('/api/v1/session')).json();
+        const response = await fetch('/api/v1/keys/export', {
+            method: 'POST',
+            headers: {'content-type': 'application/json', 'x-csrf-token': me.csrf_token},
+            body: JSON.stringify({format: 'text', filter: {comment: 'rollout'}}),
+        });
+        return [response.status, (await response.json()).code];
+    }""")
+    assert refused == [409, "conflict"]
     # Nothing matching is active now: the export offers none of them.
     page.get_by_role("button", name="Export", exact=True).click()
     expect(dialog.get_by_label("Every active key matching the filter (0)")).to_be_disabled()
