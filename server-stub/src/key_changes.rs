@@ -50,19 +50,22 @@ mod tests {
     use super::*;
     use KeyStatus::{Active, Inactive, Used};
 
+    /// An action, the statuses before and after, how many changed, and the unchanged by status.
+    type Case = (
+        KeyAction,
+        &'static [(KeyId, KeyStatus)],
+        &'static [(KeyId, KeyStatus)],
+        u64,
+        &'static [(KeyStatus, u64)],
+    );
+
     fn statuses(list: &[(KeyId, KeyStatus)]) -> HashMap<KeyId, KeyStatus> {
         list.iter().copied().collect()
     }
 
     #[test]
     fn a_change_counts_what_changed_and_names_what_stayed_by_status() {
-        let table: &[(
-            KeyAction,
-            &[(KeyId, KeyStatus)],
-            &[(KeyId, KeyStatus)],
-            u64,
-            &[(KeyStatus, u64)],
-        )] = &[
+        let table: &[Case] = &[
             // Deactivating three used keys does nothing, and says why.
             (
                 KeyAction::Deactivate,

@@ -149,6 +149,14 @@ mod tests {
     use super::*;
     use onboard_protocol::Server;
 
+    /// The configured server, this server's heartbeat name, the status table, what is named.
+    type Case<'a> = (
+        Option<&'a Server>,
+        Option<&'a str>,
+        &'a [(String, bool, SyncStatus)],
+        &'a [&'a str],
+    );
+
     fn names(servers: &[ExportServer]) -> Vec<String> {
         servers
             .iter()
@@ -166,12 +174,7 @@ mod tests {
             ("c.example.com:8443".to_owned(), false, SyncStatus::InSync),
             ("d.example.com:8443".to_owned(), true, SyncStatus::NotInSync),
         ];
-        let cases: &[(
-            Option<&Server>,
-            Option<&str>,
-            &[(String, bool, SyncStatus)],
-            &[&str],
-        )] = &[
+        let cases: &[Case] = &[
             // Configured: that name first; this server's own heartbeat name is not repeated.
             (
                 Some(&public),
