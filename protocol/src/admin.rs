@@ -416,9 +416,13 @@ pub struct ExportKeys {
     #[serde(default = "default_format")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(xml|html|text)$"))]
     pub format: crate::Format,
-    /// Instead of `ids`: every active key this filter matches (the Web App's "select all
-    /// matching"); refused with `ids`, and when it matches no active key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Every active key this filter matches (the Web App's "select all matching"); with `ids`,
+    /// those of them it matches. Refused when it matches no active key.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub filter: Option<KeyMatch>,
 }
 
@@ -438,12 +442,52 @@ pub struct KeyMatch {
     /// Only keys bound to a unit ID starting with this (letters and digits; `:`, `-` and `.`
     /// between them are ignored): a whole unit ID or its first characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 26))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 26, pattern = r"^[0-9A-Za-z:.\-]*$")
+    )]
     pub unit_id: Option<String>,
     /// Only keys whose comment holds this text (ASCII letters in any case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub comment: Option<String>,
+}
+
+/// An optional object field that refuses anything but an object or null (serde alone would read
+/// a struct from an array too).
+fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Visit<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Visit(std::marker::PhantomData))
 }
 
 /// What to do to many keys at once.
@@ -467,12 +511,16 @@ pub enum KeyAction {
 pub struct ChangeKeys {
     /// What to do.
     pub action: KeyAction,
-    /// The keys; or leave out and give `filter`.
+    /// The keys (none: nothing changes), or with `filter` those of them it matches.
     #[serde(default, deserialize_with = "crate::whole_number::list")]
     #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
     pub ids: Vec<KeyId>,
-    /// Every key this filter matches, instead of `ids`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Every key this filter matches (with `ids`, those of them it matches).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub filter: Option<KeyMatch>,
 }
 

@@ -207,3 +207,49 @@ pub fn view(device: DeviceRecord, running: &HashSet<String>) -> DeviceView {
         last_seen,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(unit_id: &str, host_name: Option<&str>) -> DeviceView {
+        DeviceView {
+            unit_id: unit_id.parse().unwrap(),
+            serial: "01".to_owned(),
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+            key_type: onboard_protocol::KeyKind::OneTime,
+            key_id: Some(1),
+            enrolled_at: time::OffsetDateTime::UNIX_EPOCH,
+            last_seen: time::OffsetDateTime::UNIX_EPOCH,
+            inventory: host_name.map(|name| {
+                serde_json::from_value(serde_json::json!({"host_name": name})).unwrap()
+            }),
+            online: false,
+            connected_to: None,
+        }
+    }
+
+    #[test]
+    fn a_search_finds_a_unit_id_by_its_start_or_a_host_name_by_any_part() {
+        let named = device("00E0C5540B8B", Some("Lab-PC-17"));
+        let unnamed = device("02E0C5000001", None);
+        let table: &[(&str, &DeviceView, bool)] = &[
+            ("", &unnamed, true),
+            ("00E0C5", &named, true),
+            ("00:E0:C5:54", &named, true),
+            ("E0C5", &named, false),
+            ("PC-17", &named, true),
+            ("LAB", &named, true),
+            ("PC-18", &named, false),
+            ("PC", &unnamed, false),
+        ];
+        for (needle, device, found) in table {
+            assert_eq!(
+                matches(needle, device),
+                *found,
+                "{needle:?} in {}",
+                device.unit_id
+            );
+        }
+    }
+}

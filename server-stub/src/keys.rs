@@ -446,6 +446,17 @@ impl KeyAdmin {
                 return Err(StoreError::NotFound(Missing::Keys(missing)).into());
             }
         }
+        self.file_of(stored, servers, ums_id).await
+    }
+
+    /// The key file of `stored` (all exportable, at least one), audited before it is returned;
+    /// with the IDs of its keys, in its order.
+    async fn file_of(
+        &self,
+        stored: Vec<StoredKey>,
+        servers: Vec<Server>,
+        ums_id: Fingerprint,
+    ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
         if let Some(bad) = stored.iter().find(|k| !claim::exportable(k.status)) {
             return Err(KeyError::NotExportable {
                 id: bad.id,
@@ -509,6 +520,19 @@ impl KeyAdmin {
             .collect())
     }
 
+    /// The key file of every key `listing` matches (all must be exportable, and at least one),
+    /// read once: for "export every key matching the filter", however many.
+    pub async fn export_matching(
+        &self,
+        listing: &KeyListing,
+        servers: Vec<Server>,
+        ums_id: Fingerprint,
+    ) -> Result<KeyFile, KeyError> {
+        self.usable()?;
+        let stored = self.store.key_listing(listing, 0, usize::MAX).await?;
+        Ok(self.file_of(stored, servers, ums_id).await?.0)
+    }
+
     /// Applies `action` to the keys `ids` (all of them, or none when one is unknown) and says
     /// what it did ([`crate::key_changes::summarize`]).
     pub async fn change(
@@ -526,7 +550,11 @@ impl KeyAdmin {
                 KeyAction::Delete => self.delete(ids, actor).await?,
             }
         }
-        let after = self.statuses(ids).await?;
+        // A deletion removes every key named or fails: none is left to read back.
+        let after = match action {
+            KeyAction::Delete => std::collections::HashMap::new(),
+            KeyAction::Activate | KeyAction::Deactivate => self.statuses(ids).await?,
+        };
         Ok(crate::key_changes::summarize(action, &before, &after))
     }
 

@@ -126,7 +126,8 @@ pub const MAX_PREFIX_CHARS: usize = 26;
 
 /// A unit ID typed whole or in part (`00:E0:C5`, `00e0c5`, a UD Pocket serial's start) as the
 /// start of a normalised unit ID: uppercase letters and digits, `:`, `-` and `.` dropped. Refuses
-/// any other character and more than a unit ID's 18, naming what is wrong.
+/// any other character and more than [`MAX_PREFIX_CHARS`], naming what is wrong (a longer start
+/// than any unit ID's simply matches none).
 pub fn prefix(text: &str) -> Result<String, String> {
     let trimmed = text.trim();
     if trimmed.chars().count() > MAX_PREFIX_CHARS {
@@ -144,11 +145,6 @@ pub fn prefix(text: &str) -> Result<String, String> {
                 ));
             }
         }
-    }
-    if out.len() > 18 {
-        return Err(
-            "longer than any unit ID (12 hex digits, or an 18-character serial)".to_owned(),
-        );
     }
     Ok(out)
 }

@@ -46,7 +46,7 @@ pub struct KeyQuery {
     status: Option<KeyStatus>,
     /// Only keys bound to a unit ID starting with this: a whole unit ID or its first characters
     /// (`00E0C5`, `00:E0:C5`).
-    #[param(max_length = 26)]
+    #[param(max_length = 26, pattern = r"^[0-9A-Za-z:.\-]*$")]
     unit_id: Option<String>,
     /// Only keys whose comment holds this text (ASCII letters in any case).
     #[param(max_length = 200)]
@@ -54,11 +54,12 @@ pub struct KeyQuery {
     /// The most keys to return (default 1000).
     #[param(minimum = 0, maximum = 10000)]
     limit: Option<usize>,
-    /// Start after this key ID (the previous page's `next_after`); only in ID order.
+    /// Only keys numbered above this (below it with `order=desc`): the previous page's
+    /// `next_after`, which is given in ID order.
     after: Option<KeyId>,
     /// Skip this many keys of the list in its order (pages by number, the last page).
     #[param(minimum = 0)]
-    offset: Option<u64>,
+    offset: Option<i64>,
     /// Sort by `id` (the default), `created`, `usage_date` (never-used keys last) or `status`.
     #[param(inline)]
     sort: Option<SortBy>,
@@ -168,12 +169,6 @@ fn listing_of(query: &KeyQuery) -> Result<(KeyListing, Paging), ApiError> {
         Some(SortBy::Status) => KeySort::Status,
     };
     let descending = query.order == Some(SortOrder::Desc);
-    if query.after.is_some() && (sort != KeySort::Id || query.offset.is_some()) {
-        return Err(ApiError::code(
-            ProblemCode::Invalid,
-            "after: pages by key ID only, without sort or offset; page a sorted list with offset",
-        ));
-    }
     let matching = KeyMatch {
         kind: query.kind,
         status: query.status,
@@ -185,13 +180,9 @@ fn listing_of(query: &KeyQuery) -> Result<(KeyListing, Paging), ApiError> {
     listing.descending = descending;
     listing.after = query.after;
     let limit = page::<KeyId>(query.limit, None)?.limit;
-    Ok((
-        listing,
-        Paging {
-            offset: query.offset.unwrap_or(0),
-            limit,
-        },
-    ))
+    let offset = u64::try_from(query.offset.unwrap_or(0))
+        .map_err(|_| ApiError::code(ProblemCode::Invalid, "offset: at least 0"))?;
+    Ok((listing, Paging { offset, limit }))
 }
 
 /// The listing of every key `matching` names, by ID; a malformed unit ID or comment is an
@@ -430,15 +421,9 @@ pub async fn export(
     Body(request): Body<ExportKeys>,
 ) -> Result<Response, ApiError> {
     admin.may(Operation::ExportKeys)?;
-    let ids = match &request.filter {
-        None => request.ids.clone(),
-        Some(_) if !request.ids.is_empty() => {
-            return Err(ApiError::code(
-                ProblemCode::Invalid,
-                "filter: give ids or a filter, not both",
-            ));
-        }
-        Some(matching) => exportable_matching(&shared, matching).await?,
+    let matching = match &request.filter {
+        None => None,
+        Some(matching) => Some(exportable_matching(matching, &request.ids)?),
     };
     if request.ids.len() > MAX_KEY_IDS {
         return Err(ApiError::code(
@@ -460,12 +445,18 @@ pub async fn export(
             .collect::<Result<Vec<_>, _>>()?
     };
     // Audited by the use case before the file is made.
-    let file = shared
-        .stub
-        .keys()
-        .acting_as(&admin.actor)
-        .export(&ids, servers, shared.stub.ums_id.fingerprint())
-        .await?;
+    let keys = shared.stub.keys().acting_as(&admin.actor);
+    let fingerprint = shared.stub.ums_id.fingerprint();
+    let file = match matching {
+        None => keys.export(&request.ids, servers, fingerprint).await?,
+        Some(listing) => keys
+            .export_matching(&listing, servers, fingerprint)
+            .await
+            .map_err(|error| match error {
+                crate::keys::KeyError::NothingToExport => nothing_matches(),
+                other => other.into(),
+            })?,
+    };
     let body = file.write(request.format);
     let content_type = match request.format {
         onboard_protocol::Format::Xml => "application/xml",
@@ -514,10 +505,10 @@ pub async fn reveal(
     Ok(response)
 }
 
-/// The active keys `matching` names, for an export of "every key matching the filter": the
-/// filter's status, when it names one, must be the exportable one. None is a `conflict`, never
-/// an export of every key.
-async fn exportable_matching(shared: &Shared, matching: &KeyMatch) -> Result<Vec<KeyId>, ApiError> {
+/// The listing of the active keys `matching` names (of `among`, when it names some), for an export
+/// of "every key matching the filter": the filter's status, when it names one, must be the
+/// exportable one. None is a `conflict` (the export refuses), never an export of every key.
+fn exportable_matching(matching: &KeyMatch, among: &[KeyId]) -> Result<KeyListing, ApiError> {
     let exportable = KeyStatus::ALL
         .into_iter()
         .find(|status| crate::claim::exportable(*status));
@@ -526,11 +517,10 @@ async fn exportable_matching(shared: &Shared, matching: &KeyMatch) -> Result<Vec
         return Err(nothing_matches());
     }
     listing.filter.status = exportable;
-    let ids = shared.stub.keys().matching(&listing).await?;
-    if ids.is_empty() {
-        return Err(nothing_matches());
+    if !among.is_empty() {
+        listing.filter.ids = Some(among.to_vec());
     }
-    Ok(ids)
+    Ok(listing)
 }
 
 fn nothing_matches() -> ApiError {
@@ -541,8 +531,9 @@ fn nothing_matches() -> ApiError {
 }
 
 /// Activates, deactivates or deletes the keys named, or every key a filter matches (the Web
-/// App's "select all matching"), in one request: all of them or none. Says how many changed and,
-/// by status, which stayed as they were (a used key stays used).
+/// App's "select all matching"; with `ids`, those of them it matches), in one request: all of
+/// them or none. Says how many changed and, by status, which stayed as they were (a used key
+/// stays used).
 #[utoipa::path(post, path = "/api/v1/keys/change", tag = "keys", request_body = ChangeKeys,
     responses((status = 200, description = "What changed", body = KeysChanged),
         (status = 404, description = "A key named does not exist; nothing changed", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
@@ -557,18 +548,21 @@ pub async fn change(
         KeyAction::Delete => Operation::DeleteKeys,
     })?;
     let keys = shared.stub.keys();
+    if request.ids.len() > MAX_KEY_IDS {
+        return Err(ApiError::code(
+            ProblemCode::Invalid,
+            format!("ids: at most {MAX_KEY_IDS} keys"),
+        ));
+    }
     let ids = match &request.filter {
-        None => {
-            check_ids(&request.ids)?;
-            request.ids
+        None => request.ids,
+        Some(matching) => {
+            let mut listing = listing_of_match(matching)?;
+            if !request.ids.is_empty() {
+                listing.filter.ids = Some(request.ids);
+            }
+            keys.matching(&listing).await?
         }
-        Some(_) if !request.ids.is_empty() => {
-            return Err(ApiError::code(
-                ProblemCode::Invalid,
-                "filter: give ids or a filter, not both",
-            ));
-        }
-        Some(matching) => keys.matching(&listing_of_match(matching)?).await?,
     };
     Ok(axum::Json(
         keys.change(request.action, &ids, &admin.actor).await?,
