@@ -91,7 +91,7 @@ max-steps = 10
 # not that one refusal. Creating 100,000 keys in one request, and then exporting every key (or
 # every key a filter matches, hundreds of thousands by then) in one, is slow by design (and slower
 # in a debug build); every other operation keeps the 10 s limit of --checks all. The change of
-# every key a filter matches is not fuzzed: its first `{"action": "delete", "filter": {}}` deletes
+# every key a filter matches is not fuzzed: its first deletion with an empty filter deletes
 # every key, and the run would test nothing that names one after it (tests/web and admin_api's
 # rights matrix test it).
 [[operations]]
