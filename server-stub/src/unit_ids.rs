@@ -219,10 +219,8 @@ mod tests {
         }
         assert!(prefix("00E0%").unwrap_err().contains("'%'"));
         assert!(prefix("00_E0").unwrap_err().contains("'_'"));
-        assert!(
-            prefix("0123456789ABCDEFGHIJ")
-                .unwrap_err()
-                .contains("longer")
-        );
+        assert!(prefix(&"0".repeat(27)).unwrap_err().contains("at most 26"));
+        // Longer than any unit ID but within the bound: a start that matches none.
+        assert_eq!(prefix("0123456789ABCDEFGHIJ").unwrap().len(), 20);
     }
 }
