@@ -218,6 +218,25 @@ pub struct UmsIdView {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    /// How the server answering stands towards this Main UMS ID, in the status table's words
+    /// (`Main UMS ID`, `In sync`, `Not in sync, please restart server`); left out by the command
+    /// line, which reads the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The server's own Local UMS ID, when it is not the Main UMS ID (a server of a Distributed
+    /// UMS that adopted, or could not adopt, another server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalUmsId>,
+}
+
+/// A server's own UMS ID, when another is the Main one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LocalUmsId {
+    /// SHA-256 of its certificate, 64 hex digits.
+    pub fingerprint: Fingerprint,
+    /// The first and last 10 characters.
+    pub short: String,
 }
 
 impl UmsIdView {
@@ -229,6 +248,8 @@ impl UmsIdView {
             communication_token: fingerprint.communication_token(),
             fingerprint,
             created_at,
+            status: None,
+            local: None,
         }
     }
 }
@@ -395,6 +416,148 @@ pub struct ExportKeys {
     #[serde(default = "default_format")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^(xml|html|text)$"))]
     pub format: crate::Format,
+    /// Every active key this filter matches (the Web App's "select all matching"); with `ids`,
+    /// those of them it matches. Refused when it matches no active key.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
+    pub filter: Option<KeyMatch>,
+}
+
+/// The key list's filters, for an operation on every key they match (one request, however many
+/// keys). Fields left out match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeyMatch {
+    /// Only keys of this type.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^(one-time|device-bound|mass)$"))]
+    pub kind: Option<KeyKind>,
+    /// Only keys with this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<KeyStatus>,
+    /// Only keys bound to a unit ID starting with this (letters and digits; `:`, `-` and `.`
+    /// between them are ignored): a whole unit ID or its first characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 26, pattern = r"^[0-9A-Za-z:.\-]*$")
+    )]
+    pub unit_id: Option<String>,
+    /// Only keys whose comment holds this text (ASCII letters in any case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub comment: Option<String>,
+}
+
+/// An optional object field that refuses anything but an object or null (serde alone would read
+/// a struct from an array too).
+fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Visit<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Visit(std::marker::PhantomData))
+}
+
+/// What to do to many keys at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum KeyAction {
+    /// Make them usable (a used key stays used).
+    Activate,
+    /// Make them unusable.
+    Deactivate,
+    /// Delete them.
+    Delete,
+}
+
+/// A change to the keys named or to every key a filter matches (`POST /api/v1/keys/change`):
+/// all of them or none.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChangeKeys {
+    /// What to do.
+    pub action: KeyAction,
+    /// The keys (none: nothing changes), or with `filter` those of them it matches.
+    #[serde(default, deserialize_with = "crate::whole_number::list")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
+    pub ids: Vec<KeyId>,
+    /// Every key this filter matches (with `ids`, those of them it matches).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
+    pub filter: Option<KeyMatch>,
+}
+
+/// What a change to many keys did, for a message that names the keys it left as they were.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeysChanged {
+    /// What was done.
+    pub action: KeyAction,
+    /// How many keys were named or matched.
+    pub matched: u64,
+    /// How many of them changed (were deleted, for a deletion).
+    pub changed: u64,
+    /// The others, by the status that left them as they were (`active` for an activation,
+    /// `inactive` or `used` for a deactivation, `used` for an activation of a used key).
+    pub unchanged: Vec<KeysUnchanged>,
+}
+
+/// Keys a change left as they were, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeysUnchanged {
+    /// Their status, before and after.
+    pub status: KeyStatus,
+    /// How many.
+    pub count: u64,
+}
+
+/// The servers an export names unless told otherwise: what the export dialog is prefilled with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExportServers {
+    /// The servers devices will contact, in order.
+    pub servers: Vec<ExportServer>,
+    /// Whether the answering server's `public_host` is set in its config file (else its name is
+    /// this machine's host name, with the port it listens on).
+    pub public_host_set: bool,
 }
 
 /// A server named in an export.

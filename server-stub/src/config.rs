@@ -117,6 +117,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The server devices are told to contact when an export names none.
     pub public_server: Server,
+    /// Whether the config file sets `public_host` (else `public_server` names this machine's
+    /// host name, which devices may not resolve).
+    pub public_host_set: bool,
     /// Where `serve` listens.
     pub listen: std::net::SocketAddr,
     /// Names and addresses for the TLS leaf.
@@ -171,6 +174,7 @@ impl Settings {
             }
             None => RawConfig::default(),
         };
+        let public_host_set = raw.public_host.is_some();
         let host = match raw.public_host {
             Some(host) => host,
             None => machine_host_name(),
@@ -317,6 +321,7 @@ impl Settings {
             renewal_grace: time::Duration::days(grace_days),
             rate_limits,
             public_server,
+            public_host_set,
             database,
             tls_leaf: crate::tls::LeafPolicy::default(),
             audit_retention: time::Duration::days(retention_days),

@@ -102,6 +102,46 @@ impl DeviceAdmin {
         }
     }
 
+    /// The devices `search` finds ([`matches`]), by unit ID: one page after `page.after`, and
+    /// how many it finds in all. Reads the whole list, a page of [`SEARCH_CHUNK`] at a time.
+    pub async fn search(
+        &self,
+        search: &str,
+        page: &PageRequest<UnitId>,
+    ) -> Result<Page<DeviceView, UnitId>, StoreError> {
+        let running = self.running().await?;
+        let needle = search.trim().to_ascii_uppercase();
+        let mut found = Vec::new();
+        let mut total = 0u64;
+        let mut chunk = PageRequest::first(SEARCH_CHUNK);
+        loop {
+            let rows = self.store.devices(&chunk).await?;
+            let last = rows.last().map(|device| device.unit_id.clone());
+            let full = rows.len() == SEARCH_CHUNK;
+            for device in rows {
+                let view = view(device, &running);
+                if !matches(&needle, &view) {
+                    continue;
+                }
+                total += 1;
+                let after_start = page
+                    .after
+                    .as_ref()
+                    .is_none_or(|after| view.unit_id > *after);
+                if after_start && found.len() <= page.limit {
+                    found.push(view);
+                }
+            }
+            match last {
+                Some(last) if full => chunk.after = Some(last),
+                _ => break,
+            }
+        }
+        let mut listed = store::paged(found, page.limit, |view| view.unit_id.clone(), Ok)?;
+        listed.total = Some(total);
+        Ok(listed)
+    }
+
     /// How many devices are enrolled.
     pub async fn count(&self) -> Result<u64, StoreError> {
         self.store.count_devices().await
@@ -113,12 +153,44 @@ impl DeviceAdmin {
     }
 }
 
+/// How many devices a search reads from the store at a time.
+pub const SEARCH_CHUNK: usize = 1000;
+
+/// Whether a device matches a search (`needle` in uppercase): its unit ID starts with it (`:`,
+/// `-` and `.` ignored), or its host name holds it, in any case.
+pub fn matches(needle: &str, device: &DeviceView) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let bare: String = needle
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if !bare.is_empty() && device.unit_id.as_str().starts_with(&bare) {
+        return true;
+    }
+    device
+        .inventory
+        .as_ref()
+        .is_some_and(|facts| facts.host_name.to_ascii_uppercase().contains(needle))
+}
+
 /// The view of a device record. A stored report that no longer reads (it was validated when it
 /// arrived) shows as none rather than failing the whole list.
 pub fn view(device: DeviceRecord, running: &HashSet<String>) -> DeviceView {
     let connected_to = device
         .online_server
         .filter(|server| running.contains(server));
+    // A session is closed after the connector's idle time without a word from the device: while
+    // it is open, the device is being heard from, so it was last seen now.
+    let last_seen = if connected_to.is_some() {
+        time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(device.last_seen)
+            .max(device.last_seen)
+    } else {
+        device.last_seen
+    };
     DeviceView {
         online: connected_to.is_some(),
         connected_to,
@@ -132,6 +204,52 @@ pub fn view(device: DeviceRecord, running: &HashSet<String>) -> DeviceView {
         key_type: device.key_kind,
         key_id: device.key_id,
         enrolled_at: device.enrolled_at,
-        last_seen: device.last_seen,
+        last_seen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(unit_id: &str, host_name: Option<&str>) -> DeviceView {
+        DeviceView {
+            unit_id: unit_id.parse().unwrap(),
+            serial: "01".to_owned(),
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+            key_type: onboard_protocol::KeyKind::OneTime,
+            key_id: Some(1),
+            enrolled_at: time::OffsetDateTime::UNIX_EPOCH,
+            last_seen: time::OffsetDateTime::UNIX_EPOCH,
+            inventory: host_name.map(|name| {
+                serde_json::from_value(serde_json::json!({"host_name": name})).unwrap()
+            }),
+            online: false,
+            connected_to: None,
+        }
+    }
+
+    #[test]
+    fn a_search_finds_a_unit_id_by_its_start_or_a_host_name_by_any_part() {
+        let named = device("00E0C5540B8B", Some("Lab-PC-17"));
+        let unnamed = device("02E0C5000001", None);
+        let table: &[(&str, &DeviceView, bool)] = &[
+            ("", &unnamed, true),
+            ("00E0C5", &named, true),
+            ("00:E0:C5:54", &named, true),
+            ("E0C5", &named, false),
+            ("PC-17", &named, true),
+            ("LAB", &named, true),
+            ("PC-18", &named, false),
+            ("PC", &unnamed, false),
+        ];
+        for (needle, device, found) in table {
+            assert_eq!(
+                matches(needle, device),
+                *found,
+                "{needle:?} in {}",
+                device.unit_id
+            );
+        }
     }
 }

@@ -6,14 +6,17 @@
 
 use std::sync::Arc;
 
-use onboard_protocol::admin::{KeyId, KeyStatus, KeyView, MAX_COMMENT_CHARS, Page};
+use onboard_protocol::admin::{
+    KeyAction, KeyId, KeyStatus, KeyView, KeysChanged, MAX_COMMENT_CHARS, Page,
+};
 use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
 use time::OffsetDateTime;
 
 use crate::claim;
 use crate::random;
 use crate::store::{
-    self, Actor, KeyFilter, Missing, NewKey, PageRequest, Progress, Store, StoreError, StoredKey,
+    self, Actor, KeyFilter, KeyListing, Missing, NewKey, PageRequest, Progress, Store, StoreError,
+    StoredKey,
 };
 use crate::vault::{KeyVault, SealBroken};
 
@@ -443,6 +446,17 @@ impl KeyAdmin {
                 return Err(StoreError::NotFound(Missing::Keys(missing)).into());
             }
         }
+        self.file_of(stored, servers, ums_id).await
+    }
+
+    /// The key file of `stored` (all exportable, at least one), audited before it is returned;
+    /// with the IDs of its keys, in its order.
+    async fn file_of(
+        &self,
+        stored: Vec<StoredKey>,
+        servers: Vec<Server>,
+        ums_id: Fingerprint,
+    ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
         if let Some(bad) = stored.iter().find(|k| !claim::exportable(k.status)) {
             return Err(KeyError::NotExportable {
                 id: bad.id,
@@ -536,6 +550,102 @@ impl KeyAdmin {
             exportable,
             keys,
         })
+    }
+}
+
+/// The Web App's key table: sorted, offset-paged lists, and changes to every key a filter
+/// matches, each saying what it did.
+impl KeyAdmin {
+    /// `offset` rows into the keys `listing` matches, at most `limit`, masked.
+    pub async fn listing(
+        &self,
+        listing: &KeyListing,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<KeyView>, KeyError> {
+        self.usable()?;
+        self.store
+            .key_listing(listing, offset, limit)
+            .await?
+            .into_iter()
+            .map(|key| self.view(key, false))
+            .collect()
+    }
+
+    /// How many keys `listing` matches.
+    pub async fn count_listing(&self, listing: &KeyListing) -> Result<u64, KeyError> {
+        self.usable()?;
+        Ok(self.store.count_key_listing(listing).await?)
+    }
+
+    /// The IDs of every key `listing` matches, in its order.
+    pub async fn matching(&self, listing: &KeyListing) -> Result<Vec<KeyId>, KeyError> {
+        self.usable()?;
+        Ok(self
+            .store
+            .key_listing(listing, 0, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|key| key.id)
+            .collect())
+    }
+
+    /// The key file of every key `listing` matches (all must be exportable, and at least one),
+    /// read once: for "export every key matching the filter", however many.
+    pub async fn export_matching(
+        &self,
+        listing: &KeyListing,
+        servers: Vec<Server>,
+        ums_id: Fingerprint,
+    ) -> Result<KeyFile, KeyError> {
+        self.usable()?;
+        let stored = self.store.key_listing(listing, 0, usize::MAX).await?;
+        Ok(self.file_of(stored, servers, ums_id).await?.0)
+    }
+
+    /// Applies `action` to the keys `ids` (all of them, or none when one is unknown) and says
+    /// what it did ([`crate::key_changes::summarize`]).
+    pub async fn change(
+        &self,
+        action: KeyAction,
+        ids: &[KeyId],
+        actor: &Actor,
+    ) -> Result<KeysChanged, KeyError> {
+        self.usable()?;
+        let before = self.statuses(ids).await?;
+        if !ids.is_empty() {
+            match action {
+                KeyAction::Activate => self.activate(ids, actor).await?,
+                KeyAction::Deactivate => self.deactivate(ids, actor).await?,
+                KeyAction::Delete => self.delete(ids, actor).await?,
+            }
+        }
+        // A deletion removes every key named or fails: none is left to read back.
+        let after = match action {
+            KeyAction::Delete => std::collections::HashMap::new(),
+            KeyAction::Activate | KeyAction::Deactivate => self.statuses(ids).await?,
+        };
+        Ok(crate::key_changes::summarize(action, &before, &after))
+    }
+
+    async fn statuses(
+        &self,
+        ids: &[KeyId],
+    ) -> Result<std::collections::HashMap<KeyId, KeyStatus>, KeyError> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let filter = KeyFilter {
+            ids: Some(ids.to_vec()),
+            ..KeyFilter::default()
+        };
+        Ok(self
+            .store
+            .keys(&filter, &PageRequest::all())
+            .await?
+            .into_iter()
+            .map(|key| (key.id, key.status))
+            .collect())
     }
 }
 

@@ -65,6 +65,7 @@ pub mod devices;
 pub mod files;
 pub mod http;
 pub mod key_admission;
+pub mod key_changes;
 pub mod keys;
 pub mod login_limit;
 pub mod mass_key_floor;

@@ -3,6 +3,8 @@
 //! The CSV rules follow the UMS import: one unit ID per row in the first column, `;` or `,`
 //! separators, a header row optional, `:` or `-` inside a MAC tolerated. Every invalid or repeated
 //! row is reported by line number, and then nothing is created.
+//!
+//! [`prefix`] reads a unit ID typed in part, for the key list's filter.
 
 use std::collections::HashMap;
 
@@ -119,6 +121,34 @@ fn first_column(line: &str) -> &str {
         .trim()
 }
 
+/// The most characters of a unit ID typed in part, separators included (a MAC with `:`).
+pub const MAX_PREFIX_CHARS: usize = 26;
+
+/// A unit ID typed whole or in part (`00:E0:C5`, `00e0c5`, a UD Pocket serial's start) as the
+/// start of a normalised unit ID: uppercase letters and digits, `:`, `-` and `.` dropped. Refuses
+/// any other character and more than [`MAX_PREFIX_CHARS`], naming what is wrong (a longer start
+/// than any unit ID's simply matches none).
+pub fn prefix(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    if trimmed.chars().count() > MAX_PREFIX_CHARS {
+        return Err(format!("at most {MAX_PREFIX_CHARS} characters"));
+    }
+    let mut out = String::new();
+    for c in trimmed.chars() {
+        match c {
+            ':' | '-' | '.' => {}
+            c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_uppercase()),
+            other => {
+                return Err(format!(
+                    "{other:?} cannot be in a unit ID: type its first hex digits \
+                     (00E0C5 or 00:E0:C5) or a UD Pocket serial's first characters"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +204,23 @@ mod tests {
                 .to_string()
                 .contains("line 2: not UTF-8")
         );
+    }
+
+    #[test]
+    fn a_unit_id_typed_in_part_is_a_normalised_prefix_or_refused_saying_why() {
+        for (typed, expected) in [
+            ("00:e0:c5", "00E0C5"),
+            (" 00-E0 ", "00E0"),
+            ("00E0C5540B8B", "00E0C5540B8B"),
+            ("0", "0"),
+            ("", ""),
+        ] {
+            assert_eq!(prefix(typed).as_deref(), Ok(expected), "{typed:?}");
+        }
+        assert!(prefix("00E0%").unwrap_err().contains("'%'"));
+        assert!(prefix("00_E0").unwrap_err().contains("'_'"));
+        assert!(prefix(&"0".repeat(27)).unwrap_err().contains("at most 26"));
+        // Longer than any unit ID but within the bound: a start that matches none.
+        assert_eq!(prefix("0123456789ABCDEFGHIJ").unwrap().len(), 20);
     }
 }

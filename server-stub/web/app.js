@@ -5,12 +5,22 @@
 
 const PAGE_SIZE = 100;
 
+/** How often the devices page asks again for online and last seen. */
+const DEVICES_REFRESH_MS = 5000;
+
 const state = {
   account: '',
   rights: new Set(),
   csrf: '',
-  keys: { cursors: [null], index: 0, items: [], shown: false, selected: new Set(), next: null, total: 0, seq: 0 },
-  devices: { cursors: [null], index: 0, next: null, total: 0, seq: 0 },
+  // Keys: page `index` of the list sorted by `sort` (`order` asc or desc) and filtered by
+  // `applied` (the filter last submitted, not what is typed since). `matching`: every key the
+  // filter matches is selected, not only those ticked on this page. `created`: the IDs the last
+  // Add made, for "Export these keys".
+  keys: {
+    index: 0, items: [], shown: false, selected: new Set(), total: 0, seq: 0,
+    sort: 'id', order: 'asc', applied: {}, matching: false, created: null,
+  },
+  devices: { cursors: [null], index: 0, next: null, total: 0, seq: 0, search: '', timer: null },
   audit: { cursors: [null], index: 0, next: null, seq: 0 },
 };
 
@@ -45,9 +55,9 @@ async function api(method, path, body, contentType) {
   } catch (failure) {
     throw new ApiError(0, 'network', 'The server cannot be reached: ' + failure.message);
   }
-  if (response.status === 401 && path !== '/api/v1/session') {
-    location.replace('/');
-    throw new ApiError(401, 'unauthorized', 'The session ended; sign in again.');
+  if (response.status === 401 && !(method === 'POST' && path === '/api/v1/session')) {
+    sessionEnded();
+    throw new ApiError(401, 'unauthorized', 'Your session ended, sign in again.');
   }
   if (!response.ok) {
     let problem = {};
@@ -82,6 +92,43 @@ function cell(row, text, className) {
   if (className) td.className = className;
   row.appendChild(td);
   return td;
+}
+
+/// Gives every cell of `table` its column's name, which the narrow layout shows beside the value
+/// (each row a card of labelled values).
+function labelCells(table) {
+  const names = Array.from(table.tHead.rows[0].cells).map((th) => th.textContent.trim());
+  for (const row of table.tBodies[0].rows) {
+    Array.from(row.cells).forEach((td, at) => {
+      if (names[at]) td.dataset.label = names[at];
+    });
+  }
+}
+
+/// A count for people: 10,000.
+function count(number) {
+  return Number(number).toLocaleString('en-US');
+}
+
+function plural(number, one, many) {
+  return count(number) + ' ' + (number === 1 ? one : many);
+}
+
+/// The session ended (it expired, was signed out elsewhere, or the account changed): say so, and
+/// offer to sign in again, coming back to this page.
+function sessionEnded() {
+  const dialog = $('session-dialog');
+  for (const open of document.querySelectorAll('dialog[open]')) {
+    if (open !== dialog) open.close();
+  }
+  stopDeviceRefresh();
+  if (!dialog.open) dialog.showModal();
+  $('session-sign-in').focus();
+}
+
+/// To the sign-in page, which comes back to this page afterwards; `ended` says the session ended.
+function signInAgain(ended) {
+  location.replace('/?' + (ended === true ? 'ended=1&' : '') + 'return=' + encodeURIComponent(location.hash || '#keys'));
 }
 
 function query(params) {
@@ -133,6 +180,9 @@ for (const dialog of document.querySelectorAll('dialog')) {
 
 const PAGES = ['keys', 'devices', 'ums-id', 'audit'];
 const PAGE_RIGHT = { keys: 'keys:read', devices: 'devices:read', 'ums-id': 'server:admin', audit: 'audit:read' };
+const PAGE_TITLE = {
+  keys: 'First-Authentication Keys', devices: 'Devices', 'ums-id': 'UMS ID', audit: 'Audit',
+};
 
 function route() {
   let page = location.hash.replace('#', '');
@@ -146,8 +196,10 @@ function route() {
     if (link.dataset.page === page) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
+  document.title = (page ? PAGE_TITLE[page] + ' · ' : '') + 'UMS stub';
+  if (page !== 'devices') stopDeviceRefresh();
   if (page === 'keys') loadKeys();
-  if (page === 'devices') loadDevices();
+  if (page === 'devices') { loadDevices(); startDeviceRefresh(); }
   if (page === 'ums-id') loadUmsId();
   if (page === 'audit') loadAudit();
   if (!page) {
@@ -159,7 +211,10 @@ function route() {
 
 // ---------------------------------------------------------------- keys
 
-function keyFilter() {
+const KEY_TYPE_LABEL = { 'one-time': 'One-time', 'device-bound': 'Device-bound', mass: 'Mass deployment' };
+
+/// The filter as typed in the form.
+function typedKeyFilter() {
   return {
     type: $('filter-type').value,
     status: $('filter-status').value,
@@ -168,16 +223,38 @@ function keyFilter() {
   };
 }
 
+/// The applied filter without its empty fields, as the API's KeyMatch.
+function keyMatch() {
+  const match = {};
+  for (const [name, value] of Object.entries(state.keys.applied)) {
+    if (value) match[name] = value;
+  }
+  return match;
+}
+
+function filtered() {
+  return Object.keys(keyMatch()).length > 0;
+}
+
+/// Says what the last action did (a status line, read out by screen readers).
+function keysStatus(message, offerExport) {
+  $('keys-status-text').textContent = message || '';
+  $('keys-status-export').hidden = !offerExport || !may('keys:export');
+}
+
+function lastKeyPage() {
+  return Math.max(0, Math.ceil(state.keys.total / PAGE_SIZE) - 1);
+}
+
 async function loadKeys() {
   const keys = state.keys;
   // Only the latest load draws: a slow answer to an older filter or page is dropped.
   const seq = ++keys.seq;
   show($('keys-error'), '');
-  $('keys-prev').disabled = true;
-  $('keys-next').disabled = true;
+  for (const id of ['keys-first', 'keys-prev', 'keys-next', 'keys-last']) $(id).disabled = true;
   try {
-    const page = await json('GET', '/api/v1/keys' + query(Object.assign(keyFilter(), {
-      limit: PAGE_SIZE, after: keys.cursors[keys.index], total: 'true',
+    const page = await json('GET', '/api/v1/keys' + query(Object.assign({}, keyMatch(), {
+      sort: keys.sort, order: keys.order, limit: PAGE_SIZE, offset: keys.index * PAGE_SIZE, total: 'true',
     })));
     let items = page.items;
     let revealError = '';
@@ -191,22 +268,27 @@ async function loadKeys() {
     }
     if (seq !== keys.seq) return;
     keys.items = items;
-    keys.next = page.next_after;
     keys.total = page.total || 0;
-    keys.selected.clear();
+    if (!keys.matching) keys.selected.clear();
     renderKeys();
     show($('keys-error'), revealError);
   } catch (error) {
     if (seq !== keys.seq) return;
+    // Rows of another filter are not left standing under this one's error.
+    keys.items = [];
+    keys.total = 0;
+    keys.selected.clear();
+    keys.matching = false;
+    renderKeys();
+    $('keys-range').textContent = '';
     show($('keys-error'), error.message);
-    $('keys-prev').disabled = keys.index === 0;
-    $('keys-next').disabled = !keys.next;
   }
 }
 
 function renderKeys() {
   const keys = state.keys;
-  const body = $('keys-table').tBodies[0];
+  const table = $('keys-table');
+  const body = table.tBodies[0];
   body.replaceChildren();
   for (const key of keys.items) {
     const row = document.createElement('tr');
@@ -214,7 +296,8 @@ function renderKeys() {
     const pick = document.createElement('input');
     pick.type = 'checkbox';
     pick.setAttribute('aria-label', 'Select key ' + key.id);
-    pick.checked = keys.selected.has(key.id);
+    pick.checked = keys.matching || keys.selected.has(key.id);
+    pick.disabled = keys.matching;
     pick.addEventListener('change', () => {
       if (pick.checked) keys.selected.add(key.id); else keys.selected.delete(key.id);
       row.classList.toggle('selected', pick.checked);
@@ -222,104 +305,206 @@ function renderKeys() {
     });
     row.classList.toggle('selected', pick.checked);
     const first = document.createElement('td');
+    first.className = 'pick';
     first.appendChild(pick);
     row.appendChild(first);
     cell(row, key.id);
-    cell(row, key.unit_id || '');
+    cell(row, key.unit_id || '', 'mono');
     cell(row, key.key, 'mono key');
     cell(row, key.status.charAt(0).toUpperCase() + key.status.slice(1), 'status status-' + key.status);
+    cell(row, time(key.created_at));
     cell(row, time(key.usage_date));
     cell(row, key.usage_count);
-    cell(row, { 'one-time': 'One-time', 'device-bound': 'Device-bound', mass: 'Mass deployment' }[key.type] || key.type);
+    cell(row, KEY_TYPE_LABEL[key.type] || key.type);
     cell(row, key.comment, 'comment');
     body.appendChild(row);
   }
+  labelCells(table);
   const start = keys.index * PAGE_SIZE;
+  const pages = lastKeyPage() + 1;
   $('keys-range').textContent = keys.items.length
-    ? 'Keys ' + (start + 1) + '–' + (start + keys.items.length) + ' of ' + keys.total
-    : (keys.total ? 'No keys on this page' : 'No keys');
+    ? 'Keys ' + count(start + 1) + '–' + count(start + keys.items.length) + ' of ' + count(keys.total) +
+      ' (page ' + count(keys.index + 1) + ' of ' + count(pages) + ')'
+    : (keys.total ? 'No keys on this page' : (filtered() ? 'No key matches the filter' : 'No keys'));
+  $('keys-first').disabled = keys.index === 0;
   $('keys-prev').disabled = keys.index === 0;
-  $('keys-next').disabled = !keys.next;
-  $('keys-all').checked = false;
+  $('keys-next').disabled = keys.index >= lastKeyPage();
+  $('keys-last').disabled = keys.index >= lastKeyPage();
+  for (const th of table.tHead.querySelectorAll('th[data-sort]')) {
+    if (th.dataset.sort === keys.sort) {
+      th.setAttribute('aria-sort', keys.order === 'asc' ? 'ascending' : 'descending');
+    } else {
+      th.removeAttribute('aria-sort');
+    }
+  }
   const toggle = $('key-show');
   toggle.textContent = keys.shown ? 'Hide keys' : 'Show keys';
   toggle.setAttribute('aria-pressed', String(keys.shown));
   keyButtons();
 }
 
+/// How many keys an action would act on now.
+function selectedCount() {
+  return state.keys.matching ? state.keys.total : state.keys.selected.size;
+}
+
 function keyButtons() {
-  const count = state.keys.selected.size;
+  const keys = state.keys;
+  const picked = keys.selected.size;
   const all = $('keys-all');
-  all.checked = count > 0 && count === state.keys.items.length;
-  all.indeterminate = count > 0 && count < state.keys.items.length;
-  $('key-edit').disabled = count !== 1;
-  $('key-delete').disabled = count === 0;
-  $('key-activate').disabled = count === 0;
-  $('key-deactivate').disabled = count === 0;
+  all.checked = keys.matching || (picked > 0 && picked === keys.items.length);
+  all.indeterminate = !keys.matching && picked > 0 && picked < keys.items.length;
+  const many = selectedCount();
+  const suffix = many > 0 ? ' (' + count(many) + ')' : '';
+  $('key-edit').disabled = keys.matching || picked !== 1;
+  $('key-delete').disabled = many === 0;
+  $('key-activate').disabled = many === 0;
+  $('key-deactivate').disabled = many === 0;
+  $('key-delete').textContent = 'Delete' + suffix;
+  $('key-activate').textContent = 'Activate' + suffix;
+  $('key-deactivate').textContent = 'Deactivate' + suffix;
+  // With the whole page ticked, offer every key the filter matches (Gmail's "select all").
+  const line = $('keys-selection');
+  const offer = $('keys-select-matching');
+  if (keys.matching) {
+    line.hidden = false;
+    $('keys-selection-text').textContent = 'All ' + plural(keys.total, 'key', 'keys') +
+      (filtered() ? ' matching the filter are selected.' : ' are selected.');
+    offer.textContent = 'Clear the selection';
+  } else if (picked > 0 && picked === keys.items.length && keys.total > picked) {
+    line.hidden = false;
+    $('keys-selection-text').textContent = 'All ' + plural(picked, 'key', 'keys') + ' on this page are selected.';
+    offer.textContent = 'Select all ' + plural(keys.total, 'key', 'keys') +
+      (filtered() ? ' matching the filter' : '');
+  } else {
+    line.hidden = true;
+  }
+}
+
+function resetKeyPages() {
+  state.keys.index = 0;
+  state.keys.matching = false;
+  state.keys.selected.clear();
 }
 
 $('key-filter').addEventListener('submit', (event) => {
   event.preventDefault();
-  state.keys.cursors = [null];
-  state.keys.index = 0;
+  state.keys.applied = typedKeyFilter();
+  resetKeyPages();
+  keysStatus('');
   loadKeys();
 });
 $('filter-clear').addEventListener('click', () => {
   $('key-filter').reset();
-  state.keys.cursors = [null];
-  state.keys.index = 0;
+  state.keys.applied = {};
+  resetKeyPages();
+  keysStatus('');
   loadKeys();
 });
-$('keys-prev').addEventListener('click', () => {
-  if (state.keys.index > 0) { state.keys.index -= 1; loadKeys(); }
-});
-$('keys-next').addEventListener('click', () => {
-  if (!state.keys.next) return;
-  state.keys.cursors[state.keys.index + 1] = state.keys.next;
-  state.keys.index += 1;
+function keyPage(index) {
+  state.keys.index = Math.max(0, Math.min(index, lastKeyPage()));
   loadKeys();
-});
+}
+$('keys-first').addEventListener('click', () => keyPage(0));
+$('keys-prev').addEventListener('click', () => keyPage(state.keys.index - 1));
+$('keys-next').addEventListener('click', () => keyPage(state.keys.index + 1));
+$('keys-last').addEventListener('click', () => keyPage(lastKeyPage()));
+for (const th of $('keys-table').tHead.querySelectorAll('th[data-sort]')) {
+  th.querySelector('button').addEventListener('click', () => {
+    const keys = state.keys;
+    if (keys.sort === th.dataset.sort) {
+      keys.order = keys.order === 'asc' ? 'desc' : 'asc';
+    } else {
+      keys.sort = th.dataset.sort;
+      keys.order = 'asc';
+    }
+    keys.index = 0;
+    if (!keys.matching) keys.selected.clear();
+    loadKeys();
+  });
+}
 $('keys-all').addEventListener('change', (event) => {
   const keys = state.keys;
   keys.selected.clear();
+  keys.matching = false;
   if (event.target.checked) for (const key of keys.items) keys.selected.add(key.id);
-  for (const row of $('keys-table').tBodies[0].rows) {
-    const on = keys.selected.has(Number(row.dataset.id));
-    row.classList.toggle('selected', on);
-    row.querySelector('input').checked = on;
-  }
-  keyButtons();
+  renderKeys();
+});
+$('keys-select-matching').addEventListener('click', () => {
+  const keys = state.keys;
+  keys.matching = !keys.matching;
+  keys.selected.clear();
+  if (!keys.matching) keysStatus('');
+  renderKeys();
 });
 $('key-show').addEventListener('click', () => {
   state.keys.shown = !state.keys.shown;
   loadKeys();
 });
 
+const ACTION_DONE = { activate: 'Activated', deactivate: 'Deactivated', delete: 'Deleted' };
+const STATUS_WHY = { active: 'already active', inactive: 'already inactive', used: 'already used' };
+
+/// "Deactivated 0 of 3: 3 keys were already used."
+function changedMessage(outcome) {
+  const done = ACTION_DONE[outcome.action];
+  if (outcome.matched === 0) return done + ' nothing: no key matches.';
+  if (outcome.changed === outcome.matched) {
+    return done + ' ' + plural(outcome.changed, 'key', 'keys') + '.';
+  }
+  const why = outcome.unchanged.map((group) =>
+    plural(group.count, 'key was', 'keys were') + ' ' + (STATUS_WHY[group.status] || group.status));
+  return done + ' ' + count(outcome.changed) + ' of ' + count(outcome.matched) +
+    (why.length ? ': ' + why.join(', ') : '') + '.';
+}
+
+/// What an action acts on: the keys ticked, or every key the filter matches.
+function keySelection() {
+  return state.keys.matching ? { filter: keyMatch() } : { ids: Array.from(state.keys.selected) };
+}
+
+function selectionWords() {
+  const keys = state.keys;
+  if (keys.matching) {
+    return 'all ' + plural(keys.total, 'key', 'keys') + (filtered() ? ' matching the filter' : '');
+  }
+  const ids = Array.from(keys.selected);
+  return plural(ids.length, 'key', 'keys') + (ids.length <= 10 ? ' (' + ids.join(', ') + ')' : '');
+}
+
 async function changeKeys(action) {
   show($('keys-error'), '');
-  try {
-    await api('POST', '/api/v1/keys/' + action, { ids: Array.from(state.keys.selected) });
-    await loadKeys();
-    // The button just used is disabled with the selection gone: focus goes to the result.
-    $('keys-range').focus();
-  } catch (error) {
-    show($('keys-error'), error.message);
-  }
+  keysStatus('');
+  const outcome = await json('POST', '/api/v1/keys/change', Object.assign({ action }, keySelection()));
+  state.keys.matching = false;
+  state.keys.selected.clear();
+  if (action === 'delete') state.keys.index = 0;
+  await loadKeys();
+  keysStatus(changedMessage(outcome));
+  // The button just used is disabled with the selection gone: focus goes to the result.
+  $('keys-status').setAttribute('tabindex', '-1');
+  $('keys-status').focus();
 }
-$('key-activate').addEventListener('click', (event) => once(event.target, () => changeKeys('activate')));
-$('key-deactivate').addEventListener('click', (event) => once(event.target, () => changeKeys('deactivate')));
 
-$('key-delete').addEventListener('click', () => {
-  const ids = Array.from(state.keys.selected);
-  $('confirm-text').textContent = 'Delete ' + ids.length + (ids.length === 1 ? ' key' : ' keys') +
-    ' (' + ids.join(', ') + ')? Devices can no longer enroll with ' + (ids.length === 1 ? 'it' : 'them') + '.';
-  confirmAction = async () => {
-    await api('POST', '/api/v1/keys/delete', { ids });
-    await loadKeys();
-    $('keys-range').focus();
-  };
+/// Asks before acting on more than the keys in view, and always before deleting.
+function confirmKeys(action) {
+  const words = selectionWords();
+  if (action !== 'delete' && !state.keys.matching) {
+    return changeKeys(action).catch((error) => show($('keys-error'), error.message));
+  }
+  const verb = action.charAt(0).toUpperCase() + action.slice(1);
+  $('confirm-title').textContent = verb + ' keys';
+  $('confirm-text').textContent = verb + ' ' + words + '?' +
+    (action === 'delete' ? ' Devices can no longer enroll with them.' : '');
+  $('confirm-yes').textContent = verb + ' ' + plural(selectedCount(), 'key', 'keys');
+  $('confirm-yes').classList.toggle('danger', action === 'delete');
+  confirmAction = () => changeKeys(action);
   openDialog($('confirm-dialog'));
-});
+  return Promise.resolve();
+}
+$('key-activate').addEventListener('click', (event) => once(event.target, () => confirmKeys('activate')));
+$('key-deactivate').addEventListener('click', (event) => once(event.target, () => confirmKeys('deactivate')));
+$('key-delete').addEventListener('click', () => confirmKeys('delete'));
 
 // Create: the three options of the UMS dialog.
 /** The fewest characters of a typed mass-deployment key (ums-stub's mass_key_floor). */
@@ -372,10 +557,20 @@ $('create-form').addEventListener('submit', (event) => {
   once($('create-add'), createKeys);
 });
 
+/// "IDs 101–600", or the first and last when they are not all in a row.
+function idRange(ids) {
+  if (ids.length === 0) return '';
+  const sorted = ids.slice().sort((a, b) => a - b);
+  const [first, last] = [sorted[0], sorted[sorted.length - 1]];
+  if (ids.length === 1) return 'ID ' + first;
+  return 'IDs ' + first + '–' + last + (last - first + 1 === ids.length ? '' : ', not all in a row');
+}
+
 async function createKeys() {
   const error = $('create-error');
   show(error, '');
   const comment = $('create-comment').value;
+  let created;
   try {
     const kind = createKind();
     if (kind === 'one-time') {
@@ -385,7 +580,7 @@ async function createKeys() {
         $('create-quantity').focus();
         return;
       }
-      await json('POST', '/api/v1/keys', { type: 'one-time', quantity, comment });
+      created = await json('POST', '/api/v1/keys', { type: 'one-time', quantity, comment });
     } else if (kind === 'device-bound') {
       const file = $('create-csv').files[0];
       const typed = $('create-units').value.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
@@ -396,9 +591,9 @@ async function createKeys() {
       if (file) {
         const text = (await file.text()).replace(/\s+$/, '');
         const body = unitIds.length ? text + '\n' + unitIds.join('\n') + '\n' : text + '\n';
-        await api('POST', '/api/v1/keys/import' + query({ comment }), body, 'text/csv');
+        created = await (await api('POST', '/api/v1/keys/import' + query({ comment }), body, 'text/csv')).json();
       } else if (unitIds.length > 0) {
-        await json('POST', '/api/v1/keys', { type: 'device-bound', unit_ids: unitIds, comment });
+        created = await json('POST', '/api/v1/keys', { type: 'device-bound', unit_ids: unitIds, comment });
       } else {
         show(error, 'Unit IDs: type at least one, import a CSV file, or select devices.');
         $('create-units').focus();
@@ -423,17 +618,22 @@ async function createKeys() {
         }
         body.password = password;
       }
-      await json('POST', '/api/v1/keys', body);
+      created = await json('POST', '/api/v1/keys', body);
     }
-    $('create-dialog').close();
-    state.keys.cursors = [null];
-    state.keys.index = 0;
-    await loadKeys();
   } catch (failure) {
     show(error, failure.status === 409 && createKind() === 'mass'
       ? 'Another key already has this key value; choose another one.'
       : failure.message);
+    return;
   }
+  $('create-dialog').close();
+  const ids = created.ids;
+  state.keys.created = ids;
+  resetKeyPages();
+  await loadKeys();
+  keysStatus('Created ' + plural(ids.length, 'key', 'keys') + ' (' + idRange(ids) + ').', true);
+  $('keys-status').setAttribute('tabindex', '-1');
+  $('keys-status').focus();
 }
 
 $('key-edit').addEventListener('click', () => {
@@ -450,18 +650,109 @@ $('edit-form').addEventListener('submit', async (event) => {
     await json('PATCH', '/api/v1/keys/' + id, { comment: $('edit-comment').value });
     $('edit-dialog').close();
     await loadKeys();
+    keysStatus('Saved the comment of key ' + id + '.');
   } catch (error) {
     show($('edit-error'), error.message);
   }
 });
 
-$('key-export').addEventListener('click', () => {
-  const count = state.keys.selected.size;
-  $('export-selected').disabled = count === 0;
-  $('export-selected').parentElement.lastChild.textContent = ' The selected keys (' + count + ')';
-  (count > 0 ? $('export-selected') : $('export-all')).checked = true;
+// Export: which keys (with how many, asked of the server before anything is written), and the
+// servers devices will contact, prefilled with this server's public address(es).
+const exportState = { counts: {}, seq: 0 };
+
+/// How many active keys match the applied filter (none when it asks for another status).
+async function activeMatching() {
+  const match = keyMatch();
+  if (match.status && match.status !== 'active') return 0;
+  const page = await json('GET', '/api/v1/keys' + query(Object.assign({}, match, {
+    status: 'active', limit: 0, total: 'true',
+  })));
+  return page.total || 0;
+}
+
+function setScope(id, text, enabled) {
+  const radio = $(id);
+  radio.disabled = !enabled;
+  radio.parentElement.hidden = text === null;
+  radio.parentElement.querySelector('span').textContent = text || '';
+}
+
+function exportScope() {
+  return document.querySelector('input[name="export-scope"]:checked').value;
+}
+
+function showExportCount() {
+  const scope = exportScope();
+  const number = exportState.counts[scope];
+  $('export-count').textContent = number === undefined ? ''
+    : 'The file will hold ' + plural(number, 'key', 'keys') + '.';
+}
+
+function exportServers() {
+  return $('export-servers').value.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
+}
+
+function showContact() {
+  const servers = exportServers();
+  $('export-contact').textContent = servers.length
+    ? 'Devices will contact: ' + servers.join(', ')
+    : 'Name at least one server: devices contact only the servers in the file.';
+}
+
+async function openExport(preferNew) {
+  const keys = state.keys;
+  const seq = ++exportState.seq;
+  const selected = keys.matching ? 0 : keys.selected.size;
+  const created = keys.created || [];
+  exportState.counts = { selected, new: created.length };
+  setScope('export-selected', 'The selected keys (' + count(selected) + ')', selected > 0);
+  setScope('export-new', created.length ? 'The ' + plural(created.length, 'new key', 'new keys') +
+    ' (' + idRange(created) + ')' : null, created.length > 0);
+  setScope('export-matching', filtered() || keys.matching ? 'Every active key matching the filter (counting…)' : null,
+    filtered() || keys.matching);
+  setScope('export-all', 'All active keys (counting…)', true);
+  let pick = 'export-all';
+  if (preferNew && created.length) pick = 'export-new';
+  else if (keys.matching) pick = 'export-matching';
+  else if (selected > 0) pick = 'export-selected';
+  $(pick).checked = true;
+  $('export-servers').value = '';
+  $('export-servers-note').textContent = '';
   openDialog($('export-dialog'));
-});
+  showExportCount();
+  showContact();
+  try {
+    const [defaults, matching, all] = await Promise.all([
+      json('GET', '/api/v1/keys/export/servers'),
+      filtered() || keys.matching ? activeMatching() : Promise.resolve(null),
+      json('GET', '/api/v1/keys?status=active&limit=0&total=true').then((page) => page.total || 0),
+    ]);
+    if (seq !== exportState.seq) return;
+    if (!$('export-servers').value.trim()) {
+      $('export-servers').value = defaults.servers.map((server) => server.host.includes(':')
+        ? '[' + server.host + ']:' + server.port : server.host + ':' + server.port).join('\n');
+    }
+    $('export-servers-note').textContent = defaults.public_host_set ? ''
+      : 'This server\'s config file sets no public_host: the name above is this machine\'s host name ' +
+        'with the port it listens on. Devices must be able to resolve and reach it; name another if not.';
+    exportState.counts.all = all;
+    setScope('export-all', 'All active keys (' + count(all) + ')', all > 0);
+    if (matching !== null) {
+      exportState.counts.matching = matching;
+      setScope('export-matching', 'Every active key matching the filter (' + count(matching) + ')', matching > 0);
+    }
+    showExportCount();
+    showContact();
+  } catch (error) {
+    show($('export-error'), error.message);
+  }
+}
+$('key-export').addEventListener('click', () => openExport(false));
+$('keys-status-export').addEventListener('click', () => openExport(true));
+for (const radio of document.querySelectorAll('input[name="export-scope"]')) {
+  radio.addEventListener('change', showExportCount);
+}
+$('export-servers').addEventListener('input', showContact);
 
 /// `HOST`, `HOST:PORT` or `[IPV6]:PORT` as the API's {host, port}.
 function parseServer(text) {
@@ -484,18 +775,33 @@ function parseServer(text) {
 
 $('export-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  once($('export-form').querySelector('button[type=submit]'), exportKeys);
+  once($('export-go'), exportKeys);
 });
 
 async function exportKeys() {
   const format = $('export-format').value;
   const error = $('export-error');
+  show(error, '');
   try {
-    const servers = $('export-servers').value.split(/\r?\n/).map((line) => line.trim()).filter(Boolean).map(parseServer);
-    const ids = $('export-selected').checked ? Array.from(state.keys.selected) : [];
-    const response = await api('POST', '/api/v1/keys/export', { ids, servers, format });
-    await download(response, { xml: 'icg.xml', html: 'icg.html', text: 'icg.txt' }[format]);
+    const named = exportServers();
+    if (named.length === 0) {
+      show(error, 'Servers: name at least one server devices will contact.');
+      $('export-servers').focus();
+      return;
+    }
+    const servers = named.map(parseServer);
+    const scope = exportScope();
+    const request = { servers, format };
+    if (scope === 'selected') request.ids = Array.from(state.keys.selected);
+    if (scope === 'new') request.ids = state.keys.created || [];
+    if (scope === 'matching') request.filter = keyMatch();
+    const file = { xml: 'icg.xml', html: 'icg.html', text: 'icg.txt' }[format];
+    const response = await api('POST', '/api/v1/keys/export', request);
+    await download(response, file);
     $('export-dialog').close();
+    const number = exportState.counts[scope];
+    keysStatus('Exported ' + (number === undefined ? 'the keys' : plural(number, 'key', 'keys')) +
+      ' to ' + file + ' for ' + named.join(', ') + '.');
   } catch (failure) {
     show(error, failure.message);
   }
@@ -518,63 +824,146 @@ $('confirm-form').addEventListener('submit', (event) => {
 
 // ---------------------------------------------------------------- devices
 
-async function loadDevices() {
+/// A time without seconds, for the narrow columns of the devices table.
+function minute(text) {
+  return time(text).replace(/:\d\d( UTC)$/, '$1');
+}
+
+async function loadDevices(quiet) {
   const devices = state.devices;
   const seq = ++devices.seq;
-  show($('devices-error'), '');
-  $('devices-prev').disabled = true;
-  $('devices-next').disabled = true;
+  if (!quiet) show($('devices-error'), '');
   try {
     const page = await json('GET', '/api/v1/devices' + query({
-      limit: PAGE_SIZE, after: devices.cursors[devices.index], total: 'true',
+      limit: PAGE_SIZE, after: devices.cursors[devices.index], total: 'true', search: devices.search,
     }));
     if (seq !== devices.seq) return;
+    show($('devices-error'), '');
     devices.next = page.next_after;
     devices.total = page.total || 0;
-    const body = $('devices-table').tBodies[0];
-    body.replaceChildren();
-    for (const device of page.items) {
-      const row = document.createElement('tr');
-      const facts = device.inventory || {};
-      cell(row, device.unit_id, 'mono');
-      cell(row, device.online ? 'Online (' + device.connected_to + ')' : 'Offline');
-      cell(row, facts.host_name || '-');
-      cell(row, [facts.os_name, facts.os_version].filter(Boolean).join(' ') || '-');
-      cell(row, time(device.enrolled_at));
-      cell(row, device.key_type);
-      cell(row, time(device.not_after));
-      cell(row, time(device.last_seen));
-      const actions = cell(row, '');
-      if (may('devices:write')) {
-        const remove = document.createElement('button');
-        remove.type = 'button';
-        remove.className = 'link';
-        remove.textContent = 'Delete';
-        remove.setAttribute('aria-label', 'Delete device ' + device.unit_id);
-        remove.addEventListener('click', () => {
-          $('confirm-text').textContent = 'Delete device ' + device.unit_id +
-            '? It must enroll again with a key.';
-          confirmAction = async () => {
-            await api('DELETE', '/api/v1/devices/' + encodeURIComponent(device.unit_id));
-            await loadDevices();
-            $('devices-range').focus();
-          };
-          openDialog($('confirm-dialog'));
-        });
-        actions.appendChild(remove);
-      }
-      body.appendChild(row);
-    }
-    const start = devices.index * PAGE_SIZE;
-    $('devices-range').textContent = page.items.length
-      ? 'Devices ' + (start + 1) + '–' + (start + page.items.length) + ' of ' + devices.total
-      : 'No devices';
-    $('devices-prev').disabled = devices.index === 0;
-    $('devices-next').disabled = !devices.next;
+    renderDevices(page.items);
+    $('devices-refreshed').textContent = 'Updated ' + new Date().toLocaleTimeString('en-GB') +
+      '; online and last seen refresh every ' + (DEVICES_REFRESH_MS / 1000) + ' s.';
   } catch (error) {
+    if (seq !== devices.seq) return;
     show($('devices-error'), error.message);
+    if (!quiet) $('devices-table').tBodies[0].replaceChildren();
   }
 }
+
+function commandButton(device, command, label) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'link';
+  button.textContent = label;
+  button.disabled = !device.online;
+  button.setAttribute('aria-label', label + ' to ' + device.unit_id);
+  button.addEventListener('click', () => once(button, async () => {
+    show($('devices-error'), '');
+    try {
+      const sent = await json('POST', '/api/v1/devices/' + encodeURIComponent(device.unit_id) + '/commands',
+        { command });
+      show($('devices-status'), 'Sent ' + command + ' to ' + device.unit_id + ' through ' + sent.server + '.');
+    } catch (error) {
+      show($('devices-error'), error.message);
+    }
+  }));
+  return button;
+}
+
+function renderDevices(items) {
+  const devices = state.devices;
+  const table = $('devices-table');
+  const body = table.tBodies[0];
+  // A refresh must not pull the focus out from under the keyboard.
+  const focused = document.activeElement && body.contains(document.activeElement)
+    ? document.activeElement.getAttribute('aria-label') : null;
+  body.replaceChildren();
+  for (const device of items) {
+    const row = document.createElement('tr');
+    row.dataset.unitId = device.unit_id;
+    const facts = device.inventory || {};
+    cell(row, device.unit_id, 'mono');
+    cell(row, device.online ? 'Online (' + device.connected_to + ')' : 'Offline',
+      device.online ? 'online' : 'offline');
+    cell(row, facts.host_name || '-', 'wrap');
+    cell(row, [facts.os_name, facts.os_version].filter(Boolean).join(' ') || '-', 'wrap');
+    cell(row, (device.key_id === null || device.key_id === undefined ? 'deleted key'
+      : 'Key ' + device.key_id) + ' (' + (KEY_TYPE_LABEL[device.key_type] || device.key_type) + ')');
+    // The folder a device landed in, once keys carry one (shown as '-' until then).
+    cell(row, device.folder || '-', 'wrap folder');
+    cell(row, minute(device.enrolled_at));
+    cell(row, minute(device.not_after));
+    cell(row, device.online ? 'Now (' + time(device.last_seen) + ')' : minute(device.last_seen), 'last-seen');
+    const actions = cell(row, '', 'actions');
+    if (may('devices:write')) {
+      actions.appendChild(commandButton(device, 'renew-now', 'Send renew-now'));
+      actions.appendChild(commandButton(device, 'inventory-now', 'Send inventory-now'));
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'link danger-link';
+      remove.textContent = 'Delete';
+      remove.setAttribute('aria-label', 'Delete device ' + device.unit_id);
+      remove.addEventListener('click', () => {
+        $('confirm-title').textContent = 'Delete device';
+        $('confirm-text').textContent = 'Delete device ' + device.unit_id +
+          '? It must enroll again with a key.';
+        $('confirm-yes').textContent = 'Delete';
+        $('confirm-yes').classList.add('danger');
+        confirmAction = async () => {
+          await api('DELETE', '/api/v1/devices/' + encodeURIComponent(device.unit_id));
+          await loadDevices();
+          show($('devices-status'), 'Deleted device ' + device.unit_id + '.');
+          $('devices-range').focus();
+        };
+        openDialog($('confirm-dialog'));
+      });
+      actions.appendChild(remove);
+    }
+    body.appendChild(row);
+  }
+  labelCells(table);
+  if (focused) {
+    const again = Array.from(body.querySelectorAll('button')).find((b) => b.getAttribute('aria-label') === focused);
+    if (again) again.focus();
+  }
+  const start = devices.index * PAGE_SIZE;
+  $('devices-range').textContent = items.length
+    ? 'Devices ' + count(start + 1) + '–' + count(start + items.length) + ' of ' + count(devices.total)
+    : (devices.search ? 'No device matches the search' : 'No devices');
+  $('devices-prev').disabled = devices.index === 0;
+  $('devices-next').disabled = !devices.next;
+}
+
+function startDeviceRefresh() {
+  stopDeviceRefresh();
+  state.devices.timer = setInterval(() => {
+    // Not while a dialog is open or the page is hidden.
+    if (document.hidden || document.querySelector('dialog[open]')) return;
+    loadDevices(true);
+  }, DEVICES_REFRESH_MS);
+}
+
+function stopDeviceRefresh() {
+  if (state.devices.timer) clearInterval(state.devices.timer);
+  state.devices.timer = null;
+}
+
+$('devices-filter').addEventListener('submit', (event) => {
+  event.preventDefault();
+  state.devices.search = $('devices-search').value.trim();
+  state.devices.cursors = [null];
+  state.devices.index = 0;
+  show($('devices-status'), '');
+  loadDevices();
+});
+$('devices-clear').addEventListener('click', () => {
+  $('devices-search').value = '';
+  state.devices.search = '';
+  state.devices.cursors = [null];
+  state.devices.index = 0;
+  loadDevices();
+});
 $('devices-prev').addEventListener('click', () => {
   if (state.devices.index > 0) { state.devices.index -= 1; loadDevices(); }
 });
@@ -589,6 +978,7 @@ $('devices-next').addEventListener('click', () => {
 
 async function loadUmsId() {
   show($('ums-id-error'), '');
+  const banner = $('ums-id-sync');
   try {
     const id = await json('GET', '/api/v1/ums-id');
     $('ums-id-short').textContent = id.short;
@@ -602,8 +992,18 @@ async function loadUmsId() {
     }
     $('ums-id-token').textContent = id.communication_token;
     $('ums-id-created').textContent = time(id.created_at);
+    $('ums-id-status').textContent = id.status || '';
+    for (const element of document.querySelectorAll('#page-ums-id .local')) element.hidden = !id.local;
+    $('ums-id-local').textContent = id.local ? id.local.short : '';
+    $('ums-id-local-fingerprint').textContent = id.local ? id.local.fingerprint : '';
+    const notInSync = id.status && id.status.startsWith('Not in sync');
+    banner.hidden = !notInSync;
+    banner.textContent = notInSync
+      ? 'This server is not in sync with the Main UMS ID: it runs with its Local UMS ID and refuses ' +
+        'enrollments and changes. Restart it with the cluster\'s secret.' : '';
     const servers = await json('GET', '/api/v1/servers');
-    const body = $('servers-table').tBodies[0];
+    const table = $('servers-table');
+    const body = table.tBodies[0];
     body.replaceChildren();
     for (const server of servers) {
       const row = document.createElement('tr');
@@ -611,14 +1011,16 @@ async function loadUmsId() {
       cell(row, server.server_status);
       cell(row, server.ums_id_status);
       cell(row, server.ums_id_short, 'mono');
-      cell(row, server.fingerprint, 'mono');
+      cell(row, server.fingerprint, 'mono wrap');
       body.appendChild(row);
     }
+    labelCells(table);
   } catch (error) {
     show($('ums-id-error'), error.message);
   }
 }
 $('ums-id-export').addEventListener('click', async () => {
+  show($('ums-id-error'), '');
   try {
     await download(await api('GET', '/api/v1/ums-id/certificate'), 'ums-id.crt');
   } catch (error) {
@@ -645,7 +1047,8 @@ async function loadAudit() {
     }));
     if (seq !== audit.seq) return;
     audit.next = page.next_after;
-    const body = $('audit-table').tBodies[0];
+    const table = $('audit-table');
+    const body = table.tBodies[0];
     body.replaceChildren();
     for (const entry of page.items) {
       const row = document.createElement('tr');
@@ -660,10 +1063,13 @@ async function loadAudit() {
       cell(row, entry.detail, 'detail');
       body.appendChild(row);
     }
+    labelCells(table);
     $('audit-range').textContent = page.items.length ? page.items.length + ' entries' : 'No entries';
     $('audit-prev').disabled = audit.index === 0;
     $('audit-next').disabled = !audit.next;
   } catch (error) {
+    if (seq !== audit.seq) return;
+    $('audit-table').tBodies[0].replaceChildren();
     show($('audit-error'), error.message);
   }
 }
@@ -686,24 +1092,28 @@ $('audit-next').addEventListener('click', () => {
 // ---------------------------------------------------------------- start
 
 $('sign-out').addEventListener('click', async () => {
+  stopDeviceRefresh();
   try {
     await api('DELETE', '/api/v1/session');
   } finally {
     location.replace('/');
   }
 });
+$('session-sign-in').addEventListener('click', () => signInAgain(true));
+// Escape does not dismiss it: every request fails until the next sign-in.
+$('session-dialog').addEventListener('cancel', (event) => event.preventDefault());
 
 (async function start() {
   let me;
   try {
     const response = await fetch('/api/v1/session', { credentials: 'same-origin' });
     if (!response.ok) {
-      location.replace('/');
+      signInAgain();
       return;
     }
     me = await response.json();
   } catch (_) {
-    location.replace('/');
+    signInAgain();
     return;
   }
   state.account = me.account;
@@ -714,6 +1124,8 @@ $('sign-out').addEventListener('click', async () => {
   for (const element of document.querySelectorAll('[data-right]')) {
     element.hidden = !may(element.dataset.right);
   }
+  // The status line's export offer shows only after an Add.
+  $('keys-status-export').hidden = true;
   window.addEventListener('hashchange', route);
   route();
 })();

@@ -1,13 +1,27 @@
-// The sign-in page: name and password give a session cookie; the app lives under /app/.
+// The sign-in page: name and password give a session cookie; the app lives under /app/. After a
+// session ended, it says so and returns to the page the app was on (`?ended=1&return=#devices`).
+// A server not in sync with the Main UMS ID signs nobody in: it says so at the top.
 'use strict';
 
 (async function () {
+  const params = new URLSearchParams(location.search);
+  // Only a page of the app, never another address.
+  const back = /^#[a-z-]{1,32}$/.test(params.get('return') || '') ? params.get('return') : '';
+  const app = '/app/' + back;
+  if (params.get('ended') === '1') document.getElementById('signin-ended').hidden = false;
   // Already signed in: straight to the app.
   try {
     const response = await fetch('/api/v1/session', { credentials: 'same-origin' });
     if (response.ok) {
-      location.replace('/app/');
+      location.replace(app);
       return;
+    }
+    if (response.status === 503) {
+      let problem = {};
+      try { problem = await response.json(); } catch (_) { /* not a problem body */ }
+      const banner = document.getElementById('signin-sync');
+      banner.textContent = problem.detail || 'This server is not in sync with the Main UMS ID.';
+      banner.hidden = false;
     }
   } catch (_) {
     // The form below still works.
@@ -33,7 +47,7 @@
         body: JSON.stringify({ name: name, password: password }),
       });
       if (response.ok) {
-        location.replace('/app/');
+        location.replace(app);
         return;
       }
       let problem = {};

@@ -1,131 +1,14 @@
-"""The Web App in a real browser: Debian's chromium driven by Playwright, against `ums-stub serve`.
-
-Run by tests/tests/e2e/web.rs (so `cargo test --workspace` runs it), which passes:
-  UMS_STUB_BIN, ONBOARD_AGENT_BIN  the binaries of this build
-  ONBOARD_WEB_OUT                  where screenshots and downloads go
-  ONBOARD_CHROMIUM                 the browser (default /usr/bin/chromium)
-Never `playwright install`: it downloads a browser, and nothing but the package registries can be
-reached.
-"""
+"""The Web App in a real browser: keys, the UMS ID, devices and audit pages, sign-in and the
+Content Security Policy. Fixtures in conftest.py; the fleet-scale key page, the devices page, the
+Distributed UMS page and the accessibility and narrow-window checks in their own files."""
 
 import json
 import os
 import subprocess
-import tempfile
 
-import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-UMS_STUB = os.environ["UMS_STUB_BIN"]
-AGENT = os.environ["ONBOARD_AGENT_BIN"]
-OUT = os.environ.get("ONBOARD_WEB_OUT") or tempfile.mkdtemp(prefix="web-out-")
-CHROMIUM = os.environ.get("ONBOARD_CHROMIUM", "/usr/bin/chromium")
-
-ALL_RIGHTS = (
-    "keys:read,keys:write,keys:reveal,keys:export,devices:read,devices:write,audit:read,server:admin"
-)
-ADMIN = ("admin", "admin password 2026")
-READER = ("reader", "reader password 2026")
-WRITER = ("writer", "writer password 2026")
-
-
-def stub(data_dir, *args, stdin=None):
-    result = subprocess.run(
-        [UMS_STUB, "--data-dir", data_dir, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def server():
-    folder = tempfile.TemporaryDirectory(prefix="web-ums-")
-    data_dir = os.path.join(folder.name, "data")
-    stub(data_dir, "admins", "create", ADMIN[0], "--rights", ALL_RIGHTS, "--password-stdin",
-         stdin=ADMIN[1] + "\n")
-    stub(data_dir, "admins", "create", READER[0], "--rights", "keys:read", "--password-stdin",
-         stdin=READER[1] + "\n")
-    stub(data_dir, "admins", "create", WRITER[0], "--rights", "keys:read,keys:write",
-         "--password-stdin", stdin=WRITER[1] + "\n")
-    process = subprocess.Popen(
-        [UMS_STUB, "--data-dir", data_dir, "serve", "--listen", "127.0.0.1:0",
-         "--host", "localhost", "--host", "127.0.0.1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = process.stdout.readline()
-    assert line.startswith("listening on"), line
-    port = line.strip().rsplit(":", 1)[1]
-    yield {"url": f"https://localhost:{port}", "data_dir": data_dir, "folder": folder.name}
-    process.terminate()
-    process.wait(timeout=30)
-    folder.cleanup()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    # The server's certificate is issued by its UMS ID, which the browser does not know; the pinned
-    # trust of devices and the command line is tested elsewhere.
-    context = browser.new_context(
-        ignore_https_errors=True, accept_downloads=True, viewport={"width": 1280, "height": 860}
-    )
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    yield page
-    page.screenshot(path=os.path.join(OUT, request.node.name + ".png"), full_page=True)
-    context.close()
-    # A refused API call logs a console error in chromium ("Failed to load resource: 403"); other
-    # errors (a script failing, a CSP violation) fail the test.
-    unexpected = [e for e in errors if "Failed to load resource" not in e]
-    assert not unexpected, unexpected
-
-
-def sign_in(page, server, account):
-    page.goto(server["url"] + "/")
-    page.get_by_label("Name").fill(account[0])
-    page.get_by_label("Password").fill(account[1])
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/app/**")
-    expect(page.locator("#account-name")).to_have_text(account[0])
-
-
-def key_rows(page):
-    return page.locator("#keys-table tbody tr")
-
-
-def create(page, kind):
-    """Opens the Create dialog with option `kind` chosen; the dialog."""
-    page.get_by_role("button", name="Create", exact=True).click()
-    dialog = page.locator("#create-dialog")
-    dialog.get_by_label(kind, exact=True).check()
-    return dialog
-
+from conftest import ADMIN, AGENT, OUT, READER, WRITER, create, key_rows, sign_in, stub
 
 def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
     sign_in(page, server, ADMIN)
@@ -204,7 +87,7 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
     page.locator("#edit-form").get_by_role("button", name="Save").click()
     expect(page.locator("#keys-table tr[data-id='3'] td.comment")).to_have_text("spare")
     page.get_by_label("Select key 1", exact=True).check()
-    page.get_by_role("button", name="Activate", exact=True).click()
+    page.locator("#key-activate").click()
     expect(page.locator("#keys-table tr[data-id='1'] td.status")).to_have_text("Active")
     page.get_by_label("Select key 1", exact=True).check()
     page.get_by_role("button", name="Deactivate").click()
@@ -238,7 +121,7 @@ def test_keys_page_creates_shows_filters_exports_and_deletes(page, server):
 
     # Delete key 2, confirming.
     page.get_by_label("Select key 2", exact=True).check()
-    page.get_by_role("button", name="Delete", exact=True).click()
+    page.locator("#key-delete").click()
     expect(page.locator("#confirm-text")).to_contain_text("Delete 1 key (2)")
     page.locator("#confirm-yes").click()
     expect(key_rows(page)).to_have_count(7)
@@ -323,7 +206,7 @@ def test_ums_id_page_shows_the_fingerprint_the_command_line_shows(page, server):
     expect(row.locator("td").nth(2)).to_have_text("Main UMS ID")
     expect(row.locator("td").nth(4)).to_have_text(shown["fingerprint"])
     with page.expect_download() as download_info:
-        page.get_by_role("button", name="Export UMS ID").click()
+        page.get_by_role("button", name="Export Main UMS ID").click()
     download = download_info.value
     assert download.suggested_filename == "ums-id.crt"
     saved = os.path.join(OUT, "ums-id.crt")
@@ -354,9 +237,9 @@ def test_devices_and_audit_pages_and_sign_out(page, server):
     expect(events.filter(has_text="keys.export").first).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(server["url"] + "/")
-    # The session is gone: the app sends the browser back to sign in.
-    page.goto(server["url"] + "/app/")
-    page.wait_for_url(server["url"] + "/")
+    # The session is gone: the app sends the browser back to sign in, to return to its page.
+    page.goto(server["url"] + "/app/#audit")
+    page.wait_for_url(server["url"] + "/?return=%23audit")
 
 
 def test_a_wrong_password_is_refused_on_the_sign_in_page(page, server):
@@ -381,12 +264,12 @@ def test_the_keys_page_pages_through_100000_keys(page, server):
     stub(server["data_dir"], "keys", "create", "one-time", "--quantity", "100000",
          "--comment", "bulk")
     sign_in(page, server, ADMIN)
-    expect(page.locator("#keys-range")).to_have_text("Keys 1–100 of 100007")
+    expect(page.locator("#keys-range")).to_have_text("Keys 1–100 of 100,007 (page 1 of 1,001)")
     expect(key_rows(page)).to_have_count(100)
     page.get_by_role("button", name="Next").click()
-    expect(page.locator("#keys-range")).to_have_text("Keys 101–200 of 100007")
+    expect(page.locator("#keys-range")).to_have_text("Keys 101–200 of 100,007 (page 2 of 1,001)")
     expect(page.get_by_role("button", name="Previous")).to_be_enabled()
     page.locator("#filter-comment").fill("bulk")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator("#keys-range")).to_have_text("Keys 1–100 of 100000")
+    expect(page.locator("#keys-range")).to_have_text("Keys 1–100 of 100,000 (page 1 of 1,000)")
     expect(page.get_by_role("button", name="Previous")).to_be_disabled()

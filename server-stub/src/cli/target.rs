@@ -187,6 +187,7 @@ impl Target {
                     ids: ids.to_vec(),
                     servers,
                     format,
+                    filter: None,
                 };
                 let text = remote.text("/api/v1/keys/export", &request).await?;
                 let limits = onboard_protocol::Limits::default();

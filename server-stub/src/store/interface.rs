@@ -8,7 +8,7 @@ use onboard_protocol::{Fingerprint, KeyKind, UnitId};
 use time::OffsetDateTime;
 
 use super::error::StoreError;
-use super::query::{AuditFilter, KeyFilter, PageRequest};
+use super::query::{AuditFilter, KeyFilter, KeyListing, PageRequest};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
     EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
@@ -46,6 +46,18 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// How many keys match `filter`.
     async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError>;
+
+    /// `offset` rows into the keys `listing` matches, in its order, at most `limit` of them (the
+    /// Web App's sorted key table).
+    async fn key_listing(
+        &self,
+        listing: &KeyListing,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// How many keys `listing` matches.
+    async fn count_key_listing(&self, listing: &KeyListing) -> Result<u64, StoreError>;
 
     /// Sets one key's comment.
     async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError>;

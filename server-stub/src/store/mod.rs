@@ -33,7 +33,7 @@ pub use error::{Missing, StoreError};
 pub use interface::Store;
 pub use postgres::{Dump, PostgresStore};
 pub(crate) use query::paged;
-pub use query::{AuditFilter, KeyFilter, PageRequest};
+pub use query::{AuditFilter, KeyFilter, KeyListing, KeySort, PageRequest};
 pub use rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DISCONNECT, DeviceRecord,
     EnrollAttempt, EnrollOutcome, KeyCheck, MakeKey, NewKey, Progress, RenewOutcome,

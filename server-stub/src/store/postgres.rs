@@ -24,7 +24,9 @@ use super::apply::{self, KeyEdit};
 use super::durability::Durability;
 use super::error::StoreError;
 use super::interface::Store;
-use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
+use super::query::{
+    self, AuditFilter, Dialect, KeyFilter, KeyListing, PageRequest, Value, device_select,
+};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
     EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
@@ -567,6 +569,29 @@ impl Store for PostgresStore {
 
     async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError> {
         self.count_of(query::keys_count(Dialect::Postgres, filter))
+            .await
+    }
+
+    async fn key_listing(
+        &self,
+        listing: &KeyListing,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        self.select(query::key_listing_page(
+            Dialect::Postgres,
+            listing,
+            offset,
+            limit,
+        ))
+        .await?
+        .iter()
+        .map(|row| self.key_from_row(row))
+        .collect()
+    }
+
+    async fn count_key_listing(&self, listing: &KeyListing) -> Result<u64, StoreError> {
+        self.count_of(query::key_listing_count(Dialect::Postgres, listing))
             .await
     }
 

@@ -22,6 +22,37 @@ pub struct KeyFilter {
     pub comment: Option<String>,
 }
 
+/// The column the key list is sorted by (the Web App's sortable columns).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeySort {
+    /// The key's number (the default).
+    #[default]
+    Id,
+    /// When it was created.
+    Created,
+    /// When it last enrolled a device; keys never used come after every used one.
+    UsageDate,
+    /// Its status, by name.
+    Status,
+}
+
+/// A sorted, offset-paged view of the keys a filter matches: what the Web App's key table asks
+/// for (sort by a column either way, jump to the last page, a unit ID typed in part).
+#[derive(Debug, Clone, Default)]
+pub struct KeyListing {
+    /// Which keys.
+    pub filter: KeyFilter,
+    /// Only keys bound to a unit ID starting with this (normalised: uppercase letters and
+    /// digits, [`crate::unit_ids::prefix`]).
+    pub unit_id_prefix: Option<String>,
+    /// By which column.
+    pub sort: KeySort,
+    /// Largest first.
+    pub descending: bool,
+    /// Only keys numbered above this (below it when `descending`): keyset paging, in ID order.
+    pub after: Option<KeyId>,
+}
+
 /// Which audit lines to list. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -300,6 +331,63 @@ pub(crate) fn audit_page(
         )
 }
 
+/// `offset` rows into the keys `listing` matches, in its order, at most `limit` of them. Ties
+/// (and keys never used, which come last either way) are ordered by ID.
+pub(crate) fn key_listing_page(
+    dialect: Dialect,
+    listing: &KeyListing,
+    offset: u64,
+    limit: usize,
+) -> (String, Vec<Value>) {
+    let direction = if listing.descending { " DESC" } else { "" };
+    let order = match listing.sort {
+        KeySort::Id => format!("id{direction}"),
+        KeySort::Created => format!("created_at{direction}, id{direction}"),
+        KeySort::UsageDate => {
+            format!("(usage_date IS NULL), usage_date{direction}, id{direction}")
+        }
+        KeySort::Status => format!("status{direction}, id{direction}"),
+    };
+    let mut select = key_listing_select(dialect, KEY_COLUMNS, listing);
+    let limit_at = select.values.len() + 1;
+    select
+        .values
+        .push(Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    select
+        .values
+        .push(Value::Int(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let (limit, offset) = match dialect {
+        Dialect::Sqlite => (format!("?{limit_at}"), format!("?{}", limit_at + 1)),
+        Dialect::Postgres => (format!("${limit_at}"), format!("${}", limit_at + 1)),
+    };
+    select
+        .sql
+        .push_str(&format!(" ORDER BY {order} LIMIT {limit} OFFSET {offset}"));
+    select.done()
+}
+
+/// How many keys `listing` matches.
+pub(crate) fn key_listing_count(dialect: Dialect, listing: &KeyListing) -> (String, Vec<Value>) {
+    key_listing_select(dialect, "count(*)", listing).done()
+}
+
+fn key_listing_select(dialect: Dialect, what: &str, listing: &KeyListing) -> Select {
+    let mut select = Select::new(dialect, what, "keys").keys(&listing.filter);
+    if let Some(prefix) = &listing.unit_id_prefix {
+        // Letters and digits only (checked where it is parsed): no LIKE wildcard in it.
+        select.and("unit_id LIKE ?", Value::Text(format!("{prefix}%")));
+    }
+    if let Some(after) = listing.after {
+        let clause = if listing.descending {
+            "id < ?"
+        } else {
+            "id > ?"
+        };
+        select.and(clause, Value::Int(after));
+    }
+    select
+}
+
 /// How many audit lines `filter` matches.
 pub(crate) fn audit_count(dialect: Dialect, filter: &AuditFilter) -> (String, Vec<Value>) {
     Select::new(dialect, "count(*)", "audit")
@@ -397,6 +485,49 @@ mod tests {
                 "SELECT {KEY_COLUMNS} FROM keys WHERE kind = $1 AND strpos(lower(comment), \
                  lower($2)) > 0 AND id = ANY($3) AND id > $4 ORDER BY id LIMIT $5"
             )
+        );
+    }
+
+    #[test]
+    fn a_listing_sorts_either_way_with_ties_by_id_and_pages_by_offset() {
+        let listing = KeyListing {
+            filter: KeyFilter {
+                kind: Some(KeyKind::OneTime),
+                ..KeyFilter::default()
+            },
+            unit_id_prefix: Some("00E0".to_owned()),
+            sort: KeySort::UsageDate,
+            descending: true,
+            after: None,
+        };
+        let (sql, values) = key_listing_page(Dialect::Sqlite, &listing, 9900, 100);
+        assert_eq!(
+            sql,
+            format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE kind = ?1 AND unit_id LIKE ?2 ORDER BY \
+                 (usage_date IS NULL), usage_date DESC, id DESC LIMIT ?3 OFFSET ?4"
+            )
+        );
+        assert_eq!(
+            values,
+            [
+                Value::Text("one-time".to_owned()),
+                Value::Text("00E0%".to_owned()),
+                Value::Int(100),
+                Value::Int(9900)
+            ]
+        );
+        let created = KeyListing {
+            sort: KeySort::Created,
+            ..KeyListing::default()
+        };
+        assert_eq!(
+            key_listing_page(Dialect::Postgres, &created, 0, 5).0,
+            format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id LIMIT $1 OFFSET $2")
+        );
+        assert_eq!(
+            key_listing_count(Dialect::Postgres, &listing).0,
+            "SELECT count(*) FROM keys WHERE kind = $1 AND unit_id LIKE $2"
         );
     }
 

@@ -29,7 +29,9 @@ use time::OffsetDateTime;
 use super::apply::{self, KeyEdit};
 use super::error::StoreError;
 use super::interface::Store;
-use super::query::{self, AuditFilter, Dialect, KeyFilter, PageRequest, Value, device_select};
+use super::query::{
+    self, AuditFilter, Dialect, KeyFilter, KeyListing, PageRequest, Value, device_select,
+};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
     EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
@@ -663,6 +665,33 @@ impl Store for SqliteStore {
 
     async fn count_keys(&self, filter: &KeyFilter) -> Result<u64, StoreError> {
         self.count_of(query::keys_count(Dialect::Sqlite, filter))
+            .await
+    }
+
+    async fn key_listing(
+        &self,
+        listing: &KeyListing,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredKey>, StoreError> {
+        let (sql, values) = query::key_listing_page(Dialect::Sqlite, listing, offset, limit);
+        self.call(move |inner| {
+            let connection = inner.lock();
+            let mut statement = connection.prepare_cached(&sql).map_err(|e| inner.db(e))?;
+            let mut rows = statement
+                .query(params_from_iter(bind(values)))
+                .map_err(|e| inner.db(e))?;
+            let mut keys = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| inner.db(e))? {
+                keys.push(inner.key_from_row(row)?);
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn count_key_listing(&self, listing: &KeyListing) -> Result<u64, StoreError> {
+        self.count_of(query::key_listing_count(Dialect::Sqlite, listing))
             .await
     }
 

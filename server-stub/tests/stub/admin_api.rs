@@ -68,6 +68,30 @@ fn routes() -> Vec<(Method, &'static str, Sent, Operation)> {
         (Method::POST, "/api/v1/keys/reveal", ids(), RevealKeys),
         (
             Method::POST,
+            "/api/v1/keys/change",
+            Sent::Json(json!({"action": "activate", "ids": [1]})),
+            ActivateKeys,
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys/change",
+            Sent::Json(json!({"action": "deactivate", "filter": {"comment": "none has it"}})),
+            DeactivateKeys,
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys/change",
+            Sent::Json(json!({"action": "delete", "filter": {"comment": "none has it"}})),
+            DeleteKeys,
+        ),
+        (
+            Method::GET,
+            "/api/v1/keys/export/servers",
+            Sent::None,
+            ExportKeys,
+        ),
+        (
+            Method::POST,
             "/api/v1/keys/delete",
             Sent::Json(json!({"ids": [999_999]})),
             DeleteKeys,

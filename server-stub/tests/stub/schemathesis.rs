@@ -88,9 +88,12 @@ max-steps = 10
 # The two refusals of schema-valid data that no JSON Schema can state: a typed mass key the
 # strength estimate rates too guessable, and the rows of a CSV body. positive_data_acceptance
 # takes a 422 for these two operations only, and the hooks' check fails every such 422 that is
-# not that one refusal. Creating 100,000 keys in one request, and then exporting them all, is
-# slow by design (and slower in a debug build); every other operation keeps the 10 s limit of
-# --checks all.
+# not that one refusal. Creating 100,000 keys in one request, and then exporting every key (or
+# every key a filter matches, hundreds of thousands by then) in one, is slow by design (and slower
+# in a debug build); every other operation keeps the 10 s limit of --checks all. The change of
+# every key a filter matches is not fuzzed: its first deletion with an empty filter deletes
+# every key, and the run would test nothing that names one after it (tests/web and admin_api's
+# rights matrix test it).
 [[operations]]
 include-name = "POST /api/v1/keys"
 checks.max_response_time = 180.0
@@ -101,6 +104,9 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
 [[operations]]
 include-name = "POST /api/v1/keys/export"
 checks.max_response_time = 180.0
+[[operations]]
+include-name = "POST /api/v1/keys/change"
+enabled = false
 "#,
         ca = ca.display(),
         fail_on = if all_rights {

@@ -33,6 +33,10 @@ pub struct DeviceQuery {
     after: Option<UnitId>,
     /// Also count every enrolled device (`total`).
     total: Option<bool>,
+    /// Only devices whose unit ID starts with this (`00E0C5`, `00:E0:C5`) or whose host name
+    /// holds it, in any case; `total` then counts those.
+    #[param(max_length = 64)]
+    search: Option<String>,
 }
 
 /// Lists enrolled devices by unit ID.
@@ -45,6 +49,18 @@ pub async fn list(
 ) -> Result<axum::Json<Page<DeviceView, UnitId>>, ApiError> {
     admin.may(Operation::ListDevices)?;
     let devices = shared.stub.devices();
+    super::bounded("search", query.search.as_ref(), 64)?;
+    if let Some(search) = query
+        .search
+        .as_deref()
+        .filter(|text| !text.trim().is_empty())
+    {
+        return Ok(axum::Json(
+            devices
+                .search(search, &page(query.limit, query.after)?)
+                .await?,
+        ));
+    }
     let mut listed = devices.list(&page(query.limit, query.after)?).await?;
     if query.total == Some(true) {
         listed.total = Some(devices.count().await?);

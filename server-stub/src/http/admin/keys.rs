@@ -8,15 +8,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onboard_protocol::admin::{
-    CreateKeys, CreatedKeys, EditKey, ExportCheck, ExportKeys, ExportServerCheck, KeyId, KeyIds,
-    KeyStatus, KeyView, MAX_KEY_IDS, MAX_KEYS_PER_REQUEST, Page,
+    ChangeKeys, CreateKeys, CreatedKeys, EditKey, ExportCheck, ExportKeys, ExportServerCheck,
+    ExportServers, KeyAction, KeyId, KeyIds, KeyMatch, KeyStatus, KeyView, KeysChanged,
+    MAX_KEY_IDS, MAX_KEYS_PER_REQUEST, Page,
 };
-use onboard_protocol::{KeyKind, ProblemCode, UnitId};
+use onboard_protocol::{KeyKind, ProblemCode};
 
 use super::{Admin, Body, Params, PathParam, page};
 use crate::http::{ApiError, Shared};
 use crate::rights::Operation;
-use crate::store::KeyFilter;
+use crate::store::{KeyFilter, KeyListing, KeySort};
 
 /// The key routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -30,6 +31,8 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/keys/export", post(export))
         .route("/api/v1/keys/export/check", post(export_check))
         .route("/api/v1/keys/reveal", post(reveal))
+        .route("/api/v1/keys/change", post(change))
+        .route("/api/v1/keys/export/servers", get(export_servers))
 }
 
 /// Filters and paging of the key list.
@@ -43,18 +46,54 @@ pub struct KeyQuery {
     kind: Option<KeyKind>,
     /// Only keys with this status.
     status: Option<KeyStatus>,
-    /// Only keys bound to this unit ID.
-    unit_id: Option<UnitId>,
+    /// Only keys bound to a unit ID starting with this: a whole unit ID or its first characters
+    /// (`00E0C5`, `00:E0:C5`).
+    #[param(max_length = 26, pattern = r"^[0-9A-Za-z:.\-]*$")]
+    unit_id: Option<String>,
     /// Only keys whose comment holds this text (ASCII letters in any case).
     #[param(max_length = 200)]
     comment: Option<String>,
     /// The most keys to return (default 1000).
     #[param(minimum = 0, maximum = 10000)]
     limit: Option<usize>,
-    /// Start after this key ID (the previous page's `next_after`).
+    /// Only keys numbered above this (below it with `order=desc`): the previous page's
+    /// `next_after`, which is given in ID order.
     after: Option<KeyId>,
+    /// Skip this many keys of the list in its order (pages by number, the last page).
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+    /// Sort by `id` (the default), `created`, `usage_date` (never-used keys last) or `status`.
+    #[param(inline)]
+    sort: Option<SortBy>,
+    /// `asc` (the default) or `desc`.
+    #[param(inline)]
+    order: Option<SortOrder>,
     /// Also count every key the filter matches (`total`).
     total: Option<bool>,
+}
+
+/// The key list's sortable columns.
+#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    /// The key's number.
+    Id,
+    /// When it was created.
+    Created,
+    /// When it last enrolled a device.
+    UsageDate,
+    /// Its status.
+    Status,
+}
+
+/// Which way a list is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    Desc,
 }
 
 /// The comment of imported keys.
@@ -101,22 +140,102 @@ pub async fn list(
     Params(query): Params<KeyQuery>,
 ) -> Result<axum::Json<Page<KeyView>>, ApiError> {
     admin.may(Operation::ListKeys)?;
-    super::bounded("comment", query.comment.as_ref(), 200)?;
-    let filter = KeyFilter {
-        kind: query.kind,
-        status: query.status,
-        unit_id: query.unit_id,
-        ids: None,
-        comment: query.comment.filter(|text| !text.is_empty()),
-    };
+    let (listing, paging) = listing_of(&query)?;
     let keys = shared.stub.keys();
-    let mut listed = keys
-        .list(&filter, &page(query.limit, query.after)?, false)
-        .await?;
+    let mut listed = list_page(&keys, &listing, paging).await?;
     if query.total == Some(true) {
-        listed.total = Some(keys.count(&filter).await?);
+        let every = KeyListing {
+            after: None,
+            ..listing
+        };
+        listed.total = Some(keys.count_listing(&every).await?);
     }
     Ok(axum::Json(listed))
+}
+
+/// Where a page of the key list starts, and how long it is.
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    offset: u64,
+    limit: usize,
+}
+
+/// The listing and paging a key list query asks for; a malformed one is an `invalid` problem
+/// naming the parameter.
+fn listing_of(query: &KeyQuery) -> Result<(KeyListing, Paging), ApiError> {
+    super::bounded("comment", query.comment.as_ref(), 200)?;
+    let sort = match query.sort {
+        None | Some(SortBy::Id) => KeySort::Id,
+        Some(SortBy::Created) => KeySort::Created,
+        Some(SortBy::UsageDate) => KeySort::UsageDate,
+        Some(SortBy::Status) => KeySort::Status,
+    };
+    let descending = query.order == Some(SortOrder::Desc);
+    let matching = KeyMatch {
+        kind: query.kind,
+        status: query.status,
+        unit_id: query.unit_id.clone(),
+        comment: query.comment.clone(),
+    };
+    let mut listing = listing_of_match(&matching)?;
+    listing.sort = sort;
+    listing.descending = descending;
+    listing.after = query.after;
+    let limit = page::<KeyId>(query.limit, None)?.limit;
+    let offset = u64::try_from(query.offset.unwrap_or(0))
+        .map_err(|_| ApiError::code(ProblemCode::Invalid, "offset: at least 0"))?;
+    Ok((listing, Paging { offset, limit }))
+}
+
+/// The listing of every key `matching` names, by ID; a malformed unit ID or comment is an
+/// `invalid` problem naming it.
+pub(super) fn listing_of_match(matching: &KeyMatch) -> Result<KeyListing, ApiError> {
+    super::bounded("comment", matching.comment.as_ref(), 200)?;
+    let unit_id_prefix = match matching.unit_id.as_deref().map(crate::unit_ids::prefix) {
+        None => None,
+        Some(Ok(prefix)) if prefix.is_empty() => None,
+        Some(Ok(prefix)) => Some(prefix),
+        Some(Err(why)) => {
+            return Err(ApiError::code(
+                ProblemCode::Invalid,
+                format!("unit_id: {why}"),
+            ));
+        }
+    };
+    Ok(KeyListing {
+        filter: KeyFilter {
+            kind: matching.kind,
+            status: matching.status,
+            comment: matching.comment.clone().filter(|text| !text.is_empty()),
+            ..KeyFilter::default()
+        },
+        unit_id_prefix,
+        ..KeyListing::default()
+    })
+}
+
+/// One page of `listing`: `next_after` is given in ID order only (other orders page by offset
+/// and `total`).
+async fn list_page(
+    keys: &crate::keys::KeyAdmin,
+    listing: &KeyListing,
+    paging: Paging,
+) -> Result<Page<KeyView>, ApiError> {
+    let mut items = keys
+        .listing(listing, paging.offset, paging.limit.saturating_add(1))
+        .await?;
+    let more = items.len() > paging.limit;
+    items.truncate(paging.limit);
+    let next_after = if more && listing.sort == KeySort::Id {
+        items.last().map(|key| key.id)
+    } else {
+        None
+    };
+    Ok(Page {
+        items,
+        next_after,
+        total: None,
+    })
 }
 
 /// Creates one-time keys (a quantity), device-bound keys (unit IDs) or a mass-deployment key
@@ -304,20 +423,30 @@ pub async fn export(
     Body(request): Body<ExportKeys>,
 ) -> Result<Response, ApiError> {
     admin.may(Operation::ExportKeys)?;
+    let matching = match &request.filter {
+        None => None,
+        Some(matching) => Some(exportable_matching(matching, &request.ids)?),
+    };
     if request.ids.len() > MAX_KEY_IDS {
         return Err(ApiError::code(
             ProblemCode::Invalid,
             format!("ids: at most {MAX_KEY_IDS} keys"),
         ));
     }
-    let servers = export_servers(&shared, &request)?;
+    let servers = servers_named(&shared, &request)?;
     // Audited by the use case before the file is made.
-    let file = shared
-        .stub
-        .keys()
-        .acting_as(&admin.actor)
-        .export(&request.ids, servers, shared.stub.ums_id.fingerprint())
-        .await?;
+    let keys = shared.stub.keys().acting_as(&admin.actor);
+    let fingerprint = shared.stub.ums_id.fingerprint();
+    let file = match matching {
+        None => keys.export(&request.ids, servers, fingerprint).await?,
+        Some(listing) => keys
+            .export_matching(&listing, servers, fingerprint)
+            .await
+            .map_err(|error| match error {
+                crate::keys::KeyError::NothingToExport => nothing_matches(),
+                other => other.into(),
+            })?,
+    };
     let body = file.write(request.format);
     let content_type = match request.format {
         onboard_protocol::Format::Xml => "application/xml",
@@ -340,7 +469,7 @@ pub async fn export(
 }
 
 /// The servers an export names: those requested, or the configured public address.
-fn export_servers(
+fn servers_named(
     shared: &Shared,
     request: &ExportKeys,
 ) -> Result<Vec<onboard_protocol::Server>, ApiError> {
@@ -378,7 +507,7 @@ pub async fn export_check(
             format!("ids: at most {MAX_KEY_IDS} keys"),
         ));
     }
-    let servers = export_servers(&shared, &request)?;
+    let servers = servers_named(&shared, &request)?;
     let fingerprint = shared.stub.ums_id.fingerprint();
     // Every server at once: the dialog waits for the slowest, at most the probe's time-out.
     let mut probes = tokio::task::JoinSet::new();
@@ -410,12 +539,19 @@ pub async fn export_check(
         ));
     }
     checked.sort_by_key(|(index, _)| *index);
-    let keys = shared
-        .stub
-        .keys()
-        .acting_as(&admin.actor)
-        .export_check(&request.ids)
-        .await?;
+    let admin_keys = shared.stub.keys().acting_as(&admin.actor);
+    let keys = match &request.filter {
+        // Every active key the filter matches (among the IDs named, if any), as the export
+        // writes them: counted, not listed.
+        Some(matching) => crate::keys::ExportKeysCheck {
+            keys: Vec::new(),
+            exportable: admin_keys
+                .count_listing(&exportable_matching(matching, &request.ids)?)
+                .await?,
+            refused: 0,
+        },
+        None => admin_keys.export_check(&request.ids).await?,
+    };
     Ok(axum::Json(ExportCheck {
         fingerprint,
         servers: checked.into_iter().map(|(_, server)| server).collect(),
@@ -450,4 +586,84 @@ pub async fn reveal(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The listing of the active keys `matching` names (of `among`, when it names some), for an export
+/// of "every key matching the filter": the filter's status, when it names one, must be the
+/// exportable one. None is a `conflict` (the export refuses), never an export of every key.
+fn exportable_matching(matching: &KeyMatch, among: &[KeyId]) -> Result<KeyListing, ApiError> {
+    let exportable = KeyStatus::ALL
+        .into_iter()
+        .find(|status| crate::claim::exportable(*status));
+    let mut listing = listing_of_match(matching)?;
+    if listing.filter.status.is_some() && listing.filter.status != exportable {
+        return Err(nothing_matches());
+    }
+    listing.filter.status = exportable;
+    if !among.is_empty() {
+        listing.filter.ids = Some(among.to_vec());
+    }
+    Ok(listing)
+}
+
+fn nothing_matches() -> ApiError {
+    ApiError::code(
+        ProblemCode::Conflict,
+        "filter: no active key matches it; nothing to export",
+    )
+}
+
+/// Activates, deactivates or deletes the keys named, or every key a filter matches (the Web
+/// App's "select all matching"; with `ids`, those of them it matches), in one request: all of
+/// them or none. Says how many changed and, by status, which stayed as they were (a used key
+/// stays used).
+#[utoipa::path(post, path = "/api/v1/keys/change", tag = "keys", request_body = ChangeKeys,
+    responses((status = 200, description = "What changed", body = KeysChanged),
+        (status = 404, description = "A key named does not exist; nothing changed", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+pub async fn change(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+    Body(request): Body<ChangeKeys>,
+) -> Result<axum::Json<KeysChanged>, ApiError> {
+    admin.may(match request.action {
+        KeyAction::Activate => Operation::ActivateKeys,
+        KeyAction::Deactivate => Operation::DeactivateKeys,
+        KeyAction::Delete => Operation::DeleteKeys,
+    })?;
+    let keys = shared.stub.keys();
+    if request.ids.len() > MAX_KEY_IDS {
+        return Err(ApiError::code(
+            ProblemCode::Invalid,
+            format!("ids: at most {MAX_KEY_IDS} keys"),
+        ));
+    }
+    let ids = match &request.filter {
+        None => request.ids,
+        Some(matching) => {
+            let mut listing = listing_of_match(matching)?;
+            if !request.ids.is_empty() {
+                listing.filter.ids = Some(request.ids);
+            }
+            keys.matching(&listing).await?
+        }
+    };
+    Ok(axum::Json(
+        keys.change(request.action, &ids, &admin.actor).await?,
+    ))
+}
+
+/// The servers an export names unless told otherwise, for the export dialog to show and
+/// prefill ([`crate::servers::export_servers`]).
+#[utoipa::path(get, path = "/api/v1/keys/export/servers", tag = "keys",
+    responses((status = 200, description = "The servers devices will contact", body = ExportServers)))]
+pub async fn export_servers(
+    State(shared): State<Arc<Shared>>,
+    admin: Admin,
+) -> Result<axum::Json<ExportServers>, ApiError> {
+    admin.may(Operation::ExportKeys)?;
+    // The connector is named once the server listens ("-" before).
+    let own = Some(shared.connector.server()).filter(|name| *name != "-");
+    Ok(axum::Json(
+        crate::servers::export_servers(&shared.stub, own).await?,
+    ))
 }

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use onboard_protocol::UnitId;
 use onboard_protocol::admin::{AuditEntryView, Page, ServerView, UmsIdView};
+use onboard_protocol::{ProblemCode, UnitId};
 use time::OffsetDateTime;
 
 use super::{Admin, Params, bounded, page};
@@ -92,8 +92,9 @@ pub async fn audit(
     Ok(axum::Json(listed))
 }
 
-/// The UMS ID as the UMS ID page shows it: the fingerprint whole, in four parts, short, and the
-/// communication token.
+/// The Main UMS ID as the UMS ID page shows it: the fingerprint whole, in four parts, short, and
+/// the communication token; how this server stands towards it; and this server's Local UMS ID
+/// when that is not the Main one.
 #[utoipa::path(get, path = "/api/v1/ums-id", tag = "ums-id",
     responses((status = 200, description = "The UMS ID", body = UmsIdView)))]
 pub async fn ums_id(
@@ -101,7 +102,7 @@ pub async fn ums_id(
     admin: Admin,
 ) -> Result<axum::Json<UmsIdView>, ApiError> {
     admin.may(Operation::ShowUmsId)?;
-    Ok(axum::Json(shared.stub.ums_id_view()))
+    Ok(axum::Json(crate::servers::ums_id_view(&shared.stub).await?))
 }
 
 /// The servers sharing this server's database and the UMS ID each holds, as the UMS ID page's
@@ -116,14 +117,22 @@ pub async fn servers(
     Ok(axum::Json(crate::servers::list(&shared.stub).await?))
 }
 
-/// The UMS ID certificate as a `.crt` download (PEM), for devices and tools to trust.
+/// The Main UMS ID certificate as a `.crt` download (PEM), for devices and tools to trust;
+/// refused by a server not in sync, which holds no Main UMS ID it could check.
 #[utoipa::path(get, path = "/api/v1/ums-id/certificate", tag = "ums-id",
-    responses((status = 200, description = "The certificate, PEM", content_type = "application/x-pem-file", body = String)))]
+    responses((status = 200, description = "The certificate, PEM", content_type = "application/x-pem-file", body = String),
+        (status = 503, description = "This server is not in sync with the Main UMS ID", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn certificate(
     State(shared): State<Arc<Shared>>,
     admin: Admin,
 ) -> Result<Response, ApiError> {
     admin.may(Operation::ShowUmsId)?;
+    if let Some(why) = crate::servers::certificate_refusal(shared.stub.sync) {
+        return Err(ApiError::Problem {
+            problem: onboard_protocol::Problem::new(ProblemCode::ServerNotInSync).with_detail(why),
+            retry_after: None,
+        });
+    }
     let mut response = shared
         .stub
         .ums_id

@@ -149,11 +149,40 @@ pub async fn login(
 }
 
 /// Who the credentials of this request belong to and the rights they hold; with the session
-/// cookie, also the CSRF token and when the session ends.
+/// cookie, also the CSRF token and when the session ends. A server not in sync, which can verify
+/// no credentials, says so instead of 401 (the sign-in page shows it at the top).
 #[utoipa::path(get, path = "/api/v1/session", tag = "session",
-    responses((status = 200, description = "The caller", body = CallerView)))]
-pub async fn whoami(admin: Admin) -> axum::Json<CallerView> {
-    axum::Json(admin.caller.view())
+    responses((status = 200, description = "The caller", body = CallerView),
+        (status = 503, description = "This server is not in sync with the Main UMS ID", body = Problem, content_type = "application/problem+json")))]
+pub async fn whoami(
+    State(shared): State<Arc<Shared>>,
+    admin: Result<Admin, ApiError>,
+) -> Result<axum::Json<CallerView>, ApiError> {
+    match admin {
+        Ok(admin) => Ok(axum::Json(admin.caller.view())),
+        Err(_) if shared.stub.sync == crate::cluster::SyncStatus::NotInSync => {
+            Err(not_in_sync_here(&shared).await)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The refusal of a server not in sync, naming the Main UMS ID the database holds and this
+/// server's Local one (both public: devices see them in the TLS chain).
+async fn not_in_sync_here(shared: &Shared) -> ApiError {
+    let main = match shared.stub.store.main_ums_id().await {
+        Ok(Some(main)) => main.fingerprint.short(),
+        _ => "unknown".to_owned(),
+    };
+    ApiError::Problem {
+        problem: Problem::new(ProblemCode::ServerNotInSync).with_detail(format!(
+            "This server is not in sync with the Main UMS ID {main}: it has no or a wrong \
+             cluster secret, so it runs with its Local UMS ID {} and signs nobody in, enrolls no \
+             device and changes nothing. Restart it with the cluster's secret.",
+            shared.stub.local_fingerprint.short()
+        )),
+        retry_after: None,
+    }
 }
 
 /// Logs out: ends the session and clears the cookie (a bearer token is left as it is).
