@@ -9,13 +9,15 @@ use std::str::FromStr;
 
 use time::OffsetDateTime;
 
-use crate::{Fingerprint, Inventory, KeyKind, UnitId};
+use crate::{Fingerprint, Folder, Inventory, KeyKind, UnitId};
 
 /// A key's number on its server, as the key list shows it.
 pub type KeyId = i64;
 
 /// A key's status, as the UMS key list shows it. Which status a key has is decided in one place
-/// on the server (`ums-stub`'s `claim` module); this is only its name.
+/// on the server (`ums-stub`'s `claim` module); this is only its name. Where several would fit,
+/// the first of Used, Inactive, Expired, Not yet valid, Exhausted is the one shown; a key none of
+/// them fits is Active. Expired and Not yet valid depend on the time they are read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -26,11 +28,25 @@ pub enum KeyStatus {
     Inactive,
     /// A one-time or device-bound key that has enrolled its device.
     Used,
+    /// Its lifetime ended: its `expires_at` has passed.
+    Expired,
+    /// Its lifetime has not begun: its `not_before` is still ahead.
+    #[serde(rename = "not_yet_valid")]
+    NotYetValid,
+    /// A mass-deployment key that enrolled as many devices as its usage limit allows.
+    Exhausted,
 }
 
 impl KeyStatus {
     /// Every status.
-    pub const ALL: [KeyStatus; 3] = [KeyStatus::Active, KeyStatus::Inactive, KeyStatus::Used];
+    pub const ALL: [KeyStatus; 6] = [
+        KeyStatus::Active,
+        KeyStatus::Inactive,
+        KeyStatus::Used,
+        KeyStatus::Expired,
+        KeyStatus::NotYetValid,
+        KeyStatus::Exhausted,
+    ];
 
     /// The stable name used on the command line, in JSON and in the database.
     pub const fn as_str(self) -> &'static str {
@@ -38,6 +54,9 @@ impl KeyStatus {
             KeyStatus::Active => "active",
             KeyStatus::Inactive => "inactive",
             KeyStatus::Used => "used",
+            KeyStatus::Expired => "expired",
+            KeyStatus::NotYetValid => "not_yet_valid",
+            KeyStatus::Exhausted => "exhausted",
         }
     }
 
@@ -47,6 +66,9 @@ impl KeyStatus {
             KeyStatus::Active => "Active",
             KeyStatus::Inactive => "Inactive",
             KeyStatus::Used => "Used",
+            KeyStatus::Expired => "Expired",
+            KeyStatus::NotYetValid => "Not yet valid",
+            KeyStatus::Exhausted => "Exhausted",
         }
     }
 }
@@ -59,7 +81,10 @@ impl fmt::Display for KeyStatus {
 
 /// A text that is not a key status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a key status: expected active, inactive or used")]
+#[error(
+    "{0:?} is not a key status: expected active, inactive, used, expired, not_yet_valid or \
+     exhausted"
+)]
 pub struct KeyStatusError(String);
 
 impl FromStr for KeyStatus {
@@ -88,7 +113,7 @@ pub struct KeyView {
     pub shown: bool,
     /// The unit ID a device-bound key names.
     pub unit_id: Option<UnitId>,
-    /// Active, Inactive or Used.
+    /// Its status when it was read: Active, Inactive, Used, Expired, Not yet valid or Exhausted.
     pub status: KeyStatus,
     /// Successful enrollments with it.
     pub usage_count: u64,
@@ -102,6 +127,20 @@ pub struct KeyView {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    /// When it stops working; `None` for never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it starts working; `None` for from its creation.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub not_before: Option<OffsetDateTime>,
+    /// The most devices a mass-deployment key enrolls; `None` for no limit.
+    #[serde(default)]
+    pub usage_limit: Option<u64>,
+    /// Where devices enrolled with it land; `None` for nowhere in particular.
+    #[serde(default)]
+    pub folder: Option<Folder>,
 }
 
 impl fmt::Debug for KeyView {
@@ -120,6 +159,10 @@ impl fmt::Debug for KeyView {
             .field("unit_id", &self.unit_id)
             .field("status", &self.status)
             .field("usage_count", &self.usage_count)
+            .field("expires_at", &self.expires_at)
+            .field("not_before", &self.not_before)
+            .field("usage_limit", &self.usage_limit)
+            .field("folder", &self.folder)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +199,10 @@ pub struct DeviceView {
     /// The server (host:port, as the servers list names it) holding that session.
     #[serde(default)]
     pub connected_to: Option<String>,
+    /// The folder of the key it enrolled with, as that key had it then (later changes to the key
+    /// do not move the device).
+    #[serde(default)]
+    pub folder: Option<Folder>,
 }
 
 /// A command for a connected device (`POST /api/v1/devices/{unit_id}/commands`).
@@ -266,7 +313,7 @@ pub struct Page<T, A = KeyId> {
 /// A request to create keys. Its `Debug` and `Display` never show a typed password.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum CreateKeys {
     /// `quantity` one-time keys any one device may use.
     OneTime {
@@ -278,6 +325,26 @@ pub enum CreateKeys {
         #[serde(default)]
         #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
+        /// When they stop working (RFC 3339); never when left out.
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        expires_at: Option<OffsetDateTime>,
+        /// When they start working (RFC 3339); at once when left out.
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        not_before: Option<OffsetDateTime>,
+        /// Where devices enrolled with them land (`/Sites/Berlin`); nowhere in particular when
+        /// left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<Folder>,
     },
     /// One one-time key per unit ID, bound to it.
     DeviceBound {
@@ -288,6 +355,26 @@ pub enum CreateKeys {
         #[serde(default)]
         #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
+        /// When they stop working (RFC 3339); never when left out.
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        expires_at: Option<OffsetDateTime>,
+        /// When they start working (RFC 3339); at once when left out.
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        not_before: Option<OffsetDateTime>,
+        /// Where devices enrolled with them land (`/Sites/Berlin`); nowhere in particular when
+        /// left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<Folder>,
     },
     /// One mass-deployment key: random, or the password typed here.
     Mass {
@@ -309,6 +396,35 @@ pub enum CreateKeys {
         #[serde(default)]
         #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
+        /// When it stop working (RFC 3339); never when left out.
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        expires_at: Option<OffsetDateTime>,
+        /// When it start working (RFC 3339); at once when left out.
+        #[serde(
+            default,
+            with = "time::serde::rfc3339::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        not_before: Option<OffsetDateTime>,
+        /// Where devices enrolled with it land (`/Sites/Berlin`); nowhere in particular when
+        /// left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<Folder>,
+        /// The most devices it enrolls; no limit when left out. Only mass-deployment keys have
+        /// one: the other kinds enroll one device each.
+        #[serde(
+            default,
+            deserialize_with = "crate::whole_number::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000000))]
+        usage_limit: Option<u64>,
     },
 }
 
@@ -347,13 +463,86 @@ pub struct CreatedKeys {
     pub ids: Vec<KeyId>,
 }
 
-/// A change to one key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The most uses a mass-deployment key may be limited to.
+pub const MAX_USAGE_LIMIT: u64 = 1_000_000_000;
+
+/// A change to one key: each member left out stays as it is; `null` clears a lifetime bound, the
+/// usage limit or the folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct EditKey {
     /// The new comment.
-    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
-    pub comment: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, nullable = false))]
+    pub comment: Option<String>,
+    /// The new end of its lifetime (RFC 3339), or `null` for never.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "change_of_time"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// The new start of its lifetime (RFC 3339), or `null` for at once.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "change_of_time"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub not_before: Option<Option<OffsetDateTime>>,
+    /// The new usage limit of a mass-deployment key, or `null` for none. Other kinds have none
+    /// (422).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole_number::change"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 1, maximum = 1000000000)
+    )]
+    pub usage_limit: Option<Option<u64>>,
+    /// The new folder, or `null` for none. Devices enrolled already stay where they landed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "change"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Folder>))]
+    pub folder: Option<Option<Folder>>,
+}
+
+/// A member of a change that may be left out (`None`: no change) or `null` (`Some(None)`: clear).
+fn change<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// A time member of a change, RFC 3339: left out (no change), `null` (clear) or a time.
+mod change_of_time {
+    use time::OffsetDateTime;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        value: &Option<Option<OffsetDateTime>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::option::serialize(&value.flatten(), serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        time::serde::rfc3339::option::deserialize(deserializer).map(Some)
+    }
 }
 
 /// The most keys one admin API request creates (the command line on the server machine makes up

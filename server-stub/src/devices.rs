@@ -11,7 +11,7 @@ use onboard_protocol::admin::{DeviceView, Page};
 use onboard_protocol::connector::Command;
 use onboard_protocol::{Inventory, UnitId};
 
-use crate::store::{self, Actor, DeviceRecord, PageRequest, Store, StoreError};
+use crate::store::{self, Actor, DeviceFilter, DeviceRecord, PageRequest, Store, StoreError};
 
 /// Why a command was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +36,13 @@ impl DeviceAdmin {
         Self { store }
     }
 
-    /// One page of the enrolled devices, by unit ID.
+    /// One page of the enrolled devices `filter` matches, by unit ID.
     pub async fn list(
         &self,
+        filter: &DeviceFilter,
         page: &PageRequest<UnitId>,
     ) -> Result<Page<DeviceView, UnitId>, StoreError> {
-        let rows = self.store.devices(&page.probe()).await?;
+        let rows = self.store.devices_matching(filter, &page.probe()).await?;
         let running = self.running().await?;
         store::paged(
             rows,
@@ -102,9 +103,9 @@ impl DeviceAdmin {
         }
     }
 
-    /// How many devices are enrolled.
-    pub async fn count(&self) -> Result<u64, StoreError> {
-        self.store.count_devices().await
+    /// How many enrolled devices `filter` matches.
+    pub async fn count(&self, filter: &DeviceFilter) -> Result<u64, StoreError> {
+        self.store.count_devices_matching(filter).await
     }
 
     /// Forgets a device so its unit ID may enroll again with a new key pair.
@@ -133,5 +134,6 @@ pub fn view(device: DeviceRecord, running: &HashSet<String>) -> DeviceView {
         key_id: device.key_id,
         enrolled_at: device.enrolled_at,
         last_seen: device.last_seen,
+        folder: device.folder,
     }
 }

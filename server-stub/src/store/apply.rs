@@ -1,7 +1,7 @@
 //! The flows that apply a decision, written once for both backends over the row operations of
 //! one transaction ([`Tx`]): enroll (the keys of an attempt in order, [`claim::decide`] for each),
 //! renew ([`renewal::decide`]), touch ([`renewal::held`]), delete a device, queue a command,
-//! change keys (statuses by [`claim::status`]) and insert keys (clashes by
+//! change keys (stored statuses by [`claim::stored_status`]) and insert keys (clashes by
 //! [`claim::after_clash`]). Each reads rows, asks the rule, writes what it decided and the audit
 //! line; the backend opened the transaction, holds its locks and commits it. Nothing here decides
 //! a rule itself.
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::error::{Missing, StoreError};
 use super::rows::{
     Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt, EnrollOutcome, MakeKey, Progress,
-    RenewOutcome, RenewalRequest, SessionRef,
+    KeyPatch, RenewOutcome, RenewalRequest, SessionRef,
 };
 use super::tx::{KeyChange, KeyInsert, Seen, Tx};
 use crate::ca::IssueOnce;
@@ -78,6 +78,7 @@ async fn enroll_key<T: Tx>(
             key_id: device.key_id,
             lapsed: device.not_after < attempt.lapsed_before,
         }),
+        now,
     );
     audit.key_id = key.as_ref().map(|key| key.id);
     let outcome = match decision {
@@ -99,7 +100,7 @@ async fn enroll_key<T: Tx>(
             let Some(key) = key else {
                 return Err(tx.corrupt("a consumption with no key".to_owned()));
             };
-            let status = claim::status(key.kind, key.active, key.usage_count + 1);
+            let status = claim::stored_status(key.kind, key.active, key.usage_count + 1);
             if !tx.consume_key(key.id, status, now).await? {
                 tracing::error!(
                     key_id = key.id,
@@ -123,6 +124,8 @@ async fn enroll_key<T: Tx>(
                 not_after: issued.not_after,
                 key_id: Some(key.id),
                 key_kind: key.kind,
+                // Copied: a later edit or deletion of the key does not move the device.
+                folder: key.folder.clone(),
                 enrolled_at: now,
                 last_seen: now,
                 inventory: None,
@@ -349,6 +352,8 @@ pub(crate) enum KeyEdit {
     Comment(String),
     /// Activate (`true`) or deactivate.
     Active(bool),
+    /// A comment, terms or both (one key).
+    Patch(KeyPatch),
     /// Delete.
     Delete,
 }
@@ -357,7 +362,7 @@ impl KeyEdit {
     /// The audit event.
     fn event(&self) -> &'static str {
         match self {
-            KeyEdit::Comment(_) => "keys.edit",
+            KeyEdit::Comment(_) | KeyEdit::Patch(_) => "keys.edit",
             KeyEdit::Active(true) => "keys.activate",
             KeyEdit::Active(false) => "keys.deactivate",
             KeyEdit::Delete => "keys.delete",
@@ -365,8 +370,9 @@ impl KeyEdit {
     }
 }
 
-/// Applies `edit` to every key of `ids` (a new status from [`claim::status`]) and audits it: all
-/// of them, or none when one is unknown ([`Missing::Keys`]).
+/// Applies `edit` to every key of `ids` (a new stored status from [`claim::stored_status`], new
+/// terms merged over the key's) and audits it: all of them, or none when one is unknown
+/// ([`Missing::Keys`]).
 pub(crate) async fn change_keys<T: Tx>(
     tx: &mut T,
     ids: &[KeyId],
@@ -387,14 +393,36 @@ pub(crate) async fn change_keys<T: Tx>(
     if !missing.is_empty() {
         return Err(StoreError::NotFound(Missing::Keys(missing)));
     }
+    let mut detail = id_list(ids);
     for id in ids {
         let key = &found[id];
         let change = match edit {
             KeyEdit::Comment(comment) => KeyChange::Comment(comment),
             KeyEdit::Active(active) => KeyChange::Active {
                 active: *active,
-                status: claim::status(key.kind, *active, key.usage_count),
+                status: claim::stored_status(key.kind, *active, key.usage_count),
             },
+            KeyEdit::Patch(patch) => {
+                if let Some(comment) = &patch.comment {
+                    tx.change_key(key.id, KeyChange::Comment(comment)).await?;
+                }
+                detail = patch.describe();
+                if !patch.changes_terms() {
+                    continue;
+                }
+                let limits = claim::Limits {
+                    not_before: patch.not_before.unwrap_or(key.limits.not_before),
+                    expires_at: patch.expires_at.unwrap_or(key.limits.expires_at),
+                    usage_limit: patch.usage_limit.unwrap_or(key.limits.usage_limit),
+                };
+                let folder = match &patch.folder {
+                    Some(folder) => folder.as_ref(),
+                    None => key.folder.as_ref(),
+                };
+                tx.change_key(key.id, KeyChange::Terms { limits, folder })
+                    .await?;
+                continue;
+            }
             KeyEdit::Delete => KeyChange::Delete,
         };
         tx.change_key(key.id, change).await?;
@@ -402,7 +430,7 @@ pub(crate) async fn change_keys<T: Tx>(
     let mut entry = AuditEntry::new(edit.event(), actor);
     entry.key_id = (ids.len() == 1).then(|| ids[0]);
     if !matches!(edit, KeyEdit::Comment(_)) {
-        entry.detail = id_list(ids);
+        entry.detail = detail;
     }
     tx.audit(&entry).await
 }
@@ -431,7 +459,7 @@ pub(crate) async fn insert_keys<T: Tx>(
                 .iter()
                 .map(|&(index, _)| {
                     let key = make(index);
-                    let status = claim::status(key.kind, true, 0);
+                    let status = claim::stored_status(key.kind, true, 0);
                     KeyInsert { key, status }
                 })
                 .collect();

@@ -32,10 +32,10 @@ pub use error::{Missing, StoreError};
 pub use interface::Store;
 pub use postgres::{Dump, PostgresStore};
 pub(crate) use query::paged;
-pub use query::{AuditFilter, KeyFilter, PageRequest};
+pub use query::{AuditFilter, DeviceFilter, KeyFilter, PageRequest};
 pub use rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
+    EnrollOutcome, KeyPatch, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
     ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 pub use sqlite::SqliteStore;

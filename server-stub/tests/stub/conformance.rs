@@ -40,6 +40,8 @@ fn new_key(n: u64, kind: KeyKind, unit: Option<&str>, generated: bool) -> NewKey
         unit_id: unit.map(|text| text.parse().unwrap()),
         comment: format!("key {n}"),
         generated,
+        limits: ums_stub::claim::Limits::default(),
+        folder: None,
     }
 }
 
@@ -1578,7 +1580,7 @@ async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     }))
     .await;
     for store in &opened {
-        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 4);
+        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 5);
     }
     // Exactly one open applied the row-MAC migration, so only it may seal rows on its own.
     assert_eq!(
@@ -1649,7 +1651,7 @@ async fn the_postgres_store_speaks_tls_to_a_database_it_trusts_only() {
     std::fs::write(&ours, ca).unwrap();
     std::fs::write(&theirs, other_ca).unwrap();
     let store = PostgresStore::open_with(&url, Some(&ours)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert!(
         PostgresStore::open_with(&url, Some(&theirs)).await.is_err(),
         "a database whose certificate another CA issued is refused"
