@@ -328,7 +328,8 @@ pub enum CreateKeys {
         /// When they stop working (RFC 3339); never when left out.
         #[serde(
             default,
-            with = "time::serde::rfc3339::option",
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::expires_at",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -336,7 +337,8 @@ pub enum CreateKeys {
         /// When they start working (RFC 3339); at once when left out.
         #[serde(
             default,
-            with = "time::serde::rfc3339::option",
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::not_before",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -358,7 +360,8 @@ pub enum CreateKeys {
         /// When they stop working (RFC 3339); never when left out.
         #[serde(
             default,
-            with = "time::serde::rfc3339::option",
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::expires_at",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -366,7 +369,8 @@ pub enum CreateKeys {
         /// When they start working (RFC 3339); at once when left out.
         #[serde(
             default,
-            with = "time::serde::rfc3339::option",
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::not_before",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -399,7 +403,8 @@ pub enum CreateKeys {
         /// When it stop working (RFC 3339); never when left out.
         #[serde(
             default,
-            with = "time::serde::rfc3339::option",
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::expires_at",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -407,7 +412,8 @@ pub enum CreateKeys {
         /// When it start working (RFC 3339); at once when left out.
         #[serde(
             default,
-            with = "time::serde::rfc3339::option",
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::not_before",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -420,7 +426,7 @@ pub enum CreateKeys {
         /// one: the other kinds enroll one device each.
         #[serde(
             default,
-            deserialize_with = "crate::whole_number::option",
+            deserialize_with = "named::usage_limit",
             skip_serializing_if = "Option::is_none"
         )]
         #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000000))]
@@ -484,7 +490,8 @@ pub struct EditKey {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "change_of_time"
+        serialize_with = "named::serialize_change_of_time",
+        deserialize_with = "named::expires_at_change"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub expires_at: Option<Option<OffsetDateTime>>,
@@ -492,7 +499,8 @@ pub struct EditKey {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        with = "change_of_time"
+        serialize_with = "named::serialize_change_of_time",
+        deserialize_with = "named::not_before_change"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub not_before: Option<Option<OffsetDateTime>>,
@@ -501,7 +509,7 @@ pub struct EditKey {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::whole_number::change"
+        deserialize_with = "named::usage_limit_change"
     )]
     #[cfg_attr(
         feature = "openapi",
@@ -527,21 +535,72 @@ where
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
-/// A time member of a change, RFC 3339: left out (no change), `null` (clear) or a time.
-mod change_of_time {
+/// The deserializers of the members whose errors would not say which member they are about
+/// (serde's messages name a value, not its member, inside a tagged request): each error starts
+/// with the member's name. Changes read left out as `None`, `null` as `Some(None)`.
+mod named {
+    use std::fmt::Display;
+
+    use serde::Deserializer;
+    use serde::de::Error;
     use time::OffsetDateTime;
 
-    pub(super) fn serialize<S: serde::Serializer>(
+    fn name<T, E: Display, D: Error>(member: &str, read: Result<T, E>) -> Result<T, D> {
+        read.map_err(|error| D::custom(format!("{member}: {error}")))
+    }
+
+    pub(super) fn expires_at<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        name(
+            "expires_at",
+            time::serde::rfc3339::option::deserialize(deserializer),
+        )
+    }
+
+    pub(super) fn not_before<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        name(
+            "not_before",
+            time::serde::rfc3339::option::deserialize(deserializer),
+        )
+    }
+
+    pub(super) fn usage_limit<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        name("usage_limit", crate::whole_number::option(deserializer))
+    }
+
+    pub(super) fn expires_at_change<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        expires_at(deserializer).map(Some)
+    }
+
+    pub(super) fn not_before_change<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        not_before(deserializer).map(Some)
+    }
+
+    pub(super) fn usage_limit_change<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<u64>>, D::Error> {
+        usage_limit(deserializer).map(Some)
+    }
+
+    /// A time member of a change as sent: `null` to clear, or RFC 3339.
+    #[expect(
+        clippy::ref_option,
+        reason = "serde's serialize_with passes a reference"
+    )]
+    pub(super) fn serialize_change_of_time<S: serde::Serializer>(
         value: &Option<Option<OffsetDateTime>>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         time::serde::rfc3339::option::serialize(&value.flatten(), serializer)
-    }
-
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
-        time::serde::rfc3339::option::deserialize(deserializer).map(Some)
     }
 }
 
@@ -933,6 +992,10 @@ mod tests {
             );
         }
         assert_eq!("USED".parse::<KeyStatus>().unwrap(), KeyStatus::Used);
+        assert_eq!(
+            serde_json::to_value(KeyStatus::NotYetValid).unwrap(),
+            "not_yet_valid"
+        );
         assert!("spent".parse::<KeyStatus>().is_err());
     }
 
@@ -949,12 +1012,127 @@ mod tests {
             usage_date: Some(time::macros::datetime!(2026-11-22 10:00 UTC)),
             comment: "lab".to_owned(),
             created_at: time::macros::datetime!(2026-11-21 09:00 UTC),
+            expires_at: Some(time::macros::datetime!(2026-12-21 09:00 UTC)),
+            not_before: None,
+            usage_limit: None,
+            folder: Some("/Sites/Berlin".parse().unwrap()),
         };
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["type"], "device-bound");
         assert_eq!(json["status"], "used");
         assert_eq!(json["usage_date"], "2026-11-22T10:00:00Z");
+        assert_eq!(json["expires_at"], "2026-12-21T09:00:00Z");
+        assert_eq!(json["folder"], "/Sites/Berlin");
         assert_eq!(serde_json::from_value::<KeyView>(json).unwrap(), view);
+    }
+
+    #[test]
+    fn a_creation_request_takes_a_lifetime_and_folder_and_a_usage_limit_on_mass_keys_only() {
+        let mass: CreateKeys = serde_json::from_str(
+            r#"{"type":"mass","usage_limit":10.0,"expires_at":"2026-12-31T23:00:00+01:00",
+                "not_before":"2026-12-01T00:00:00Z","folder":"/Sites/Berlin"}"#,
+        )
+        .unwrap();
+        let CreateKeys::Mass {
+            usage_limit,
+            expires_at,
+            not_before,
+            folder,
+            ..
+        } = &mass
+        else {
+            panic!("{mass}")
+        };
+        assert_eq!(*usage_limit, Some(10));
+        assert_eq!(
+            *expires_at,
+            Some(time::macros::datetime!(2026-12-31 22:00 UTC))
+        );
+        assert_eq!(
+            *not_before,
+            Some(time::macros::datetime!(2026-12-01 00:00 UTC))
+        );
+        assert_eq!(folder.as_ref().map(Folder::as_str), Some("/Sites/Berlin"));
+        let back: CreateKeys =
+            serde_json::from_value(serde_json::to_value(&mass).unwrap()).unwrap();
+        assert_eq!(back, mass);
+        // Left out: as keys were before they had any.
+        let plain: CreateKeys =
+            serde_json::from_str(r#"{"type":"one-time","quantity":2}"#).unwrap();
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            serde_json::json!({"type": "one-time", "quantity": 2, "comment": ""})
+        );
+        let refused = [
+            (
+                r#"{"type":"one-time","quantity":2,"usage_limit":3}"#,
+                "usage_limit",
+            ),
+            (
+                r#"{"type":"device-bound","unit_ids":["00E0C5540B8B"],"usage_limit":3}"#,
+                "usage_limit",
+            ),
+            (r#"{"type":"mass","usage_limit":-1}"#, "usage_limit"),
+            (r#"{"type":"mass","folder":"Sites"}"#, "folder"),
+            (r#"{"type":"mass","expires_at":"tomorrow"}"#, "expires_at"),
+            (
+                r#"{"type":"one-time","quantity":2,"expires":"2026-12-31T23:00:00Z"}"#,
+                "expires",
+            ),
+        ];
+        for (json, field) in refused {
+            let error = serde_json::from_str::<CreateKeys>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(field), "{json}: {error}");
+        }
+        let error = serde_json::from_str::<CreateKeys>(refused[0].0)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `usage_limit`"), "{error}");
+    }
+
+    #[test]
+    fn an_edit_leaves_out_keeps_nulls_clear_and_values_set() {
+        let edit = |json: &str| serde_json::from_str::<EditKey>(json);
+        assert_eq!(edit("{}").unwrap(), EditKey::default());
+        let cleared =
+            edit(r#"{"expires_at":null,"not_before":null,"usage_limit":null,"folder":null}"#)
+                .unwrap();
+        assert_eq!(
+            cleared,
+            EditKey {
+                comment: None,
+                expires_at: Some(None),
+                not_before: Some(None),
+                usage_limit: Some(None),
+                folder: Some(None),
+            }
+        );
+        let set = edit(
+            r#"{"comment":"x","expires_at":"2026-12-31T23:00:00Z","usage_limit":5.0,
+                "folder":"/Sites"}"#,
+        )
+        .unwrap();
+        assert_eq!(set.comment.as_deref(), Some("x"));
+        assert_eq!(
+            set.expires_at,
+            Some(Some(time::macros::datetime!(2026-12-31 23:00 UTC)))
+        );
+        assert_eq!(set.usage_limit, Some(Some(5)));
+        assert_eq!(set.not_before, None);
+        for edited in [cleared, set] {
+            let back = edit(&serde_json::to_string(&edited).unwrap()).unwrap();
+            assert_eq!(back, edited);
+        }
+        for bad in [
+            r#"{"comment":null}"#,
+            r#"{"expire_at":null}"#,
+            r#"{"folder":"/a//b"}"#,
+            r#"{"usage_limit":1.5}"#,
+        ] {
+            assert!(edit(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -965,7 +1143,11 @@ mod tests {
             request,
             CreateKeys::Mass {
                 password: Some("Rollout 2026".to_owned()),
-                comment: String::new()
+                comment: String::new(),
+                expires_at: None,
+                not_before: None,
+                folder: None,
+                usage_limit: None,
             }
         );
         assert!(!request.to_string().contains("Rollout"));

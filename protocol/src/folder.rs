@@ -125,7 +125,12 @@ mod tests {
 
     #[test]
     fn folders_are_absolute_paths_of_names() {
-        for good in ["/Sites", "/Sites/Berlin", "/a b/c-d/ä", "/Sites/Berlin/Floor 2"] {
+        for good in [
+            "/Sites",
+            "/Sites/Berlin",
+            "/a b/c-d/ä",
+            "/Sites/Berlin/Floor 2",
+        ] {
             assert_eq!(good.parse::<Folder>().unwrap().as_str(), good);
         }
         let bad = [
@@ -161,11 +166,7 @@ mod tests {
             ("/Sites/Ber", false),
             ("/Other", false),
         ] {
-            assert_eq!(
-                folder.is_under(&prefix.parse().unwrap()),
-                under,
-                "{prefix}"
-            );
+            assert_eq!(folder.is_under(&prefix.parse().unwrap()), under, "{prefix}");
         }
     }
 }

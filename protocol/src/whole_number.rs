@@ -77,16 +77,6 @@ where
     Option::<Whole<T>>::deserialize(deserializer).map(|value| value.map(|whole| whole.0))
 }
 
-/// An integer member of a change: left out (with `#[serde(default)]`: `None`, no change),
-/// `null` (`Some(None)`: clear it) or a number.
-pub fn change<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: TryFrom<u64> + TryFrom<i64>,
-{
-    option(deserializer).map(Some)
-}
-
 /// A list of integers.
 pub fn list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where

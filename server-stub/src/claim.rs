@@ -301,12 +301,7 @@ mod tests {
         assert!(exportable(Active) && exportable(KeyStatus::NotYetValid));
         assert!(may_limit_usage(MassDeployment));
         assert!(!may_limit_usage(OneTime) && !may_limit_usage(DeviceBound));
-        for never in [
-            Inactive,
-            Used,
-            KeyStatus::Expired,
-            KeyStatus::Exhausted,
-        ] {
+        for never in [Inactive, Used, KeyStatus::Expired, KeyStatus::Exhausted] {
             assert!(!exportable(never), "{never}");
         }
     }
@@ -593,7 +588,11 @@ mod tests {
                 );
             }
             // A retry with another key: answered only if that key would have been good.
-            let other_key = if decision == Consume { Repeat } else { decision };
+            let other_key = if decision == Consume {
+                Repeat
+            } else {
+                decision
+            };
             assert_eq!(
                 decide(attempt, Some(key), device(PAIR, Some(OTHER_KEY)), NOW),
                 other_key,
@@ -731,7 +730,10 @@ mod tests {
                 lapsed: false,
             }),
         ] {
-            assert_eq!(decide(attempt, None, device, NOW), Decision::Refuse(KeyUnknown));
+            assert_eq!(
+                decide(attempt, None, device, NOW),
+                Decision::Refuse(KeyUnknown)
+            );
         }
     }
 

@@ -47,9 +47,7 @@ pub enum KeyError {
     #[error(transparent)]
     WeakMassKey(#[from] crate::mass_key_floor::WeakMassKey),
     /// Keys named for export that cannot go on a stick.
-    #[error(
-        "key {id} is {status}; only active keys (and keys not valid yet) can be exported"
-    )]
+    #[error("key {id} is {status}; only active keys (and keys not valid yet) can be exported")]
     NotExportable {
         /// The key.
         id: KeyId,
@@ -329,9 +327,8 @@ impl KeyAdmin {
         }
         check_comment(comment)?;
         let (vault, comment, terms) = (self.vault.clone(), comment.to_owned(), terms.clone());
-        let make = Box::new(move |_| {
-            Self::generated(&vault, KeyKind::OneTime, None, &comment, &terms)
-        });
+        let make =
+            Box::new(move |_| Self::generated(&vault, KeyKind::OneTime, None, &comment, &terms));
         Ok(self
             .store
             .insert_keys(quantity, make, progress, actor)
@@ -448,7 +445,12 @@ impl KeyAdmin {
 
     /// The view of a stored key at `now`: its value unsealed, then masked unless `show`; its
     /// status as [`claim::status`] decides it at `now`.
-    fn view(&self, stored: StoredKey, show: bool, now: OffsetDateTime) -> Result<KeyView, KeyError> {
+    fn view(
+        &self,
+        stored: StoredKey,
+        show: bool,
+        now: OffsetDateTime,
+    ) -> Result<KeyView, KeyError> {
         let key = self.vault.open(&stored.sealed, &stored.lookup)?;
         Ok(KeyView {
             status: claim::status(

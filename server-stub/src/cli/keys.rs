@@ -207,7 +207,9 @@ pub(super) fn duration(text: &str) -> Result<time::Duration, String> {
     };
     // Bounded well inside what a time can hold: a hundred years.
     if number == 0 || number.saturating_mul(unit.whole_seconds()) > 100 * 366 * 86_400 {
-        return Err(format!("{text:?}: a duration is from 1 second to 100 years"));
+        return Err(format!(
+            "{text:?}: a duration is from 1 second to 100 years"
+        ));
     }
     Ok(unit * i32::try_from(number).map_err(|_| bad())?)
 }
@@ -220,7 +222,8 @@ pub(super) fn rfc3339(text: &str) -> Result<OffsetDateTime, String> {
 
 /// A folder on the command line.
 pub(super) fn folder(text: &str) -> Result<Folder, String> {
-    text.parse().map_err(|error: onboard_protocol::FolderError| error.to_string())
+    text.parse()
+        .map_err(|error: onboard_protocol::FolderError| error.to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -587,10 +590,16 @@ fn changed(edit: &EditKey, view: &onboard_protocol::admin::KeyView) -> String {
         parts.push("comment set".to_owned());
     }
     if edit.expires_at.is_some() {
-        parts.push(format!("expires {}", time(view.expires_at).replace("none", "never")));
+        parts.push(format!(
+            "expires {}",
+            time(view.expires_at).replace("none", "never")
+        ));
     }
     if edit.not_before.is_some() {
-        parts.push(format!("valid from {}", time(view.not_before).replace("none", "now")));
+        parts.push(format!(
+            "valid from {}",
+            time(view.not_before).replace("none", "now")
+        ));
     }
     if edit.usage_limit.is_some() {
         parts.push(match view.usage_limit {
@@ -677,7 +686,17 @@ mod tests {
         for (text, expected) in table {
             assert_eq!(duration(text), expected, "{text}");
         }
-        for bad in ["", "30", "d", "30x", "-1d", "1.5d", "0d", "40000d", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "d",
+            "30x",
+            "-1d",
+            "1.5d",
+            "0d",
+            "40000d",
+            "99999999999999999999d",
+        ] {
             assert!(duration(bad).is_err(), "{bad} was read");
         }
     }

@@ -169,7 +169,9 @@ impl From<KeyError> for ApiError {
             | KeyError::Server(_)
             | KeyError::Comment
             | KeyError::UsageLimit
-            | KeyError::UsageLimitKind(..) => ApiError::code(ProblemCode::Invalid, error.to_string()),
+            | KeyError::UsageLimitKind(..) => {
+                ApiError::code(ProblemCode::Invalid, error.to_string())
+            }
             KeyError::NotExportable { .. } | KeyError::NothingToExport => {
                 ApiError::code(ProblemCode::Conflict, error.to_string())
             }

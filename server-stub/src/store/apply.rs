@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use super::error::{Missing, StoreError};
 use super::rows::{
-    Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt, EnrollOutcome, MakeKey, Progress,
-    KeyPatch, RenewOutcome, RenewalRequest, SessionRef,
+    Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt, EnrollOutcome, KeyPatch, MakeKey,
+    Progress, RenewOutcome, RenewalRequest, SessionRef,
 };
 use super::tx::{KeyChange, KeyInsert, Seen, Tx};
 use crate::ca::IssueOnce;

@@ -11,8 +11,8 @@ use super::error::StoreError;
 use super::query::{AuditFilter, DeviceFilter, KeyFilter, PageRequest};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
-    SessionRow, StoredKey, TokenRow, UnsealedRows,
+    KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow,
+    SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
 use crate::cluster::MainUmsId;

@@ -35,7 +35,7 @@ pub(crate) use query::paged;
 pub use query::{AuditFilter, DeviceFilter, KeyFilter, PageRequest};
 pub use rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DISCONNECT, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, KeyPatch, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac, RowSealer,
-    ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
+    EnrollOutcome, KeyPatch, MakeKey, NewKey, Progress, RenewOutcome, RenewalRequest, RowMac,
+    RowSealer, ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 pub use sqlite::SqliteStore;

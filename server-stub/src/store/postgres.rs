@@ -29,8 +29,8 @@ use super::query::{
 };
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
-    SessionRow, StoredKey, TokenRow, UnsealedRows,
+    KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow,
+    SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
 use crate::claim;
@@ -599,8 +599,7 @@ impl Store for PostgresStore {
     }
 
     async fn edit_key(&self, id: KeyId, patch: KeyPatch, actor: &Actor) -> Result<(), StoreError> {
-        self.change_keys(&[id], KeyEdit::Patch(patch), actor)
-            .await
+        self.change_keys(&[id], KeyEdit::Patch(patch), actor).await
     }
 
     async fn set_active(

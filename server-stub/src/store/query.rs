@@ -3,8 +3,8 @@
 //! written once and numbered in each backend's parameter style (`Dialect`).
 
 use onboard_protocol::UnitId;
-use onboard_protocol::{Folder, KeyKind};
 use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Folder, KeyKind};
 use time::OffsetDateTime;
 
 /// Which keys to list. Empty fields match everything.
@@ -194,14 +194,18 @@ impl Select {
 
     /// Narrows it by `clause`, whose `?`s are `values` in order.
     pub(crate) fn and_each(&mut self, clause: &str, values: Vec<Value>) {
-        let mut clause = clause.to_owned();
-        for value in values {
+        // Each `?` of the clause as written becomes the next parameter (SQLite's own `?N`
+        // would be found again by a plain replace).
+        let mut pieces = clause.split('?');
+        let mut clause = pieces.next().unwrap_or_default().to_owned();
+        for (value, piece) in values.into_iter().zip(pieces) {
             self.values.push(value);
-            let parameter = match self.dialect {
-                Dialect::Sqlite => format!("?{}", self.values.len()),
-                Dialect::Postgres => format!("${}", self.values.len()),
-            };
-            clause = clause.replacen('?', &parameter, 1);
+            match self.dialect {
+                Dialect::Sqlite => clause.push('?'),
+                Dialect::Postgres => clause.push('$'),
+            }
+            clause.push_str(&self.values.len().to_string());
+            clause.push_str(piece);
         }
         self.sql.push_str(if self.conditions == 0 {
             " WHERE "
@@ -501,6 +505,52 @@ mod tests {
                 "SELECT {KEY_COLUMNS} FROM keys WHERE kind = $1 AND strpos(lower(comment), \
                  lower($2)) > 0 AND id = ANY($3) AND id > $4 ORDER BY id LIMIT $5"
             )
+        );
+    }
+
+    #[test]
+    fn a_folder_filter_numbers_both_its_parameters_and_a_status_filter_takes_its_instant() {
+        let filter = DeviceFilter {
+            folder: Some("/Sites".parse().unwrap()),
+        };
+        let (sqlite, values) = devices_page(Dialect::Sqlite, &filter, &PageRequest::first(5));
+        assert_eq!(
+            sqlite,
+            format!(
+                "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE (folder = ?1 OR \
+                 instr(folder, ?2) = 1) ORDER BY unit_id LIMIT ?3"
+            )
+        );
+        assert_eq!(
+            values,
+            [
+                Value::Text("/Sites".to_owned()),
+                Value::Text("/Sites/".to_owned()),
+                Value::Int(5)
+            ]
+        );
+        let (postgres, _) = devices_count(Dialect::Postgres, &filter);
+        assert_eq!(
+            postgres,
+            "SELECT count(*) FROM devices WHERE (folder = $1 OR strpos(folder, $2) = 1)"
+        );
+        let at = time::macros::datetime!(2026-11-30 12:00 UTC);
+        let expired = KeyFilter {
+            status: Some(KeyStatus::Expired),
+            at: Some(at),
+            ..KeyFilter::default()
+        };
+        let (sql, values) = keys_count(Dialect::Sqlite, &expired);
+        assert_eq!(
+            sql,
+            "SELECT count(*) FROM keys WHERE status = ?1 AND expires_at <= ?2"
+        );
+        assert_eq!(
+            values,
+            [
+                Value::Text("active".to_owned()),
+                Value::Int(at.unix_timestamp())
+            ]
         );
     }
 

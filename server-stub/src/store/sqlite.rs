@@ -34,8 +34,8 @@ use super::query::{
 };
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow, SessionRef,
-    SessionRow, StoredKey, TokenRow, UnsealedRows,
+    KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer, ServerBeat, ServerRow,
+    SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use super::tx::ready;
 use crate::ca::IssueOnce;

@@ -420,7 +420,7 @@ fn every_key_change_is_in_the_audit_log() {
         events,
         [
             ("keys.create", None, "IDs 1, 2, 3"),
-            ("keys.edit", Some(2), ""),
+            ("keys.edit", Some(2), "comment"),
             ("keys.deactivate", None, "IDs 1, 3"),
             ("keys.activate", Some(3), "IDs 3"),
             ("keys.delete", Some(1), "IDs 1"),

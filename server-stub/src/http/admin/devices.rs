@@ -6,8 +6,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use onboard_protocol::{Folder, UnitId};
 use onboard_protocol::admin::{CommandQueued, DeviceView, Page, SendCommand};
+use onboard_protocol::{Folder, UnitId};
 
 use super::{Admin, Body, Params, PathParam, page};
 use crate::http::{ApiError, Shared};

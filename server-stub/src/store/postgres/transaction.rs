@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use onboard_protocol::{Folder, UnitId};
 use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Folder, UnitId};
 use time::OffsetDateTime;
 
 use super::{PostgresStore, audit_in, count};

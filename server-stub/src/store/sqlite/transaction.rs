@@ -1,7 +1,7 @@
 //! The row operations of a SQLite transaction ([`Tx`]) for the flows of `apply.rs`.
 
-use onboard_protocol::{Folder, UnitId};
 use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Folder, UnitId};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
@@ -53,7 +53,10 @@ impl<'a> SqliteTx<'a> {
         let limits = Limits {
             not_before: time(row.get(first).map_err(get)?)?,
             expires_at: time(row.get(first + 1).map_err(get)?)?,
-            usage_limit: row.get::<_, Option<i64>>(first + 2).map_err(get)?.map(count),
+            usage_limit: row
+                .get::<_, Option<i64>>(first + 2)
+                .map_err(get)?
+                .map(count),
         };
         let folder = row
             .get::<_, Option<String>>(first + 3)
