@@ -630,7 +630,8 @@ pub const MAX_KEY_IDS: usize = 100_000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportKeys {
-    /// The keys to export, all active; empty for every active key.
+    /// The keys to export, each active or not valid yet; empty for every such key. Expired,
+    /// exhausted, used and inactive keys are never exported.
     #[serde(default, deserialize_with = "crate::whole_number::list")]
     #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
     pub ids: Vec<KeyId>,

@@ -622,19 +622,93 @@ mod tests {
         let expired = limits("past", "future", "reached");
         let early = limits("future", "future", "-");
         #[rustfmt::skip]
-        let table: &[(KeyKind, bool, u64, Option<&UnitId>, Limits, KeyStatus, ProblemCode)] = &[
+        /// kind, active, uses, bound to, limits => status, refusal
+        type Row<'u> = (KeyKind, bool, u64, Option<&'u UnitId>, Limits, KeyStatus, ProblemCode);
+        let table: &[Row<'_>] = &[
             // kind         active uses bound to          limits   => status              refusal
-            (OneTime,        false, 0, None,              expired, KeyStatus::Inactive,    KeyInactive),
-            (OneTime,        true,  1, None,              expired, KeyStatus::Used,        KeyUsed),
-            (OneTime,        false, 1, None,              early,   KeyStatus::Used,        KeyInactive),
-            (OneTime,        true,  0, None,              expired, KeyStatus::Expired,     KeyExpired),
-            (OneTime,        true,  0, None,              early,   KeyStatus::NotYetValid, KeyNotYetValid),
-            (DeviceBound,    true,  0, Some(&other_unit), expired, KeyStatus::Expired,     KeyBoundToOtherDevice),
-            (DeviceBound,    true,  1, Some(&this_unit),  early,   KeyStatus::Used,        KeyUsed),
-            (DeviceBound,    true,  0, Some(&this_unit),  expired, KeyStatus::Expired,     KeyExpired),
-            (DeviceBound,    true,  0, Some(&this_unit),  early,   KeyStatus::NotYetValid, KeyNotYetValid),
-            (MassDeployment, false, 3, None,              expired, KeyStatus::Inactive,    KeyInactive),
-            (MassDeployment, false, 0, None,              early,   KeyStatus::Inactive,    KeyInactive),
+            (
+                OneTime,
+                false,
+                0,
+                None,
+                expired,
+                KeyStatus::Inactive,
+                KeyInactive,
+            ),
+            (OneTime, true, 1, None, expired, KeyStatus::Used, KeyUsed),
+            (OneTime, false, 1, None, early, KeyStatus::Used, KeyInactive),
+            (
+                OneTime,
+                true,
+                0,
+                None,
+                expired,
+                KeyStatus::Expired,
+                KeyExpired,
+            ),
+            (
+                OneTime,
+                true,
+                0,
+                None,
+                early,
+                KeyStatus::NotYetValid,
+                KeyNotYetValid,
+            ),
+            (
+                DeviceBound,
+                true,
+                0,
+                Some(&other_unit),
+                expired,
+                KeyStatus::Expired,
+                KeyBoundToOtherDevice,
+            ),
+            (
+                DeviceBound,
+                true,
+                1,
+                Some(&this_unit),
+                early,
+                KeyStatus::Used,
+                KeyUsed,
+            ),
+            (
+                DeviceBound,
+                true,
+                0,
+                Some(&this_unit),
+                expired,
+                KeyStatus::Expired,
+                KeyExpired,
+            ),
+            (
+                DeviceBound,
+                true,
+                0,
+                Some(&this_unit),
+                early,
+                KeyStatus::NotYetValid,
+                KeyNotYetValid,
+            ),
+            (
+                MassDeployment,
+                false,
+                3,
+                None,
+                expired,
+                KeyStatus::Inactive,
+                KeyInactive,
+            ),
+            (
+                MassDeployment,
+                false,
+                0,
+                None,
+                early,
+                KeyStatus::Inactive,
+                KeyInactive,
+            ),
         ];
         for &(kind, active, uses, bound_to, limits, status_then, code) in table {
             assert_eq!(
