@@ -488,6 +488,13 @@ async fn edits_terms_and_devices_keep_the_folder_they_landed_in(store: Shared) {
                 Some("/Sites/Berlin"),
             ),
             limited_key(2, KeyKind::OneTime, Limits::default(), Some("/Sites%/x_y")),
+            // A path holding another folder's path further in.
+            limited_key(
+                3,
+                KeyKind::OneTime,
+                Limits::default(),
+                Some("/Archive/Sites/Berlin"),
+            ),
         ],
     )
     .await
@@ -507,6 +514,7 @@ async fn edits_terms_and_devices_keep_the_folder_they_landed_in(store: Shared) {
     };
     enrolled(1, 1).await;
     enrolled(2, 2).await;
+    enrolled(4, 3).await;
     let until = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::DAY;
     let patch = KeyPatch {
         expires_at: Some(Some(until)),
@@ -561,7 +569,8 @@ async fn edits_terms_and_devices_keep_the_folder_they_landed_in(store: Shared) {
         [
             Some("/Sites/Berlin".to_owned()),
             Some("/Sites%/x_y".to_owned()),
-            Some("/Sites/Hamburg".to_owned())
+            Some("/Sites/Hamburg".to_owned()),
+            Some("/Archive/Sites/Berlin".to_owned())
         ]
     );
     let under = |folder: &str| DeviceFilter {
@@ -573,6 +582,7 @@ async fn edits_terms_and_devices_keep_the_folder_they_landed_in(store: Shared) {
         ("/Sites%", vec![2]),
         ("/Sites_", vec![]),
         ("/Site", vec![]),
+        ("/Archive", vec![4]),
     ] {
         let listed: Vec<UnitId> = store
             .devices_matching(&under(folder), &PageRequest::all())
