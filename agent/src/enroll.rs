@@ -17,7 +17,8 @@
 //!    stored; the state file follows with the driver's transition.
 //!
 //! A final refusal of a key (`key_unknown`, `key_inactive`, `key_used`,
-//! `key_bound_to_other_device`), for each key the answer lists, is remembered by digest as if the
+//! `key_bound_to_other_device`, `key_expired`, `key_not_yet_valid`, `key_exhausted`), for each
+//! key the answer lists, is remembered by digest as if the
 //! key had been presented alone. Which keys come next, how many a request, what 429s
 //! (`rate_limited`, never remembered) and faults do to the pass is [`crate::presentation`]'s
 //! rule, applied here. Network faults, a refused pin and 5xx on every server end the pass with

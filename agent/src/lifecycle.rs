@@ -178,7 +178,8 @@ pub enum Event {
     /// No key file any more.
     KeysGone,
     /// A key drew a final refusal (`key_unknown`, `key_inactive`, `key_used`,
-    /// `key_bound_to_other_device`); the next key follows.
+    /// `key_bound_to_other_device`, `key_expired`, `key_not_yet_valid`, `key_exhausted`); the
+    /// next key follows.
     KeyRefused,
     /// No server could be reached, or each answered 5xx or 429: wait `delay`, then retry the same
     /// key.

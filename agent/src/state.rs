@@ -109,21 +109,29 @@ pub struct RefusedKey {
 /// more).
 pub const MAX_REFUSED_KEYS: usize = 10_000;
 
-/// How long a `key_unknown` refusal is remembered unless configured (`unknown_key_retry_seconds`).
-/// The other final codes are facts about the key (used, inactive, bound to another unit) and are
-/// remembered for good; an unknown key may be a server briefly pointed at the wrong database,
-/// which must not burn every key on the stick.
+/// How long a `key_unknown` or `key_not_yet_valid` refusal is remembered unless configured
+/// (`unknown_key_retry_seconds`). The other final codes are facts about the key (used, inactive,
+/// bound to another unit, expired, exhausted) and are remembered for good; an unknown key may be
+/// a server briefly pointed at the wrong database, which must not burn every key on the stick,
+/// and a key not valid yet (a stick prepared before its rollout) becomes valid by itself.
 pub const DEFAULT_UNKNOWN_KEY_RETRY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Whether a refusal with `code`, remembered at `at`, still holds at `now`, when `key_unknown`
-/// refusals are remembered for `unknown_for`: the one rule of how long a refused key is skipped.
+/// Whether a final refusal with `code` may stop holding by itself, so that it is remembered only
+/// for a while: `key_unknown` and `key_not_yet_valid`.
+pub fn refusal_lapses(code: ProblemCode) -> bool {
+    matches!(code, ProblemCode::KeyUnknown | ProblemCode::KeyNotYetValid)
+}
+
+/// Whether a refusal with `code`, remembered at `at`, still holds at `now`, when refusals that
+/// lapse ([`refusal_lapses`]) are remembered for `unknown_for`: the one rule of how long a refused
+/// key is skipped.
 pub fn refusal_holds(
     code: ProblemCode,
     at: Option<i64>,
     now: time::OffsetDateTime,
     unknown_for: std::time::Duration,
 ) -> bool {
-    if code != ProblemCode::KeyUnknown {
+    if !refusal_lapses(code) {
         return true;
     }
     let Some(at) = at else {
@@ -286,8 +294,9 @@ impl AgentState {
         })
     }
 
-    /// How long until the first remembered `key_unknown` refusal that still holds at `now` lifts;
-    /// `None` when none holds. A device with no key left waits this long, then looks again.
+    /// How long until the first remembered refusal that lapses (`key_unknown`,
+    /// `key_not_yet_valid`) and still holds at `now` lifts; `None` when none holds. A device with
+    /// no key left waits this long, then looks again.
     pub fn unknown_refusals_lift_in(
         &self,
         now: time::OffsetDateTime,
@@ -297,7 +306,7 @@ impl AgentState {
         self.refused_keys
             .iter()
             .filter(|refused| {
-                refused.code == ProblemCode::KeyUnknown
+                refusal_lapses(refused.code)
                     && refusal_holds(refused.code, refused.at, now, unknown_for)
             })
             .filter_map(|refused| refused.at)
@@ -498,8 +507,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_keys_are_forgotten_after_an_hour_and_the_rest_never() {
-        use ProblemCode::{KeyBoundToOtherDevice, KeyInactive, KeyUnknown, KeyUsed};
+    fn unknown_and_not_yet_valid_keys_are_forgotten_after_an_hour_and_the_rest_never() {
+        use ProblemCode::{
+            KeyBoundToOtherDevice, KeyExhausted, KeyExpired, KeyInactive, KeyNotYetValid,
+            KeyUnknown, KeyUsed,
+        };
         let at = 1_800_000_000;
         let now = |seconds: i64| time::OffsetDateTime::from_unix_timestamp(at + seconds).unwrap();
         // code, remembered at, seconds later => still holds
@@ -512,6 +524,11 @@ mod tests {
             (KeyUnknown, Some(at), 3_600, false),
             (KeyUnknown, Some(at), -60, false),
             (KeyUnknown, None, 0, false),
+            (KeyExpired, Some(at), 10 * 365 * 86_400, true),
+            (KeyExhausted, Some(at), 10 * 365 * 86_400, true),
+            (KeyNotYetValid, Some(at), 3_599, true),
+            (KeyNotYetValid, Some(at), 3_600, false),
+            (KeyNotYetValid, None, 0, false),
         ];
         for (code, remembered, later, holds) in table {
             assert_eq!(
@@ -532,13 +549,19 @@ mod tests {
         state.remember_refusal("b".repeat(64), ProblemCode::KeyUnknown, at);
         state.remember_refusal(
             "c".repeat(64),
-            ProblemCode::KeyUnknown,
+            ProblemCode::KeyNotYetValid,
             at + time::Duration::seconds(20),
         );
+        state.remember_refusal("d".repeat(64), ProblemCode::KeyExpired, at);
         let later = at + time::Duration::seconds(15);
         assert_eq!(
             state.unknown_refusals_lift_in(later, minute),
             Some(std::time::Duration::from_secs(45))
+        );
+        // The key not valid yet lifts 20 s after the unknown one.
+        assert_eq!(
+            state.unknown_refusals_lift_in(at + time::Duration::seconds(70), minute),
+            Some(std::time::Duration::from_secs(10))
         );
         assert_eq!(
             state.unknown_refusals_lift_in(at + time::Duration::seconds(100), minute),

@@ -9,13 +9,15 @@ use std::str::FromStr;
 
 use time::OffsetDateTime;
 
-use crate::{Fingerprint, Inventory, KeyKind, UnitId};
+use crate::{Fingerprint, Folder, Inventory, KeyKind, UnitId};
 
 /// A key's number on its server, as the key list shows it.
 pub type KeyId = i64;
 
 /// A key's status, as the UMS key list shows it. Which status a key has is decided in one place
-/// on the server (`ums-stub`'s `claim` module); this is only its name.
+/// on the server (`ums-stub`'s `claim` module); this is only its name. Where several would fit,
+/// the first of Used, Inactive, Expired, Not yet valid, Exhausted is the one shown; a key none of
+/// them fits is Active. Expired and Not yet valid depend on the time they are read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
@@ -26,11 +28,25 @@ pub enum KeyStatus {
     Inactive,
     /// A one-time or device-bound key that has enrolled its device.
     Used,
+    /// Its lifetime ended: its `expires_at` has passed.
+    Expired,
+    /// Its lifetime has not begun: its `not_before` is still ahead.
+    #[serde(rename = "not_yet_valid")]
+    NotYetValid,
+    /// A mass-deployment key that enrolled as many devices as its usage limit allows.
+    Exhausted,
 }
 
 impl KeyStatus {
     /// Every status.
-    pub const ALL: [KeyStatus; 3] = [KeyStatus::Active, KeyStatus::Inactive, KeyStatus::Used];
+    pub const ALL: [KeyStatus; 6] = [
+        KeyStatus::Active,
+        KeyStatus::Inactive,
+        KeyStatus::Used,
+        KeyStatus::Expired,
+        KeyStatus::NotYetValid,
+        KeyStatus::Exhausted,
+    ];
 
     /// The stable name used on the command line, in JSON and in the database.
     pub const fn as_str(self) -> &'static str {
@@ -38,6 +54,9 @@ impl KeyStatus {
             KeyStatus::Active => "active",
             KeyStatus::Inactive => "inactive",
             KeyStatus::Used => "used",
+            KeyStatus::Expired => "expired",
+            KeyStatus::NotYetValid => "not_yet_valid",
+            KeyStatus::Exhausted => "exhausted",
         }
     }
 
@@ -47,6 +66,9 @@ impl KeyStatus {
             KeyStatus::Active => "Active",
             KeyStatus::Inactive => "Inactive",
             KeyStatus::Used => "Used",
+            KeyStatus::Expired => "Expired",
+            KeyStatus::NotYetValid => "Not yet valid",
+            KeyStatus::Exhausted => "Exhausted",
         }
     }
 }
@@ -59,7 +81,10 @@ impl fmt::Display for KeyStatus {
 
 /// A text that is not a key status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a key status: expected active, inactive or used")]
+#[error(
+    "{0:?} is not a key status: expected active, inactive, used, expired, not_yet_valid or \
+     exhausted"
+)]
 pub struct KeyStatusError(String);
 
 impl FromStr for KeyStatus {
@@ -88,7 +113,7 @@ pub struct KeyView {
     pub shown: bool,
     /// The unit ID a device-bound key names.
     pub unit_id: Option<UnitId>,
-    /// Active, Inactive or Used.
+    /// Its status when it was read: Active, Inactive, Used, Expired, Not yet valid or Exhausted.
     pub status: KeyStatus,
     /// Successful enrollments with it.
     pub usage_count: u64,
@@ -102,6 +127,20 @@ pub struct KeyView {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: OffsetDateTime,
+    /// When it stops working; `None` for never.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it starts working; `None` for from its creation.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub not_before: Option<OffsetDateTime>,
+    /// The most devices a mass-deployment key enrolls; `None` for no limit.
+    #[serde(default)]
+    pub usage_limit: Option<u64>,
+    /// Where devices enrolled with it land; `None` for nowhere in particular.
+    #[serde(default)]
+    pub folder: Option<Folder>,
 }
 
 impl fmt::Debug for KeyView {
@@ -120,6 +159,10 @@ impl fmt::Debug for KeyView {
             .field("unit_id", &self.unit_id)
             .field("status", &self.status)
             .field("usage_count", &self.usage_count)
+            .field("expires_at", &self.expires_at)
+            .field("not_before", &self.not_before)
+            .field("usage_limit", &self.usage_limit)
+            .field("folder", &self.folder)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +199,10 @@ pub struct DeviceView {
     /// The server (host:port, as the servers list names it) holding that session.
     #[serde(default)]
     pub connected_to: Option<String>,
+    /// The folder of the key it enrolled with, as that key had it then (later changes to the key
+    /// do not move the device).
+    #[serde(default)]
+    pub folder: Option<Folder>,
 }
 
 /// A command for a connected device (`POST /api/v1/devices/{unit_id}/commands`).
@@ -287,7 +334,7 @@ pub struct Page<T, A = KeyId> {
 /// A request to create keys. Its `Debug` and `Display` never show a typed password.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum CreateKeys {
     /// `quantity` one-time keys any one device may use.
     OneTime {
@@ -299,6 +346,28 @@ pub enum CreateKeys {
         #[serde(default)]
         #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
+        /// When they stop working (RFC 3339); never when left out.
+        #[serde(
+            default,
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::expires_at",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        expires_at: Option<OffsetDateTime>,
+        /// When they start working (RFC 3339); at once when left out.
+        #[serde(
+            default,
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::not_before",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        not_before: Option<OffsetDateTime>,
+        /// Where devices enrolled with them land (`/Sites/Berlin`); nowhere in particular when
+        /// left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<Folder>,
     },
     /// One one-time key per unit ID, bound to it.
     DeviceBound {
@@ -309,6 +378,28 @@ pub enum CreateKeys {
         #[serde(default)]
         #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
+        /// When they stop working (RFC 3339); never when left out.
+        #[serde(
+            default,
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::expires_at",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        expires_at: Option<OffsetDateTime>,
+        /// When they start working (RFC 3339); at once when left out.
+        #[serde(
+            default,
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::not_before",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        not_before: Option<OffsetDateTime>,
+        /// Where devices enrolled with them land (`/Sites/Berlin`); nowhere in particular when
+        /// left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<Folder>,
     },
     /// One mass-deployment key: random, or the password typed here.
     Mass {
@@ -330,6 +421,37 @@ pub enum CreateKeys {
         #[serde(default)]
         #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
         comment: String,
+        /// When it stop working (RFC 3339); never when left out.
+        #[serde(
+            default,
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::expires_at",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        expires_at: Option<OffsetDateTime>,
+        /// When it start working (RFC 3339); at once when left out.
+        #[serde(
+            default,
+            serialize_with = "time::serde::rfc3339::option::serialize",
+            deserialize_with = "named::not_before",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+        not_before: Option<OffsetDateTime>,
+        /// Where devices enrolled with it land (`/Sites/Berlin`); nowhere in particular when
+        /// left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        folder: Option<Folder>,
+        /// The most devices it enrolls; no limit when left out. Only mass-deployment keys have
+        /// one: the other kinds enroll one device each.
+        #[serde(
+            default,
+            deserialize_with = "named::usage_limit",
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000000))]
+        usage_limit: Option<u64>,
     },
 }
 
@@ -368,13 +490,139 @@ pub struct CreatedKeys {
     pub ids: Vec<KeyId>,
 }
 
-/// A change to one key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The most uses a mass-deployment key may be limited to.
+pub const MAX_USAGE_LIMIT: u64 = 1_000_000_000;
+
+/// A change to one key: each member left out stays as it is; `null` clears a lifetime bound, the
+/// usage limit or the folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct EditKey {
     /// The new comment.
-    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
-    pub comment: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, nullable = false))]
+    pub comment: Option<String>,
+    /// The new end of its lifetime (RFC 3339), or `null` for never.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "named::serialize_change_of_time",
+        deserialize_with = "named::expires_at_change"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// The new start of its lifetime (RFC 3339), or `null` for at once.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "named::serialize_change_of_time",
+        deserialize_with = "named::not_before_change"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub not_before: Option<Option<OffsetDateTime>>,
+    /// The new usage limit of a mass-deployment key, or `null` for none. Other kinds have none
+    /// (422).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "named::usage_limit_change"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<u64>, minimum = 1, maximum = 1000000000)
+    )]
+    pub usage_limit: Option<Option<u64>>,
+    /// The new folder, or `null` for none. Devices enrolled already stay where they landed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "change"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Folder>))]
+    pub folder: Option<Option<Folder>>,
+}
+
+/// A member of a change that may be left out (`None`: no change) or `null` (`Some(None)`: clear).
+fn change<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
+/// The deserializers of the members whose errors would not say which member they are about
+/// (serde's messages name a value, not its member, inside a tagged request): each error starts
+/// with the member's name. Changes read left out as `None`, `null` as `Some(None)`.
+mod named {
+    use std::fmt::Display;
+
+    use serde::Deserializer;
+    use serde::de::Error;
+    use time::OffsetDateTime;
+
+    fn name<T, E: Display, D: Error>(member: &str, read: Result<T, E>) -> Result<T, D> {
+        read.map_err(|error| D::custom(format!("{member}: {error}")))
+    }
+
+    pub(super) fn expires_at<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        name(
+            "expires_at",
+            time::serde::rfc3339::option::deserialize(deserializer),
+        )
+    }
+
+    pub(super) fn not_before<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        name(
+            "not_before",
+            time::serde::rfc3339::option::deserialize(deserializer),
+        )
+    }
+
+    pub(super) fn usage_limit<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        name("usage_limit", crate::whole_number::option(deserializer))
+    }
+
+    pub(super) fn expires_at_change<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        expires_at(deserializer).map(Some)
+    }
+
+    pub(super) fn not_before_change<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        not_before(deserializer).map(Some)
+    }
+
+    pub(super) fn usage_limit_change<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<u64>>, D::Error> {
+        usage_limit(deserializer).map(Some)
+    }
+
+    /// A time member of a change as sent: `null` to clear, or RFC 3339.
+    #[expect(
+        clippy::ref_option,
+        reason = "serde's serialize_with passes a reference"
+    )]
+    pub(super) fn serialize_change_of_time<S: serde::Serializer>(
+        value: &Option<Option<OffsetDateTime>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::option::serialize(&value.flatten(), serializer)
+    }
 }
 
 /// The most keys one admin API request creates (the command line on the server machine makes up
@@ -403,7 +651,8 @@ pub const MAX_KEY_IDS: usize = 100_000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExportKeys {
-    /// The keys to export, all active; empty for every active key.
+    /// The keys to export, each active or not valid yet; empty for every such key. Expired,
+    /// exhausted, used and inactive keys are never exported.
     #[serde(default, deserialize_with = "crate::whole_number::list")]
     #[cfg_attr(feature = "openapi", schema(max_items = 100000))]
     pub ids: Vec<KeyId>,
@@ -972,6 +1221,10 @@ mod tests {
             );
         }
         assert_eq!("USED".parse::<KeyStatus>().unwrap(), KeyStatus::Used);
+        assert_eq!(
+            serde_json::to_value(KeyStatus::NotYetValid).unwrap(),
+            "not_yet_valid"
+        );
         assert!("spent".parse::<KeyStatus>().is_err());
     }
 
@@ -988,12 +1241,127 @@ mod tests {
             usage_date: Some(time::macros::datetime!(2026-11-22 10:00 UTC)),
             comment: "lab".to_owned(),
             created_at: time::macros::datetime!(2026-11-21 09:00 UTC),
+            expires_at: Some(time::macros::datetime!(2026-12-21 09:00 UTC)),
+            not_before: None,
+            usage_limit: None,
+            folder: Some("/Sites/Berlin".parse().unwrap()),
         };
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["type"], "device-bound");
         assert_eq!(json["status"], "used");
         assert_eq!(json["usage_date"], "2026-11-22T10:00:00Z");
+        assert_eq!(json["expires_at"], "2026-12-21T09:00:00Z");
+        assert_eq!(json["folder"], "/Sites/Berlin");
         assert_eq!(serde_json::from_value::<KeyView>(json).unwrap(), view);
+    }
+
+    #[test]
+    fn a_creation_request_takes_a_lifetime_and_folder_and_a_usage_limit_on_mass_keys_only() {
+        let mass: CreateKeys = serde_json::from_str(
+            r#"{"type":"mass","usage_limit":10.0,"expires_at":"2026-12-31T23:00:00+01:00",
+                "not_before":"2026-12-01T00:00:00Z","folder":"/Sites/Berlin"}"#,
+        )
+        .unwrap();
+        let CreateKeys::Mass {
+            usage_limit,
+            expires_at,
+            not_before,
+            folder,
+            ..
+        } = &mass
+        else {
+            panic!("{mass}")
+        };
+        assert_eq!(*usage_limit, Some(10));
+        assert_eq!(
+            *expires_at,
+            Some(time::macros::datetime!(2026-12-31 22:00 UTC))
+        );
+        assert_eq!(
+            *not_before,
+            Some(time::macros::datetime!(2026-12-01 00:00 UTC))
+        );
+        assert_eq!(folder.as_ref().map(Folder::as_str), Some("/Sites/Berlin"));
+        let back: CreateKeys =
+            serde_json::from_value(serde_json::to_value(&mass).unwrap()).unwrap();
+        assert_eq!(back, mass);
+        // Left out: as keys were before they had any.
+        let plain: CreateKeys =
+            serde_json::from_str(r#"{"type":"one-time","quantity":2}"#).unwrap();
+        assert_eq!(
+            serde_json::to_value(&plain).unwrap(),
+            serde_json::json!({"type": "one-time", "quantity": 2, "comment": ""})
+        );
+        let refused = [
+            (
+                r#"{"type":"one-time","quantity":2,"usage_limit":3}"#,
+                "usage_limit",
+            ),
+            (
+                r#"{"type":"device-bound","unit_ids":["00E0C5540B8B"],"usage_limit":3}"#,
+                "usage_limit",
+            ),
+            (r#"{"type":"mass","usage_limit":-1}"#, "usage_limit"),
+            (r#"{"type":"mass","folder":"Sites"}"#, "folder"),
+            (r#"{"type":"mass","expires_at":"tomorrow"}"#, "expires_at"),
+            (
+                r#"{"type":"one-time","quantity":2,"expires":"2026-12-31T23:00:00Z"}"#,
+                "expires",
+            ),
+        ];
+        for (json, field) in refused {
+            let error = serde_json::from_str::<CreateKeys>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(field), "{json}: {error}");
+        }
+        let error = serde_json::from_str::<CreateKeys>(refused[0].0)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `usage_limit`"), "{error}");
+    }
+
+    #[test]
+    fn an_edit_leaves_out_keeps_nulls_clear_and_values_set() {
+        let edit = |json: &str| serde_json::from_str::<EditKey>(json);
+        assert_eq!(edit("{}").unwrap(), EditKey::default());
+        let cleared =
+            edit(r#"{"expires_at":null,"not_before":null,"usage_limit":null,"folder":null}"#)
+                .unwrap();
+        assert_eq!(
+            cleared,
+            EditKey {
+                comment: None,
+                expires_at: Some(None),
+                not_before: Some(None),
+                usage_limit: Some(None),
+                folder: Some(None),
+            }
+        );
+        let set = edit(
+            r#"{"comment":"x","expires_at":"2026-12-31T23:00:00Z","usage_limit":5.0,
+                "folder":"/Sites"}"#,
+        )
+        .unwrap();
+        assert_eq!(set.comment.as_deref(), Some("x"));
+        assert_eq!(
+            set.expires_at,
+            Some(Some(time::macros::datetime!(2026-12-31 23:00 UTC)))
+        );
+        assert_eq!(set.usage_limit, Some(Some(5)));
+        assert_eq!(set.not_before, None);
+        for edited in [cleared, set] {
+            let back = edit(&serde_json::to_string(&edited).unwrap()).unwrap();
+            assert_eq!(back, edited);
+        }
+        for bad in [
+            r#"{"comment":null}"#,
+            r#"{"expire_at":null}"#,
+            r#"{"folder":"/a//b"}"#,
+            r#"{"usage_limit":1.5}"#,
+        ] {
+            assert!(edit(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -1004,7 +1372,11 @@ mod tests {
             request,
             CreateKeys::Mass {
                 password: Some("Rollout 2026".to_owned()),
-                comment: String::new()
+                comment: String::new(),
+                expires_at: None,
+                not_before: None,
+                folder: None,
+                usage_limit: None,
             }
         );
         assert!(!request.to_string().contains("Rollout"));

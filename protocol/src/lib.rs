@@ -4,6 +4,7 @@
 //! - [`admin`]: the administrator's typed views (keys, devices, audit, UMS ID, pages, requests),
 //!   printed by `ums-stub --json` and served by the admin API.
 //! - [`fingerprint`]: [`Fingerprint`], the SHA-256 of the UMS ID certificate that devices pin.
+//! - [`folder`]: [`Folder`], where a device enrolled with a key lands (`/Sites/Berlin`).
 //! - [`unit_id`]: [`UnitId`], a device's identity (a MAC, or a UD Pocket serial).
 //! - [`key`]: [`KeyKind`], [`FirstAuthKey`] (a secret that prints masked) and [`KeyEntry`].
 //! - [`keyfile`]: [`KeyFile`], the export on the USB stick, with a reader and writer for each
@@ -23,6 +24,7 @@ pub mod check;
 pub mod connector;
 pub mod est;
 pub mod fingerprint;
+pub mod folder;
 pub mod inventory;
 pub mod key;
 pub mod keyfile;
@@ -32,6 +34,7 @@ pub mod unit_id;
 pub mod whole_number;
 
 pub use fingerprint::{Fingerprint, FingerprintError};
+pub use folder::{Folder, FolderError};
 pub use inventory::{Inventory, InventoryError, Nic};
 pub use key::{
     FirstAuthKey, KeyEntry, KeyEntryError, KeyKind, KeyKindError, KeyValueError, MAX_KEY_CHARS,

@@ -19,6 +19,12 @@ pub enum ProblemCode {
     KeyUsed,
     /// A device-bound key presented by a device it does not name.
     KeyBoundToOtherDevice,
+    /// The key's lifetime ended (its `expires_at` has passed).
+    KeyExpired,
+    /// The key's lifetime has not begun (its `not_before` is still ahead).
+    KeyNotYetValid,
+    /// A mass-deployment key that enrolled as many devices as its usage limit allows.
+    KeyExhausted,
     /// This unit ID is already enrolled with another public key.
     UnitIdConflict,
     /// The request is malformed (body, CSR, authorization header).
@@ -50,11 +56,14 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code.
-    pub const ALL: [ProblemCode; 15] = [
+    pub const ALL: [ProblemCode; 18] = [
         ProblemCode::KeyUnknown,
         ProblemCode::KeyInactive,
         ProblemCode::KeyUsed,
         ProblemCode::KeyBoundToOtherDevice,
+        ProblemCode::KeyExpired,
+        ProblemCode::KeyNotYetValid,
+        ProblemCode::KeyExhausted,
         ProblemCode::UnitIdConflict,
         ProblemCode::BadRequest,
         ProblemCode::RateLimited,
@@ -75,6 +84,9 @@ impl ProblemCode {
             ProblemCode::KeyInactive => "key_inactive",
             ProblemCode::KeyUsed => "key_used",
             ProblemCode::KeyBoundToOtherDevice => "key_bound_to_other_device",
+            ProblemCode::KeyExpired => "key_expired",
+            ProblemCode::KeyNotYetValid => "key_not_yet_valid",
+            ProblemCode::KeyExhausted => "key_exhausted",
             ProblemCode::UnitIdConflict => "unit_id_conflict",
             ProblemCode::BadRequest => "bad_request",
             ProblemCode::RateLimited => "rate_limited",
@@ -96,6 +108,9 @@ impl ProblemCode {
             | ProblemCode::KeyInactive
             | ProblemCode::KeyUsed
             | ProblemCode::KeyBoundToOtherDevice
+            | ProblemCode::KeyExpired
+            | ProblemCode::KeyNotYetValid
+            | ProblemCode::KeyExhausted
             | ProblemCode::CertificateNotCurrent
             | ProblemCode::Forbidden => 403,
             ProblemCode::Unauthorized => 401,
@@ -117,6 +132,9 @@ impl ProblemCode {
                 | ProblemCode::KeyInactive
                 | ProblemCode::KeyUsed
                 | ProblemCode::KeyBoundToOtherDevice
+                | ProblemCode::KeyExpired
+                | ProblemCode::KeyNotYetValid
+                | ProblemCode::KeyExhausted
         )
     }
 
@@ -194,6 +212,9 @@ impl Problem {
             ProblemCode::KeyBoundToOtherDevice => {
                 "First-authentication key is bound to another device"
             }
+            ProblemCode::KeyExpired => "First-authentication key has expired",
+            ProblemCode::KeyNotYetValid => "First-authentication key is not valid yet",
+            ProblemCode::KeyExhausted => "First-authentication key reached its usage limit",
             ProblemCode::UnitIdConflict => "Unit ID is already enrolled with another key pair",
             ProblemCode::BadRequest => "Malformed enrollment request",
             ProblemCode::RateLimited => "Too many failed attempts",
@@ -247,7 +268,10 @@ mod tests {
                 "key_unknown",
                 "key_inactive",
                 "key_used",
-                "key_bound_to_other_device"
+                "key_bound_to_other_device",
+                "key_expired",
+                "key_not_yet_valid",
+                "key_exhausted"
             ]
         );
         assert!(ProblemCode::UnitIdConflict.is_final_for_device());

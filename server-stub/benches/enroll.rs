@@ -213,6 +213,8 @@ async fn store_costs(database: std::path::PathBuf) {
         unit_id: None,
         comment: String::new(),
         generated: true,
+        limits: ums_stub::claim::Limits::default(),
+        folder: None,
     });
     store
         .insert_keys(STORE_ATTEMPTS, make, Box::new(|_| {}), &Actor::cli())

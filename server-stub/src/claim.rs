@@ -10,6 +10,12 @@
 //! - a one-time key enrolls one device, then it is Used; a device-bound one does the same for the
 //!   one unit ID it names; a mass-deployment key stays usable and only counts its uses;
 //! - a deactivated key is refused; activating a Used one-time key leaves it Used;
+//! - a key may carry a lifetime and a mass-deployment key a usage limit ([`Limits`], each bound
+//!   optional): before its `not_before` it is Not yet valid, from its `expires_at` on Expired, and
+//!   a mass key that enrolled `usage_limit` devices is Exhausted; each is refused with its own
+//!   code. Where several statuses fit, the first of Used, Inactive, Expired, Not yet valid,
+//!   Exhausted is the key's status ([`status`]); these depend on the time, so they are decided at
+//!   the time of reading and never stored (the store keeps only [`stored_status`]);
 //! - a unit ID enrolled with one key pair is refused with any other key pair until an
 //!   administrator deletes the device record;
 //! - a device retrying with the key pair it enrolled with (its answer was lost) gets its stored
@@ -23,6 +29,19 @@
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
 use onboard_protocol::{KeyKind, ProblemCode, UnitId};
+use time::OffsetDateTime;
+
+/// When a key may be used and how often; each bound optional, none meaning no bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Refused before this instant.
+    pub not_before: Option<OffsetDateTime>,
+    /// Refused from this instant on.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Refused once this many devices enrolled with it (mass-deployment keys only: the store
+    /// gives no other kind one).
+    pub usage_limit: Option<u64>,
+}
 
 /// What the rules need of a key row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +56,8 @@ pub struct KeyRow<'a> {
     pub active: bool,
     /// Successful enrollments with it.
     pub usage_count: u64,
+    /// Its lifetime and usage limit.
+    pub limits: Limits,
 }
 
 /// What the rules need of the record of the unit ID that is enrolling, if it is enrolled.
@@ -71,9 +92,10 @@ pub enum Decision {
     Consume,
 }
 
-/// The status the key list shows: Used wins over the activation flag, and a mass-deployment key
-/// is never Used.
-pub fn status(kind: KeyKind, active: bool, usage_count: u64) -> KeyStatus {
+/// The part of a key's status that does not depend on the time, which the store keeps (so that
+/// lists filter on it by index): Used wins over the activation flag, and a mass-deployment key is
+/// never Used. Only Active, Inactive and Used.
+pub fn stored_status(kind: KeyKind, active: bool, usage_count: u64) -> KeyStatus {
     if kind != KeyKind::MassDeployment && usage_count > 0 {
         KeyStatus::Used
     } else if active {
@@ -83,9 +105,78 @@ pub fn status(kind: KeyKind, active: bool, usage_count: u64) -> KeyStatus {
     }
 }
 
-/// Whether a key with `status` may be exported to a stick: only keys a device could still use.
+/// The status the key list shows at `now`: the first that fits of Used, Inactive ([`stored_status`]),
+/// Expired, Not yet valid, Exhausted ([`Limits`]); Active when none does.
+pub fn status(
+    kind: KeyKind,
+    active: bool,
+    usage_count: u64,
+    limits: Limits,
+    now: OffsetDateTime,
+) -> KeyStatus {
+    match stored_status(kind, active, usage_count) {
+        KeyStatus::Active => {
+            beyond_limits(limits, usage_count, now).map_or(KeyStatus::Active, Beyond::status)
+        }
+        stored => stored,
+    }
+}
+
+/// Which bound of its [`Limits`] a key is beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beyond {
+    /// Past `expires_at`.
+    Expired,
+    /// Before `not_before`.
+    NotYetValid,
+    /// At its usage limit.
+    Exhausted,
+}
+
+impl Beyond {
+    fn status(self) -> KeyStatus {
+        match self {
+            Beyond::Expired => KeyStatus::Expired,
+            Beyond::NotYetValid => KeyStatus::NotYetValid,
+            Beyond::Exhausted => KeyStatus::Exhausted,
+        }
+    }
+
+    fn code(self) -> ProblemCode {
+        match self {
+            Beyond::Expired => ProblemCode::KeyExpired,
+            Beyond::NotYetValid => ProblemCode::KeyNotYetValid,
+            Beyond::Exhausted => ProblemCode::KeyExhausted,
+        }
+    }
+}
+
+/// The first bound of `limits` (expiry, start, usage limit) a key used `usage_count` times is
+/// beyond at `now`; `None` within them all. Expired from the instant `expires_at` on; valid from
+/// the instant `not_before` on.
+fn beyond_limits(limits: Limits, usage_count: u64, now: OffsetDateTime) -> Option<Beyond> {
+    if limits.expires_at.is_some_and(|end| now >= end) {
+        Some(Beyond::Expired)
+    } else if limits.not_before.is_some_and(|start| now < start) {
+        Some(Beyond::NotYetValid)
+    } else if limits.usage_limit.is_some_and(|limit| usage_count >= limit) {
+        Some(Beyond::Exhausted)
+    } else {
+        None
+    }
+}
+
+/// Whether a key with `status` may be exported to a stick: only keys a device can use now, or
+/// will be able to once their lifetime begins (sticks are prepared before a rollout). Expired,
+/// Exhausted, Used and Inactive keys are never exported.
 pub fn exportable(status: KeyStatus) -> bool {
-    status == KeyStatus::Active
+    matches!(status, KeyStatus::Active | KeyStatus::NotYetValid)
+}
+
+/// Whether a key of `kind` may carry a usage limit: only a mass-deployment key enrolls more than
+/// one device.
+pub fn may_limit_usage(kind: KeyKind) -> bool {
+    kind == KeyKind::MassDeployment
 }
 
 /// The most times one new key's value is drawn when generated values clash with existing keys.
@@ -117,19 +208,22 @@ pub fn after_clash(generated: bool, draws: u32) -> Result<(), Clash> {
     }
 }
 
-/// Decides an enrollment attempt from the key presented (`None`: no key has that value) and the
-/// record of the unit ID (`None`: not enrolled).
+/// Decides an enrollment attempt at `now` from the key presented (`None`: no key has that value)
+/// and the record of the unit ID (`None`: not enrolled).
 ///
 /// The order matters and is part of the rule: an unknown key is refused before anything about the
 /// device is said (a guess learns nothing); a unit ID enrolled with another key pair is refused
 /// before the key's own state (the administrator must act whatever the key); a retry with the key
 /// the device enrolled with is answered whatever that key's state is now (it may have just become
-/// Used by this very device); a retry with another key is answered only if that key would have
-/// been good, and consumes it not.
+/// Used, Exhausted or Expired since this very device enrolled); a retry with another key is
+/// answered only if that key would have been good, and consumes it not. The key's own state is
+/// then refused in this order: inactive, bound to another unit, used, expired, not yet valid,
+/// exhausted.
 pub fn decide(
     attempt: Attempt<'_>,
     key: Option<KeyRow<'_>>,
     device: Option<DeviceRow<'_>>,
+    now: OffsetDateTime,
 ) -> Decision {
     let Some(key) = key else {
         return Decision::Refuse(ProblemCode::KeyUnknown);
@@ -152,8 +246,11 @@ pub fn decide(
     if key.kind == KeyKind::DeviceBound && key.bound_to != Some(attempt.unit_id) {
         return Decision::Refuse(ProblemCode::KeyBoundToOtherDevice);
     }
-    if status(key.kind, key.active, key.usage_count) == KeyStatus::Used {
+    if stored_status(key.kind, key.active, key.usage_count) == KeyStatus::Used {
         return Decision::Refuse(ProblemCode::KeyUsed);
+    }
+    if let Some(beyond) = beyond_limits(key.limits, key.usage_count, now) {
+        return Decision::Refuse(beyond.code());
     }
     if device.is_some() {
         Decision::Repeat
@@ -172,8 +269,11 @@ mod tests {
     const PAIR: &[u8] = b"this device's key pair";
     const OTHER_PAIR: &[u8] = b"another key pair";
 
+    /// The instant the tests decide at.
+    const NOW: OffsetDateTime = time::macros::datetime!(2026-11-30 12:00 UTC);
+
     #[test]
-    fn status_follows_the_key_list() {
+    fn stored_status_follows_the_key_list() {
         use KeyKind::{DeviceBound, MassDeployment, OneTime};
         use KeyStatus::{Active, Inactive, Used};
         // kind, active, usage count => status
@@ -193,13 +293,17 @@ mod tests {
         ];
         for (kind, active, uses, expected) in table {
             assert_eq!(
-                status(kind, active, uses),
+                stored_status(kind, active, uses),
                 expected,
                 "{kind} {active} {uses}"
             );
         }
-        assert!(exportable(Active));
-        assert!(!exportable(Inactive) && !exportable(Used));
+        assert!(exportable(Active) && exportable(KeyStatus::NotYetValid));
+        assert!(may_limit_usage(MassDeployment));
+        assert!(!may_limit_usage(OneTime) && !may_limit_usage(DeviceBound));
+        for never in [Inactive, Used, KeyStatus::Expired, KeyStatus::Exhausted] {
+            assert!(!exportable(never), "{never}");
+        }
     }
 
     /// The device row an attempt meets.
@@ -231,6 +335,7 @@ mod tests {
             }),
             active,
             usage_count: u64::from(used),
+            limits: Limits::default(),
         };
         let device = match device {
             Device::Unknown => None,
@@ -248,7 +353,7 @@ mod tests {
             unit_id: &this_unit,
             public_key: PAIR,
         };
-        decide(attempt, Some(key), device)
+        decide(attempt, Some(key), device, NOW)
     }
 
     /// Every combination of kind × active × used × bound unit × device record. `bound` is `-` for
@@ -353,6 +458,280 @@ mod tests {
         }
     }
 
+    /// An instant relative to [`NOW`]: `-` none, `past` an hour before, `now` itself, `future` an
+    /// hour after.
+    fn at(when: &str) -> Option<OffsetDateTime> {
+        match when {
+            "-" => None,
+            "past" => Some(NOW - time::Duration::HOUR),
+            "now" => Some(NOW),
+            "future" => Some(NOW + time::Duration::HOUR),
+            _ => panic!("no instant {when:?}"),
+        }
+    }
+
+    /// Limits from the table's words; a usage limit `below` or `reached` by 3 uses.
+    fn limits(expires: &str, not_before: &str, limit: &str) -> Limits {
+        Limits {
+            expires_at: at(expires),
+            not_before: at(not_before),
+            usage_limit: match limit {
+                "-" => None,
+                "below" => Some(4),
+                "reached" => Some(3),
+                _ => panic!("no limit {limit:?}"),
+            },
+        }
+    }
+
+    /// Every combination of expiry × start × usage limit, on an active mass-deployment key used 3
+    /// times: its status at [`NOW`], and what a new unit ID presenting it comes to. Expired is
+    /// from the instant of `expires_at` on, valid from the instant of `not_before` on.
+    #[test]
+    fn every_lifetime_and_limit_decides_as_the_rules_say() {
+        use Decision::{Consume, Refuse, Repeat};
+        use KeyStatus::{Active, Exhausted, Expired, NotYetValid};
+        use ProblemCode::{KeyExhausted, KeyExpired, KeyNotYetValid};
+        let r = Refuse;
+        let unit: UnitId = "00E0C5540B8B".parse().unwrap();
+        let attempt = Attempt {
+            unit_id: &unit,
+            public_key: PAIR,
+        };
+        #[rustfmt::skip]
+        let table: &[(&str, &str, &str, KeyStatus, Decision)] = &[
+            // expires  not_before  usage limit  => status    decision for a new unit
+            ("-",      "-",      "-",       Active,      Consume),
+            ("-",      "-",      "below",   Active,      Consume),
+            ("-",      "-",      "reached", Exhausted,   r(KeyExhausted)),
+            ("-",      "past",   "-",       Active,      Consume),
+            ("-",      "past",   "below",   Active,      Consume),
+            ("-",      "past",   "reached", Exhausted,   r(KeyExhausted)),
+            ("-",      "now",    "-",       Active,      Consume),
+            ("-",      "now",    "below",   Active,      Consume),
+            ("-",      "now",    "reached", Exhausted,   r(KeyExhausted)),
+            ("-",      "future", "-",       NotYetValid, r(KeyNotYetValid)),
+            ("-",      "future", "below",   NotYetValid, r(KeyNotYetValid)),
+            ("-",      "future", "reached", NotYetValid, r(KeyNotYetValid)),
+            ("past",   "-",      "-",       Expired,     r(KeyExpired)),
+            ("past",   "-",      "below",   Expired,     r(KeyExpired)),
+            ("past",   "-",      "reached", Expired,     r(KeyExpired)),
+            ("past",   "past",   "-",       Expired,     r(KeyExpired)),
+            ("past",   "past",   "below",   Expired,     r(KeyExpired)),
+            ("past",   "past",   "reached", Expired,     r(KeyExpired)),
+            ("past",   "now",    "-",       Expired,     r(KeyExpired)),
+            ("past",   "now",    "below",   Expired,     r(KeyExpired)),
+            ("past",   "now",    "reached", Expired,     r(KeyExpired)),
+            ("past",   "future", "-",       Expired,     r(KeyExpired)),
+            ("past",   "future", "below",   Expired,     r(KeyExpired)),
+            ("past",   "future", "reached", Expired,     r(KeyExpired)),
+            ("now",    "-",      "-",       Expired,     r(KeyExpired)),
+            ("now",    "-",      "below",   Expired,     r(KeyExpired)),
+            ("now",    "-",      "reached", Expired,     r(KeyExpired)),
+            ("now",    "past",   "-",       Expired,     r(KeyExpired)),
+            ("now",    "past",   "below",   Expired,     r(KeyExpired)),
+            ("now",    "past",   "reached", Expired,     r(KeyExpired)),
+            ("now",    "now",    "-",       Expired,     r(KeyExpired)),
+            ("now",    "now",    "below",   Expired,     r(KeyExpired)),
+            ("now",    "now",    "reached", Expired,     r(KeyExpired)),
+            ("now",    "future", "-",       Expired,     r(KeyExpired)),
+            ("now",    "future", "below",   Expired,     r(KeyExpired)),
+            ("now",    "future", "reached", Expired,     r(KeyExpired)),
+            ("future", "-",      "-",       Active,      Consume),
+            ("future", "-",      "below",   Active,      Consume),
+            ("future", "-",      "reached", Exhausted,   r(KeyExhausted)),
+            ("future", "past",   "-",       Active,      Consume),
+            ("future", "past",   "below",   Active,      Consume),
+            ("future", "past",   "reached", Exhausted,   r(KeyExhausted)),
+            ("future", "now",    "-",       Active,      Consume),
+            ("future", "now",    "below",   Active,      Consume),
+            ("future", "now",    "reached", Exhausted,   r(KeyExhausted)),
+            ("future", "future", "-",       NotYetValid, r(KeyNotYetValid)),
+            ("future", "future", "below",   NotYetValid, r(KeyNotYetValid)),
+            ("future", "future", "reached", NotYetValid, r(KeyNotYetValid)),
+        ];
+        assert_eq!(table.len(), 4 * 4 * 3);
+        for &(expires, not_before, limit, status_then, decision) in table {
+            let limits = limits(expires, not_before, limit);
+            let kind = KeyKind::MassDeployment;
+            assert_eq!(
+                status(kind, true, 3, limits, NOW),
+                status_then,
+                "{expires} {not_before} {limit}"
+            );
+            let key = KeyRow {
+                id: KEY,
+                kind,
+                bound_to: None,
+                active: true,
+                usage_count: 3,
+                limits,
+            };
+            let device = |public_key, key_id| {
+                Some(DeviceRow {
+                    public_key,
+                    key_id,
+                    lapsed: false,
+                })
+            };
+            assert_eq!(
+                decide(attempt, Some(key), None, NOW),
+                decision,
+                "new unit: {expires} {not_before} {limit}"
+            );
+            // A retry with the key the device enrolled with is answered whatever its state now.
+            for key_id in [Some(KEY), None] {
+                assert_eq!(
+                    decide(attempt, Some(key), device(PAIR, key_id), NOW),
+                    Repeat,
+                    "retry: {expires} {not_before} {limit}"
+                );
+            }
+            // A retry with another key: answered only if that key would have been good.
+            let other_key = if decision == Consume {
+                Repeat
+            } else {
+                decision
+            };
+            assert_eq!(
+                decide(attempt, Some(key), device(PAIR, Some(OTHER_KEY)), NOW),
+                other_key,
+                "retry with another key: {expires} {not_before} {limit}"
+            );
+            assert_eq!(
+                decide(attempt, Some(key), device(OTHER_PAIR, Some(KEY)), NOW),
+                r(UnitIdConflict),
+                "another key pair: {expires} {not_before} {limit}"
+            );
+        }
+    }
+
+    /// The older refusals come first: a key that is inactive, bound to another unit or used is
+    /// refused as such, and shown Used or Inactive, whatever its lifetime says; one-time and
+    /// device-bound keys expire and start like mass ones.
+    #[test]
+    fn lifetime_refusals_come_after_the_key_s_own_state() {
+        use KeyKind::{DeviceBound, MassDeployment, OneTime};
+        use ProblemCode::{KeyExpired, KeyNotYetValid};
+        let this_unit: UnitId = "00E0C5540B8B".parse().unwrap();
+        let other_unit: UnitId = "00E0C5540B8C".parse().unwrap();
+        let attempt = Attempt {
+            unit_id: &this_unit,
+            public_key: PAIR,
+        };
+        let expired = limits("past", "future", "reached");
+        let early = limits("future", "future", "-");
+        #[rustfmt::skip]
+        /// kind, active, uses, bound to, limits => status, refusal
+        type Row<'u> = (KeyKind, bool, u64, Option<&'u UnitId>, Limits, KeyStatus, ProblemCode);
+        let table: &[Row<'_>] = &[
+            // kind         active uses bound to          limits   => status              refusal
+            (
+                OneTime,
+                false,
+                0,
+                None,
+                expired,
+                KeyStatus::Inactive,
+                KeyInactive,
+            ),
+            (OneTime, true, 1, None, expired, KeyStatus::Used, KeyUsed),
+            (OneTime, false, 1, None, early, KeyStatus::Used, KeyInactive),
+            (
+                OneTime,
+                true,
+                0,
+                None,
+                expired,
+                KeyStatus::Expired,
+                KeyExpired,
+            ),
+            (
+                OneTime,
+                true,
+                0,
+                None,
+                early,
+                KeyStatus::NotYetValid,
+                KeyNotYetValid,
+            ),
+            (
+                DeviceBound,
+                true,
+                0,
+                Some(&other_unit),
+                expired,
+                KeyStatus::Expired,
+                KeyBoundToOtherDevice,
+            ),
+            (
+                DeviceBound,
+                true,
+                1,
+                Some(&this_unit),
+                early,
+                KeyStatus::Used,
+                KeyUsed,
+            ),
+            (
+                DeviceBound,
+                true,
+                0,
+                Some(&this_unit),
+                expired,
+                KeyStatus::Expired,
+                KeyExpired,
+            ),
+            (
+                DeviceBound,
+                true,
+                0,
+                Some(&this_unit),
+                early,
+                KeyStatus::NotYetValid,
+                KeyNotYetValid,
+            ),
+            (
+                MassDeployment,
+                false,
+                3,
+                None,
+                expired,
+                KeyStatus::Inactive,
+                KeyInactive,
+            ),
+            (
+                MassDeployment,
+                false,
+                0,
+                None,
+                early,
+                KeyStatus::Inactive,
+                KeyInactive,
+            ),
+        ];
+        for &(kind, active, uses, bound_to, limits, status_then, code) in table {
+            assert_eq!(
+                status(kind, active, uses, limits, NOW),
+                status_then,
+                "{kind} active={active} uses={uses} {limits:?}"
+            );
+            let key = KeyRow {
+                id: KEY,
+                kind,
+                bound_to,
+                active,
+                usage_count: uses,
+                limits,
+            };
+            assert_eq!(
+                decide(attempt, Some(key), None, NOW),
+                Decision::Refuse(code),
+                "{kind} active={active} uses={uses} {limits:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_lapsed_record_gives_way_to_its_key_pair_or_a_key_bound_to_the_unit_only() {
         let unit: UnitId = "00E0C5540B8B".parse().unwrap();
@@ -368,8 +747,9 @@ mod tests {
                     bound_to: (kind == KeyKind::DeviceBound).then_some(&unit),
                     active,
                     usage_count: uses,
+                    limits: Limits::default(),
                 };
-                let unknown_device = decide(attempt, Some(key), None);
+                let unknown_device = decide(attempt, Some(key), None, NOW);
                 for (public_key, key_id) in
                     [(PAIR, Some(KEY)), (PAIR, Some(OTHER_KEY)), (PAIR, None)]
                 {
@@ -379,7 +759,7 @@ mod tests {
                         lapsed: true,
                     };
                     assert_eq!(
-                        decide(attempt, Some(key), Some(lapsed)),
+                        decide(attempt, Some(key), Some(lapsed), NOW),
                         unknown_device,
                         "same pair: {kind} active={active} uses={uses}"
                     );
@@ -396,7 +776,7 @@ mod tests {
                     Decision::Refuse(UnitIdConflict)
                 };
                 assert_eq!(
-                    decide(attempt, Some(key), Some(other_pair)),
+                    decide(attempt, Some(key), Some(other_pair), NOW),
                     expected,
                     "other pair: {kind} active={active} uses={uses}"
                 );
@@ -424,7 +804,10 @@ mod tests {
                 lapsed: false,
             }),
         ] {
-            assert_eq!(decide(attempt, None, device), Decision::Refuse(KeyUnknown));
+            assert_eq!(
+                decide(attempt, None, device, NOW),
+                Decision::Refuse(KeyUnknown)
+            );
         }
     }
 

@@ -11,7 +11,7 @@ use onboard_protocol::admin::{DeviceView, Page};
 use onboard_protocol::connector::Command;
 use onboard_protocol::{Inventory, UnitId};
 
-use crate::store::{self, Actor, DeviceRecord, PageRequest, Store, StoreError};
+use crate::store::{self, Actor, DeviceFilter, DeviceRecord, PageRequest, Store, StoreError};
 
 /// Why a command was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +36,13 @@ impl DeviceAdmin {
         Self { store }
     }
 
-    /// One page of the enrolled devices, by unit ID.
+    /// One page of the enrolled devices `filter` matches, by unit ID.
     pub async fn list(
         &self,
+        filter: &DeviceFilter,
         page: &PageRequest<UnitId>,
     ) -> Result<Page<DeviceView, UnitId>, StoreError> {
-        let rows = self.store.devices(&page.probe()).await?;
+        let rows = self.store.devices_matching(filter, &page.probe()).await?;
         let running = self.running().await?;
         store::paged(
             rows,
@@ -102,11 +103,12 @@ impl DeviceAdmin {
         }
     }
 
-    /// The devices `search` finds ([`matches`]), by unit ID: one page after `page.after`, and
+    /// The devices `search` finds ([`matches`]) among those `filter` matches, by unit ID: one page after `page.after`, and
     /// how many it finds in all. Reads the whole list, a page of [`SEARCH_CHUNK`] at a time.
     pub async fn search(
         &self,
         search: &str,
+        filter: &DeviceFilter,
         page: &PageRequest<UnitId>,
     ) -> Result<Page<DeviceView, UnitId>, StoreError> {
         let running = self.running().await?;
@@ -115,7 +117,7 @@ impl DeviceAdmin {
         let mut total = 0u64;
         let mut chunk = PageRequest::first(SEARCH_CHUNK);
         loop {
-            let rows = self.store.devices(&chunk).await?;
+            let rows = self.store.devices_matching(filter, &chunk).await?;
             let last = rows.last().map(|device| device.unit_id.clone());
             let full = rows.len() == SEARCH_CHUNK;
             for device in rows {
@@ -142,9 +144,9 @@ impl DeviceAdmin {
         Ok(listed)
     }
 
-    /// How many devices are enrolled.
-    pub async fn count(&self) -> Result<u64, StoreError> {
-        self.store.count_devices().await
+    /// How many enrolled devices `filter` matches.
+    pub async fn count(&self, filter: &DeviceFilter) -> Result<u64, StoreError> {
+        self.store.count_devices_matching(filter).await
     }
 
     /// Forgets a device so its unit ID may enroll again with a new key pair.
@@ -205,6 +207,7 @@ pub fn view(device: DeviceRecord, running: &HashSet<String>) -> DeviceView {
         key_id: device.key_id,
         enrolled_at: device.enrolled_at,
         last_seen,
+        folder: device.folder,
     }
 }
 
@@ -226,6 +229,7 @@ mod tests {
             }),
             online: false,
             connected_to: None,
+            folder: None,
         }
     }
 

@@ -7,16 +7,19 @@
 use std::sync::Arc;
 
 use onboard_protocol::admin::{
-    KeyAction, KeyId, KeyStatus, KeyView, KeysChanged, MAX_COMMENT_CHARS, Page,
+    CreateKeys, EditKey, KeyAction, KeyId, KeyStatus, KeyView, KeysChanged, MAX_COMMENT_CHARS,
+    MAX_USAGE_LIMIT, Page,
 };
-use onboard_protocol::{Fingerprint, FirstAuthKey, KeyEntry, KeyFile, KeyKind, Server, UnitId};
+use onboard_protocol::{
+    Fingerprint, FirstAuthKey, Folder, KeyEntry, KeyFile, KeyKind, Server, UnitId,
+};
 use time::OffsetDateTime;
 
 use crate::claim;
 use crate::random;
 use crate::store::{
-    self, Actor, KeyFilter, KeyListing, Missing, NewKey, PageRequest, Progress, Store, StoreError,
-    StoredKey,
+    self, Actor, KeyFilter, KeyListing, KeyPatch, Missing, NewKey, PageRequest, Progress, Store,
+    StoreError, StoredKey,
 };
 use crate::vault::{KeyVault, SealBroken};
 
@@ -45,7 +48,7 @@ pub enum KeyError {
     #[error(transparent)]
     WeakMassKey(#[from] crate::mass_key_floor::WeakMassKey),
     /// Keys named for export that cannot go on a stick.
-    #[error("key {id} is {status}; only active keys can be exported")]
+    #[error("key {id} is {status}; only active keys (and keys not valid yet) can be exported")]
     NotExportable {
         /// The key.
         id: KeyId,
@@ -58,6 +61,15 @@ pub enum KeyError {
     /// A comment too long for the key list.
     #[error("comment: a comment has at most {MAX_COMMENT_CHARS} characters")]
     Comment,
+    /// A usage limit out of range.
+    #[error("usage_limit: a usage limit is from 1 to {MAX_USAGE_LIMIT}")]
+    UsageLimit,
+    /// A usage limit for a key that is not a mass-deployment key.
+    #[error(
+        "usage_limit: only mass-deployment keys have a usage limit (key {0} is a {1} key, which \
+         enrolls one device)"
+    )]
+    UsageLimitKind(KeyId, KeyKind),
     /// This server could not adopt the Main UMS ID of its database: its key vault is not the
     /// cluster's, so it neither reads nor writes keys.
     #[error(
@@ -103,6 +115,59 @@ fn check_comment(comment: &str) -> Result<(), KeyError> {
         return Err(KeyError::Comment);
     }
     Ok(())
+}
+
+/// A usage limit is within range.
+fn check_usage_limit(limit: Option<u64>) -> Result<(), KeyError> {
+    match limit {
+        Some(limit) if !(1..=MAX_USAGE_LIMIT).contains(&limit) => Err(KeyError::UsageLimit),
+        _ => Ok(()),
+    }
+}
+
+/// What a new key carries beside its kind, value and comment: its lifetime, usage limit and
+/// folder. The default is none of them, as keys were before they had any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyTerms {
+    /// Its lifetime and usage limit.
+    pub limits: claim::Limits,
+    /// Where devices enrolled with it land.
+    pub folder: Option<Folder>,
+}
+
+impl KeyTerms {
+    /// The terms a creation request names: `usage_limit` is only on mass-deployment keys.
+    fn of(request: &CreateKeys) -> Self {
+        let (not_before, expires_at, usage_limit, folder) = match request {
+            CreateKeys::OneTime {
+                not_before,
+                expires_at,
+                folder,
+                ..
+            }
+            | CreateKeys::DeviceBound {
+                not_before,
+                expires_at,
+                folder,
+                ..
+            } => (not_before, expires_at, None, folder),
+            CreateKeys::Mass {
+                not_before,
+                expires_at,
+                usage_limit,
+                folder,
+                ..
+            } => (not_before, expires_at, *usage_limit, folder),
+        };
+        Self {
+            limits: claim::Limits {
+                not_before: *not_before,
+                expires_at: *expires_at,
+                usage_limit,
+            },
+            folder: folder.clone(),
+        }
+    }
 }
 
 /// Key operations over one store and the vault of the UMS ID.
@@ -176,6 +241,7 @@ impl KeyAdmin {
         unit_id: Option<UnitId>,
         comment: &str,
         generated: bool,
+        terms: &KeyTerms,
     ) -> NewKey {
         let lookup = vault.lookup(key);
         NewKey {
@@ -185,6 +251,8 @@ impl KeyAdmin {
             unit_id,
             comment: comment.to_owned(),
             generated,
+            limits: terms.limits,
+            folder: terms.folder.clone(),
         }
     }
 
@@ -193,9 +261,45 @@ impl KeyAdmin {
         kind: KeyKind,
         unit_id: Option<UnitId>,
         comment: &str,
+        terms: &KeyTerms,
     ) -> NewKey {
         let key = FirstAuthKey::new(random::key_digits()).expect("17 digits are a key");
-        Self::new_key(vault, kind, &key, unit_id, comment, true)
+        Self::new_key(vault, kind, &key, unit_id, comment, true, terms)
+    }
+
+    /// Creates the keys `request` asks for, with the lifetime, usage limit and folder it names;
+    /// the new IDs. A usage limit is only on mass-deployment keys (the request cannot name one
+    /// for another kind).
+    pub async fn create(
+        &self,
+        request: &CreateKeys,
+        progress: Progress,
+        actor: &Actor,
+    ) -> Result<Vec<KeyId>, KeyError> {
+        let terms = KeyTerms::of(request);
+        Ok(match request {
+            CreateKeys::OneTime {
+                quantity, comment, ..
+            } => {
+                self.one_time(*quantity, comment, &terms, progress, actor)
+                    .await?
+            }
+            CreateKeys::DeviceBound {
+                unit_ids, comment, ..
+            } => {
+                self.device_bound(unit_ids, comment, &terms, progress, actor)
+                    .await?
+            }
+            CreateKeys::Mass {
+                password, comment, ..
+            } => {
+                vec![
+                    self.mass(password.as_deref(), comment, &terms, actor)
+                        .await?
+                        .0,
+                ]
+            }
+        })
     }
 
     /// Creates `quantity` one-time keys.
@@ -206,13 +310,26 @@ impl KeyAdmin {
         progress: Progress,
         actor: &Actor,
     ) -> Result<Vec<KeyId>, KeyError> {
+        self.one_time(quantity, comment, &KeyTerms::default(), progress, actor)
+            .await
+    }
+
+    async fn one_time(
+        &self,
+        quantity: usize,
+        comment: &str,
+        terms: &KeyTerms,
+        progress: Progress,
+        actor: &Actor,
+    ) -> Result<Vec<KeyId>, KeyError> {
         self.usable()?;
         if quantity == 0 || quantity > MAX_QUANTITY {
             return Err(KeyError::Quantity);
         }
         check_comment(comment)?;
-        let (vault, comment) = (self.vault.clone(), comment.to_owned());
-        let make = Box::new(move |_| Self::generated(&vault, KeyKind::OneTime, None, &comment));
+        let (vault, comment, terms) = (self.vault.clone(), comment.to_owned(), terms.clone());
+        let make =
+            Box::new(move |_| Self::generated(&vault, KeyKind::OneTime, None, &comment, &terms));
         Ok(self
             .store
             .insert_keys(quantity, make, progress, actor)
@@ -227,6 +344,18 @@ impl KeyAdmin {
         progress: Progress,
         actor: &Actor,
     ) -> Result<Vec<KeyId>, KeyError> {
+        self.device_bound(unit_ids, comment, &KeyTerms::default(), progress, actor)
+            .await
+    }
+
+    async fn device_bound(
+        &self,
+        unit_ids: &[UnitId],
+        comment: &str,
+        terms: &KeyTerms,
+        progress: Progress,
+        actor: &Actor,
+    ) -> Result<Vec<KeyId>, KeyError> {
         self.usable()?;
         if unit_ids.is_empty() {
             return Err(KeyError::NoUnitIds);
@@ -236,12 +365,14 @@ impl KeyAdmin {
         }
         check_comment(comment)?;
         let (vault, comment, units) = (self.vault.clone(), comment.to_owned(), unit_ids.to_vec());
+        let terms = terms.clone();
         let make = Box::new(move |index: usize| {
             Self::generated(
                 &vault,
                 KeyKind::DeviceBound,
                 Some(units[index].clone()),
                 &comment,
+                &terms,
             )
         });
         Ok(self
@@ -258,16 +389,36 @@ impl KeyAdmin {
         comment: &str,
         actor: &Actor,
     ) -> Result<(KeyId, FirstAuthKey), KeyError> {
+        self.mass(password, comment, &KeyTerms::default(), actor)
+            .await
+    }
+
+    async fn mass(
+        &self,
+        password: Option<&str>,
+        comment: &str,
+        terms: &KeyTerms,
+        actor: &Actor,
+    ) -> Result<(KeyId, FirstAuthKey), KeyError> {
         self.usable()?;
         check_comment(comment)?;
+        check_usage_limit(terms.limits.usage_limit)?;
         let typed = password.map(FirstAuthKey::new).transpose()?;
         if let Some(typed) = &typed {
             crate::mass_key_floor::check(typed.expose_secret())?;
         }
-        let (vault, comment) = (self.vault.clone(), comment.to_owned());
+        let (vault, comment, terms) = (self.vault.clone(), comment.to_owned(), terms.clone());
         let make = Box::new(move |_| match &typed {
-            Some(key) => Self::new_key(&vault, KeyKind::MassDeployment, key, None, &comment, false),
-            None => Self::generated(&vault, KeyKind::MassDeployment, None, &comment),
+            Some(key) => Self::new_key(
+                &vault,
+                KeyKind::MassDeployment,
+                key,
+                None,
+                &comment,
+                false,
+                &terms,
+            ),
+            None => Self::generated(&vault, KeyKind::MassDeployment, None, &comment, &terms),
         });
         let ids = self
             .store
@@ -293,10 +444,27 @@ impl KeyAdmin {
             ]))))
     }
 
-    /// The view of a stored key: its value unsealed, then masked unless `show`.
-    fn view(&self, stored: StoredKey, show: bool) -> Result<KeyView, KeyError> {
+    /// The view of a stored key at `now`: its value unsealed, then masked unless `show`; its
+    /// status as [`claim::status`] decides it at `now`.
+    fn view(
+        &self,
+        stored: StoredKey,
+        show: bool,
+        now: OffsetDateTime,
+    ) -> Result<KeyView, KeyError> {
         let key = self.vault.open(&stored.sealed, &stored.lookup)?;
         Ok(KeyView {
+            status: claim::status(
+                stored.kind,
+                stored.active,
+                stored.usage_count,
+                stored.limits,
+                now,
+            ),
+            expires_at: stored.limits.expires_at,
+            not_before: stored.limits.not_before,
+            usage_limit: stored.limits.usage_limit,
+            folder: stored.folder,
             key: if show {
                 key.expose_secret().to_owned()
             } else {
@@ -306,7 +474,6 @@ impl KeyAdmin {
             id: stored.id,
             kind: stored.kind,
             unit_id: stored.unit_id,
-            status: stored.status,
             usage_count: stored.usage_count,
             usage_date: stored.usage_date,
             comment: stored.comment,
@@ -322,8 +489,19 @@ impl KeyAdmin {
         show: bool,
     ) -> Result<Page<KeyView>, KeyError> {
         self.usable()?;
-        let rows = self.store.keys(filter, &page.probe()).await?;
-        let listed = store::paged(rows, page.limit, |key| key.id, |key| self.view(key, show))?;
+        // One instant for the filter and the statuses shown, so a key on a boundary agrees.
+        let now = filter.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let filter = KeyFilter {
+            at: Some(now),
+            ..filter.clone()
+        };
+        let rows = self.store.keys(&filter, &page.probe()).await?;
+        let listed = store::paged(
+            rows,
+            page.limit,
+            |key| key.id,
+            |key| self.view(key, show, now),
+        )?;
         if show {
             let ids: Vec<KeyId> = listed.items.iter().map(|key| key.id).collect();
             self.audit_shown("keys.reveal", &ids, "").await?;
@@ -335,7 +513,7 @@ impl KeyAdmin {
     pub async fn get(&self, id: KeyId, show: bool) -> Result<KeyView, KeyError> {
         self.usable()?;
         let stored = self.one(id).await?;
-        let view = self.view(stored, show)?;
+        let view = self.view(stored, show, OffsetDateTime::now_utc())?;
         if show {
             self.audit_shown("keys.reveal", &[id], "").await?;
         }
@@ -359,9 +537,10 @@ impl KeyAdmin {
         if !missing.is_empty() {
             return Err(StoreError::NotFound(Missing::Keys(missing)).into());
         }
+        let now = OffsetDateTime::now_utc();
         let shown = stored
             .into_iter()
-            .map(|key| self.view(key, true))
+            .map(|key| self.view(key, true, now))
             .collect::<Result<Vec<_>, _>>()?;
         self.audit_shown("keys.reveal", ids, "").await?;
         Ok(shown)
@@ -383,6 +562,32 @@ impl KeyAdmin {
         self.usable()?;
         check_comment(comment)?;
         Ok(self.store.set_comment(id, comment, actor).await?)
+    }
+
+    /// Edits a key as `edit` says (its comment, lifetime, usage limit, folder; what it leaves
+    /// out stays), in one transaction. A usage limit is refused on a key that is not a
+    /// mass-deployment key, naming the field.
+    pub async fn edit(&self, id: KeyId, edit: &EditKey, actor: &Actor) -> Result<(), KeyError> {
+        self.usable()?;
+        if let Some(comment) = &edit.comment {
+            check_comment(comment)?;
+        }
+        if let Some(limit) = edit.usage_limit {
+            check_usage_limit(limit)?;
+            // A key's kind never changes: read before the transaction, it still holds in it.
+            let kind = self.one(id).await?.kind;
+            if limit.is_some() && !claim::may_limit_usage(kind) {
+                return Err(KeyError::UsageLimitKind(id, kind));
+            }
+        }
+        let patch = KeyPatch {
+            comment: edit.comment.clone(),
+            not_before: edit.not_before,
+            expires_at: edit.expires_at,
+            usage_limit: edit.usage_limit,
+            folder: edit.folder.clone(),
+        };
+        Ok(self.store.edit_key(id, patch, actor).await?)
     }
 
     /// Activates keys (a Used one-time key stays Used).
@@ -423,19 +628,26 @@ impl KeyAdmin {
         ums_id: Fingerprint,
     ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
         self.usable()?;
-        let filter = if ids.is_empty() {
-            KeyFilter {
-                // The one status the claim rule lets onto a stick.
-                status: KeyStatus::ALL.into_iter().find(|s| claim::exportable(*s)),
-                ..KeyFilter::default()
+        let now = OffsetDateTime::now_utc();
+        let mut stored = Vec::new();
+        if ids.is_empty() {
+            // Every key of each status the claim rule lets onto a stick, in key order.
+            for status in KeyStatus::ALL.into_iter().filter(|s| claim::exportable(*s)) {
+                let filter = KeyFilter {
+                    status: Some(status),
+                    at: Some(now),
+                    ..KeyFilter::default()
+                };
+                stored.extend(self.store.keys(&filter, &PageRequest::all()).await?);
             }
+            stored.sort_unstable_by_key(|key| key.id);
         } else {
-            KeyFilter {
+            let filter = KeyFilter {
                 ids: Some(ids.to_vec()),
                 ..KeyFilter::default()
-            }
-        };
-        let stored = self.store.keys(&filter, &PageRequest::all()).await?;
+            };
+            stored = self.store.keys(&filter, &PageRequest::all()).await?;
+        }
         if !ids.is_empty() {
             let missing: Vec<KeyId> = ids
                 .iter()
@@ -457,10 +669,12 @@ impl KeyAdmin {
         servers: Vec<Server>,
         ums_id: Fingerprint,
     ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
-        if let Some(bad) = stored.iter().find(|k| !claim::exportable(k.status)) {
+        let now = OffsetDateTime::now_utc();
+        let status_now = |k: &StoredKey| k.status_at(now);
+        if let Some(bad) = stored.iter().find(|k| !claim::exportable(status_now(k))) {
             return Err(KeyError::NotExportable {
                 id: bad.id,
-                status: bad.status,
+                status: status_now(bad),
             });
         }
         if stored.is_empty() {
@@ -501,15 +715,21 @@ impl KeyAdmin {
     pub async fn export_check(&self, ids: &[KeyId]) -> Result<ExportKeysCheck, KeyError> {
         use onboard_protocol::admin::ExportKeyCheck;
         self.usable()?;
+        let now = OffsetDateTime::now_utc();
         if ids.is_empty() {
-            let filter = KeyFilter {
-                // The one status the claim rule lets onto a stick, as the export filters.
-                status: KeyStatus::ALL.into_iter().find(|s| claim::exportable(*s)),
-                ..KeyFilter::default()
-            };
+            // Every key of each status the claim rule lets onto a stick, as the export takes them.
+            let mut exportable = 0;
+            for status in KeyStatus::ALL.into_iter().filter(|s| claim::exportable(*s)) {
+                let filter = KeyFilter {
+                    status: Some(status),
+                    at: Some(now),
+                    ..KeyFilter::default()
+                };
+                exportable += self.store.count_keys(&filter).await?;
+            }
             return Ok(ExportKeysCheck {
                 keys: Vec::new(),
-                exportable: self.store.count_keys(&filter).await?,
+                exportable,
                 refused: 0,
             });
         }
@@ -533,14 +753,14 @@ impl KeyAdmin {
             .filter(|id| seen.insert(**id))
             .filter_map(|id| stored.iter().find(|key| key.id == *id))
             .map(|key| {
-                let exportable = claim::exportable(key.status);
+                let status = key.status_at(now);
+                let exportable = claim::exportable(status);
                 ExportKeyCheck {
                     id: key.id,
-                    status: key.status,
+                    status,
                     exportable,
-                    reason: (!exportable).then(|| {
-                        format!("the key is {}: only active keys go on a stick", key.status)
-                    }),
+                    reason: (!exportable)
+                        .then(|| format!("the key is {status}: only active keys go on a stick")),
                 }
             })
             .collect();
@@ -564,11 +784,12 @@ impl KeyAdmin {
         limit: usize,
     ) -> Result<Vec<KeyView>, KeyError> {
         self.usable()?;
+        let now = OffsetDateTime::now_utc();
         self.store
             .key_listing(listing, offset, limit)
             .await?
             .into_iter()
-            .map(|key| self.view(key, false))
+            .map(|key| self.view(key, false, now))
             .collect()
     }
 
@@ -635,6 +856,7 @@ impl KeyAdmin {
         if ids.is_empty() {
             return Ok(std::collections::HashMap::new());
         }
+        let now = OffsetDateTime::now_utc();
         let filter = KeyFilter {
             ids: Some(ids.to_vec()),
             ..KeyFilter::default()
@@ -644,7 +866,7 @@ impl KeyAdmin {
             .keys(&filter, &PageRequest::all())
             .await?
             .into_iter()
-            .map(|key| (key.id, key.status))
+            .map(|key| (key.id, key.status_at(now)))
             .collect())
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Only **guesses** count: an enrollment whose credentials are malformed or whose key no key has.
 //! The refusals devices meet in a normal rollout (`key_used` when devices share a stick,
-//! `key_inactive`, `key_bound_to_other_device`, `unit_id_conflict`) are not guesses: the device
-//! holds a real key.
+//! `key_inactive`, `key_bound_to_other_device`, `key_expired`, `key_not_yet_valid`,
+//! `key_exhausted`, `unit_id_conflict`) are not guesses: the device holds a real key.
 //!
 //! A request **reserves** one guess for each key it presents before anything is looked up
 //! ([`RateLimiter::admit`]), and the reservation is refunded for each key that turns out to be

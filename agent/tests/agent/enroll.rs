@@ -13,6 +13,7 @@ use onboard_agent::lifecycle::{Failure, Phase};
 use onboard_agent::pin::Pin;
 use onboard_agent::state::{self, AgentState};
 use onboard_agent::tls::{ChainRefusal, PinnedVerifier};
+use onboard_protocol::admin::EditKey;
 use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, est};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -786,5 +787,60 @@ async fn a_key_refused_as_unknown_is_tried_again_by_itself_once_its_refusal_laps
     agent.wait_enrolled().await;
     agent.stop().await.unwrap();
     assert_eq!(ums.devices().await.len(), 1);
+    ums.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_and_a_not_yet_valid_key_are_skipped_for_the_next_one() {
+    let ums = Ums::start().await;
+    let one_time = ums.create(KeyKind::OneTime, 2, None).await;
+    let mass = ums.create(KeyKind::MassDeployment, 1, None).await;
+    let ids = [one_time.clone(), mass.clone()].concat();
+    let key_file = ums.export(&ids, vec![ums.server()]).await;
+    // After the export, one key expires and the other is made to start tomorrow.
+    let keys = ums.running.shared().stub.keys();
+    let now = OffsetDateTime::now_utc();
+    for (id, edit) in [
+        (
+            one_time[0],
+            EditKey {
+                expires_at: Some(Some(now - time::Duration::MINUTE)),
+                ..EditKey::default()
+            },
+        ),
+        (
+            one_time[1],
+            EditKey {
+                not_before: Some(Some(now + time::Duration::DAY)),
+                ..EditKey::default()
+            },
+        ),
+    ] {
+        keys.edit(id, &edit, &ums_stub::store::Actor::cli())
+            .await
+            .unwrap();
+    }
+
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    plug_in(root.path(), &key_file);
+    let agent = Agent::start(settings(UNIT, root.path(), state_dir.path()));
+    let state = agent.wait_enrolled().await;
+    // Mass keys come last: both one-time keys were presented and refused before it.
+    assert_eq!(state.key_type, Some(KeyKind::MassDeployment));
+    let mut codes: Vec<ProblemCode> = state.refused_keys.iter().map(|r| r.code).collect();
+    codes.sort_by_key(|code| code.as_str());
+    assert_eq!(
+        codes,
+        [ProblemCode::KeyExpired, ProblemCode::KeyNotYetValid]
+    );
+    assert_eq!(agent.observer.passes(), 1);
+    agent.stop().await.unwrap();
+    assert_eq!(ums.usage(one_time[0]).await, (0, "expired".to_owned()));
+    assert_eq!(
+        ums.usage(one_time[1]).await,
+        (0, "not_yet_valid".to_owned())
+    );
+    assert_eq!(ums.usage(mass[0]).await.0, 1);
     ums.stop().await;
 }

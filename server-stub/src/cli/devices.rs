@@ -10,7 +10,7 @@ use onboard_protocol::connector::Command;
 
 use super::table::{self, DEFAULT_LIMIT, print_table};
 use super::target::Target;
-use crate::store::PageRequest;
+use crate::store::{DeviceFilter, PageRequest};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DevicesCommand {
@@ -19,6 +19,10 @@ pub(super) enum DevicesCommand {
     /// version, kernel, CPU, memory, NICs; "-" before its first report), when it was last seen,
     /// when it enrolled, key type used, certificate serial and expiry.
     List {
+        /// Only devices that landed in this folder or one under it (/Sites holds
+        /// /Sites/Berlin).
+        #[arg(long, value_name = "PATH", value_parser = super::keys::folder)]
+        folder: Option<onboard_protocol::Folder>,
         /// Print at most N devices.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = table::page_limit)]
         limit: usize,
@@ -26,7 +30,7 @@ pub(super) enum DevicesCommand {
         #[arg(long, value_name = "UNIT_ID")]
         after: Option<String>,
         /// Print JSON: {items: [{unit_id, serial, not_after, key_type, key_id, enrolled_at,
-        /// last_seen, inventory, online, connected_to}], next_after, total}, inventory null or {host_name, os_name,
+        /// last_seen, inventory, online, connected_to, folder}], next_after, total}, inventory null or {host_name, os_name,
         /// os_version, kernel, cpu_model, memory_bytes, nics: [{name, mac}]}.
         #[arg(long)]
         json: bool,
@@ -59,13 +63,20 @@ pub(super) async fn run(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match command {
-        DevicesCommand::List { limit, after, json } => {
+        DevicesCommand::List {
+            folder,
+            limit,
+            after,
+            json,
+        } => {
             let after = after
                 .as_deref()
                 .map(str::parse::<UnitId>)
                 .transpose()
                 .context("--after")?;
-            let page = target.devices(&PageRequest { limit, after }).await?;
+            let page = target
+                .devices(&DeviceFilter { folder }, &PageRequest { limit, after })
+                .await?;
             let total = page.total.unwrap_or_default();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;
@@ -83,6 +94,7 @@ pub(super) async fn run(
                     "Last seen",
                     "Enrolled at",
                     "Key type",
+                    "Folder",
                     "Certificate serial",
                     "Expires",
                     "NICs",
@@ -105,6 +117,11 @@ pub(super) async fn run(
                     table::time(device.last_seen),
                     table::time(device.enrolled_at),
                     device.key_type.as_str().to_owned(),
+                    device
+                        .folder
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     device.serial.clone(),
                     table::time(device.not_after),
                     nics,

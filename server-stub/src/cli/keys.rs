@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::ProgressBar;
-use onboard_protocol::admin::{CreateKeys, KeyId, KeyStatus};
-use onboard_protocol::{Format, KeyKind, UnitId};
+use onboard_protocol::admin::{CreateKeys, EditKey, KeyId, KeyStatus};
+use onboard_protocol::{Folder, Format, KeyKind, UnitId};
+use time::OffsetDateTime;
 
 use super::table::{self, DEFAULT_LIMIT, print_table, progress};
 use super::target::Target;
@@ -23,14 +24,9 @@ pub(super) enum KeysCommand {
     /// List keys as the UMS does: Unit ID, Key (masked unless --show), Status, Usage date, Usage
     /// count, Type, Comment.
     List(ListArgs),
-    /// Change a key's comment.
-    Edit {
-        /// The key.
-        id: KeyId,
-        /// The new comment.
-        #[arg(long)]
-        comment: String,
-    },
+    /// Change a key's comment, lifetime, usage limit (mass keys) or folder; what is not named
+    /// stays. Devices enrolled already stay in the folder they landed in.
+    Edit(EditArgs),
     /// Activate keys (a used one-time key stays used).
     Activate {
         /// The keys.
@@ -64,6 +60,8 @@ pub(super) enum CreateCommand {
         /// A comment for all of them.
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        terms: TermsArgs,
     },
     /// One-time keys bound to devices, one per unit ID.
     DeviceBound {
@@ -81,8 +79,10 @@ pub(super) enum CreateCommand {
         /// A comment for all of them.
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        terms: TermsArgs,
     },
-    /// A mass-deployment key any number of devices may use.
+    /// A mass-deployment key any number of devices may use (up to --usage-limit).
     Mass {
         /// Use this password instead of a random key (no other key may have it): at least 16
         /// characters and not easily guessed. Other local users can read a command line: prefer
@@ -95,7 +95,135 @@ pub(super) enum CreateCommand {
         /// A comment.
         #[arg(long, default_value = "")]
         comment: String,
+        #[command(flatten)]
+        terms: TermsArgs,
+        /// Enroll at most N devices, then refuse (key_exhausted) [default: no limit].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        usage_limit: Option<u64>,
     },
+}
+
+/// The lifetime and folder of new keys, each optional.
+#[derive(Debug, Args)]
+pub(super) struct TermsArgs {
+    /// Expire this long after now: a number and s, m, h, d or w (30d, 12h) [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = duration, conflicts_with = "expires_at")]
+    expires_in: Option<time::Duration>,
+    /// Expire at this time (RFC 3339, 2026-12-31T23:59:59Z) [default: never].
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    expires_at: Option<OffsetDateTime>,
+    /// Refuse enrollments before this time (RFC 3339) [default: valid at once].
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    not_before: Option<OffsetDateTime>,
+    /// The folder devices enrolled with the keys land in (/Sites/Berlin).
+    #[arg(long, value_name = "PATH", value_parser = folder)]
+    folder: Option<Folder>,
+}
+
+impl TermsArgs {
+    /// The expiry asked for, `--expires-in` counted from `now`.
+    fn expires_at(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.expires_at.or(self.expires_in.map(|after| now + after))
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+pub(super) struct EditArgs {
+    /// The key.
+    id: KeyId,
+    /// The new comment.
+    #[arg(long, group = "change")]
+    comment: Option<String>,
+    /// Expire this long after now: a number and s, m, h, d or w (30d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = duration, group = "change",
+        conflicts_with_all = ["expires_at", "never_expires"])]
+    expires_in: Option<time::Duration>,
+    /// Expire at this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339, group = "change",
+        conflicts_with = "never_expires")]
+    expires_at: Option<OffsetDateTime>,
+    /// Never expire.
+    #[arg(long, group = "change")]
+    never_expires: bool,
+    /// Refuse enrollments before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339, group = "change",
+        conflicts_with = "no_not_before")]
+    not_before: Option<OffsetDateTime>,
+    /// Valid at once: drop the start of its lifetime.
+    #[arg(long, group = "change")]
+    no_not_before: bool,
+    /// Enroll at most N devices (mass-deployment keys only).
+    #[arg(long, value_name = "N", group = "change", conflicts_with = "no_usage_limit",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    usage_limit: Option<u64>,
+    /// No usage limit.
+    #[arg(long, group = "change")]
+    no_usage_limit: bool,
+    /// The folder devices enrolled with it from now on land in.
+    #[arg(long, value_name = "PATH", value_parser = folder, group = "change",
+        conflicts_with = "no_folder")]
+    folder: Option<Folder>,
+    /// No folder.
+    #[arg(long, group = "change")]
+    no_folder: bool,
+}
+
+impl EditArgs {
+    /// The change it asks for, `--expires-in` counted from `now`.
+    fn edit(&self, now: OffsetDateTime) -> EditKey {
+        /// A member set, cleared by its `--no-…` flag, or left as it is.
+        fn change<T: Clone>(set: Option<&T>, clear: bool) -> Option<Option<T>> {
+            match (set, clear) {
+                (Some(value), _) => Some(Some(value.clone())),
+                (None, true) => Some(None),
+                (None, false) => None,
+            }
+        }
+        let expires_at = self.expires_at.or(self.expires_in.map(|after| now + after));
+        EditKey {
+            comment: self.comment.clone(),
+            expires_at: change(expires_at.as_ref(), self.never_expires),
+            not_before: change(self.not_before.as_ref(), self.no_not_before),
+            usage_limit: change(self.usage_limit.as_ref(), self.no_usage_limit),
+            folder: change(self.folder.as_ref(), self.no_folder),
+        }
+    }
+}
+
+/// A duration on the command line: a whole number and a unit, s, m, h, d or w (`30d`).
+pub(super) fn duration(text: &str) -> Result<time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration: expected a number and s, m, h, d or w (30d)");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "s" => time::Duration::SECOND,
+        "m" => time::Duration::MINUTE,
+        "h" => time::Duration::HOUR,
+        "d" => time::Duration::DAY,
+        "w" => time::Duration::WEEK,
+        _ => return Err(bad()),
+    };
+    // Bounded well inside what a time can hold: a hundred years.
+    if number == 0 || number.saturating_mul(unit.whole_seconds()) > 100 * 366 * 86_400 {
+        return Err(format!(
+            "{text:?}: a duration is from 1 second to 100 years"
+        ));
+    }
+    Ok(unit * i32::try_from(number).map_err(|_| bad())?)
+}
+
+/// A time on the command line, RFC 3339.
+pub(super) fn rfc3339(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time (2026-12-31T23:59:59Z)"))
+}
+
+/// A folder on the command line.
+pub(super) fn folder(text: &str) -> Result<Folder, String> {
+    text.parse()
+        .map_err(|error: onboard_protocol::FolderError| error.to_string())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,6 +248,9 @@ enum StatusArg {
     Active,
     Inactive,
     Used,
+    Expired,
+    NotYetValid,
+    Exhausted,
 }
 
 impl From<StatusArg> for KeyStatus {
@@ -128,6 +259,9 @@ impl From<StatusArg> for KeyStatus {
             StatusArg::Active => KeyStatus::Active,
             StatusArg::Inactive => KeyStatus::Inactive,
             StatusArg::Used => KeyStatus::Used,
+            StatusArg::Expired => KeyStatus::Expired,
+            StatusArg::NotYetValid => KeyStatus::NotYetValid,
+            StatusArg::Exhausted => KeyStatus::Exhausted,
         }
     }
 }
@@ -166,6 +300,12 @@ pub(super) struct ListArgs {
     /// Only keys whose comment holds this text.
     #[arg(long, value_name = "TEXT")]
     comment: Option<String>,
+    /// Only keys that expire before this time (RFC 3339; expired ones included).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    expires_before: Option<OffsetDateTime>,
+    /// Only keys that expire after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    expires_after: Option<OffsetDateTime>,
     /// Print at most N keys.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = table::page_limit)]
     limit: usize,
@@ -173,7 +313,7 @@ pub(super) struct ListArgs {
     #[arg(long, value_name = "ID")]
     after: Option<KeyId>,
     /// Print JSON: {items: [{id, type, key, shown, unit_id, status, usage_count, usage_date,
-    /// comment, created_at}], next_after, total}.
+    /// comment, created_at, expires_at, not_before, usage_limit, folder}], next_after, total}.
     #[arg(long)]
     json: bool,
 }
@@ -193,7 +333,8 @@ pub(super) struct ExportArgs {
     /// Replace the file if it exists.
     #[arg(long)]
     force: bool,
-    /// The keys to export [default: all active keys].
+    /// The keys to export [default: all active keys and those not valid yet; never expired,
+    /// exhausted, used or inactive ones].
     ids: Vec<KeyId>,
 }
 
@@ -204,11 +345,20 @@ pub(super) async fn run(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create(CreateCommand::OneTime { quantity, comment }) => {
+        KeysCommand::Create(CreateCommand::OneTime {
+            quantity,
+            comment,
+            terms,
+        }) => {
             let bar = progress(quantity as u64, "creating one-time keys");
-            let ids = target
-                .create(CreateKeys::OneTime { quantity, comment }, on_progress(&bar))
-                .await?;
+            let request = CreateKeys::OneTime {
+                quantity,
+                comment,
+                expires_at: terms.expires_at(OffsetDateTime::now_utc()),
+                not_before: terms.not_before,
+                folder: terms.folder,
+            };
+            let ids = target.create(request, on_progress(&bar)).await?;
             bar.finish_and_clear();
             writeln!(
                 out,
@@ -222,6 +372,7 @@ pub(super) async fn run(
             unit_ids,
             import,
             comment,
+            terms,
         }) => {
             let unit_ids: Vec<UnitId> = match import {
                 Some(path) => {
@@ -238,12 +389,14 @@ pub(super) async fn run(
                 .context("--unit-id (line = position on the command line)")?,
             };
             let bar = progress(unit_ids.len() as u64, "creating device-bound keys");
-            let ids = target
-                .create(
-                    CreateKeys::DeviceBound { unit_ids, comment },
-                    on_progress(&bar),
-                )
-                .await?;
+            let request = CreateKeys::DeviceBound {
+                unit_ids,
+                comment,
+                expires_at: terms.expires_at(OffsetDateTime::now_utc()),
+                not_before: terms.not_before,
+                folder: terms.folder,
+            };
+            let ids = target.create(request, on_progress(&bar)).await?;
             bar.finish_and_clear();
             writeln!(
                 out,
@@ -257,6 +410,8 @@ pub(super) async fn run(
             password,
             password_stdin,
             comment,
+            terms,
+            usage_limit,
         }) => {
             let password = if password_stdin {
                 let mut line = String::new();
@@ -267,9 +422,15 @@ pub(super) async fn run(
             } else {
                 password
             };
-            let ids = target
-                .create(CreateKeys::Mass { password, comment }, Box::new(|_| {}))
-                .await?;
+            let request = CreateKeys::Mass {
+                password,
+                comment,
+                expires_at: terms.expires_at(OffsetDateTime::now_utc()),
+                not_before: terms.not_before,
+                folder: terms.folder,
+                usage_limit,
+            };
+            let ids = target.create(request, Box::new(|_| {})).await?;
             let id = ids.first().copied().unwrap_or_default();
             let masked = target
                 .keys(
@@ -291,9 +452,10 @@ pub(super) async fn run(
             )?;
         }
         KeysCommand::List(args) => list(&target, args, out).await?,
-        KeysCommand::Edit { id, comment } => {
-            target.edit(id, &comment).await?;
-            writeln!(out, "Key {id}: comment set.")?;
+        KeysCommand::Edit(args) => {
+            let edit = args.edit(OffsetDateTime::now_utc());
+            let view = target.edit(args.id, &edit).await?;
+            writeln!(out, "Key {}: {}.", args.id, changed(&edit, &view))?;
         }
         KeysCommand::Activate { ids } => {
             target.change("activate", &ids).await?;
@@ -325,6 +487,9 @@ async fn list(target: &Target, args: ListArgs, out: &mut impl Write) -> anyhow::
         unit_id,
         ids: None,
         comment: args.comment,
+        expires_before: args.expires_before,
+        expires_after: args.expires_after,
+        at: None,
     };
     let page = PageRequest {
         limit: args.limit,
@@ -345,6 +510,8 @@ async fn list(target: &Target, args: ListArgs, out: &mut impl Write) -> anyhow::
             "Usage date",
             "Usage count",
             "Type",
+            "Expires",
+            "Folder",
             "Comment",
         ]
         .map(str::to_owned),
@@ -359,8 +526,16 @@ async fn list(target: &Target, args: ListArgs, out: &mut impl Write) -> anyhow::
             view.key.clone(),
             view.status.label().to_owned(),
             view.usage_date.map(table::time).unwrap_or_default(),
-            view.usage_count.to_string(),
+            match view.usage_limit {
+                Some(limit) => format!("{} of {limit}", view.usage_count),
+                None => view.usage_count.to_string(),
+            },
             view.kind.as_str().to_owned(),
+            view.expires_at.map(table::time).unwrap_or_default(),
+            view.folder
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             view.comment.clone(),
         ]);
     }
@@ -405,6 +580,40 @@ fn summary(file: &onboard_protocol::KeyFile) -> String {
             .join(", "),
         file.ums_id.short()
     )
+}
+
+/// What an edit set, as the key now has it.
+fn changed(edit: &EditKey, view: &onboard_protocol::admin::KeyView) -> String {
+    let time = |at: Option<OffsetDateTime>| at.map_or_else(|| "none".to_owned(), table::time);
+    let mut parts = Vec::new();
+    if edit.comment.is_some() {
+        parts.push("comment set".to_owned());
+    }
+    if edit.expires_at.is_some() {
+        parts.push(format!(
+            "expires {}",
+            time(view.expires_at).replace("none", "never")
+        ));
+    }
+    if edit.not_before.is_some() {
+        parts.push(format!(
+            "valid from {}",
+            time(view.not_before).replace("none", "now")
+        ));
+    }
+    if edit.usage_limit.is_some() {
+        parts.push(match view.usage_limit {
+            Some(limit) => format!("usage limit {limit}"),
+            None => "no usage limit".to_owned(),
+        });
+    }
+    if edit.folder.is_some() {
+        parts.push(match &view.folder {
+            Some(folder) => format!("folder {folder}"),
+            None => "no folder".to_owned(),
+        });
+    }
+    format!("{}; status {}", parts.join(", "), view.status.label())
 }
 
 fn plural(count: usize) -> &'static str {
@@ -463,6 +672,33 @@ mod tests {
         );
         assert!(crate::keys::parse_server("ums:0").is_err());
         assert!(crate::keys::parse_server("ums:http").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_a_number_and_a_unit() {
+        let table = [
+            ("30d", Ok(time::Duration::days(30))),
+            ("12h", Ok(time::Duration::hours(12))),
+            ("90m", Ok(time::Duration::minutes(90))),
+            ("45s", Ok(time::Duration::seconds(45))),
+            ("2w", Ok(time::Duration::weeks(2))),
+        ];
+        for (text, expected) in table {
+            assert_eq!(duration(text), expected, "{text}");
+        }
+        for bad in [
+            "",
+            "30",
+            "d",
+            "30x",
+            "-1d",
+            "1.5d",
+            "0d",
+            "40000d",
+            "99999999999999999999d",
+        ] {
+            assert!(duration(bad).is_err(), "{bad} was read");
+        }
     }
 
     #[test]

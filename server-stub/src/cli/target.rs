@@ -10,7 +10,7 @@ use onboard_protocol::{Format, KeyFile, UnitId};
 use reqwest::Method;
 
 use super::remote::{Remote, encode};
-use crate::store::{Actor, AuditFilter, KeyFilter, PageRequest, Progress};
+use crate::store::{Actor, AuditFilter, DeviceFilter, KeyFilter, PageRequest, Progress};
 use crate::stub::Stub;
 
 /// The server a command acts on.
@@ -33,6 +33,12 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     } else {
         format!("?{}", joined.join("&"))
     }
+}
+
+/// A time as a query value, RFC 3339.
+fn table_time(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 impl Target {
@@ -58,6 +64,8 @@ impl Target {
                         ("status", filter.status.map(|s| s.as_str().to_owned())),
                         ("unit_id", filter.unit_id.as_ref().map(ToString::to_string)),
                         ("comment", filter.comment.clone()),
+                        ("expires_before", filter.expires_before.map(table_time)),
+                        ("expires_after", filter.expires_after.map(table_time)),
                         ("limit", Some(page.limit.to_string())),
                         ("after", page.after.map(|a| a.to_string())),
                         ("total", Some("true".to_owned())),
@@ -88,23 +96,7 @@ impl Target {
             Target::Local(stub) => {
                 let keys = stub.keys();
                 let cli = Actor::cli();
-                Ok(match request {
-                    CreateKeys::OneTime { quantity, comment } => {
-                        keys.create_one_time(quantity, &comment, progress, &cli)
-                            .await?
-                    }
-                    CreateKeys::DeviceBound { unit_ids, comment } => {
-                        keys.create_device_bound(&unit_ids, &comment, progress, &cli)
-                            .await?
-                    }
-                    CreateKeys::Mass { password, comment } => {
-                        vec![
-                            keys.create_mass(password.as_deref(), &comment, &cli)
-                                .await?
-                                .0,
-                        ]
-                    }
-                })
+                Ok(keys.create(&request, progress, &cli).await?)
             }
             Target::Remote(remote) => {
                 let created: CreatedKeys =
@@ -114,22 +106,17 @@ impl Target {
         }
     }
 
-    /// Sets a key's comment.
-    pub(super) async fn edit(&self, id: KeyId, comment: &str) -> anyhow::Result<()> {
+    /// Edits a key; the key as edited, masked.
+    pub(super) async fn edit(&self, id: KeyId, edit: &EditKey) -> anyhow::Result<KeyView> {
         match self {
-            Target::Local(stub) => Ok(stub.keys().edit_comment(id, comment, &Actor::cli()).await?),
-            Target::Remote(remote) => {
-                let _: KeyView = remote
-                    .call(
-                        Method::PATCH,
-                        &format!("/api/v1/keys/{id}"),
-                        &EditKey {
-                            comment: comment.to_owned(),
-                        },
-                    )
-                    .await?;
-                Ok(())
+            Target::Local(stub) => {
+                let keys = stub.keys();
+                keys.edit(id, edit, &Actor::cli()).await?;
+                Ok(keys.get(id, false).await?)
             }
+            Target::Remote(remote) => Ok(remote
+                .call(Method::PATCH, &format!("/api/v1/keys/{id}"), edit)
+                .await?),
         }
     }
 
@@ -196,22 +183,24 @@ impl Target {
         }
     }
 
-    /// One page of enrolled devices with their total.
+    /// One page of the enrolled devices `filter` matches, with their total.
     pub(super) async fn devices(
         &self,
+        filter: &DeviceFilter,
         page: &PageRequest<UnitId>,
     ) -> anyhow::Result<Page<DeviceView, UnitId>> {
         match self {
             Target::Local(stub) => {
                 let devices = stub.devices();
-                let mut listed = devices.list(page).await?;
-                listed.total = Some(devices.count().await?);
+                let mut listed = devices.list(filter, page).await?;
+                listed.total = Some(devices.count(filter).await?);
                 Ok(listed)
             }
             Target::Remote(remote) => {
                 let path = format!(
                     "/api/v1/devices{}",
                     query(&[
+                        ("folder", filter.folder.as_ref().map(ToString::to_string)),
                         ("limit", Some(page.limit.to_string())),
                         ("after", page.after.as_ref().map(ToString::to_string)),
                         ("total", Some("true".to_owned())),

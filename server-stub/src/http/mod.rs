@@ -169,7 +169,11 @@ impl From<KeyError> for ApiError {
             | KeyError::Password(_)
             | KeyError::WeakMassKey(_)
             | KeyError::Server(_)
-            | KeyError::Comment => ApiError::code(ProblemCode::Invalid, error.to_string()),
+            | KeyError::Comment
+            | KeyError::UsageLimit
+            | KeyError::UsageLimitKind(..) => {
+                ApiError::code(ProblemCode::Invalid, error.to_string())
+            }
             KeyError::NotExportable { .. } | KeyError::NothingToExport => {
                 ApiError::code(ProblemCode::Conflict, error.to_string())
             }

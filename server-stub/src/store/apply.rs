@@ -1,7 +1,8 @@
 //! The flows that apply a decision, written once for both backends over the row operations of
 //! one transaction ([`Tx`]): enroll (the keys of an attempt in order, [`claim::decide`] for each),
-//! check keys (the same decision, read-only: nothing applied), renew ([`renewal::decide`]), touch ([`renewal::held`]), delete a device, queue a command,
-//! change keys (statuses by [`claim::status`]) and insert keys (clashes by
+//! check keys (the same decision, read-only: nothing applied), renew ([`renewal::decide`]),
+//! touch ([`renewal::held`]), delete a device, queue a command, change keys (stored statuses by
+//! [`claim::stored_status`]) and insert keys (clashes by
 //! [`claim::after_clash`]). Each reads rows, asks the rule, writes what it decided and the audit
 //! line; the backend opened the transaction, holds its locks and commits it. Nothing here decides
 //! a rule itself.
@@ -15,7 +16,7 @@ use time::OffsetDateTime;
 use super::error::{Missing, StoreError};
 use super::rows::{
     Actor, AuditEntry, CheckedKey, DISCONNECT, DeviceRecord, EnrollAttempt, EnrollOutcome,
-    KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, SessionRef,
+    KeyCheck, KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, SessionRef,
 };
 use super::tx::{KeyChange, KeyForClaim, KeyInsert, Seen, Tx};
 use crate::ca::IssueOnce;
@@ -58,6 +59,7 @@ fn decide(
     key: Option<&KeyForClaim>,
     device: Option<&DeviceRecord>,
     lapsed_before: OffsetDateTime,
+    now: OffsetDateTime,
 ) -> Decision {
     claim::decide(
         attempt,
@@ -67,6 +69,7 @@ fn decide(
             key_id: device.key_id,
             lapsed: device.not_after < lapsed_before,
         }),
+        now,
     )
 }
 
@@ -80,6 +83,8 @@ pub(crate) async fn check<T: Tx>(
     check: &KeyCheck,
 ) -> Result<Vec<CheckedKey>, StoreError> {
     let device = tx.device_for_update(&check.unit_id).await?;
+    // Lifetimes are judged at the moment of the check, as an enrollment now would judge them.
+    let now = OffsetDateTime::now_utc();
     let attempt = claim::Attempt {
         unit_id: &check.unit_id,
         public_key: &check.public_key,
@@ -89,7 +94,13 @@ pub(crate) async fn check<T: Tx>(
         let key = tx.key_for_claim(lookup).await?;
         checked.push(CheckedKey {
             key_id: key.as_ref().map(|key| key.id),
-            decision: decide(attempt, key.as_ref(), device.as_ref(), check.lapsed_before),
+            decision: decide(
+                attempt,
+                key.as_ref(),
+                device.as_ref(),
+                check.lapsed_before,
+                now,
+            ),
         });
     }
     Ok(checked)
@@ -119,6 +130,7 @@ async fn enroll_key<T: Tx>(
         key.as_ref(),
         device.as_ref(),
         attempt.lapsed_before,
+        now,
     );
     audit.key_id = key.as_ref().map(|key| key.id);
     let outcome = match decision {
@@ -140,7 +152,7 @@ async fn enroll_key<T: Tx>(
             let Some(key) = key else {
                 return Err(tx.corrupt("a consumption with no key".to_owned()));
             };
-            let status = claim::status(key.kind, key.active, key.usage_count + 1);
+            let status = claim::stored_status(key.kind, key.active, key.usage_count + 1);
             if !tx.consume_key(key.id, status, now).await? {
                 tracing::error!(
                     key_id = key.id,
@@ -164,6 +176,8 @@ async fn enroll_key<T: Tx>(
                 not_after: issued.not_after,
                 key_id: Some(key.id),
                 key_kind: key.kind,
+                // Copied: a later edit or deletion of the key does not move the device.
+                folder: key.folder.clone(),
                 enrolled_at: now,
                 last_seen: now,
                 inventory: None,
@@ -390,6 +404,8 @@ pub(crate) enum KeyEdit {
     Comment(String),
     /// Activate (`true`) or deactivate.
     Active(bool),
+    /// A comment, terms or both (one key).
+    Patch(KeyPatch),
     /// Delete.
     Delete,
 }
@@ -398,7 +414,7 @@ impl KeyEdit {
     /// The audit event.
     fn event(&self) -> &'static str {
         match self {
-            KeyEdit::Comment(_) => "keys.edit",
+            KeyEdit::Comment(_) | KeyEdit::Patch(_) => "keys.edit",
             KeyEdit::Active(true) => "keys.activate",
             KeyEdit::Active(false) => "keys.deactivate",
             KeyEdit::Delete => "keys.delete",
@@ -406,8 +422,9 @@ impl KeyEdit {
     }
 }
 
-/// Applies `edit` to every key of `ids` (a new status from [`claim::status`]) and audits it: all
-/// of them, or none when one is unknown ([`Missing::Keys`]).
+/// Applies `edit` to every key of `ids` (a new stored status from [`claim::stored_status`], new
+/// terms merged over the key's) and audits it: all of them, or none when one is unknown
+/// ([`Missing::Keys`]).
 pub(crate) async fn change_keys<T: Tx>(
     tx: &mut T,
     ids: &[KeyId],
@@ -428,14 +445,36 @@ pub(crate) async fn change_keys<T: Tx>(
     if !missing.is_empty() {
         return Err(StoreError::NotFound(Missing::Keys(missing)));
     }
+    let mut detail = id_list(ids);
     for id in ids {
         let key = &found[id];
         let change = match edit {
             KeyEdit::Comment(comment) => KeyChange::Comment(comment),
             KeyEdit::Active(active) => KeyChange::Active {
                 active: *active,
-                status: claim::status(key.kind, *active, key.usage_count),
+                status: claim::stored_status(key.kind, *active, key.usage_count),
             },
+            KeyEdit::Patch(patch) => {
+                if let Some(comment) = &patch.comment {
+                    tx.change_key(key.id, KeyChange::Comment(comment)).await?;
+                }
+                detail = patch.describe();
+                if !patch.changes_terms() {
+                    continue;
+                }
+                let limits = claim::Limits {
+                    not_before: patch.not_before.unwrap_or(key.limits.not_before),
+                    expires_at: patch.expires_at.unwrap_or(key.limits.expires_at),
+                    usage_limit: patch.usage_limit.unwrap_or(key.limits.usage_limit),
+                };
+                let folder = match &patch.folder {
+                    Some(folder) => folder.as_ref(),
+                    None => key.folder.as_ref(),
+                };
+                tx.change_key(key.id, KeyChange::Terms { limits, folder })
+                    .await?;
+                continue;
+            }
             KeyEdit::Delete => KeyChange::Delete,
         };
         tx.change_key(key.id, change).await?;
@@ -443,7 +482,7 @@ pub(crate) async fn change_keys<T: Tx>(
     let mut entry = AuditEntry::new(edit.event(), actor);
     entry.key_id = (ids.len() == 1).then(|| ids[0]);
     if !matches!(edit, KeyEdit::Comment(_)) {
-        entry.detail = id_list(ids);
+        entry.detail = detail;
     }
     tx.audit(&entry).await
 }
@@ -472,7 +511,7 @@ pub(crate) async fn insert_keys<T: Tx>(
                 .iter()
                 .map(|&(index, _)| {
                     let key = make(index);
-                    let status = claim::status(key.kind, true, 0);
+                    let status = claim::stored_status(key.kind, true, 0);
                     KeyInsert { key, status }
                 })
                 .collect();

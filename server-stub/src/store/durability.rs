@@ -81,6 +81,7 @@ mod tests {
                 last_seen: now,
                 inventory: None,
                 online_server: None,
+                folder: None,
             }),
             repeated,
             key: 0,

@@ -8,10 +8,10 @@ use onboard_protocol::{Fingerprint, KeyKind, UnitId};
 use time::OffsetDateTime;
 
 use super::error::StoreError;
-use super::query::{AuditFilter, KeyFilter, KeyListing, PageRequest};
+use super::query::{AuditFilter, DeviceFilter, KeyFilter, KeyListing, PageRequest};
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
+    EnrollOutcome, KeyCheck, KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
     ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
@@ -61,6 +61,10 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Sets one key's comment.
     async fn set_comment(&self, id: KeyId, comment: &str, actor: &Actor) -> Result<(), StoreError>;
+
+    /// Edits one key: its comment, lifetime, usage limit and folder as `patch` says, the rest
+    /// kept from what it has, in one transaction.
+    async fn edit_key(&self, id: KeyId, patch: KeyPatch, actor: &Actor) -> Result<(), StoreError>;
 
     /// Activates or deactivates keys: all of them, or none if any ID is unknown.
     async fn set_active(
@@ -149,13 +153,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn take_commands(&self, server: &str) -> Result<Vec<(UnitId, String)>, StoreError>;
 
     /// One page of the enrolled devices, by unit ID.
-    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError>;
+    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices_matching(&DeviceFilter::default(), page).await
+    }
+
+    /// One page of the enrolled devices `filter` matches, by unit ID.
+    async fn devices_matching(
+        &self,
+        filter: &DeviceFilter,
+        page: &PageRequest<UnitId>,
+    ) -> Result<Vec<DeviceRecord>, StoreError>;
 
     /// The enrolled device with `unit_id`.
     async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// How many devices are enrolled.
-    async fn count_devices(&self) -> Result<u64, StoreError>;
+    async fn count_devices(&self) -> Result<u64, StoreError> {
+        self.count_devices_matching(&DeviceFilter::default()).await
+    }
+
+    /// How many enrolled devices `filter` matches.
+    async fn count_devices_matching(&self, filter: &DeviceFilter) -> Result<u64, StoreError>;
 
     /// Forgets a device so its unit ID may enroll again (with a new key pair).
     async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError>;

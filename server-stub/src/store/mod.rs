@@ -33,10 +33,10 @@ pub use error::{Missing, StoreError};
 pub use interface::Store;
 pub use postgres::{Dump, PostgresStore};
 pub(crate) use query::paged;
-pub use query::{AuditFilter, KeyFilter, KeyListing, KeySort, PageRequest};
+pub use query::{AuditFilter, DeviceFilter, KeyFilter, KeyListing, KeySort, PageRequest};
 pub use rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DISCONNECT, DeviceRecord,
-    EnrollAttempt, EnrollOutcome, KeyCheck, MakeKey, NewKey, Progress, RenewOutcome,
+    EnrollAttempt, EnrollOutcome, KeyCheck, KeyPatch, MakeKey, NewKey, Progress, RenewOutcome,
     RenewalRequest, RowMac, RowSealer, ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey,
     TokenRow, UnsealedRows,
 };

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use onboard_protocol::admin::{KeyId, KeyStatus};
-use onboard_protocol::{Fingerprint, KeyKind, UnitId};
+use onboard_protocol::{Fingerprint, Folder, KeyKind, UnitId};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -25,14 +25,16 @@ use super::durability::Durability;
 use super::error::StoreError;
 use super::interface::Store;
 use super::query::{
-    self, AuditFilter, Dialect, KeyFilter, KeyListing, PageRequest, Value, device_select,
+    self, AuditFilter, DeviceFilter, Dialect, KeyFilter, KeyListing, PageRequest, Value,
+    device_select,
 };
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
+    EnrollOutcome, KeyCheck, KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
     ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use crate::ca::IssueOnce;
+use crate::claim;
 use crate::cluster::MainUmsId;
 use crate::vault::LookupDigest;
 
@@ -44,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("postgres/migrations/0004_row_macs_keys_export.sql"),
+    ),
+    (
+        5,
+        include_str!("postgres/migrations/0005_key_limits_folders.sql"),
     ),
 ];
 
@@ -355,7 +361,26 @@ impl PostgresStore {
                 .transpose()?,
             comment: row.get(9),
             created_at: self.time(row.get(10))?,
+            limits: claim::Limits {
+                not_before: row
+                    .get::<_, Option<i64>>(11)
+                    .map(|at| self.time(at))
+                    .transpose()?,
+                expires_at: row
+                    .get::<_, Option<i64>>(12)
+                    .map(|at| self.time(at))
+                    .transpose()?,
+                usage_limit: row.get::<_, Option<i64>>(13).map(count),
+            },
+            folder: self.folder(row.get(14))?,
         })
+    }
+
+    fn folder(&self, stored: Option<String>) -> Result<Option<Folder>, StoreError> {
+        stored
+            .map(|text| text.parse::<Folder>())
+            .transpose()
+            .map_err(|_| self.corrupt("a malformed folder".to_owned()))
     }
 
     fn device_from_row(&self, row: &Row) -> Result<DeviceRecord, StoreError> {
@@ -374,7 +399,8 @@ impl PostgresStore {
             last_seen: self.time(row.get(8))?,
             inventory: row.get(9),
             previous_serial: row.get(10),
-            online_server: row.get(11),
+            folder: self.folder(row.get(11))?,
+            online_server: row.get(12),
         })
     }
 
@@ -600,6 +626,10 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn edit_key(&self, id: KeyId, patch: KeyPatch, actor: &Actor) -> Result<(), StoreError> {
+        self.change_keys(&[id], KeyEdit::Patch(patch), actor).await
+    }
+
     async fn set_active(
         &self,
         ids: &[KeyId],
@@ -739,9 +769,13 @@ impl Store for PostgresStore {
         Ok(held)
     }
 
-    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
+    async fn devices_matching(
+        &self,
+        filter: &DeviceFilter,
+        page: &PageRequest<UnitId>,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
         let rows = self
-            .select(query::devices_page(Dialect::Postgres, page))
+            .select(query::devices_page(Dialect::Postgres, filter, page))
             .await?;
         rows.iter().map(|row| self.device_from_row(row)).collect()
     }
@@ -758,8 +792,8 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn count_devices(&self) -> Result<u64, StoreError> {
-        self.count_of(query::count_all(Dialect::Postgres, "devices"))
+    async fn count_devices_matching(&self, filter: &DeviceFilter) -> Result<u64, StoreError> {
+        self.count_of(query::devices_count(Dialect::Postgres, filter))
             .await
     }
 

@@ -2,9 +2,9 @@
 //! the SQL text both backends list with: the column lists, the filters and the keyset pages,
 //! written once and numbered in each backend's parameter style (`Dialect`).
 
-use onboard_protocol::KeyKind;
 use onboard_protocol::UnitId;
 use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Folder, KeyKind};
 use time::OffsetDateTime;
 
 /// Which keys to list. Empty fields match everything.
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 pub struct KeyFilter {
     /// Only this kind.
     pub kind: Option<KeyKind>,
-    /// Only this status.
+    /// Only this status, as [`crate::claim::status`] decides it at [`KeyFilter::at`].
     pub status: Option<KeyStatus>,
     /// Only keys bound to this unit ID.
     pub unit_id: Option<UnitId>,
@@ -20,6 +20,21 @@ pub struct KeyFilter {
     pub ids: Option<Vec<KeyId>>,
     /// Only keys whose comment holds this text (case ignored for ASCII letters).
     pub comment: Option<String>,
+    /// Only keys that expire before this instant (those expired already included); a key that
+    /// never expires does not.
+    pub expires_before: Option<OffsetDateTime>,
+    /// Only keys that expire after this instant; a key that never expires does not.
+    pub expires_after: Option<OffsetDateTime>,
+    /// The instant a status filter decides statuses at (Expired and Not yet valid depend on it);
+    /// now when `None`.
+    pub at: Option<OffsetDateTime>,
+}
+
+/// Which devices to list. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    /// Only devices in this folder or a folder under it (`/Sites` holds `/Sites/Berlin`).
+    pub folder: Option<Folder>,
 }
 
 /// The column the key list is sorted by (the Web App's sortable columns).
@@ -124,7 +139,7 @@ impl<A: Clone> PageRequest<A> {
 macro_rules! device_columns {
     () => {
         "unit_id, public_key, certificate, serial, not_after, key_id, key_kind, enrolled_at, \
-         last_seen, inventory, previous_serial"
+         last_seen, inventory, previous_serial, folder"
     };
 }
 
@@ -143,7 +158,7 @@ macro_rules! device_select {
 pub(crate) use {device_columns, device_select};
 
 /// A key row's columns, in the order the backends read and copy them.
-pub(crate) const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at";
+pub(crate) const KEY_COLUMNS: &str = "id, kind, lookup, sealed, unit_id, active, status, usage_count, usage_date, comment, created_at, not_before, expires_at, usage_limit, folder";
 
 /// A device row's own columns, in the order the backends write and read them (a read adds
 /// `online_server`: [`device_select`]).
@@ -205,17 +220,30 @@ impl Select {
 
     /// Narrows it by `clause`, whose one `?` is `value`.
     pub(crate) fn and(&mut self, clause: &str, value: Value) {
-        self.values.push(value);
-        let parameter = match self.dialect {
-            Dialect::Sqlite => format!("?{}", self.values.len()),
-            Dialect::Postgres => format!("${}", self.values.len()),
-        };
+        self.and_each(clause, vec![value]);
+    }
+
+    /// Narrows it by `clause`, whose `?`s are `values` in order.
+    pub(crate) fn and_each(&mut self, clause: &str, values: Vec<Value>) {
+        // Each `?` of the clause as written becomes the next parameter (SQLite's own `?N`
+        // would be found again by a plain replace).
+        let mut pieces = clause.split('?');
+        let mut clause = pieces.next().unwrap_or_default().to_owned();
+        for (value, piece) in values.into_iter().zip(pieces) {
+            self.values.push(value);
+            match self.dialect {
+                Dialect::Sqlite => clause.push('?'),
+                Dialect::Postgres => clause.push('$'),
+            }
+            clause.push_str(&self.values.len().to_string());
+            clause.push_str(piece);
+        }
         self.sql.push_str(if self.conditions == 0 {
             " WHERE "
         } else {
             " AND "
         });
-        self.sql.push_str(&clause.replacen('?', &parameter, 1));
+        self.sql.push_str(&clause);
         self.conditions += 1;
     }
 
@@ -255,7 +283,14 @@ impl Select {
             self.and("kind = ?", Value::Text(kind.as_str().to_owned()));
         }
         if let Some(status) = filter.status {
-            self.and("status = ?", Value::Text(status.as_str().to_owned()));
+            let at = filter.at.unwrap_or_else(OffsetDateTime::now_utc);
+            self.status_at(status, at.unix_timestamp());
+        }
+        if let Some(before) = filter.expires_before {
+            self.and("expires_at < ?", Value::Int(before.unix_timestamp()));
+        }
+        if let Some(after) = filter.expires_after {
+            self.and("expires_at > ?", Value::Int(after.unix_timestamp()));
         }
         if let Some(unit_id) = &filter.unit_id {
             self.and("unit_id = ?", Value::Text(unit_id.as_str().to_owned()));
@@ -274,6 +309,66 @@ impl Select {
                 Dialect::Postgres => "id = ANY(?)",
             };
             self.and(clause, Value::Ids(ids.clone()));
+        }
+        self
+    }
+
+    /// Narrowed to the keys whose status at `at` (seconds) is `status`. This is
+    /// [`crate::claim::status`] written in SQL, so that lists filter and page on it: the stored
+    /// column holds [`crate::claim::stored_status`] (Used, then Inactive, then Active), and an
+    /// Active one is Expired from `expires_at` on, else Not yet valid before `not_before`, else
+    /// Exhausted at its usage limit. The conformance suite holds the two against each other.
+    fn status_at(&mut self, status: KeyStatus, at: i64) {
+        const STORED: &str = "status = ?";
+        const EXPIRED: &str = "expires_at <= ?";
+        const NOT_EXPIRED: &str = "(expires_at IS NULL OR expires_at > ?)";
+        const EARLY: &str = "not_before > ?";
+        const STARTED: &str = "(not_before IS NULL OR not_before <= ?)";
+        const AT_LIMIT: &str = "usage_limit IS NOT NULL AND usage_count >= usage_limit";
+        const WITHIN_LIMIT: &str = "(usage_limit IS NULL OR usage_count < usage_limit)";
+        let stored = |status: KeyStatus| Value::Text(status.as_str().to_owned());
+        match status {
+            KeyStatus::Used | KeyStatus::Inactive => self.and(STORED, stored(status)),
+            KeyStatus::Active => {
+                self.and(STORED, stored(KeyStatus::Active));
+                self.and(NOT_EXPIRED, Value::Int(at));
+                self.and(STARTED, Value::Int(at));
+                self.and_each(WITHIN_LIMIT, Vec::new());
+            }
+            KeyStatus::Expired => {
+                self.and(STORED, stored(KeyStatus::Active));
+                self.and(EXPIRED, Value::Int(at));
+            }
+            KeyStatus::NotYetValid => {
+                self.and(STORED, stored(KeyStatus::Active));
+                self.and(NOT_EXPIRED, Value::Int(at));
+                self.and(EARLY, Value::Int(at));
+            }
+            KeyStatus::Exhausted => {
+                self.and(STORED, stored(KeyStatus::Active));
+                self.and(NOT_EXPIRED, Value::Int(at));
+                self.and(STARTED, Value::Int(at));
+                self.and_each(AT_LIMIT, Vec::new());
+            }
+        }
+    }
+
+    /// Narrowed by a device filter.
+    fn devices(mut self, filter: &DeviceFilter) -> Self {
+        if let Some(folder) = &filter.folder {
+            // The folder itself, or one whose path starts with it and a `/` (a prefix position
+            // test rather than LIKE, whose wildcards a folder name may hold).
+            let clause = match self.dialect {
+                Dialect::Sqlite => "(folder = ? OR instr(folder, ?) = 1)",
+                Dialect::Postgres => "(folder = ? OR strpos(folder, ?) = 1)",
+            };
+            self.and_each(
+                clause,
+                vec![
+                    Value::Text(folder.as_str().to_owned()),
+                    Value::Text(format!("{folder}/")),
+                ],
+            );
         }
         self
     }
@@ -395,14 +490,19 @@ pub(crate) fn audit_count(dialect: Dialect, filter: &AuditFilter) -> (String, Ve
         .done()
 }
 
-/// One page of the devices, by unit ID. The condition is there only with a start, so the
-/// planner seeks the primary key to it.
-pub(crate) fn devices_page(dialect: Dialect, page: &PageRequest<UnitId>) -> (String, Vec<Value>) {
+/// One page of the devices `filter` matches, by unit ID. The unit ID condition is there only with
+/// a start, so the planner seeks the primary key to it.
+pub(crate) fn devices_page(
+    dialect: Dialect,
+    filter: &DeviceFilter,
+    page: &PageRequest<UnitId>,
+) -> (String, Vec<Value>) {
     Select::new(
         dialect,
         concat!(device_columns!(), ", online_server"),
         "devices",
     )
+    .devices(filter)
     .page(
         "unit_id",
         page.after
@@ -411,6 +511,13 @@ pub(crate) fn devices_page(dialect: Dialect, page: &PageRequest<UnitId>) -> (Str
         false,
         page.limit,
     )
+}
+
+/// How many devices `filter` matches.
+pub(crate) fn devices_count(dialect: Dialect, filter: &DeviceFilter) -> (String, Vec<Value>) {
+    Select::new(dialect, "count(*)", "devices")
+        .devices(filter)
+        .done()
 }
 
 /// One page of the accounts, by name.
@@ -453,6 +560,7 @@ mod tests {
             unit_id: None,
             ids: Some(vec![4, 5]),
             comment: Some("Shelf".to_owned()),
+            ..KeyFilter::default()
         };
         let page = PageRequest {
             limit: 10,
@@ -532,6 +640,52 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_filter_numbers_both_its_parameters_and_a_status_filter_takes_its_instant() {
+        let filter = DeviceFilter {
+            folder: Some("/Sites".parse().unwrap()),
+        };
+        let (sqlite, values) = devices_page(Dialect::Sqlite, &filter, &PageRequest::first(5));
+        assert_eq!(
+            sqlite,
+            format!(
+                "SELECT {DEVICE_COLUMNS}, online_server FROM devices WHERE (folder = ?1 OR \
+                 instr(folder, ?2) = 1) ORDER BY unit_id LIMIT ?3"
+            )
+        );
+        assert_eq!(
+            values,
+            [
+                Value::Text("/Sites".to_owned()),
+                Value::Text("/Sites/".to_owned()),
+                Value::Int(5)
+            ]
+        );
+        let (postgres, _) = devices_count(Dialect::Postgres, &filter);
+        assert_eq!(
+            postgres,
+            "SELECT count(*) FROM devices WHERE (folder = $1 OR strpos(folder, $2) = 1)"
+        );
+        let at = time::macros::datetime!(2026-11-30 12:00 UTC);
+        let expired = KeyFilter {
+            status: Some(KeyStatus::Expired),
+            at: Some(at),
+            ..KeyFilter::default()
+        };
+        let (sql, values) = keys_count(Dialect::Sqlite, &expired);
+        assert_eq!(
+            sql,
+            "SELECT count(*) FROM keys WHERE status = ?1 AND expires_at <= ?2"
+        );
+        assert_eq!(
+            values,
+            [
+                Value::Text("active".to_owned()),
+                Value::Int(at.unix_timestamp())
+            ]
+        );
+    }
+
+    #[test]
     fn pages_go_back_in_time_when_asked_and_every_row_has_no_limit_to_overflow() {
         let newest = AuditFilter {
             actor: Some("cli".to_owned()),
@@ -553,7 +707,11 @@ mod tests {
             )
         );
         assert_eq!(values[1..], [Value::Int(9), Value::Int(2)]);
-        let (sql, values) = devices_page(Dialect::Sqlite, &PageRequest::all());
+        let (sql, values) = devices_page(
+            Dialect::Sqlite,
+            &DeviceFilter::default(),
+            &PageRequest::all(),
+        );
         assert_eq!(
             sql,
             format!(

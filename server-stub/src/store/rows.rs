@@ -5,9 +5,10 @@
 use std::fmt;
 
 use onboard_protocol::admin::{KeyId, KeyStatus, Right};
-use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
+use onboard_protocol::{Fingerprint, Folder, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 
+use crate::claim::Limits;
 use crate::vault::LookupDigest;
 
 /// The MAC an account, token or session row carries ([`crate::row_mac`]).
@@ -84,6 +85,67 @@ pub struct NewKey {
     /// Whether the value was generated (on a clash, generate another) or typed (a clash is an
     /// error: two keys with the same password cannot exist).
     pub generated: bool,
+    /// Its lifetime and usage limit (a usage limit on a mass-deployment key only).
+    pub limits: Limits,
+    /// Where devices enrolled with it land.
+    pub folder: Option<Folder>,
+}
+
+/// An administrator's edit of one key: each member `None` keeps what the key has; for the terms,
+/// `Some(None)` clears one (valid at once, never expires, no usage limit, no folder).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPatch {
+    /// A new comment.
+    pub comment: Option<String>,
+    /// A new start of its lifetime.
+    pub not_before: Option<Option<OffsetDateTime>>,
+    /// A new end of its lifetime.
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    /// A new usage limit (mass-deployment keys only).
+    pub usage_limit: Option<Option<u64>>,
+    /// A new folder.
+    pub folder: Option<Option<Folder>>,
+}
+
+impl KeyPatch {
+    /// Whether it changes the lifetime, the usage limit or the folder.
+    pub fn changes_terms(&self) -> bool {
+        self.not_before.is_some()
+            || self.expires_at.is_some()
+            || self.usage_limit.is_some()
+            || self.folder.is_some()
+    }
+
+    /// What it changes, for the audit log: each member changed, with its new value (`none` when
+    /// cleared); the comment's text is left out, as for a comment alone.
+    pub(crate) fn describe(&self) -> String {
+        fn shown<T: fmt::Display>(value: Option<T>) -> String {
+            value.map_or_else(|| "none".to_owned(), |value| value.to_string())
+        }
+        let time = |at: Option<OffsetDateTime>| {
+            shown(at.and_then(|at| {
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }))
+        };
+        let mut parts = Vec::new();
+        if self.comment.is_some() {
+            parts.push("comment".to_owned());
+        }
+        if let Some(at) = self.not_before {
+            parts.push(format!("not_before {}", time(at)));
+        }
+        if let Some(at) = self.expires_at {
+            parts.push(format!("expires_at {}", time(at)));
+        }
+        if let Some(limit) = self.usage_limit {
+            parts.push(format!("usage_limit {}", shown(limit)));
+        }
+        if let Some(folder) = &self.folder {
+            parts.push(format!("folder {}", shown(folder.as_ref())));
+        }
+        parts.join(", ")
+    }
 }
 
 /// A key as stored.
@@ -101,7 +163,9 @@ pub struct StoredKey {
     pub unit_id: Option<UnitId>,
     /// Whether an administrator left it activated.
     pub active: bool,
-    /// Its status as [`crate::claim::status`] decided it at its last change.
+    /// The part of its status that does not depend on the time, as
+    /// [`crate::claim::stored_status`] decided it at its last change (Active, Inactive or Used):
+    /// what it shows is [`crate::claim::status`] at the time of reading.
     pub status: KeyStatus,
     /// Successful enrollments with it.
     pub usage_count: u64,
@@ -111,6 +175,17 @@ pub struct StoredKey {
     pub comment: String,
     /// When it was created.
     pub created_at: OffsetDateTime,
+    /// Its lifetime and usage limit.
+    pub limits: Limits,
+    /// Where devices enrolled with it land.
+    pub folder: Option<Folder>,
+}
+
+impl StoredKey {
+    /// The status the key list shows at `now` ([`crate::claim::status`]).
+    pub fn status_at(&self, now: OffsetDateTime) -> KeyStatus {
+        crate::claim::status(self.kind, self.active, self.usage_count, self.limits, now)
+    }
 }
 
 /// Calls back with the number of keys done so far, for progress bars.
@@ -217,6 +292,8 @@ pub struct DeviceRecord {
     pub inventory: Option<String>,
     /// The server holding its connector session (by its heartbeat name), while it is connected.
     pub online_server: Option<String>,
+    /// The folder of the key it enrolled with, copied at enrollment.
+    pub folder: Option<Folder>,
 }
 
 /// What an enrollment attempt came to.

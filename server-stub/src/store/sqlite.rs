@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
-use onboard_protocol::{Fingerprint, KeyKind, UnitId};
+use onboard_protocol::{Fingerprint, Folder, KeyKind, UnitId};
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
@@ -30,11 +30,12 @@ use super::apply::{self, KeyEdit};
 use super::error::StoreError;
 use super::interface::Store;
 use super::query::{
-    self, AuditFilter, Dialect, KeyFilter, KeyListing, PageRequest, Value, device_select,
+    self, AuditFilter, DeviceFilter, Dialect, KeyFilter, KeyListing, PageRequest, Value,
+    device_select,
 };
 use super::rows::{
     AccountChange, AccountRow, Actor, AuditEntry, CheckedKey, DeviceRecord, EnrollAttempt,
-    EnrollOutcome, KeyCheck, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
+    EnrollOutcome, KeyCheck, KeyPatch, MakeKey, Progress, RenewOutcome, RenewalRequest, RowSealer,
     ServerBeat, ServerRow, SessionRef, SessionRow, StoredKey, TokenRow, UnsealedRows,
 };
 use super::tx::ready;
@@ -64,6 +65,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("sqlite/migrations/0008_row_macs_keys_export.sql"),
+    ),
+    (
+        9,
+        include_str!("sqlite/migrations/0009_key_limits_folders.sql"),
     ),
 ];
 
@@ -327,7 +332,7 @@ impl Inner {
             .map_err(|e| self.db(e))?;
         for (id, kind, active, usage_count) in rows {
             let kind = self.kind(id, &kind)?;
-            let status = claim::status(kind, active, count(usage_count));
+            let status = claim::stored_status(kind, active, count(usage_count));
             update
                 .execute(params![status.as_str(), id])
                 .map_err(|e| self.db(e))?;
@@ -382,6 +387,25 @@ impl Inner {
                 .transpose()?,
             comment: row.get(9).map_err(get)?,
             created_at: time(row.get(10).map_err(get)?)?,
+            limits: claim::Limits {
+                not_before: row
+                    .get::<_, Option<i64>>(11)
+                    .map_err(get)?
+                    .map(time)
+                    .transpose()?,
+                expires_at: row
+                    .get::<_, Option<i64>>(12)
+                    .map_err(get)?
+                    .map(time)
+                    .transpose()?,
+                usage_limit: row.get::<_, Option<i64>>(13).map_err(get)?.map(count),
+            },
+            folder: row
+                .get::<_, Option<String>>(14)
+                .map_err(get)?
+                .map(|text| text.parse::<Folder>())
+                .transpose()
+                .map_err(|_| self.corrupt(format!("key {id} with a malformed folder")))?,
         })
     }
 }
@@ -502,7 +526,12 @@ fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRecord> {
         last_seen: time(8)?,
         inventory: row.get(9)?,
         previous_serial: row.get(10)?,
-        online_server: row.get(11)?,
+        folder: row
+            .get::<_, Option<String>>(11)?
+            .map(|text| text.parse::<Folder>())
+            .transpose()
+            .map_err(|_| bad(11, "a malformed folder"))?,
+        online_server: row.get(12)?,
     })
 }
 
@@ -550,6 +579,11 @@ fn now() -> i64 {
 /// A usage count as stored (never negative: the schema checks it).
 fn count(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
+}
+
+/// A count (a usage limit) as stored: SQLite integers are signed.
+fn stored_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 #[async_trait::async_trait]
@@ -700,6 +734,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn edit_key(&self, id: KeyId, patch: KeyPatch, actor: &Actor) -> Result<(), StoreError> {
+        self.change_keys(vec![id], KeyEdit::Patch(patch), actor)
+            .await
+    }
+
     async fn set_active(
         &self,
         ids: &[KeyId],
@@ -841,9 +880,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn devices(&self, page: &PageRequest<UnitId>) -> Result<Vec<DeviceRecord>, StoreError> {
-        self.select(query::devices_page(Dialect::Sqlite, page), device_from_row)
-            .await
+    async fn devices_matching(
+        &self,
+        filter: &DeviceFilter,
+        page: &PageRequest<UnitId>,
+    ) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.select(
+            query::devices_page(Dialect::Sqlite, filter, page),
+            device_from_row,
+        )
+        .await
     }
 
     async fn device(&self, unit_id: &UnitId) -> Result<Option<DeviceRecord>, StoreError> {
@@ -860,8 +906,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count_devices(&self) -> Result<u64, StoreError> {
-        self.count_of(query::count_all(Dialect::Sqlite, "devices"))
+    async fn count_devices_matching(&self, filter: &DeviceFilter) -> Result<u64, StoreError> {
+        self.count_of(query::devices_count(Dialect::Sqlite, filter))
             .await
     }
 

@@ -9,7 +9,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use onboard_protocol::admin::{KeyId, KeyStatus};
-use onboard_protocol::{KeyKind, UnitId};
+use onboard_protocol::{Folder, KeyKind, UnitId};
 use time::OffsetDateTime;
 
 use super::error::StoreError;
@@ -31,6 +31,10 @@ pub(crate) struct KeyForClaim {
     pub active: bool,
     /// Successful enrollments with it.
     pub usage_count: u64,
+    /// Its lifetime and usage limit.
+    pub limits: claim::Limits,
+    /// Where devices enrolled with it land (copied into the device record).
+    pub folder: Option<Folder>,
 }
 
 impl KeyForClaim {
@@ -42,12 +46,13 @@ impl KeyForClaim {
             bound_to: self.bound_to.as_ref(),
             active: self.active,
             usage_count: self.usage_count,
+            limits: self.limits,
         }
     }
 }
 
-/// What a change of keys reads of each key: what its new status is decided from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a change of keys reads of each key: what its new status and terms are decided from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KeyForChange {
     /// Its number.
     pub id: KeyId,
@@ -55,6 +60,10 @@ pub(crate) struct KeyForChange {
     pub kind: KeyKind,
     /// Successful enrollments with it.
     pub usage_count: u64,
+    /// Its lifetime and usage limit.
+    pub limits: claim::Limits,
+    /// Its folder.
+    pub folder: Option<Folder>,
 }
 
 /// One change to one key, as decided.
@@ -68,6 +77,13 @@ pub(crate) enum KeyChange<'a> {
         active: bool,
         /// Its status now.
         status: KeyStatus,
+    },
+    /// New terms: all of the lifetime, the usage limit and the folder, as merged from an edit.
+    Terms {
+        /// The lifetime and usage limit.
+        limits: claim::Limits,
+        /// The folder.
+        folder: Option<&'a Folder>,
     },
     /// Deleted.
     Delete,
@@ -118,8 +134,9 @@ pub(crate) trait Tx {
     ) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Counts one use of key `id` at `at` and gives it `status`, guarded in SQL: only an
-    /// activated key that is a mass-deployment key or unused. Whether the guard let it through.
-    /// The guard repeats [`claim::decide`] as a second line of defence; the rule is there.
+    /// activated key that is a mass-deployment key or unused, within its lifetime at `at` and
+    /// below its usage limit. Whether the guard let it through. The guard repeats
+    /// [`claim::decide`] as a second line of defence; the rule is there.
     async fn consume_key(
         &mut self,
         id: KeyId,

@@ -1090,12 +1090,109 @@ async fn refusals_name_the_field_and_are_problems() {
     let server = TestServer::start_with(|_| {}).await;
     let client = server.client(None);
     let root = account_with_token(&server, "root", &Right::ALL).await;
+    // Key 1, a one-time key, for the edits below.
+    let (created, _) = send(
+        &client,
+        &server,
+        Method::POST,
+        "/api/v1/keys",
+        &Sent::Json(json!({"type": "one-time", "quantity": 1})),
+        Some(&root),
+    )
+    .await;
+    assert_eq!(created, StatusCode::CREATED);
     let table: &[(Method, &str, Sent, &str)] = &[
         (
             Method::POST,
             "/api/v1/keys",
             Sent::Json(json!({"type": "one-time", "quantity": 0})),
             "quantity",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 1, "usage_limit": 3})),
+            "usage_limit",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(
+                json!({"type": "device-bound", "unit_ids": ["00E0C5540B8B"], "usage_limit": 3}),
+            ),
+            "usage_limit",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "mass", "usage_limit": 0})),
+            "usage_limit",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "mass", "usage_limit": -2})),
+            "usage_limit",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "mass", "folder": "Sites/Berlin"})),
+            "folder",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 1, "folder": "/Sites//Berlin"})),
+            "folder",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 1, "expires_at": "in 30 days"})),
+            "expires_at",
+        ),
+        (
+            Method::POST,
+            "/api/v1/keys",
+            Sent::Json(json!({"type": "one-time", "quantity": 1, "not_before": 1_700_000_000})),
+            "not_before",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/keys/1",
+            Sent::Json(json!({"usage_limit": 3})),
+            "usage_limit",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/keys/1",
+            Sent::Json(json!({"expires_at": "never"})),
+            "expires_at",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/keys/1",
+            Sent::Json(json!({"folder": "/"})),
+            "folder",
+        ),
+        (
+            Method::GET,
+            "/api/v1/keys?expires_before=soon",
+            Sent::None,
+            "expires_before",
+        ),
+        (
+            Method::GET,
+            "/api/v1/keys?status=spent",
+            Sent::None,
+            "not_yet_valid",
+        ),
+        (
+            Method::GET,
+            "/api/v1/devices?folder=Sites",
+            Sent::None,
+            "folder",
         ),
         (
             Method::POST,
@@ -1180,6 +1277,179 @@ async fn refusals_name_the_field_and_are_problems() {
                 .contains(field),
             "{method} {path}: {answer} should name {field}"
         );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keys_carry_a_lifetime_a_usage_limit_and_a_folder_over_the_api() {
+    let server = TestServer::start_with(|_| {}).await;
+    let client = server.client(None);
+    let root = account_with_token(&server, "root", &Right::ALL).await;
+    let call = |method: Method, path: String, body: Sent| {
+        let (client, server, root) = (&client, &server, &root);
+        async move { send(client, server, method, &path, &body, Some(root)).await }
+    };
+    let soon = "2999-01-01T00:00:00Z";
+    let past = "2001-01-01T00:00:00Z";
+    let (status, made) = call(
+        Method::POST,
+        "/api/v1/keys".to_owned(),
+        Sent::Json(
+            json!({"type": "mass", "usage_limit": 10, "expires_at": soon,
+            "folder": "/Sites/Berlin", "comment": "rollout"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let mass = made["ids"][0].as_i64().unwrap();
+    let (status, made) = call(
+        Method::POST,
+        "/api/v1/keys".to_owned(),
+        Sent::Json(json!({"type": "one-time", "quantity": 2, "expires_at": past})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let expired: Vec<i64> = serde_json::from_value::<CreatedKeys>(made).unwrap().ids;
+    let (status, made) = call(
+        Method::POST,
+        "/api/v1/keys/import?not_before=2999-01-01T00%3A00%3A00Z&folder=%2FSites%2FHamburg"
+            .to_owned(),
+        Sent::Csv("00E0C5540B8B\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let early = made["ids"][0].as_i64().unwrap();
+
+    let (_, one) = call(Method::GET, format!("/api/v1/keys/{mass}"), Sent::None).await;
+    let one: KeyView = serde_json::from_value(one).unwrap();
+    assert_eq!(
+        (
+            one.status.as_str(),
+            one.usage_limit,
+            one.folder.as_ref().map(|f| f.as_str())
+        ),
+        ("active", Some(10), Some("/Sites/Berlin"))
+    );
+    assert_eq!(one.expires_at.unwrap().year(), 2999);
+    let listed = |query: &'static str| {
+        let call = &call;
+        async move {
+            let (status, page) =
+                call(Method::GET, format!("/api/v1/keys?{query}"), Sent::None).await;
+            assert_eq!(status, StatusCode::OK, "{query}: {page}");
+            let page: Page<KeyView> = serde_json::from_value(page).unwrap();
+            page.items.iter().map(|key| key.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("status=expired").await, expired);
+    assert_eq!(listed("status=not_yet_valid").await, [early]);
+    assert_eq!(listed("status=active").await, [mass]);
+    assert_eq!(listed("expires_before=2100-01-01T00:00:00Z").await, expired);
+    assert_eq!(listed("expires_after=2100-01-01T00:00:00Z").await, [mass]);
+
+    // An expired key is never exported: named, it is refused; all exportable keys leave it out.
+    let (status, refused) = call(
+        Method::POST,
+        "/api/v1/keys/export".to_owned(),
+        Sent::Json(json!({"ids": [expired[0]], "format": "text"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("is expired"),
+        "{refused}"
+    );
+    let (status, file) = call(
+        Method::POST,
+        "/api/v1/keys/export".to_owned(),
+        Sent::Json(json!({"format": "xml"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    let file = onboard_protocol::KeyFile::parse(
+        file.as_str().unwrap().as_bytes(),
+        &onboard_protocol::Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            file.keys.len(),
+            file.count(onboard_protocol::KeyKind::OneTime)
+        ),
+        (2, 0),
+        "the mass key and the key not valid yet"
+    );
+
+    // An edit changes what it names, clears what is null, and keeps the rest.
+    let (status, edited) = call(
+        Method::PATCH,
+        format!("/api/v1/keys/{}", expired[0]),
+        Sent::Json(json!({"expires_at": null, "folder": "/Sites/Bonn"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    let edited: KeyView = serde_json::from_value(edited).unwrap();
+    assert_eq!(
+        (
+            edited.status.as_str(),
+            edited.expires_at,
+            edited.folder.as_ref().map(|f| f.as_str())
+        ),
+        ("active", None, Some("/Sites/Bonn"))
+    );
+    let (status, edited) = call(
+        Method::PATCH,
+        format!("/api/v1/keys/{mass}"),
+        Sent::Json(json!({"usage_limit": null, "comment": "no limit"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    let edited: KeyView = serde_json::from_value(edited).unwrap();
+    assert_eq!(
+        (
+            edited.usage_limit,
+            edited.comment.as_str(),
+            edited.expires_at.map(|at| at.year())
+        ),
+        (None, "no limit", Some(2999))
+    );
+
+    // A device lands in its key's folder; the devices list shows it and filters by it.
+    let [value] = server
+        .shared
+        .stub
+        .keys()
+        .reveal(&[mass])
+        .await
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let device = Device::new("00E0C5540B99");
+    assert_eq!(
+        enroll(&client, &server, &device, &value.key).await.status,
+        StatusCode::OK
+    );
+    for (query, count) in [
+        ("?folder=/Sites", 1),
+        ("?folder=/Sites/Berlin", 1),
+        ("?folder=/Site", 0),
+        ("", 1),
+    ] {
+        let (status, page) = call(
+            Method::GET,
+            format!(
+                "/api/v1/devices{query}{}total=true",
+                if query.is_empty() { "?" } else { "&" }
+            ),
+            Sent::None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(page["total"], count, "{query}: {page}");
+        if count == 1 {
+            assert_eq!(page["items"][0]["folder"], "/Sites/Berlin", "{page}");
+        }
     }
     server.stop().await;
 }

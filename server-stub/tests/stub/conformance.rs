@@ -13,10 +13,11 @@ use onboard_protocol::admin::{KeyStatus, Right};
 use onboard_protocol::{Fingerprint, KeyKind, ProblemCode, UnitId};
 use time::OffsetDateTime;
 use ums_stub::ca::{IssueOnce, IssuedCertificate};
+use ums_stub::claim::{self, Limits};
 use ums_stub::store::{
-    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, EnrollAttempt, EnrollOutcome,
-    KeyFilter, MakeKey, NewKey, PageRequest, PostgresStore, RenewOutcome, RenewalRequest,
-    SessionRow, SqliteStore, Store, StoreError, TokenRow,
+    AccountChange, AccountRow, Actor, AuditEntry, AuditFilter, DeviceFilter, EnrollAttempt,
+    EnrollOutcome, KeyFilter, KeyPatch, MakeKey, NewKey, PageRequest, PostgresStore, RenewOutcome,
+    RenewalRequest, SessionRow, SqliteStore, Store, StoreError, TokenRow,
 };
 
 use lossy_fs::LossyFs;
@@ -40,6 +41,8 @@ fn new_key(n: u64, kind: KeyKind, unit: Option<&str>, generated: bool) -> NewKey
         unit_id: unit.map(|text| text.parse().unwrap()),
         comment: format!("key {n}"),
         generated,
+        limits: Limits::default(),
+        folder: None,
     }
 }
 
@@ -284,6 +287,317 @@ async fn enrolls_exactly_once_under_races(store: Shared) {
         keys.iter()
             .all(|key| key.usage_count == 1 && key.status == KeyStatus::Used)
     );
+}
+
+/// A key with these limits and folder.
+fn limited_key(n: u64, kind: KeyKind, limits: Limits, folder: Option<&str>) -> NewKey {
+    NewKey {
+        limits,
+        folder: folder.map(|path| path.parse().unwrap()),
+        ..new_key(n, kind, None, true)
+    }
+}
+
+async fn a_usage_limit_holds_under_races(store: Shared) {
+    let limits = Limits {
+        usage_limit: Some(10),
+        ..Limits::default()
+    };
+    insert(
+        &store,
+        vec![limited_key(1, KeyKind::MassDeployment, limits, None)],
+    )
+    .await
+    .unwrap();
+    // 100 devices, each its own unit ID, race for a mass key that enrolls 10.
+    let mut tasks = Vec::new();
+    for device in 0..100usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let unit_id = unit(device);
+            let public_key = format!("pk-{device}").into_bytes();
+            store
+                .enroll(
+                    attempt(&unit_id, 1, &public_key),
+                    issue(format!("{device:04x}")),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let (mut issued, mut exhausted) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            EnrollOutcome::Issued { repeated, .. } => {
+                assert!(!repeated);
+                issued += 1;
+            }
+            EnrollOutcome::Refused(ProblemCode::KeyExhausted) => exhausted += 1,
+            other => panic!("refused with {other:?}"),
+        }
+    }
+    assert_eq!((issued, exhausted), (10, 90), "exactly the limit");
+    assert_eq!(store.count_devices().await.unwrap(), 10);
+    let key = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(key.usage_count, 10);
+    let exhausted = KeyFilter {
+        status: Some(KeyStatus::Exhausted),
+        ..KeyFilter::default()
+    };
+    assert_eq!(store.count_keys(&exhausted).await.unwrap(), 1);
+}
+
+async fn filters_statuses_as_the_claim_rule_decides_them(store: Shared) {
+    let at = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let hour = time::Duration::HOUR;
+    let limits = |expires: Option<i64>, start: Option<i64>, usage_limit: Option<u64>| Limits {
+        expires_at: expires.map(|hours| at + hour * hours as i32),
+        not_before: start.map(|hours| at + hour * hours as i32),
+        usage_limit,
+    };
+    // n, kind, limits: every bound alone, together, and at its instant.
+    let table = [
+        (1, KeyKind::OneTime, Limits::default()),
+        (2, KeyKind::OneTime, limits(Some(-1), None, None)),
+        (3, KeyKind::OneTime, limits(Some(0), None, None)),
+        (4, KeyKind::OneTime, limits(Some(1), None, None)),
+        (5, KeyKind::OneTime, limits(None, Some(1), None)),
+        (6, KeyKind::OneTime, limits(None, Some(0), None)),
+        (7, KeyKind::OneTime, limits(Some(-1), Some(1), None)),
+        (8, KeyKind::MassDeployment, limits(None, None, Some(1))),
+        (9, KeyKind::MassDeployment, limits(None, None, Some(2))),
+        (10, KeyKind::MassDeployment, limits(None, Some(1), Some(1))),
+        (11, KeyKind::MassDeployment, limits(Some(-1), None, Some(1))),
+        (12, KeyKind::OneTime, limits(Some(-1), None, None)),
+        (13, KeyKind::OneTime, limits(Some(2), None, None)),
+    ];
+    let ids = insert(
+        &store,
+        table
+            .iter()
+            .map(|&(n, kind, limits)| limited_key(n, kind, limits, None))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // Key 8 reaches its limit, key 9 not; key 12 is deactivated, key 13 used.
+    for (n, key) in [(0, 8), (1, 9), (2, 13)] {
+        let outcome = store
+            .enroll(attempt(&unit(n), key, b"pair"), issue(format!("{n:04x}")))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, EnrollOutcome::Issued { .. }),
+            "{outcome:?}"
+        );
+    }
+    store
+        .set_active(&[ids[11]], false, &Actor::cli())
+        .await
+        .unwrap();
+    let all = store
+        .keys(&KeyFilter::default(), &PageRequest::all())
+        .await
+        .unwrap();
+    let decided = |key: &ums_stub::store::StoredKey| {
+        claim::status(key.kind, key.active, key.usage_count, key.limits, at)
+    };
+    let expected: Vec<(i64, KeyStatus)> = all.iter().map(|key| (key.id, decided(key))).collect();
+    use KeyStatus::{Active, Exhausted, Expired, Inactive, NotYetValid, Used};
+    assert_eq!(
+        expected
+            .iter()
+            .map(|(_, status)| *status)
+            .collect::<Vec<_>>(),
+        [
+            Active,
+            Expired,
+            Expired,
+            Active,
+            NotYetValid,
+            Active,
+            Expired,
+            Exhausted,
+            Active,
+            NotYetValid,
+            Expired,
+            Inactive,
+            Used
+        ]
+    );
+    for status in KeyStatus::ALL {
+        let filter = KeyFilter {
+            status: Some(status),
+            at: Some(at),
+            ..KeyFilter::default()
+        };
+        let listed: Vec<i64> = store
+            .keys(&filter, &PageRequest::all())
+            .await
+            .unwrap()
+            .iter()
+            .map(|key| key.id)
+            .collect();
+        let wanted: Vec<i64> = expected
+            .iter()
+            .filter(|(_, decided)| *decided == status)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(listed, wanted, "{status}");
+        assert_eq!(
+            store.count_keys(&filter).await.unwrap(),
+            wanted.len() as u64,
+            "{status}"
+        );
+    }
+    let expiring = |before: Option<i64>, after: Option<i64>| KeyFilter {
+        expires_before: before.map(|hours| at + hour * hours as i32),
+        expires_after: after.map(|hours| at + hour * hours as i32),
+        ..KeyFilter::default()
+    };
+    for (filter, wanted) in [
+        (expiring(Some(1), None), vec![2, 3, 7, 11, 12]),
+        (expiring(None, Some(0)), vec![4, 13]),
+        (expiring(Some(2), Some(0)), vec![4]),
+    ] {
+        let listed: Vec<i64> = store
+            .keys(&filter, &PageRequest::all())
+            .await
+            .unwrap()
+            .iter()
+            .map(|key| key.id)
+            .collect();
+        let wanted: Vec<i64> = wanted.iter().map(|n: &usize| ids[n - 1]).collect();
+        assert_eq!(listed, wanted, "{filter:?}");
+    }
+}
+
+async fn edits_terms_and_devices_keep_the_folder_they_landed_in(store: Shared) {
+    let ids = insert(
+        &store,
+        vec![
+            limited_key(
+                1,
+                KeyKind::MassDeployment,
+                Limits::default(),
+                Some("/Sites/Berlin"),
+            ),
+            limited_key(2, KeyKind::OneTime, Limits::default(), Some("/Sites%/x_y")),
+            // A path holding another folder's path further in.
+            limited_key(
+                3,
+                KeyKind::OneTime,
+                Limits::default(),
+                Some("/Archive/Sites/Berlin"),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let enrolled = |n: usize, key: u64| {
+        let store = store.clone();
+        async move {
+            let outcome = store
+                .enroll(attempt(&unit(n), key, b"pair"), issue(format!("{n:04x}")))
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcome, EnrollOutcome::Issued { .. }),
+                "{outcome:?}"
+            );
+        }
+    };
+    enrolled(1, 1).await;
+    enrolled(2, 2).await;
+    enrolled(4, 3).await;
+    let until = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() + time::Duration::DAY;
+    let patch = KeyPatch {
+        expires_at: Some(Some(until)),
+        usage_limit: Some(Some(5)),
+        folder: Some(Some("/Sites/Hamburg".parse().unwrap())),
+        ..KeyPatch::default()
+    };
+    store.edit_key(ids[0], patch, &Actor::cli()).await.unwrap();
+    enrolled(3, 1).await;
+    // Left out, a member stays; null clears it.
+    let clear = KeyPatch {
+        comment: Some("kept".to_owned()),
+        usage_limit: Some(None),
+        ..KeyPatch::default()
+    };
+    store.edit_key(ids[0], clear, &Actor::cli()).await.unwrap();
+    let key = store
+        .keys(
+            &KeyFilter {
+                ids: Some(vec![ids[0]]),
+                ..KeyFilter::default()
+            },
+            &PageRequest::all(),
+        )
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(key.limits.expires_at, Some(until));
+    assert_eq!(key.limits.usage_limit, None);
+    assert_eq!(
+        key.folder.as_ref().map(|f| f.as_str()),
+        Some("/Sites/Hamburg")
+    );
+    assert_eq!(key.comment, "kept");
+    assert!(matches!(
+        store
+            .edit_key(999, KeyPatch::default(), &Actor::cli())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.delete_keys(&[ids[0]], &Actor::cli()).await.unwrap();
+    let folders: Vec<Option<String>> = store
+        .devices(&PageRequest::all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|device| device.folder.map(|folder| folder.to_string()))
+        .collect();
+    assert_eq!(
+        folders,
+        [
+            Some("/Sites/Berlin".to_owned()),
+            Some("/Sites%/x_y".to_owned()),
+            Some("/Sites/Hamburg".to_owned()),
+            Some("/Archive/Sites/Berlin".to_owned())
+        ]
+    );
+    let under = |folder: &str| DeviceFilter {
+        folder: Some(folder.parse().unwrap()),
+    };
+    for (folder, wanted) in [
+        ("/Sites", vec![1, 3]),
+        ("/Sites/Berlin", vec![1]),
+        ("/Sites%", vec![2]),
+        ("/Sites_", vec![]),
+        ("/Site", vec![]),
+        ("/Archive", vec![4]),
+    ] {
+        let listed: Vec<UnitId> = store
+            .devices_matching(&under(folder), &PageRequest::all())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|device| device.unit_id)
+            .collect();
+        let wanted: Vec<UnitId> = wanted.into_iter().map(unit).collect();
+        assert_eq!(listed, wanted, "{folder}");
+        assert_eq!(
+            store.count_devices_matching(&under(folder)).await.unwrap(),
+            wanted.len() as u64
+        );
+    }
 }
 
 async fn one_unit_racing_with_many_keys_uses_one(store: Shared) {
@@ -1298,6 +1612,9 @@ where
     case!(batch_changes_are_all_or_none);
     case!(filters_page_and_count);
     case!(enrolls_exactly_once_under_races);
+    case!(a_usage_limit_holds_under_races);
+    case!(filters_statuses_as_the_claim_rule_decides_them);
+    case!(edits_terms_and_devices_keep_the_folder_they_landed_in);
     case!(one_unit_racing_with_many_keys_uses_one);
     case!(repeats_after_a_lost_answer_and_refuses_another_key_pair);
     case!(renews_and_tracks_contact);
@@ -1714,7 +2031,7 @@ async fn the_postgres_store_migrates_once_and_refuses_a_newer_schema() {
     }))
     .await;
     for store in &opened {
-        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 4);
+        assert_eq!(store.as_ref().unwrap().schema_version().await.unwrap(), 5);
     }
     // Exactly one open applied the row-MAC migration, so only it may seal rows on its own.
     assert_eq!(
@@ -1785,7 +2102,7 @@ async fn the_postgres_store_speaks_tls_to_a_database_it_trusts_only() {
     std::fs::write(&ours, ca).unwrap();
     std::fs::write(&theirs, other_ca).unwrap();
     let store = PostgresStore::open_with(&url, Some(&ours)).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert!(
         PostgresStore::open_with(&url, Some(&theirs)).await.is_err(),
         "a database whose certificate another CA issued is refused"

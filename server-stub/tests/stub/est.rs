@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 
+use onboard_protocol::admin::{CreateKeys, EditKey};
 use onboard_protocol::{KeyKind, routes};
 use reqwest::StatusCode;
+use time::OffsetDateTime;
 use ums_stub::rate_limit::Limits;
 use ums_stub::store::{Actor, KeyFilter, PageRequest};
 
@@ -870,5 +872,236 @@ async fn an_expired_certificate_renews_within_the_grace_period_and_past_it_a_key
     let devices = server.devices().await;
     assert_eq!(devices.len(), 1);
     assert_eq!(usage(&server, one_time).await.0, 1);
+    server.stop().await;
+}
+
+/// Creates the keys `request` asks for and returns (id, value) of each.
+async fn keys_as(server: &TestServer, request: CreateKeys) -> Vec<(i64, String)> {
+    let admin = server.shared.stub.keys();
+    let ids = admin
+        .create(&request, Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    let filter = KeyFilter {
+        ids: Some(ids),
+        ..KeyFilter::default()
+    };
+    admin
+        .list(&filter, &PageRequest::all(), true)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|view| (view.id, view.key))
+        .collect()
+}
+
+/// One one-time key with this lifetime and folder.
+fn one_time(
+    expires_at: Option<OffsetDateTime>,
+    not_before: Option<OffsetDateTime>,
+    folder: Option<&str>,
+) -> CreateKeys {
+    CreateKeys::OneTime {
+        quantity: 1,
+        comment: String::new(),
+        expires_at,
+        not_before,
+        folder: folder.map(|path| path.parse().unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn expired_not_yet_valid_and_exhausted_keys_are_refused_with_their_codes() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let now = OffsetDateTime::now_utc();
+    let hour = time::Duration::HOUR;
+    let [(expired, expired_key)] = keys_as(&server, one_time(Some(now - hour), None, None))
+        .await
+        .try_into()
+        .unwrap();
+    let [(early, early_key)] = keys_as(&server, one_time(None, Some(now + hour), None))
+        .await
+        .try_into()
+        .unwrap();
+    let [(limited, limited_key)] = keys_as(
+        &server,
+        CreateKeys::Mass {
+            password: None,
+            comment: String::new(),
+            expires_at: Some(now + hour),
+            not_before: Some(now - hour),
+            folder: None,
+            usage_limit: Some(2),
+        },
+    )
+    .await
+    .try_into()
+    .unwrap();
+    assert_eq!(usage(&server, expired).await, (0, "expired".to_owned()));
+    assert_eq!(usage(&server, early).await, (0, "not_yet_valid".to_owned()));
+    assert_eq!(usage(&server, limited).await, (0, "active".to_owned()));
+
+    for (key, code) in [
+        (&expired_key, "key_expired"),
+        (&early_key, "key_not_yet_valid"),
+    ] {
+        let refused = enroll(&client, &server, &Device::new("00E0C5540B8B"), key).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (StatusCode::FORBIDDEN, code)
+        );
+    }
+    for n in 0..2 {
+        let enrolled = enroll(&client, &server, &Device::numbered(n), &limited_key).await;
+        assert_eq!(enrolled.status, StatusCode::OK);
+    }
+    let refused = enroll(&client, &server, &Device::numbered(2), &limited_key).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, "key_exhausted")
+    );
+    assert_eq!(usage(&server, limited).await, (2, "exhausted".to_owned()));
+    assert_eq!(usage(&server, expired).await, (0, "expired".to_owned()));
+    assert_eq!(device_count(&server).await, 2);
+    let outcomes: HashSet<String> = server
+        .audit()
+        .await
+        .into_iter()
+        .filter(|entry| entry.event == "enroll")
+        .map(|entry| entry.outcome)
+        .collect();
+    for code in ["key_expired", "key_not_yet_valid", "key_exhausted", "ok"] {
+        assert!(outcomes.contains(code), "{code} in {outcomes:?}");
+    }
+
+    // An edit lifts each bound: the keys enroll again.
+    let admin = server.shared.stub.keys();
+    let lifetime = EditKey {
+        expires_at: Some(None),
+        not_before: Some(None),
+        ..EditKey::default()
+    };
+    let limit = EditKey {
+        usage_limit: Some(Some(3)),
+        ..EditKey::default()
+    };
+    for (id, edit) in [(expired, &lifetime), (early, &lifetime), (limited, &limit)] {
+        admin.edit(id, edit, &Actor::cli()).await.unwrap();
+    }
+    // A usage limit is for mass-deployment keys only.
+    let refused = admin
+        .edit(expired, &limit, &Actor::cli())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("usage_limit: only mass-deployment keys"),
+        "{refused}"
+    );
+    for (n, key) in [(10, &expired_key), (11, &early_key), (12, &limited_key)] {
+        let enrolled = enroll(&client, &server, &Device::numbered(n), key).await;
+        assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.code());
+    }
+    assert_eq!(usage(&server, limited).await, (3, "exhausted".to_owned()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_lands_in_its_key_s_folder_and_stays_there() {
+    let server = TestServer::start(generous()).await;
+    let client = server.client(None);
+    let [(id, key)] = keys_as(
+        &server,
+        CreateKeys::Mass {
+            password: None,
+            comment: String::new(),
+            expires_at: None,
+            not_before: None,
+            folder: Some("/Sites/Berlin".parse().unwrap()),
+            usage_limit: None,
+        },
+    )
+    .await
+    .try_into()
+    .unwrap();
+    let [(_, plain)] = keys_as(&server, one_time(None, None, None))
+        .await
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        enroll(&client, &server, &Device::numbered(1), &key)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        enroll(&client, &server, &Device::numbered(2), &plain)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let admin = server.shared.stub.keys();
+    admin
+        .edit(
+            id,
+            &EditKey {
+                folder: Some(Some("/Sites/Hamburg".parse().unwrap())),
+                ..EditKey::default()
+            },
+            &Actor::cli(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        enroll(&client, &server, &Device::numbered(3), &key)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    admin.delete(&[id], &Actor::cli()).await.unwrap();
+    let folders: Vec<(String, Option<String>)> = server
+        .devices()
+        .await
+        .into_iter()
+        .map(|device| {
+            (
+                device.unit_id.to_string(),
+                device.folder.map(|folder| folder.to_string()),
+            )
+        })
+        .collect();
+    let numbered = |n| Device::numbered(n).unit_id.to_string();
+    assert_eq!(
+        folders,
+        [
+            (numbered(1), Some("/Sites/Berlin".to_owned())),
+            (numbered(2), None),
+            (numbered(3), Some("/Sites/Hamburg".to_owned())),
+        ]
+    );
+    let devices = server.shared.stub.devices();
+    let under = |folder: &str| {
+        let devices = devices.clone();
+        let filter = ums_stub::store::DeviceFilter {
+            folder: Some(folder.parse().unwrap()),
+        };
+        async move {
+            devices
+                .list(&filter, &PageRequest::all())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|device| device.unit_id.to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(under("/Sites").await, [numbered(1), numbered(3)]);
+    assert_eq!(under("/Sites/Berlin").await, [numbered(1)]);
+    assert!(under("/Site").await.is_empty());
+    assert!(under("/Sites/Berlin/Floor 2").await.is_empty());
     server.stop().await;
 }

@@ -420,7 +420,7 @@ fn every_key_change_is_in_the_audit_log() {
         events,
         [
             ("keys.create", None, "IDs 1, 2, 3"),
-            ("keys.edit", Some(2), ""),
+            ("keys.edit", Some(2), "comment"),
             ("keys.deactivate", None, "IDs 1, 3"),
             ("keys.activate", Some(3), "IDs 3"),
             ("keys.delete", Some(1), "IDs 1"),
@@ -504,5 +504,123 @@ fn lists_page_by_keyset_with_a_total() {
     for bad in ["0", "1000001", "many"] {
         let output = dir.run(&["keys", "list", "--limit", bad]);
         assert_eq!(output.status.code(), Some(2), "--limit {bad}");
+    }
+}
+
+#[test]
+fn keys_with_a_lifetime_a_usage_limit_and_a_folder_from_the_command_line() {
+    let dir = DataDir::new();
+    dir.ok(&[
+        "keys",
+        "create",
+        "one-time",
+        "--quantity",
+        "2",
+        "--expires-in",
+        "30d",
+        "--folder",
+        "/Sites/Berlin",
+    ]);
+    dir.ok(&[
+        "keys",
+        "create",
+        "mass",
+        "--usage-limit",
+        "5",
+        "--not-before",
+        "2999-01-01T00:00:00Z",
+    ]);
+    let keys = dir.list(&[]);
+    let in_30_days = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let expires = keys[0].expires_at.unwrap();
+    assert!(
+        (expires - in_30_days).abs() < time::Duration::minutes(5),
+        "{expires}"
+    );
+    assert_eq!(keys[1].folder.as_ref().unwrap().as_str(), "/Sites/Berlin");
+    assert_eq!(
+        (keys[2].status, keys[2].usage_limit),
+        (KeyStatus::NotYetValid, Some(5))
+    );
+    let table = dir.ok(&["keys", "list"]);
+    assert!(
+        table.contains("Expires") && table.contains("/Sites/Berlin"),
+        "{table}"
+    );
+    assert!(
+        table.contains("0 of 5") && table.contains("Not yet valid"),
+        "{table}"
+    );
+
+    let said = dir.ok(&["keys", "edit", "1", "--expires-at", "2001-01-01T00:00:00Z"]);
+    assert!(said.contains("status Expired"), "{said}");
+    assert_eq!(ids(&dir.list(&["--status", "expired"])), [1]);
+    assert_eq!(ids(&dir.list(&["--status", "not-yet-valid"])), [3]);
+    assert_eq!(
+        ids(&dir.list(&["--expires-before", "2100-01-01T00:00:00Z"])),
+        [1, 2]
+    );
+    assert_eq!(
+        ids(&dir.list(&["--expires-after", "2020-01-01T00:00:00Z"])),
+        [2]
+    );
+    let out = dir.scratch().join("icg.xml");
+    let refused = dir.fails(&["keys", "export", "--out", out.to_str().unwrap(), "1"]);
+    assert!(refused.contains("key 1 is expired"), "{refused}");
+    dir.ok(&["keys", "export", "--out", out.to_str().unwrap()]);
+    let file = KeyFile::parse(&fs::read(&out).unwrap(), &Limits::default()).unwrap();
+    assert_eq!(
+        file.keys.len(),
+        2,
+        "key 2 and the mass key, not the expired one"
+    );
+
+    let said = dir.ok(&["keys", "edit", "1", "--never-expires", "--no-folder"]);
+    assert!(
+        said.contains("expires never, no folder; status Active"),
+        "{said}"
+    );
+    let refused = dir.fails(&["keys", "edit", "1", "--usage-limit", "3"]);
+    assert!(
+        refused.contains("usage_limit: only mass-deployment keys"),
+        "{refused}"
+    );
+    let said = dir.ok(&["keys", "edit", "3", "--no-usage-limit", "--no-not-before"]);
+    assert!(said.contains("no usage limit; status Active"), "{said}");
+    // Refused by the command line itself (exit 2): a usage limit on a one-time key, an edit that
+    // changes nothing, a folder that is not a path, a duration without a unit.
+    for args in [
+        &[
+            "keys",
+            "create",
+            "one-time",
+            "--quantity",
+            "1",
+            "--usage-limit",
+            "3",
+        ][..],
+        &["keys", "edit", "1"],
+        &[
+            "keys",
+            "create",
+            "one-time",
+            "--quantity",
+            "1",
+            "--folder",
+            "Sites",
+        ],
+        &[
+            "keys",
+            "create",
+            "one-time",
+            "--quantity",
+            "1",
+            "--expires-in",
+            "30",
+        ],
+        &["keys", "edit", "1", "--never-expires", "--expires-in", "1d"],
+    ] {
+        let output = dir.run(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! schemathesis against the served OpenAPI document of a server with the default settings, with
 //! every check on, over two seeds, each on a fresh server with an all-rights token and with a
 //! read-only one: no 5xx, every answer matches its schema, every status is documented, invalid
-//! input is refused and valid input accepted (no 422 for schema-valid data but the two refusals
+//! input is refused and valid input accepted (no 422 for schema-valid data but the three refusals
 //! `tests/schemathesis/hooks.py` names and checks).
 //!
 //! schemathesis comes from PyPI (`pip install -r server-stub/tests/schemathesis/requirements.txt`;
@@ -85,21 +85,25 @@ database = "none"
 with-security-parameters = false
 [phases.stateful]
 max-steps = 10
-# The two refusals of schema-valid data that no JSON Schema can state: a typed mass key the
-# strength estimate rates too guessable, and the rows of a CSV body. positive_data_acceptance
-# takes a 422 for these two operations only, and the hooks' check fails every such 422 that is
-# not that one refusal. Creating 100,000 keys in one request, and then exporting every key (or
-# every key a filter matches, hundreds of thousands by then) in one, is slow by design (and slower
-# in a debug build); every other operation keeps the 10 s limit of --checks all. The change of
-# every key a filter matches is not fuzzed: its first deletion with an empty filter deletes
-# every key, and the run would test nothing that names one after it (tests/web and admin_api's
-# rights matrix test it).
+# The three refusals of schema-valid data that no JSON Schema can state: a typed mass key the
+# strength estimate rates too guessable, the rows of a CSV body, and a usage limit for a stored
+# key that is not a mass-deployment key. positive_data_acceptance takes a 422 for these three
+# operations only, and the hooks' check fails every such 422 that is not that one refusal.
+# Creating 100,000 keys in one request, and then exporting every key (or every key a filter
+# matches, hundreds of thousands by then) in one, is slow by design (and slower in a debug
+# build); every other operation keeps the 10 s limit of --checks all. The change of every key a
+# filter matches is not fuzzed: its first deletion with an empty filter deletes every key, and
+# the run would test nothing that names one after it (tests/web and admin_api's rights matrix
+# test it).
 [[operations]]
 include-name = "POST /api/v1/keys"
 checks.max_response_time = 180.0
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 [[operations]]
 include-name = "POST /api/v1/keys/import"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+[[operations]]
+include-name = "PATCH /api/v1/keys/{{id}}"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 [[operations]]
 include-name = "POST /api/v1/keys/export"

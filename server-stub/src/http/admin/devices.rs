@@ -6,12 +6,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use onboard_protocol::UnitId;
 use onboard_protocol::admin::{CommandQueued, DeviceView, Page, SendCommand};
+use onboard_protocol::{Folder, UnitId};
 
 use super::{Admin, Body, Params, PathParam, page};
 use crate::http::{ApiError, Shared};
 use crate::rights::Operation;
+use crate::store::DeviceFilter;
 
 /// The device routes.
 pub fn router() -> Router<Arc<Shared>> {
@@ -21,17 +22,20 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/api/v1/devices/{unit_id}/commands", post(send))
 }
 
-/// Paging of the device list.
+/// Filters and paging of the device list.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
+    /// Only devices that landed in this folder or one under it (`/Sites` holds `/Sites/Berlin`).
+    #[param(value_type = Option<Folder>)]
+    folder: Option<Folder>,
     /// The most devices to return (default 1000).
     #[param(minimum = 0, maximum = 10000)]
     limit: Option<usize>,
     /// Start after this unit ID (the previous page's `next_after`).
     after: Option<UnitId>,
-    /// Also count every enrolled device (`total`).
+    /// Also count every enrolled device the filter matches (`total`).
     total: Option<bool>,
     /// Only devices whose unit ID starts with this (`00E0C5`, `00:E0:C5`) or whose host name
     /// holds it, in any case; `total` then counts those.
@@ -39,7 +43,7 @@ pub struct DeviceQuery {
     search: Option<String>,
 }
 
-/// Lists enrolled devices by unit ID.
+/// Lists enrolled devices by unit ID, with the folder each landed in; filters by folder.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceQuery),
     responses((status = 200, description = "One page of devices", body = Page<DeviceView, UnitId>)))]
 pub async fn list(
@@ -49,6 +53,9 @@ pub async fn list(
 ) -> Result<axum::Json<Page<DeviceView, UnitId>>, ApiError> {
     admin.may(Operation::ListDevices)?;
     let devices = shared.stub.devices();
+    let filter = DeviceFilter {
+        folder: query.folder,
+    };
     super::bounded("search", query.search.as_ref(), 64)?;
     if let Some(search) = query
         .search
@@ -57,13 +64,15 @@ pub async fn list(
     {
         return Ok(axum::Json(
             devices
-                .search(search, &page(query.limit, query.after)?)
+                .search(search, &filter, &page(query.limit, query.after)?)
                 .await?,
         ));
     }
-    let mut listed = devices.list(&page(query.limit, query.after)?).await?;
+    let mut listed = devices
+        .list(&filter, &page(query.limit, query.after)?)
+        .await?;
     if query.total == Some(true) {
-        listed.total = Some(devices.count().await?);
+        listed.total = Some(devices.count(&filter).await?);
     }
     Ok(axum::Json(listed))
 }

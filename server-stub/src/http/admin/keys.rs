@@ -12,7 +12,8 @@ use onboard_protocol::admin::{
     ExportServers, KeyAction, KeyId, KeyIds, KeyMatch, KeyStatus, KeyView, KeysChanged,
     MAX_KEY_IDS, MAX_KEYS_PER_REQUEST, Page,
 };
-use onboard_protocol::{KeyKind, ProblemCode};
+use onboard_protocol::{Folder, KeyKind, ProblemCode};
+use time::OffsetDateTime;
 
 use super::{Admin, Body, Params, PathParam, page};
 use crate::http::{ApiError, Shared};
@@ -53,6 +54,15 @@ pub struct KeyQuery {
     /// Only keys whose comment holds this text (ASCII letters in any case).
     #[param(max_length = 200)]
     comment: Option<String>,
+    /// Only keys that expire before this time (RFC 3339; expired ones included); keys that never
+    /// expire are left out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    expires_before: Option<OffsetDateTime>,
+    /// Only keys that expire after this time (RFC 3339); keys that never expire are left out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    expires_after: Option<OffsetDateTime>,
     /// The most keys to return (default 1000).
     #[param(minimum = 0, maximum = 10000)]
     limit: Option<usize>,
@@ -104,6 +114,17 @@ pub struct ImportQuery {
     /// A comment for all of them.
     #[param(max_length = 1000)]
     comment: Option<String>,
+    /// When they stop working (RFC 3339); never when left out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    expires_at: Option<OffsetDateTime>,
+    /// When they start working (RFC 3339); at once when left out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>, format = DateTime)]
+    not_before: Option<OffsetDateTime>,
+    /// Where devices enrolled with them land (`/Sites/Berlin`).
+    #[param(value_type = Option<Folder>)]
+    folder: Option<Folder>,
 }
 
 /// Refuses a creation of more keys than one request may make.
@@ -178,6 +199,8 @@ fn listing_of(query: &KeyQuery) -> Result<(KeyListing, Paging), ApiError> {
         comment: query.comment.clone(),
     };
     let mut listing = listing_of_match(&matching)?;
+    listing.filter.expires_before = query.expires_before;
+    listing.filter.expires_after = query.expires_after;
     listing.sort = sort;
     listing.descending = descending;
     listing.after = query.after;
@@ -239,7 +262,9 @@ async fn list_page(
 }
 
 /// Creates one-time keys (a quantity), device-bound keys (unit IDs) or a mass-deployment key
-/// (random, or a typed password no other key has: 409 otherwise).
+/// (random, or a typed password no other key has: 409 otherwise), each optionally with a
+/// lifetime (`not_before`, `expires_at`) and a folder, and a mass key with a usage limit (another
+/// kind naming `usage_limit` is refused with 422).
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = CreateKeys,
     responses((status = 201, description = "The new keys' IDs", body = CreatedKeys),
         (status = 409, description = "A typed password another key has", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
@@ -256,23 +281,7 @@ pub async fn create(
         CreateKeys::DeviceBound { unit_ids, .. } => check_count("unit_ids", unit_ids.len())?,
         CreateKeys::Mass { .. } => {}
     }
-    let ids = match request {
-        CreateKeys::OneTime { quantity, comment } => {
-            keys.create_one_time(quantity, &comment, none(), &admin.actor)
-                .await?
-        }
-        CreateKeys::DeviceBound { unit_ids, comment } => {
-            keys.create_device_bound(&unit_ids, &comment, none(), &admin.actor)
-                .await?
-        }
-        CreateKeys::Mass { password, comment } => {
-            vec![
-                keys.create_mass(password.as_deref(), &comment, &admin.actor)
-                    .await?
-                    .0,
-            ]
-        }
-    };
+    let ids = keys.create(&request, none(), &admin.actor).await?;
     Ok((StatusCode::CREATED, axum::Json(CreatedKeys { ids })))
 }
 
@@ -292,15 +301,17 @@ pub async fn import(
     let unit_ids = crate::unit_ids::from_csv(&body)
         .map_err(|error| ApiError::code(ProblemCode::Invalid, format!("body: {error}")))?;
     check_count("body", unit_ids.len())?;
+    let request = CreateKeys::DeviceBound {
+        unit_ids,
+        comment: query.comment.unwrap_or_default(),
+        expires_at: query.expires_at,
+        not_before: query.not_before,
+        folder: query.folder,
+    };
     let ids = shared
         .stub
         .keys()
-        .create_device_bound(
-            &unit_ids,
-            query.comment.as_deref().unwrap_or_default(),
-            Box::new(|_| {}),
-            &admin.actor,
-        )
+        .create(&request, Box::new(|_| {}), &admin.actor)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(CreatedKeys { ids })))
 }
@@ -319,11 +330,14 @@ pub async fn one(
     Ok(axum::Json(shared.stub.keys().get(id, false).await?))
 }
 
-/// Sets a key's comment.
+/// Edits a key: its comment, lifetime (`not_before`, `expires_at`), usage limit (mass keys only)
+/// and folder; members left out stay, `null` clears one. Devices enrolled already keep the folder
+/// they landed in.
 #[utoipa::path(patch, path = "/api/v1/keys/{id}", tag = "keys", request_body = EditKey,
     params(("id" = i64, Path, minimum = 1, description = "The key's ID")),
     responses((status = 200, description = "The key, masked", body = KeyView),
-        (status = 404, description = "No such key", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such key", body = onboard_protocol::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A usage limit for a key that is not a mass-deployment key", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn edit(
     State(shared): State<Arc<Shared>>,
     admin: Admin,
@@ -332,8 +346,7 @@ pub async fn edit(
 ) -> Result<axum::Json<KeyView>, ApiError> {
     admin.may(Operation::EditKey)?;
     let keys = shared.stub.keys();
-    keys.edit_comment(id, &request.comment, &admin.actor)
-        .await?;
+    keys.edit(id, &request, &admin.actor).await?;
     Ok(axum::Json(keys.get(id, false).await?))
 }
 
@@ -409,14 +422,15 @@ pub async fn delete_many(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The key file for a USB stick: the keys named (all active), or every active key, with the
-/// servers devices should contact and the UMS ID fingerprint. A download in the chosen format.
-/// Needs `keys:export`: an export is a reveal to a file.
+/// The key file for a USB stick: the keys named (all active or not valid yet), or every such key,
+/// with the servers devices should contact and the UMS ID fingerprint. Expired, exhausted, used
+/// and inactive keys are never exported: naming one is refused (409). A download in the chosen
+/// format. Needs `keys:export`: an export is a reveal to a file.
 #[utoipa::path(post, path = "/api/v1/keys/export", tag = "keys", request_body = ExportKeys,
     responses((status = 200, description = "The key file",
             content((String = "application/xml"), (String = "text/html"), (String = "text/plain"))),
         (status = 404, description = "A key does not exist", body = onboard_protocol::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A key named is not active, or no key is", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "A key named is expired, exhausted, used or inactive, or no key can be exported", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn export(
     State(shared): State<Arc<Shared>>,
     admin: Admin,

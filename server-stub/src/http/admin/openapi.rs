@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::OpenApi;
-use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::schema::{AdditionalProperties, Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 
@@ -101,6 +101,17 @@ impl utoipa::Modify for Refusals {
                 && let SchemaType::Type(kind) = next.schema_type.clone()
             {
                 next.schema_type = SchemaType::from_iter([kind, Type::Null]);
+            }
+        }
+        // A creation request names only the members of its type (serde refuses any other, such
+        // as a usage limit on a one-time key); utoipa states `deny_unknown_fields` for structs
+        // only, not for the variants of a tagged enum.
+        if let Some(RefOr::T(Schema::OneOf(create))) = components.schemas.get_mut("CreateKeys") {
+            for variant in &mut create.items {
+                if let RefOr::T(Schema::Object(object)) = variant {
+                    object.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
             }
         }
         // An account change names at least one thing to change.

@@ -61,9 +61,11 @@ impl Fake {
                 bound_to: bound_to.cloned(),
                 active: true,
                 usage_count: u64::from(used),
+                limits: claim::Limits::default(),
+                folder: None,
             },
             lookup: [lookup; 32],
-            status: claim::status(kind, true, u64::from(used)),
+            status: claim::stored_status(kind, true, u64::from(used)),
             comment: String::new(),
         });
         id
@@ -191,6 +193,8 @@ impl Tx for Fake {
                         bound_to: insert.key.unit_id.clone(),
                         active: true,
                         usage_count: 0,
+                        limits: insert.key.limits,
+                        folder: insert.key.folder.clone(),
                     },
                     lookup: insert.key.lookup,
                     status: insert.status,
@@ -239,6 +243,8 @@ impl Tx for Fake {
                 id: key.row.id,
                 kind: key.row.kind,
                 usage_count: key.row.usage_count,
+                limits: key.row.limits,
+                folder: key.row.folder.clone(),
             })
             .collect())
     }
@@ -251,6 +257,10 @@ impl Tx for Fake {
             KeyChange::Active { active, status } => {
                 self.keys[index].row.active = active;
                 self.keys[index].status = status;
+            }
+            KeyChange::Terms { limits, folder } => {
+                self.keys[index].row.limits = limits;
+                self.keys[index].row.folder = folder.cloned();
             }
             KeyChange::Delete => drop(self.keys.remove(index)),
         }

@@ -71,6 +71,7 @@ fn enrolled(public_key: &[u8], key_id: KeyId, not_after: OffsetDateTime) -> Devi
         last_seen: NOW - Duration::days(400),
         inventory: None,
         online_server: None,
+        folder: None,
     }
 }
 
@@ -511,6 +512,8 @@ fn new_key(lookup: u8, generated: bool) -> NewKey {
         unit_id: None,
         comment: String::new(),
         generated,
+        limits: claim::Limits::default(),
+        folder: None,
     }
 }
 

@@ -82,16 +82,50 @@ impl PostgresStore {
                 .iter()
                 .map(|key| key.created_at.unix_timestamp())
                 .collect();
+            let not_before: Vec<Option<i64>> = chunk
+                .iter()
+                .map(|key| key.limits.not_before.map(OffsetDateTime::unix_timestamp))
+                .collect();
+            let expires_at: Vec<Option<i64>> = chunk
+                .iter()
+                .map(|key| key.limits.expires_at.map(OffsetDateTime::unix_timestamp))
+                .collect();
+            let limits: Vec<Option<i64>> = chunk
+                .iter()
+                .map(|key| {
+                    key.limits
+                        .usage_limit
+                        .map(|limit| i64::try_from(limit).unwrap_or(i64::MAX))
+                })
+                .collect();
+            let folders: Vec<Option<&str>> = chunk
+                .iter()
+                .map(|key| key.folder.as_ref().map(onboard_protocol::Folder::as_str))
+                .collect();
             tx.execute(
                 &format!(
                     "INSERT INTO keys ({KEY_COLUMNS})
                      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::bytea[],
                         $5::text[], $6::boolean[], $7::text[], $8::bigint[], $9::bigint[],
-                        $10::text[], $11::bigint[])"
+                        $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+                        $15::text[])"
                 ),
                 &[
-                    &ids, &kinds, &lookups, &sealed, &units, &active, &statuses, &counts, &dates,
-                    &comments, &created,
+                    &ids,
+                    &kinds,
+                    &lookups,
+                    &sealed,
+                    &units,
+                    &active,
+                    &statuses,
+                    &counts,
+                    &dates,
+                    &comments,
+                    &created,
+                    &not_before,
+                    &expires_at,
+                    &limits,
+                    &folders,
                 ],
             )
             .await
@@ -103,7 +137,7 @@ impl PostgresStore {
             tx.execute(
                 &format!(
                     "INSERT INTO devices ({DEVICE_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 ),
                 &[
                     &device.unit_id.as_str(),
@@ -117,6 +151,7 @@ impl PostgresStore {
                     &device.last_seen.unix_timestamp(),
                     &device.inventory,
                     &device.previous_serial,
+                    &device.folder.as_ref().map(onboard_protocol::Folder::as_str),
                 ],
             )
             .await

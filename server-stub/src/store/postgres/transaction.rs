@@ -2,17 +2,26 @@
 
 use std::collections::HashMap;
 
-use onboard_protocol::UnitId;
 use onboard_protocol::admin::{KeyId, KeyStatus};
+use onboard_protocol::{Folder, UnitId};
 use time::OffsetDateTime;
 
 use super::{PostgresStore, audit_in, count};
 use crate::ca::IssuedCertificate;
+use crate::claim::Limits;
 use crate::store::error::StoreError;
 use crate::store::query::DEVICE_COLUMNS;
 use crate::store::rows::{AuditEntry, DeviceRecord};
 use crate::store::tx::{KeyChange, KeyForChange, KeyForClaim, KeyInsert, Seen, Tx};
 use crate::vault::LookupDigest;
+
+/// The columns of a key's terms, in the order [`PgTx::terms`] reads them.
+const TERMS: &str = "not_before, expires_at, usage_limit, folder";
+
+/// A count (a usage limit) as stored: PostgreSQL's BIGINT is signed.
+fn stored_count(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
 
 /// The row operations of an open PostgreSQL transaction for the flows of `apply.rs`: every row
 /// read for a change is locked (`FOR UPDATE`) until the commit, unless the transaction only reads.
@@ -36,6 +45,24 @@ impl PgTx<'_, '_> {
     }
 }
 
+impl PgTx<'_, '_> {
+    /// A key's terms, from the four columns of [`TERMS`] starting at `first`.
+    fn terms(
+        &self,
+        row: &tokio_postgres::Row,
+        first: usize,
+    ) -> Result<(Limits, Option<Folder>), StoreError> {
+        let store = self.store;
+        let time = |seconds: Option<i64>| seconds.map(|at| store.time(at)).transpose();
+        let limits = Limits {
+            not_before: time(row.get(first))?,
+            expires_at: time(row.get(first + 1))?,
+            usage_limit: row.get::<_, Option<i64>>(first + 2).map(count),
+        };
+        Ok((limits, store.folder(row.get(first + 3))?))
+    }
+}
+
 impl Tx for PgTx<'_, '_> {
     fn corrupt(&self, reason: String) -> StoreError {
         self.store.corrupt(reason)
@@ -46,18 +73,18 @@ impl Tx for PgTx<'_, '_> {
         lookup: &LookupDigest,
     ) -> Result<Option<KeyForClaim>, StoreError> {
         let store = self.store;
+        let sql = format!(
+            "SELECT id, kind, unit_id, active, usage_count, {TERMS} FROM keys
+             WHERE lookup = $1 FOR UPDATE"
+        );
         let row = self
             .tx
-            .query_opt(
-                self.for_change(
-                "SELECT id, kind, unit_id, active, usage_count FROM keys WHERE lookup = $1 FOR UPDATE",
-                ),
-                &[&lookup.to_vec()],
-            )
+            .query_opt(self.for_change(&sql), &[&lookup.to_vec()])
             .await
             .map_err(|e| store.db(e))?;
         row.map(|row| {
             let id: KeyId = row.get(0);
+            let (limits, folder) = self.terms(&row, 5)?;
             Ok(KeyForClaim {
                 id,
                 kind: store.kind(id, row.get(1))?,
@@ -68,6 +95,8 @@ impl Tx for PgTx<'_, '_> {
                     .map_err(|_| store.corrupt(format!("key {id} with a malformed unit ID")))?,
                 active: row.get(3),
                 usage_count: count(row.get(4)),
+                limits,
+                folder,
             })
         })
         .transpose()
@@ -100,8 +129,13 @@ impl Tx for PgTx<'_, '_> {
         let consumed = self
             .tx
             .execute(
+                // The guard repeats claim::decide (second line of defence): active, unused
+                // unless mass, within its lifetime, below its usage limit.
                 "UPDATE keys SET usage_count = usage_count + 1, usage_date = $1, status = $2
-                 WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)",
+                 WHERE id = $3 AND active AND (kind = 'mass' OR usage_count = 0)
+                   AND (expires_at IS NULL OR expires_at > $1)
+                   AND (not_before IS NULL OR not_before <= $1)
+                   AND (usage_limit IS NULL OR usage_count < usage_limit)",
                 &[&at.unix_timestamp(), &status.as_str(), &id],
             )
             .await
@@ -114,12 +148,13 @@ impl Tx for PgTx<'_, '_> {
             .execute(
                 &format!(
                     "INSERT INTO devices ({DEVICE_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10)
                      ON CONFLICT (unit_id) DO UPDATE SET public_key = excluded.public_key,
                        certificate = excluded.certificate, serial = excluded.serial,
                        not_after = excluded.not_after, key_id = excluded.key_id,
                        key_kind = excluded.key_kind, enrolled_at = excluded.enrolled_at,
-                       last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL"
+                       last_seen = excluded.last_seen, inventory = NULL, previous_serial = NULL,
+                       folder = excluded.folder"
                 ),
                 &[
                     &device.unit_id.as_str(),
@@ -131,6 +166,7 @@ impl Tx for PgTx<'_, '_> {
                     &device.key_kind.as_str(),
                     &device.enrolled_at.unix_timestamp(),
                     &device.last_seen.unix_timestamp(),
+                    &device.folder.as_ref().map(Folder::as_str),
                 ],
             )
             .await
@@ -197,9 +233,11 @@ impl Tx for PgTx<'_, '_> {
         let statement = self
             .tx
             .prepare_cached(
-                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status)
+                "INSERT INTO keys (kind, lookup, sealed, unit_id, comment, created_at, status,
+                   not_before, expires_at, usage_limit, folder)
                  SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::text[],
-                                      $6::bigint[], $7::text[])
+                                      $6::bigint[], $7::text[], $8::bigint[], $9::bigint[],
+                                      $10::bigint[], $11::text[])
                  ON CONFLICT (lookup) DO NOTHING RETURNING id, lookup",
             )
             .await
@@ -222,12 +260,37 @@ impl Tx for PgTx<'_, '_> {
         let comments = column(&|insert| insert.key.comment.clone());
         let times = vec![created_at.unix_timestamp(); keys.len()];
         let statuses = column(&|insert| insert.status.as_str().to_owned());
+        let time = |at: &dyn Fn(&Limits) -> Option<OffsetDateTime>| -> Vec<Option<i64>> {
+            keys.iter()
+                .map(|insert| at(&insert.key.limits).map(OffsetDateTime::unix_timestamp))
+                .collect()
+        };
+        let not_before = time(&|limits| limits.not_before);
+        let expires_at = time(&|limits| limits.expires_at);
+        let usage_limits: Vec<Option<i64>> = keys
+            .iter()
+            .map(|insert| insert.key.limits.usage_limit.map(stored_count))
+            .collect();
+        let folders: Vec<Option<&str>> = keys
+            .iter()
+            .map(|insert| insert.key.folder.as_ref().map(Folder::as_str))
+            .collect();
         let rows = self
             .tx
             .query(
                 &statement,
                 &[
-                    &kinds, &lookups, &sealed, &units, &comments, &times, &statuses,
+                    &kinds,
+                    &lookups,
+                    &sealed,
+                    &units,
+                    &comments,
+                    &times,
+                    &statuses,
+                    &not_before,
+                    &expires_at,
+                    &usage_limits,
+                    &folders,
                 ],
             )
             .await
@@ -285,7 +348,10 @@ impl Tx for PgTx<'_, '_> {
         let rows = self
             .tx
             .query(
-                "SELECT id, kind, usage_count FROM keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &format!(
+                    "SELECT id, kind, usage_count, {TERMS} FROM keys WHERE id = ANY($1)
+                     ORDER BY id FOR UPDATE"
+                ),
                 &[&ids],
             )
             .await
@@ -293,10 +359,13 @@ impl Tx for PgTx<'_, '_> {
         rows.iter()
             .map(|row| {
                 let id: KeyId = row.get(0);
+                let (limits, folder) = self.terms(row, 3)?;
                 Ok(KeyForChange {
                     id,
                     kind: store.kind(id, row.get(1))?,
                     usage_count: count(row.get(2)),
+                    limits,
+                    folder,
                 })
             })
             .collect()
@@ -317,6 +386,21 @@ impl Tx for PgTx<'_, '_> {
                     .execute(
                         "UPDATE keys SET active = $1, status = $2 WHERE id = $3",
                         &[&active, &status.as_str(), &id],
+                    )
+                    .await
+            }
+            KeyChange::Terms { limits, folder } => {
+                self.tx
+                    .execute(
+                        "UPDATE keys SET not_before = $1, expires_at = $2, usage_limit = $3,
+                           folder = $4 WHERE id = $5",
+                        &[
+                            &limits.not_before.map(OffsetDateTime::unix_timestamp),
+                            &limits.expires_at.map(OffsetDateTime::unix_timestamp),
+                            &limits.usage_limit.map(stored_count),
+                            &folder.map(Folder::as_str),
+                            &id,
+                        ],
                     )
                     .await
             }

@@ -12,6 +12,8 @@ fn key(lookup: u8, kind: KeyKind, generated: bool) -> NewKey {
         unit_id: (kind == KeyKind::DeviceBound).then(|| "00E0C5540B8B".parse().unwrap()),
         comment: String::new(),
         generated,
+        limits: claim::Limits::default(),
+        folder: None,
     }
 }
 
@@ -43,10 +45,10 @@ fn migrates_once_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite");
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 8);
+    assert_eq!(store.schema_version().unwrap(), 9);
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 8);
+    assert_eq!(store.schema_version().unwrap(), 9);
     store.integrity_check().unwrap();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -259,7 +261,7 @@ fn status_filter_matches_the_stored_status() {
             connection
                 .execute(
                     "UPDATE keys SET usage_count = 1, status = ?1 WHERE id = ?2",
-                    params![claim::status(kind, true, 1).as_str(), id],
+                    params![claim::stored_status(kind, true, 1).as_str(), id],
                 )
                 .unwrap();
         }
