@@ -658,7 +658,7 @@ $('edit-form').addEventListener('submit', async (event) => {
 
 // Export: which keys (with how many, asked of the server before anything is written), and the
 // servers devices will contact, prefilled with this server's public address(es).
-const exportState = { counts: {}, seq: 0 };
+const exportState = { counts: {}, seq: 0, edited: false };
 
 /// How many active keys match the applied filter (none when it asks for another status).
 async function activeMatching() {
@@ -717,6 +717,7 @@ async function openExport(preferNew) {
   else if (selected > 0) pick = 'export-selected';
   $(pick).checked = true;
   $('export-servers').value = '';
+  exportState.edited = false;
   $('export-servers-note').textContent = '';
   openDialog($('export-dialog'));
   showExportCount();
@@ -728,7 +729,8 @@ async function openExport(preferNew) {
       json('GET', '/api/v1/keys?status=active&limit=0&total=true').then((page) => page.total || 0),
     ]);
     if (seq !== exportState.seq) return;
-    if (!$('export-servers').value.trim()) {
+    // What the administrator typed meanwhile stays.
+    if (!exportState.edited) {
       $('export-servers').value = defaults.servers.map((server) => server.host.includes(':')
         ? '[' + server.host + ']:' + server.port : server.host + ':' + server.port).join('\n');
     }
@@ -752,7 +754,10 @@ $('keys-status-export').addEventListener('click', () => openExport(true));
 for (const radio of document.querySelectorAll('input[name="export-scope"]')) {
   radio.addEventListener('change', showExportCount);
 }
-$('export-servers').addEventListener('input', showContact);
+$('export-servers').addEventListener('input', () => {
+  exportState.edited = true;
+  showContact();
+});
 
 /// `HOST`, `HOST:PORT` or `[IPV6]:PORT` as the API's {host, port}.
 function parseServer(text) {

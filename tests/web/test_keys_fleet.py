@@ -152,6 +152,7 @@ def test_add_says_what_it_created_and_exports_exactly_those_keys_to_the_servers_
     assert file["servers"] == [named]
     # Emptied, the dialog refuses rather than write a file devices cannot use.
     page.get_by_role("button", name="Export", exact=True).click()
+    expect(page.locator("#export-contact")).to_have_text(f"Devices will contact: {named}")
     servers.fill("")
     expect(page.locator("#export-contact")).to_contain_text("Name at least one server")
     page.locator("#export-go").click()
