@@ -615,7 +615,7 @@ const CREATE_FIELD = {
 /// Says a refusal in the dialog, marks the field it names and puts the focus there; what was
 /// typed stays.
 function createRefused(message, field) {
-  show($('create-error'), message);
+  show($('create-error'), message.replace(/^body: /, ''));
   const named = field || Object.keys(CREATE_FIELD).find((name) => new RegExp('\\b' + name + '\\b').test(message));
   let input = named ? $(CREATE_FIELD[named]) : null;
   if (named === 'expires_at' && $('create-expires').value === 'date') input = $('create-expires-date');
