@@ -20,7 +20,7 @@ const state = {
     index: 0, items: [], shown: false, selected: new Set(), total: 0, seq: 0,
     sort: 'id', order: 'asc', applied: {}, matching: false, created: null,
   },
-  devices: { cursors: [null], index: 0, next: null, total: 0, seq: 0, search: '', timer: null },
+  devices: { cursors: [null], index: 0, next: null, total: 0, seq: 0, search: '', folder: '', timer: null },
   audit: { cursors: [null], index: 0, next: null, seq: 0 },
 };
 
@@ -212,6 +212,18 @@ function route() {
 // ---------------------------------------------------------------- keys
 
 const KEY_TYPE_LABEL = { 'one-time': 'One-time', 'device-bound': 'Device-bound', mass: 'Mass deployment' };
+const KEY_STATUS_LABEL = {
+  active: 'Active', inactive: 'Inactive', used: 'Used', expired: 'Expired',
+  not_yet_valid: 'Not yet valid', exhausted: 'Exhausted',
+};
+/** The statuses a key can go on a stick with (the export's rule on the server). */
+const EXPORTABLE = new Set(['active', 'not_yet_valid']);
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/// A time as the API takes it (RFC 3339, whole seconds, UTC).
+function rfc3339(date) {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
 
 /// The filter as typed in the form.
 function typedKeyFilter() {
@@ -220,11 +232,13 @@ function typedKeyFilter() {
     status: $('filter-status').value,
     unit_id: $('filter-unit').value.trim(),
     comment: $('filter-comment').value.trim(),
+    // Keys that expire before the start of that day (UTC).
+    expires_before: $('filter-expires-before').value ? $('filter-expires-before').value + 'T00:00:00Z' : '',
   };
 }
 
-/// The applied filter without its empty fields, as the API's KeyMatch.
-function keyMatch() {
+/// The applied filter without its empty fields, as the key list's query.
+function keyFilter() {
   const match = {};
   for (const [name, value] of Object.entries(state.keys.applied)) {
     if (value) match[name] = value;
@@ -232,8 +246,21 @@ function keyMatch() {
   return match;
 }
 
+/// The applied filter as the API's KeyMatch (for acting on every key it matches), which has no
+/// expiry: with an expiry filter applied, "select all matching" is not offered.
+function keyMatch() {
+  const match = keyFilter();
+  delete match.expires_before;
+  return match;
+}
+
 function filtered() {
-  return Object.keys(keyMatch()).length > 0;
+  return Object.keys(keyFilter()).length > 0;
+}
+
+/// Whether every key the filter matches can be acted on in one request.
+function matchingOffered() {
+  return !state.keys.applied.expires_before;
 }
 
 /// Says what the last action did (a status line, read out by screen readers).
@@ -253,7 +280,7 @@ async function loadKeys() {
   show($('keys-error'), '');
   for (const id of ['keys-first', 'keys-prev', 'keys-next', 'keys-last']) $(id).disabled = true;
   try {
-    const page = await json('GET', '/api/v1/keys' + query(Object.assign({}, keyMatch(), {
+    const page = await json('GET', '/api/v1/keys' + query(Object.assign({}, keyFilter(), {
       sort: keys.sort, order: keys.order, limit: PAGE_SIZE, offset: keys.index * PAGE_SIZE, total: 'true',
     })));
     let items = page.items;
@@ -311,11 +338,14 @@ function renderKeys() {
     cell(row, key.id);
     cell(row, key.unit_id || '', 'mono');
     cell(row, key.key, 'mono key');
-    cell(row, key.status.charAt(0).toUpperCase() + key.status.slice(1), 'status status-' + key.status);
+    cell(row, KEY_STATUS_LABEL[key.status] || key.status, 'status status-' + key.status);
     cell(row, time(key.created_at));
+    cell(row, (key.expires_at ? time(key.expires_at) : 'Never') +
+      (key.not_before ? ' (valid from ' + time(key.not_before) + ')' : ''), 'expires');
     cell(row, time(key.usage_date));
-    cell(row, key.usage_count);
+    cell(row, key.usage_limit ? count(key.usage_count) + ' of ' + count(key.usage_limit) : key.usage_count);
     cell(row, KEY_TYPE_LABEL[key.type] || key.type);
+    cell(row, key.folder || '-', 'folder');
     cell(row, key.comment, 'comment');
     body.appendChild(row);
   }
@@ -371,7 +401,7 @@ function keyButtons() {
     $('keys-selection-text').textContent = 'All ' + plural(keys.total, 'key', 'keys') +
       (filtered() ? ' matching the filter are selected.' : ' are selected.');
     offer.textContent = 'Clear the selection';
-  } else if (picked > 0 && picked === keys.items.length && keys.total > picked) {
+  } else if (picked > 0 && picked === keys.items.length && keys.total > picked && matchingOffered()) {
     line.hidden = false;
     $('keys-selection-text').textContent = 'All ' + plural(picked, 'key', 'keys') + ' on this page are selected.';
     offer.textContent = 'Select all ' + plural(keys.total, 'key', 'keys') +
@@ -443,7 +473,10 @@ $('key-show').addEventListener('click', () => {
 });
 
 const ACTION_DONE = { activate: 'Activated', deactivate: 'Deactivated', delete: 'Deleted' };
-const STATUS_WHY = { active: 'already active', inactive: 'already inactive', used: 'already used' };
+const STATUS_WHY = {
+  active: 'already active', inactive: 'already inactive', used: 'already used', expired: 'expired',
+  not_yet_valid: 'not valid yet', exhausted: 'exhausted',
+};
 
 /// "Deactivated 0 of 3: 3 keys were already used."
 function changedMessage(outcome) {
@@ -520,6 +553,10 @@ for (const radio of document.querySelectorAll('input[name="create-kind"]')) {
     }
   });
 }
+$('create-expires').addEventListener('change', () => {
+  $('create-expires-on').hidden = $('create-expires').value !== 'date';
+  if ($('create-expires').value === 'date') $('create-expires-date').focus();
+});
 $('create-random').addEventListener('change', (event) => {
   $('create-password').disabled = event.target.checked;
   if (!event.target.checked) $('create-password').focus();
@@ -527,6 +564,8 @@ $('create-random').addEventListener('change', (event) => {
 $('key-create').addEventListener('click', async () => {
   $('create-form').reset();
   $('create-password').disabled = true;
+  $('create-expires-on').hidden = true;
+  for (const field of $('create-form').querySelectorAll('[aria-invalid]')) field.removeAttribute('aria-invalid');
   for (const part of $('create-form').querySelectorAll('[data-kind]')) part.hidden = part.dataset.kind !== 'one-time';
   openDialog($('create-dialog'));
   // Devices the server knows, to select from.
@@ -566,13 +605,64 @@ function idRange(ids) {
   return 'IDs ' + first + '–' + last + (last - first + 1 === ids.length ? '' : ', not all in a row');
 }
 
+/** The dialog's field for each member of a create request, to point at when the API refuses one. */
+const CREATE_FIELD = {
+  quantity: 'create-quantity', unit_ids: 'create-units', password: 'create-password',
+  usage_limit: 'create-usage-limit', expires_at: 'create-expires', not_before: 'create-not-before',
+  folder: 'create-folder', comment: 'create-comment',
+};
+
+/// Says a refusal in the dialog, marks the field it names and puts the focus there; what was
+/// typed stays.
+function createRefused(message, field) {
+  show($('create-error'), message.replace(/^body: /, ''));
+  const named = field || Object.keys(CREATE_FIELD).find((name) => new RegExp('\\b' + name + '\\b').test(message));
+  let input = named ? $(CREATE_FIELD[named]) : null;
+  if (named === 'expires_at' && $('create-expires').value === 'date') input = $('create-expires-date');
+  if (input) {
+    input.setAttribute('aria-invalid', 'true');
+    input.setAttribute('aria-errormessage', 'create-error');
+    input.focus();
+  }
+}
+
+/// The lifetime, folder and usage limit the dialog asks for, as the API's members; null (and the
+/// refusal said) when a date is missing.
+function createTerms(kind) {
+  const terms = {};
+  const expires = $('create-expires').value;
+  if (expires === 'date') {
+    const day = $('create-expires-date').value;
+    if (!day) {
+      createRefused('Expiry date: pick the last day the keys work, or choose Never or a number of days.',
+        'expires_at');
+      return null;
+    }
+    terms.expires_at = day + 'T23:59:59Z';
+  } else if (expires !== 'never') {
+    terms.expires_at = rfc3339(new Date(Date.now() + Number(expires) * DAY_MS));
+  }
+  const from = $('create-not-before').value;
+  if (from) terms.not_before = from + 'T00:00:00Z';
+  const folder = $('create-folder').value.trim();
+  if (folder) terms.folder = folder;
+  if (kind === 'mass') {
+    const limit = $('create-usage-limit').value.trim();
+    if (limit) terms.usage_limit = Number(limit);
+  }
+  return terms;
+}
+
 async function createKeys() {
   const error = $('create-error');
   show(error, '');
+  for (const field of $('create-form').querySelectorAll('[aria-invalid]')) field.removeAttribute('aria-invalid');
   const comment = $('create-comment').value;
   let created;
   try {
     const kind = createKind();
+    const terms = createTerms(kind);
+    if (!terms) return;
     if (kind === 'one-time') {
       const quantity = Number($('create-quantity').value);
       if (!Number.isInteger(quantity) || quantity < 1 || quantity > 100000) {
@@ -580,7 +670,7 @@ async function createKeys() {
         $('create-quantity').focus();
         return;
       }
-      created = await json('POST', '/api/v1/keys', { type: 'one-time', quantity, comment });
+      created = await json('POST', '/api/v1/keys', Object.assign({ type: 'one-time', quantity, comment }, terms));
     } else if (kind === 'device-bound') {
       const file = $('create-csv').files[0];
       const typed = $('create-units').value.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
@@ -591,16 +681,18 @@ async function createKeys() {
       if (file) {
         const text = (await file.text()).replace(/\s+$/, '');
         const body = unitIds.length ? text + '\n' + unitIds.join('\n') + '\n' : text + '\n';
-        created = await (await api('POST', '/api/v1/keys/import' + query({ comment }), body, 'text/csv')).json();
+        created = await (await api('POST', '/api/v1/keys/import' + query(Object.assign({ comment }, terms)),
+          body, 'text/csv')).json();
       } else if (unitIds.length > 0) {
-        created = await json('POST', '/api/v1/keys', { type: 'device-bound', unit_ids: unitIds, comment });
+        created = await json('POST', '/api/v1/keys',
+          Object.assign({ type: 'device-bound', unit_ids: unitIds, comment }, terms));
       } else {
         show(error, 'Unit IDs: type at least one, import a CSV file, or select devices.');
         $('create-units').focus();
         return;
       }
     } else {
-      const body = { type: 'mass', comment };
+      const body = Object.assign({ type: 'mass', comment }, terms);
       if (!$('create-random').checked) {
         const password = $('create-password').value;
         if (!password) {
@@ -621,9 +713,11 @@ async function createKeys() {
       created = await json('POST', '/api/v1/keys', body);
     }
   } catch (failure) {
-    show(error, failure.status === 409 && createKind() === 'mass'
-      ? 'Another key already has this key value; choose another one.'
-      : failure.message);
+    if (failure.status === 409 && createKind() === 'mass') {
+      createRefused('Another key already has this key value; choose another one.', 'password');
+    } else {
+      createRefused(failure.message);
+    }
     return;
   }
   $('create-dialog').close();
@@ -657,8 +751,10 @@ $('edit-form').addEventListener('submit', async (event) => {
 });
 
 // Export: which keys (with how many, asked of the server before anything is written), and the
-// servers devices will contact, prefilled with this server's public address(es).
-const exportState = { counts: {}, seq: 0, edited: false };
+// servers devices will contact, prefilled with this server's public address(es). Check asks the
+// server what the file would hold and whether it reaches each server with the UMS ID, before
+// anything is written.
+const exportState = { counts: {}, seq: 0, edited: false, selectedIds: [], checkSeq: 0 };
 
 /// How many active keys match the applied filter (none when it asks for another status).
 async function activeMatching() {
@@ -667,6 +763,12 @@ async function activeMatching() {
   const page = await json('GET', '/api/v1/keys' + query(Object.assign({}, match, {
     status: 'active', limit: 0, total: 'true',
   })));
+  return page.total || 0;
+}
+
+/// How many keys have `status`.
+async function keysWithStatus(status) {
+  const page = await json('GET', '/api/v1/keys' + query({ status, limit: 0, total: 'true' }));
   return page.total || 0;
 }
 
@@ -699,34 +801,58 @@ function showContact() {
     : 'Name at least one server: devices contact only the servers in the file.';
 }
 
+/// A check answers for the keys and servers it was asked about: a change clears it.
+function clearExportCheck() {
+  exportState.checkSeq += 1;
+  $('export-check-summary').textContent = '';
+  $('export-check-servers').replaceChildren();
+  $('export-check-warning').textContent = '';
+}
+
+/// "3 keys (1 expired, 2 used)": why selected keys stay off the stick.
+function leftOut(keys) {
+  const why = {};
+  for (const key of keys) why[key.status] = (why[key.status] || 0) + 1;
+  return Object.entries(why).map(([status, number]) =>
+    count(number) + ' ' + (KEY_STATUS_LABEL[status] || status).toLowerCase()).join(', ');
+}
+
 async function openExport(preferNew) {
   const keys = state.keys;
   const seq = ++exportState.seq;
-  const selected = keys.matching ? 0 : keys.selected.size;
+  // Only the selected keys that can go on a stick are offered; the others are named.
+  const picked = keys.matching ? [] : keys.items.filter((key) => keys.selected.has(key.id));
+  const fit = picked.filter((key) => EXPORTABLE.has(key.status));
+  const unfit = picked.filter((key) => !EXPORTABLE.has(key.status));
+  exportState.selectedIds = fit.map((key) => key.id);
   const created = keys.created || [];
-  exportState.counts = { selected, new: created.length };
-  setScope('export-selected', 'The selected keys (' + count(selected) + ')', selected > 0);
+  exportState.counts = { selected: fit.length, new: created.length };
+  setScope('export-selected', 'The selected keys (' + count(fit.length) + ')' +
+    (unfit.length ? ', not ' + plural(unfit.length, 'key', 'keys') + ' that cannot go on a stick (' +
+      leftOut(unfit) + ')' : ''), fit.length > 0);
   setScope('export-new', created.length ? 'The ' + plural(created.length, 'new key', 'new keys') +
     ' (' + idRange(created) + ')' : null, created.length > 0);
-  setScope('export-matching', filtered() || keys.matching ? 'Every active key matching the filter (counting…)' : null,
-    filtered() || keys.matching);
+  const matching = keys.matching || (filtered() && matchingOffered());
+  setScope('export-matching', matching ? 'Every active key matching the filter (counting…)' : null, matching);
   setScope('export-all', 'All active keys (counting…)', true);
   let pick = 'export-all';
   if (preferNew && created.length) pick = 'export-new';
   else if (keys.matching) pick = 'export-matching';
-  else if (selected > 0) pick = 'export-selected';
+  else if (fit.length > 0) pick = 'export-selected';
   $(pick).checked = true;
   $('export-servers').value = '';
   exportState.edited = false;
   $('export-servers-note').textContent = '';
+  clearExportCheck();
   openDialog($('export-dialog'));
   showExportCount();
   showContact();
   try {
-    const [defaults, matching, all] = await Promise.all([
+    const [defaults, matched, active, notYetValid] = await Promise.all([
       json('GET', '/api/v1/keys/export/servers'),
-      filtered() || keys.matching ? activeMatching() : Promise.resolve(null),
-      json('GET', '/api/v1/keys?status=active&limit=0&total=true').then((page) => page.total || 0),
+      matching ? activeMatching() : Promise.resolve(null),
+      keysWithStatus('active'),
+      keysWithStatus('not_yet_valid'),
     ]);
     if (seq !== exportState.seq) return;
     // What the administrator typed meanwhile stays.
@@ -737,11 +863,14 @@ async function openExport(preferNew) {
     $('export-servers-note').textContent = defaults.public_host_set ? ''
       : 'This server\'s config file sets no public_host: the name above is this machine\'s host name ' +
         'with the port it listens on. Devices must be able to resolve and reach it; name another if not.';
+    // Without IDs the file holds every key that can go on a stick: active or not valid yet.
+    const all = active + notYetValid;
     exportState.counts.all = all;
-    setScope('export-all', 'All active keys (' + count(all) + ')', all > 0);
-    if (matching !== null) {
-      exportState.counts.matching = matching;
-      setScope('export-matching', 'Every active key matching the filter (' + count(matching) + ')', matching > 0);
+    setScope('export-all', (notYetValid ? 'All active and not yet valid keys (' : 'All active keys (') +
+      count(all) + ')', all > 0);
+    if (matched !== null) {
+      exportState.counts.matching = matched;
+      setScope('export-matching', 'Every active key matching the filter (' + count(matched) + ')', matched > 0);
     }
     showExportCount();
     showContact();
@@ -752,10 +881,14 @@ async function openExport(preferNew) {
 $('key-export').addEventListener('click', () => openExport(false));
 $('keys-status-export').addEventListener('click', () => openExport(true));
 for (const radio of document.querySelectorAll('input[name="export-scope"]')) {
-  radio.addEventListener('change', showExportCount);
+  radio.addEventListener('change', () => {
+    clearExportCheck();
+    showExportCount();
+  });
 }
 $('export-servers').addEventListener('input', () => {
   exportState.edited = true;
+  clearExportCheck();
   showContact();
 });
 
@@ -778,35 +911,87 @@ function parseServer(text) {
   return { host, port };
 }
 
+/// The request the dialog would send (format included), or null when it names no server (said).
+function exportRequest() {
+  const named = exportServers();
+  if (named.length === 0) {
+    show($('export-error'), 'Servers: name at least one server devices will contact.');
+    $('export-servers').focus();
+    return null;
+  }
+  const servers = named.map(parseServer);
+  const scope = exportScope();
+  const request = { servers, format: $('export-format').value };
+  if (scope === 'selected') request.ids = exportState.selectedIds.slice();
+  if (scope === 'new') request.ids = (state.keys.created || []).slice();
+  if (scope === 'matching') request.filter = keyMatch();
+  return { request, named, scope };
+}
+
 $('export-form').addEventListener('submit', (event) => {
   event.preventDefault();
   once($('export-go'), exportKeys);
 });
+$('export-check').addEventListener('click', () => once($('export-check'), checkExport));
+
+const REACH_LABEL = {
+  ok: 'OK', pin_mismatch: 'Pin mismatch', tls_failed: 'TLS failed', unreachable: 'Unreachable',
+};
+
+/// Asks the server what the file would hold and whether it reaches each server as devices would
+/// judge it; says it per server. Exporting stays possible whatever it finds.
+async function checkExport() {
+  show($('export-error'), '');
+  clearExportCheck();
+  const seq = exportState.checkSeq;
+  try {
+    const asked = exportRequest();
+    if (!asked) return;
+    $('export-check-summary').textContent = 'Checking…';
+    const report = await json('POST', '/api/v1/keys/export/check', asked.request);
+    if (seq !== exportState.checkSeq) return;
+    const list = $('export-check-servers');
+    for (const server of report.servers) {
+      const item = document.createElement('li');
+      item.className = 'reach-' + server.reach;
+      const name = server.host.includes(':') ? '[' + server.host + ']:' + server.port
+        : server.host + ':' + server.port;
+      const verdict = document.createElement('strong');
+      verdict.textContent = REACH_LABEL[server.reach] || server.reach;
+      item.append(name + ': ', verdict, ' (' + server.detail + ')');
+      list.appendChild(item);
+    }
+    const refused = report.keys.filter((key) => !key.exportable);
+    let summary = 'The file will hold ' + plural(report.exportable, 'key', 'keys');
+    if (report.refused > 0) {
+      summary += '; ' + plural(report.refused, 'key', 'keys') + ' named cannot go on a stick (' +
+        leftOut(refused) + '), so the export would be refused';
+    }
+    $('export-check-summary').textContent = summary + '.';
+    if (!report.servers.some((server) => server.reach === 'ok')) {
+      $('export-check-warning').textContent = 'No server was reached with this UMS ID from here: ' +
+        'devices may not be able to connect. Check the names above; you can still export.';
+    }
+  } catch (failure) {
+    if (seq !== exportState.checkSeq) return;
+    $('export-check-summary').textContent = '';
+    show($('export-error'), failure.message);
+  }
+}
 
 async function exportKeys() {
-  const format = $('export-format').value;
   const error = $('export-error');
   show(error, '');
   try {
-    const named = exportServers();
-    if (named.length === 0) {
-      show(error, 'Servers: name at least one server devices will contact.');
-      $('export-servers').focus();
-      return;
-    }
-    const servers = named.map(parseServer);
-    const scope = exportScope();
-    const request = { servers, format };
-    if (scope === 'selected') request.ids = Array.from(state.keys.selected);
-    if (scope === 'new') request.ids = state.keys.created || [];
-    if (scope === 'matching') request.filter = keyMatch();
-    const file = { xml: 'icg.xml', html: 'icg.html', text: 'icg.txt' }[format];
-    const response = await api('POST', '/api/v1/keys/export', request);
+    const asked = exportRequest();
+    if (!asked) return;
+    const file = { xml: 'icg.xml', html: 'icg.html', text: 'icg.txt' }[asked.request.format];
+    const response = await api('POST', '/api/v1/keys/export', asked.request);
     await download(response, file);
     $('export-dialog').close();
-    const number = exportState.counts[scope];
+    const number = exportState.counts[asked.scope];
     keysStatus('Exported ' + (number === undefined ? 'the keys' : plural(number, 'key', 'keys')) +
-      ' to ' + file + ' for ' + named.join(', ') + '.');
+      ' to ' + file + ' for ' + asked.named.join(', ') + '.');
   } catch (failure) {
     show(error, failure.message);
   }
@@ -841,6 +1026,7 @@ async function loadDevices(quiet) {
   try {
     const page = await json('GET', '/api/v1/devices' + query({
       limit: PAGE_SIZE, after: devices.cursors[devices.index], total: 'true', search: devices.search,
+      folder: devices.folder,
     }));
     if (seq !== devices.seq) return;
     show($('devices-error'), '');
@@ -895,7 +1081,7 @@ function renderDevices(items) {
     cell(row, [facts.os_name, facts.os_version].filter(Boolean).join(' ') || '-', 'wrap');
     cell(row, (device.key_id === null || device.key_id === undefined ? 'deleted key'
       : 'Key ' + device.key_id) + ' (' + (KEY_TYPE_LABEL[device.key_type] || device.key_type) + ')');
-    // The folder a device landed in, once keys carry one (shown as '-' until then).
+    // The folder of the key it enrolled with; '-' when that key had none.
     cell(row, device.folder || '-', 'wrap folder');
     cell(row, minute(device.enrolled_at));
     cell(row, minute(device.not_after));
@@ -935,7 +1121,7 @@ function renderDevices(items) {
   const start = devices.index * PAGE_SIZE;
   $('devices-range').textContent = items.length
     ? 'Devices ' + count(start + 1) + '–' + count(start + items.length) + ' of ' + count(devices.total)
-    : (devices.search ? 'No device matches the search' : 'No devices');
+    : (devices.search || devices.folder ? 'No device matches the search' : 'No devices');
   $('devices-prev').disabled = devices.index === 0;
   $('devices-next').disabled = !devices.next;
 }
@@ -957,6 +1143,7 @@ function stopDeviceRefresh() {
 $('devices-filter').addEventListener('submit', (event) => {
   event.preventDefault();
   state.devices.search = $('devices-search').value.trim();
+  state.devices.folder = $('devices-folder').value.trim();
   state.devices.cursors = [null];
   state.devices.index = 0;
   show($('devices-status'), '');
@@ -964,7 +1151,9 @@ $('devices-filter').addEventListener('submit', (event) => {
 });
 $('devices-clear').addEventListener('click', () => {
   $('devices-search').value = '';
+  $('devices-folder').value = '';
   state.devices.search = '';
+  state.devices.folder = '';
   state.devices.cursors = [null];
   state.devices.index = 0;
   loadDevices();

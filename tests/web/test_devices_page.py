@@ -1,7 +1,7 @@
 """The devices page (issue 27 item 5): it fits the window at 1280 and 1920 px with Delete in view,
 searches by unit ID prefix, refreshes online and last seen while devices hold their sessions (the
 fleet simulator's), sends renew-now and inventory-now only with devices:write, and names the key
-each device enrolled with (and its folder, once keys carry one)."""
+each device enrolled with and its folder."""
 
 import os
 import re
