@@ -41,6 +41,7 @@ const LAYERS: &[&[&str]] = &[
         "rights",
         "unit_ids",
         "claim",
+        "key_changes",
         "ums_id",
         "vault",
         "rate_limit",
