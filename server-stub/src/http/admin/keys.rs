@@ -508,6 +508,7 @@ fn servers_named(
 #[utoipa::path(post, path = "/api/v1/keys/export/check", tag = "keys", request_body = ExportKeys,
     responses((status = 200, description = "The servers as reached from here, and the keys' statuses", body = ExportCheck),
         (status = 404, description = "A key named does not exist", body = onboard_protocol::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A filter no active key matches: the export would write nothing", body = onboard_protocol::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field cannot be used", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 pub async fn export_check(
     State(shared): State<Arc<Shared>>,
