@@ -128,7 +128,14 @@ impl TermsArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+// The usage is written out: clap's own renders the required group as one word, `<--comment|…>`,
+// wider than a manual page's line (groff, and lintian after it, complain).
+#[command(
+    group = clap::ArgGroup::new("change").required(true).multiple(true),
+    override_usage = "ums-stub keys edit [OPTIONS] CHANGE... ID\n\n\
+        CHANGE: --comment, --expires-in, --expires-at, --never-expires, --not-before,\n\
+        --no-not-before, --usage-limit, --no-usage-limit, --folder, --no-folder (at least one)"
+)]
 pub(super) struct EditArgs {
     /// The key.
     id: KeyId,
