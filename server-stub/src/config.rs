@@ -155,6 +155,9 @@ pub struct Settings {
     pub login_limits: crate::login_limit::LoginLimits,
     /// Where the metrics and health listener listens, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Test-rig mode (`serve --test-rig`, or [`crate::testing`]): faults and a movable clock.
+    /// Not in the config file: a production config can never turn it on.
+    pub test_rig: bool,
 }
 
 impl Settings {
@@ -333,6 +336,7 @@ impl Settings {
             database_ca: raw.database_ca_file,
             login_limits,
             metrics_listen,
+            test_rig: false,
         })
     }
 

@@ -48,6 +48,7 @@
 //!   handshake gives way, per-source caps, handshake time-outs under pressure, session shares.
 //! - [`connector`]: the device connector's sessions (WebSockets of enrolled devices), their
 //!   budget, commands and shutdown.
+//! - [`rig`]: test-rig mode: seeded fault plans and a clock a rig can move.
 //! - [`cli`]: the command line, one module per command group.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
@@ -74,6 +75,7 @@ pub mod probe;
 pub mod random;
 pub mod rate_limit;
 pub mod renewal;
+pub mod rig;
 pub mod rights;
 pub mod row_mac;
 pub mod serve;

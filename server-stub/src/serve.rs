@@ -416,6 +416,9 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         limiter: RateLimiter::new(settings.rate_limits),
         logins: crate::login_limit::LoginLimiter::new(settings.login_limits),
         certificate_lifetime: settings.certificate_lifetime,
+        rig: settings
+            .test_rig
+            .then(|| Arc::new(crate::rig::Rig::new(stub.clock.clone()))),
         stub,
         metrics: Arc::new(crate::metrics::Metrics::new()),
     });
@@ -504,6 +507,11 @@ impl Running {
     /// The TLS leaf it presents now.
     pub fn tls_leaf(&self) -> &Arc<crate::tls::ServerLeaf> {
         &self.leaf
+    }
+
+    /// Its test-rig controls (faults, the clock), when started in test-rig mode.
+    pub fn rig(&self) -> Option<&Arc<crate::rig::Rig>> {
+        self.shared.rig.as_ref()
     }
 
     /// The state its routes share: the store, the key operations, the rate limiter.

@@ -37,6 +37,8 @@ pub struct Stub {
     pub vault: Arc<KeyVault>,
     /// The key derived from the UMS ID that account, token and session rows carry MACs under.
     pub rows: Arc<RowKey>,
+    /// The server's notion of now (the system clock, moved only in test-rig mode).
+    pub clock: crate::rig::Clock,
 }
 
 impl Stub {
@@ -71,6 +73,7 @@ impl Stub {
             store,
             vault,
             rows,
+            clock: crate::rig::Clock::system(),
         })
     }
 

@@ -54,6 +54,8 @@ pub struct Shared {
     pub connector: Arc<crate::connector::Sessions>,
     /// What the requests count for the metrics listener.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The test-rig controls, in test-rig mode only (faults, the clock).
+    pub rig: Option<Arc<crate::rig::Rig>>,
 }
 
 /// Facts about the connection a request arrived on.
