@@ -6,7 +6,7 @@
 //! thread to take the written-back pages, and that thread needs the same lock to fault in its
 //! own memory). SQLite maps its `-shm` file, and the stores under test run in the test process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::MetadataExt;
@@ -15,13 +15,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, FopenFlags,
-    Generation, INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Config, Errno, FileHandle, FileType, FopenFlags, Generation,
+    INodeNo, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use crate::Cut;
+
+mod tree;
+
+use tree::{Body, Content, Node, State};
 
 /// The root directory's inode number (FUSE's).
 const ROOT: u64 = 1;
@@ -274,297 +278,6 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A file's bytes: `len` bytes in chunks of [`CHUNK`], the bytes past `len` in the last chunk
-/// always zero.
-#[derive(Clone, Default)]
-struct Content {
-    len: u64,
-    chunks: Vec<Arc<Vec<u8>>>,
-}
-
-impl Content {
-    fn read(&self, offset: u64, size: u64) -> Vec<u8> {
-        if offset >= self.len {
-            return Vec::new();
-        }
-        let end = offset.saturating_add(size).min(self.len);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut at = offset;
-        while at < end {
-            let (index, within) = split(at);
-            let take = ((CHUNK - within) as u64).min(end - at) as usize;
-            out.extend_from_slice(&self.chunks[index][within..within + take]);
-            at += take as u64;
-        }
-        out
-    }
-
-    fn write(&mut self, offset: u64, bytes: &[u8]) {
-        let end = offset + bytes.len() as u64;
-        if end > self.len {
-            self.set_len(end);
-        }
-        let mut at = offset;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let (index, within) = split(at);
-            let take = (CHUNK - within).min(rest.len());
-            Arc::make_mut(&mut self.chunks[index])[within..within + take]
-                .copy_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            at += take as u64;
-        }
-    }
-
-    fn set_len(&mut self, len: u64) {
-        let chunks = len.div_ceil(CHUNK as u64) as usize;
-        if len < self.len {
-            self.chunks.truncate(chunks);
-            let within = split(len).1;
-            if within != 0
-                && let Some(last) = self.chunks.last_mut()
-            {
-                Arc::make_mut(last)[within..].fill(0);
-            }
-        } else {
-            self.chunks.resize_with(chunks, || Arc::new(vec![0; CHUNK]));
-        }
-        self.len = len;
-    }
-
-    /// Bytes in which `self` differs from `other`, by chunk, plus the difference of lengths.
-    fn differing_bytes(&self, other: &Content) -> u64 {
-        let shared = self.chunks.len().min(other.chunks.len());
-        let changed = (0..shared)
-            .filter(|&i| {
-                !Arc::ptr_eq(&self.chunks[i], &other.chunks[i]) && self.chunks[i] != other.chunks[i]
-            })
-            .count() as u64;
-        changed * CHUNK as u64 + self.len.abs_diff(other.len)
-    }
-}
-
-/// The chunk holding byte `at`, and the offset inside it.
-fn split(at: u64) -> (usize, usize) {
-    ((at / CHUNK as u64) as usize, (at % CHUNK as u64) as usize)
-}
-
-/// What a node holds now and as of its last sync.
-enum Body {
-    File {
-        data: Content,
-        durable: Content,
-    },
-    Dir {
-        entries: BTreeMap<OsString, u64>,
-        durable: BTreeMap<OsString, u64>,
-    },
-}
-
-struct Node {
-    body: Body,
-    perm: u16,
-    uid: u32,
-    gid: u32,
-    changed: SystemTime,
-    /// Syncs that succeeded.
-    syncs: u64,
-    /// Handles open on it.
-    open: usize,
-}
-
-impl Node {
-    fn new(body: Body, perm: u16, uid: u32, gid: u32) -> Node {
-        Node {
-            body,
-            perm,
-            uid,
-            gid,
-            changed: SystemTime::now(),
-            syncs: 0,
-            open: 0,
-        }
-    }
-
-    fn sync(&mut self) {
-        match &mut self.body {
-            Body::File { data, durable } => *durable = data.clone(),
-            Body::Dir { entries, durable } => *durable = entries.clone(),
-        }
-    }
-
-    fn entries(&self) -> Option<&BTreeMap<OsString, u64>> {
-        match &self.body {
-            Body::Dir { entries, .. } => Some(entries),
-            Body::File { .. } => None,
-        }
-    }
-
-    fn entries_mut(&mut self) -> Option<&mut BTreeMap<OsString, u64>> {
-        match &mut self.body {
-            Body::Dir { entries, .. } => Some(entries),
-            Body::File { .. } => None,
-        }
-    }
-}
-
-struct State {
-    nodes: HashMap<u64, Node>,
-    next_ino: u64,
-    /// Open handles and the node each is on.
-    handles: HashMap<u64, u64>,
-    next_handle: u64,
-    failing_syncs: bool,
-}
-
-impl State {
-    fn new(uid: u32, gid: u32) -> State {
-        let root = Node::new(
-            Body::Dir {
-                entries: BTreeMap::new(),
-                durable: BTreeMap::new(),
-            },
-            0o755,
-            uid,
-            gid,
-        );
-        State {
-            nodes: HashMap::from([(ROOT, root)]),
-            next_ino: ROOT + 1,
-            handles: HashMap::new(),
-            next_handle: 1,
-            failing_syncs: false,
-        }
-    }
-
-    fn attr(&self, ino: u64) -> Option<FileAttr> {
-        let node = self.nodes.get(&ino)?;
-        let (kind, size, nlink) = match &node.body {
-            Body::File { data, .. } => {
-                let links = self
-                    .nodes
-                    .values()
-                    .filter_map(Node::entries)
-                    .flat_map(BTreeMap::values)
-                    .filter(|&&child| child == ino)
-                    .count();
-                (FileType::RegularFile, data.len, links as u32)
-            }
-            Body::Dir { entries, .. } => (FileType::Directory, entries.len() as u64, 2),
-        };
-        Some(FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: node.changed,
-            mtime: node.changed,
-            ctime: node.changed,
-            crtime: node.changed,
-            kind,
-            perm: node.perm,
-            nlink,
-            uid: node.uid,
-            gid: node.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        })
-    }
-
-    fn child(&self, parent: u64, name: &OsStr) -> Result<u64, Errno> {
-        let entries = self
-            .nodes
-            .get(&parent)
-            .ok_or(Errno::ENOENT)?
-            .entries()
-            .ok_or(Errno::ENOTDIR)?;
-        entries.get(name).copied().ok_or(Errno::ENOENT)
-    }
-
-    fn resolve(&self, relative: &Path) -> Option<u64> {
-        relative
-            .components()
-            .try_fold(ROOT, |ino, part| match part {
-                std::path::Component::Normal(name) => self.child(ino, name).ok(),
-                std::path::Component::CurDir => Some(ino),
-                _ => None,
-            })
-    }
-
-    /// Adds a new node named `name` in `parent`.
-    fn add(&mut self, parent: u64, name: &OsStr, node: Node) -> Result<u64, Errno> {
-        match self.child(parent, name) {
-            Ok(_) => return Err(Errno::EEXIST),
-            Err(error) if error != Errno::ENOENT => return Err(error),
-            Err(_) => {}
-        }
-        let ino = self.next_ino;
-        self.next_ino += 1;
-        self.nodes.insert(ino, node);
-        self.entries_of(parent)?.insert(name.to_owned(), ino);
-        Ok(ino)
-    }
-
-    fn entries_of(&mut self, dir: u64) -> Result<&mut BTreeMap<OsString, u64>, Errno> {
-        self.nodes
-            .get_mut(&dir)
-            .ok_or(Errno::ENOENT)?
-            .entries_mut()
-            .ok_or(Errno::ENOTDIR)
-    }
-
-    fn open(&mut self, ino: u64) -> Result<u64, Errno> {
-        self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?.open += 1;
-        let handle = self.next_handle;
-        self.next_handle += 1;
-        self.handles.insert(handle, ino);
-        Ok(handle)
-    }
-
-    fn release(&mut self, handle: u64) {
-        if let Some(ino) = self.handles.remove(&handle)
-            && let Some(node) = self.nodes.get_mut(&ino)
-        {
-            node.open = node.open.saturating_sub(1);
-        }
-        self.collect();
-    }
-
-    fn sync(&mut self, ino: u64) -> Result<(), Errno> {
-        if self.failing_syncs {
-            return Err(Errno::EIO);
-        }
-        let node = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
-        node.sync();
-        node.syncs += 1;
-        Ok(())
-    }
-
-    /// Forgets nodes that no directory names, now or durably, and that nobody holds open.
-    fn collect(&mut self) {
-        loop {
-            let named: std::collections::HashSet<u64> = self
-                .nodes
-                .values()
-                .filter_map(|node| match &node.body {
-                    Body::Dir { entries, durable } => {
-                        Some(entries.values().chain(durable.values()))
-                    }
-                    Body::File { .. } => None,
-                })
-                .flatten()
-                .copied()
-                .collect();
-            let before = self.nodes.len();
-            self.nodes
-                .retain(|ino, node| *ino == ROOT || node.open > 0 || named.contains(ino));
-            if self.nodes.len() == before {
-                break;
-            }
-        }
-    }
 }
 
 /// The filesystem as the FUSE session serves it.
