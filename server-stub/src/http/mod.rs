@@ -233,10 +233,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared.clone(),
         admin::audit_forbidden,
     ));
-    Router::new()
+    let routes = Router::new()
         .merge(devices)
         .merge(admin)
-        .merge(web::router())
+        .merge(web::router());
+    // In test-rig mode only: the fault plan, inside the answer headers so refusals carry them.
+    let routes = match &shared.rig {
+        Some(rig) => routes.layer(axum::middleware::from_fn_with_state(
+            rig.clone(),
+            crate::rig::layer::apply,
+        )),
+        None => routes,
+    };
+    routes
         .layer(axum::middleware::from_fn(answer_headers))
         .with_state(shared)
 }
