@@ -37,7 +37,7 @@ use tower::ServiceBuilder;
 use crate::cluster::HEARTBEAT_EVERY;
 use crate::config::Settings;
 use crate::connections::{Refused, Sources};
-use crate::http::{Peer, Shared, router};
+use crate::http::{Peer, Shared, router_with};
 use crate::rate_limit::RateLimiter;
 use crate::stub::Stub;
 use crate::tls::ServerTls;
@@ -160,7 +160,14 @@ pub async fn run_with_metrics(
             shared.connector.clone(),
         ))
     });
-    let app = router(shared);
+    // In test-rig mode only: the fault plan, inside the headers every answer carries.
+    let app = router_with(shared, |routes| match &rig {
+        Some(rig) => routes.layer(axum::middleware::from_fn_with_state(
+            rig.clone(),
+            crate::rig::layer::apply,
+        )),
+        None => routes,
+    });
     // Set once the server stops: each connection finishes its request in flight, then closes.
     let draining = tokio::sync::watch::channel(false).0;
     // When the server last reported making room at the total, or waiting for it.
