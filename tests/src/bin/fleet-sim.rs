@@ -64,6 +64,13 @@ struct Cli {
     /// The most passes over the keys one device makes on faults before it gives up.
     #[arg(long, default_value_t = 20)]
     max_passes: u32,
+    /// A device's first wait after a fault, in milliseconds (doubling at each fault in a row).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    backoff_base_ms: u64,
+    /// A device's longest wait after faults, in milliseconds, also for a `Retry-After` asking
+    /// for more.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    backoff_max_ms: u64,
     /// Bare TLS handshakes to measure the ceiling with (0: skip) [default: min(devices, 2000)].
     #[arg(long)]
     handshakes: Option<usize>,
@@ -294,8 +301,8 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         state_root,
         first_unit,
         backoff: BackoffPolicy {
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(5),
+            base: Duration::from_millis(cli.backoff_base_ms.max(1)),
+            max: Duration::from_millis(cli.backoff_max_ms.max(cli.backoff_base_ms).max(1)),
         },
         max_passes: cli.max_passes,
         progress: !cli.json,
@@ -326,6 +333,12 @@ async fn simulate(cli: Cli) -> anyhow::Result<ExitCode> {
         );
     }
     let summary = Summary::of(&runs, &source, elapsed);
+    // Why devices gave up, for the first few: what a person looks at first.
+    for run in &runs {
+        if let fleet::Outcome::GaveUp(detail) | fleet::Outcome::PinRefused(detail) = &run.outcome {
+            eprintln!("fleet-sim: {} gave up: {detail}", run.unit_id);
+        }
+    }
     let ratio = handshake_rate.map(|rate| summary.enrollments_per_second / rate);
     // With its own server, the server's own count of key uses is checked too.
     let server_check = match own_server.as_ref() {
