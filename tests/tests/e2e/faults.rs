@@ -165,3 +165,57 @@ fn fleet_sim_reads_a_fault_plan_from_a_file_and_the_seed_overrides_its_own() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("routes.renewal[0].probability"), "{said}");
 }
+
+/// The burnt-key check reads the database: a key used with no device record holding it (here:
+/// the device deleted after it enrolled) is counted, and a key serving its device is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_check_counts_a_key_used_that_no_device_holds_as_burnt() {
+    use onboard_agent::lifecycle::BackoffPolicy;
+    use onboard_protocol::KeyKind;
+    use onboard_tests::fleet::{self, FleetConfig, ServerLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let (running, source) = fleet::own_server_with_faults(
+        dir.path(),
+        KeyKind::OneTime,
+        3,
+        ServerLimits::Defaults,
+        Some(ums_stub::rig::FaultPlan::default()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        running.rig().is_some(),
+        "a plan puts the server in test-rig mode"
+    );
+    let config = FleetConfig {
+        devices: 2,
+        concurrency: 2,
+        source,
+        state_root: dir.path().join("devices"),
+        first_unit: 0x02E0_C500_0000,
+        backoff: BackoffPolicy::default(),
+        max_passes: 3,
+        progress: false,
+    };
+    let (runs, _) = fleet::run(&config).await;
+    assert_eq!(runs.len(), 2);
+    let check = fleet::server_check(&running).await.unwrap();
+    assert_eq!(
+        check,
+        fleet::ServerCheck {
+            devices: 2,
+            keys_serving_two_devices: 0,
+            keys_burnt: 0
+        }
+    );
+    running
+        .shared()
+        .stub
+        .devices()
+        .delete(&runs[0].unit_id, &ums_stub::store::Actor::cli())
+        .await
+        .unwrap();
+    let check = fleet::server_check(&running).await.unwrap();
+    assert_eq!((check.devices, check.keys_burnt), (1, 1));
+    running.stop().await.unwrap();
+}
