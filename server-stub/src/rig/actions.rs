@@ -73,7 +73,8 @@ pub async fn replace_ums_id(shared: &Shared) -> anyhow::Result<Fingerprint> {
 }
 
 /// Answers as a server whose database is unreachable for `how_long` (from now): 503
-/// `unavailable` with `Retry-After` (the time left) on every route, and `/readyz` not ready.
+/// `unavailable` with `Retry-After` (the time left) on every route the fault plan classes (all
+/// the server serves: devices', admin API, Web App), and `/readyz` not ready.
 pub fn store_unavailable(shared: &Shared, how_long: Duration) -> anyhow::Result<()> {
     let rig = rig(shared)?;
     *lock(&rig.unavailable_until) = Some(tokio::time::Instant::now() + how_long);
