@@ -237,6 +237,15 @@ impl Sessions {
         }
     }
 
+    /// Closes every session held now with a Close frame naming `why` (the devices reconnect);
+    /// how many were told. The test rig's `close_sessions_every_seconds` calls it.
+    pub fn close_every_session(&self, why: &'static str) -> usize {
+        self.lock()
+            .values()
+            .filter(|entry| entry.orders.try_send(Order::Close(why)).is_ok())
+            .count()
+    }
+
     /// Closes every session (Close frame, going away) and waits, at most `within`, for them to end.
     pub async fn close_all(&self, within: Duration) {
         self.closing.send_replace(true);

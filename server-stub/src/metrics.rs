@@ -409,6 +409,8 @@ pub struct Live {
     pub sync: SyncStatus,
     /// Set once the server has begun shutting down.
     pub shutting_down: Arc<AtomicBool>,
+    /// The test-rig controls, in test-rig mode (a store made unavailable is not ready).
+    pub rig: Option<Arc<crate::rig::Rig>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -479,10 +481,15 @@ async fn scrape(State(live): State<Live>) -> Response {
 }
 
 async fn ready(State(live): State<Live>) -> Response {
-    let store_answers = matches!(
-        tokio::time::timeout(STORE_PROBE_TIMEOUT, live.store.ums_id()).await,
-        Ok(Ok(_))
-    );
+    let made_unavailable = live
+        .rig
+        .as_ref()
+        .is_some_and(|rig| rig.store_unavailable_for().is_some());
+    let store_answers = !made_unavailable
+        && matches!(
+            tokio::time::timeout(STORE_PROBE_TIMEOUT, live.store.ums_id()).await,
+            Ok(Ok(_))
+        );
     let reasons = readiness(
         store_answers,
         live.sync,

@@ -37,7 +37,7 @@ use tower::ServiceBuilder;
 use crate::cluster::HEARTBEAT_EVERY;
 use crate::config::Settings;
 use crate::connections::{Refused, Sources};
-use crate::http::{Peer, Shared, router};
+use crate::http::{Peer, Shared, router_with};
 use crate::rate_limit::RateLimiter;
 use crate::stub::Stub;
 use crate::tls::ServerTls;
@@ -103,6 +103,7 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(tls.config.clone());
+    let leaf = tls.leaf.clone();
     let renewal = tokio::spawn(renew_leaf(shared.clone(), tls));
     let pruning = tokio::spawn(prune_audit(shared.clone()));
     let name = format!(
@@ -145,10 +146,28 @@ pub async fn run_with_metrics(
                 connections: Arc::new(move || counted.open()),
                 sync: shared.stub.sync,
                 shutting_down: shutting_down.clone(),
+                rig: shared.rig.clone(),
             },
         ))
     });
-    let app = router(shared);
+    // Test-rig mode: the rig presents the leaf for its rotation drill, and closes connector
+    // sessions as its plan says.
+    let rig = shared.rig.clone();
+    let closing_sessions = rig.as_ref().map(|rig| {
+        rig.serve_leaf(leaf.clone());
+        tokio::spawn(crate::rig::layer::close_sessions(
+            rig.clone(),
+            shared.connector.clone(),
+        ))
+    });
+    // In test-rig mode only: the fault plan, inside the headers every answer carries.
+    let app = router_with(shared, |routes| match &rig {
+        Some(rig) => routes.layer(axum::middleware::from_fn_with_state(
+            rig.clone(),
+            crate::rig::layer::apply,
+        )),
+        None => routes,
+    });
     // Set once the server stops: each connection finishes its request in flight, then closes.
     let draining = tokio::sync::watch::channel(false).0;
     // When the server last reported making room at the total, or waiting for it.
@@ -204,6 +223,10 @@ pub async fn run_with_metrics(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let mut drain = draining.subscribe();
+        // In test-rig mode, a switch that closes this connection with no answer (a lost answer).
+        let kill = rig
+            .as_ref()
+            .map(|_| crate::rig::layer::ConnectionKill::new());
         let task = async move {
             // The time-out covers the wait for a handshake slot and the handshake, shorter the
             // fuller the server; a newer connection may close this one meanwhile (from its own
@@ -248,6 +271,7 @@ pub async fn run_with_metrics(
                         addr,
                         client_certificate,
                     }))
+                    .option_layer(kill.clone().map(Extension))
                     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                         axum::http::StatusCode::REQUEST_TIMEOUT,
                         REQUEST_TIMEOUT,
@@ -263,8 +287,19 @@ pub async fn run_with_metrics(
                     // its own budget and this connection's slot is given back.
                     .with_upgrades();
                 let mut connection = Box::pin(connection);
+                let killed = async {
+                    match &kill {
+                        Some(kill) => kill.pulled().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
+                    // Dropped mid-request: the socket closes without the answer.
+                    () = killed => {
+                        tracing::debug!(%addr, "connection dropped by the test rig");
+                        return;
+                    }
                     () = async { let _ = drain.wait_for(|draining| *draining).await; } => {
                         connection.as_mut().graceful_shutdown();
                         connection.await
@@ -285,6 +320,13 @@ pub async fn run_with_metrics(
     pruning.abort();
     beating.abort();
     delivering.abort();
+    if let Some(closing) = closing_sessions {
+        closing.abort();
+    }
+    // Held requests go on, so that they finish with the others in flight.
+    if let Some(rig) = &rig {
+        rig.release_held();
+    }
     tracing::info!("shutting down: waiting for requests in flight");
     let requests = async {
         draining.send_replace(true);

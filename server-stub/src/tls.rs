@@ -200,6 +200,30 @@ impl ServerLeaf {
     }
 }
 
+impl ServerLeaf {
+    /// From now on presents a chain under `ums_id`: a new leaf it issues for the same names,
+    /// kept in memory only (the data directory keeps the real one). New handshakes get it,
+    /// connections already open keep theirs. The test rig's rotation drill: devices pinning the
+    /// server's UMS ID must refuse it.
+    pub fn present_under(&self, ums_id: &UmsId) -> anyhow::Result<()> {
+        let authority = Authority::new(ums_id).context("cannot use the UMS ID to issue")?;
+        let (certificate, key, not_after) = authority
+            .server_leaf(&self.hosts, self.policy.lifetime)
+            .context("cannot issue the TLS certificate")?;
+        let leaf = Leaf {
+            certificate,
+            key,
+            not_after,
+        };
+        let certified = certified(ums_id.certificate_der(), &leaf)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (certified, not_after);
+        Ok(())
+    }
+}
+
 impl ResolvesServerCert for ServerLeaf {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.read().0.clone())

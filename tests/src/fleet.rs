@@ -9,6 +9,12 @@
 //!
 //! [`connect`] then keeps every enrolled device connected, each with the agent's own device
 //! connector over its own certificate, and counts sessions opened and lost.
+//!
+//! The simulator's own server ([`own_server`]) may run in test-rig mode with a fault plan
+//! ([`ums_stub::rig::FaultPlan`]: lost answers, 503s, connector sessions closed every few
+//! seconds); [`server_check`] then reads from its database that no key serves two devices and
+//! none was burnt (used with no device holding it), and [`rotation_drill_after`] replaces the
+//! UMS ID it presents once some devices have enrolled.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,8 +27,11 @@ use onboard_agent::lifecycle::{BackoffPolicy, Failure};
 use onboard_agent::pin::Pin;
 use onboard_agent::state::AgentState;
 use onboard_agent::tls::{PinnedVerifier, Timeouts};
+use onboard_protocol::admin::KeyStatus;
 use onboard_protocol::{KeyKind, UnitId};
 use tokio::sync::Semaphore;
+use ums_stub::rig::FaultPlan;
+use ums_stub::store::{DeviceFilter, KeyFilter, PageRequest};
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -55,6 +64,9 @@ pub enum Outcome {
     },
     /// Refused for good.
     Refused(Failure),
+    /// Gave up after faults, the last of which was a server whose chain is not the pinned UMS ID
+    /// (a rotation drill, or a server in the middle): no key was sent to it.
+    PinRefused(String),
     /// Still failing after the most passes allowed.
     GaveUp(String),
 }
@@ -85,6 +97,8 @@ pub struct Summary {
     pub refused: BTreeMap<String, usize>,
     /// Devices that gave up after faults.
     pub gave_up: usize,
+    /// Devices that gave up refusing a server's chain: not the pinned UMS ID.
+    pub pin_refused: usize,
     /// Passes that ended in a fault, over all devices.
     pub retries: u64,
     /// Keys presented and refused, over all devices: the price of sharing a stick.
@@ -111,6 +125,7 @@ impl Summary {
         let mut uses: BTreeMap<usize, usize> = BTreeMap::new();
         let mut latencies = Vec::new();
         let mut gave_up = 0;
+        let mut pin_refused = 0;
         for run in runs {
             match &run.outcome {
                 Outcome::Enrolled { key } => {
@@ -123,6 +138,7 @@ impl Summary {
                     *refused.entry(failure_code(failure).to_owned()).or_default() += 1;
                 }
                 Outcome::GaveUp(_) => gave_up += 1,
+                Outcome::PinRefused(_) => pin_refused += 1,
             }
         }
         latencies.sort();
@@ -137,6 +153,7 @@ impl Summary {
             enrolled: latencies.len(),
             refused,
             gave_up,
+            pin_refused,
             retries: runs.iter().map(|run| u64::from(run.faults)).sum(),
             keys_refused: runs.iter().map(|run| run.refusals as u64).sum(),
             seconds,
@@ -171,8 +188,16 @@ impl Summary {
         } else {
             format!("KEYS USED TWICE: {:?}", self.keys_used_twice)
         };
+        let pin = if self.pin_refused > 0 {
+            format!(
+                ", refused the server's chain (not the pinned UMS ID) {}",
+                self.pin_refused
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "devices {}: enrolled {}, refused {refused}, gave up {}\n\
+            "devices {}: enrolled {}, refused {refused}, gave up {}{pin}\n\
              retries {}, keys refused on the way {}; {:.2} s, {:.0} enrollments/s, p50 {:.0} ms, \
              p99 {:.0} ms\n{check}\n",
             self.devices,
@@ -300,9 +325,17 @@ async fn device(config: &FleetConfig, source: &KeySource, n: usize) -> DeviceRun
     {
         Ok(Step::Enrolled { key, .. }) => Outcome::Enrolled { key },
         Ok(Step::Refused(failure)) => Outcome::Refused(failure),
-        Ok(Step::BackOff { detail, .. }) => {
+        Ok(Step::BackOff {
+            detail,
+            pin_refused,
+            ..
+        }) => {
             faults += 1;
-            Outcome::GaveUp(detail)
+            if pin_refused {
+                Outcome::PinRefused(detail)
+            } else {
+                Outcome::GaveUp(detail)
+            }
         }
         Ok(Step::NoKeys) => Outcome::GaveUp("no key for this unit ID".to_owned()),
         Err(error) => Outcome::GaveUp(error.to_string()),
@@ -508,8 +541,20 @@ pub async fn own_server(
     count: usize,
     limits: ServerLimits,
 ) -> anyhow::Result<(ums_stub::serve::Running, KeySource)> {
+    own_server_with_faults(dir, kind, count, limits, None).await
+}
+
+/// [`own_server`]; with `faults`, in test-rig mode with that plan in force.
+pub async fn own_server_with_faults(
+    dir: &std::path::Path,
+    kind: KeyKind,
+    count: usize,
+    limits: ServerLimits,
+    faults: Option<FaultPlan>,
+) -> anyhow::Result<(ums_stub::serve::Running, KeySource)> {
     let mut settings = ums_stub::config::Settings::load(dir.join("server"), None)?;
     settings.hosts = vec!["127.0.0.1".to_owned()];
+    settings.test_rig = faults.is_some();
     if limits == ServerLimits::Off {
         settings.rate_limits = ums_stub::rate_limit::Limits {
             per_source: u32::MAX,
@@ -539,7 +584,65 @@ pub async fn own_server(
         .export(&ids, vec![server], running.ums_id_fingerprint())
         .await?;
     let source = KeySource::from_key_file("the simulator's server", &file);
+    if let (Some(plan), Some(rig)) = (faults, running.rig()) {
+        plan.validate()?;
+        rig.set_faults(plan);
+    }
     Ok((running, source))
+}
+
+/// What the simulator's own server's database says of a fleet's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ServerCheck {
+    /// Devices recorded.
+    pub devices: u64,
+    /// One-time or device-bound keys that more than one device enrolled with (the usage count
+    /// cannot show that: the consume guard caps it at 1).
+    pub keys_serving_two_devices: usize,
+    /// One-time keys used that no device record holds: burnt (a key consumed for nothing).
+    pub keys_burnt: usize,
+}
+
+/// Reads [`ServerCheck`] from `running`'s database.
+pub async fn server_check(running: &ums_stub::serve::Running) -> anyhow::Result<ServerCheck> {
+    let stub = &running.shared().stub;
+    let devices = stub.store.devices(&PageRequest::all()).await?;
+    let mut per_key = std::collections::HashMap::<i64, usize>::new();
+    for device in &devices {
+        if let (Some(key), false) = (device.key_id, device.key_kind == KeyKind::MassDeployment) {
+            *per_key.entry(key).or_default() += 1;
+        }
+    }
+    let used = KeyFilter {
+        kind: Some(KeyKind::OneTime),
+        status: Some(KeyStatus::Used),
+        ..KeyFilter::default()
+    };
+    let used = stub.keys().list(&used, &PageRequest::all(), false).await?;
+    let keys_burnt = used
+        .items
+        .iter()
+        .filter(|key| !per_key.contains_key(&key.id))
+        .count();
+    Ok(ServerCheck {
+        devices: devices.len() as u64,
+        keys_serving_two_devices: per_key.values().filter(|&&count| count > 1).count(),
+        keys_burnt,
+    })
+}
+
+/// Once `enrolled` devices are recorded on `running` (in test-rig mode), replaces the UMS ID it
+/// presents (the rotation drill): the devices still enrolling must refuse its chain. Returns
+/// the fresh fingerprint.
+pub async fn rotation_drill_after(
+    running: &ums_stub::serve::Running,
+    enrolled: u64,
+) -> anyhow::Result<onboard_protocol::Fingerprint> {
+    let devices = running.shared().stub.devices();
+    while devices.count(&DeviceFilter::default()).await? < enrolled {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ums_stub::rig::actions::replace_ums_id(running.shared()).await
 }
 
 #[cfg(test)]

@@ -222,6 +222,16 @@ impl IntoResponse for ApiError {
 
 /// Every route, over `shared`.
 pub fn router(shared: Arc<Shared>) -> Router {
+    router_with(shared, |routes| routes)
+}
+
+/// Every route, over `shared`, with `inner` wrapped around the routes inside the headers every
+/// answer carries (so what `inner` answers carries them too): `serve` puts the test rig's fault
+/// plan there in test-rig mode.
+pub fn router_with(
+    shared: Arc<Shared>,
+    inner: impl FnOnce(Router<Arc<Shared>>) -> Router<Arc<Shared>>,
+) -> Router {
     let devices = Router::new()
         .merge(est::router())
         .merge(check::router())
@@ -233,10 +243,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared.clone(),
         admin::audit_forbidden,
     ));
-    Router::new()
+    let routes = Router::new()
         .merge(devices)
         .merge(admin)
-        .merge(web::router())
+        .merge(web::router());
+    inner(routes)
         .layer(axum::middleware::from_fn(answer_headers))
         .with_state(shared)
 }

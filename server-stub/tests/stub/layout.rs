@@ -15,12 +15,23 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["serve"],
+    // The test rig's middleware and one-shot actions, over the routes' shared state.
+    &["rig::layer", "rig::actions"],
     &["http"],
     &["servers"],
     // The metrics listener reads the store, the connector and the UMS ID's sync status.
     &["stub", "metrics"],
     &["accounts", "config"],
-    &["devices", "audit", "keys", "connector", "row_mac", "probe"],
+    // `rig`: the test rig's controls (the routes' shared state holds them).
+    &[
+        "devices",
+        "audit",
+        "keys",
+        "connector",
+        "row_mac",
+        "probe",
+        "rig",
+    ],
     // The store: its root (what the rest of the server imports), the database choice, the
     // backends, the flows applied once, the interfaces, and its rows.
     &["store"],
@@ -47,7 +58,15 @@ const LAYERS: &[&[&str]] = &[
         "rate_limit",
     ],
     // The pure rules and helpers everything may use.
-    &["admission", "renewal", "random", "files", "mass_key_floor"],
+    &[
+        "admission",
+        "renewal",
+        "random",
+        "files",
+        "mass_key_floor",
+        "rig::faults",
+        "rig::clock",
+    ],
 ];
 
 /// The module path of a source file (`store/sqlite/writer.rs` is `store::sqlite::writer`).
@@ -310,7 +329,7 @@ fn the_reader_resolves_every_kind_of_path() {
     );
     assert_eq!(
         place(&["store".to_owned(), "sqlite".to_owned(), "writer".to_owned()]),
-        Some((9, "store::sqlite"))
+        Some((10, "store::sqlite"))
     );
     assert_eq!(place(&["nowhere".to_owned()]), None);
 }

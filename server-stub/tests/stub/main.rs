@@ -35,6 +35,8 @@
 //! - `fuzz`: a bounded mutation fuzzer over key files, CSRs, Basic credentials, inventory bodies.
 //! - `flood`: idle connections from one host against a server limited to 1024 open files, and
 //!   from twenty hosts against the caps of the systemd unit's limit.
+//! - `rig_faults`: test-rig mode: each fault kind and one-shot action as a client sees it, the
+//!   same seed giving the same faults, none of it without test-rig mode.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod admin_api;
@@ -53,6 +55,7 @@ mod layout;
 mod limits;
 mod metrics;
 mod openapi_constraints;
+mod rig_faults;
 // The throwaway PostgreSQL cluster lives with the end-to-end pieces; shared here as a file.
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../tests/src/postgres.rs"]

@@ -4,6 +4,9 @@
 //! - `demo`: `onboard-demo` enrolls every device and cleans up, also when interrupted.
 //! - `distributed`: two servers on one PostgreSQL database enroll one fleet from a stick naming
 //!   both, one of them SIGKILLed meanwhile; every key used once, counted in the database.
+//! - `faults`: `fleet-sim` against its own server in test-rig mode: 1,000 devices under lost
+//!   answers and 503s, connector sessions closed every few seconds, a rotation drill, a plan
+//!   from a file.
 //! - `fleet`: 200 devices share a stick of 200 one-time keys; 150 devices share 100.
 //! - `restart`: the server killed and restarted in the middle of a fleet; an agent killed and
 //!   restarted in the middle of enrolling.
@@ -19,6 +22,7 @@
 
 mod demo;
 mod distributed;
+mod faults;
 mod fleet;
 mod limits;
 mod mitm;
