@@ -65,7 +65,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
 /// A settings change a test asks for.
-type Adjust = Box<dyn FnOnce(&mut Settings) + Send>;
+type Adjust<'a> = Box<dyn FnOnce(&mut Settings) + Send + 'a>;
 
 /// Where a server keeps its data directory.
 enum Data {
@@ -80,17 +80,17 @@ enum Data {
 
 /// How a [`TestServer`] starts: see [`TestServer::builder`].
 #[must_use = "a builder starts nothing until `start` is awaited"]
-pub struct Builder {
+pub struct Builder<'a> {
     data: Data,
     listener: Option<TcpListener>,
     hosts: Vec<String>,
     database: Option<String>,
     ums_id: Option<String>,
     test_rig: bool,
-    adjust: Vec<Adjust>,
+    adjust: Vec<Adjust<'a>>,
 }
 
-impl std::fmt::Debug for Builder {
+impl std::fmt::Debug for Builder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Neither the database URL (a password) nor the UMS ID backup (a private key) is shown.
         f.debug_struct("Builder")
@@ -102,7 +102,7 @@ impl std::fmt::Debug for Builder {
     }
 }
 
-impl Default for Builder {
+impl Default for Builder<'_> {
     fn default() -> Self {
         Self {
             data: Data::Temporary,
@@ -116,10 +116,10 @@ impl Default for Builder {
     }
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
     /// Changes the settings after the builder's own (host names, store, test-rig mode), just
     /// before the server opens its data directory. Several closures apply in order.
-    pub fn settings(mut self, adjust: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
+    pub fn settings(mut self, adjust: impl FnOnce(&mut Settings) + Send + 'a) -> Self {
         self.adjust.push(Box::new(adjust));
         self
     }
@@ -255,7 +255,7 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// A builder with the defaults: a free loopback port, a temporary SQLite store, a new UMS
     /// ID, host names `localhost` and `127.0.0.1`, test-rig mode with faults off.
-    pub fn builder() -> Builder {
+    pub fn builder<'a>() -> Builder<'a> {
         Builder::default()
     }
 

@@ -36,6 +36,8 @@
 //! - `flood`: idle connections from one host against a server limited to 1024 open files, and
 //!   from twenty hosts against the caps of the systemd unit's limit.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
+//! - `testing`: `ums_stub::testing`, the one way tests start a server: fixtures, stick files,
+//!   waits, test-rig mode, restarts, clean-up, PostgreSQL, `serve` as a process and signals.
 
 mod admin_api;
 mod check;
@@ -62,5 +64,6 @@ mod schemathesis;
 mod server;
 mod shown;
 mod system;
+mod testing;
 mod ums_id;
 mod util;
