@@ -209,7 +209,10 @@ fn openssl_and_curl_enroll_with_the_exported_ums_id() {
             "-sS",
             "--cacert",
             "ums-id.crt",
-            &format!("https://127.0.0.1:{}/.well-known/est/cacerts", server.port()),
+            &format!(
+                "https://127.0.0.1:{}/.well-known/est/cacerts",
+                server.port()
+            ),
         ],
         work,
     );

@@ -42,7 +42,11 @@ async fn two_servers_started_from_one_fixture_have_one_fingerprint() {
     assert_eq!(a.certificate_der(), b.certificate_der());
     assert_ne!(a.port(), b.port());
     assert_ne!(a.data_dir(), b.data_dir());
-    assert_ne!(a.fingerprint(), other.fingerprint(), "no fixture, a new UMS ID");
+    assert_ne!(
+        a.fingerprint(),
+        other.fingerprint(),
+        "no fixture, a new UMS ID"
+    );
     // The PEM is the DER's.
     assert_eq!(
         pem::parse(a.certificate_pem()).unwrap().contents(),
@@ -301,5 +305,8 @@ fn a_serve_that_cannot_start_is_an_error_not_a_hang() {
 fn a_signal_to_no_process_is_an_error() {
     // Process IDs do not reach i32::MAX on Linux (pid_max is at most 2^22).
     let error = send_signal(i32::MAX as u32, Signal::SIGTERM).unwrap_err();
-    assert!(format!("{error:#}").contains("cannot send SIGTERM"), "{error:#}");
+    assert!(
+        format!("{error:#}").contains("cannot send SIGTERM"),
+        "{error:#}"
+    );
 }
