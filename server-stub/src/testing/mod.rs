@@ -206,8 +206,13 @@ impl<'a> Builder<'a> {
         let mut settings = Settings::load(data_dir.clone(), None)?;
         settings.hosts = hosts;
         settings.test_rig = test_rig;
-        if let Some(url) = database {
-            settings.database = Database::parse(&url)?;
+        if let Some(url) = &database {
+            settings.database = Database::parse(url)?;
+        }
+        for adjust in adjust {
+            adjust(&mut settings);
+        }
+        if database.is_some() && settings.cluster_secret.is_none() {
             let secret = data_dir.with_file_name(format!(
                 "{}.cluster.secret",
                 data_dir.file_name().unwrap_or_default().to_string_lossy()
@@ -216,9 +221,6 @@ impl<'a> Builder<'a> {
                 crate::cluster::ClusterSecret::create(&secret)?;
             }
             settings.cluster_secret = Some(secret);
-        }
-        for adjust in adjust {
-            adjust(&mut settings);
         }
         let listener = match listener {
             Some(listener) => listener,
