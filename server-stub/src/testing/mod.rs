@@ -438,6 +438,12 @@ impl TestServer {
         }
     }
 
+    /// The running server and the temporary folder holding its data directory (none for a data
+    /// directory the test gave): for code that keeps a [`Running`] and stops it itself.
+    pub fn into_parts(self) -> (Running, Option<tempfile::TempDir>) {
+        (self.running, self.dir)
+    }
+
     /// Shuts it down gracefully (requests in flight finish) and removes its data directory.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.running.stop().await
