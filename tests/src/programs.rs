@@ -100,6 +100,10 @@ fn build_binaries(dir: &Path) -> anyhow::Result<()> {
         "onboard-agent",
         "-p",
         "ums-stub",
+        // The features the tests build ums-stub with (the workspace's tests turn `testing` on),
+        // so that this build and theirs share one ums-stub rather than replacing each other's.
+        "--features",
+        "ums-stub/testing",
         "--bins",
     ]);
     if dir.ends_with("release") {
