@@ -6,17 +6,22 @@
 //! (`kill(2)` by the `nix` crate), never by running the `kill` program.
 //!
 //! ```no_run
-//! use ums_stub::testing::{ServeCommand, Signal};
+//! use ums_stub::testing::{ServeCommand, Signal, send_signal};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let data = tempfile::tempdir()?;
 //! let server = ServeCommand::binary("target/debug/ums-stub")
 //!     .data_dir(data.path().join("data"))
+//!     .env("RUST_LOG", "warn")
 //!     .start()?;
-//! println!("serving on {}", server.addr());
-//! server.signal(Signal::SIGHUP)?;
+//! println!("serving on {} as process {}", server.addr(), server.pid());
+//! // SIGTERM: a graceful stop, exit 0 (`kill()` sends SIGKILL, a crash).
 //! let status = server.terminate()?;
 //! assert!(status.success());
+//! // Any other process a test started, the same way.
+//! let mut agent = std::process::Command::new("sleep").arg("60").spawn()?;
+//! send_signal(agent.id(), Signal::SIGINT)?;
+//! agent.wait()?;
 //! # Ok(())
 //! # }
 //! ```
