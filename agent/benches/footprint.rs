@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use onboard_protocol::{Format, Server};
+use onboard_protocol::Format;
 use ums_stub::rate_limit::Limits;
 use ums_stub::store::Actor;
 
@@ -144,22 +144,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
     let server = runtime.block_on(async {
-        let mut settings =
-            ums_stub::config::Settings::load(data.path().join("data"), None).unwrap();
-        settings.hosts = vec!["127.0.0.1".to_owned()];
-        settings.rate_limits = Limits {
-            per_source: 1_000_000,
-            per_unit: 1_000_000,
-            window: Duration::from_secs(60),
-        };
-        ums_stub::serve::spawn(settings, listener).await.unwrap()
+        ums_stub::testing::TestServer::builder()
+            .hosts(&["127.0.0.1"])
+            .without_rig()
+            .settings(|settings| {
+                settings.rate_limits = Limits {
+                    per_source: 1_000_000,
+                    per_unit: 1_000_000,
+                    window: Duration::from_secs(60),
+                };
+            })
+            .start()
+            .await
+            .unwrap()
     });
-    let address = Server::new("127.0.0.1", server.port()).unwrap();
     let keys = server.shared().stub.keys();
 
     let mut times = Vec::with_capacity(rounds);
@@ -172,7 +171,7 @@ fn main() {
                 .create_one_time(1, "", Box::new(|_| {}), &Actor::cli())
                 .await
                 .unwrap();
-            keys.export(&ids, vec![address.clone()], server.ums_id_fingerprint())
+            keys.export(&ids, vec![server.server()], server.fingerprint())
                 .await
                 .unwrap()
                 .write(Format::Xml)
@@ -193,10 +192,7 @@ fn main() {
         });
         std::thread::sleep(Duration::from_millis(100));
         peaks.push(peak_rss(agent.id()).unwrap_or(0));
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(agent.id().to_string())
-            .status();
+        let _ = ums_stub::testing::send_signal(agent.id(), ums_stub::testing::Signal::SIGTERM);
         let status = agent.wait().unwrap();
         assert!(status.success(), "the agent did not stop cleanly: {status}");
     }

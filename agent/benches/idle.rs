@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use onboard_agent::config::{Overrides, RawConfig};
 use onboard_agent::daemon::{self, Observer};
-use onboard_protocol::{Fingerprint, FirstAuthKey, Format, KeyEntry, KeyFile, Server};
+use onboard_protocol::{Fingerprint, FirstAuthKey, Format, KeyEntry, KeyFile, KeyKind, Server};
 
 /// Context switches (voluntary + involuntary) per thread of this process, by "tid name".
 fn switches() -> BTreeMap<String, u64> {
@@ -157,21 +157,15 @@ fn connected(seconds: u64) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let (running, stick) = server_runtime.block_on(async {
-        let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
-        settings.hosts = vec!["127.0.0.1".to_owned()];
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
-        let keys = running.shared().stub.keys();
-        let cli = ums_stub::store::Actor::cli();
-        let (id, _) = keys.create_mass(None, "", &cli).await.unwrap();
-        let server = Server::new("127.0.0.1", running.port()).unwrap();
-        let file = keys
-            .export(&[id], vec![server], running.ums_id_fingerprint())
+        let running = ums_stub::testing::TestServer::builder()
+            .hosts(&["127.0.0.1"])
+            .without_rig()
+            .start()
             .await
             .unwrap();
-        (running, file.write(Format::Xml))
+        let stick = running.key_file(KeyKind::MassDeployment, 1).await.unwrap();
+        (running, stick)
     });
     for (unit, ping) in [("00E0C5540B01", 120), ("00E0C5540B02", 1)] {
         let root = tempfile::tempdir().unwrap();

@@ -30,11 +30,8 @@ use onboard_protocol::est;
 use rustls::pki_types::ServerName;
 use tokio::sync::Semaphore;
 use ums_stub::ca::{IssueOnce, IssuedCertificate};
-use ums_stub::config::Settings;
-use ums_stub::http::Shared;
-use ums_stub::rate_limit::{Limits, RateLimiter};
+use ums_stub::rate_limit::Limits;
 use ums_stub::store::{Actor, EnrollAttempt, EnrollOutcome, MakeKey, NewKey, SqliteStore, Store};
-use ums_stub::stub::Stub;
 
 const PER_RUN: usize = 2000;
 
@@ -322,24 +319,24 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::load(dir.path().join("data"), None).unwrap();
-        // 256 devices on one loopback address: no per-source connection caps.
-        settings.connections.per_source = usize::MAX;
-        settings.connections.handshakes_per_source = usize::MAX;
-        let stub = Stub::open(settings.clone()).await.unwrap();
+        // A plain server (no test-rig mode), as `serve` runs, through `ums_stub::testing`.
+        let server = ums_stub::testing::TestServer::builder()
+            .hosts(&["localhost"])
+            .without_rig()
+            .settings(|settings| {
+                // 256 devices on one loopback address: no per-source caps on connections or guesses.
+                settings.connections.per_source = usize::MAX;
+                settings.connections.handshakes_per_source = usize::MAX;
+                settings.rate_limits = Limits { per_source: u32::MAX, per_unit: u32::MAX, window: Duration::from_secs(1) };
+                settings.certificate_lifetime = time::Duration::days(365);
+            })
+            .start()
+            .await
+            .unwrap();
         let devices = per_run * levels.len();
-        let keys = common::one_time_keys(&stub.keys(), devices).await;
-        let hosts = vec!["localhost".to_owned()];
-        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts, Default::default(), time::Duration::days(365)).unwrap();
-        let ums_id = stub.ums_id.certificate_der().to_vec();
-        let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = Limits { per_source: u32::MAX, per_unit: u32::MAX, window: Duration::from_secs(1) };
-        let shared = Arc::new(Shared { stub, limiter: RateLimiter::new(limits), logins: ums_stub::login_limit::LoginLimiter::new(Default::default()), certificate_lifetime: time::Duration::days(365), connector: ums_stub::connector::Sessions::new(Default::default(), ums_stub::connections::file_limit(), 4096, Vec::new()), metrics: Default::default(), rig: None });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(ums_stub::serve::run(shared, listener, tls, async {
-            let _ = stopped.await;
-        }));
+        let keys = common::one_time_keys(&server.shared().stub.keys(), devices).await;
+        let ums_id = server.certificate_der().to_vec();
+        let addr = server.addr();
 
         // Device key pairs and requests are made before timing.
         let csrs = common::requests(&keys);
@@ -391,7 +388,6 @@ fn main() {
         if !quick {
             store_costs(dir.path().join("store-costs.db")).await;
         }
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        server.stop().await.unwrap();
     });
 }

@@ -1,8 +1,8 @@
 //! The server's footprint: `cargo bench -p ums-stub --bench footprint`.
 //!
-//! Runs the `ums-stub` binary built by `cargo bench` (the release profile) as `ums-stub serve`, with
-//! its default settings, on a data directory of its own, and prints two figures against their
-//! targets, each flagged when it falls short:
+//! Runs the `ums-stub` binary built by `cargo bench` (the release profile) as `ums-stub serve`
+//! (through `ums_stub::testing`), with its default settings, on a data directory of its own, and
+//! prints two figures against their targets, each flagged when it falls short:
 //!
 //! - **ready to serve with 1,000,000 keys**: from spawning `serve` to its first answer to
 //!   `GET /.well-known/est/cacerts` over TLS, with 1,000,000 one-time keys in its SQLite database
@@ -18,13 +18,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ums_stub::config::Settings;
 use ums_stub::store::Actor;
 use ums_stub::stub::Stub;
+use ums_stub::testing::{ServeCommand, ServeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ums-stub");
 const MIB: f64 = 1024.0 * 1024.0;
@@ -41,34 +42,18 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(data_dir: &Path, port: u16) -> Child {
-    Command::new(BIN)
-        .args(["serve", "--host", "localhost", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+/// `ums-stub serve` over `data_dir` on a free loopback port, through `ums_stub::testing`.
+fn serve(data_dir: &Path) -> ServeProcess {
+    ServeCommand::binary(BIN)
+        .data_dir(data_dir)
+        .hosts(&["localhost"])
         .stderr(Stdio::null())
-        .spawn()
+        .start()
         .unwrap()
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let status = child.wait().unwrap();
+fn stop(server: ServeProcess) {
+    let status = server.terminate().unwrap();
     assert!(
         status.success(),
         "the server did not stop cleanly: {status}"
@@ -96,26 +81,23 @@ const SOURCES: u8 = 8;
 
 /// Spawns `serve` on `data_dir` and waits for its first `cacerts` answer: the time it took, and
 /// the server, for the caller to stop.
-#[allow(
-    clippy::zombie_processes,
-    reason = "the caller stops the server it is handed"
-)]
-async fn time_to_ready(data_dir: &Path, http: &reqwest::Client) -> (Duration, Child) {
-    let port = free_port();
-    let url = format!("https://localhost:{port}/.well-known/est/cacerts");
+async fn time_to_ready(data_dir: &Path, http: &reqwest::Client) -> (Duration, ServeProcess) {
     let start = Instant::now();
-    let mut child = serve(data_dir, port);
+    let server = serve(data_dir);
+    let url = format!(
+        "https://localhost:{}/.well-known/est/cacerts",
+        server.port()
+    );
     loop {
         if let Ok(response) = http.get(&url).send().await
             && response.status() == 200
         {
-            return (start.elapsed(), child);
+            return (start.elapsed(), server);
         }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not answer within 30 s");
-        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the server did not answer within 30 s"
+        );
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
 }
@@ -198,19 +180,9 @@ fn main() {
         );
 
         // Peak RSS at 256 concurrent enrollments.
-        let port = free_port();
-        let mut child = serve(&full, port);
-        let url = format!("https://localhost:{port}/.well-known/est/cacerts");
-        let start = Instant::now();
-        while !matches!(http.get(&url).send().await, Ok(response) if response.status() == 200) {
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the server did not answer within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let idle = peak_rss(child.id()).unwrap_or(0);
+        let (_, child) = time_to_ready(&full, &http).await;
+        let port = child.port();
+        let idle = peak_rss(child.pid()).unwrap_or(0);
         let requests = common::requests(&values);
         let clients: Arc<Vec<reqwest::Client>> = Arc::new(
             (0..SOURCES)
@@ -249,8 +221,8 @@ fn main() {
             }
         }
         let elapsed = started.elapsed();
-        let peak = peak_rss(child.id()).unwrap_or(0);
-        let threads = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        let peak = peak_rss(child.pid()).unwrap_or(0);
+        let threads = std::fs::read_to_string(format!("/proc/{}/status", child.pid()))
             .ok()
             .and_then(|status| {
                 status

@@ -50,6 +50,8 @@
 //!   budget, commands and shutdown.
 //! - [`rig`]: test-rig mode: seeded fault plans and a clock a rig can move.
 //! - [`cli`]: the command line, one module per command group.
+//! - `testing` (cargo feature `testing`): servers for tests and rigs, in-process or as a
+//!   process; the one way the workspace's tests start a server.
 //! - [`files`], [`random`]: private atomic file writes; the OS CSPRNG.
 
 pub mod accounts;
@@ -82,6 +84,8 @@ pub mod serve;
 pub mod servers;
 pub mod store;
 pub mod stub;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod ums_id;
 pub mod unit_ids;

@@ -2,8 +2,8 @@
 //! request timeouts, a bound on open connections, and graceful shutdown: on the shutdown signal it
 //! stops accepting, lets requests in flight finish (up to 30 s), then returns.
 //!
-//! [`spawn`] runs the same server inside another program's tokio runtime (the agent's tests, the
-//! demo, the fleet simulator) on a listener it bound, often on port 0:
+//! [`spawn`] runs the same server inside another program's tokio runtime on a listener it bound,
+//! often on port 0 (tests and rigs start it through `ums_stub::testing`, feature `testing`):
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

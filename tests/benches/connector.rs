@@ -20,7 +20,7 @@ use onboard_agent::enrolled::connector::ConnectorSettings;
 use onboard_agent::lifecycle::BackoffPolicy;
 use onboard_protocol::{KeyFile, Limits};
 use onboard_tests::fleet::{self, FleetConfig, Outcome};
-use onboard_tests::programs::{Programs, ServeProcess};
+use onboard_tests::programs::Programs;
 
 /// Resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -80,7 +80,11 @@ fn main() {
 
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let serve = ServeProcess::start(&programs, &data, "127.0.0.1:0", None).expect("serve starts");
+    let serve = programs
+        .serve()
+        .data_dir(&data)
+        .start()
+        .expect("serve starts");
     ums_stub(&programs, &data, &["keys", "create", "mass"]);
     let stick = root.path().join("icg.xml");
     ums_stub(
@@ -92,7 +96,7 @@ fn main() {
             "--out",
             stick.to_str().unwrap(),
             "--server",
-            &serve.addr.to_string(),
+            &serve.addr().to_string(),
         ],
     );
     let file = KeyFile::parse(&std::fs::read(&stick).unwrap(), &Limits::default()).unwrap();
@@ -184,5 +188,5 @@ fn main() {
         );
         connected.stop().await;
     });
-    serve.stop(false).unwrap();
+    serve.terminate().unwrap();
 }

@@ -16,7 +16,8 @@ use onboard_agent::enroll::KeySource;
 use onboard_agent::lifecycle::BackoffPolicy;
 use onboard_tests::fleet::{self, DeviceRun, FleetConfig, Summary};
 use onboard_tests::postgres::PgCluster;
-use ums_stub::store::{Actor, PageRequest};
+use ums_stub::store::Actor;
+use ums_stub::testing::TestServer;
 
 fn fleet_config(
     source: KeySource,
@@ -40,49 +41,38 @@ fn fleet_config(
     }
 }
 
-async fn server(
-    dir: &std::path::Path,
-    database: Option<(&str, &std::path::Path)>,
-) -> ums_stub::serve::Running {
-    let mut settings = ums_stub::config::Settings::load(dir.to_owned(), None).unwrap();
-    settings.hosts = vec!["127.0.0.1".to_owned()];
+/// A plain server (no test-rig mode) over the data directory `dir`, through `ums_stub::testing`;
+/// on the PostgreSQL database `url` with the cluster secret `secret` when given.
+async fn server(dir: &std::path::Path, database: Option<(&str, &std::path::Path)>) -> TestServer {
+    let mut builder = TestServer::builder()
+        .data_dir(dir)
+        .hosts(&["127.0.0.1"])
+        .without_rig();
     if let Some((url, secret)) = database {
-        settings.database = ums_stub::store::Database::parse(url).unwrap();
-        settings.cluster_secret = Some(secret.to_owned());
+        let secret = secret.to_owned();
+        builder = builder
+            .postgres(url)
+            .settings(move |settings| settings.cluster_secret = Some(secret));
     }
-    let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    ums_stub::serve::spawn(settings, listener).await.unwrap()
+    builder.start().await.unwrap()
 }
 
 /// One-time keys `ids` of `running` as a stick naming `servers` in order.
-async fn stick(
-    running: &ums_stub::serve::Running,
-    ids: &[i64],
-    servers: &[&ums_stub::serve::Running],
-) -> KeySource {
-    let servers = servers
-        .iter()
-        .map(|server| onboard_protocol::Server::new("127.0.0.1", server.port()).unwrap())
-        .collect();
+async fn stick(running: &TestServer, ids: &[i64], servers: &[&TestServer]) -> KeySource {
+    let servers = servers.iter().map(|server| server.server()).collect();
     let file = running
         .shared()
         .stub
         .keys()
-        .export(ids, servers, running.ums_id_fingerprint())
+        .export(ids, servers, running.fingerprint())
         .await
         .unwrap();
     KeySource::from_key_file("bench", &file)
 }
 
 /// Keys that more than one device recorded in the server's store.
-async fn keys_used_twice(running: &ums_stub::serve::Running) -> usize {
-    let devices = running
-        .shared()
-        .stub
-        .store
-        .devices(&PageRequest::all())
-        .await
-        .unwrap();
+async fn keys_used_twice(running: &TestServer) -> usize {
+    let devices = running.devices().await.unwrap();
     let mut per_key = std::collections::HashMap::new();
     for device in devices {
         if let Some(key) = device.key_id {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::programs::{Programs, ServeProcess, stop_child};
+use crate::programs::{Programs, stop_child};
 
 /// How long the demo waits for all devices before it gives up.
 const ENROLL_DEADLINE: Duration = Duration::from_secs(60);
@@ -173,9 +173,9 @@ fn demo(options: &DemoOptions, root: &Path, stop: &AtomicBool) -> anyhow::Result
         1,
         "starting ums-stub on loopback (creates its UMS ID in a fresh data directory)",
     );
-    let server = ServeProcess::start(programs, &data, "127.0.0.1:0", None)?;
+    let server = programs.serve().data_dir(&data).start()?;
     let shown = ums_stub(programs, &data, &["ums-id", "show"])?;
-    println!("      listening on {}", server.addr);
+    println!("      listening on {}", server.addr());
     for line in shown.lines().filter(|line| !line.trim().is_empty()).take(6) {
         println!("      {line}");
     }
@@ -235,7 +235,7 @@ fn demo(options: &DemoOptions, root: &Path, stop: &AtomicBool) -> anyhow::Result
             "--out",
             &staging.join("icg.xml").display().to_string(),
             "--server",
-            &server.addr.to_string(),
+            &server.addr().to_string(),
         ],
     )?;
     println!("      {}", exported.trim());

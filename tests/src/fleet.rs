@@ -564,8 +564,12 @@ pub async fn own_server_with_faults(
         settings.connections.per_source = usize::MAX;
         settings.connections.handshakes_per_source = usize::MAX;
     }
-    let listener = ums_stub::serve::listen("127.0.0.1:0".parse()?)?;
-    let running = ums_stub::serve::spawn(settings, listener).await?;
+    let (running, _) = ums_stub::testing::TestServer::builder()
+        .data_dir(&settings.data_dir)
+        .settings(move |own| *own = settings)
+        .start()
+        .await?
+        .into_parts();
     let admin = running.shared().stub.keys();
     let actor = ums_stub::store::Actor::cli();
     let ids = match kind {

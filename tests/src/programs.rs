@@ -6,13 +6,11 @@
 //! `onboard-demo ums-stub ...` or `onboard-demo onboard-agent ...` it is that program, through the
 //! same library entry points as the real binaries' thin `main`s ([`run_carried`]).
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::process::{Command, ExitCode};
 
 use anyhow::Context;
+use ums_stub::testing::ServeCommand;
 
 /// How the programs are started.
 #[derive(Debug, Clone)]
@@ -71,6 +69,12 @@ impl Programs {
         }
     }
 
+    /// `ums-stub serve` of these programs (`ums_stub::testing`), logging warnings and errors: on
+    /// a free loopback port, naming 127.0.0.1 and localhost, until told otherwise.
+    pub fn serve(&self) -> ServeCommand {
+        ServeCommand::program(self.ums_stub()).env("RUST_LOG", "warn")
+    }
+
     /// A command for `ums-stub`, with no argument yet.
     pub fn ums_stub(&self) -> Command {
         match self {
@@ -96,6 +100,10 @@ fn build_binaries(dir: &Path) -> anyhow::Result<()> {
         "onboard-agent",
         "-p",
         "ums-stub",
+        // The features the tests build ums-stub with (the workspace's tests turn `testing` on),
+        // so that this build and theirs share one ums-stub rather than replacing each other's.
+        "--features",
+        "ums-stub/testing",
         "--bins",
     ]);
     if dir.ends_with("release") {
@@ -127,126 +135,5 @@ pub fn run_carried() -> Option<ExitCode> {
     Some(main_with(args))
 }
 
-/// `ums-stub serve` as a process; stopped with SIGTERM when dropped.
-#[derive(Debug)]
-pub struct ServeProcess {
-    child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-}
-
-impl ServeProcess {
-    /// Starts `serve` over `data_dir` on `listen` (port 0 for any), naming 127.0.0.1 and
-    /// localhost in its TLS leaf, and waits until it listens. `config` is a TOML config file for
-    /// it, if any.
-    pub fn start(
-        programs: &Programs,
-        data_dir: &Path,
-        listen: &str,
-        config: Option<&Path>,
-    ) -> anyhow::Result<ServeProcess> {
-        let mut command = programs.ums_stub();
-        command.arg("--data-dir").arg(data_dir);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        command.args([
-            "serve",
-            "--listen",
-            listen,
-            "--host",
-            "127.0.0.1",
-            "--host",
-            "localhost",
-        ]);
-        ServeProcess::spawn(command)
-    }
-
-    /// Starts `command`, a whole `ums-stub ... serve ...` command line (an installed unit's, for
-    /// example), and waits until it listens.
-    pub fn spawn(mut command: Command) -> anyhow::Result<ServeProcess> {
-        let mut child = command
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start ums-stub serve")?;
-        let stdout = child.stdout.take().context("no standard output")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.trim().parse::<SocketAddr>()?;
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    let status = child.wait()?;
-                    anyhow::bail!("ums-stub serve ended before it listened ({status})");
-                }
-            }
-        };
-        // Keep draining its standard output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(ServeProcess { child, addr })
-    }
-
-    /// Its process ID.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops it with SIGTERM (graceful) and waits; `kill -9` instead with `hard`.
-    pub fn stop(mut self, hard: bool) -> anyhow::Result<std::process::ExitStatus> {
-        signal(self.child.id(), if hard { "KILL" } else { "TERM" });
-        wait_with_deadline(&mut self.child, Duration::from_secs(40))
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        stop_child(&mut self.child);
-    }
-}
-
-/// Stops a child that still runs: SIGTERM, up to 10 s to end, then SIGKILL.
-pub fn stop_child(child: &mut Child) {
-    if matches!(child.try_wait(), Ok(None)) {
-        signal(child.id(), "TERM");
-        if wait_with_deadline(child, Duration::from_secs(10)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Sends a signal by name (`TERM`, `INT`, `KILL`) with `kill`.
-pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Waits for a child, at most `deadline`.
-pub fn wait_with_deadline(
-    child: &mut Child,
-    deadline: Duration,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        anyhow::ensure!(
-            started.elapsed() < deadline,
-            "process {} did not end within {deadline:?}",
-            child.id()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+/// The process helpers of `ums_stub::testing`: signals through `nix`, waits with a deadline.
+pub use ums_stub::testing::{Signal, send_signal, stop_child, wait_with_deadline};

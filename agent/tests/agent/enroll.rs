@@ -239,7 +239,7 @@ async fn a_chain_of_another_ums_id_is_refused_by_the_verifier_itself() {
     let ums = Ums::start().await;
     let other = Fingerprint::of_der(b"some other UMS ID");
     let verifier = PinnedVerifier::new(Pin::Fingerprint(other), onboard_agent::clock::system());
-    let der = ums.running.ums_id_certificate_der().to_vec();
+    let der = ums.running.certificate_der().to_vec();
     let refusal = verifier.check_chain(&[&der]).unwrap_err();
     assert!(
         matches!(refusal, ChainRefusal::NotPinned { .. }),
@@ -453,7 +453,7 @@ async fn a_clock_at_1970_enrolls_and_a_plausible_clock_still_checks_validity() {
         Pin::Fingerprint(ums.fingerprint()),
         Arc::new(FixedClock(far)),
     );
-    let der = ums.running.ums_id_certificate_der().to_vec();
+    let der = ums.running.certificate_der().to_vec();
     let refusal = verifier.check_chain(&[&der]).unwrap_err();
     assert!(
         matches!(
@@ -688,7 +688,7 @@ async fn junk_sent_under_this_unit_id_cannot_hold_a_device_whose_good_key_comes_
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls::pki_types::CertificateDer::from(
-            ums.running.ums_id_certificate_der().to_vec(),
+            ums.running.certificate_der().to_vec(),
         ))
         .unwrap();
     let config = rustls::ClientConfig::builder_with_provider(onboard_agent::tls::provider())

@@ -10,6 +10,7 @@ use onboard_protocol::{Format, KeyKind};
 
 use crate::rig::{Ums, plug_in};
 use crate::util::{Running, Sandbox, expect_code};
+use ums_stub::testing::Signal;
 
 const UNIT: &str = "00E0C5540B8B";
 
@@ -371,7 +372,7 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
         &["run", "--mount-root", media.to_str().unwrap()],
     ));
     agent.wait_for(&["watching for sticks"]);
-    let (status, _) = tokio::task::spawn_blocking(move || agent.stop("TERM"))
+    let (status, _) = tokio::task::spawn_blocking(move || agent.stop(Signal::SIGTERM))
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
@@ -394,7 +395,7 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
     })
     .await
     .unwrap();
-    let (status, log) = tokio::task::spawn_blocking(move || agent.stop("TERM"))
+    let (status, log) = tokio::task::spawn_blocking(move || agent.stop(Signal::SIGTERM))
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
@@ -427,7 +428,7 @@ async fn run_enrolls_from_a_stick_and_sigterm_stops_it_in_any_phase() {
         assert!(said.contains("another onboard-agent holds"), "{said}");
     }
     assert!(sandbox.state_dir().join("device-key.pem").exists());
-    let (code, log) = tokio::task::spawn_blocking(move || agent.stop("TERM"))
+    let (code, log) = tokio::task::spawn_blocking(move || agent.stop(Signal::SIGTERM))
         .await
         .unwrap();
     assert_eq!(code.code(), Some(0), "{log}");

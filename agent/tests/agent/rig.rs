@@ -1,4 +1,4 @@
-//! An in-process `ums-stub` on port 0 with keys exported to a folder standing in for a stick, and
+//! An in-process `ums-stub` on port 0 (started through `ums_stub::testing`) with keys exported to a folder standing in for a stick, and
 //! the agent's daemon in a task over its own state directory, followed through its observer.
 
 use std::path::{Path, PathBuf};
@@ -14,15 +14,14 @@ use onboard_protocol::{Fingerprint, Format, KeyFile, KeyKind, Server, UnitId};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use ums_stub::rate_limit::Limits;
-use ums_stub::serve::Running;
-use ums_stub::store::{Actor, AuditEntry, AuditFilter, DeviceRecord, PageRequest};
+use ums_stub::store::{Actor, AuditEntry, DeviceRecord};
+use ums_stub::testing::TestServer;
 
 use crate::util::DEADLINE;
 
-/// A running server over a temporary data directory.
+/// A running server over a temporary data directory, started through `ums_stub::testing`.
 pub(crate) struct Ums {
-    pub(crate) running: Running,
-    _dir: tempfile::TempDir,
+    pub(crate) running: TestServer,
 }
 
 impl Ums {
@@ -44,7 +43,7 @@ impl Ums {
         listener: tokio::net::TcpListener,
         days: i64,
     ) -> Ums {
-        Ums::start_with(dir, listener, |settings| {
+        Ums::start_with(dir, listener, move |settings| {
             settings.certificate_lifetime = time::Duration::days(days);
         })
         .await
@@ -55,26 +54,31 @@ impl Ums {
     pub(crate) async fn start_with(
         dir: tempfile::TempDir,
         listener: tokio::net::TcpListener,
-        adjust: impl FnOnce(&mut ums_stub::config::Settings),
+        adjust: impl FnOnce(&mut ums_stub::config::Settings) + Send,
     ) -> Ums {
-        let mut settings = ums_stub::config::Settings::load(dir.path().join("data"), None).unwrap();
-        settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        settings.rate_limits = Limits {
-            per_source: 1_000_000,
-            per_unit: 1_000_000,
-            window: std::time::Duration::from_secs(60),
-        };
-        adjust(&mut settings);
-        let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
-        Ums { running, _dir: dir }
+        let running = TestServer::builder()
+            .in_dir(dir)
+            .listener(listener)
+            .settings(|settings| {
+                settings.rate_limits = Limits {
+                    per_source: 1_000_000,
+                    per_unit: 1_000_000,
+                    window: std::time::Duration::from_secs(60),
+                };
+            })
+            .settings(adjust)
+            .start()
+            .await
+            .unwrap();
+        Ums { running }
     }
 
     pub(crate) fn fingerprint(&self) -> Fingerprint {
-        self.running.ums_id_fingerprint()
+        self.running.fingerprint()
     }
 
     pub(crate) fn server(&self) -> Server {
-        Server::new("127.0.0.1", self.running.port()).unwrap()
+        self.running.server()
     }
 
     /// Creates `count` keys of `kind` (bound to `unit` when device-bound); returns their IDs.
@@ -146,23 +150,11 @@ impl Ums {
     }
 
     pub(crate) async fn devices(&self) -> Vec<DeviceRecord> {
-        self.running
-            .shared()
-            .stub
-            .store
-            .devices(&PageRequest::all())
-            .await
-            .unwrap()
+        self.running.devices().await.unwrap()
     }
 
     pub(crate) async fn audit(&self) -> Vec<AuditEntry> {
-        self.running
-            .shared()
-            .stub
-            .store
-            .audit(&AuditFilter::default(), &PageRequest::all())
-            .await
-            .unwrap()
+        self.running.audit().await.unwrap()
     }
 
     pub(crate) async fn stop(self) {
@@ -171,8 +163,7 @@ impl Ums {
 
     /// Stops it and hands back its data directory, to serve again.
     pub(crate) async fn stop_keeping_data(self) -> tempfile::TempDir {
-        self.running.stop().await.unwrap();
-        self._dir
+        self.running.stop_keeping_dir().await.unwrap()
     }
 }
 

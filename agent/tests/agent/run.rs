@@ -7,6 +7,7 @@ use std::process::Command;
 use onboard_protocol::Format;
 
 use crate::util::{BIN, Running, Sandbox, assert_no_secret, write_key_file};
+use ums_stub::testing::Signal;
 
 fn run_command(sandbox: &Sandbox, roots: &[&Path]) -> Command {
     let mut command = sandbox.command(&["--unit-id", "00E0C5540B8B", "run"]);
@@ -36,7 +37,7 @@ fn logs_each_key_file_without_keys_and_stops_on_sigterm() {
     agent.wait_for(&["skipped", "broken/icg.txt", "line 2"]);
     agent.wait_for(&["watching for sticks"]);
 
-    let (status, log) = agent.stop("TERM");
+    let (status, log) = agent.stop(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(
         log.contains("signal=\"SIGTERM\"") || log.contains("signal=SIGTERM"),
@@ -52,7 +53,7 @@ fn stops_on_sigint_too() {
     let mount_root = tempfile::tempdir().unwrap();
     let mut agent = Running::start(run_command(&sandbox, &[mount_root.path()]));
     agent.wait_for(&["watching for sticks"]);
-    let (status, log) = agent.stop("INT");
+    let (status, log) = agent.stop(Signal::SIGINT);
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("SIGINT"), "{log}");
 }
@@ -134,7 +135,7 @@ fn a_real_mount_is_noticed_through_the_mount_table() {
     // The mount lives only in the agent's namespace.
     assert!(!mount_point.join("icg.xml").exists());
 
-    let (status, log) = agent.stop("TERM");
+    let (status, log) = agent.stop(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "{log}");
     assert_no_secret(&log);
     println!("a real tmpfs mount was noticed through the mount table:\n{log}");

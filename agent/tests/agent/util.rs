@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ums_stub::testing::{Signal, send_signal};
+
 use onboard_protocol::{Fingerprint, FirstAuthKey, Format, KeyEntry, KeyFile, Server, UnitId};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_onboard-agent");
@@ -208,15 +210,9 @@ impl Running {
         }
     }
 
-    /// Sends `signal` (a name such as TERM) and waits for the exit; returns the status and the
-    /// rest of the log.
-    pub(crate) fn stop(mut self, signal: &str) -> (ExitStatus, String) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} failed");
+    /// Sends `signal` and waits for the exit; returns the status and the rest of the log.
+    pub(crate) fn stop(mut self, signal: Signal) -> (ExitStatus, String) {
+        send_signal(self.pid, signal).unwrap();
         let status = self
             .exited
             .recv_timeout(DEADLINE)
@@ -234,10 +230,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // A test that failed half-way must not leave the agent behind.
         if !self.stopped && self.exited.try_recv().is_err() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(self.pid.to_string())
-                .status();
+            let _ = send_signal(self.pid, Signal::SIGKILL);
         }
     }
 }

@@ -291,6 +291,8 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         "serving EST enrollment"
     );
     let metrics = crate::serve::listen_metrics(shared.stub.settings.metrics_listen)?;
+    // Installed before the address is printed: a SIGTERM sent once it is stops gracefully.
+    let shutdown = shutdown_signal();
     // Printed for scripts and tests that listen on port 0.
     println!("listening on {bound}");
     if let Some(metrics) = &metrics {
@@ -299,24 +301,27 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         println!("metrics on {at}");
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown_signal()).await?;
+    crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown).await?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now; completes on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    );
+    async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
     }
 }

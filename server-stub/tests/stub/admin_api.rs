@@ -1840,7 +1840,7 @@ async fn the_command_line_drives_a_remote_server_pinning_its_ums_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_reaches_the_log_at_trace_level() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     let dir = crate::util::DataDir::new();
     let password = "first-password-Zq81";
     let mut create = dir
@@ -1881,18 +1881,13 @@ async fn no_secret_reaches_the_log_at_trace_level() {
     dir.ok(&["ums-id", "export", "--out", crt.to_str().unwrap()]);
 
     let log = dir.scratch().join("serve.log");
-    let mut serve = dir
-        .command(&["serve", "--listen", "127.0.0.1:0", "--host", "localhost"])
+    let serve = ums_stub::testing::ServeCommand::program(dir.command(&[]))
+        .hosts(&["localhost"])
         .env("RUST_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
+        .start()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let port = serve.port();
     let base = format!("https://localhost:{port}");
     let der = pem::parse(std::fs::read(&crt).unwrap())
         .unwrap()
@@ -1988,11 +1983,7 @@ async fn no_secret_reaches_the_log_at_trace_level() {
         .unwrap();
     assert_eq!(edited.status(), StatusCode::OK);
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    serve.wait().unwrap();
+    serve.terminate().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("TRACE"), "the log is at trace level");
     assert!(text.lines().count() > 50, "{} lines", text.lines().count());

@@ -4,18 +4,18 @@
 //! the server's total against the caps the systemd unit's limit gives it. The flooders send
 //! nothing and reopen every connection the server closes.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
+use ums_stub::testing::{ServeCommand, ServeProcess};
 
 use crate::server::{Answer, Device, read_answer};
-use crate::util::{BIN, DataDir};
+use crate::util::DataDir;
 
 /// Holds one idle connection from `local` to `server`, sending nothing, and opens another each
 /// time the server closes it (after 100 ms), until `stop`.
@@ -39,7 +39,7 @@ async fn hold(local: IpAddr, server: SocketAddr, stop: Arc<AtomicBool>, opened: 
 /// `ums-stub serve` on a data directory holding one one-time key, logging at INFO to a file.
 struct Served {
     dir: DataDir,
-    child: Child,
+    server: ServeProcess,
     addr: SocketAddr,
     log: PathBuf,
     key: String,
@@ -47,7 +47,8 @@ struct Served {
 }
 
 impl Served {
-    /// Starts it through `sh -c SHELL_PREFIX exec ums-stub …` (a `ulimit` to start under, say).
+    /// Starts it through `sh -c SHELL_PREFIX exec ums-stub …` (a `ulimit` to start under, say),
+    /// through `ums_stub::testing`.
     fn start(shell_prefix: &str) -> Self {
         let dir = DataDir::new();
         dir.ok(&["keys", "create", "one-time", "--quantity", "1"]);
@@ -55,31 +56,17 @@ impl Served {
         let pem = std::fs::read(dir.path().join("ums-id/ums-id.crt")).unwrap();
         let ums_id = pem::parse(pem).unwrap().into_contents();
         let log = dir.scratch().join("serve.log");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{shell_prefix} exec \"$0\" \"$@\" 2>\"$LOG\""))
-            .arg(BIN)
-            .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["serve", "--listen", "127.0.0.1:0", "--host", "127.0.0.1"])
-            .env("LOG", &log)
+        let server = ServeCommand::program(dir.command(&[]))
+            .hosts(&["127.0.0.1"])
+            .shell_prefix(shell_prefix)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("serve printed {line:?}"))
-            .parse()
+            .stderr(std::fs::File::create(&log).unwrap())
+            .start()
             .unwrap();
         Self {
+            addr: server.addr(),
             dir,
-            child,
-            addr,
+            server,
             log,
             key,
             ums_id,
@@ -113,13 +100,13 @@ impl Served {
     }
 
     /// Stops it (SIGTERM) and returns its whole log.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let logged = self.logged();
-        drop(self.dir);
+    fn stop(self) -> String {
+        let Served {
+            dir, server, log, ..
+        } = self;
+        let _ = server.terminate();
+        let logged = read_log(&log);
+        drop(dir);
         logged
     }
 }

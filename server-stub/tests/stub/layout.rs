@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 /// every module inside it, unless one inside is placed on its own. Modules of one layer do not
 /// import each other.
 const LAYERS: &[&[&str]] = &[
-    &["cli"],
+    // `testing` (feature `testing`): servers for tests, over `serve` like the command line.
+    &["cli", "testing"],
     &["serve"],
     // The test rig's middleware and one-shot actions, over the routes' shared state.
     &["rig::layer", "rig::actions"],

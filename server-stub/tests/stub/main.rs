@@ -38,6 +38,8 @@
 //! - `rig_faults`: test-rig mode: each fault kind and one-shot action as a client sees it, the
 //!   same seed giving the same faults, none of it without test-rig mode.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
+//! - `testing`: `ums_stub::testing`, the one way tests start a server: fixtures, stick files,
+//!   waits, test-rig mode, restarts, clean-up, PostgreSQL, `serve` as a process and signals.
 
 mod admin_api;
 mod check;
@@ -65,5 +67,6 @@ mod schemathesis;
 mod server;
 mod shown;
 mod system;
+mod testing;
 mod ums_id;
 mod util;

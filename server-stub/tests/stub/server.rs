@@ -1,4 +1,5 @@
-//! An in-process `ums-stub` on port 0 and an EST client for it.
+//! An in-process `ums-stub` on port 0 (started through `ums_stub::testing`) and an EST client
+//! for it.
 
 use std::sync::Arc;
 
@@ -10,15 +11,14 @@ use ums_stub::config::Settings;
 use ums_stub::http::Shared;
 use ums_stub::rate_limit::Limits;
 use ums_stub::serve::Running;
-use ums_stub::store::{AuditEntry, AuditFilter, DeviceRecord, PageRequest};
+use ums_stub::store::{AuditEntry, DeviceRecord};
 
-/// A running server over a temporary data directory.
+/// A running server over a temporary data directory, started through `ums_stub::testing`.
 pub(crate) struct TestServer {
     pub(crate) port: u16,
     pub(crate) shared: Arc<Shared>,
     pub(crate) ums_id_der: Vec<u8>,
-    running: Running,
-    _dir: tempfile::TempDir,
+    server: ums_stub::testing::TestServer,
 }
 
 /// Limits high enough that no test trips them by accident.
@@ -36,45 +36,34 @@ impl TestServer {
     }
 
     /// A server whose settings `adjust` changes from the defaults (names: localhost, 127.0.0.1).
-    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = Settings::load(dir.path().join("data"), None).unwrap();
-        settings.hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        adjust(&mut settings);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = ums_stub::serve::spawn(settings, listener).await.unwrap();
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Settings) + Send) -> Self {
+        Self::from_builder(ums_stub::testing::TestServer::builder().settings(adjust)).await
+    }
+
+    /// A server `builder` starts.
+    pub(crate) async fn from_builder(builder: ums_stub::testing::Builder<'_>) -> Self {
+        let server = builder.start().await.unwrap();
         Self {
-            port: running.port(),
-            shared: running.shared().clone(),
-            ums_id_der: running.ums_id_certificate_der().to_vec(),
-            running,
-            _dir: dir,
+            port: server.port(),
+            shared: server.shared().clone(),
+            ums_id_der: server.certificate_der().to_vec(),
+            server,
         }
     }
 
     /// The running server.
     pub(crate) fn running(&self) -> &Running {
-        &self.running
+        self.server.running()
     }
 
     /// Every enrolled device, as the store holds it.
     pub(crate) async fn devices(&self) -> Vec<DeviceRecord> {
-        self.shared
-            .stub
-            .store
-            .devices(&PageRequest::all())
-            .await
-            .unwrap()
+        self.server.devices().await.unwrap()
     }
 
     /// The whole audit log, oldest first.
     pub(crate) async fn audit(&self) -> Vec<AuditEntry> {
-        self.shared
-            .stub
-            .store
-            .audit(&AuditFilter::default(), &PageRequest::all())
-            .await
-            .unwrap()
+        self.server.audit().await.unwrap()
     }
 
     /// The data directory, for running the `ums-stub` binary on it.
@@ -123,7 +112,7 @@ impl TestServer {
     }
 
     pub(crate) async fn stop(self) {
-        self.running.stop().await.unwrap();
+        self.server.stop().await.unwrap();
     }
 }
 

@@ -1,70 +1,22 @@
 //! Real peers: `openssl` and `curl` enrolling against `ums-stub serve`, SIGKILL during a burst of
 //! enrollments, and the systemd unit checked by `systemd-analyze verify`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use onboard_protocol::UnitId;
 use onboard_protocol::admin::{DeviceView, KeyStatus, Page};
 
+use ums_stub::testing::{ServeCommand, ServeProcess};
+
 use crate::util::DataDir;
 
-/// `ums-stub serve` as a process on a free port; killed when dropped.
-pub(crate) struct ServeProcess {
-    child: Child,
-    pub(crate) port: u16,
-}
-
-impl ServeProcess {
-    pub(crate) fn start(dir: &DataDir, port: u16) -> Self {
-        let mut child = dir
-            .command(&[
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--host",
-                "localhost",
-                "--host",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("serve printed {line:?}"));
-        Self { child, port }
-    }
-
-    pub(crate) fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ums-stub serve` over `dir` as a process on a free port (`ums_stub::testing`).
+pub(crate) fn serve(dir: &DataDir) -> ServeProcess {
+    ServeCommand::program(dir.command(&[]))
+        .stderr(std::process::Stdio::null())
+        .start()
+        .unwrap()
 }
 
 fn run(program: &str, args: &[&str], dir: &Path) -> Vec<u8> {
@@ -226,11 +178,11 @@ fn openssl_and_curl_enroll_with_the_exported_ums_id() {
         "--out",
         work.join("ums-id.crt").to_str().unwrap(),
     ]);
-    let server = ServeProcess::start(&dir, 0);
+    let server = serve(&dir);
 
     // An RSA-3072 device with the one-time key.
     openssl_csr(work, &["-newkey", "rsa:3072"], "rsa");
-    let (status, _) = curl_enroll(work, server.port, "00E0C5540B8B", one_time, "rsa");
+    let (status, _) = curl_enroll(work, server.port(), "00E0C5540B8B", one_time, "rsa");
     assert_eq!(status, 200);
     check_with_openssl(work, "rsa", "00E0C5540B8B");
 
@@ -240,13 +192,13 @@ fn openssl_and_curl_enroll_with_the_exported_ums_id() {
         &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
         "ec",
     );
-    let (status, body) = curl_enroll(work, server.port, "00E0C5540B8C", one_time, "ec");
+    let (status, body) = curl_enroll(work, server.port(), "00E0C5540B8C", one_time, "ec");
     let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         (status, problem["code"].as_str().unwrap()),
         (403, "key_used")
     );
-    let (status, _) = curl_enroll(work, server.port, "00E0C5540B8C", mass, "ec");
+    let (status, _) = curl_enroll(work, server.port(), "00E0C5540B8C", mass, "ec");
     assert_eq!(status, 200);
     check_with_openssl(work, "ec", "00E0C5540B8C");
 
@@ -257,7 +209,10 @@ fn openssl_and_curl_enroll_with_the_exported_ums_id() {
             "-sS",
             "--cacert",
             "ums-id.crt",
-            &format!("https://127.0.0.1:{}/.well-known/est/cacerts", server.port),
+            &format!(
+                "https://127.0.0.1:{}/.well-known/est/cacerts",
+                server.port()
+            ),
         ],
         work,
     );
@@ -282,7 +237,7 @@ fn openssl_and_curl_enroll_with_the_exported_ums_id() {
     .unwrap();
     assert!(chain.contains("UMS ID"), "{chain}");
     assert!(
-        server.terminate().success(),
+        server.terminate().unwrap().success(),
         "SIGTERM stops the server cleanly"
     );
 }
@@ -364,8 +319,8 @@ async fn sigkill_during_a_burst_uses_no_key_twice_and_retries_get_their_certific
         .collect();
     let devices = std::sync::Arc::new(devices);
 
-    let server = ServeProcess::start(&dir, 0);
-    let port = server.port;
+    let server = serve(&dir);
+    let port = server.port();
     let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<()>(KEYS * 2);
     let mut tasks = Vec::new();
     for index in 0..devices.len() {
@@ -383,7 +338,7 @@ async fn sigkill_during_a_burst_uses_no_key_twice_and_retries_get_their_certific
     for _ in 0..3 {
         first_rx.recv().await.unwrap();
     }
-    tokio::task::spawn_blocking(move || server.kill())
+    tokio::task::spawn_blocking(move || server.kill().unwrap())
         .await
         .unwrap();
     let mut first: Vec<Seen> = Vec::new();
@@ -394,10 +349,10 @@ async fn sigkill_during_a_burst_uses_no_key_twice_and_retries_get_their_certific
     assert!(lost > 0, "the kill landed mid-burst: {first:?}");
 
     // Restart on the same data directory; every device retries with its key pair and key.
-    let server = ServeProcess::start(&dir, 0);
+    let server = serve(&dir);
     let mut second = Vec::new();
     for (device, key) in devices.iter() {
-        second.push(attempt(&client, server.port, device, key).await);
+        second.push(attempt(&client, server.port(), device, key).await);
     }
     for (index, (before, after)) in first.iter().zip(&second).enumerate() {
         match (before, after) {

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use onboard_tests::programs::{signal, wait_with_deadline};
+use onboard_tests::programs::{Signal, send_signal, wait_with_deadline};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_onboard-demo");
 
@@ -61,7 +61,7 @@ fn an_interrupted_demo_stops_its_processes_and_cleans_up() {
             break;
         }
     }
-    signal(child.id(), "INT");
+    send_signal(child.id(), Signal::SIGINT).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = wait_with_deadline(&mut child, Duration::from_secs(20)).unwrap();
     assert!(!status.success());

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use onboard_protocol::UnitId;
 use onboard_protocol::admin::{DeviceView, KeyStatus, KeyView, Page};
 use onboard_tests::postgres::PgCluster;
-use onboard_tests::programs::{Programs, ServeProcess};
+use onboard_tests::programs::{Programs, Signal, send_signal};
+use ums_stub::testing::ServeProcess;
 
 use crate::util::{enroll_all, programs};
 
@@ -65,8 +66,15 @@ fn two_servers(programs: &Programs, root: &Path, url: &str) -> Pair {
             secret.to_str().unwrap(),
         ],
     );
-    let a = ServeProcess::start(programs, &a_data, "127.0.0.1:0", Some(&config)).unwrap();
-    let b = ServeProcess::start(programs, &b_data, "127.0.0.1:0", Some(&config)).unwrap();
+    let serve = |data: &Path| {
+        programs
+            .serve()
+            .data_dir(data)
+            .config(&config)
+            .start()
+            .unwrap()
+    };
+    let (a, b) = (serve(&a_data), serve(&b_data));
     Pair {
         config,
         a_data,
@@ -109,9 +117,9 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
             "--out",
             file.to_str().unwrap(),
             "--server",
-            &a.addr.to_string(),
+            &a.addr().to_string(),
             "--server",
-            &b.addr.to_string(),
+            &b.addr().to_string(),
         ],
     );
 
@@ -120,15 +128,13 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
         let pid = a.pid();
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(1500));
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let _ = send_signal(pid, Signal::SIGKILL);
         })
     };
     let devices = root.path().join("devices");
     let outputs = enroll_all(&programs, &devices, 150, 16, &[file.to_str().unwrap()]);
     killer.join().unwrap();
-    let _ = a.stop(true);
+    let _ = a.kill();
     let enrolled = outputs
         .iter()
         .filter(|output| output.status.code() == Some(0))
@@ -190,7 +196,7 @@ fn two_servers_on_one_database_enroll_one_fleet_and_survive_one_killed() {
             row["host_name"]
                 .as_str()
                 .unwrap()
-                .ends_with(&format!(":{}", b.addr.port()))
+                .ends_with(&format!(":{}", b.addr().port()))
         })
         .unwrap();
     assert_eq!(b_row["server_status"], "Running");
@@ -234,9 +240,9 @@ fn a_command_sent_through_one_server_reaches_a_device_connected_to_the_other() {
             "--out",
             stick.join("icg.xml").to_str().unwrap(),
             "--server",
-            &a.addr.to_string(),
+            &a.addr().to_string(),
             "--server",
-            &b.addr.to_string(),
+            &b.addr().to_string(),
         ],
     );
     let devices = root.path().join("devices");
@@ -276,7 +282,7 @@ fn a_command_sent_through_one_server_reaches_a_device_connected_to_the_other() {
                     .is_some_and(|name| name.ends_with(&format!(":{port}")))
         }
     };
-    let (on_a, on_b) = (on(a.addr.port()), on(b.addr.port()));
+    let (on_a, on_b) = (on(a.addr().port()), on(b.addr().port()));
     wait("online on A", &|| {
         listed(&b_data).is_some_and(|view| on_a(&view))
     });
@@ -289,15 +295,21 @@ fn a_command_sent_through_one_server_reaches_a_device_connected_to_the_other() {
     wait("renewed", &|| device(&b_data).serial != before.serial);
 
     // A stops: the device moves to B, the next server on its stick.
-    let a_addr = a.addr;
-    a.stop(false).unwrap();
+    let a_addr = a.addr();
+    a.terminate().unwrap();
     wait("online on B", &|| on_b(&device(&b_data)));
 
     // A back (the device stays with B); deleted on A's side: B closes the session, and A, the
     // server the device's certificate came from, refuses that certificate for good. The device,
     // orphaned, enrolls again with the mass key still on its stick: a new certificate, online.
     let renewed = device(&b_data);
-    let a = ServeProcess::start(&programs, &a_data, &a_addr.to_string(), Some(&config)).unwrap();
+    let a = programs
+        .serve()
+        .data_dir(&a_data)
+        .config(&config)
+        .listen(a_addr.to_string())
+        .start()
+        .unwrap();
     ums(&a_data, &["devices", "delete", &unit]);
     wait("enrolled again and online", &|| {
         listed(&b_data).is_some_and(|view| {
@@ -306,7 +318,7 @@ fn a_command_sent_through_one_server_reaches_a_device_connected_to_the_other() {
     });
     let log = std::fs::read_to_string(root.path().join("agent.log")).unwrap();
     assert!(log.contains("to=\"orphaned\""), "{log}");
-    onboard_tests::programs::signal(child.id(), "TERM");
+    send_signal(child.id(), Signal::SIGTERM).unwrap();
     let stopped =
         onboard_tests::programs::wait_with_deadline(&mut child, Duration::from_secs(10)).unwrap();
     assert!(stopped.success());

@@ -180,7 +180,7 @@ fn a_fleet_enrolls_through_power_cuts_and_the_database_knows_every_certificate()
                 std::thread::sleep(Duration::from_millis(10));
             }
             std::thread::sleep(Duration::from_millis(((done + crashes) as u64 * 37) % 100));
-            ums.serve.take().unwrap().stop(true).unwrap();
+            ums.serve.take().unwrap().kill().unwrap();
             // The server is dead: what the devices hold can only grow by answers already sent.
             std::thread::sleep(Duration::from_millis(50));
             let held = certified(&state_root);
@@ -222,7 +222,7 @@ fn a_fleet_enrolls_through_power_cuts_and_the_database_knows_every_certificate()
         lost.entries
     );
     // The whole fleet, once more after a last cut, and with the server stopped for good.
-    ums.serve.take().unwrap().stop(true).unwrap();
+    ums.serve.take().unwrap().kill().unwrap();
     fs.cut();
     let held = certified(&state_root);
     assert_eq!(held.len(), devices);

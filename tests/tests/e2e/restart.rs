@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use onboard_tests::programs::{signal, wait_with_deadline};
+use onboard_tests::programs::{Signal, send_signal, wait_with_deadline};
 
 use crate::util::{Ums, agent, enroll_all};
 
@@ -30,7 +30,7 @@ fn the_server_killed_and_restarted_under_a_fleet_loses_no_device_and_burns_no_ke
         // Let part of the fleet through, then kill the server hard and bring it back.
         std::thread::sleep(Duration::from_millis(400));
         let serve = ums.serve.take().unwrap();
-        serve.stop(true).unwrap();
+        serve.kill().unwrap();
         std::thread::sleep(Duration::from_millis(700));
         ums.serve_on(&addr.to_string());
         let outputs = fleet.join().unwrap();
@@ -84,7 +84,7 @@ fn an_agent_killed_while_enrolling_and_restarted_enrolls_once() {
     for delay in [5u64, 20, 40, 80] {
         let mut child = run(0);
         std::thread::sleep(Duration::from_millis(delay));
-        signal(child.id(), "KILL");
+        send_signal(child.id(), Signal::SIGKILL).unwrap();
         child.wait().unwrap();
     }
     let mut child = run(0);
@@ -93,7 +93,7 @@ fn an_agent_killed_while_enrolling_and_restarted_enrolls_once() {
         assert!(Instant::now() < deadline, "not enrolled: {}", status(0));
         std::thread::sleep(Duration::from_millis(50));
     }
-    signal(child.id(), "TERM");
+    send_signal(child.id(), Signal::SIGTERM).unwrap();
     let stopped = wait_with_deadline(&mut child, Duration::from_secs(10)).unwrap();
     assert!(
         stopped.success(),

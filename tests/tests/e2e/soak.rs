@@ -63,7 +63,7 @@ fn a_fleet_enrolls_through_repeated_sigkills_with_no_key_serving_two_devices() {
         let mut killed = 0;
         while killed < kills && !fleet.is_finished() {
             std::thread::sleep(Duration::from_millis(150));
-            ums.serve.take().unwrap().stop(true).unwrap();
+            ums.serve.take().unwrap().kill().unwrap();
             killed += 1;
             std::thread::sleep(Duration::from_millis(200));
             ums.serve_on(&addr.to_string());
@@ -90,7 +90,7 @@ fn a_fleet_enrolls_through_repeated_sigkills_with_no_key_serving_two_devices() {
     );
 
     // Counted in the database itself, with the server stopped.
-    ums.serve.take().unwrap().stop(false).unwrap();
+    ums.serve.take().unwrap().terminate().unwrap();
     let db = rusqlite::Connection::open(ums.data().join("ums-stub.db")).unwrap();
     let integrity: String = db
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))

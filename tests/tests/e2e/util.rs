@@ -11,7 +11,8 @@ use onboard_protocol::admin::{AuditEntryView, DeviceView, KeyView, Page};
 /// A `--limit` no test reaches, so one page holds a whole list.
 const ALL: &str = "1000000";
 
-use onboard_tests::programs::{Programs, ServeProcess};
+use onboard_tests::programs::Programs;
+use ums_stub::testing::ServeProcess;
 
 /// The real binaries of this build.
 pub(crate) fn programs() -> Programs {
@@ -58,13 +59,20 @@ impl Ums {
     /// Serves the data directory on `listen`.
     pub(crate) fn serve_on(&mut self, listen: &str) {
         let config = self.dir.path().join("ums-stub.toml");
-        self.serve =
-            Some(ServeProcess::start(&self.programs, &self.data(), listen, Some(&config)).unwrap());
+        let serve = self
+            .programs
+            .serve()
+            .data_dir(self.data())
+            .config(config)
+            .listen(listen)
+            .start()
+            .unwrap();
+        self.serve = Some(serve);
     }
 
     /// Where it listens.
     pub(crate) fn addr(&self) -> std::net::SocketAddr {
-        self.serve.as_ref().unwrap().addr
+        self.serve.as_ref().unwrap().addr()
     }
 
     /// Runs a `ums-stub` command on the data directory; its standard output.

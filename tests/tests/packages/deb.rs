@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use onboard_tests::programs::ServeProcess;
+use ums_stub::testing::ServeProcess;
 
 use crate::util::{UNIT, built, require_root, run, run_ok, shown};
 
@@ -107,7 +107,8 @@ fn the_installed_server_enrolls_the_installed_agent_and_purging_leaves_only_data
     let mut serve = Command::new(exec_start[0]);
     serve
         .args(&exec_start[1..])
-        .args(["--listen", "127.0.0.1:0", "--host", "127.0.0.1"]);
+        .args(["--listen", "127.0.0.1:0", "--host", "127.0.0.1"])
+        .env("RUST_LOG", "warn");
     let server = ServeProcess::spawn(serve).unwrap();
 
     // Keys made with the installed command line, by hand as an operator would (the default data
@@ -129,7 +130,7 @@ fn the_installed_server_enrolls_the_installed_agent_and_purging_leaves_only_data
         "--out",
         export.to_str().unwrap(),
         "--server",
-        &server.addr.to_string(),
+        &server.addr().to_string(),
     ]);
 
     // The installed agent with the shipped config file and its default state directory.
@@ -153,7 +154,7 @@ fn the_installed_server_enrolls_the_installed_agent_and_purging_leaves_only_data
     );
     let devices = ums_stub(&["devices", "list", "--json"]);
     assert!(devices.contains(UNIT), "{devices}");
-    let stopped = server.stop(false).unwrap();
+    let stopped = server.terminate().unwrap();
     assert!(stopped.success(), "ums-stub stopped with {stopped}");
 
     // Removed: the programs go, the conffiles stay (dpkg keeps them until a purge).
