@@ -330,7 +330,7 @@ fn main() {
         let devices = per_run * levels.len();
         let keys = common::one_time_keys(&stub.keys(), devices).await;
         let hosts = vec!["localhost".to_owned()];
-        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts, Default::default(), time::Duration::days(365)).unwrap();
+        let tls = ums_stub::tls::server_config(&settings.data_dir, &stub.ums_id, &hosts, Default::default(), time::Duration::days(365), ums_stub::rig::Clock::system()).unwrap();
         let ums_id = stub.ums_id.certificate_der().to_vec();
         let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();

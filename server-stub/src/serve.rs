@@ -365,7 +365,7 @@ async fn prune_audit(shared: Arc<Shared>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let before = time::OffsetDateTime::now_utc() - retention;
+        let before = shared.stub.clock.now() - retention;
         match shared.stub.store.prune_audit(before).await {
             Ok(0) => {}
             Ok(deleted) => {
@@ -401,6 +401,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         &settings.hosts,
         settings.tls_leaf,
         settings.renewal_grace,
+        stub.clock.clone(),
     )?;
     let connections = settings
         .connections

@@ -52,10 +52,12 @@ impl Stub {
                 .await?
                 .context("UMS ID")?;
         let local_fingerprint = local.fingerprint();
+        let clock = crate::rig::Clock::system();
         let store = store::open(
             &settings.database,
             &settings.database_file(),
             settings.database_ca.as_deref(),
+            &clock,
         )
         .await?;
         let (ums_id, sync) = adopt(&*store, local, &settings).await?;
@@ -73,13 +75,13 @@ impl Stub {
             store,
             vault,
             rows,
-            clock: crate::rig::Clock::system(),
+            clock,
         })
     }
 
     /// Key operations.
     pub fn keys(&self) -> KeyAdmin {
-        let keys = KeyAdmin::new(self.store.clone(), self.vault.clone());
+        let keys = KeyAdmin::new(self.store.clone(), self.vault.clone()).with_clock(self.clock.clone());
         if self.sync == SyncStatus::NotInSync {
             keys.refusing()
         } else {
@@ -103,7 +105,7 @@ impl Stub {
 
     /// Enrolled devices.
     pub fn devices(&self) -> DeviceAdmin {
-        DeviceAdmin::new(self.store.clone())
+        DeviceAdmin::new(self.store.clone()).with_clock(self.clock.clone())
     }
 
     /// The audit log.

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, TransactionBehavior};
-use time::OffsetDateTime;
 
 use super::{SqliteTx, audit_in, backend_error, connect};
 use crate::ca::IssueOnce;
@@ -16,6 +15,7 @@ use crate::store::durability::Durability;
 use crate::store::error::StoreError;
 use crate::store::rows::{AuditEntry, EnrollAttempt, EnrollOutcome};
 use crate::store::tx::ready;
+use crate::rig::Clock;
 
 /// The most attempts decided in one transaction.
 const GROUP_COMMIT_MAX: usize = 128;
@@ -89,6 +89,7 @@ pub(super) fn writer(
     path: PathBuf,
     jobs: std::sync::mpsc::Receiver<WriterJob>,
     syncs: Arc<AtomicU64>,
+    clock: Clock,
 ) {
     let shown = path.display().to_string();
     let mut connection: Option<Connection> = None;
@@ -165,7 +166,7 @@ pub(super) fn writer(
                             &mut SqliteTx::new(&savepoint, &shown),
                             &attempt,
                             issue,
-                            OffsetDateTime::now_utc(),
+                            clock.now(),
                         ));
                         let ok = outcome.is_ok();
                         (Done::Enroll(reply, outcome), ok)
