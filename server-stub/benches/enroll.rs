@@ -335,7 +335,7 @@ fn main() {
         let listener = ums_stub::serve::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = Limits { per_source: u32::MAX, per_unit: u32::MAX, window: Duration::from_secs(1) };
-        let shared = Arc::new(Shared { stub, limiter: RateLimiter::new(limits), logins: ums_stub::login_limit::LoginLimiter::new(Default::default()), certificate_lifetime: time::Duration::days(365), connector: ums_stub::connector::Sessions::new(Default::default(), ums_stub::connections::file_limit(), 4096, Vec::new()), metrics: Default::default(), rig: None });
+        let shared = Arc::new(Shared { stub, limiter: RateLimiter::new(limits), logins: ums_stub::login_limit::LoginLimiter::new(Default::default()), certificate_lifetime: time::Duration::days(365), connector: ums_stub::connector::Sessions::new(Default::default(), ums_stub::connections::file_limit(), 4096, Vec::new()), metrics: Default::default(), rig: None, strict: None });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(ums_stub::serve::run(shared, listener, tls, async {
             let _ = stopped.await;

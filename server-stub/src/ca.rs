@@ -126,9 +126,7 @@ impl<'a> Authority<'a> {
     ) -> Result<IssuedCertificate, String> {
         let public_key =
             SubjectPublicKeyInfo::from_der(&request.public_key).map_err(|e| e.to_string())?;
-        let now = now
-            .replace_nanosecond(0)
-            .map_err(|e| e.to_string())?;
+        let now = now.replace_nanosecond(0).map_err(|e| e.to_string())?;
         let serial = crate::random::serial();
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();

@@ -190,7 +190,11 @@ pub fn matches(needle: &str, device: &DeviceView) -> bool {
 
 /// The view of a device record at `now`. A stored report that no longer reads (it was validated
 /// when it arrived) shows as none rather than failing the whole list.
-pub fn view(device: DeviceRecord, running: &HashSet<String>, now: time::OffsetDateTime) -> DeviceView {
+pub fn view(
+    device: DeviceRecord,
+    running: &HashSet<String>,
+    now: time::OffsetDateTime,
+) -> DeviceView {
     let connected_to = device
         .online_server
         .filter(|server| running.contains(server));

@@ -412,6 +412,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         connections,
         settings.trusted_proxies.clone(),
     );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let shared = Arc::new(Shared {
         connector,
         limiter: RateLimiter::new(settings.rate_limits),
@@ -420,8 +421,11 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         rig: settings
             .test_rig
             .then(|| Arc::new(crate::rig::Rig::new(stub.clock.clone()))),
+        strict: settings
+            .test_rig
+            .then(|| Arc::new(crate::rig::strict::Strict::new(metrics.clone()))),
         stub,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics,
     });
     Ok((shared, tls))
 }

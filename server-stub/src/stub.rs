@@ -81,7 +81,8 @@ impl Stub {
 
     /// Key operations.
     pub fn keys(&self) -> KeyAdmin {
-        let keys = KeyAdmin::new(self.store.clone(), self.vault.clone()).with_clock(self.clock.clone());
+        let keys =
+            KeyAdmin::new(self.store.clone(), self.vault.clone()).with_clock(self.clock.clone());
         if self.sync == SyncStatus::NotInSync {
             keys.refusing()
         } else {

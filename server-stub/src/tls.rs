@@ -440,7 +440,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ums_id = UmsId::generate().unwrap();
         let hosts = vec!["localhost".to_owned()];
-        let tls = server_config(dir.path(), &ums_id, &hosts, short(), Duration::days(365), Clock::system()).unwrap();
+        let tls = server_config(
+            dir.path(),
+            &ums_id,
+            &hosts,
+            short(),
+            Duration::days(365),
+            Clock::system(),
+        )
+        .unwrap();
         let first = tls.leaf.certificate_der();
         let expires = tls.leaf.not_after();
         let now = OffsetDateTime::now_utc();
@@ -459,8 +467,15 @@ mod tests {
         );
         let second = tls.leaf.certificate_der();
         assert_ne!(second, first);
-        let again =
-            server_config(dir.path(), &ums_id, &hosts, short(), Duration::days(365), Clock::system()).unwrap();
+        let again = server_config(
+            dir.path(),
+            &ums_id,
+            &hosts,
+            short(),
+            Duration::days(365),
+            Clock::system(),
+        )
+        .unwrap();
         assert_eq!(again.leaf.certificate_der(), second);
         // Other names at start: a new leaf.
         let renamed = server_config(

@@ -56,6 +56,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The test-rig controls, in test-rig mode only (faults, the clock).
     pub rig: Option<Arc<crate::rig::Rig>>,
+    /// Strict mode's counts of requests the server does not serve, in test-rig mode only.
+    pub strict: Option<Arc<crate::rig::strict::Strict>>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -233,11 +235,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         shared.clone(),
         admin::audit_forbidden,
     ));
-    Router::new()
+    let app = Router::new()
         .merge(devices)
         .merge(admin)
-        .merge(web::router())
-        .layer(axum::middleware::from_fn(answer_headers))
+        .merge(web::router());
+    // Strict mode (test-rig mode only) sees the router's own answers, before the headers.
+    let app = match &shared.strict {
+        Some(strict) => app.layer(axum::middleware::from_fn_with_state(
+            strict.clone(),
+            crate::rig::strict::watch,
+        )),
+        None => app,
+    };
+    app.layer(axum::middleware::from_fn(answer_headers))
         .with_state(shared)
 }
 

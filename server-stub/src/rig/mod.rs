@@ -14,7 +14,9 @@
 
 pub mod actions;
 pub mod clock;
+pub mod control;
 pub mod faults;
+pub mod strict;
 
 use std::sync::Mutex;
 

@@ -77,21 +77,20 @@ pub async fn open(
     let store: Arc<dyn Store> = match database {
         Database::Sqlite => {
             let (file, clock) = (sqlite_file.to_owned(), clock.clone());
-            let opened = tokio::task::spawn_blocking(move || SqliteStore::open_with_clock(&file, clock))
-                .await
-                .map_err(|error| StoreError::Backend {
-                    database: sqlite_file.display().to_string(),
-                    source: Box::new(error),
-                })??;
+            let opened =
+                tokio::task::spawn_blocking(move || SqliteStore::open_with_clock(&file, clock))
+                    .await
+                    .map_err(|error| StoreError::Backend {
+                        database: sqlite_file.display().to_string(),
+                        source: Box::new(error),
+                    })??;
             Arc::new(opened)
         }
-        Database::Postgres(url) => {
-            Arc::new(
-                PostgresStore::open_with(url.expose(), database_ca)
-                    .await?
-                    .with_clock(clock.clone()),
-            )
-        }
+        Database::Postgres(url) => Arc::new(
+            PostgresStore::open_with(url.expose(), database_ca)
+                .await?
+                .with_clock(clock.clone()),
+        ),
     };
     Ok(store)
 }

@@ -169,7 +169,6 @@ fn refs<'a>(values: &'a Values<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
         .collect()
 }
 
-
 fn count(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
@@ -725,13 +724,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         }
-        let outcome = apply::enroll(
-            &mut self.tx(&tx),
-            &attempt,
-            issue,
-            self.clock.now(),
-        )
-        .await?;
+        let outcome = apply::enroll(&mut self.tx(&tx), &attempt, issue, self.clock.now()).await?;
         commit_with(tx, outcome.durability())
             .await
             .map_err(|e| self.db(e))?;

@@ -27,7 +27,6 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::apply::{self, KeyEdit};
-use crate::rig::Clock;
 use super::error::StoreError;
 use super::interface::Store;
 use super::query::{
@@ -43,6 +42,7 @@ use super::tx::ready;
 use crate::ca::IssueOnce;
 use crate::claim;
 use crate::cluster::MainUmsId;
+use crate::rig::Clock;
 use crate::vault::LookupDigest;
 
 /// The migration that added row MACs ([`crate::row_mac`]).
@@ -587,7 +587,6 @@ fn restrict_permissions(path: &Path) {
         let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
     }
 }
-
 
 /// A usage count as stored (never negative: the schema checks it).
 fn count(stored: i64) -> u64 {

@@ -10,12 +10,12 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::{SqliteTx, audit_in, backend_error, connect};
 use crate::ca::IssueOnce;
+use crate::rig::Clock;
 use crate::store::apply;
 use crate::store::durability::Durability;
 use crate::store::error::StoreError;
 use crate::store::rows::{AuditEntry, EnrollAttempt, EnrollOutcome};
 use crate::store::tx::ready;
-use crate::rig::Clock;
 
 /// The most attempts decided in one transaction.
 const GROUP_COMMIT_MAX: usize = 128;
