@@ -35,6 +35,9 @@
 //! - `fuzz`: a bounded mutation fuzzer over key files, CSRs, Basic credentials, inventory bodies.
 //! - `flood`: idle connections from one host against a server limited to 1024 open files, and
 //!   from twenty hosts against the caps of the systemd unit's limit.
+//! - `rig_control`: test-rig mode's controls: the moved clock deciding key, certificate, token,
+//!   session and heartbeat expiry on both backends; strict mode; the control listener and
+//!   `serve --test-rig` against a normal `serve`.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 
 mod admin_api;
@@ -57,6 +60,7 @@ mod openapi_constraints;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../tests/src/postgres.rs"]
 mod pg;
+mod rig_control;
 mod rights;
 mod schemathesis;
 mod server;
