@@ -794,14 +794,40 @@ fn dir_ums_id(dir: &DataDir) -> Vec<u8> {
 fn serve_refuses_a_control_address_off_loopback_naming_the_flag() {
     let dir = DataDir::new();
     for addr in ["0.0.0.0:0", "192.0.2.1:9999", "[::]:0"] {
-        let error = dir.fails(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--test-rig",
-            "--test-rig-listen",
-            addr,
-        ]);
+        let mut child = dir
+            .command(&[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--test-rig",
+                "--test-rig-listen",
+                addr,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that took the address would serve until stopped: it is stopped and the test
+        // fails, rather than waiting for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut error = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut error).unwrap();
+        assert_eq!(
+            status.and_then(|status| status.code()),
+            Some(1),
+            "{addr}: {error}"
+        );
         assert!(error.contains("--test-rig-listen"), "{error}");
         assert!(error.contains("loopback"), "{error}");
     }
