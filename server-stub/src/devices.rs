@@ -29,7 +29,7 @@ pub enum CommandError {
 pub struct DeviceAdmin {
     store: Arc<dyn Store>,
     /// The server's notion of now: a connected device was last seen now.
-    clock: crate::rig::Clock,
+    clock: crate::rig::clock::Clock,
 }
 
 impl DeviceAdmin {
@@ -37,12 +37,12 @@ impl DeviceAdmin {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            clock: crate::rig::Clock::system(),
+            clock: crate::rig::clock::Clock::system(),
         }
     }
 
     /// The same operations, reading now from `clock` (the server's, which a rig may move).
-    pub fn with_clock(mut self, clock: crate::rig::Clock) -> Self {
+    pub fn with_clock(mut self, clock: crate::rig::clock::Clock) -> Self {
         self.clock = clock;
         self
     }

@@ -183,7 +183,7 @@ pub struct KeyAdmin {
     in_sync: bool,
     actor: Actor,
     /// The server's notion of now, which key lifetimes are judged by.
-    clock: crate::rig::Clock,
+    clock: crate::rig::clock::Clock,
 }
 
 impl KeyAdmin {
@@ -194,12 +194,12 @@ impl KeyAdmin {
             vault,
             in_sync: true,
             actor: Actor::cli(),
-            clock: crate::rig::Clock::system(),
+            clock: crate::rig::clock::Clock::system(),
         }
     }
 
     /// The same operations, judging key lifetimes by `clock` (the server's, which a rig may move).
-    pub fn with_clock(mut self, clock: crate::rig::Clock) -> Self {
+    pub fn with_clock(mut self, clock: crate::rig::clock::Clock) -> Self {
         self.clock = clock;
         self
     }

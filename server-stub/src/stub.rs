@@ -38,7 +38,7 @@ pub struct Stub {
     /// The key derived from the UMS ID that account, token and session rows carry MACs under.
     pub rows: Arc<RowKey>,
     /// The server's notion of now (the system clock, moved only in test-rig mode).
-    pub clock: crate::rig::Clock,
+    pub clock: crate::rig::clock::Clock,
 }
 
 impl Stub {
@@ -52,7 +52,7 @@ impl Stub {
                 .await?
                 .context("UMS ID")?;
         let local_fingerprint = local.fingerprint();
-        let clock = crate::rig::Clock::system();
+        let clock = crate::rig::clock::Clock::system();
         let store = store::open(
             &settings.database,
             &settings.database_file(),

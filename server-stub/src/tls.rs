@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::ca::Authority;
 use crate::files;
-use crate::rig::Clock;
+use crate::rig::clock::Clock;
 use crate::ums_id::UmsId;
 
 /// How long the server's leaf lasts, how early it is replaced, and how often that is checked.

@@ -9,7 +9,7 @@ use super::error::StoreError;
 use super::interface::Store;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
-use crate::rig::Clock;
+use crate::rig::clock::Clock;
 
 /// Which database backend holds the store.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,7 +36,7 @@ use super::rows::{
 use crate::ca::IssueOnce;
 use crate::claim;
 use crate::cluster::MainUmsId;
-use crate::rig::Clock;
+use crate::rig::clock::Clock;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.

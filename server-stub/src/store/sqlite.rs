@@ -42,7 +42,7 @@ use super::tx::ready;
 use crate::ca::IssueOnce;
 use crate::claim;
 use crate::cluster::MainUmsId;
-use crate::rig::Clock;
+use crate::rig::clock::Clock;
 use crate::vault::LookupDigest;
 
 /// The migration that added row MACs ([`crate::row_mac`]).

@@ -14,9 +14,12 @@ use std::path::{Path, PathBuf};
 /// import each other.
 const LAYERS: &[&[&str]] = &[
     &["cli"],
-    &["serve"],
+    // The test-rig control listener drives a running server's shared state and its actions.
+    &["serve", "rig::control"],
+    &["rig::actions"],
     &["http"],
-    &["servers"],
+    // The rig controls the routes share (faults, strict mode's counts).
+    &["servers", "rig"],
     // The metrics listener reads the store, the connector and the UMS ID's sync status.
     &["stub", "metrics"],
     &["accounts", "config"],
@@ -47,7 +50,14 @@ const LAYERS: &[&[&str]] = &[
         "rate_limit",
     ],
     // The pure rules and helpers everything may use.
-    &["admission", "renewal", "random", "files", "mass_key_floor"],
+    &[
+        "admission",
+        "renewal",
+        "random",
+        "files",
+        "mass_key_floor",
+        "rig::clock",
+    ],
 ];
 
 /// The module path of a source file (`store/sqlite/writer.rs` is `store::sqlite::writer`).
@@ -310,7 +320,7 @@ fn the_reader_resolves_every_kind_of_path() {
     );
     assert_eq!(
         place(&["store".to_owned(), "sqlite".to_owned(), "writer".to_owned()]),
-        Some((9, "store::sqlite"))
+        Some((10, "store::sqlite"))
     );
     assert_eq!(place(&["nowhere".to_owned()]), None);
 }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::{SqliteTx, audit_in, backend_error, connect};
 use crate::ca::IssueOnce;
-use crate::rig::Clock;
+use crate::rig::clock::Clock;
 use crate::store::apply;
 use crate::store::durability::Durability;
 use crate::store::error::StoreError;
