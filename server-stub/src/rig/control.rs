@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use onboard_protocol::admin::CreateKeys;
 use onboard_protocol::keyfile::{Format, Server};
-use onboard_protocol::{KeyKind, ProblemCode, UnitId};
+use onboard_protocol::{ProblemCode, UnitId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::OpenApi;
@@ -149,6 +149,93 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::code(ProblemCode::Invalid, detail)
 }
 
+/// A JSON object body for the control routes: read as [`Body`] reads one (an `invalid` problem
+/// naming what is wrong), its whole-number floats (`3.0`) taken as integers, and any integer past
+/// the document's `int64` refused naming its member.
+#[derive(Debug)]
+pub struct RigBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for RigBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Body(mut tree) = Body::<serde_json::Value>::from_request(request, state).await?;
+        integers(&mut tree, "body")?;
+        serde_json::from_value(tree)
+            .map(RigBody)
+            .map_err(|error| invalid(format!("body: {error}")))
+    }
+}
+
+/// The first member of `sent` (by its path from `path`) that `read` (what was read from it,
+/// written back) does not hold: a member the type ignored. serde ignores the members of a fault
+/// kind that has none of its own, whatever it is told; a rig's typo must not pass unnoticed.
+/// Members sent as `null` count as left out.
+fn ignored_member(
+    sent: &serde_json::Value,
+    read: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (sent, read) {
+        (Value::Object(sent), Value::Object(read)) => sent.iter().find_map(|(name, value)| {
+            let path = format!("{path}.{name}");
+            match read.get(name) {
+                _ if value.is_null() => None,
+                None => Some(path),
+                Some(kept) => ignored_member(value, kept, &path),
+            }
+        }),
+        (Value::Array(sent), Value::Array(read)) => {
+            sent.iter()
+                .zip(read)
+                .enumerate()
+                .find_map(|(index, (value, kept))| {
+                    ignored_member(value, kept, &format!("{path}[{index}]"))
+                })
+        }
+        _ => None,
+    }
+}
+
+/// Makes the whole-number floats of `value` integers and refuses an integer past `i64::MAX`,
+/// naming its member by `path`.
+fn integers(value: &mut serde_json::Value, path: &str) -> Result<(), ApiError> {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+                && float.abs() < 9.3e18
+            {
+                // Within i64 and u64 both, a whole float converts exactly.
+                *value = if float < 0.0 {
+                    Value::from(float as i64)
+                } else {
+                    Value::from(float as u64)
+                };
+            }
+            if let Value::Number(number) = value
+                && number.as_u64().is_some_and(|n| n > i64::MAX as u64)
+            {
+                return Err(invalid(format!("{path}: at most {}", i64::MAX)));
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(index, item)| integers(item, &format!("{path}[{index}]"))),
+        Value::Object(members) => members
+            .iter_mut()
+            .try_for_each(|(name, member)| integers(member, &format!("{path}.{name}"))),
+        _ => Ok(()),
+    }
+}
+
 /// The server a rig drives.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServerFacts {
@@ -186,8 +273,14 @@ async fn faults(State(control): State<Control>) -> axum::Json<FaultPlan> {
         (status = 422, description = "The plan does not validate; the detail names the field", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 async fn put_faults(
     State(control): State<Control>,
-    Body(plan): Body<FaultPlan>,
+    RigBody(sent): RigBody<serde_json::Value>,
 ) -> Result<axum::Json<FaultPlan>, ApiError> {
+    let plan: FaultPlan =
+        serde_json::from_value(sent.clone()).map_err(|error| invalid(format!("body: {error}")))?;
+    let read = serde_json::to_value(&plan).map_err(|error| ApiError::Internal(error.into()))?;
+    if let Some(member) = ignored_member(&sent, &read, "body") {
+        return Err(invalid(format!("{member}: unknown field")));
+    }
     plan.validate()
         .map_err(|error| invalid(format!("body: {error}")))?;
     control.rig.set_faults(plan);
@@ -258,7 +351,7 @@ pub struct Advance {
         (status = 422, description = "Too far; the detail names the field", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 async fn advance(
     State(control): State<Control>,
-    Body(advance): Body<Advance>,
+    RigBody(advance): RigBody<Advance>,
 ) -> Result<axum::Json<ClockView>, ApiError> {
     if advance.seconds > MAX_ADVANCE_SECONDS {
         return Err(invalid(format!(
@@ -469,7 +562,7 @@ pub struct Unavailable {
         (status = 422, description = "Out of range; the detail names the field", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 async fn store_unavailable(
     State(control): State<Control>,
-    Body(unavailable): Body<Unavailable>,
+    RigBody(unavailable): RigBody<Unavailable>,
 ) -> Result<axum::Json<Unavailable>, ApiError> {
     if !(1..=3600).contains(&unavailable.seconds) {
         return Err(invalid("seconds: 1 to 3600"));
@@ -490,21 +583,27 @@ async fn strict(State(control): State<Control>) -> axum::Json<UnservedRequests> 
     axum::Json(control.strict.view())
 }
 
-/// Which keys to make for a key file.
+/// Which keys to make for a key file, by type.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewKeyFile {
-    /// The type of the keys: `one-time` (`count` of them), `mass` (one), or `device-bound` (one
-    /// per unit ID of `unit_ids`).
-    pub kind: KeyKind,
-    /// How many one-time keys, 1 to 1000 (one-time keys only).
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000)]
-    pub count: Option<usize>,
-    /// The unit IDs of device-bound keys, 1 to 1000 (device-bound keys only).
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
-    pub unit_ids: Option<Vec<UnitId>>,
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum NewKeyFile {
+    /// `count` one-time keys.
+    #[serde(rename = "one-time")]
+    OneTime {
+        /// How many, 1 to 1000.
+        #[schema(minimum = 1, maximum = 1000)]
+        count: usize,
+    },
+    /// One mass-deployment key.
+    #[serde(rename = "mass")]
+    Mass {},
+    /// One device-bound key per unit ID.
+    #[serde(rename = "device-bound")]
+    DeviceBound {
+        /// The unit IDs, 1 to 1000.
+        #[schema(min_items = 1, max_items = 1000, value_type = Vec<onboard_protocol::UnitId>)]
+        unit_ids: Vec<UnitId>,
+    },
 }
 
 /// New keys, as the key file (`icg.xml`) a USB stick carries, naming this server and its UMS ID.
@@ -515,7 +614,7 @@ pub struct NewKeyFile {
         (status = 422, description = "The request names the wrong members; the detail names the field", body = onboard_protocol::Problem, content_type = "application/problem+json")))]
 async fn key_files(
     State(control): State<Control>,
-    Body(request): Body<NewKeyFile>,
+    RigBody(request): RigBody<NewKeyFile>,
 ) -> Result<Response, ApiError> {
     let create = key_file_request(&request)?;
     let keys = control.shared.stub.keys();
@@ -537,52 +636,35 @@ async fn key_files(
 
 /// The creation a key file request asks for, or the field that is wrong.
 fn key_file_request(request: &NewKeyFile) -> Result<CreateKeys, ApiError> {
-    let count = request.count;
-    let unit_ids = request.unit_ids.as_ref();
-    match request.kind {
-        KeyKind::OneTime => {
-            if unit_ids.is_some() {
-                return Err(invalid("unit_ids: device-bound keys only"));
-            }
-            let quantity = count.unwrap_or(1);
-            if !(1..=MAX_KEY_FILE_KEYS).contains(&quantity) {
+    let comment = "test rig".to_owned();
+    match request {
+        NewKeyFile::OneTime { count } => {
+            if !(1..=MAX_KEY_FILE_KEYS).contains(count) {
                 return Err(invalid("count: 1 to 1000"));
             }
             Ok(CreateKeys::OneTime {
-                quantity,
-                comment: "test rig".to_owned(),
+                quantity: *count,
+                comment,
                 expires_at: None,
                 not_before: None,
                 folder: None,
             })
         }
-        KeyKind::MassDeployment => {
-            if count.is_some_and(|count| count != 1) {
-                return Err(invalid("count: a key file holds one mass-deployment key"));
-            }
-            if unit_ids.is_some() {
-                return Err(invalid("unit_ids: device-bound keys only"));
-            }
-            Ok(CreateKeys::Mass {
-                password: None,
-                comment: "test rig".to_owned(),
-                expires_at: None,
-                not_before: None,
-                folder: None,
-                usage_limit: None,
-            })
-        }
-        KeyKind::DeviceBound => {
-            if count.is_some() {
-                return Err(invalid("count: device-bound keys are counted by unit_ids"));
-            }
-            let unit_ids = unit_ids.cloned().unwrap_or_default();
+        NewKeyFile::Mass {} => Ok(CreateKeys::Mass {
+            password: None,
+            comment,
+            expires_at: None,
+            not_before: None,
+            folder: None,
+            usage_limit: None,
+        }),
+        NewKeyFile::DeviceBound { unit_ids } => {
             if !(1..=MAX_KEY_FILE_KEYS).contains(&unit_ids.len()) {
                 return Err(invalid("unit_ids: 1 to 1000 unit IDs"));
             }
             Ok(CreateKeys::DeviceBound {
-                unit_ids,
-                comment: "test rig".to_owned(),
+                unit_ids: unit_ids.clone(),
+                comment,
                 expires_at: None,
                 not_before: None,
                 folder: None,
@@ -608,9 +690,72 @@ pub const RIG_OPENAPI_PATH: &str = "/rig/v1/openapi.json";
         expire_certificates, replace_ums_id, store_unavailable, strict, key_files,
     ),
     components(schemas(onboard_protocol::Problem)),
+    modifiers(&RigSchemas),
     tags((name = "test-rig", description = "The test-rig control listener (serve --test-rig, loopback only, no authentication)")),
 )]
 struct RigDoc;
+
+/// States in the document what the plan's checks ([`FaultPlan::validate`]) and serde refuse,
+/// where the types' annotations cannot: probabilities 0 to 1, refusal statuses 400 to 599 with a
+/// known problem code, sessions closed every second at most, and no member of another fault kind
+/// or key type.
+struct RigSchemas;
+
+impl utoipa::Modify for RigSchemas {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::Number;
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        fn member<'a>(object: &'a mut Object, name: &str) -> Option<&'a mut Object> {
+            match object.properties.get_mut(name) {
+                Some(RefOr::T(Schema::Object(member))) => Some(member),
+                _ => None,
+            }
+        }
+        let schemas = &mut components.schemas;
+        if let Some(RefOr::T(Schema::Object(fault))) = schemas.get_mut("RouteFault")
+            && let Some(probability) = member(fault, "probability")
+        {
+            probability.minimum = Some(Number::Float(0.0));
+            probability.maximum = Some(Number::Float(1.0));
+        }
+        if let Some(RefOr::T(Schema::Object(plan))) = schemas.get_mut("FaultPlan")
+            && let Some(every) = member(plan, "close_sessions_every_seconds")
+        {
+            every.minimum = Some(Number::UInt(1));
+        }
+        if let Some(RefOr::T(Schema::OneOf(kinds))) = schemas.get_mut("FaultKind") {
+            for kind in &mut kinds.items {
+                if let RefOr::T(Schema::Object(kind)) = kind {
+                    // serde refuses members of another kind (deny_unknown_fields), which utoipa
+                    // states for structs only.
+                    kind.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                    if let Some(status) = member(kind, "status") {
+                        status.minimum = Some(Number::UInt(400));
+                        status.maximum = Some(Number::UInt(599));
+                    }
+                    if let Some(code) = member(kind, "code") {
+                        let mut codes = vec![serde_json::Value::Null];
+                        codes.extend(ProblemCode::ALL.map(|code| code.as_str().into()));
+                        code.enum_values = Some(codes);
+                    }
+                }
+            }
+        }
+        if let Some(RefOr::T(Schema::OneOf(request))) = schemas.get_mut("NewKeyFile") {
+            for kind in &mut request.items {
+                if let RefOr::T(Schema::Object(kind)) = kind {
+                    kind.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
+    }
+}
 
 /// The control listener's own document: its routes only.
 pub fn rig_document() -> utoipa::openapi::OpenApi {
@@ -655,6 +800,7 @@ async fn serve_document() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use onboard_protocol::KeyKind;
 
     #[test]
     fn only_loopback_addresses_are_taken_and_the_refusal_names_the_flag() {
@@ -737,40 +883,102 @@ mod tests {
     }
 
     #[test]
-    fn key_file_requests_name_the_wrong_member() {
-        let request = |kind, count, unit_ids: Option<Vec<&str>>| NewKeyFile {
-            kind,
-            count,
-            unit_ids: unit_ids.map(|ids| ids.iter().map(|id| id.parse().unwrap()).collect()),
-        };
+    fn key_file_requests_read_by_type_and_name_the_wrong_member() {
+        let read = |text: &str| serde_json::from_str::<NewKeyFile>(text);
         let refused = |request: NewKeyFile| match key_file_request(&request) {
             Err(ApiError::Problem { problem, .. }) => problem.detail.unwrap_or_default(),
             other => panic!("taken: {other:?}"),
         };
         assert!(matches!(
-            key_file_request(&request(KeyKind::OneTime, Some(3), None)),
+            key_file_request(&read(r#"{"kind": "one-time", "count": 3}"#).unwrap()),
             Ok(CreateKeys::OneTime { quantity: 3, .. })
         ));
         assert!(matches!(
-            key_file_request(&request(KeyKind::MassDeployment, None, None)),
+            key_file_request(&read(r#"{"kind": "mass"}"#).unwrap()),
             Ok(CreateKeys::Mass { .. })
         ));
         assert!(matches!(
-            key_file_request(&request(
-                KeyKind::DeviceBound,
-                None,
-                Some(vec!["00E0C5000001"])
-            )),
+            key_file_request(
+                &read(r#"{"kind": "device-bound", "unit_ids": ["00E0C5000001"]}"#).unwrap()
+            ),
             Ok(CreateKeys::DeviceBound { .. })
         ));
-        assert!(refused(request(KeyKind::OneTime, Some(0), None)).starts_with("count:"));
-        assert!(refused(request(KeyKind::OneTime, Some(1001), None)).starts_with("count:"));
         assert!(
-            refused(request(KeyKind::OneTime, None, Some(vec!["00E0C5000001"])))
+            refused(read(r#"{"kind": "one-time", "count": 0}"#).unwrap()).starts_with("count:")
+        );
+        assert!(
+            refused(read(r#"{"kind": "one-time", "count": 1001}"#).unwrap()).starts_with("count:")
+        );
+        assert!(
+            refused(read(r#"{"kind": "device-bound", "unit_ids": []}"#).unwrap())
                 .starts_with("unit_ids:")
         );
-        assert!(refused(request(KeyKind::MassDeployment, Some(2), None)).starts_with("count:"));
-        assert!(refused(request(KeyKind::DeviceBound, None, None)).starts_with("unit_ids:"));
-        assert!(refused(request(KeyKind::DeviceBound, Some(1), None)).starts_with("count:"));
+        // Members of another type are refused by name.
+        for (text, member) in [
+            (r#"{"kind": "mass", "count": 2}"#, "count"),
+            (
+                r#"{"kind": "one-time", "count": 1, "unit_ids": []}"#,
+                "unit_ids",
+            ),
+        ] {
+            let error = read(text).unwrap_err().to_string();
+            assert!(error.contains(member), "{error}");
+        }
+    }
+
+    #[test]
+    fn whole_floats_read_as_integers_and_integers_past_int64_are_refused_by_name() {
+        let mut tree = serde_json::json!({"seconds": 60.0, "routes": {"admin": [{"probability": 0.5, "fault": {"millis": 1e3}}]}});
+        integers(&mut tree, "body").unwrap();
+        assert_eq!(tree["seconds"], serde_json::json!(60));
+        assert!(tree["seconds"].is_u64());
+        assert_eq!(
+            tree["routes"]["admin"][0]["fault"]["millis"],
+            serde_json::json!(1000)
+        );
+        assert_eq!(
+            tree["routes"]["admin"][0]["probability"],
+            serde_json::json!(0.5)
+        );
+        let mut past = serde_json::json!({"routes": {"admin": [{"fault": {"millis": 9_223_372_036_854_775_808_u64}}]}});
+        match integers(&mut past, "body") {
+            Err(ApiError::Problem { problem, .. }) => assert_eq!(
+                problem.detail.as_deref(),
+                Some("body.routes.admin[0].fault.millis: at most 9223372036854775807")
+            ),
+            other => panic!("taken: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_member_the_plan_ignores_is_named() {
+        let sent = serde_json::json!({"seed": 1, "routes": {"admin": [
+            {"probability": 0.5, "fault": {"kind": "hold", "millis": 3}}]}});
+        let plan: FaultPlan = serde_json::from_value(sent.clone()).unwrap();
+        let read = serde_json::to_value(&plan).unwrap();
+        assert_eq!(
+            ignored_member(&sent, &read, "body").as_deref(),
+            Some("body.routes.admin[0].fault.millis")
+        );
+        let sent = serde_json::json!({"routes": {"admin": [
+            {"probability": 0.5, "fault": {"kind": "refuse", "status": 503, "code": null}}]}});
+        let plan: FaultPlan = serde_json::from_value(sent.clone()).unwrap();
+        let read = serde_json::to_value(&plan).unwrap();
+        assert_eq!(ignored_member(&sent, &read, "body"), None);
+    }
+
+    #[test]
+    fn a_failed_action_is_a_conflict_saying_why() {
+        match action_failed(anyhow::anyhow!("not built yet")) {
+            ApiError::Problem { problem, .. } => {
+                assert_eq!(problem.status, 409);
+                assert_eq!(problem.code, ProblemCode::Conflict);
+                assert_eq!(
+                    problem.detail.as_deref(),
+                    Some("the action did not run: not built yet")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
