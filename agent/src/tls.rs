@@ -417,7 +417,12 @@ mod tests {
         let request = CertificateRequest::from_der(csr.der()).unwrap();
         let issued = Authority::new(ums_id)
             .unwrap()
-            .device_certificate("00E0C5540B8B", &request, time::Duration::days(30))
+            .device_certificate(
+                "00E0C5540B8B",
+                &request,
+                time::Duration::days(30),
+                time::OffsetDateTime::now_utc(),
+            )
             .unwrap();
         (issued.der, key)
     }

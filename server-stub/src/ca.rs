@@ -115,18 +115,18 @@ impl<'a> Authority<'a> {
         self.ums_id
     }
 
-    /// A device certificate for `unit_id` and the request's key, valid for `lifetime`.
+    /// A device certificate for `unit_id` and the request's key, issued at `now` (the server's
+    /// clock) and valid for `lifetime`.
     pub fn device_certificate(
         &self,
         unit_id: &str,
         request: &CertificateRequest,
         lifetime: time::Duration,
+        now: OffsetDateTime,
     ) -> Result<IssuedCertificate, String> {
         let public_key =
             SubjectPublicKeyInfo::from_der(&request.public_key).map_err(|e| e.to_string())?;
-        let now = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .map_err(|e| e.to_string())?;
+        let now = now.replace_nanosecond(0).map_err(|e| e.to_string())?;
         let serial = crate::random::serial();
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -208,7 +208,12 @@ mod tests {
         let device_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let request = CertificateRequest::from_der(&csr_for(&device_key)).unwrap();
         let issued = authority
-            .device_certificate("00E0C5540B8B", &request, time::Duration::days(365))
+            .device_certificate(
+                "00E0C5540B8B",
+                &request,
+                time::Duration::days(365),
+                OffsetDateTime::now_utc(),
+            )
             .unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
         assert_eq!(

@@ -28,12 +28,23 @@ pub enum CommandError {
 #[derive(Debug, Clone)]
 pub struct DeviceAdmin {
     store: Arc<dyn Store>,
+    /// The server's notion of now: a connected device was last seen now.
+    clock: crate::rig::clock::Clock,
 }
 
 impl DeviceAdmin {
     /// Operations on `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            clock: crate::rig::clock::Clock::system(),
+        }
+    }
+
+    /// The same operations, reading now from `clock` (the server's, which a rig may move).
+    pub fn with_clock(mut self, clock: crate::rig::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One page of the enrolled devices `filter` matches, by unit ID.
@@ -48,7 +59,7 @@ impl DeviceAdmin {
             rows,
             page.limit,
             |device| device.unit_id.clone(),
-            |device| Ok(view(device, &running)),
+            |device| Ok(view(device, &running, self.clock.now())),
         )
     }
 
@@ -58,7 +69,7 @@ impl DeviceAdmin {
         self.store
             .device(unit_id)
             .await?
-            .map(|device| view(device, &running))
+            .map(|device| view(device, &running, self.clock.now()))
             .ok_or_else(|| StoreError::NotFound(crate::store::Missing::Device(unit_id.clone())))
     }
 
@@ -121,7 +132,7 @@ impl DeviceAdmin {
             let last = rows.last().map(|device| device.unit_id.clone());
             let full = rows.len() == SEARCH_CHUNK;
             for device in rows {
-                let view = view(device, &running);
+                let view = view(device, &running, self.clock.now());
                 if !matches(&needle, &view) {
                     continue;
                 }
@@ -177,17 +188,20 @@ pub fn matches(needle: &str, device: &DeviceView) -> bool {
         .is_some_and(|facts| facts.host_name.to_ascii_uppercase().contains(needle))
 }
 
-/// The view of a device record. A stored report that no longer reads (it was validated when it
-/// arrived) shows as none rather than failing the whole list.
-pub fn view(device: DeviceRecord, running: &HashSet<String>) -> DeviceView {
+/// The view of a device record at `now`. A stored report that no longer reads (it was validated
+/// when it arrived) shows as none rather than failing the whole list.
+pub fn view(
+    device: DeviceRecord,
+    running: &HashSet<String>,
+    now: time::OffsetDateTime,
+) -> DeviceView {
     let connected_to = device
         .online_server
         .filter(|server| running.contains(server));
     // A session is closed after the connector's idle time without a word from the device: while
     // it is open, the device is being heard from, so it was last seen now.
     let last_seen = if connected_to.is_some() {
-        time::OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
+        now.replace_nanosecond(0)
             .unwrap_or(device.last_seen)
             .max(device.last_seen)
     } else {

@@ -182,6 +182,8 @@ pub struct KeyAdmin {
     vault: Arc<KeyVault>,
     in_sync: bool,
     actor: Actor,
+    /// The server's notion of now, which key lifetimes are judged by.
+    clock: crate::rig::clock::Clock,
 }
 
 impl KeyAdmin {
@@ -192,7 +194,14 @@ impl KeyAdmin {
             vault,
             in_sync: true,
             actor: Actor::cli(),
+            clock: crate::rig::clock::Clock::system(),
         }
+    }
+
+    /// The same operations, judging key lifetimes by `clock` (the server's, which a rig may move).
+    pub fn with_clock(mut self, clock: crate::rig::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The same operations on behalf of `actor`, whom the audit lines of reveals and exports name.
@@ -490,7 +499,7 @@ impl KeyAdmin {
     ) -> Result<Page<KeyView>, KeyError> {
         self.usable()?;
         // One instant for the filter and the statuses shown, so a key on a boundary agrees.
-        let now = filter.at.unwrap_or_else(OffsetDateTime::now_utc);
+        let now = filter.at.unwrap_or_else(|| self.clock.now());
         let filter = KeyFilter {
             at: Some(now),
             ..filter.clone()
@@ -513,7 +522,7 @@ impl KeyAdmin {
     pub async fn get(&self, id: KeyId, show: bool) -> Result<KeyView, KeyError> {
         self.usable()?;
         let stored = self.one(id).await?;
-        let view = self.view(stored, show, OffsetDateTime::now_utc())?;
+        let view = self.view(stored, show, self.clock.now())?;
         if show {
             self.audit_shown("keys.reveal", &[id], "").await?;
         }
@@ -537,7 +546,7 @@ impl KeyAdmin {
         if !missing.is_empty() {
             return Err(StoreError::NotFound(Missing::Keys(missing)).into());
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let shown = stored
             .into_iter()
             .map(|key| self.view(key, true, now))
@@ -628,7 +637,7 @@ impl KeyAdmin {
         ums_id: Fingerprint,
     ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
         self.usable()?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let mut stored = Vec::new();
         if ids.is_empty() {
             // Every key of each status the claim rule lets onto a stick, in key order.
@@ -669,7 +678,7 @@ impl KeyAdmin {
         servers: Vec<Server>,
         ums_id: Fingerprint,
     ) -> Result<(KeyFile, Vec<KeyId>), KeyError> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let status_now = |k: &StoredKey| k.status_at(now);
         if let Some(bad) = stored.iter().find(|k| !claim::exportable(status_now(k))) {
             return Err(KeyError::NotExportable {
@@ -690,7 +699,7 @@ impl KeyAdmin {
                 None => KeyEntry::one_time(value),
             });
         }
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).ok();
+        let now = self.clock.now().replace_nanosecond(0).ok();
         let how = format!("{} key(s) to a key file", listed.len());
         self.audit_shown("keys.export", &listed, &how).await?;
         Ok((KeyFile::new(servers, ums_id, entries, now), listed))
@@ -715,7 +724,7 @@ impl KeyAdmin {
     pub async fn export_check(&self, ids: &[KeyId]) -> Result<ExportKeysCheck, KeyError> {
         use onboard_protocol::admin::ExportKeyCheck;
         self.usable()?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         if ids.is_empty() {
             // Every key of each status the claim rule lets onto a stick, as the export takes them.
             let mut exportable = 0;
@@ -784,7 +793,7 @@ impl KeyAdmin {
         limit: usize,
     ) -> Result<Vec<KeyView>, KeyError> {
         self.usable()?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         self.store
             .key_listing(listing, offset, limit)
             .await?
@@ -856,7 +865,7 @@ impl KeyAdmin {
         if ids.is_empty() {
             return Ok(std::collections::HashMap::new());
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let filter = KeyFilter {
             ids: Some(ids.to_vec()),
             ..KeyFilter::default()

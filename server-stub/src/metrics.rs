@@ -123,6 +123,11 @@ struct ScopeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -151,6 +156,7 @@ pub struct Metrics {
     connections: Gauge,
     connector_sessions: Gauge,
     keys: Family<KeyLabels, Gauge>,
+    unserved: Family<MethodLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -227,6 +233,13 @@ impl Metrics {
             "First-authentication keys in the store, by type and status",
             keys.clone(),
         );
+        let unserved = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "rig_unknown_requests",
+            "Requests for a route or method the server does not serve, by method (test-rig \
+             mode's strict mode; none counted otherwise)",
+            unserved.clone(),
+        );
         registry.register(
             "build",
             "This build of ums-stub",
@@ -243,6 +256,7 @@ impl Metrics {
             connections,
             connector_sessions,
             keys,
+            unserved,
         }
     }
 
@@ -268,6 +282,12 @@ impl Metrics {
                 scope: scope.label(),
             })
             .inc();
+    }
+
+    /// Counts a request for a route or method the server does not serve (strict mode), by its
+    /// method as [`crate::rig::strict::method_label`] bounds it.
+    pub fn unserved_request(&self, method: &'static str) {
+        self.unserved.get_or_create(&MethodLabels { method }).inc();
     }
 
     /// Counts a login.

@@ -407,7 +407,7 @@ async fn prune_audit(shared: Arc<Shared>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let before = time::OffsetDateTime::now_utc() - retention;
+        let before = shared.stub.clock.now() - retention;
         match shared.stub.store.prune_audit(before).await {
             Ok(0) => {}
             Ok(deleted) => {
@@ -443,6 +443,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         &settings.hosts,
         settings.tls_leaf,
         settings.renewal_grace,
+        stub.clock.clone(),
     )?;
     let connections = settings
         .connections
@@ -453,6 +454,7 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         connections,
         settings.trusted_proxies.clone(),
     );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let shared = Arc::new(Shared {
         connector,
         limiter: RateLimiter::new(settings.rate_limits),
@@ -461,8 +463,11 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<(Arc<Shared>, ServerT
         rig: settings
             .test_rig
             .then(|| Arc::new(crate::rig::Rig::new(stub.clock.clone()))),
+        strict: settings
+            .test_rig
+            .then(|| Arc::new(crate::rig::strict::Strict::new(metrics.clone()))),
         stub,
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics,
     });
     Ok((shared, tls))
 }

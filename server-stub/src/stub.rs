@@ -38,7 +38,7 @@ pub struct Stub {
     /// The key derived from the UMS ID that account, token and session rows carry MACs under.
     pub rows: Arc<RowKey>,
     /// The server's notion of now (the system clock, moved only in test-rig mode).
-    pub clock: crate::rig::Clock,
+    pub clock: crate::rig::clock::Clock,
 }
 
 impl Stub {
@@ -52,10 +52,12 @@ impl Stub {
                 .await?
                 .context("UMS ID")?;
         let local_fingerprint = local.fingerprint();
+        let clock = crate::rig::clock::Clock::system();
         let store = store::open(
             &settings.database,
             &settings.database_file(),
             settings.database_ca.as_deref(),
+            &clock,
         )
         .await?;
         let (ums_id, sync) = adopt(&*store, local, &settings).await?;
@@ -73,13 +75,14 @@ impl Stub {
             store,
             vault,
             rows,
-            clock: crate::rig::Clock::system(),
+            clock,
         })
     }
 
     /// Key operations.
     pub fn keys(&self) -> KeyAdmin {
-        let keys = KeyAdmin::new(self.store.clone(), self.vault.clone());
+        let keys =
+            KeyAdmin::new(self.store.clone(), self.vault.clone()).with_clock(self.clock.clone());
         if self.sync == SyncStatus::NotInSync {
             keys.refusing()
         } else {
@@ -103,7 +106,7 @@ impl Stub {
 
     /// Enrolled devices.
     pub fn devices(&self) -> DeviceAdmin {
-        DeviceAdmin::new(self.store.clone())
+        DeviceAdmin::new(self.store.clone()).with_clock(self.clock.clone())
     }
 
     /// The audit log.

@@ -18,6 +18,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::ca::Authority;
 use crate::files;
+use crate::rig::clock::Clock;
 use crate::ums_id::UmsId;
 
 /// How long the server's leaf lasts, how early it is replaced, and how often that is checked.
@@ -238,6 +239,9 @@ impl ResolvesServerCert for ServerLeaf {
 struct GraceVerifier {
     inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     grace: Duration,
+    /// The server's clock: certificates are judged at its now (moved only in test-rig mode), the
+    /// time they were issued by.
+    clock: Clock,
 }
 
 impl rustls::server::danger::ClientCertVerifier for GraceVerifier {
@@ -262,6 +266,10 @@ impl rustls::server::danger::ClientCertVerifier for GraceVerifier {
         let not_after = x509_parser::parse_x509_certificate(end_entity)
             .ok()
             .map(|(_, certificate)| certificate.validity().not_after.timestamp());
+        let moved = u64::try_from(self.clock.offset().whole_seconds()).unwrap_or(0);
+        let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            now.as_secs().saturating_add(moved),
+        ));
         let now_seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let judged_at = match not_after {
             Some(not_after)
@@ -311,13 +319,16 @@ pub struct ServerTls {
 }
 
 /// The rustls server configuration for `hosts`, with the leaf from `<data-dir>/tls/` or newly
-/// issued under `policy`, taking device certificates expired less than `renewal_grace` ago.
+/// issued under `policy`, taking device certificates expired less than `renewal_grace` ago by
+/// `clock` (the server's, which a rig may move; the leaf itself keeps to the machine's clock, which
+/// clients judge it by).
 pub fn server_config(
     data_dir: &Path,
     ums_id: &UmsId,
     hosts: &[String],
     policy: LeafPolicy,
     renewal_grace: Duration,
+    clock: Clock,
 ) -> anyhow::Result<ServerTls> {
     anyhow::ensure!(
         !hosts.is_empty(),
@@ -345,6 +356,7 @@ pub fn server_config(
     let client_verifier = Arc::new(GraceVerifier {
         inner: webpki,
         grace: renewal_grace,
+        clock,
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -385,7 +397,7 @@ mod tests {
         // Issued valid from an hour ago, so a negative lifetime makes one already expired.
         Authority::new(ums_id)
             .unwrap()
-            .device_certificate("00E0C5540B8B", &request, -ago)
+            .device_certificate("00E0C5540B8B", &request, -ago, OffsetDateTime::now_utc())
             .unwrap()
             .der
     }
@@ -401,6 +413,7 @@ mod tests {
                 .build()
                 .unwrap(),
             grace,
+            clock: Clock::system(),
         }
     }
 
@@ -451,7 +464,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ums_id = UmsId::generate().unwrap();
         let hosts = vec!["localhost".to_owned()];
-        let tls = server_config(dir.path(), &ums_id, &hosts, short(), Duration::days(365)).unwrap();
+        let tls = server_config(
+            dir.path(),
+            &ums_id,
+            &hosts,
+            short(),
+            Duration::days(365),
+            Clock::system(),
+        )
+        .unwrap();
         let first = tls.leaf.certificate_der();
         let expires = tls.leaf.not_after();
         let now = OffsetDateTime::now_utc();
@@ -470,8 +491,15 @@ mod tests {
         );
         let second = tls.leaf.certificate_der();
         assert_ne!(second, first);
-        let again =
-            server_config(dir.path(), &ums_id, &hosts, short(), Duration::days(365)).unwrap();
+        let again = server_config(
+            dir.path(),
+            &ums_id,
+            &hosts,
+            short(),
+            Duration::days(365),
+            Clock::system(),
+        )
+        .unwrap();
         assert_eq!(again.leaf.certificate_der(), second);
         // Other names at start: a new leaf.
         let renamed = server_config(
@@ -480,6 +508,7 @@ mod tests {
             &["ums.example.com".to_owned()],
             short(),
             Duration::days(365),
+            Clock::system(),
         )
         .unwrap();
         assert_ne!(renamed.leaf.certificate_der(), second);

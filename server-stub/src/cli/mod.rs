@@ -123,7 +123,8 @@ enum Command {
     /// Create, list and revoke API tokens for administrator accounts.
     #[command(subcommand)]
     Tokens(TokensCommand),
-    /// Print the admin API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
+    /// Print the OpenAPI 3.1 document: the admin API (also served at /api/v1/openapi.json) and the
+    /// test-rig control routes (tag test-rig; served by serve --test-rig at /rig/v1/openapi.json).
     Openapi,
     /// Make the cluster secret of a Distributed UMS (several servers on one PostgreSQL database).
     #[command(subcommand)]
@@ -149,6 +150,15 @@ struct ServeArgs {
     /// loopback at PORT [default: metrics_listen in the config, or off].
     #[arg(long, value_name = "ADDR:PORT|PORT", value_parser = crate::config::metrics_address)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Test-rig mode, for integration rigs only: faults, a movable clock, one-shot actions and
+    /// strict mode, driven over plain JSON on a second listener on loopback (no authentication;
+    /// its address is printed as "test-rig control on ADDR"). Never for real devices.
+    #[arg(long)]
+    test_rig: bool,
+    /// With --test-rig: where the control listener listens, on loopback only
+    /// [default: 127.0.0.1:0, a free port].
+    #[arg(long, value_name = "ADDR:PORT", requires = "test_rig")]
+    test_rig_listen: Option<std::net::SocketAddr>,
 }
 
 /// The command line's definition, for what is generated from it outside the program: the manual
@@ -222,7 +232,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cluster::run_servers(command, Stub::open(settings).await?, &mut out).await?
             }
             Command::Openapi => {
-                std::io::Write::write_all(&mut out, crate::http::admin::openapi::json().as_bytes())?
+                std::io::Write::write_all(&mut out, crate::rig::control::json().as_bytes())?
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -274,6 +284,17 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     if args.metrics_listen.is_some() {
         settings.metrics_listen = args.metrics_listen;
     }
+    // The control listener's address is checked before anything is opened.
+    let control_listen = args
+        .test_rig
+        .then(|| {
+            crate::rig::control::loopback_only(
+                args.test_rig_listen
+                    .unwrap_or(crate::rig::control::DEFAULT_LISTEN),
+            )
+        })
+        .transpose()?;
+    settings.test_rig = args.test_rig;
     let listen = settings.listen;
     // Every connection is a file descriptor: take what the hard limit allows, and cap connections
     // below whatever that is.
@@ -300,11 +321,49 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listen = %at, "serving metrics and health (/metrics, /livez, /readyz)");
         println!("metrics on {at}");
     }
+    let control = match control_listen {
+        Some(addr) => Some(start_control(&shared, addr, bound.port()).await?),
+        None => None,
+    };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown).await?;
+    let served =
+        crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown).await;
+    if let Some(control) = control {
+        control.abort();
+    }
+    served?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the test-rig control listener on `addr` (loopback, checked) for the server on `port`,
+/// logs the warning banner and prints the address for rigs to read.
+async fn start_control(
+    shared: &std::sync::Arc<crate::http::Shared>,
+    addr: std::net::SocketAddr,
+    port: u16,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use crate::rig::control;
+    let host = shared
+        .stub
+        .settings
+        .hosts
+        .first()
+        .cloned()
+        .unwrap_or_else(|| shared.stub.settings.public_server.host().to_owned());
+    let controls = control::Control::new(shared.clone(), control::Facts { host, port })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the test-rig controls ({})",
+            control::LISTEN_FLAG
+        )
+    })?;
+    let at = listener.local_addr()?;
+    tracing::warn!("{}", control::banner(at));
+    // Printed for rigs, as the main listener's line is.
+    println!("test-rig control on {at}");
+    Ok(control::spawn(listener, controls))
 }
 
 /// Installs the SIGINT and SIGTERM handlers now; completes on the first of them.

@@ -85,6 +85,7 @@ pub(super) async fn run(
                 &settings.database,
                 &settings.database_file(),
                 settings.database_ca.as_deref(),
+                &crate::rig::clock::Clock::system(),
             )
             .await?;
             // The keys stay sealed under the UMS ID the database is bound to: only that one may

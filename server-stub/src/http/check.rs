@@ -120,7 +120,7 @@ async fn check(
             unit_id: unit_id.clone(),
             lookups: decision.tried.iter().map(|place| lookups[*place]).collect(),
             public_key,
-            lapsed_before: time::OffsetDateTime::now_utc() - shared.stub.settings.renewal_grace,
+            lapsed_before: shared.stub.clock.now() - shared.stub.settings.renewal_grace,
         };
         let checked = match shared.stub.store.check_keys(&check).await {
             Ok(checked) => checked,

@@ -109,7 +109,7 @@ async fn open_session(
         serial,
         not_after,
     } = device_identity(peer, "the device connector")?;
-    if not_after < time::OffsetDateTime::now_utc() {
+    if not_after < shared.stub.clock.now() {
         return Err(ApiError::code(
             ProblemCode::BadRequest,
             "the device certificate has expired: renew it (simplereenroll) first",
@@ -150,7 +150,7 @@ async fn open_session(
     }
     let session = sessions.register(&unit_id, id);
     // The session ends with its certificate's validity (a renewed device connects again).
-    let left = (not_after - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+    let left = (not_after - shared.stub.clock.now()).max(time::Duration::ZERO);
     let expires = tokio::time::Instant::now()
         + std::time::Duration::try_from(left)
             .unwrap_or_default()
@@ -191,7 +191,7 @@ async fn report_inventory(shared: &Arc<Shared>, peer: &Peer, body: &[u8]) -> Res
         not_after,
     } = device_identity(peer, "the inventory report")?;
     // An expired certificate is let through TLS only to renew (within the grace period).
-    if not_after < time::OffsetDateTime::now_utc() {
+    if not_after < shared.stub.clock.now() {
         return Err(ApiError::code(
             ProblemCode::BadRequest,
             "the device certificate has expired: renew it (simplereenroll) first",

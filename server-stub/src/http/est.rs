@@ -447,14 +447,19 @@ async fn enroll(
         alternates: tried.collect(),
         public_key: request.public_key.clone(),
         source: source.to_string(),
-        lapsed_before: time::OffsetDateTime::now_utc() - shared.stub.settings.renewal_grace,
+        lapsed_before: shared.stub.clock.now() - shared.stub.settings.renewal_grace,
     };
     let signer = shared.clone();
     let lifetime = shared.certificate_lifetime;
     let subject = unit_id.clone();
     let issue: IssueOnce = Box::new(move || {
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
-        authority.device_certificate(subject.as_str(), &request, lifetime)
+        authority.device_certificate(
+            subject.as_str(),
+            &request,
+            lifetime,
+            signer.stub.clock.now(),
+        )
     });
     let asked = Instant::now();
     let outcome = shared.stub.store.enroll(attempt, issue).await;
@@ -593,7 +598,12 @@ async fn reenroll(
     let (signer, subject) = (shared.clone(), presented.unit_id.clone());
     let issue: IssueOnce = Box::new(move || {
         let authority = Authority::new(&signer.stub.ums_id).map_err(|e| e.to_string())?;
-        authority.device_certificate(subject.as_str(), &request, lifetime)
+        authority.device_certificate(
+            subject.as_str(),
+            &request,
+            lifetime,
+            signer.stub.clock.now(),
+        )
     });
     let renewal = RenewalRequest {
         unit_id: presented.unit_id,

@@ -56,6 +56,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The test-rig controls, in test-rig mode only (faults, the clock).
     pub rig: Option<Arc<crate::rig::Rig>>,
+    /// Strict mode's counts of requests the server does not serve, in test-rig mode only.
+    pub strict: Option<Arc<crate::rig::strict::Strict>>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -247,6 +249,14 @@ pub fn router_with(
         .merge(devices)
         .merge(admin)
         .merge(web::router());
+    // Strict mode (test-rig mode only) sees the router's own answers, before the headers.
+    let routes = match &shared.strict {
+        Some(strict) => routes.layer(axum::middleware::from_fn_with_state(
+            strict.clone(),
+            crate::rig::strict::watch,
+        )),
+        None => routes,
+    };
     inner(routes)
         .layer(axum::middleware::from_fn(answer_headers))
         .with_state(shared)

@@ -16,8 +16,10 @@
 
 pub mod actions;
 pub mod clock;
+pub mod control;
 pub mod faults;
 pub mod layer;
+pub mod strict;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

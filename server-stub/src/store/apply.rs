@@ -78,13 +78,13 @@ fn decide(
 /// applied: no key consumed, no device recorded, no audit line (the caller writes one line for
 /// the whole check). The backend opens `tx` read-only and takes no row locks, so a check never
 /// holds up an enrollment.
+/// Lifetimes are judged at `now`, the moment of the check, as an enrollment now would judge them.
 pub(crate) async fn check<T: Tx>(
     tx: &mut T,
     check: &KeyCheck,
+    now: OffsetDateTime,
 ) -> Result<Vec<CheckedKey>, StoreError> {
     let device = tx.device_for_update(&check.unit_id).await?;
-    // Lifetimes are judged at the moment of the check, as an enrollment now would judge them.
-    let now = OffsetDateTime::now_utc();
     let attempt = claim::Attempt {
         unit_id: &check.unit_id,
         public_key: &check.public_key,

@@ -9,6 +9,7 @@ use super::error::StoreError;
 use super::interface::Store;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
+use crate::rig::clock::Clock;
 
 /// Which database backend holds the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,26 +66,31 @@ impl Database {
 
 /// Opens the store `database` names (SQLite in `sqlite_file`; PostgreSQL over TLS checked against
 /// `database_ca` when one is given), creating and migrating it at first use. The caller binds it
-/// to its UMS ID ([`Store::bind_ums_id`]; `Stub::open` does).
+/// to its UMS ID ([`Store::bind_ums_id`]; `Stub::open` does). The store measures expiries and
+/// heartbeats, and stamps what it records, by `clock` (the server's, moved only in test-rig mode).
 pub async fn open(
     database: &Database,
     sqlite_file: &Path,
     database_ca: Option<&Path>,
+    clock: &Clock,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let store: Arc<dyn Store> = match database {
         Database::Sqlite => {
-            let file = sqlite_file.to_owned();
-            let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&file))
-                .await
-                .map_err(|error| StoreError::Backend {
-                    database: sqlite_file.display().to_string(),
-                    source: Box::new(error),
-                })??;
+            let (file, clock) = (sqlite_file.to_owned(), clock.clone());
+            let opened =
+                tokio::task::spawn_blocking(move || SqliteStore::open_with_clock(&file, clock))
+                    .await
+                    .map_err(|error| StoreError::Backend {
+                        database: sqlite_file.display().to_string(),
+                        source: Box::new(error),
+                    })??;
             Arc::new(opened)
         }
-        Database::Postgres(url) => {
-            Arc::new(PostgresStore::open_with(url.expose(), database_ca).await?)
-        }
+        Database::Postgres(url) => Arc::new(
+            PostgresStore::open_with(url.expose(), database_ca)
+                .await?
+                .with_clock(clock.clone()),
+        ),
     };
     Ok(store)
 }

@@ -36,6 +36,7 @@ use super::rows::{
 use crate::ca::IssueOnce;
 use crate::claim;
 use crate::cluster::MainUmsId;
+use crate::rig::clock::Clock;
 use crate::vault::LookupDigest;
 
 /// Migrations, applied in order; a database records the highest it has.
@@ -84,6 +85,9 @@ pub struct PostgresStore {
     shown: Arc<String>,
     /// Whether this open applied the row-MAC migration ([`Store::migrated_row_macs_now`]).
     migrated_row_macs: bool,
+    /// The server's clock: its offset (moved only in test-rig mode) is added to the database's
+    /// clock, and its now stamps the times this server records.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -165,10 +169,6 @@ fn refs<'a>(values: &'a Values<'_>) -> Vec<&'a (dyn ToSql + Sync)> {
         .collect()
 }
 
-fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
 fn count(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
 }
@@ -240,9 +240,29 @@ impl PostgresStore {
             pool,
             shown,
             migrated_row_macs: false,
+            clock: Clock::system(),
         };
         store.migrated_row_macs = store.migrate().await?;
         Ok(store)
+    }
+
+    /// The same store, measuring by `clock` (the server's, which a rig may move): its now stamps
+    /// what this server records, and its offset moves the database's clock that expiries and
+    /// heartbeats are measured by.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now by the server's clock, whole seconds since the epoch, as rows store times.
+    fn now(&self) -> i64 {
+        self.clock.now().unix_timestamp()
+    }
+
+    /// How far the server's clock is moved, whole seconds: added to the database's `now()` in SQL,
+    /// so servers sharing the database keep measuring by one clock.
+    fn offset_seconds(&self) -> i64 {
+        self.clock.offset().whole_seconds()
     }
 
     fn db(&self, error: tokio_postgres::Error) -> StoreError {
@@ -315,7 +335,7 @@ impl PostgresStore {
             tx.batch_execute(sql).await.map_err(|e| self.db(e))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                &[version, &now()],
+                &[version, &self.now()],
             )
             .await
             .map_err(|e| self.db(e))?;
@@ -574,7 +594,7 @@ impl Store for PostgresStore {
             &mut make,
             &progress,
             actor,
-            OffsetDateTime::now_utc(),
+            self.clock.now(),
         )
         .await?;
         tx.commit().await.map_err(|e| self.db(e))?;
@@ -704,13 +724,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.db(e))?;
         }
-        let outcome = apply::enroll(
-            &mut self.tx(&tx),
-            &attempt,
-            issue,
-            OffsetDateTime::now_utc(),
-        )
-        .await?;
+        let outcome = apply::enroll(&mut self.tx(&tx), &attempt, issue, self.clock.now()).await?;
         commit_with(tx, outcome.durability())
             .await
             .map_err(|e| self.db(e))?;
@@ -734,7 +748,7 @@ impl Store for PostgresStore {
             store: self,
             locks: false,
         };
-        let checked = apply::check(&mut reader, check).await?;
+        let checked = apply::check(&mut reader, check, self.clock.now()).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(checked)
     }
@@ -747,7 +761,7 @@ impl Store for PostgresStore {
     ) -> Result<RenewOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let outcome = apply::renew(&mut self.tx(&tx), request, actor, issue, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(outcome)
@@ -762,7 +776,7 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let held =
             apply::touch(&mut self.tx(&tx), unit_id, serial, inventory, session, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
@@ -807,7 +821,7 @@ impl Store for PostgresStore {
             .execute(
                 "UPDATE devices SET online_server = NULL, online_session = NULL, last_seen = $1
                  WHERE unit_id = $2 AND online_server = $3 AND online_session = $4",
-                &[&now(), &unit_id.as_str(), &session.server, &session.id],
+                &[&self.now(), &unit_id.as_str(), &session.server, &session.id],
             )
             .await
             .map_err(|e| self.db(e))?;
@@ -822,7 +836,7 @@ impl Store for PostgresStore {
                 "UPDATE devices SET online_server = NULL, online_session = NULL,
                    last_seen = CASE WHEN $2 THEN $3 ELSE last_seen END
                  WHERE online_server = $1",
-                &[&server, &seen_now, &now()],
+                &[&server, &seen_now, &self.now()],
             )
             .await
             .map_err(|e| self.db(e))?;
@@ -841,7 +855,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<String>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         let online = apply::queue_command(&mut self.tx(&tx), unit_id, command, actor, now).await?;
         tx.commit().await.map_err(|e| self.db(e))?;
         Ok(online)
@@ -870,7 +884,7 @@ impl Store for PostgresStore {
     async fn delete_device(&self, unit_id: &UnitId, actor: &Actor) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.db(e))?;
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         apply::delete_device(&mut self.tx(&tx), unit_id, actor, now).await?;
         tx.commit().await.map_err(|e| self.db(e))
     }
@@ -1002,8 +1016,8 @@ impl Store for PostgresStore {
     async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
         let rows = self
             .rows(
-                "SELECT extract(epoch FROM clock_timestamp())::bigint",
-                &Vec::new(),
+                "SELECT extract(epoch FROM clock_timestamp())::bigint + $1",
+                &vec![Box::new(self.offset_seconds())],
             )
             .await?;
         self.time(rows[0].get(0))

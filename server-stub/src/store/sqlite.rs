@@ -42,6 +42,7 @@ use super::tx::ready;
 use crate::ca::IssueOnce;
 use crate::claim;
 use crate::cluster::MainUmsId;
+use crate::rig::clock::Clock;
 use crate::vault::LookupDigest;
 
 /// The migration that added row MACs ([`crate::row_mac`]).
@@ -95,6 +96,8 @@ struct Inner {
     writer: OnceLock<std::sync::mpsc::Sender<WriterJob>>,
     /// How many times the writer has synced the WAL file after a batch.
     wal_syncs: Arc<AtomicU64>,
+    /// The server's notion of now: the machine's clock, moved only in test-rig mode.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -107,6 +110,12 @@ impl SqliteStore {
     /// Opens (creating if needed, mode 0600) the database at `path` and applies pending
     /// migrations. Blocks: call it where blocking is allowed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_clock(path, Clock::system())
+    }
+
+    /// [`SqliteStore::open`], measuring expiries, heartbeats and the times it records by `clock`
+    /// (the server's, which a rig may move) rather than the machine's own.
+    pub fn open_with_clock(path: &Path, clock: Clock) -> Result<Self, StoreError> {
         create_private(path)?;
         let connection = connect(path)?;
         restrict_permissions(path);
@@ -116,6 +125,7 @@ impl SqliteStore {
             connection: Mutex::new(connection),
             writer: OnceLock::new(),
             wal_syncs: Arc::default(),
+            clock,
         };
         let migrated_row_macs = inner.migrate()?;
         Ok(Self {
@@ -208,9 +218,10 @@ impl SqliteStore {
             let (sender, receiver) = std::sync::mpsc::channel();
             let path = inner.path.clone();
             let syncs = inner.wal_syncs.clone();
+            let clock = inner.clock.clone();
             std::thread::Builder::new()
                 .name("ums-stub-writer".to_owned())
-                .spawn(move || writer(path, receiver, syncs))
+                .spawn(move || writer(path, receiver, syncs, clock))
                 .expect("cannot start the database writer thread");
             sender
         });
@@ -243,6 +254,11 @@ impl Inner {
 
     fn shown(&self) -> String {
         self.shown.clone()
+    }
+
+    /// Now by the server's clock, whole seconds since the epoch, as rows store times.
+    fn now(&self) -> i64 {
+        self.clock.now().unix_timestamp()
     }
 
     /// The row operations of the transaction `tx` opened on this database.
@@ -304,7 +320,7 @@ impl Inner {
             tx.execute_batch(sql).map_err(|e| self.db(e))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                params![version, now()],
+                params![version, self.now()],
             )
             .map_err(|e| self.db(e))?;
         }
@@ -572,10 +588,6 @@ fn restrict_permissions(path: &Path) {
     }
 }
 
-fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// A usage count as stored (never negative: the schema checks it).
 fn count(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or(0)
@@ -669,7 +681,7 @@ impl Store for SqliteStore {
                     &mut make,
                     &progress,
                     &actor,
-                    OffsetDateTime::now_utc(),
+                    inner.clock.now(),
                 ))
             })
         })
@@ -821,7 +833,11 @@ impl Store for SqliteStore {
             // A read transaction (deferred, never upgraded: the check only reads): one snapshot
             // of the keys and the device, on the readers' connection, never the writer's.
             let snapshot = connection.transaction().map_err(|e| inner.db(e))?;
-            let checked = ready(apply::check(&mut inner.tx(&snapshot), &check))?;
+            let checked = ready(apply::check(
+                &mut inner.tx(&snapshot),
+                &check,
+                inner.clock.now(),
+            ))?;
             snapshot.commit().map_err(|e| inner.db(e))?;
             Ok(checked)
         })
@@ -842,7 +858,7 @@ impl Store for SqliteStore {
                     request,
                     &actor,
                     issue,
-                    OffsetDateTime::now_utc(),
+                    inner.clock.now(),
                 ))
             })
         })
@@ -873,7 +889,7 @@ impl Store for SqliteStore {
                     &serial,
                     inventory.as_deref(),
                     session,
-                    OffsetDateTime::now_utc(),
+                    inner.clock.now(),
                 ))
             })
         })
@@ -922,7 +938,7 @@ impl Store for SqliteStore {
                 tx.execute(
                     "UPDATE devices SET online_server = NULL, online_session = NULL, last_seen = ?1
                      WHERE unit_id = ?2 AND online_server = ?3 AND online_session = ?4",
-                    params![now(), unit_id.as_str(), server, id],
+                    params![inner.now(), unit_id.as_str(), server, id],
                 )
                 .map_err(|e| inner.db(e))?;
                 Ok(())
@@ -940,7 +956,7 @@ impl Store for SqliteStore {
                         "UPDATE devices SET online_server = NULL, online_session = NULL,
                            last_seen = CASE WHEN ?2 THEN ?3 ELSE last_seen END
                          WHERE online_server = ?1",
-                        params![server, seen_now, now()],
+                        params![server, seen_now, inner.now()],
                     )
                     .map_err(|e| inner.db(e))?;
                 tx.execute("DELETE FROM device_commands WHERE server = ?1", [&server])
@@ -965,7 +981,7 @@ impl Store for SqliteStore {
                     &unit_id,
                     &command,
                     &actor,
-                    OffsetDateTime::now_utc(),
+                    inner.clock.now(),
                 ))
             })
         })
@@ -1021,7 +1037,7 @@ impl Store for SqliteStore {
                     &mut inner.tx(tx),
                     &unit_id,
                     &actor,
-                    OffsetDateTime::now_utc(),
+                    inner.clock.now(),
                 ))
             })
         })
@@ -1150,8 +1166,10 @@ impl Store for SqliteStore {
     }
 
     async fn clock(&self) -> Result<OffsetDateTime, StoreError> {
-        // One machine holds the file: its clock is the database's.
-        Ok(OffsetDateTime::from_unix_timestamp(now()).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+        // One machine holds the file: its clock (as the server's clock moves it) is the
+        // database's.
+        Ok(OffsetDateTime::from_unix_timestamp(self.inner.now())
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH))
     }
 
     async fn main_ums_id(&self) -> Result<Option<MainUmsId>, StoreError> {

@@ -15,15 +15,17 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // `testing` (feature `testing`): servers for tests, over `serve` like the command line.
     &["cli", "testing"],
-    &["serve"],
+    // The test-rig control listener drives a running server's shared state and its actions.
+    &["serve", "rig::control"],
     // The test rig's middleware and one-shot actions, over the routes' shared state.
     &["rig::layer", "rig::actions"],
     &["http"],
-    &["servers"],
+    // Strict mode's counts, which the metrics listener shows.
+    &["servers", "rig::strict"],
     // The metrics listener reads the store, the connector and the UMS ID's sync status.
     &["stub", "metrics"],
     &["accounts", "config"],
-    // `rig`: the test rig's controls (the routes' shared state holds them).
+    // `rig`: the test rig's controls the routes share (faults, strict mode's counts).
     &[
         "devices",
         "audit",

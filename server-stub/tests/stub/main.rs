@@ -37,6 +37,9 @@
 //!   from twenty hosts against the caps of the systemd unit's limit.
 //! - `rig_faults`: test-rig mode: each fault kind and one-shot action as a client sees it, the
 //!   same seed giving the same faults, none of it without test-rig mode.
+//! - `rig_control`: test-rig mode's controls: the moved clock deciding key, certificate, token,
+//!   session and heartbeat expiry on both backends; strict mode; the control listener and
+//!   `serve --test-rig` against a normal `serve`.
 //! - `system`: real peers (openssl, curl), SIGKILL during enrollments, the systemd unit.
 //! - `testing`: `ums_stub::testing`, the one way tests start a server: fixtures, stick files,
 //!   waits, test-rig mode, restarts, clean-up, PostgreSQL, `serve` as a process and signals.
@@ -62,6 +65,7 @@ mod rig_faults;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../tests/src/postgres.rs"]
 mod pg;
+mod rig_control;
 mod rights;
 mod schemathesis;
 mod server;

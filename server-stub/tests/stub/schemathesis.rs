@@ -8,6 +8,11 @@
 //! `.ci/run` does it). The program is `$ONBOARD_SCHEMATHESIS`, else `schemathesis` on the PATH.
 //! `ONBOARD_SCHEMATHESIS_EXAMPLES` sets the examples per operation of the fuzzing phase (default
 //! 10), `ONBOARD_SCHEMATHESIS_SEEDS` the seeds (comma-separated; default [`SEEDS`]).
+//!
+//! The test-rig routes (tag `test-rig`) are not served on the devices' port, and the document
+//! served there (`/api/v1/openapi.json`) holds the admin API only: the first runs never see them.
+//! A second run, with every check on as well, fuzzes them on the control listener of a server in
+//! test-rig mode, from the document that listener serves (`/rig/v1/openapi.json`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -158,6 +163,132 @@ async fn seeded_server() -> (TestServer, String, String) {
     )
     .await;
     (server, all, read_only)
+}
+
+/// Runs schemathesis with `args` after `run` in `dir`, bounded by [`RUN_LIMIT`]; fails the test
+/// naming `label` on any problem found. Returns its standard output.
+async fn run_schemathesis(dir: &Path, label: &str, args: Vec<String>) -> String {
+    let mut command = std::process::Command::new("timeout");
+    command
+        .arg(RUN_LIMIT.as_secs().to_string())
+        .arg(program())
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        output.status.code(),
+        Some(127),
+        "cannot run {}: install it with pip install -r \
+         server-stub/tests/schemathesis/requirements.txt (bash .ci/run does), or name it \
+         in ONBOARD_SCHEMATHESIS",
+        program()
+    );
+    assert_ne!(
+        output.status.code(),
+        Some(124),
+        "schemathesis ({label}) ran over {RUN_LIMIT:?}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let summary: Vec<&str> = stdout.lines().rev().take(12).collect();
+    eprintln!(
+        "schemathesis ({label}):\n{}",
+        summary.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        output.status.success(),
+        "schemathesis ({label}) found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The configuration of the run on the control listener: no token, no TLS. A plan whose
+/// probabilities add up to more than 1 is refused as the hooks check; the one-shot actions
+/// answer 409 when they cannot run (positive data may meet that refusal); making the store
+/// unavailable and replacing the UMS ID are not fuzzed, since each would change what the rest of
+/// the run meets (the rig tests and the fault-injection tests drive them).
+fn rig_config(dir: &Path, examples: &str, seed: &str) -> std::path::PathBuf {
+    let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis/hooks.py");
+    let text = format!(
+        r#"
+seed = {seed}
+workers = 1
+hooks = "{hooks}"
+[warnings]
+fail-on = []
+[cache]
+enabled = false
+[generation]
+max-examples = {examples}
+database = "none"
+[phases.stateful]
+max-steps = 10
+[[operations]]
+include-name = "PUT /rig/v1/faults"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "422"]
+[[operations]]
+include-name = "POST /rig/v1/actions/expire-certificates"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "409"]
+[[operations]]
+include-name = "POST /rig/v1/actions/replace-ums-id"
+enabled = false
+[[operations]]
+include-name = "POST /rig/v1/actions/store-unavailable"
+enabled = false
+"#
+    );
+    let path = dir.join("schemathesis-rig.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_nothing_on_the_test_rig_control_listener() {
+    let examples =
+        std::env::var("ONBOARD_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "10".to_owned());
+    let seeds = std::env::var("ONBOARD_SCHEMATHESIS_SEEDS").unwrap_or_else(|_| SEEDS.to_owned());
+    for seed in seeds.split(',').map(str::trim) {
+        let server = TestServer::start_with(|settings| settings.test_rig = true).await;
+        let controls = ums_stub::rig::control::Control::new(
+            server.shared.clone(),
+            ums_stub::rig::control::Facts {
+                host: "localhost".to_owned(),
+                port: server.port,
+            },
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind(ums_stub::rig::control::DEFAULT_LISTEN)
+            .await
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let control = ums_stub::rig::control::spawn(listener, controls);
+        let dir = tempfile::tempdir().unwrap();
+        let config = rig_config(dir.path(), &examples, seed);
+        let schema = format!("{base}{}", ums_stub::rig::control::RIG_OPENAPI_PATH);
+        let args = vec![
+            "--config-file".to_owned(),
+            config.display().to_string(),
+            "run".to_owned(),
+            schema,
+            "--checks".to_owned(),
+            "all".to_owned(),
+            "--url".to_owned(),
+            base,
+            "--phases".to_owned(),
+            "examples,coverage,fuzzing,stateful".to_owned(),
+            "--request-timeout".to_owned(),
+            "30".to_owned(),
+            "--no-color".to_owned(),
+        ];
+        run_schemathesis(dir.path(), &format!("test-rig, seed {seed}"), args).await;
+        control.abort();
+        server.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,7 @@
 //!   server SIGKILLed and its unsynced writes dropped again and again; the database knows every
 //!   certificate a device holds.
 //! - `mitm`: a TLS server with another UMS ID on the server's address never sees a key.
+//! - `rig`: the documentation's example rig in Python drives `ums-stub serve --test-rig`.
 //! - `web`: the Web App in Debian's chromium, driven by Playwright for Python.
 //! - `util`: the server as a process, keys through its command line, agents in parallel.
 
@@ -28,6 +29,7 @@ mod limits;
 mod mitm;
 mod power_cut;
 mod restart;
+mod rig;
 mod soak;
 mod util;
 mod web;

@@ -9,7 +9,7 @@ use onboard_protocol::admin::Right;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
-use super::{PostgresStore, audit_in, now};
+use super::{PostgresStore, audit_in};
 use crate::cluster::MainUmsId;
 use crate::store::apply::keep_an_admin;
 use crate::store::error::{Missing, StoreError};
@@ -238,7 +238,7 @@ impl PostgresStore {
                     &name,
                     &rights,
                     &change.password_hash,
-                    &now(),
+                    &self.now(),
                     &change.mac.to_vec(),
                     &change.previous.map(|mac| mac.to_vec()),
                 ],
@@ -576,13 +576,14 @@ impl PostgresStore {
         client
             .execute(
                 "INSERT INTO servers (name, fingerprint, status, heartbeat_at)
-                 VALUES ($1, $2, $3, extract(epoch FROM now())::bigint)
+                 VALUES ($1, $2, $3, extract(epoch FROM now())::bigint + $4)
                  ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint,
                    status = excluded.status, heartbeat_at = excluded.heartbeat_at",
                 &[
                     &beat.name,
                     &beat.fingerprint.to_string(),
                     &beat.status.label(),
+                    &self.offset_seconds(),
                 ],
             )
             .await
@@ -598,9 +599,9 @@ impl PostgresStore {
         let rows = self
             .rows(
                 "SELECT name, fingerprint, status,
-                        heartbeat_at >= extract(epoch FROM now())::bigint - $1
+                        heartbeat_at >= extract(epoch FROM now())::bigint + $2 - $1
                  FROM servers ORDER BY name",
-                &vec![Box::new(within)],
+                &vec![Box::new(within), Box::new(self.offset_seconds())],
             )
             .await?;
         rows.iter()

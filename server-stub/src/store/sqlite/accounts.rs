@@ -259,7 +259,7 @@ impl SqliteStore {
                             name,
                             change.rights.as_deref().map(rights_text),
                             change.password_hash,
-                            super::now(),
+                            inner.now(),
                             &change.mac[..],
                             change.previous.as_ref().map(|mac| &mac[..]),
                         ],
@@ -635,7 +635,7 @@ impl SqliteStore {
                         beat.name,
                         beat.fingerprint.to_string(),
                         beat.status.label(),
-                        super::now()
+                        inner.now()
                     ],
                 )
                 .map(drop)
@@ -648,8 +648,9 @@ impl SqliteStore {
         &self,
         within: std::time::Duration,
     ) -> Result<Vec<ServerRow>, StoreError> {
-        let since = super::now() - i64::try_from(within.as_secs()).unwrap_or(i64::MAX / 2);
+        let within = i64::try_from(within.as_secs()).unwrap_or(i64::MAX / 2);
         self.call(move |inner| {
+            let since = inner.now() - within;
             let connection = inner.lock();
             let mut statement = connection
                 .prepare_cached(

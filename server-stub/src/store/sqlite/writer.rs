@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, TransactionBehavior};
-use time::OffsetDateTime;
 
 use super::{SqliteTx, audit_in, backend_error, connect};
 use crate::ca::IssueOnce;
+use crate::rig::clock::Clock;
 use crate::store::apply;
 use crate::store::durability::Durability;
 use crate::store::error::StoreError;
@@ -89,6 +89,7 @@ pub(super) fn writer(
     path: PathBuf,
     jobs: std::sync::mpsc::Receiver<WriterJob>,
     syncs: Arc<AtomicU64>,
+    clock: Clock,
 ) {
     let shown = path.display().to_string();
     let mut connection: Option<Connection> = None;
@@ -165,7 +166,7 @@ pub(super) fn writer(
                             &mut SqliteTx::new(&savepoint, &shown),
                             &attempt,
                             issue,
-                            OffsetDateTime::now_utc(),
+                            clock.now(),
                         ));
                         let ok = outcome.is_ok();
                         (Done::Enroll(reply, outcome), ok)
