@@ -326,8 +326,7 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let served =
-        crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown).await;
+    let served = crate::serve::run_with_metrics(shared, listener, metrics, tls, shutdown).await;
     if let Some(control) = control {
         control.abort();
     }

@@ -27,7 +27,7 @@ use crate::server::{Device, TestServer, enroll, generous, read_answer};
 use crate::util::DataDir;
 
 /// A server in test-rig mode with generous rate limits, `adjust` changing its settings.
-async fn rig_server(adjust: impl FnOnce(&mut Settings)) -> TestServer {
+async fn rig_server(adjust: impl FnOnce(&mut Settings) + Send) -> TestServer {
     TestServer::start_with(|settings| {
         settings.rate_limits = generous();
         settings.test_rig = true;
@@ -610,7 +610,12 @@ async fn strict_mode_counts_what_the_server_does_not_serve_and_a_normal_server_h
     server.stop().await;
 
     // A normal server: no rig, no strict mode, no control listener to start.
-    let normal = TestServer::start_with(metrics_on).await;
+    let normal = TestServer::from_builder(
+        ums_stub::testing::TestServer::builder()
+            .without_rig()
+            .settings(metrics_on),
+    )
+    .await;
     assert!(normal.running().rig().is_none());
     assert!(normal.shared.strict.is_none());
     assert!(

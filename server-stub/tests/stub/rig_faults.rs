@@ -479,7 +479,8 @@ async fn the_same_seed_gives_the_same_faults_in_the_same_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_not_in_test_rig_mode_has_no_rig_and_refuses_the_actions() {
-    let server = TestServer::start_with(|_| {}).await;
+    let server =
+        TestServer::from_builder(ums_stub::testing::TestServer::builder().without_rig()).await;
     assert!(server.running().rig().is_none());
     let refused = [
         actions::expire_certificates(&server.shared)

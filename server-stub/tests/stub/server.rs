@@ -35,9 +35,16 @@ impl TestServer {
         Self::start_with(|settings| settings.rate_limits = limits).await
     }
 
-    /// A server whose settings `adjust` changes from the defaults (names: localhost, 127.0.0.1).
+    /// A plain server (no test-rig mode: the server users run) whose settings `adjust` changes
+    /// from the defaults (names: localhost, 127.0.0.1). `settings.test_rig = true` in `adjust`
+    /// turns test-rig mode on.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut Settings) + Send) -> Self {
-        Self::from_builder(ums_stub::testing::TestServer::builder().settings(adjust)).await
+        Self::from_builder(
+            ums_stub::testing::TestServer::builder()
+                .without_rig()
+                .settings(adjust),
+        )
+        .await
     }
 
     /// A server `builder` starts.
