@@ -477,6 +477,16 @@ async fn the_control_listener_moves_the_clock_sets_faults_tells_certificates_and
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(moved["offset_seconds"], 11 * 86_400);
+    // The move recorded the server's heartbeat by the moved clock: it still shows running.
+    let servers = server
+        .shared
+        .stub
+        .store
+        .servers(ums_stub::cluster::RUNNING_WITHIN)
+        .await
+        .unwrap();
+    assert!(servers.iter().all(|row| row.running), "{servers:?}");
+    assert_eq!(servers.len(), 1);
     assert_eq!(
         answer(http.get(at("clock"))).await.1["offset_seconds"],
         11 * 86_400
