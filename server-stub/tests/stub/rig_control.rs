@@ -5,8 +5,6 @@
 //! routes and refusals; and `ums-stub serve --test-rig` as a process (its banner, its address, its
 //! loopback-only listener) against a normal `serve`, which has none of it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 
 use onboard_protocol::admin::{CreateKeys, NewAccount, NewToken, Right};
@@ -653,49 +651,44 @@ async fn strict_mode_counts_what_the_server_does_not_serve_and_a_normal_server_h
     normal.stop().await;
 }
 
-/// `ums-stub serve` as a process on port 0, `extra` added to its arguments; its standard error
-/// goes to `stderr`.
+/// `ums-stub serve` as a process on port 0 (through `ums_stub::testing`), `extra` added to its
+/// arguments; its standard error goes to `stderr`.
 struct Served {
-    child: Child,
+    process: ums_stub::testing::ServeProcess,
     main: std::net::SocketAddr,
     control: Option<std::net::SocketAddr>,
 }
 
 impl Served {
     fn start(dir: &DataDir, extra: &[&str], stderr: &std::path::Path) -> Served {
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--host",
-            "localhost",
-            "--host",
-            "127.0.0.1",
-        ];
-        args.extend_from_slice(extra);
-        let mut child = dir
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut next = || lines.next().unwrap().unwrap();
-        let line = next();
-        let main = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("serve printed {line:?}"))
-            .parse()
-            .unwrap();
+        let mut command = ums_stub::testing::ServeCommand::program(dir.command(&[]))
+            .hosts(&["localhost", "127.0.0.1"])
+            .stderr(std::fs::File::create(stderr).unwrap());
+        for arg in extra {
+            command = command.arg(arg);
+        }
+        let process = command.start().unwrap();
+        let main = process.addr();
+        // The control listener's line follows the main one's.
         let control = extra.contains(&"--test-rig").then(|| {
-            let line = next();
-            line.strip_prefix("test-rig control on ")
-                .unwrap_or_else(|| panic!("serve --test-rig printed {line:?}"))
-                .parse()
-                .unwrap()
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let printed = process.printed();
+                if let Some(at) = printed
+                    .iter()
+                    .find_map(|line| line.strip_prefix("test-rig control on "))
+                {
+                    break at.parse().unwrap();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "serve --test-rig printed {printed:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         });
         Served {
-            child,
+            process,
             main,
             control,
         }
@@ -703,7 +696,7 @@ impl Served {
 
     /// How many TCP sockets the process listens on.
     fn listeners(&self) -> usize {
-        let fds = format!("/proc/{}/fd", self.child.id());
+        let fds = format!("/proc/{}/fd", self.process.pid());
         let inodes: std::collections::HashSet<String> = std::fs::read_dir(fds)
             .unwrap()
             .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
@@ -727,13 +720,6 @@ impl Served {
             })
             .filter(|fields| fields[3] == "0A" && inodes.contains(&fields[9]))
             .count()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -809,39 +795,20 @@ fn dir_ums_id(dir: &DataDir) -> Vec<u8> {
 fn serve_refuses_a_control_address_off_loopback_naming_the_flag() {
     let dir = DataDir::new();
     for addr in ["0.0.0.0:0", "192.0.2.1:9999", "[::]:0"] {
-        let mut child = dir
-            .command(&[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--test-rig",
-                "--test-rig-listen",
-                addr,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A server that took the address would serve until stopped: it is stopped and the test
-        // fails, rather than waiting for it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        let mut error = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut error).unwrap();
-        assert_eq!(
-            status.and_then(|status| status.code()),
-            Some(1),
-            "{addr}: {error}"
+        // A server that took the address would listen: `start` would succeed (and the server
+        // be stopped when dropped), failing the test rather than waiting for it.
+        let stderr = dir.scratch().join("refused");
+        let started = ums_stub::testing::ServeCommand::program(dir.command(&[]))
+            .arg("--test-rig")
+            .arg("--test-rig-listen")
+            .arg(addr)
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .start();
+        let ended = started.expect_err("serve listened with a control address off loopback");
+        let error = std::fs::read_to_string(&stderr).unwrap();
+        assert!(
+            ended.to_string().contains("exit status: 1"),
+            "{addr}: {ended:#}: {error}"
         );
         assert!(error.contains("--test-rig-listen"), "{error}");
         assert!(error.contains("loopback"), "{error}");

@@ -134,7 +134,7 @@ fn fleet_sim_reads_a_fault_plan_from_a_file_and_the_seed_overrides_its_own() {
         &plan,
         r#"{ "seed": 1,
              "routes": { "enrollment": [
-               { "probability": 0.5, "fault": { "kind": "refuse", "status": 429, "code": "rate_limited" } },
+               { "probability": 0.5, "fault": { "kind": "refuse", "status": 503, "retry_after_seconds": 1 } },
                { "probability": 0.2, "fault": { "kind": "delay", "millis": 20 } } ] } }"#,
     )
     .unwrap();
@@ -145,8 +145,10 @@ fn fleet_sim_reads_a_fault_plan_from_a_file_and_the_seed_overrides_its_own() {
     assert_eq!(summary["fault_plan"]["seed"], 99);
     assert_eq!(
         summary["fault_plan"]["routes"]["enrollment"][0]["fault"]["status"],
-        429
+        503
     );
+    // A 503 ends the pass (a 429 `rate_limited` would move a device to its next key instead,
+    // which devices sharing one stick also do without any fault): retries show the plan held.
     assert!(summary["retries"].as_u64().unwrap() > 0, "{summary}");
     assert_eq!(summary["server_keys_burnt"], 0);
     // A plan out of bounds is refused, naming the field.
