@@ -432,17 +432,20 @@ pub struct CertificateStatus {
     pub not_after: Option<OffsetDateTime>,
 }
 
-/// The status of `serial` among `devices` at `now`: pure, the rule the route applies.
+/// The status of `serial` among `devices` at `now`, a current certificate counted expired also
+/// when `expired_by_rig` says the rig expired it (the expire-certificates action): pure, the rule
+/// the route applies.
 pub fn certificate_status(
     serial: &str,
     devices: &[DeviceRecord],
     now: OffsetDateTime,
+    expired_by_rig: impl Fn(&str) -> bool,
 ) -> CertificateStatus {
     let serial = serial.to_ascii_lowercase();
     let same = |held: &str| held.eq_ignore_ascii_case(&serial);
     if let Some(device) = devices.iter().find(|device| same(&device.serial)) {
         return CertificateStatus {
-            status: if device.not_after < now {
+            status: if device.not_after < now || expired_by_rig(&device.serial) {
                 CertificateState::Expired
             } else {
                 CertificateState::Valid
@@ -490,10 +493,12 @@ async fn certificate(
         .store
         .devices(&PageRequest::all())
         .await?;
+    let rig = control.shared.rig.clone();
     Ok(axum::Json(certificate_status(
         &serial,
         &devices,
         control.shared.stub.clock.now(),
+        |held| rig.as_ref().is_some_and(|rig| rig.is_expired(held)),
     )))
 }
 
@@ -744,7 +749,7 @@ mod tests {
             ("cc00", CertificateState::Unknown, None, false),
         ];
         for (serial, state, unit, has_not_after) in table {
-            let status = certificate_status(serial, &devices, now);
+            let status = certificate_status(serial, &devices, now, |_| false);
             assert_eq!(status.status, state, "{serial}");
             assert_eq!(
                 status.unit_id.map(|u| u.to_string()).as_deref(),
@@ -756,7 +761,13 @@ mod tests {
         }
         // The same certificate past its end, by a clock moved past it.
         assert_eq!(
-            certificate_status("aa01", &devices, now + 2 * hour).status,
+            certificate_status("aa01", &devices, now + 2 * hour, |_| false).status,
+            CertificateState::Expired
+        );
+        // The same certificate before its end, expired by the rig's action.
+        let by_rig = |held: &str| held == devices[0].serial;
+        assert_eq!(
+            certificate_status(&devices[0].serial, &devices, now, by_rig).status,
             CertificateState::Expired
         );
     }
