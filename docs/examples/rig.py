@@ -7,7 +7,8 @@ prints, and drives it over the control listener (plain JSON under /rig/v1/):
 1. reads the server's facts (URL, UMS ID fingerprint and certificate) and pins the UMS ID;
 2. puts a fault plan in force and reads it back;
 3. asks for a key file (the XML of a USB stick) and enrolls a device with its key over EST, as a
-   device would (the CSR is made by the `openssl` command);
+   device would (the CSR is made by the `openssl` command), the first answer lost after the
+   commit (a `drop_after_commit` fault) and the retry answered with the same certificate;
 4. reads the status of the device's certificate, moves the server's clock past its lifetime and
    reads it again: `valid`, then `expired`;
 5. calls a route the server does not serve and finds it in strict mode's counts;
@@ -22,6 +23,7 @@ which did not. The project's tests run it (tests/tests/e2e/rig.rs).
 """
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -130,6 +132,17 @@ def run(base, port, folder):
     enroll = urllib.request.Request(
         facts["url"] + "/.well-known/est/simpleenroll", data=csr(DEVICE, folder), method="POST",
         headers={"Content-Type": "application/pkcs10", "Authorization": "Basic " + basic})
+    # The first answer is lost after the server committed it (every enrollment, for now): the
+    # device sees the connection close. Its retry with the same key and request is answered with
+    # the certificate already issued; the one-time key served this device once, and no other.
+    lose = {"routes": {"enrollment": [{"probability": 1, "fault": {"kind": "drop_after_commit"}}]}}
+    assert control(base, "PUT", "/rig/v1/faults", lose)[0] == 200
+    try:
+        urllib.request.urlopen(enroll, context=tls, timeout=30)
+        raise AssertionError("the answer was not lost")
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
+        pass
+    assert control(base, "PUT", "/rig/v1/faults", {})[0] == 200
     with urllib.request.urlopen(enroll, context=tls, timeout=30) as answer:
         assert answer.status == 200
         serial = serial_of(answer.read(), folder)
