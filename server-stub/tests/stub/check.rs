@@ -7,53 +7,9 @@ use onboard_protocol::{FirstAuthKey, KeyKind, routes};
 use reqwest::StatusCode;
 use serde_json::Value;
 use ums_stub::rate_limit::Limits;
-use ums_stub::store::{Actor, KeyFilter, PageRequest};
+use ums_stub::store::Actor;
 
-use crate::server::{Device, TestServer, enroll, generous};
-
-/// Creates keys of `kind` (bound to `unit` for device-bound); (id, value) each.
-async fn keys(
-    server: &TestServer,
-    kind: KeyKind,
-    count: usize,
-    unit: Option<&str>,
-) -> Vec<(i64, String)> {
-    let admin = server.shared.stub.keys();
-    let ids = match kind {
-        KeyKind::OneTime => admin
-            .create_one_time(count, "", Box::new(|_| {}), &Actor::cli())
-            .await
-            .unwrap(),
-        KeyKind::DeviceBound => admin
-            .create_device_bound(
-                &vec![unit.unwrap().parse().unwrap(); count],
-                "",
-                Box::new(|_| {}),
-                &Actor::cli(),
-            )
-            .await
-            .unwrap(),
-        KeyKind::MassDeployment => {
-            let mut ids = Vec::new();
-            for _ in 0..count {
-                ids.push(admin.create_mass(None, "", &Actor::cli()).await.unwrap().0);
-            }
-            ids
-        }
-    };
-    let filter = KeyFilter {
-        ids: Some(ids),
-        ..KeyFilter::default()
-    };
-    admin
-        .list(&filter, &PageRequest::all(), true)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|view| (view.id, view.key))
-        .collect()
-}
+use crate::server::{Device, TestServer, enroll, generous, keys};
 
 fn one(keys: Vec<(i64, String)>) -> (i64, String) {
     let [key] = keys.try_into().unwrap();

@@ -10,47 +10,7 @@ use time::OffsetDateTime;
 use ums_stub::rate_limit::Limits;
 use ums_stub::store::{Actor, KeyFilter, PageRequest};
 
-use crate::server::{Device, TestServer, enroll, generous, read_answer};
-
-/// Creates keys of `kind` (bound to `unit` for device-bound) and returns (id, value).
-async fn keys(
-    server: &TestServer,
-    kind: KeyKind,
-    count: usize,
-    unit: Option<&str>,
-) -> Vec<(i64, String)> {
-    let admin = server.shared.stub.keys();
-    let ids = match kind {
-        KeyKind::OneTime => admin
-            .create_one_time(count, "", Box::new(|_| {}), &Actor::cli())
-            .await
-            .unwrap(),
-        KeyKind::DeviceBound => admin
-            .create_device_bound(
-                &[unit.unwrap().parse().unwrap()],
-                "",
-                Box::new(|_| {}),
-                &Actor::cli(),
-            )
-            .await
-            .unwrap(),
-        KeyKind::MassDeployment => {
-            vec![admin.create_mass(None, "", &Actor::cli()).await.unwrap().0]
-        }
-    };
-    let filter = KeyFilter {
-        ids: Some(ids),
-        ..KeyFilter::default()
-    };
-    admin
-        .list(&filter, &PageRequest::all(), true)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|view| (view.id, view.key))
-        .collect()
-}
+use crate::server::{Device, TestServer, enroll, generous, keys, keys_as, read_answer};
 
 async fn usage(server: &TestServer, id: i64) -> (u64, String) {
     let view = server.shared.stub.keys().get(id, false).await.unwrap();
@@ -873,27 +833,6 @@ async fn an_expired_certificate_renews_within_the_grace_period_and_past_it_a_key
     assert_eq!(devices.len(), 1);
     assert_eq!(usage(&server, one_time).await.0, 1);
     server.stop().await;
-}
-
-/// Creates the keys `request` asks for and returns (id, value) of each.
-async fn keys_as(server: &TestServer, request: CreateKeys) -> Vec<(i64, String)> {
-    let admin = server.shared.stub.keys();
-    let ids = admin
-        .create(&request, Box::new(|_| {}), &Actor::cli())
-        .await
-        .unwrap();
-    let filter = KeyFilter {
-        ids: Some(ids),
-        ..KeyFilter::default()
-    };
-    admin
-        .list(&filter, &PageRequest::all(), true)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|view| (view.id, view.key))
-        .collect()
 }
 
 /// One one-time key with this lifetime and folder.

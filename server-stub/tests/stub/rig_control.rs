@@ -16,12 +16,10 @@ use ums_stub::accounts::Granter;
 use ums_stub::config::Settings;
 use ums_stub::rig::Clock;
 use ums_stub::rig::control::{self, Control, Facts};
-use ums_stub::store::{
-    Actor, KeyFilter, PageRequest, PostgresStore, ServerBeat, SqliteStore, Store,
-};
+use ums_stub::store::{PostgresStore, ServerBeat, SqliteStore, Store};
 
 use crate::pg::PgCluster;
-use crate::server::{Device, TestServer, enroll, generous, read_answer};
+use crate::server::{Device, TestServer, enroll, generous, keys_as, read_answer};
 use crate::util::DataDir;
 
 /// A server in test-rig mode with generous rate limits, `adjust` changing its settings.
@@ -37,27 +35,6 @@ async fn rig_server(adjust: impl FnOnce(&mut Settings) + Send) -> TestServer {
 /// The server's clock, as its rig moves it.
 fn clock(server: &TestServer) -> Clock {
     server.running().rig().expect("test-rig mode").clock.clone()
-}
-
-/// Creates the keys `request` asks for; (id, value) of each.
-async fn keys_as(server: &TestServer, request: CreateKeys) -> Vec<(i64, String)> {
-    let admin = server.shared.stub.keys();
-    let ids = admin
-        .create(&request, Box::new(|_| {}), &Actor::cli())
-        .await
-        .unwrap();
-    let filter = KeyFilter {
-        ids: Some(ids),
-        ..KeyFilter::default()
-    };
-    admin
-        .list(&filter, &PageRequest::all(), true)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|view| (view.id, view.key))
-        .collect()
 }
 
 fn one_time(expires_at: Option<OffsetDateTime>, not_before: Option<OffsetDateTime>) -> CreateKeys {

@@ -8,15 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use onboard_protocol::ProblemCode;
 use onboard_protocol::admin::KeyStatus;
 use onboard_protocol::routes;
+use onboard_protocol::{KeyKind, ProblemCode};
 use rcgen::KeyPair;
 use reqwest::StatusCode;
 use ums_stub::rig::{FaultKind, FaultPlan, Rig, RouteClass, RouteFault, actions};
-use ums_stub::store::{Actor, KeyFilter, PageRequest};
 
-use crate::server::{Device, TestServer, enroll, read_answer};
+use crate::server::{Device, TestServer, enroll, keys, read_answer};
 
 /// A server in test-rig mode (faults off).
 async fn rig_server() -> TestServer {
@@ -47,27 +46,6 @@ fn plan(seed: u64, route: RouteClass, faults: &[(f64, FaultKind)]) -> FaultPlan 
         )]),
         close_sessions_every_seconds: None,
     }
-}
-
-/// `count` new one-time keys: (ID, value).
-async fn one_time_keys(server: &TestServer, count: usize) -> Vec<(i64, String)> {
-    let admin = server.shared.stub.keys();
-    let ids = admin
-        .create_one_time(count, "", Box::new(|_| {}), &Actor::cli())
-        .await
-        .unwrap();
-    let filter = KeyFilter {
-        ids: Some(ids),
-        ..KeyFilter::default()
-    };
-    admin
-        .list(&filter, &PageRequest::all(), true)
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|view| (view.id, view.key))
-        .collect()
 }
 
 /// A key's usage count and status.
@@ -154,7 +132,10 @@ fn refuse(status: u16, code: Option<ProblemCode>, retry_after_seconds: Option<u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_answer_the_planned_status_code_and_retry_after_and_consume_no_key() {
     let server = rig_server().await;
-    let [(id, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let client = server.client(None);
     let device = Device::numbered(1);
     let table = [
@@ -223,7 +204,10 @@ async fn a_delay_holds_the_answer_back_at_least_that_long() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_request_waits_until_released_and_is_counted_meanwhile() {
     let server = rig_server().await;
-    let [(id, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     rig(&server).set_faults(plan(1, RouteClass::Enrollment, &[(1.0, FaultKind::Hold)]));
     let client = server.client(None);
     let url = server.url(routes::EST_SIMPLEENROLL);
@@ -250,7 +234,10 @@ async fn a_held_request_waits_until_released_and_is_counted_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_commits_and_the_retry_gets_the_same_certificate() {
     let server = rig_server().await;
-    let [(id, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     rig(&server).set_faults(plan(
         1,
         RouteClass::Enrollment,
@@ -283,7 +270,10 @@ async fn a_lost_answer_commits_and_the_retry_gets_the_same_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connector_sessions_are_closed_every_n_seconds_and_devices_come_back() {
     let server = rig_server().await;
-    let [(_, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(_, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let device = Device::numbered(4);
     let certificate = enroll(&server.client(None), &server, &device, &key)
         .await
@@ -328,7 +318,10 @@ async fn connector_sessions_are_closed_every_n_seconds_and_devices_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_certificates_are_renewed_before_the_devices_are_served_again() {
     let server = rig_server().await;
-    let [(_, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(_, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let device = Device::numbered(5);
     let certificate = enroll(&server.client(None), &server, &device, &key)
         .await
@@ -376,7 +369,10 @@ async fn expired_certificates_are_renewed_before_the_devices_are_served_again() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_drill_presents_a_chain_the_old_pin_refuses_and_burns_no_key() {
     let server = rig_server().await;
-    let [(id, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let before = server.running().ums_id_fingerprint();
     let fresh = actions::replace_ums_id(&server.shared).await.unwrap();
     assert_ne!(fresh, before);
@@ -405,7 +401,10 @@ async fn a_rotation_drill_presents_a_chain_the_old_pin_refuses_and_burns_no_key(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_made_unavailable_answers_503_and_readyz_is_not_ready_until_it_is_back() {
     let server = rig_server().await;
-    let [(id, key)] = one_time_keys(&server, 1).await.try_into().unwrap();
+    let [(id, key)] = keys(&server, KeyKind::OneTime, 1, None)
+        .await
+        .try_into()
+        .unwrap();
     let metrics = server.running().metrics_addr().unwrap();
     let readyz = || async move {
         let response = reqwest::get(format!("http://{metrics}/readyz"))

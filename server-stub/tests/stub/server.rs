@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use onboard_protocol::est;
+use onboard_protocol::admin::CreateKeys;
+use onboard_protocol::{KeyKind, est};
 use rcgen::{CertificateParams, KeyPair};
 use reqwest::StatusCode;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -11,7 +12,7 @@ use ums_stub::config::Settings;
 use ums_stub::http::Shared;
 use ums_stub::rate_limit::Limits;
 use ums_stub::serve::Running;
-use ums_stub::store::{AuditEntry, DeviceRecord};
+use ums_stub::store::{Actor, AuditEntry, DeviceRecord, KeyFilter, PageRequest};
 
 /// A running server over a temporary data directory, started through `ums_stub::testing`.
 pub(crate) struct TestServer {
@@ -250,4 +251,66 @@ pub(crate) fn pinned_client(ums_id_der: &[u8], local: Option<std::net::IpAddr>) 
         builder = builder.local_address(local);
     }
     builder.build().unwrap()
+}
+
+/// Creates keys of `kind` (bound to `unit` for device-bound); (id, value) each.
+pub(crate) async fn keys(
+    server: &TestServer,
+    kind: KeyKind,
+    count: usize,
+    unit: Option<&str>,
+) -> Vec<(i64, String)> {
+    let admin = server.shared.stub.keys();
+    let ids = match kind {
+        KeyKind::OneTime => admin
+            .create_one_time(count, "", Box::new(|_| {}), &Actor::cli())
+            .await
+            .unwrap(),
+        KeyKind::DeviceBound => admin
+            .create_device_bound(
+                &vec![unit.unwrap().parse().unwrap(); count],
+                "",
+                Box::new(|_| {}),
+                &Actor::cli(),
+            )
+            .await
+            .unwrap(),
+        KeyKind::MassDeployment => {
+            let mut ids = Vec::new();
+            for _ in 0..count {
+                ids.push(admin.create_mass(None, "", &Actor::cli()).await.unwrap().0);
+            }
+            ids
+        }
+    };
+    revealed(server, ids).await
+}
+
+/// Creates the keys `request` asks for and returns (id, value) of each.
+pub(crate) async fn keys_as(server: &TestServer, request: CreateKeys) -> Vec<(i64, String)> {
+    let admin = server.shared.stub.keys();
+    let ids = admin
+        .create(&request, Box::new(|_| {}), &Actor::cli())
+        .await
+        .unwrap();
+    revealed(server, ids).await
+}
+
+/// The values of keys `ids`: (ID, value) of each.
+pub(crate) async fn revealed(server: &TestServer, ids: Vec<i64>) -> Vec<(i64, String)> {
+    let filter = KeyFilter {
+        ids: Some(ids),
+        ..KeyFilter::default()
+    };
+    server
+        .shared
+        .stub
+        .keys()
+        .list(&filter, &PageRequest::all(), true)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|view| (view.id, view.key))
+        .collect()
 }
